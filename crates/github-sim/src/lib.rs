@@ -1,1 +1,38 @@
-//! github-sim
+//! `github-sim`: a stateful GitHub simulator for self-hosted runners.
+//!
+//! It serves GitHub's REST API for runners (repo, org and enterprise scope, at `/` and at
+//! `/api/v3`), GitHub App authentication, rate limits, `workflow_job` webhooks, the runner side of
+//! GitHub (`/_runner/`, see `docs/sim-protocol.md`) and an admin API for tests (`/_sim/`).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), github_sim::SimError> {
+//! let sim = github_sim::Sim::start(github_sim::SimConfig::default()).await?;
+//! println!("API at {}", sim.api_url());
+//! # Ok(()) }
+//! ```
+
+mod admin;
+mod auth;
+mod config;
+mod http;
+mod rest;
+mod runner_api;
+mod scope;
+mod secret;
+mod server;
+mod state;
+pub mod tarball;
+mod webhook;
+
+pub use config::{
+    AppConfig, GroupConfig, InstallationConfig, OwnerConfig, SimConfig, WebhookTarget, DEFAULT_TOKEN,
+    TEST_APP_PRIVATE_KEY_PEM, TEST_APP_PUBLIC_KEY_PEM,
+};
+pub use scope::Scope;
+pub use secret::Secret;
+pub use server::{Sim, SimError, SimHandle};
+pub use state::{
+    DeliveryRecord, FaultSpec, JobSpec, JobStatus, JobView, Label, LabelKind, RequestCount, RunnerView,
+    DEFAULT_LABELS,
+};
+pub use webhook::sign_webhook;

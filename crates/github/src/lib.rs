@@ -1,1 +1,35 @@
-//! github
+//! GitHub REST client for self-hosted runners (repository, organisation or enterprise scope).
+//!
+//! - [`Client`] speaks GitHub's runner endpoints with the mandatory headers, PAT or GitHub App
+//!   auth (cached installation tokens), rate-limit waits per GitHub's rules, bounded retries of
+//!   idempotent calls, ETag-conditional list calls and a proxy that honours `no_proxy`.
+//! - Wire types stay private (`wire`); callers get [`Runner`], [`RegistrationToken`], ….
+//! - [`Secret`] redacts itself and is meant to be reused by other crates.
+//!
+//! Architecture invariant: `generate_jitconfig` is never retried blindly (see its docs).
+
+mod auth;
+mod client;
+mod endpoints;
+mod error;
+mod rate_limit;
+mod scope;
+mod secret;
+mod stats;
+mod types;
+mod wire;
+
+pub use auth::{
+    resolve_token, resolve_token_from, Auth, TokenSourceError, APP_TOKEN_REFRESH_MARGIN,
+    TOKEN_ENV_VAR,
+};
+pub use client::{Client, ClientConfig, ProxyConfig, RetryPolicy, API_VERSION};
+pub use endpoints::DEFAULT_RUNNER_GROUP_ID;
+pub use error::Error;
+pub use scope::{Scope, ScopeError};
+pub use secret::Secret;
+pub use stats::{CallStats, EndpointKind, EndpointStats};
+pub use types::{
+    JitConfig, JitRequest, RateLimit, RegistrationToken, Runner, RunnerApplication, RunnerGroup,
+    RunnerId, RunnerStatus,
+};

@@ -1,1 +1,29 @@
-//! manager
+//! `RunnerManager`: keeps a fleet of self-hosted GitHub Actions runners alive on LXD/Incus.
+//!
+//! - [`model`]: names, ownership, resources, proxies, secrets (validated types).
+//! - [`provider`]: the two outside systems as traits ([`provider::InstanceProvider`] for LXD,
+//!   [`provider::RunnerRegistry`] for GitHub), in the manager's own types.
+//! - [`plan`]: the pure decision function.
+//! - [`reconcile`]: the [`RunnerManager`] façade and the reconcile loop, top to bottom.
+//! - [`install`]: what goes into an instance.
+//! - [`runner_bin`]: the verified runner tarball cache.
+//! - [`events`]: typed telemetry (logs, Prometheus metrics, the metrics events log).
+//! - [`sim_provider`]: SIMULATION — an in-memory provider for scale benchmarks only.
+
+pub mod events;
+pub mod install;
+pub mod model;
+pub mod plan;
+pub mod policy;
+pub mod provider;
+pub mod reconcile;
+pub mod runner_bin;
+pub mod sim_provider;
+
+pub use model::{
+    GitHubPath, InstanceType, Owner, ProxySettings, RegistrationMode, Resources, RunnerName, Secret,
+};
+pub use reconcile::{
+    Backends, FlushMode, FlushReport, ManagerConfig, ManagerError, ReconcileReport, RunnerInfo,
+    RunnerManager,
+};

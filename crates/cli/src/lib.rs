@@ -1,0 +1,15 @@
+//! The `runner-manager` binary's library: config, command line, console output, HTTP server
+//! and daemon loop. The manager itself is reached through [`ops::Operations`].
+
+pub mod app;
+pub mod backend;
+pub mod bytesize;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod logging;
+pub mod ops;
+pub mod output;
+pub mod secret;
+pub mod server;
+pub mod webhook;

@@ -1,0 +1,115 @@
+//! What the binary asks of the manager, and what it gets back.
+//!
+//! [`Operations`] is the seam between the command line / HTTP server / daemon loop and
+//! `manager::RunnerManager`: the commands, the server and the daemon are written against it, so they
+//! are tested with a fake, and `backend.rs` plugs the real manager in. The output types are the
+//! `--json` documents of the command line and the bodies of the HTTP API.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+/// The manager's operations, as the binary uses them. Implementations serialize their own
+/// mutating work if they need to; the daemon additionally never runs two passes at once.
+#[async_trait]
+pub trait Operations: Send + Sync + 'static {
+    /// One reconcile pass towards `quantity` runners.
+    async fn reconcile(&self, quantity: u32) -> anyhow::Result<ReconcileOutput>;
+    /// Removes owned runners: idle ones with [`FlushMode::IdleOnly`], busy ones too with
+    /// [`FlushMode::All`].
+    async fn flush(&self, mode: FlushMode) -> anyhow::Result<FlushOutput>;
+    /// The owned runners, and the dangling and orphan items.
+    async fn status(&self) -> anyhow::Result<StatusOutput>;
+    /// The newest runner binary for `os`/`arch` (GitHub's downloads list).
+    async fn runner_bin_latest(&self, os: &str, arch: &str) -> anyhow::Result<RunnerBinOutput>;
+    /// Downloads the newest runner binary into the cache when it changed.
+    async fn runner_bin_update(&self) -> anyhow::Result<RunnerBinUpdateOutput>;
+    /// Whether the runner binary is in the cache.
+    async fn runner_bin_check(&self) -> anyhow::Result<RunnerBinCheckOutput>;
+}
+
+/// Which runners `flush` removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlushMode {
+    /// Idle runners only; busy ones finish their job.
+    IdleOnly,
+    /// Every runner the manager owns.
+    All,
+}
+
+/// `reconcile --json` and `POST /reconcile`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReconcileOutput {
+    /// The target number of runners.
+    pub quantity: u32,
+    /// Runners after the pass minus runners before it.
+    pub delta: i64,
+    /// Runners created in this pass.
+    pub created: u32,
+    /// Runners removed in this pass (unhealthy, finished, surplus).
+    pub removed: u32,
+    /// Creations or removals that failed (the next pass retries).
+    pub failed: u32,
+}
+
+/// `flush --json` and `POST /flush`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlushOutput {
+    /// Runners removed.
+    pub removed: u32,
+    /// Busy runners left alone.
+    pub skipped_busy: u32,
+}
+
+/// `status --json` and `GET /runners`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusOutput {
+    pub runners: Vec<RunnerStatus>,
+    /// Registrations of ours on GitHub without an instance.
+    pub dangling: Vec<String>,
+    /// Instances of ours without a GitHub registration.
+    pub orphans: Vec<String>,
+}
+
+/// One owned runner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunnerStatus {
+    pub name: String,
+    /// LXD's status, e.g. `Running`, `Stopped`.
+    pub instance_status: String,
+    /// `online` or `offline`; `None` when GitHub has no registration for it.
+    pub github_status: Option<String>,
+    /// `None` when GitHub has no registration for it.
+    pub busy: Option<bool>,
+    /// Since the instance was created.
+    pub age_seconds: Option<u64>,
+    /// The runner application version, when known.
+    pub version: Option<String>,
+}
+
+/// `runner-bin latest --json`: one item of GitHub's downloads list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunnerBinOutput {
+    pub os: String,
+    pub architecture: String,
+    pub download_url: String,
+    pub filename: String,
+    pub sha256_checksum: Option<String>,
+}
+
+/// `runner-bin update --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunnerBinUpdateOutput {
+    /// `false` when the cached binary already was the newest.
+    pub updated: bool,
+    pub binary: RunnerBinOutput,
+    /// Where the binary is cached.
+    pub path: String,
+}
+
+/// `runner-bin check`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunnerBinCheckOutput {
+    pub present: bool,
+    pub path: String,
+}

@@ -1,0 +1,557 @@
+//! The config contract: defaults, every key's errors (the matrix), unknown keys, secrets, and
+//! a property test that no input panics and every error names a key.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use proptest::prelude::*;
+use runner_manager::config::{
+    Config, ConfigError, Environment, GithubCredentials, GithubPath, InstanceType, LxdEndpoint,
+    Registration, SecretSource,
+};
+
+const PEM: &str = "-----BEGIN RSA PRIVATE KEY-----\nMIIB\n-----END RSA PRIVATE KEY-----\n";
+
+/// A fake environment: variables and files.
+#[derive(Default)]
+struct TestEnv {
+    vars: HashMap<String, String>,
+    files: HashMap<PathBuf, String>,
+}
+
+impl TestEnv {
+    fn standard() -> Self {
+        let mut env = Self::default();
+        for (path, text) in [
+            ("/etc/rm/app.pem", PEM),
+            ("/etc/rm/github-token", "ghp_fromfile\n"),
+            ("/etc/rm/empty", "\n"),
+            ("/etc/rm/lxd.crt", "cert"),
+            ("/etc/rm/lxd.key", "key"),
+            ("/etc/rm/secret", "s3cret-from-file"),
+        ] {
+            env.files.insert(PathBuf::from(path), text.to_owned());
+        }
+        env
+    }
+}
+
+impl Environment for TestEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        self.vars.get(name).cloned()
+    }
+    fn read_file(&self, path: &Path) -> std::io::Result<String> {
+        self.files
+            .get(path)
+            .cloned()
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory"))
+    }
+    fn file_exists(&self, path: &Path) -> bool {
+        self.files.contains_key(path)
+    }
+}
+
+const MINIMAL: &str = r#"
+[github]
+path = "owner/repo"
+token = "ghp_SECRET_TOKEN_VALUE"
+"#;
+
+fn parse_with(text: &str, env: &TestEnv) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("/etc/rm"), env)
+}
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    parse_with(text, &TestEnv::standard())
+}
+
+fn invalid_keys(text: &str) -> Vec<String> {
+    match parse(text) {
+        Ok(_) => panic!("expected an error for:\n{text}"),
+        Err(err) => err.keys().into_iter().map(str::to_owned).collect(),
+    }
+}
+
+#[test]
+fn defaults_match_the_charm() {
+    let config = parse(MINIMAL).expect("valid");
+    assert_eq!(config.app_name, "github-runner");
+    assert_eq!(config.unit, 0);
+    assert_eq!(config.runner_name_prefix(), "github-runner-0-");
+    assert_eq!(config.state_dir, PathBuf::from("/var/lib/runner-manager"));
+    assert_eq!(config.runners.quantity, 1);
+    assert_eq!(config.runners.cpu, 2);
+    assert_eq!(config.runners.memory.as_str(), "7GiB");
+    assert_eq!(config.runners.memory.bytes(), 7 << 30);
+    assert_eq!(config.runners.disk.as_str(), "10GiB");
+    assert_eq!(config.runners.registration, Registration::Token);
+    assert_eq!(config.server.reconcile_interval.as_secs(), 300);
+    assert_eq!(config.server.listen.to_string(), "127.0.0.1:9464");
+    assert!(config.server.api_token.is_none());
+    assert!(config.server.webhook_secret.is_none());
+    assert_eq!(config.lxd.instance_type, InstanceType::VirtualMachine);
+    assert_eq!(config.lxd.image, "jammy");
+    assert_eq!(config.lxd.endpoint, LxdEndpoint::Discover);
+    assert_eq!(config.github.runner_group, "default");
+    assert_eq!(config.github.api_url.as_str(), "https://api.github.com/");
+    assert_eq!(config.github.web_url.as_str(), "https://github.com/");
+    assert!(config.policy.is_none());
+    assert!(!config.metrics.issue_metrics);
+    assert_eq!(config.runner_labels(), ["self-hosted", "github-runner", "jammy"]);
+    assert!(matches!(
+        &config.github.credentials,
+        GithubCredentials::Token { token, source: SecretSource::ConfigKey("github.token") }
+            if token.expose() == "ghp_SECRET_TOKEN_VALUE"
+    ));
+}
+
+#[test]
+fn the_example_config_is_valid() {
+    let text = include_str!("../../../deploy/config.example.toml");
+    let config = parse(text).expect("deploy/config.example.toml is valid");
+    assert_eq!(config.github.path.to_string(), "owner/repo");
+    assert_eq!(config.lxd.endpoint, LxdEndpoint::Socket(PathBuf::from("/var/lib/incus/unix.socket")));
+    assert_eq!(config.lxd.storage_path, Some(PathBuf::from("/storage/ram")));
+    assert!(config.proxy.http.is_none());
+}
+
+#[test]
+fn github_paths() {
+    let check = |path: &str, expected: Option<GithubPath>| {
+        let text = format!("[github]\npath = \"{path}\"\ntoken = \"t\"\n");
+        match (parse(&text), expected) {
+            (Ok(config), Some(expected)) => assert_eq!(config.github.path, expected, "{path}"),
+            (Err(err), None) => assert_eq!(err.keys(), ["github.path"], "{path}"),
+            (result, expected) => panic!("{path}: {result:?} vs {expected:?}"),
+        }
+    };
+    check("owner/repo", Some(GithubPath::Repository { owner: "owner".into(), repo: "repo".into() }));
+    check("Octo-Org/my_app.rs", Some(GithubPath::Repository { owner: "Octo-Org".into(), repo: "my_app.rs".into() }));
+    check("octo-org", Some(GithubPath::Organization { org: "octo-org".into() }));
+    check("enterprises/acme", Some(GithubPath::Enterprise { slug: "acme".into() }));
+    check("", None);
+    check("a/b/c", None);
+    check("owner/", None);
+    check("/repo", None);
+    check("own er/repo", None);
+    check("owner/..", None);
+    check("-owner", None);
+}
+
+#[test]
+fn runner_group_applies_to_organisations() {
+    let org = "[github]\npath = \"octo-org\"\nrunner_group = \"gpu\"\ntoken = \"t\"\n";
+    assert_eq!(parse(org).expect("valid").github.runner_group, "gpu");
+    let repo = "[github]\npath = \"o/r\"\nrunner_group = \"default\"\ntoken = \"t\"\n";
+    assert_eq!(parse(repo).expect("valid").github.runner_group, "default");
+    let repo = "[github]\npath = \"o/r\"\nrunner_group = \"gpu\"\ntoken = \"t\"\n";
+    assert_eq!(invalid_keys(repo), ["github.runner_group"]);
+}
+
+#[test]
+fn secrets_come_from_key_file_or_env_in_that_order() {
+    let mut env = TestEnv::standard();
+    env.vars.insert("RUNNER_MANAGER_GITHUB_TOKEN".into(), "ghp_fromenv".into());
+    env.vars.insert("RUNNER_MANAGER_API_TOKEN".into(), "api-from-env".into());
+    env.vars.insert("RUNNER_MANAGER_WEBHOOK_SECRET".into(), "hook-from-env".into());
+
+    let token_of = |config: &Config| match &config.github.credentials {
+        GithubCredentials::Token { token, source } => (token.expose().to_owned(), source.clone()),
+        GithubCredentials::App { .. } => panic!("expected a token"),
+    };
+    let from_env = parse_with("[github]\npath = \"o/r\"\ntoken = \"\"\n", &env).expect("valid");
+    assert_eq!(token_of(&from_env), ("ghp_fromenv".into(), SecretSource::Env("RUNNER_MANAGER_GITHUB_TOKEN")));
+    assert_eq!(from_env.server.api_token.as_ref().map(|s| s.expose()), Some("api-from-env"));
+    assert_eq!(from_env.server.webhook_secret.as_ref().map(|s| s.expose()), Some("hook-from-env"));
+
+    let from_file = parse_with("[github]\npath = \"o/r\"\ntoken_file = \"github-token\"\n", &env).expect("valid");
+    assert_eq!(
+        token_of(&from_file),
+        ("ghp_fromfile".into(), SecretSource::File(PathBuf::from("/etc/rm/github-token")))
+    );
+
+    let from_key = parse_with(MINIMAL, &env).expect("valid");
+    assert_eq!(token_of(&from_key).0, "ghp_SECRET_TOKEN_VALUE");
+
+    let server = "[server]\napi_token_file = \"/etc/rm/secret\"\nwebhook_secret = \"inline\"\n";
+    let config = parse_with(&format!("{MINIMAL}{server}"), &env).expect("valid");
+    assert_eq!(config.server.api_token.as_ref().map(|s| s.expose()), Some("s3cret-from-file"));
+    assert_eq!(config.server.webhook_secret.as_ref().map(|s| s.expose()), Some("inline"));
+
+    // No token anywhere.
+    assert_eq!(invalid_keys("[github]\npath = \"o/r\"\n"), ["github.token"]);
+}
+
+#[test]
+fn github_app_credentials() {
+    let text = "[github]\npath = \"octo-org\"\n[github.app]\napp_id = 12\nprivate_key_file = \"app.pem\"\n";
+    let config = parse(text).expect("valid");
+    match &config.github.credentials {
+        GithubCredentials::App { app_id, installation_id, private_key, private_key_file } => {
+            assert_eq!((*app_id, *installation_id), (12, None));
+            assert!(private_key.expose().contains("PRIVATE KEY"));
+            assert_eq!(private_key_file, &PathBuf::from("/etc/rm/app.pem"));
+        }
+        other => panic!("expected an App, got {other:?}"),
+    }
+    let not_pem = "[github]\npath = \"octo-org\"\n[github.app]\napp_id = 12\nprivate_key_file = \"secret\"\n";
+    assert_eq!(invalid_keys(not_pem), ["github.app.private_key_file"]);
+}
+
+#[test]
+fn lxd_endpoints_and_urls() {
+    let https = format!(
+        "{MINIMAL}[lxd]\nurl = \"https://lxd.test:8443\"\nclient_cert = \"lxd.crt\"\nclient_key = \"/etc/rm/lxd.key\"\n"
+    );
+    match parse(&https).expect("valid").lxd.endpoint {
+        LxdEndpoint::Https { url, client_cert, client_key, server_cert } => {
+            assert_eq!(url.as_str(), "https://lxd.test:8443/");
+            assert_eq!(client_cert, PathBuf::from("/etc/rm/lxd.crt"));
+            assert_eq!(client_key, PathBuf::from("/etc/rm/lxd.key"));
+            assert_eq!(server_cert, None);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        invalid_keys(&format!("{MINIMAL}[lxd]\nsocket = \"/s\"\nurl = \"https://h:8443\"\n")),
+        ["lxd.url"]
+    );
+    assert_eq!(invalid_keys(&format!("{MINIMAL}[lxd]\nurl = \"https://h:8443\"\n")), ["lxd.client_cert", "lxd.client_key"]);
+    assert_eq!(invalid_keys(&format!("{MINIMAL}[lxd]\nclient_key = \"/etc/rm/lxd.key\"\n")), ["lxd.client_cert"]);
+
+    let ghes = "[github]\npath = \"o/r\"\ntoken = \"t\"\napi_url = \"https://ghe.example.com/api/v3\"\n";
+    let config = parse(ghes).expect("valid");
+    assert_eq!(config.github.web_url.as_str(), "https://ghe.example.com/");
+    let sim = "[github]\npath = \"o/r\"\ntoken = \"t\"\napi_url = \"http://127.0.0.1:8080\"\n";
+    assert_eq!(parse(sim).expect("valid").github.web_url.as_str(), "http://127.0.0.1:8080/");
+}
+
+#[test]
+fn proxy_credentials_are_masked() {
+    let text = format!("{MINIMAL}[proxy]\nhttp = \"http://user:PROXYPASS@proxy:3128\"\nno_proxy = \"localhost, 10.0.0.0/8\"\n");
+    let config = parse(&text).expect("valid");
+    let http = config.proxy.http.as_ref().expect("set");
+    assert_eq!(http.expose().password(), Some("PROXYPASS"));
+    assert!(!format!("{config:?}").contains("PROXYPASS"));
+    assert!(!format!("{:?}", config.summary()).contains("PROXYPASS"));
+    assert_eq!(config.proxy.no_proxy.as_deref(), Some("localhost,10.0.0.0/8"));
+}
+
+#[test]
+fn secrets_never_appear_in_debug_errors_or_summary() {
+    let text = format!(
+        "{MINIMAL}[server]\napi_token = \"API_SECRET_VALUE\"\nwebhook_secret = \"HOOK_SECRET_VALUE\"\n[policy]\nurl = \"http://policy:8080\"\nservice_token = \"POLICY_SECRET_VALUE\"\n"
+    );
+    let config = parse(&text).expect("valid");
+    let shown = format!("{config:?}\n{:?}\n{}", config.summary(), serde_json::to_string(&config.summary()).expect("json"));
+    for secret in ["ghp_SECRET_TOKEN_VALUE", "API_SECRET_VALUE", "HOOK_SECRET_VALUE", "POLICY_SECRET_VALUE"] {
+        assert!(!shown.contains(secret), "{secret} leaked");
+    }
+    // Wrong types on secret keys do not echo the value.
+    for (key, line) in [
+        ("github.token", "[github]\npath = \"o/r\"\ntoken = 98765432123\n"),
+        ("server.api_token", "[server]\napi_token = [\"ARRAY_SECRET\"]\n"),
+        ("proxy.http", "[proxy]\nhttp = 98765432123\n"),
+    ] {
+        let text = if key == "github.token" { line.to_owned() } else { format!("{MINIMAL}{line}") };
+        let err = parse(&text).expect_err("invalid");
+        assert_eq!(err.keys(), [key]);
+        let message = err.to_string();
+        assert!(!message.contains("98765432123") && !message.contains("ARRAY_SECRET"), "{message}");
+    }
+    // A syntax error does not print the offending line.
+    let err = parse("[github]\npath = \"o/r\"\ntoken = \"ghp_UNTERMINATED\n").expect_err("syntax");
+    assert!(matches!(err, ConfigError::Syntax { line: 3, .. }), "{err:?}");
+    assert!(!err.to_string().contains("ghp_UNTERMINATED"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The error matrix
+// ---------------------------------------------------------------------------------------------
+
+/// A base config in which every key can be set without tripping another rule.
+fn base_table() -> toml::Table {
+    toml::from_str(
+        r#"
+        [github]
+        path = "octo-org"
+        token = "ghp_SECRET_TOKEN_VALUE"
+        "#,
+    )
+    .expect("valid TOML")
+}
+
+struct Case {
+    key: &'static str,
+    /// A value of the wrong type.
+    wrong_type: &'static str,
+    /// A value of the right type that is not allowed; `None` for booleans.
+    wrong_value: Option<&'static str>,
+    /// Extra keys the case needs (TOML `key = value` pairs with full paths).
+    with: &'static [(&'static str, &'static str)],
+    /// Keys of the base to remove.
+    without: &'static [&'static str],
+}
+
+const fn case(key: &'static str, wrong_type: &'static str, wrong_value: &'static str) -> Case {
+    Case { key, wrong_type, wrong_value: Some(wrong_value), with: &[], without: &[] }
+}
+
+fn cases() -> Vec<Case> {
+    const NO_TOKEN: &[&str] = &["github.token"];
+    const APP: &[(&str, &str)] = &[("github.app.app_id", "1"), ("github.app.private_key_file", "\"app.pem\"")];
+    const LXD_URL: &[(&str, &str)] = &[
+        ("lxd.url", "\"https://lxd.test:8443\""),
+        ("lxd.client_cert", "\"lxd.crt\""),
+        ("lxd.client_key", "\"lxd.key\""),
+    ];
+    vec![
+        case("app_name", "1", "\"Bad Name\""),
+        case("unit", "\"0\"", "-1"),
+        case("state_dir", "1", "\"\""),
+        case("github", "1", "{ path = \"o/r\" }"),
+        case("github.path", "1", "\"a/b/c\""),
+        case("github.runner_group", "1", "\"\""),
+        case("github.token", "1", "\"\""),
+        Case { without: NO_TOKEN, ..case("github.token_file", "1", "\"/missing\"") },
+        case("github.api_url", "1", "\"ftp://x\""),
+        case("github.web_url", "1", "\"not a url\""),
+        case("github.app", "1", "{ app_id = 1, private_key_file = \"app.pem\" }"),
+        Case { with: APP, without: NO_TOKEN, ..case("github.app.app_id", "\"1\"", "0") },
+        Case { with: APP, without: NO_TOKEN, ..case("github.app.installation_id", "\"2\"", "0") },
+        Case { with: APP, without: NO_TOKEN, ..case("github.app.private_key_file", "1", "\"/missing.pem\"") },
+        case("lxd", "1", "{ socket = \"\" }"),
+        case("lxd.socket", "1", "\"\""),
+        Case { with: LXD_URL, ..case("lxd.url", "1", "\"http://lxd.test:8443\"") },
+        Case { with: LXD_URL, ..case("lxd.client_cert", "1", "\"/missing.crt\"") },
+        Case { with: LXD_URL, ..case("lxd.client_key", "1", "\"/missing.key\"") },
+        Case { with: LXD_URL, ..case("lxd.server_cert", "1", "\"/missing.crt\"") },
+        case("lxd.image", "1", "\"two words\""),
+        case("lxd.instance_type", "1", "\"vm\""),
+        case("lxd.storage_path", "1", "\"\""),
+        case("lxd.target", "1", "\"\""),
+        case("runners", "1", "{ quantity = -1 }"),
+        case("runners.quantity", "\"1\"", "10001"),
+        case("runners.cpu", "\"2\"", "0"),
+        case("runners.memory", "7", "\"7XB\""),
+        case("runners.disk", "10", "\"0GiB\""),
+        case("runners.labels", "\"gpu\"", "[\"has space\"]"),
+        case("runners.registration", "1", "\"oauth\""),
+        case("proxy", "1", "{ http = \"socks5://proxy\" }"),
+        case("proxy.http", "1", "\"socks5://proxy:1080\""),
+        case("proxy.https", "1", "\"not a url\""),
+        case("proxy.no_proxy", "1", "\"a\\tb\""),
+        case("policy", "1", "{ url = \"ftp://x\" }"),
+        case("policy.url", "1", "\"ftp://policy\""),
+        case("policy.service_token", "1", "\"orphan-token\""),
+        Case {
+            with: &[("policy.url", "\"http://policy:8080\"")],
+            ..case("policy.service_token_file", "1", "\"/missing\"")
+        },
+        case("metrics", "1", "{ events_log = \"\" }"),
+        Case { key: "metrics.issue_metrics", wrong_type: "\"yes\"", wrong_value: None, with: &[], without: &[] },
+        case("metrics.events_log", "1", "\"\""),
+        case("server", "1", "{ listen = \"\" }"),
+        case("server.listen", "9464", "\"localhost:9464\""),
+        Case { with: &[("server.api_token_file", "\"/etc/rm/secret\"")], ..case("server.api_token", "1", "\"also-inline\"") },
+        case("server.api_token_file", "1", "\"/etc/rm/empty\""),
+        Case {
+            with: &[("server.webhook_secret_file", "\"/etc/rm/secret\"")],
+            ..case("server.webhook_secret", "1", "\"also-inline\"")
+        },
+        case("server.webhook_secret_file", "1", "\"/missing\""),
+        case("server.reconcile_interval_seconds", "\"300\"", "0"),
+    ]
+}
+
+fn set(table: &mut toml::Table, key: &str, value: &str) {
+    let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+        .expect("test value is TOML")
+        .remove("v")
+        .expect("v");
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let last = parts.pop().expect("non-empty key");
+    let mut current = table;
+    for part in parts {
+        current = current
+            .entry(part)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .expect("a table on the way");
+    }
+    current.insert(last.to_owned(), value);
+}
+
+fn remove(table: &mut toml::Table, key: &str) {
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let last = parts.pop().expect("non-empty key");
+    let mut current = table;
+    for part in parts {
+        current = current.get_mut(part).and_then(toml::Value::as_table_mut).expect("a table on the way");
+    }
+    current.remove(last);
+}
+
+fn case_text(case: &Case, value: &str) -> String {
+    let mut table = base_table();
+    for key in case.without {
+        remove(&mut table, key);
+    }
+    for (key, extra) in case.with {
+        set(&mut table, key, extra);
+    }
+    set(&mut table, case.key, value);
+    toml::to_string(&table).expect("serializable")
+}
+
+#[test]
+fn error_matrix_names_every_key() {
+    let mut report = String::new();
+    for case in cases() {
+        let mut values = vec![("wrong type", case.wrong_type)];
+        values.extend(case.wrong_value.map(|value| ("wrong value", value)));
+        for (kind, value) in values {
+            let text = case_text(&case, value);
+            let err = parse(&text).expect_err(&format!("{} = {value} ({kind}) must be rejected:\n{text}", case.key));
+            let keys = err.keys();
+            assert!(
+                keys.iter().any(|k| *k == case.key || k.starts_with(&format!("{}.", case.key)) || k.starts_with(&format!("{}[", case.key))),
+                "{} = {value} ({kind}): error names {keys:?}: {err}",
+                case.key
+            );
+            assert!(!err.to_string().contains("ghp_SECRET_TOKEN_VALUE"));
+            report.push_str(&format!("{} = {value} ({kind})\n    {err}\n", case.key));
+        }
+    }
+    insta::assert_snapshot!(report);
+}
+
+#[test]
+fn unknown_keys_are_rejected_everywhere() {
+    let mut report = String::new();
+    for section in ["", "github.", "github.app.", "lxd.", "runners.", "proxy.", "policy.", "metrics.", "server."] {
+        let key = format!("{section}colour");
+        let mut table = base_table();
+        if section == "github.app." {
+            remove(&mut table, "github.token");
+            for (k, v) in [("github.app.app_id", "1"), ("github.app.private_key_file", "\"app.pem\"")] {
+                set(&mut table, k, v);
+            }
+        }
+        set(&mut table, &key, "\"blue\"");
+        let text = toml::to_string(&table).expect("serializable");
+        let err = parse(&text).expect_err("unknown key");
+        assert_eq!(err.keys(), [key.as_str()], "{err}");
+        report.push_str(&format!("{err}\n"));
+    }
+    insta::assert_snapshot!(report);
+}
+
+/// Every key in deploy/config.example.toml (set or commented out) is in the matrix, and back.
+#[test]
+fn matrix_covers_every_documented_key() {
+    let example = include_str!("../../../deploy/config.example.toml");
+    let mut section = String::new();
+    let mut documented = BTreeSet::new();
+    for line in example.lines() {
+        let line = line.trim_start_matches('#').trim();
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = format!("{name}.");
+            documented.insert(name.to_owned());
+        } else if let Some((key, _)) = line.split_once(" = ") {
+            if key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                documented.insert(format!("{section}{key}"));
+            }
+        }
+    }
+    let tested: BTreeSet<String> = cases().iter().map(|c| c.key.to_owned()).collect();
+    assert_eq!(documented, tested);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Property tests
+// ---------------------------------------------------------------------------------------------
+
+const KEYS: &[&str] = &[
+    "app_name", "unit", "state_dir", "github.path", "github.runner_group", "github.token", "github.token_file",
+    "github.api_url", "github.web_url", "github.app.app_id", "github.app.installation_id",
+    "github.app.private_key_file", "lxd.socket", "lxd.url", "lxd.client_cert", "lxd.client_key",
+    "lxd.server_cert", "lxd.image", "lxd.instance_type", "lxd.storage_path", "lxd.target", "runners.quantity",
+    "runners.cpu", "runners.memory", "runners.disk", "runners.labels", "runners.registration", "proxy.http",
+    "proxy.https", "proxy.no_proxy", "policy.url", "policy.service_token", "policy.service_token_file",
+    "metrics.issue_metrics", "metrics.events_log", "server.listen", "server.api_token", "server.api_token_file",
+    "server.webhook_secret", "server.webhook_secret_file", "server.reconcile_interval_seconds", "github.colour",
+    "runners.colour", "colour",
+];
+
+fn value_strategy() -> impl Strategy<Value = String> {
+    prop_oneof![
+        any::<i64>().prop_map(|n| n.to_string()),
+        (0u32..20_000).prop_map(|n| n.to_string()),
+        any::<bool>().prop_map(|b| b.to_string()),
+        "[a-zA-Z0-9/:._ -]{0,20}".prop_map(|s| format!("{s:?}")),
+        prop::sample::select(vec![
+            "\"7GiB\"", "\"owner/repo\"", "\"org\"", "\"https://h:1\"", "\"container\"", "\"jit\"",
+            "\"127.0.0.1:1\"", "[\"a\", \"b\"]", "[1]", "{ a = 1 }", "\"app.pem\"", "\"/etc/rm/secret\"", "\"\"",
+        ])
+        .prop_map(str::to_owned),
+    ]
+}
+
+fn top_level_names() -> BTreeSet<&'static str> {
+    ["app_name", "unit", "state_dir", "github", "lxd", "runners", "proxy", "policy", "metrics", "server", "colour"]
+        .into_iter()
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn mutated_configs_never_panic_and_errors_name_keys(
+        mutations in prop::collection::vec((prop::sample::select(KEYS), value_strategy()), 1..6)
+    ) {
+        let mut table = base_table();
+        for (key, value) in &mutations {
+            // A key cannot go below a non-table value: skip those (TOML would not express them).
+            let parent_is_scalar = {
+                let mut current = Some(&table);
+                let parts: Vec<&str> = key.split('.').collect();
+                let mut scalar = false;
+                for part in &parts[..parts.len() - 1] {
+                    match current.and_then(|t| t.get(*part)) {
+                        Some(toml::Value::Table(t)) => current = Some(t),
+                        Some(_) => { scalar = true; break; }
+                        None => current = None,
+                    }
+                }
+                scalar
+            };
+            if !parent_is_scalar {
+                set(&mut table, key, value);
+            }
+        }
+        let text = toml::to_string(&table).expect("serializable");
+        match parse(&text) {
+            Ok(config) => {
+                prop_assert!(config.runners.quantity <= 10_000);
+                prop_assert!(!format!("{config:?}").contains("ghp_SECRET_TOKEN_VALUE"));
+            }
+            Err(ConfigError::Invalid(errors)) => {
+                prop_assert!(!errors.is_empty());
+                for error in &errors {
+                    let head = error.key.split(['.', '[']).next().unwrap_or_default();
+                    prop_assert!(top_level_names().contains(head), "error without a key: {error}");
+                    prop_assert!(!error.reason.is_empty());
+                }
+                prop_assert!(!ConfigError::Invalid(errors).to_string().contains("ghp_SECRET_TOKEN_VALUE"));
+            }
+            Err(other) => prop_assert!(false, "unexpected error kind for generated TOML: {other}"),
+        }
+    }
+
+    #[test]
+    fn arbitrary_text_never_panics(text in "\\PC{0,200}") {
+        let _ = parse(&text);
+    }
+}

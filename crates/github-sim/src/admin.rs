@@ -1,0 +1,191 @@
+//! The admin API under `/_sim/` (see `docs/sim-protocol.md`): jobs, runners, counters, faults,
+//! token rotation, webhooks, rate limits and the assign-on-delete hook.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State as AxState};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+use crate::config::WebhookTarget;
+use crate::http::{json_response, plain_error};
+use crate::secret::Secret;
+use crate::server::AppState;
+use crate::state::{random_string, FaultSpec, JobSpec, ALNUM};
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/_sim/jobs", post(enqueue_job).get(list_jobs))
+        .route("/_sim/jobs/{id}", get(get_job))
+        .route("/_sim/runners", get(list_runners))
+        .route("/_sim/requests", get(requests).delete(reset_requests))
+        .route("/_sim/faults", post(add_fault).get(list_faults).delete(clear_faults))
+        .route("/_sim/tokens/rotate", post(rotate_token))
+        .route("/_sim/webhooks", post(set_webhook).delete(clear_webhook))
+        .route("/_sim/webhooks/deliveries", get(deliveries))
+        .route("/_sim/hooks/assign-on-delete", post(assign_on_delete))
+        .route("/_sim/rate-limit", post(set_rate_limit))
+}
+
+fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
+    let body: &[u8] = if body.is_empty() { b"{}" } else { body };
+    serde_json::from_slice(body)
+        .map_err(|error| plain_error(StatusCode::BAD_REQUEST, &format!("invalid body: {error}")))
+}
+
+fn to_json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response {
+    match serde_json::to_value(value) {
+        Ok(value) => json_response(status, &value),
+        Err(error) => plain_error(StatusCode::INTERNAL_SERVER_ERROR, &error.to_string()),
+    }
+}
+
+async fn enqueue_job(AxState(shared): AxState<AppState>, body: Bytes) -> Response {
+    let spec: JobSpec = match parse(&body) {
+        Ok(spec) => spec,
+        Err(response) => return response,
+    };
+    match shared.state.lock().enqueue(spec) {
+        Ok((job_id, run_id)) => json_response(StatusCode::CREATED, &json!({ "job_id": job_id, "run_id": run_id })),
+        Err(message) => plain_error(StatusCode::UNPROCESSABLE_ENTITY, &message),
+    }
+}
+
+async fn list_jobs(AxState(shared): AxState<AppState>) -> Response {
+    to_json(StatusCode::OK, &shared.state.lock().job_views())
+}
+
+async fn get_job(AxState(shared): AxState<AppState>, Path(id): Path<u64>) -> Response {
+    match shared.state.lock().job_view(id) {
+        Some(job) => to_json(StatusCode::OK, &job),
+        None => plain_error(StatusCode::NOT_FOUND, "no such job"),
+    }
+}
+
+async fn list_runners(AxState(shared): AxState<AppState>) -> Response {
+    to_json(StatusCode::OK, &shared.state.lock().runner_views())
+}
+
+async fn requests(AxState(shared): AxState<AppState>) -> Response {
+    to_json(StatusCode::OK, &shared.state.lock().counters())
+}
+
+async fn reset_requests(AxState(shared): AxState<AppState>) -> Response {
+    shared.state.lock().reset_counters();
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn add_fault(AxState(shared): AxState<AppState>, body: Bytes) -> Response {
+    let spec: FaultSpec = match parse(&body) {
+        Ok(spec) => spec,
+        Err(response) => return response,
+    };
+    if spec.rate.is_some_and(|r| !(0.0..=1.0).contains(&r)) {
+        return plain_error(StatusCode::UNPROCESSABLE_ENTITY, "rate must be within 0..=1");
+    }
+    let id = shared.state.lock().add_fault(spec);
+    json_response(StatusCode::CREATED, &json!({ "fault_id": id }))
+}
+
+async fn list_faults(AxState(shared): AxState<AppState>) -> Response {
+    let faults: Vec<Value> = shared
+        .state
+        .lock()
+        .faults()
+        .into_iter()
+        .map(|(id, spec)| json!({ "fault_id": id, "fault": spec }))
+        .collect();
+    json_response(StatusCode::OK, &Value::Array(faults))
+}
+
+async fn clear_faults(AxState(shared): AxState<AppState>) -> Response {
+    shared.state.lock().clear_faults();
+    StatusCode::NO_CONTENT.into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RotateBody {
+    #[serde(default)]
+    token: Option<String>,
+}
+
+/// Replaces the accepted PAT with `token` (or a new random one) and returns it.
+async fn rotate_token(AxState(shared): AxState<AppState>, body: Bytes) -> Response {
+    let body: RotateBody = match parse(&body) {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let token = body.token.unwrap_or_else(|| format!("ghp_{}", random_string(ALNUM, 36)));
+    shared.state.lock().token = Secret::new(token.clone());
+    json_response(StatusCode::OK, &json!({ "token": token }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebhookBody {
+    url: String,
+    secret: String,
+}
+
+async fn set_webhook(AxState(shared): AxState<AppState>, body: Bytes) -> Response {
+    let body: WebhookBody = match parse(&body) {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    if url::Url::parse(&body.url).is_err() {
+        return plain_error(StatusCode::UNPROCESSABLE_ENTITY, "url is not a valid URL");
+    }
+    shared.state.lock().webhook = Some(WebhookTarget { url: body.url, secret: Secret::new(body.secret) });
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn clear_webhook(AxState(shared): AxState<AppState>) -> Response {
+    shared.state.lock().webhook = None;
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn deliveries(AxState(shared): AxState<AppState>) -> Response {
+    to_json(StatusCode::OK, &shared.state.lock().deliveries())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AssignOnDeleteBody {
+    #[serde(default)]
+    runner_name: Option<String>,
+    enabled: bool,
+}
+
+async fn assign_on_delete(AxState(shared): AxState<AppState>, body: Bytes) -> Response {
+    let body: AssignOnDeleteBody = match parse(&body) {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    shared.state.lock().assign_on_delete = body.enabled.then_some(body.runner_name);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RateLimitBody {
+    #[serde(default)]
+    limit: Option<u32>,
+    #[serde(default)]
+    used: Option<u32>,
+    #[serde(default)]
+    secondary_per_minute: Option<u32>,
+}
+
+async fn set_rate_limit(AxState(shared): AxState<AppState>, body: Bytes) -> Response {
+    let body: RateLimitBody = match parse(&body) {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    shared.state.lock().set_rate_limit(body.limit, body.used, body.secondary_per_minute);
+    StatusCode::NO_CONTENT.into_response()
+}

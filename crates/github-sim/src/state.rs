@@ -1,0 +1,1325 @@
+//! The simulator's state: runners, jobs, tokens, counters, faults and rate-limit buckets.
+//!
+//! Everything lives in one [`State`] behind a `parking_lot::Mutex`; no method awaits, so the lock
+//! is never held across an await point.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
+
+use crate::config::{GroupConfig, OwnerConfig, SimConfig, WebhookTarget};
+use crate::secret::Secret;
+use crate::Scope;
+
+/// Labels every runner gets unless registered with `--no-default-labels`.
+pub const DEFAULT_LABELS: [&str; 3] = ["self-hosted", "Linux", "X64"];
+
+/// Output kept per job (bytes); longer output is truncated.
+const MAX_OUTPUT: usize = 1 << 20;
+
+/// Maps the simulator's monotonic clock to wall time. Uses tokio time, so a paused test clock
+/// moves the simulator's notion of "now" too.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Clock {
+    start: Instant,
+    start_wall: OffsetDateTime,
+}
+
+impl Clock {
+    pub(crate) fn new() -> Self {
+        Self { start: Instant::now(), start_wall: OffsetDateTime::now_utc() }
+    }
+
+    pub(crate) fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    pub(crate) fn wall(&self, at: Instant) -> OffsetDateTime {
+        let offset = at.saturating_duration_since(self.start);
+        self.start_wall + offset
+    }
+
+    pub(crate) fn epoch_secs(&self, at: Instant) -> i64 {
+        self.wall(at).unix_timestamp()
+    }
+}
+
+/// RFC 3339 in UTC with a `Z` suffix and whole seconds, as GitHub writes timestamps.
+pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
+    let t = t.replace_nanosecond(0).unwrap_or(t);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
+
+/// A random string over `alphabet`.
+pub(crate) fn random_string(alphabet: &[u8], len: usize) -> String {
+    let mut rng = rand::rng();
+    (0..len).map(|_| char::from(alphabet[rng.random_range(0..alphabet.len())])).collect()
+}
+
+pub(crate) const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+const UPPER32: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+
+/// A runner label as GitHub shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Label {
+    /// Label id.
+    pub id: u64,
+    /// Label name.
+    pub name: String,
+    /// `read-only` (default labels) or `custom`.
+    #[serde(rename = "type")]
+    pub kind: LabelKind,
+}
+
+/// Kind of a label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LabelKind {
+    /// A default label (`self-hosted`, OS, architecture).
+    ReadOnly,
+    /// A label given at registration or through the labels endpoints.
+    Custom,
+}
+
+/// A registered runner.
+#[derive(Debug)]
+pub(crate) struct Runner {
+    pub id: u64,
+    pub name: String,
+    pub scope: Scope,
+    pub group_id: u64,
+    pub labels: Vec<Label>,
+    pub ephemeral: bool,
+    pub jit: bool,
+    pub version: Option<String>,
+    pub credential: Secret,
+    pub last_seen: Option<Instant>,
+    /// Set by `/_runner/offline`; cleared by the next poll.
+    pub stopped: bool,
+    pub active_polls: u32,
+    pub job: Option<u64>,
+    pub notify: Arc<Notify>,
+}
+
+/// Job status as the admin API shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    /// Waiting for (or assigned to, but not yet picked up by) a runner.
+    Queued,
+    /// Picked up by a runner.
+    InProgress,
+    /// Finished.
+    Completed,
+}
+
+/// A job to enqueue through the admin API or [`crate::SimHandle::enqueue_job`].
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// `runs-on` labels; a runner must have all of them (case-insensitive).
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// Shell script run with `sh`.
+    #[serde(default)]
+    pub script: String,
+    /// Job timeout (default 360 s).
+    #[serde(default)]
+    pub timeout_seconds: Option<u64>,
+    /// `owner/repo`, `org` or `enterprises/slug`; default: any runner of any scope.
+    #[serde(default)]
+    pub scope: Option<String>,
+    /// Restricts the job to a runner group by name (`runs-on: {group: ...}`).
+    #[serde(default)]
+    pub runner_group: Option<String>,
+    /// Event name (default `push`).
+    #[serde(default)]
+    pub event_name: Option<String>,
+    /// Event payload (default: a small push event).
+    #[serde(default)]
+    pub event: Option<Value>,
+    /// Workflow name (default `CI`).
+    #[serde(default)]
+    pub workflow: Option<String>,
+    /// Job name (default `build`).
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+impl JobSpec {
+    /// A job with these labels and script.
+    pub fn new(labels: &[&str], script: impl Into<String>) -> Self {
+        Self {
+            labels: labels.iter().map(|l| (*l).to_owned()).collect(),
+            script: script.into(),
+            ..Self::default()
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Job {
+    pub id: u64,
+    pub run_id: u64,
+    pub name: String,
+    pub workflow: String,
+    pub labels: Vec<String>,
+    pub script: String,
+    pub timeout_seconds: u64,
+    pub scope: Option<Scope>,
+    pub runner_group: Option<String>,
+    pub event_name: String,
+    pub event: Value,
+    pub head_sha: String,
+    pub status: JobStatus,
+    pub conclusion: Option<String>,
+    pub runner_id: Option<u64>,
+    pub runner_name: Option<String>,
+    pub runner_group_id: Option<u64>,
+    pub runner_group_name: Option<String>,
+    pub exit_code: Option<i32>,
+    pub output: String,
+    pub created_at: OffsetDateTime,
+    pub started_at: Option<OffsetDateTime>,
+    pub completed_at: Option<OffsetDateTime>,
+    pub delivered_at: Option<Instant>,
+}
+
+/// A job as the admin API shows it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JobView {
+    /// Job id.
+    pub job_id: u64,
+    /// Workflow run id.
+    pub run_id: u64,
+    /// Job name.
+    pub name: String,
+    /// `runs-on` labels.
+    pub labels: Vec<String>,
+    /// Status.
+    pub status: JobStatus,
+    /// `success`, `failure` or `cancelled` once completed.
+    pub conclusion: Option<String>,
+    /// Runner that got the job.
+    pub runner_name: Option<String>,
+    /// Its id.
+    pub runner_id: Option<u64>,
+    /// Exit code of the script.
+    pub exit_code: Option<i32>,
+    /// Output of the script (stdout and stderr).
+    pub output: String,
+    /// Creation time.
+    pub created_at: String,
+    /// Time the runner picked it up.
+    pub started_at: Option<String>,
+    /// Completion time.
+    pub completed_at: Option<String>,
+}
+
+/// A runner as the admin API shows it (every scope).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunnerView {
+    /// Runner id.
+    pub id: u64,
+    /// Name.
+    pub name: String,
+    /// Scope path (`owner/repo`, `org`, `enterprises/slug`).
+    pub scope: String,
+    /// Runner group id.
+    pub runner_group_id: u64,
+    /// `online` or `offline`.
+    pub status: String,
+    /// Running (or assigned) a job.
+    pub busy: bool,
+    /// Single-use.
+    pub ephemeral: bool,
+    /// Registered through JIT.
+    pub jit: bool,
+    /// Labels.
+    pub labels: Vec<Label>,
+    /// Version, once the runner has connected.
+    pub version: Option<String>,
+    /// Last poll.
+    pub last_seen: Option<String>,
+    /// Id of the job it holds.
+    pub job_id: Option<u64>,
+}
+
+/// Per-endpoint request counter.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestCount {
+    /// Requests received.
+    pub count: u64,
+    /// Primary rate-limit points charged.
+    pub rate_limit_cost: u64,
+    /// `304 Not Modified` answers (free).
+    pub not_modified: u64,
+}
+
+/// A fault to inject (admin API `POST /_sim/faults`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultSpec {
+    /// `"METHOD /template"` (as in the request counters), the template alone (any method), or `*`.
+    pub endpoint: String,
+    /// Answer with this status and a GitHub error body.
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// Delay the answer.
+    #[serde(default)]
+    pub latency_ms: Option<u64>,
+    /// Close the connection without an answer.
+    #[serde(default)]
+    pub drop: bool,
+    /// `retry-after` header (seconds) on the faulty answer.
+    #[serde(default)]
+    pub retry_after: Option<u64>,
+    /// Message of the error body (default: the status's reason phrase).
+    #[serde(default)]
+    pub message: Option<String>,
+    /// Apply to the next K matching calls only (default: until cleared).
+    #[serde(default)]
+    pub count: Option<u32>,
+    /// Apply to this fraction (0..=1) of matching calls (default: all).
+    #[serde(default)]
+    pub rate: Option<f64>,
+}
+
+impl FaultSpec {
+    /// A fault answering `status` on `endpoint`.
+    pub fn status(endpoint: impl Into<String>, status: u16) -> Self {
+        Self { endpoint: endpoint.into(), status: Some(status), ..Self::default() }
+    }
+
+    /// Limits the fault to the next `count` matching calls.
+    pub fn times(mut self, count: u32) -> Self {
+        self.count = Some(count);
+        self
+    }
+
+    fn matches(&self, key: &str) -> bool {
+        if self.endpoint == "*" || self.endpoint == key {
+            return true;
+        }
+        key.split_once(' ').is_some_and(|(_, template)| template == self.endpoint)
+    }
+}
+
+/// What to do to a request hit by a fault.
+#[derive(Clone, Debug)]
+pub(crate) struct FaultAction {
+    pub status: Option<u16>,
+    pub latency: Option<Duration>,
+    pub drop: bool,
+    pub retry_after: Option<u64>,
+    pub message: Option<String>,
+}
+
+#[derive(Debug)]
+struct Fault {
+    id: u64,
+    spec: FaultSpec,
+}
+
+/// A webhook delivery attempt, as `GET /_sim/webhooks/deliveries` shows it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeliveryRecord {
+    /// `X-GitHub-Delivery`.
+    pub delivery_id: String,
+    /// `queued`, `in_progress` or `completed`.
+    pub action: String,
+    /// Job id.
+    pub job_id: u64,
+    /// Receiver's status, if it answered.
+    pub status: Option<u16>,
+    /// Transport error, if any.
+    pub error: Option<String>,
+}
+
+/// A webhook to send (built under the lock, sent by the delivery task).
+#[derive(Debug)]
+pub(crate) struct WebhookEvent {
+    pub target: WebhookTarget,
+    pub action: String,
+    pub job_id: u64,
+    pub payload: Value,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TokenKind {
+    Registration,
+    Remove,
+}
+
+#[derive(Debug)]
+struct IssuedToken {
+    kind: TokenKind,
+    scope: Scope,
+    expires: Instant,
+}
+
+#[derive(Debug)]
+struct InstallationToken {
+    installation_id: u64,
+    expires: Instant,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    used: u32,
+    window_start: Instant,
+}
+
+/// Rate-limit state of one identity, for the `x-ratelimit-*` headers.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RateInfo {
+    pub limit: u32,
+    pub remaining: u32,
+    pub used: u32,
+    pub reset: i64,
+}
+
+/// Why a runner-side registration failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RegisterError {
+    #[error("bad credentials")]
+    BadToken,
+    #[error("scope not found")]
+    UnknownScope,
+    #[error("Could not find any self-hosted runner group named \"{0}\".")]
+    UnknownGroup(String),
+    #[error("A runner exists with the same name {0}.")]
+    NameExists(String),
+}
+
+/// A registration request (runner side or JIT).
+#[derive(Debug)]
+pub(crate) struct NewRunner {
+    pub scope: Scope,
+    pub name: String,
+    pub group_id: u64,
+    pub labels: Vec<Label>,
+    pub ephemeral: bool,
+    pub jit: bool,
+}
+
+/// The whole mutable state.
+#[derive(Debug)]
+pub(crate) struct State {
+    pub config: SimConfig,
+    pub clock: Clock,
+    pub token: Secret,
+    pub rate_limit: u32,
+    pub secondary_limit: u32,
+    pub webhook: Option<WebhookTarget>,
+    /// `Some(None)`: next DELETE of any runner; `Some(Some(name))`: of that runner.
+    pub assign_on_delete: Option<Option<String>>,
+    next_runner_id: u64,
+    next_job_id: u64,
+    next_run_id: u64,
+    next_label_id: u64,
+    next_fault_id: u64,
+    runners: BTreeMap<u64, Runner>,
+    names: HashMap<(Scope, String), u64>,
+    credentials: HashMap<String, u64>,
+    label_ids: HashMap<String, u64>,
+    tokens: HashMap<String, IssuedToken>,
+    installation_tokens: HashMap<String, InstallationToken>,
+    jobs: BTreeMap<u64, Job>,
+    queue: VecDeque<u64>,
+    counters: BTreeMap<String, RequestCount>,
+    faults: Vec<Fault>,
+    buckets: HashMap<String, Bucket>,
+    secondary: HashMap<String, VecDeque<Instant>>,
+    deliveries: Vec<DeliveryRecord>,
+    webhook_tx: mpsc::UnboundedSender<WebhookEvent>,
+}
+
+impl State {
+    pub(crate) fn new(config: SimConfig, clock: Clock, webhook_tx: mpsc::UnboundedSender<WebhookEvent>) -> Self {
+        let mut state = Self {
+            token: config.token.clone(),
+            rate_limit: config.rate_limit,
+            secondary_limit: config.secondary_limit_per_minute,
+            webhook: config.webhook.clone(),
+            config,
+            clock,
+            assign_on_delete: None,
+            next_runner_id: 1,
+            next_job_id: 1,
+            next_run_id: 1,
+            next_label_id: 1,
+            next_fault_id: 1,
+            runners: BTreeMap::new(),
+            names: HashMap::new(),
+            credentials: HashMap::new(),
+            label_ids: HashMap::new(),
+            tokens: HashMap::new(),
+            installation_tokens: HashMap::new(),
+            jobs: BTreeMap::new(),
+            queue: VecDeque::new(),
+            counters: BTreeMap::new(),
+            faults: Vec::new(),
+            buckets: HashMap::new(),
+            secondary: HashMap::new(),
+            deliveries: Vec::new(),
+            webhook_tx,
+        };
+        for name in DEFAULT_LABELS {
+            state.label_id(name);
+        }
+        state
+    }
+
+    // ---------------------------------------------------------------- scopes and groups
+
+    fn owner_config(&self, scope: &Scope) -> Option<&OwnerConfig> {
+        match scope {
+            Scope::Repo { .. } => None,
+            Scope::Org(org) => self.config.orgs.iter().find(|o| o.name == *org),
+            Scope::Enterprise(e) => {
+                self.config.enterprises.iter().find(|o| o.name == *e || o.id.to_string() == *e)
+            }
+        }
+    }
+
+    /// The configured scope `scope` names (an enterprise may be given by id), if any.
+    pub(crate) fn resolve_scope(&self, scope: &Scope) -> Option<Scope> {
+        match scope {
+            Scope::Repo { owner, repo } => {
+                let full = format!("{owner}/{repo}");
+                self.config.repos.iter().any(|r| *r == full).then(|| scope.clone())
+            }
+            Scope::Org(_) | Scope::Enterprise(_) => self.owner_config(scope).map(|o| match scope {
+                Scope::Org(_) => Scope::Org(o.name.clone()),
+                _ => Scope::Enterprise(o.name.clone()),
+            }),
+        }
+    }
+
+    /// Runner groups of a scope; a repository has the implicit group 1 `Default`.
+    pub(crate) fn groups(&self, scope: &Scope) -> Vec<GroupConfig> {
+        match self.owner_config(scope) {
+            Some(owner) => owner.groups.clone(),
+            None => vec![GroupConfig::new(1, "Default").as_default()],
+        }
+    }
+
+    pub(crate) fn group(&self, scope: &Scope, id: u64) -> Option<GroupConfig> {
+        self.groups(scope).into_iter().find(|g| g.id == id)
+    }
+
+    pub(crate) fn group_by_name(&self, scope: &Scope, name: Option<&str>) -> Option<GroupConfig> {
+        let groups = self.groups(scope);
+        match name {
+            Some(name) if scope.has_groups() => {
+                groups.into_iter().find(|g| g.name.eq_ignore_ascii_case(name))
+            }
+            _ => groups.iter().find(|g| g.default).or(groups.first()).cloned(),
+        }
+    }
+
+    /// The App installation covering `account`, if an App is configured.
+    pub(crate) fn installation_for(&self, account: &str) -> Option<u64> {
+        let app = self.config.app.as_ref()?;
+        app.installations.iter().find(|i| i.account == account).map(|i| i.id)
+    }
+
+    // ---------------------------------------------------------------- labels
+
+    fn label_id(&mut self, name: &str) -> u64 {
+        let key = name.to_ascii_lowercase();
+        if let Some(id) = self.label_ids.get(&key) {
+            return *id;
+        }
+        let id = self.next_label_id;
+        self.next_label_id += 1;
+        self.label_ids.insert(key, id);
+        id
+    }
+
+    /// Builds a label list: the default labels (unless `no_defaults`) then the custom ones,
+    /// without case-insensitive duplicates.
+    pub(crate) fn make_labels(&mut self, custom: &[String], no_defaults: bool) -> Vec<Label> {
+        let mut labels: Vec<Label> = Vec::new();
+        if !no_defaults {
+            for name in DEFAULT_LABELS {
+                let id = self.label_id(name);
+                labels.push(Label { id, name: name.to_owned(), kind: LabelKind::ReadOnly });
+            }
+        }
+        for name in custom {
+            let name = name.trim();
+            if name.is_empty() || labels.iter().any(|l| l.name.eq_ignore_ascii_case(name)) {
+                continue;
+            }
+            let kind = if DEFAULT_LABELS.iter().any(|d| d.eq_ignore_ascii_case(name)) {
+                LabelKind::ReadOnly
+            } else {
+                LabelKind::Custom
+            };
+            let id = self.label_id(name);
+            labels.push(Label { id, name: name.to_owned(), kind });
+        }
+        labels
+    }
+
+    // ---------------------------------------------------------------- tokens
+
+    pub(crate) fn issue_token(&mut self, kind: TokenKind, scope: Scope) -> (String, OffsetDateTime) {
+        let now = self.clock.now();
+        self.tokens.retain(|_, t| t.expires > now);
+        let token = random_string(UPPER32, 29);
+        let expires = now + self.config.token_lifetime;
+        self.tokens.insert(token.clone(), IssuedToken { kind, scope, expires });
+        (token, self.clock.wall(expires))
+    }
+
+    /// The scope a valid, unexpired token of `kind` was issued for.
+    pub(crate) fn check_token(&self, kind: TokenKind, token: &str) -> Option<Scope> {
+        let now = self.clock.now();
+        self.tokens
+            .get(token)
+            .filter(|t| t.kind == kind && t.expires > now)
+            .map(|t| t.scope.clone())
+    }
+
+    pub(crate) fn issue_installation_token(&mut self, installation_id: u64, lifetime: Duration) -> (String, OffsetDateTime) {
+        let now = self.clock.now();
+        self.installation_tokens.retain(|_, t| t.expires > now);
+        let token = format!("ghs_{}", random_string(ALNUM, 36));
+        let expires = now + lifetime;
+        self.installation_tokens.insert(token.clone(), InstallationToken { installation_id, expires });
+        (token, self.clock.wall(expires))
+    }
+
+    /// The installation of a valid, unexpired `ghs_` token.
+    pub(crate) fn check_installation_token(&self, token: &str) -> Option<u64> {
+        let now = self.clock.now();
+        self.installation_tokens
+            .get(token)
+            .filter(|t| t.expires > now)
+            .map(|t| t.installation_id)
+    }
+
+    // ---------------------------------------------------------------- runners
+
+    pub(crate) fn runner_online(&self, runner: &Runner, now: Instant) -> bool {
+        if runner.active_polls > 0 {
+            return true;
+        }
+        if runner.stopped {
+            return false;
+        }
+        let silence = self.config.silence_timeout;
+        if runner.last_seen.is_some_and(|seen| now.saturating_duration_since(seen) < silence) {
+            return true;
+        }
+        // A runner executing a job does not poll; it stays online until the job's deadline.
+        runner
+            .job
+            .and_then(|id| self.jobs.get(&id))
+            .and_then(|job| job.delivered_at.map(|at| (at, job.timeout_seconds)))
+            .is_some_and(|(at, timeout)| now < at + Duration::from_secs(timeout) + silence)
+    }
+
+    pub(crate) fn runner(&self, id: u64) -> Option<&Runner> {
+        self.runners.get(&id)
+    }
+
+    pub(crate) fn runner_by_credential(&self, credential: &str) -> Option<&Runner> {
+        self.credentials.get(credential).and_then(|id| self.runners.get(id))
+    }
+
+    pub(crate) fn runner_id_by_name(&self, scope: &Scope, name: &str) -> Option<u64> {
+        self.names.get(&(scope.clone(), name.to_owned())).copied()
+    }
+
+    /// Runners of one scope, by id.
+    pub(crate) fn scope_runners(&self, scope: &Scope) -> impl Iterator<Item = &Runner> {
+        let scope = scope.clone();
+        self.runners.values().filter(move |r| r.scope == scope)
+    }
+
+    /// Registers a runner; `replace` removes a runner of the same name first.
+    pub(crate) fn register(&mut self, new: NewRunner, replace: bool) -> Result<(u64, Secret), RegisterError> {
+        if let Some(existing) = self.runner_id_by_name(&new.scope, &new.name) {
+            if !replace {
+                return Err(RegisterError::NameExists(new.name));
+            }
+            self.remove_runner(existing);
+        }
+        let id = self.next_runner_id;
+        self.next_runner_id += 1;
+        let credential = Secret::new(format!("simcred_{}", random_string(ALNUM, 40)));
+        self.names.insert((new.scope.clone(), new.name.clone()), id);
+        self.credentials.insert(credential.expose().to_owned(), id);
+        self.runners.insert(
+            id,
+            Runner {
+                id,
+                name: new.name,
+                scope: new.scope,
+                group_id: new.group_id,
+                labels: new.labels,
+                ephemeral: new.ephemeral || new.jit,
+                jit: new.jit,
+                version: None,
+                credential: credential.clone(),
+                last_seen: None,
+                stopped: false,
+                active_polls: 0,
+                job: None,
+                notify: Arc::new(Notify::new()),
+            },
+        );
+        Ok((id, credential))
+    }
+
+    /// Deregisters a runner. A job it was assigned but had not picked up is queued again; a job it
+    /// was running fails.
+    pub(crate) fn remove_runner(&mut self, id: u64) -> Option<String> {
+        let runner = self.runners.remove(&id)?;
+        self.names.remove(&(runner.scope.clone(), runner.name.clone()));
+        self.credentials.remove(runner.credential.expose());
+        runner.notify.notify_waiters();
+        runner.notify.notify_one();
+        if let Some(job_id) = runner.job {
+            self.release_job(job_id, "The runner has been removed.");
+        }
+        Some(runner.name)
+    }
+
+    /// Takes a job back from its runner: requeue if not picked up, else fail it.
+    fn release_job(&mut self, job_id: u64, reason: &str) {
+        let Some(job) = self.jobs.get_mut(&job_id) else { return };
+        if job.status == JobStatus::Completed {
+            return;
+        }
+        if job.delivered_at.is_none() {
+            job.runner_id = None;
+            job.runner_name = None;
+            job.runner_group_id = None;
+            job.runner_group_name = None;
+            self.queue.push_front(job_id);
+        } else {
+            let now = self.clock.now();
+            job.status = JobStatus::Completed;
+            job.conclusion = Some("failure".to_owned());
+            job.output.push_str(reason);
+            job.completed_at = Some(self.clock.wall(now));
+            self.emit(job_id, "completed");
+        }
+    }
+
+    pub(crate) fn set_custom_labels(&mut self, id: u64, custom: Vec<String>) -> Option<Vec<Label>> {
+        let mut read_only: Vec<String> = self
+            .runners
+            .get(&id)?
+            .labels
+            .iter()
+            .filter(|l| l.kind == LabelKind::ReadOnly)
+            .map(|l| l.name.clone())
+            .collect();
+        let no_defaults = true;
+        read_only.extend(custom);
+        let labels = self.make_labels(&read_only, no_defaults);
+        let runner = self.runners.get_mut(&id)?;
+        runner.labels = labels.clone();
+        self.try_assign();
+        Some(labels)
+    }
+
+    /// A heartbeat from a polling runner.
+    pub(crate) fn heartbeat(&mut self, id: u64) {
+        let now = self.clock.now();
+        let version = self.config.runner_version.clone();
+        if let Some(runner) = self.runners.get_mut(&id) {
+            runner.last_seen = Some(now);
+            runner.stopped = false;
+            runner.version.get_or_insert(version);
+        }
+    }
+
+    pub(crate) fn poll_started(&mut self, id: u64) -> Option<Arc<Notify>> {
+        let runner = self.runners.get_mut(&id)?;
+        runner.active_polls += 1;
+        Some(runner.notify.clone())
+    }
+
+    pub(crate) fn poll_ended(&mut self, id: u64) {
+        let now = self.clock.now();
+        if let Some(runner) = self.runners.get_mut(&id) {
+            runner.active_polls = runner.active_polls.saturating_sub(1);
+            runner.last_seen = Some(now);
+        }
+    }
+
+    pub(crate) fn mark_offline(&mut self, id: u64) {
+        if let Some(runner) = self.runners.get_mut(&id) {
+            runner.stopped = true;
+            runner.last_seen = None;
+        }
+    }
+
+    pub(crate) fn runner_view(&self, runner: &Runner, now: Instant) -> RunnerView {
+        RunnerView {
+            id: runner.id,
+            name: runner.name.clone(),
+            scope: runner.scope.path(),
+            runner_group_id: runner.group_id,
+            status: if self.runner_online(runner, now) { "online" } else { "offline" }.to_owned(),
+            busy: runner.job.is_some(),
+            ephemeral: runner.ephemeral,
+            jit: runner.jit,
+            labels: runner.labels.clone(),
+            version: runner.version.clone(),
+            last_seen: runner.last_seen.map(|t| rfc3339(self.clock.wall(t))),
+            job_id: runner.job,
+        }
+    }
+
+    pub(crate) fn runner_views(&self) -> Vec<RunnerView> {
+        let now = self.clock.now();
+        self.runners.values().map(|r| self.runner_view(r, now)).collect()
+    }
+
+    /// The REST `runner` object.
+    pub(crate) fn runner_json(&self, runner: &Runner, now: Instant) -> Value {
+        json!({
+            "id": runner.id,
+            "runner_group_id": runner.group_id,
+            "name": runner.name,
+            "os": "linux",
+            "status": if self.runner_online(runner, now) { "online" } else { "offline" },
+            "busy": runner.job.is_some(),
+            "ephemeral": runner.ephemeral,
+            "labels": runner.labels,
+            "version": runner.version,
+        })
+    }
+
+    // ---------------------------------------------------------------- jobs
+
+    pub(crate) fn enqueue(&mut self, spec: JobSpec) -> Result<(u64, u64), String> {
+        let scope = match spec.scope.as_deref() {
+            None | Some("") => None,
+            Some(s) => {
+                let parsed = Scope::parse(s).ok_or_else(|| format!("invalid scope {s:?}"))?;
+                Some(self.resolve_scope(&parsed).ok_or_else(|| format!("unknown scope {s:?}"))?)
+            }
+        };
+        let id = self.next_job_id;
+        self.next_job_id += 1;
+        let run_id = self.next_run_id;
+        self.next_run_id += 1;
+        let head_sha = random_string(b"0123456789abcdef", 40);
+        let repo = self.job_repo(scope.as_ref());
+        let event = spec.event.unwrap_or_else(|| {
+            json!({"ref": "refs/heads/main", "after": head_sha, "repository": {"full_name": repo}})
+        });
+        let now = self.clock.now();
+        self.jobs.insert(
+            id,
+            Job {
+                id,
+                run_id,
+                name: spec.name.unwrap_or_else(|| "build".to_owned()),
+                workflow: spec.workflow.unwrap_or_else(|| "CI".to_owned()),
+                labels: spec.labels,
+                script: spec.script,
+                timeout_seconds: spec.timeout_seconds.unwrap_or(360),
+                scope,
+                runner_group: spec.runner_group,
+                event_name: spec.event_name.unwrap_or_else(|| "push".to_owned()),
+                event,
+                head_sha,
+                status: JobStatus::Queued,
+                conclusion: None,
+                runner_id: None,
+                runner_name: None,
+                runner_group_id: None,
+                runner_group_name: None,
+                exit_code: None,
+                output: String::new(),
+                created_at: self.clock.wall(now),
+                started_at: None,
+                completed_at: None,
+                delivered_at: None,
+            },
+        );
+        self.queue.push_back(id);
+        self.emit(id, "queued");
+        self.try_assign();
+        Ok((id, run_id))
+    }
+
+    /// The repository a job runs for: its repo scope, a configured repo of its org, or the first repo.
+    fn job_repo(&self, scope: Option<&Scope>) -> String {
+        match scope {
+            Some(Scope::Repo { owner, repo }) => format!("{owner}/{repo}"),
+            Some(Scope::Org(org)) => self
+                .config
+                .repos
+                .iter()
+                .find(|r| r.split('/').next() == Some(org.as_str()))
+                .cloned()
+                .unwrap_or_else(|| format!("{org}/app")),
+            _ => self.config.repos.first().cloned().unwrap_or_else(|| "octo/app".to_owned()),
+        }
+    }
+
+    pub(crate) fn job_view(&self, id: u64) -> Option<JobView> {
+        let job = self.jobs.get(&id)?;
+        Some(JobView {
+            job_id: job.id,
+            run_id: job.run_id,
+            name: job.name.clone(),
+            labels: job.labels.clone(),
+            status: job.status,
+            conclusion: job.conclusion.clone(),
+            runner_name: job.runner_name.clone(),
+            runner_id: job.runner_id,
+            exit_code: job.exit_code,
+            output: job.output.clone(),
+            created_at: rfc3339(job.created_at),
+            started_at: job.started_at.map(rfc3339),
+            completed_at: job.completed_at.map(rfc3339),
+        })
+    }
+
+    pub(crate) fn job_views(&self) -> Vec<JobView> {
+        self.jobs.keys().filter_map(|id| self.job_view(*id)).collect()
+    }
+
+    /// Whether `runner` may take `job`: labels superset (case-insensitive), scope and group.
+    fn runner_matches(&self, runner: &Runner, job: &Job) -> bool {
+        let has_labels = job
+            .labels
+            .iter()
+            .all(|want| runner.labels.iter().any(|l| l.name.eq_ignore_ascii_case(want)));
+        if !has_labels {
+            return false;
+        }
+        let group = self.group(&runner.scope, runner.group_id);
+        if let Some(wanted) = &job.runner_group {
+            if !group.as_ref().is_some_and(|g| g.name.eq_ignore_ascii_case(wanted)) {
+                return false;
+            }
+        }
+        let Some(scope) = &job.scope else { return true };
+        let scope_ok = match (scope, &runner.scope) {
+            (_, Scope::Enterprise(_)) => true,
+            (a, b) if a == b => true,
+            (Scope::Repo { owner, .. }, Scope::Org(org)) => owner == org,
+            _ => false,
+        };
+        let group_ok = match (scope, group.and_then(|g| g.selected_repositories)) {
+            (Scope::Repo { owner, repo }, Some(selected)) if runner.scope.has_groups() => {
+                selected.contains(&format!("{owner}/{repo}"))
+            }
+            _ => true,
+        };
+        scope_ok && group_ok
+    }
+
+    /// Assigns queued jobs (oldest first) to online, idle, matching runners. A runner that is
+    /// polling right now is preferred, then the lowest id.
+    pub(crate) fn try_assign(&mut self) {
+        if self.queue.is_empty() {
+            return;
+        }
+        let now = self.clock.now();
+        let mut i = 0;
+        while i < self.queue.len() {
+            let job_id = self.queue[i];
+            let Some(job) = self.jobs.get(&job_id) else {
+                self.queue.remove(i);
+                continue;
+            };
+            let candidate = self
+                .runners
+                .values()
+                .filter(|r| r.job.is_none() && self.runner_online(r, now) && self.runner_matches(r, job))
+                .min_by_key(|r| (r.active_polls == 0, r.id))
+                .map(|r| r.id);
+            match candidate {
+                Some(runner_id) => {
+                    self.queue.remove(i);
+                    self.assign(job_id, runner_id);
+                }
+                None => i += 1,
+            }
+        }
+    }
+
+    fn assign(&mut self, job_id: u64, runner_id: u64) {
+        let Some(runner) = self.runners.get_mut(&runner_id) else { return };
+        runner.job = Some(job_id);
+        runner.notify.notify_one();
+        let (name, scope, group_id) = (runner.name.clone(), runner.scope.clone(), runner.group_id);
+        let group_name = self.group(&scope, group_id).map(|g| g.name);
+        if let Some(job) = self.jobs.get_mut(&job_id) {
+            job.runner_id = Some(runner_id);
+            job.runner_name = Some(name);
+            job.runner_group_id = Some(group_id);
+            job.runner_group_name = group_name;
+        }
+    }
+
+    /// Assigns a queued job matching `runner_id` to it (enqueuing `true` with its custom labels if
+    /// none matches). Used by the assign-on-delete hook.
+    pub(crate) fn force_assign(&mut self, runner_id: u64) {
+        let Some(runner) = self.runners.get(&runner_id) else { return };
+        if runner.job.is_some() {
+            return;
+        }
+        let found = self
+            .queue
+            .iter()
+            .position(|id| self.jobs.get(id).is_some_and(|job| self.runner_matches(runner, job)));
+        let job_id = match found {
+            Some(pos) => self.queue.remove(pos),
+            None => {
+                let labels: Vec<String> = runner.labels.iter().map(|l| l.name.clone()).collect();
+                let scope = Some(runner.scope.path());
+                let spec = JobSpec { labels, script: "true".to_owned(), scope, ..JobSpec::default() };
+                let queued_before = self.queue.len();
+                // enqueue() may assign it elsewhere; take it back from the queue tail only if still queued.
+                match self.enqueue(spec) {
+                    Ok((id, _)) if self.queue.len() > queued_before => {
+                        self.queue.retain(|q| *q != id);
+                        Some(id)
+                    }
+                    _ => None,
+                }
+            }
+        };
+        if let Some(job_id) = job_id {
+            self.assign(job_id, runner_id);
+        }
+    }
+
+    /// Hands the job assigned to `runner_id` to it, once. Returns the runner-protocol `Job`.
+    pub(crate) fn take_assigned_job(&mut self, runner_id: u64) -> Option<Value> {
+        let job_id = self.runners.get(&runner_id)?.job?;
+        let now = self.clock.now();
+        let wall = self.clock.wall(now);
+        let repo = {
+            let job = self.jobs.get(&job_id)?;
+            if job.delivered_at.is_some() {
+                return None;
+            }
+            self.job_repo(job.scope.as_ref())
+        };
+        let job = self.jobs.get_mut(&job_id)?;
+        job.delivered_at = Some(now);
+        job.status = JobStatus::InProgress;
+        job.started_at = Some(wall);
+        let payload = json!({
+            "job_id": job.id,
+            "run_id": job.run_id,
+            "script": job.script,
+            "timeout_seconds": job.timeout_seconds,
+            "labels": job.labels,
+            "env": {
+                "GITHUB_REPOSITORY": repo,
+                "GITHUB_EVENT_NAME": job.event_name,
+                "GITHUB_WORKFLOW": job.workflow,
+                "GITHUB_REF": "refs/heads/main",
+                "GITHUB_SHA": job.head_sha,
+                "GITHUB_RUN_ID": job.run_id.to_string(),
+                "GITHUB_JOB": job.name,
+            },
+            "event_name": job.event_name,
+            "event": job.event,
+        });
+        self.emit(job_id, "in_progress");
+        Some(payload)
+    }
+
+    /// Records a job's result. Errors when the job is not the runner's current job.
+    pub(crate) fn complete_job(
+        &mut self,
+        runner_id: u64,
+        job_id: u64,
+        exit_code: i32,
+        output: String,
+        conclusion: Option<String>,
+    ) -> Result<(), ()> {
+        let runner = self.runners.get_mut(&runner_id).ok_or(())?;
+        if runner.job != Some(job_id) {
+            return Err(());
+        }
+        runner.job = None;
+        let ephemeral = runner.ephemeral;
+        let now = self.clock.now();
+        let wall = self.clock.wall(now);
+        let job = self.jobs.get_mut(&job_id).ok_or(())?;
+        job.status = JobStatus::Completed;
+        job.exit_code = Some(exit_code);
+        let conclusion = conclusion
+            .filter(|c| matches!(c.as_str(), "success" | "failure" | "cancelled"))
+            .unwrap_or_else(|| if exit_code == 0 { "success" } else { "failure" }.to_owned());
+        job.conclusion = Some(conclusion);
+        let mut output = output;
+        if output.len() > MAX_OUTPUT {
+            let mut cut = MAX_OUTPUT;
+            while !output.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            output.truncate(cut);
+        }
+        job.output = output;
+        job.completed_at = Some(wall);
+        job.started_at.get_or_insert(wall);
+        self.emit(job_id, "completed");
+        if ephemeral {
+            self.remove_runner(runner_id);
+        }
+        self.try_assign();
+        Ok(())
+    }
+
+    /// Periodic housekeeping: requeue jobs held by runners that went offline before picking them
+    /// up, fail jobs whose runner went silent past the job deadline, then assign.
+    pub(crate) fn reap(&mut self) {
+        let now = self.clock.now();
+        let mut to_release = Vec::new();
+        for runner in self.runners.values() {
+            if let Some(job_id) = runner.job {
+                if !self.runner_online(runner, now) {
+                    to_release.push((runner.id, job_id));
+                }
+            }
+        }
+        for (runner_id, job_id) in to_release {
+            if let Some(runner) = self.runners.get_mut(&runner_id) {
+                runner.job = None;
+            }
+            let delivered = self.jobs.get(&job_id).is_some_and(|j| j.delivered_at.is_some());
+            let name = self.runners.get(&runner_id).map(|r| r.name.clone()).unwrap_or_default();
+            self.release_job(
+                job_id,
+                &format!("The self-hosted runner: {name} lost communication with the server."),
+            );
+            if delivered && self.runners.get(&runner_id).is_some_and(|r| r.ephemeral) {
+                self.remove_runner(runner_id);
+            }
+        }
+        self.try_assign();
+    }
+
+    // ---------------------------------------------------------------- webhooks
+
+    fn emit(&mut self, job_id: u64, action: &str) {
+        let Some(target) = self.webhook.clone() else { return };
+        let Some(job) = self.jobs.get(&job_id) else { return };
+        let repo = self.job_repo(job.scope.as_ref());
+        let owner = repo.split('/').next().unwrap_or_default().to_owned();
+        let repo_name = repo.split('/').nth(1).unwrap_or_default().to_owned();
+        let status = match job.status {
+            JobStatus::Queued => "queued",
+            JobStatus::InProgress => "in_progress",
+            JobStatus::Completed => "completed",
+        };
+        let queued = job.status == JobStatus::Queued;
+        let mut payload = json!({
+            "action": action,
+            "workflow_job": {
+                "id": job.id,
+                "run_id": job.run_id,
+                "run_attempt": 1,
+                "run_url": format!("https://api.github.com/repos/{repo}/actions/runs/{}", job.run_id),
+                "name": job.name,
+                "workflow_name": job.workflow,
+                "head_branch": "main",
+                "head_sha": job.head_sha,
+                "status": status,
+                "conclusion": job.conclusion,
+                "labels": job.labels,
+                "created_at": rfc3339(job.created_at),
+                "started_at": job.started_at.map(rfc3339).unwrap_or_else(|| rfc3339(job.created_at)),
+                "completed_at": job.completed_at.map(rfc3339),
+                "runner_id": if queued { None } else { job.runner_id },
+                "runner_name": if queued { None } else { job.runner_name.clone() },
+                "runner_group_id": if queued { None } else { job.runner_group_id },
+                "runner_group_name": if queued { None } else { job.runner_group_name.clone() },
+                "steps": [],
+            },
+            "repository": {
+                "id": 1,
+                "name": repo_name,
+                "full_name": repo,
+                "private": true,
+                "owner": {"login": owner, "type": if self.config.orgs.iter().any(|o| o.name == owner) { "Organization" } else { "User" }},
+            },
+            "sender": {"login": owner, "type": "User"},
+        });
+        if self.config.orgs.iter().any(|o| o.name == owner) {
+            payload["organization"] = json!({"login": owner});
+        }
+        if let Some(id) = self.installation_for(&owner) {
+            payload["installation"] = json!({"id": id});
+        }
+        let event = WebhookEvent { target, action: action.to_owned(), job_id, payload };
+        // The receiver task only stops at shutdown; a lost event then does not matter.
+        let _ = self.webhook_tx.send(event);
+    }
+
+    pub(crate) fn record_delivery(&mut self, record: DeliveryRecord) {
+        self.deliveries.push(record);
+    }
+
+    pub(crate) fn deliveries(&self) -> Vec<DeliveryRecord> {
+        self.deliveries.clone()
+    }
+
+    // ---------------------------------------------------------------- counters and faults
+
+    pub(crate) fn count_request(&mut self, key: &str) {
+        self.counters.entry(key.to_owned()).or_default().count += 1;
+    }
+
+    pub(crate) fn count_result(&mut self, key: &str, cost: u64, not_modified: bool) {
+        let entry = self.counters.entry(key.to_owned()).or_default();
+        entry.rate_limit_cost += cost;
+        if not_modified {
+            entry.not_modified += 1;
+        }
+    }
+
+    pub(crate) fn counters(&self) -> BTreeMap<String, RequestCount> {
+        self.counters.clone()
+    }
+
+    pub(crate) fn reset_counters(&mut self) {
+        self.counters.clear();
+    }
+
+    pub(crate) fn add_fault(&mut self, spec: FaultSpec) -> u64 {
+        let id = self.next_fault_id;
+        self.next_fault_id += 1;
+        self.faults.push(Fault { id, spec });
+        id
+    }
+
+    pub(crate) fn clear_faults(&mut self) {
+        self.faults.clear();
+    }
+
+    pub(crate) fn faults(&self) -> Vec<(u64, FaultSpec)> {
+        self.faults.iter().map(|f| (f.id, f.spec.clone())).collect()
+    }
+
+    /// The fault hitting this request, if any (consumes one of its `count`).
+    pub(crate) fn take_fault(&mut self, key: &str) -> Option<FaultAction> {
+        let mut rng = rand::rng();
+        let index = self.faults.iter().position(|f| {
+            f.spec.matches(key) && f.spec.rate.is_none_or(|rate| rng.random_bool(rate.clamp(0.0, 1.0)))
+        })?;
+        let fault = &mut self.faults[index];
+        let action = FaultAction {
+            status: fault.spec.status,
+            latency: fault.spec.latency_ms.map(Duration::from_millis),
+            drop: fault.spec.drop,
+            retry_after: fault.spec.retry_after,
+            message: fault.spec.message.clone(),
+        };
+        if let Some(count) = fault.spec.count.as_mut() {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.faults.remove(index);
+            }
+        }
+        Some(action)
+    }
+
+    // ---------------------------------------------------------------- rate limits
+
+    fn bucket(&mut self, identity: &str) -> &mut Bucket {
+        let now = self.clock.now();
+        let window = self.config.rate_limit_window;
+        let bucket = self
+            .buckets
+            .entry(identity.to_owned())
+            .or_insert(Bucket { used: 0, window_start: now });
+        if now >= bucket.window_start + window {
+            bucket.used = 0;
+            bucket.window_start = now;
+        }
+        bucket
+    }
+
+    pub(crate) fn rate_info(&mut self, identity: &str) -> RateInfo {
+        let limit = self.rate_limit;
+        let window = self.config.rate_limit_window;
+        let clock = self.clock;
+        let bucket = self.bucket(identity);
+        RateInfo {
+            limit,
+            remaining: limit.saturating_sub(bucket.used),
+            used: bucket.used,
+            reset: clock.epoch_secs(bucket.window_start + window),
+        }
+    }
+
+    /// Charges one point; `Err` (nothing charged) when the budget is exhausted.
+    pub(crate) fn rate_charge(&mut self, identity: &str) -> Result<RateInfo, RateInfo> {
+        let limit = self.rate_limit;
+        let bucket = self.bucket(identity);
+        if bucket.used >= limit {
+            return Err(self.rate_info(identity));
+        }
+        bucket.used += 1;
+        Ok(self.rate_info(identity))
+    }
+
+    pub(crate) fn rate_refund(&mut self, identity: &str) {
+        let bucket = self.bucket(identity);
+        bucket.used = bucket.used.saturating_sub(1);
+    }
+
+    /// Sets the primary budget; `used` overrides the current window's usage.
+    pub(crate) fn set_rate_limit(&mut self, limit: Option<u32>, used: Option<u32>, secondary: Option<u32>) {
+        if let Some(limit) = limit {
+            self.rate_limit = limit;
+        }
+        if let Some(secondary) = secondary {
+            self.secondary_limit = secondary;
+        }
+        if let Some(used) = used {
+            let identities: Vec<String> = self.buckets.keys().cloned().collect();
+            for identity in identities {
+                self.bucket(&identity).used = used;
+            }
+            self.bucket("pat").used = used;
+        }
+    }
+
+    /// Records a content-creating request; `Err(retry_after_secs)` past the per-minute limit.
+    pub(crate) fn secondary_charge(&mut self, identity: &str) -> Result<(), u64> {
+        let now = self.clock.now();
+        let limit = self.secondary_limit as usize;
+        let window = Duration::from_secs(60);
+        let times = self.secondary.entry(identity.to_owned()).or_default();
+        while times.front().is_some_and(|t| now.saturating_duration_since(*t) >= window) {
+            times.pop_front();
+        }
+        if times.len() >= limit {
+            let oldest = times.front().copied().unwrap_or(now);
+            let wait = (oldest + window).saturating_duration_since(now);
+            return Err(wait.as_secs().max(1));
+        }
+        times.push_back(now);
+        Ok(())
+    }
+}

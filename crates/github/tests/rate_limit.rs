@@ -1,0 +1,233 @@
+//! Rate-limit handling on a paused tokio clock: waits follow GitHub's rules and are observable
+//! as virtual time, long waits fail fast with `RateLimited`, and the budget is exposed.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use github::{EndpointKind, Error, JitRequest, RunnerId};
+use serde_json::json;
+use tokio::time::Instant;
+
+const P: &str = "/repos/o/r/actions/runners";
+
+fn elapsed_between(start: Instant, low: u64, high: u64) {
+    let elapsed = start.elapsed();
+    assert!(
+        elapsed >= Duration::from_secs(low) && elapsed < Duration::from_secs(high),
+        "waited {elapsed:?}, expected [{low}s, {high}s)"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn primary_limit_waits_until_reset() {
+    let reset = now_epoch() + 30;
+    let server = Server::start(vec![
+        budget(
+            expect("GET", &format!("{P}/1")).error(403, "API rate limit exceeded for user ID 1."),
+            5000,
+            0,
+            reset,
+        ),
+        budget(
+            expect("GET", &format!("{P}/1")).json(runner_json(1, "a")),
+            5000,
+            4999,
+            reset + 3600,
+        ),
+    ])
+    .await;
+    let client = pat_client(&server, "o/r");
+    let start = Instant::now();
+    client
+        .get_runner(RunnerId(1))
+        .await
+        .expect("after the wait");
+    elapsed_between(start, 29, 33);
+    server.finish();
+    assert_eq!(
+        client.stats().get(EndpointKind::GetRunner).rate_limit_waits,
+        1
+    );
+    let budget = client.rate_limit().expect("budget known");
+    assert_eq!(
+        (budget.limit, budget.remaining, budget.used),
+        (5000, 4999, 1)
+    );
+    assert_eq!(budget.resource, "core");
+    assert_eq!(budget.reset.unix_timestamp(), reset + 3600);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_wins() {
+    let server = Server::start(vec![
+        expect("POST", &format!("{P}/registration-token"))
+            .error(429, "You have exceeded a secondary rate limit")
+            .header("retry-after", "5"),
+        expect("POST", &format!("{P}/registration-token"))
+            .status(201)
+            .json(json!({"token": "T", "expires_at": "2026-01-22T12:13:35Z"})),
+    ])
+    .await;
+    let client = pat_client(&server, "o/r");
+    let start = Instant::now();
+    client
+        .create_registration_token()
+        .await
+        .expect("after the wait");
+    elapsed_between(start, 5, 6);
+    server.finish();
+}
+
+#[tokio::test(start_paused = true)]
+async fn secondary_limit_without_hints_waits_60s_then_backs_off() {
+    let limited = || {
+        budget(
+            expect("GET", &format!("{P}/1"))
+                .error(403, "You have exceeded a secondary rate limit."),
+            5000,
+            4000,
+            now_epoch() + 3000,
+        )
+    };
+    let server = Server::start(vec![
+        limited(),
+        limited(),
+        expect("GET", &format!("{P}/1")).json(runner_json(1, "a")),
+    ])
+    .await;
+    let client = pat_client(&server, "o/r");
+    let start = Instant::now();
+    client
+        .get_runner(RunnerId(1))
+        .await
+        .expect("after two waits");
+    elapsed_between(start, 180, 181); // 60 s, then 120 s
+    server.finish();
+}
+
+#[tokio::test(start_paused = true)]
+async fn jit_post_is_resent_after_a_rate_limit_answer() {
+    let server = Server::start(vec![
+        expect("POST", &format!("{P}/generate-jitconfig"))
+            .error(429, "slow down")
+            .header("retry-after", "2"),
+        expect("POST", &format!("{P}/generate-jitconfig"))
+            .status(201)
+            .json(json!({
+            "runner": {"id": 3, "name": "j", "status": "offline", "busy": false, "labels": []},
+            "encoded_jit_config": "cfg"})),
+    ])
+    .await;
+    let client = pat_client(&server, "o/r");
+    let request = JitRequest {
+        name: "j".into(),
+        labels: vec!["self-hosted".into()],
+        runner_group_id: 1,
+        work_folder: None,
+    };
+    assert_eq!(
+        client
+            .generate_jitconfig(&request)
+            .await
+            .expect("created")
+            .runner
+            .id,
+        RunnerId(3)
+    );
+    server.finish();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wait_beyond_the_maximum_fails_fast() {
+    let reset = now_epoch() + 7200;
+    let server = Server::start(vec![budget(
+        expect("GET", &format!("{P}/1")).error(403, "API rate limit exceeded"),
+        5000,
+        0,
+        reset,
+    )])
+    .await;
+    let client = pat_client(&server, "o/r");
+    let start = Instant::now();
+    let err = client.get_runner(RunnerId(1)).await.expect_err("too long");
+    match err {
+        Error::RateLimited { until, wait } => {
+            assert!(
+                (until.unix_timestamp() - reset).abs() <= 2,
+                "until {until} vs reset {reset}"
+            );
+            assert!(wait > Duration::from_secs(7000));
+        }
+        other => panic!("expected RateLimited, got {other:?}"),
+    }
+    assert!(start.elapsed() < Duration::from_secs(1), "did not sleep");
+    server.finish();
+    // The spent budget is remembered: the next call fails without a request.
+    assert!(matches!(
+        client.get_runner(RunnerId(1)).await,
+        Err(Error::RateLimited { .. })
+    ));
+    assert_eq!(server.seen().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_spent_budget_delays_the_next_request() {
+    let reset = now_epoch() + 20;
+    let server = Server::start(vec![
+        budget(
+            expect("GET", &format!("{P}/1")).json(runner_json(1, "a")),
+            60,
+            0,
+            reset,
+        ),
+        budget(
+            expect("GET", &format!("{P}/2")).json(runner_json(2, "b")),
+            60,
+            59,
+            reset + 3600,
+        ),
+    ])
+    .await;
+    let client = pat_client(&server, "o/r");
+    client.get_runner(RunnerId(1)).await.expect("first");
+    assert_eq!(client.rate_limit().expect("known").remaining, 0);
+    let start = Instant::now();
+    client
+        .get_runner(RunnerId(2))
+        .await
+        .expect("second, after the reset");
+    elapsed_between(start, 19, 23);
+    server.finish();
+}
+
+#[tokio::test(start_paused = true)]
+async fn not_modified_lists_keep_working_and_count_as_free() {
+    let server = Server::start(vec![
+        budget(
+            expect("GET", &format!("{P}?per_page=100"))
+                .json(runner_page(0..3, 3))
+                .header("etag", "\"e\""),
+            5000,
+            4999,
+            now_epoch() + 3600,
+        ),
+        budget(
+            expect("GET", &format!("{P}?per_page=100")).status(304),
+            5000,
+            4999,
+            now_epoch() + 3600,
+        ),
+    ])
+    .await;
+    let client = pat_client(&server, "o/r");
+    assert_eq!(client.list_runners(None).await.expect("first").len(), 3);
+    assert_eq!(client.list_runners(None).await.expect("304").len(), 3);
+    assert_eq!(client.rate_limit().expect("known").remaining, 4999);
+    assert_eq!(
+        client.stats().get(EndpointKind::ListRunners).not_modified,
+        1
+    );
+    server.finish();
+}

@@ -1,0 +1,196 @@
+//! Storage pools, profiles, images and cluster members.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use reqwest::header::CONTENT_TYPE;
+use reqwest::Method;
+use serde_json::json;
+
+use crate::client::Client;
+use crate::error::{Error, Result};
+use crate::names::{segment, validate_simple_name};
+use crate::types::{ClusterMember, Image, ImageAlias, Profile, StoragePool};
+
+impl Client {
+    // ---- storage pools ----
+
+    pub async fn list_storage_pools(&self) -> Result<Vec<StoragePool>> {
+        let rb = self
+            .req(Method::GET, "/1.0/storage-pools")
+            .query(&[("recursion", "1")]);
+        self.sync("listing storage pools", rb).await
+    }
+
+    pub async fn get_storage_pool(&self, name: &str) -> Result<StoragePool> {
+        validate_simple_name("storage pool name", name)?;
+        let what = format!("storage pool {name}");
+        let path = format!("/1.0/storage-pools/{}", segment(name));
+        self.sync(&what, self.req(Method::GET, &path)).await
+    }
+
+    /// Creates a `dir` pool stored at `source` (an existing, empty directory on the server host).
+    pub async fn create_dir_pool(&self, name: &str, source: &Path) -> Result<()> {
+        validate_simple_name("storage pool name", name)?;
+        let what = format!("creating storage pool {name}");
+        let body = json!({"name": name, "driver": "dir", "config": {"source": source}});
+        self.run(&what, self.req(Method::POST, "/1.0/storage-pools").json(&body))
+            .await
+            .map(|_| ())
+    }
+
+    /// Deletes a pool; fails while something uses it.
+    pub async fn delete_storage_pool(&self, name: &str) -> Result<()> {
+        validate_simple_name("storage pool name", name)?;
+        let what = format!("deleting storage pool {name}");
+        let path = format!("/1.0/storage-pools/{}", segment(name));
+        self.run(&what, self.req(Method::DELETE, &path)).await.map(|_| ())
+    }
+
+    // ---- profiles ----
+
+    pub async fn list_profiles(&self) -> Result<Vec<Profile>> {
+        let rb = self
+            .scoped(Method::GET, "/1.0/profiles")
+            .query(&[("recursion", "1")]);
+        self.sync("listing profiles", rb).await
+    }
+
+    pub async fn get_profile(&self, name: &str) -> Result<Profile> {
+        validate_simple_name("profile name", name)?;
+        let what = format!("profile {name}");
+        self.sync(&what, self.scoped(Method::GET, &profile_path(name)))
+            .await
+    }
+
+    /// Creates a profile. An existing one gives [`Error::Conflict`].
+    pub async fn create_profile(&self, profile: &Profile) -> Result<()> {
+        validate_simple_name("profile name", &profile.name)?;
+        let what = format!("creating profile {}", profile.name);
+        self.run(&what, self.scoped(Method::POST, "/1.0/profiles").json(profile))
+            .await
+            .map(|_| ())
+    }
+
+    /// Creates the profile unless a profile of that name exists (which is left as it is). Returns
+    /// whether it was created. Safe when several callers race.
+    pub async fn ensure_profile(&self, profile: &Profile) -> Result<bool> {
+        match self.create_profile(profile).await {
+            Ok(()) => Ok(true),
+            Err(Error::Conflict { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Replaces a profile's description, config and devices.
+    pub async fn update_profile(&self, profile: &Profile) -> Result<()> {
+        validate_simple_name("profile name", &profile.name)?;
+        let what = format!("updating profile {}", profile.name);
+        let body = json!({
+            "description": profile.description,
+            "config": profile.config,
+            "devices": profile.devices,
+        });
+        self.run(&what, self.scoped(Method::PUT, &profile_path(&profile.name)).json(&body))
+            .await
+            .map(|_| ())
+    }
+
+    /// Deletes a profile; fails while an instance uses it.
+    pub async fn delete_profile(&self, name: &str) -> Result<()> {
+        validate_simple_name("profile name", name)?;
+        let what = format!("deleting profile {name}");
+        self.run(&what, self.scoped(Method::DELETE, &profile_path(name)))
+            .await
+            .map(|_| ())
+    }
+
+    // ---- images ----
+
+    pub async fn list_images(&self) -> Result<Vec<Image>> {
+        let rb = self
+            .scoped(Method::GET, "/1.0/images")
+            .query(&[("recursion", "1")]);
+        self.sync("listing images", rb).await
+    }
+
+    pub async fn get_image(&self, fingerprint: &str) -> Result<Image> {
+        validate_simple_name("image fingerprint", fingerprint)?;
+        let what = format!("image {fingerprint}");
+        let path = format!("/1.0/images/{}", segment(fingerprint));
+        self.sync(&what, self.scoped(Method::GET, &path)).await
+    }
+
+    /// Resolves a local alias. A missing one gives [`Error::NotFound`].
+    pub async fn image_alias(&self, alias: &str) -> Result<ImageAlias> {
+        validate_simple_name("image alias", alias)?;
+        let what = format!("image alias {alias}");
+        self.sync(&what, self.scoped(Method::GET, &alias_path(alias)))
+            .await
+    }
+
+    /// Imports a unified image tarball (`metadata.yaml` + `rootfs/`) and returns its fingerprint.
+    /// The same image twice gives [`Error::Conflict`].
+    pub async fn import_image(&self, tarball: impl Into<Bytes>) -> Result<String> {
+        let what = "importing an image";
+        let rb = self
+            .scoped(Method::POST, "/1.0/images")
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .body(tarball.into());
+        let op = self.run(what, rb).await?;
+        op.metadata
+            .get("fingerprint")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+            .ok_or_else(|| Error::Protocol {
+                what: what.to_owned(),
+                message: "the import operation gave no fingerprint".into(),
+            })
+    }
+
+    /// Points a new alias at an image. An existing alias gives [`Error::Conflict`].
+    pub async fn create_image_alias(&self, alias: &str, fingerprint: &str) -> Result<()> {
+        validate_simple_name("image alias", alias)?;
+        let what = format!("creating image alias {alias}");
+        let body = json!({"name": alias, "target": fingerprint});
+        self.run(&what, self.scoped(Method::POST, "/1.0/images/aliases").json(&body))
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn delete_image_alias(&self, alias: &str) -> Result<()> {
+        validate_simple_name("image alias", alias)?;
+        let what = format!("deleting image alias {alias}");
+        self.run(&what, self.scoped(Method::DELETE, &alias_path(alias)))
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn delete_image(&self, fingerprint: &str) -> Result<()> {
+        validate_simple_name("image fingerprint", fingerprint)?;
+        let what = format!("deleting image {fingerprint}");
+        let path = format!("/1.0/images/{}", segment(fingerprint));
+        self.run(&what, self.scoped(Method::DELETE, &path)).await.map(|_| ())
+    }
+
+    // ---- cluster ----
+
+    /// The cluster members with their status. A standalone server has none (an empty list).
+    pub async fn cluster_members(&self) -> Result<Vec<ClusterMember>> {
+        if !self.server().clustered {
+            return Ok(Vec::new());
+        }
+        let rb = self
+            .req(Method::GET, "/1.0/cluster/members")
+            .query(&[("recursion", "1")]);
+        self.sync("listing cluster members", rb).await
+    }
+}
+
+fn profile_path(name: &str) -> String {
+    format!("/1.0/profiles/{}", segment(name))
+}
+
+fn alias_path(alias: &str) -> String {
+    format!("/1.0/images/aliases/{}", segment(alias))
+}

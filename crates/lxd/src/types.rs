@@ -1,0 +1,303 @@
+//! Wire types: what the server sends, decoded leniently (servers add fields), and what we send.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Which daemon answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Flavour {
+    #[default]
+    Incus,
+    Lxd,
+}
+
+impl Flavour {
+    /// The prefix of custom headers: `X-Incus-` or `X-LXD-`.
+    pub fn header_prefix(self) -> &'static str {
+        match self {
+            Flavour::Incus => "X-Incus-",
+            Flavour::Lxd => "X-LXD-",
+        }
+    }
+}
+
+/// What `GET /1.0` says about the server.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(from = "RawServer")]
+pub struct ServerInfo {
+    pub flavour: Flavour,
+    /// `environment.server_version`, for example `6.0.4` or `5.0.2`.
+    pub version: String,
+    pub api_extensions: Vec<String>,
+    /// `environment.driver`, for example `lxc` or `lxc | qemu`.
+    pub driver: String,
+    pub storage: String,
+    pub clustered: bool,
+    pub server_name: String,
+    /// `trusted` when the client may do everything.
+    pub auth: String,
+}
+
+impl ServerInfo {
+    /// True when the server lists the API extension `name`.
+    pub fn has_extension(&self, name: &str) -> bool {
+        self.api_extensions.iter().any(|e| e == name)
+    }
+
+    /// True when virtual machines can run (the `qemu` driver is operational).
+    pub fn supports_vms(&self) -> bool {
+        self.driver.contains("qemu")
+    }
+}
+
+#[derive(Deserialize)]
+struct RawServer {
+    #[serde(default)]
+    api_extensions: Vec<String>,
+    #[serde(default)]
+    auth: String,
+    #[serde(default)]
+    environment: RawEnvironment,
+}
+
+#[derive(Deserialize, Default)]
+struct RawEnvironment {
+    #[serde(default)]
+    server: String,
+    #[serde(default)]
+    server_version: String,
+    #[serde(default)]
+    driver: String,
+    #[serde(default)]
+    storage: String,
+    #[serde(default)]
+    server_clustered: bool,
+    #[serde(default)]
+    server_name: String,
+}
+
+impl From<RawServer> for ServerInfo {
+    fn from(r: RawServer) -> Self {
+        ServerInfo {
+            flavour: if r.environment.server == "lxd" {
+                Flavour::Lxd
+            } else {
+                Flavour::Incus
+            },
+            version: r.environment.server_version,
+            api_extensions: r.api_extensions,
+            driver: r.environment.driver,
+            storage: r.environment.storage,
+            clustered: r.environment.server_clustered,
+            server_name: r.environment.server_name,
+            auth: r.auth,
+        }
+    }
+}
+
+/// A background operation.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Operation {
+    pub id: String,
+    pub class: String,
+    pub description: String,
+    pub status: String,
+    pub status_code: u16,
+    pub metadata: Value,
+    pub err: String,
+    pub location: String,
+}
+
+impl Operation {
+    /// Success (200), Failure (400) or Cancelled (401).
+    pub fn is_final(&self) -> bool {
+        matches!(self.status_code, 200 | 400 | 401)
+    }
+}
+
+/// `container` or `virtual-machine`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InstanceType {
+    #[default]
+    Container,
+    VirtualMachine,
+}
+
+/// An instance as listed (`recursion=1`) or fetched.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Instance {
+    pub name: String,
+    /// `Running`, `Stopped`, `Frozen`, `Error`…
+    pub status: String,
+    pub status_code: u16,
+    #[serde(rename = "type")]
+    pub instance_type: Option<InstanceType>,
+    pub config: BTreeMap<String, String>,
+    pub devices: BTreeMap<String, BTreeMap<String, String>>,
+    pub profiles: Vec<String>,
+    pub ephemeral: bool,
+    /// The cluster member that holds it (`none` when not clustered).
+    pub location: String,
+    pub project: String,
+    pub description: String,
+    pub created_at: String,
+}
+
+impl Instance {
+    pub fn is_running(&self) -> bool {
+        self.status_code == 103 || self.status == "Running"
+    }
+}
+
+/// `GET /1.0/instances/{name}/state`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct InstanceState {
+    pub status: String,
+    pub status_code: u16,
+    pub pid: i64,
+    pub processes: i64,
+    pub network: Option<BTreeMap<String, NetworkState>>,
+}
+
+impl InstanceState {
+    pub fn is_running(&self) -> bool {
+        self.status_code == 103 || self.status == "Running"
+    }
+
+    /// The first global IPv4 address of `interface` (DHCP fills it in a moment after start).
+    pub fn ipv4(&self, interface: &str) -> Option<&str> {
+        self.network
+            .as_ref()?
+            .get(interface)?
+            .addresses
+            .iter()
+            .find(|a| a.family == "inet" && a.scope == "global")
+            .map(|a| a.address.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct NetworkState {
+    pub addresses: Vec<NetworkAddress>,
+    pub hwaddr: String,
+    pub state: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct NetworkAddress {
+    pub family: String,
+    pub address: String,
+    pub netmask: String,
+    pub scope: String,
+}
+
+/// A storage pool.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct StoragePool {
+    pub name: String,
+    pub driver: String,
+    pub description: String,
+    pub config: BTreeMap<String, String>,
+    pub status: String,
+    pub used_by: Vec<String>,
+}
+
+/// A profile, as read and as written.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Profile {
+    pub name: String,
+    pub description: String,
+    pub config: BTreeMap<String, String>,
+    pub devices: BTreeMap<String, BTreeMap<String, String>>,
+    #[serde(skip_serializing)]
+    pub used_by: Vec<String>,
+}
+
+/// An image.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Image {
+    pub fingerprint: String,
+    pub aliases: Vec<ImageAliasRef>,
+    pub properties: BTreeMap<String, String>,
+    pub architecture: String,
+    pub size: u64,
+    #[serde(rename = "type")]
+    pub image_type: String,
+    pub public: bool,
+    pub uploaded_at: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ImageAliasRef {
+    pub name: String,
+    pub description: String,
+}
+
+/// `GET /1.0/images/aliases/{name}`: the alias and the fingerprint it points to.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ImageAlias {
+    pub name: String,
+    pub target: String,
+    pub description: String,
+}
+
+/// A cluster member.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ClusterMember {
+    pub server_name: String,
+    pub url: String,
+    /// `Online`, `Offline`, `Evacuated`…
+    pub status: String,
+    pub message: String,
+    pub roles: Vec<String>,
+    pub architecture: String,
+    pub failure_domain: String,
+    pub groups: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_info_from_get_1_0() {
+        let v = serde_json::json!({
+            "api_extensions": ["instance_create_start", "container_exec_recording"],
+            "auth": "trusted",
+            "environment": {"server": "lxd", "server_version": "5.0.2", "driver": "lxc | qemu",
+                            "server_clustered": false, "storage": "dir"}
+        });
+        let s: ServerInfo = serde_json::from_value(v).expect("decodes");
+        assert_eq!(s.flavour, Flavour::Lxd);
+        assert_eq!(s.flavour.header_prefix(), "X-LXD-");
+        assert!(s.has_extension("instance_create_start"));
+        assert!(!s.has_extension("instance_force_delete"));
+        assert!(s.supports_vms());
+        assert_eq!(s.version, "5.0.2");
+    }
+
+    #[test]
+    fn state_ipv4_picks_global_inet() {
+        let v = serde_json::json!({"status": "Running", "status_code": 103, "network": {"eth0": {
+            "addresses": [{"family": "inet6", "address": "fe80::1", "scope": "link"},
+                          {"family": "inet", "address": "10.123.45.7", "netmask": "24", "scope": "global"}]}}});
+        let s: InstanceState = serde_json::from_value(v).expect("decodes");
+        assert!(s.is_running());
+        assert_eq!(s.ipv4("eth0"), Some("10.123.45.7"));
+        assert_eq!(s.ipv4("eth1"), None);
+    }
+}

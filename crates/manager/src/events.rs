@@ -1,0 +1,468 @@
+//! Typed telemetry: each event's `emit` writes the log line, updates the Prometheus metrics and,
+//! when `issue_metrics` is on, appends the JSON line to the events log, so the three never drift.
+//!
+//! The events log keeps the original schema: `{"timestamp": <int seconds>, "event": ..., "flavor":
+//! <app_name>, ...}`. A write failure is logged and counted, never propagated.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+
+/// Bounded label sets: keys are static, values come from closed sets (never error text or names).
+pub type Labels = Vec<(&'static str, String)>;
+
+fn labels(pairs: &[(&'static str, &str)]) -> Labels {
+    pairs.iter().map(|(k, v)| (*k, (*v).to_owned())).collect()
+}
+
+/// The `runner_manager_*` metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    pub reconcile_duration_seconds: Family<Labels, Histogram>,
+    pub reconciles_total: Family<Labels, Counter>,
+    pub runners: Family<Labels, Gauge>,
+    pub runners_created_total: Counter,
+    pub runners_removed_total: Family<Labels, Counter>,
+    pub runner_install_duration_seconds: Histogram,
+    pub errors_total: Family<Labels, Counter>,
+    pub github_api_calls_total: Family<Labels, Counter>,
+    pub github_rate_limit_remaining: Gauge,
+    pub github_rate_limit_reset_timestamp_seconds: Gauge,
+    pub runner_binary_info: Family<Labels, Gauge>,
+    pub events_written_total: Family<Labels, Counter>,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them under `runner_manager_`.
+    pub fn new(registry: &mut Registry) -> Arc<Self> {
+        let metrics = Self {
+            reconcile_duration_seconds: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.05, 2.0, 14))
+            }),
+            reconciles_total: Family::default(),
+            runners: Family::default(),
+            runners_created_total: Counter::default(),
+            runners_removed_total: Family::default(),
+            runner_install_duration_seconds: Histogram::new(exponential_buckets(0.5, 2.0, 12)),
+            errors_total: Family::default(),
+            github_api_calls_total: Family::default(),
+            github_rate_limit_remaining: Gauge::default(),
+            github_rate_limit_reset_timestamp_seconds: Gauge::default(),
+            runner_binary_info: Family::default(),
+            events_written_total: Family::default(),
+        };
+        let r = registry.sub_registry_with_prefix("runner_manager");
+        r.register(
+            "reconcile_duration_seconds",
+            "Duration of reconcile passes by result",
+            metrics.reconcile_duration_seconds.clone(),
+        );
+        r.register(
+            "reconciles",
+            "Reconcile passes by result (ok, partial, error)",
+            metrics.reconciles_total.clone(),
+        );
+        r.register(
+            "runners",
+            "Owned runners by state after the last observation",
+            metrics.runners.clone(),
+        );
+        r.register(
+            "runners_created",
+            "Runners created and started",
+            metrics.runners_created_total.clone(),
+        );
+        r.register(
+            "runners_removed",
+            "Runners removed by reason",
+            metrics.runners_removed_total.clone(),
+        );
+        r.register(
+            "runner_install_duration_seconds",
+            "Time from create request to a started runner",
+            metrics.runner_install_duration_seconds.clone(),
+        );
+        r.register("errors", "Errors by kind", metrics.errors_total.clone());
+        r.register(
+            "github_api_calls",
+            "GitHub API calls by call and status class",
+            metrics.github_api_calls_total.clone(),
+        );
+        r.register(
+            "github_rate_limit_remaining",
+            "GitHub rate limit remaining in the current window",
+            metrics.github_rate_limit_remaining.clone(),
+        );
+        r.register(
+            "github_rate_limit_reset_timestamp_seconds",
+            "When the GitHub rate limit window resets (unix seconds)",
+            metrics.github_rate_limit_reset_timestamp_seconds.clone(),
+        );
+        r.register(
+            "runner_binary_info",
+            "The cached runner binary (1 for the file in use)",
+            metrics.runner_binary_info.clone(),
+        );
+        r.register(
+            "events_written",
+            "Metrics events appended to the events log, by event",
+            metrics.events_written_total.clone(),
+        );
+        Arc::new(metrics)
+    }
+
+    /// Counts an error of a bounded kind.
+    pub fn error(&self, kind: &'static str) {
+        self.errors_total.get_or_create(&labels(&[("kind", kind)])).inc();
+    }
+
+    /// Sets the runner-binary info metric to `filename` alone.
+    pub fn set_runner_binary(&self, filename: &str) {
+        self.runner_binary_info.clear();
+        self.runner_binary_info
+            .get_or_create(&labels(&[("filename", filename)]))
+            .set(1);
+    }
+}
+
+/// Where events go.
+#[derive(Clone)]
+pub struct Telemetry {
+    pub metrics: Arc<Metrics>,
+    flavor: String,
+    events_log: Option<PathBuf>,
+    clock: Arc<dyn Fn() -> i64 + Send + Sync>,
+}
+
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Telemetry")
+            .field("flavor", &self.flavor)
+            .field("events_log", &self.events_log)
+            .finish()
+    }
+}
+
+/// Unix time in seconds.
+pub fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+impl Telemetry {
+    /// `events_log` is `Some` when `issue_metrics` is on.
+    pub fn new(metrics: Arc<Metrics>, flavor: &str, events_log: Option<PathBuf>) -> Self {
+        Self {
+            metrics,
+            flavor: flavor.to_owned(),
+            events_log,
+            clock: Arc::new(unix_now),
+        }
+    }
+
+    /// Replaces the clock (tests).
+    pub fn with_clock(mut self, clock: impl Fn() -> i64 + Send + Sync + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    pub fn now(&self) -> i64 {
+        (self.clock)()
+    }
+
+    fn issue<T: Serialize>(&self, event: &'static str, timestamp: i64, fields: &T) {
+        let Some(path) = &self.events_log else {
+            return;
+        };
+        #[derive(Serialize)]
+        struct Line<'a, T: Serialize> {
+            timestamp: i64,
+            event: &'static str,
+            flavor: &'a str,
+            #[serde(flatten)]
+            fields: &'a T,
+        }
+        let line = Line {
+            timestamp,
+            event,
+            flavor: &self.flavor,
+            fields,
+        };
+        let result = serde_json::to_string(&line)
+            .map_err(std::io::Error::other)
+            .and_then(|mut json| {
+                json.push('\n');
+                let mut file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?;
+                // One write per line: appends of a single short line are not interleaved.
+                file.write_all(json.as_bytes())
+            });
+        match result {
+            Ok(()) => {
+                self.metrics
+                    .events_written_total
+                    .get_or_create(&labels(&[("event", event)]))
+                    .inc();
+            }
+            Err(error) => {
+                self.metrics.error("events_log");
+                tracing::warn!(message = "Writing a metrics event failed.", event, path = %path.display(), %error);
+            }
+        }
+    }
+}
+
+fn secs(d: Duration) -> u64 {
+    d.as_secs()
+}
+
+/// A runner was created, installed and started.
+#[derive(Debug, Clone)]
+pub struct RunnerInstalled {
+    pub name: String,
+    pub duration: Duration,
+}
+
+impl RunnerInstalled {
+    pub fn emit(&self, t: &Telemetry) {
+        tracing::info!(message = "Runner installed.", runner = %self.name, duration_seconds = self.duration.as_secs_f64());
+        t.metrics.runners_created_total.inc();
+        t.metrics
+            .runner_install_duration_seconds
+            .observe(self.duration.as_secs_f64());
+        #[derive(Serialize)]
+        struct F {
+            duration: u64,
+        }
+        t.issue("runner_installed", t.now(), &F { duration: secs(self.duration) });
+    }
+}
+
+/// A job started on a runner (collected from the pre-job hook's record).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunnerStart {
+    #[serde(skip)]
+    pub name: String,
+    #[serde(skip)]
+    pub timestamp: i64,
+    pub workflow: String,
+    pub repo: String,
+    pub github_event: String,
+    /// Seconds the runner waited for the job.
+    pub idle: u64,
+}
+
+impl RunnerStart {
+    pub fn emit(&self, t: &Telemetry) {
+        tracing::info!(message = "Runner started a job.", runner = %self.name, workflow = %self.workflow, repo = %self.repo, idle_seconds = self.idle);
+        t.issue("runner_start", self.timestamp, self);
+    }
+}
+
+/// A job ended on a runner, normally or not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunnerStop {
+    #[serde(skip)]
+    pub name: String,
+    #[serde(skip)]
+    pub timestamp: i64,
+    pub workflow: String,
+    pub repo: String,
+    pub github_event: String,
+    /// `normal`, `abnormal` or `repo-policy-check-failure`.
+    pub status: String,
+    pub job_duration: u64,
+}
+
+impl RunnerStop {
+    pub fn emit(&self, t: &Telemetry) {
+        tracing::info!(message = "Runner finished a job.", runner = %self.name, status = %self.status, job_duration_seconds = self.job_duration);
+        t.issue("runner_stop", self.timestamp, self);
+    }
+}
+
+/// A runner was removed.
+#[derive(Debug, Clone)]
+pub struct RunnerRemoved {
+    pub name: String,
+    pub reason: crate::plan::RemovalReason,
+}
+
+impl RunnerRemoved {
+    pub fn emit(&self, t: &Telemetry) {
+        tracing::info!(message = "Runner removed.", runner = %self.name, reason = %self.reason);
+        t.metrics
+            .runners_removed_total
+            .get_or_create(&labels(&[("reason", self.reason.as_str())]))
+            .inc();
+    }
+}
+
+/// Owned runners by state after an observation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunnerCounts {
+    pub busy: usize,
+    pub idle: usize,
+    pub booting: usize,
+    pub unhealthy: usize,
+}
+
+/// A reconcile pass finished.
+#[derive(Debug, Clone)]
+pub struct Reconciliation {
+    pub crashed_runners: usize,
+    pub idle_runners: usize,
+    pub counts: RunnerCounts,
+    pub duration: Duration,
+    /// `ok`, `partial` or `error`.
+    pub result: &'static str,
+}
+
+impl Reconciliation {
+    pub fn emit(&self, t: &Telemetry) {
+        tracing::info!(
+            message = "Reconciliation finished.",
+            result = self.result,
+            crashed_runners = self.crashed_runners,
+            idle_runners = self.idle_runners,
+            duration_seconds = self.duration.as_secs_f64()
+        );
+        let result = labels(&[("result", self.result)]);
+        t.metrics.reconciles_total.get_or_create(&result).inc();
+        t.metrics
+            .reconcile_duration_seconds
+            .get_or_create(&result)
+            .observe(self.duration.as_secs_f64());
+        for (state, n) in [
+            ("busy", self.counts.busy),
+            ("idle", self.counts.idle),
+            ("booting", self.counts.booting),
+            ("unhealthy", self.counts.unhealthy),
+        ] {
+            t.metrics
+                .runners
+                .get_or_create(&labels(&[("state", state)]))
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        #[derive(Serialize)]
+        struct F {
+            crashed_runners: usize,
+            idle_runners: usize,
+            duration: u64,
+        }
+        t.issue(
+            "reconciliation",
+            t.now(),
+            &F {
+                crashed_runners: self.crashed_runners,
+                idle_runners: self.idle_runners,
+                duration: secs(self.duration),
+            },
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn telemetry(log: Option<PathBuf>) -> (Telemetry, Registry) {
+        let mut registry = Registry::default();
+        let metrics = Metrics::new(&mut registry);
+        (Telemetry::new(metrics, "small", log).with_clock(|| 123), registry)
+    }
+
+    fn lines(path: &std::path::Path) -> Vec<Value> {
+        std::fs::read_to_string(path)
+            .expect("log")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json line"))
+            .collect()
+    }
+
+    #[test]
+    fn events_log_schema() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("events.log");
+        let (t, registry) = telemetry(Some(log.clone()));
+        RunnerInstalled {
+            name: "small-0-abcdefgh".into(),
+            duration: Duration::from_millis(456_900),
+        }
+        .emit(&t);
+        RunnerStart {
+            name: "n".into(),
+            timestamp: 100,
+            workflow: "ci".into(),
+            repo: "o/r".into(),
+            github_event: "push".into(),
+            idle: 7,
+        }
+        .emit(&t);
+        RunnerStop {
+            name: "n".into(),
+            timestamp: 160,
+            workflow: "ci".into(),
+            repo: "o/r".into(),
+            github_event: "push".into(),
+            status: "normal".into(),
+            job_duration: 60,
+        }
+        .emit(&t);
+        Reconciliation {
+            crashed_runners: 1,
+            idle_runners: 2,
+            counts: RunnerCounts::default(),
+            duration: Duration::from_secs(3),
+            result: "ok",
+        }
+        .emit(&t);
+        assert_eq!(
+            lines(&log),
+            vec![
+                json!({"event":"runner_installed","timestamp":123,"flavor":"small","duration":456}),
+                json!({"event":"runner_start","timestamp":100,"flavor":"small","workflow":"ci","repo":"o/r","github_event":"push","idle":7}),
+                json!({"event":"runner_stop","timestamp":160,"flavor":"small","workflow":"ci","repo":"o/r","github_event":"push","status":"normal","job_duration":60}),
+                json!({"event":"reconciliation","timestamp":123,"flavor":"small","crashed_runners":1,"idle_runners":2,"duration":3}),
+            ]
+        );
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+        assert!(text.contains("runner_manager_runners_created_total 1"), "{text}");
+        assert!(text.contains("runner_manager_reconciles_total{result=\"ok\"} 1"), "{text}");
+        assert!(text.contains("runner_manager_events_written_total{event=\"runner_stop\"} 1"));
+    }
+
+    #[test]
+    fn metrics_off_writes_nothing_and_failures_are_contained() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (off, _) = telemetry(None);
+        RunnerInstalled {
+            name: "n".into(),
+            duration: Duration::ZERO,
+        }
+        .emit(&off);
+        assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0);
+
+        // A directory where the log file should be: the write fails, the emit does not.
+        let (broken, registry) = telemetry(Some(dir.path().to_owned()));
+        RunnerInstalled {
+            name: "n".into(),
+            duration: Duration::ZERO,
+        }
+        .emit(&broken);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+        assert!(text.contains("runner_manager_errors_total{kind=\"events_log\"} 1"), "{text}");
+    }
+}

@@ -1,0 +1,591 @@
+//! The pure heart: classify what was observed and decide what to do. No IO here.
+//!
+//! Decisions worth knowing:
+//! - A runner GitHub reports busy is never planned for removal, whatever its instance looks like
+//!   (even a dead process): the job finishes or GitHub takes the runner offline and clears `busy`,
+//!   and a later pass removes it. Busy runners count toward the quantity.
+//! - A live runner GitHub shows offline is kept (upstream #281) until the manager has seen it
+//!   offline for `offline_grace`.
+//! - A registration with no instance is dangling and deleted, unless GitHub says it is busy.
+//! - Scale-down picks booting, then offline, then online idle runners; never busy ones.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use crate::model::RunnerName;
+use crate::provider::InstanceStatus;
+
+/// Whether the runner process inside an instance is alive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    Alive,
+    Dead,
+    /// The probe could not run (instance not ready, exec failed).
+    Unknown,
+}
+
+/// An owned instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservedInstance {
+    pub name: RunnerName,
+    pub status: InstanceStatus,
+    pub age: Duration,
+    pub probe: Probe,
+}
+
+/// An owned registration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservedRegistration {
+    pub id: u64,
+    pub name: RunnerName,
+    pub online: bool,
+    pub busy: bool,
+    /// How long the manager has seen it offline (zero when online or first seen offline now).
+    pub offline_for: Duration,
+}
+
+/// What one pass saw: this owner's instances and registrations only.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Observed {
+    pub instances: Vec<ObservedInstance>,
+    pub registrations: Vec<ObservedRegistration>,
+}
+
+/// The target and the tolerances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Desired {
+    pub quantity: usize,
+    /// How long a new instance may go without a live process or a registration.
+    pub boot_grace: Duration,
+    /// How long a live runner may show offline on GitHub before it is replaced.
+    pub offline_grace: Duration,
+}
+
+/// Why a runner is removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RemovalReason {
+    /// The runner process is not running.
+    ProcessDead,
+    /// The instance is stopped or in an error state.
+    InstanceNotRunning,
+    /// The process could not be probed after the boot grace period.
+    Unresponsive,
+    /// GitHub has shown it offline past the offline grace period.
+    Offline,
+    /// An instance without a registration after the boot grace period.
+    Orphan,
+    /// A registration without an instance.
+    Dangling,
+    /// More runners than the quantity.
+    ScaleDown,
+    /// `flush`.
+    Flush,
+}
+
+impl RemovalReason {
+    /// A bounded label for metrics and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ProcessDead => "process_dead",
+            Self::InstanceNotRunning => "instance_not_running",
+            Self::Unresponsive => "unresponsive",
+            Self::Offline => "offline",
+            Self::Orphan => "orphan",
+            Self::Dangling => "dangling",
+            Self::ScaleDown => "scale_down",
+            Self::Flush => "flush",
+        }
+    }
+
+    /// Whether the runner crashed (as opposed to being removed by decision).
+    pub fn is_crash(self) -> bool {
+        matches!(
+            self,
+            Self::ProcessDead | Self::InstanceNotRunning | Self::Unresponsive | Self::Offline
+        )
+    }
+}
+
+impl std::fmt::Display for RemovalReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The class of one runner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunnerState {
+    Busy,
+    Idle { online: bool },
+    Booting,
+    /// To be removed for the given reason.
+    Remove(RemovalReason),
+    /// A registration with no instance that GitHub says is busy: left alone, not counted.
+    BusyDangling,
+}
+
+/// One removal: the registration first (if any), then the instance (if any).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removal {
+    pub name: RunnerName,
+    pub registration: Option<u64>,
+    pub has_instance: bool,
+    pub reason: RemovalReason,
+}
+
+/// What to do.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Every owned runner and its class, sorted by name.
+    pub states: BTreeMap<RunnerName, RunnerState>,
+    /// Unhealthy, orphan, dangling and scale-down removals, sorted by name.
+    pub removals: Vec<Removal>,
+    pub create: usize,
+    /// The seed's return value: quantity minus the healthy (busy, idle or booting) runners.
+    pub delta: i64,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.removals.is_empty() && self.create == 0
+    }
+
+    /// Runners counted as healthy before acting.
+    pub fn healthy(&self) -> usize {
+        self.states
+            .values()
+            .filter(|s| matches!(s, RunnerState::Busy | RunnerState::Idle { .. } | RunnerState::Booting))
+            .count()
+    }
+}
+
+/// Classifies every owned runner.
+pub fn classify(observed: &Observed, desired: &Desired) -> BTreeMap<RunnerName, RunnerState> {
+    let registrations: BTreeMap<&RunnerName, &ObservedRegistration> = observed
+        .registrations
+        .iter()
+        .map(|r| (&r.name, r))
+        .collect();
+    let mut states = BTreeMap::new();
+    for instance in &observed.instances {
+        let registration = registrations.get(&instance.name).copied();
+        let booting = instance.age < desired.boot_grace;
+        let state = match (registration, instance.status, instance.probe) {
+            (Some(r), _, _) if r.busy => RunnerState::Busy,
+            (_, InstanceStatus::Stopped, _) => RunnerState::Remove(RemovalReason::InstanceNotRunning),
+            (_, InstanceStatus::Other, _) if booting => RunnerState::Booting,
+            (_, InstanceStatus::Other, _) => RunnerState::Remove(RemovalReason::InstanceNotRunning),
+            (_, InstanceStatus::Running, Probe::Dead) => RunnerState::Remove(RemovalReason::ProcessDead),
+            (_, InstanceStatus::Running, Probe::Unknown) if booting => RunnerState::Booting,
+            (_, InstanceStatus::Running, Probe::Unknown) => RunnerState::Remove(RemovalReason::Unresponsive),
+            (None, InstanceStatus::Running, Probe::Alive) if booting => RunnerState::Booting,
+            (None, InstanceStatus::Running, Probe::Alive) => RunnerState::Remove(RemovalReason::Orphan),
+            (Some(r), InstanceStatus::Running, Probe::Alive) => {
+                if !r.online && !booting && r.offline_for >= desired.offline_grace {
+                    RunnerState::Remove(RemovalReason::Offline)
+                } else {
+                    RunnerState::Idle { online: r.online }
+                }
+            }
+        };
+        states.insert(instance.name.clone(), state);
+    }
+    for registration in &observed.registrations {
+        states.entry(registration.name.clone()).or_insert(if registration.busy {
+            RunnerState::BusyDangling
+        } else {
+            RunnerState::Remove(RemovalReason::Dangling)
+        });
+    }
+    states
+}
+
+/// Turns an observation and a target into actions.
+pub fn plan(observed: &Observed, desired: &Desired) -> Plan {
+    let states = classify(observed, desired);
+    let registration_ids: BTreeMap<&RunnerName, u64> = observed
+        .registrations
+        .iter()
+        .map(|r| (&r.name, r.id))
+        .collect();
+    let instances: BTreeSet<&RunnerName> = observed.instances.iter().map(|i| &i.name).collect();
+    let removal = |name: &RunnerName, reason| Removal {
+        name: name.clone(),
+        registration: registration_ids.get(name).copied(),
+        has_instance: instances.contains(name),
+        reason,
+    };
+
+    let mut removals: Vec<Removal> = states
+        .iter()
+        .filter_map(|(name, state)| match state {
+            RunnerState::Remove(reason) => Some(removal(name, *reason)),
+            _ => None,
+        })
+        .collect();
+
+    let healthy = states
+        .values()
+        .filter(|s| matches!(s, RunnerState::Busy | RunnerState::Idle { .. } | RunnerState::Booting))
+        .count();
+    let delta = desired.quantity as i64 - healthy as i64;
+    let create = usize::try_from(delta).unwrap_or(0);
+
+    if healthy > desired.quantity {
+        let rank = |state: &RunnerState| match state {
+            RunnerState::Booting => Some(0),
+            RunnerState::Idle { online: false } => Some(1),
+            RunnerState::Idle { online: true } => Some(2),
+            _ => None,
+        };
+        let mut candidates: Vec<(u8, &RunnerName)> = states
+            .iter()
+            .filter_map(|(name, state)| rank(state).map(|r| (r, name)))
+            .collect();
+        candidates.sort();
+        removals.extend(
+            candidates
+                .into_iter()
+                .take(healthy - desired.quantity)
+                .map(|(_, name)| removal(name, RemovalReason::ScaleDown)),
+        );
+    }
+    removals.sort_by(|a, b| a.name.cmp(&b.name));
+
+    Plan {
+        states,
+        removals,
+        create,
+        delta,
+    }
+}
+
+/// What `flush` removes: every owned runner, sparing busy ones unless `flush_busy`.
+pub fn plan_flush(observed: &Observed, flush_busy: bool) -> Vec<Removal> {
+    let busy: BTreeSet<&RunnerName> = observed
+        .registrations
+        .iter()
+        .filter(|r| r.busy)
+        .map(|r| &r.name)
+        .collect();
+    let ids: BTreeMap<&RunnerName, u64> = observed
+        .registrations
+        .iter()
+        .map(|r| (&r.name, r.id))
+        .collect();
+    let instances: BTreeSet<&RunnerName> = observed.instances.iter().map(|i| &i.name).collect();
+    let names: BTreeSet<&RunnerName> = instances.iter().copied().chain(ids.keys().copied()).collect();
+    names
+        .into_iter()
+        .filter(|name| flush_busy || !busy.contains(name))
+        .map(|name| Removal {
+            name: name.clone(),
+            registration: ids.get(name).copied(),
+            has_instance: instances.contains(name),
+            reason: RemovalReason::Flush,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Owner;
+    use proptest::prelude::*;
+
+    const GRACE: Duration = Duration::from_secs(300);
+
+    fn desired(quantity: usize) -> Desired {
+        Desired {
+            quantity,
+            boot_grace: GRACE,
+            offline_grace: GRACE,
+        }
+    }
+
+    fn name(n: u32) -> RunnerName {
+        Owner::new("app", 0)
+            .expect("valid")
+            .parse_name(&format!("app-0-{n:08}"))
+            .expect("valid name")
+    }
+
+    /// A compact description of one runner for table tests.
+    #[derive(Debug, Clone, Copy)]
+    struct R {
+        instance: Option<(InstanceStatus, Probe, u64)>,
+        registration: Option<(bool, bool, u64)>,
+    }
+
+    const OLD: u64 = 3600;
+
+    fn alive() -> R {
+        R {
+            instance: Some((InstanceStatus::Running, Probe::Alive, OLD)),
+            registration: Some((true, false, 0)),
+        }
+    }
+    fn busy() -> R {
+        R {
+            registration: Some((true, true, 0)),
+            ..alive()
+        }
+    }
+
+    fn observe(runners: &[R]) -> Observed {
+        let mut observed = Observed::default();
+        for (i, r) in runners.iter().enumerate() {
+            let n = name(i as u32);
+            if let Some((status, probe, age)) = r.instance {
+                observed.instances.push(ObservedInstance {
+                    name: n.clone(),
+                    status,
+                    age: Duration::from_secs(age),
+                    probe,
+                });
+            }
+            if let Some((online, busy, offline_for)) = r.registration {
+                observed.registrations.push(ObservedRegistration {
+                    id: 100 + i as u64,
+                    name: n,
+                    online,
+                    busy,
+                    offline_for: Duration::from_secs(offline_for),
+                });
+            }
+        }
+        observed
+    }
+
+    /// `(removals as (index, reason), create, delta)`
+    fn check(runners: &[R], quantity: usize, expected: (&[(u32, RemovalReason)], usize, i64)) {
+        let plan = plan(&observe(runners), &desired(quantity));
+        let removals: Vec<(RunnerName, RemovalReason)> =
+            plan.removals.iter().map(|r| (r.name.clone(), r.reason)).collect();
+        let want: Vec<(RunnerName, RemovalReason)> =
+            expected.0.iter().map(|(i, reason)| (name(*i), *reason)).collect();
+        assert_eq!(removals, want, "removals for {runners:?}");
+        assert_eq!(plan.create, expected.1, "create for {runners:?}");
+        assert_eq!(plan.delta, expected.2, "delta for {runners:?}");
+    }
+
+    use RemovalReason::*;
+
+    #[test]
+    fn from_empty() {
+        check(&[], 0, (&[], 0, 0));
+        check(&[], 2, (&[], 2, 2));
+    }
+
+    #[test]
+    fn steady_state_plans_nothing() {
+        check(&[alive(), alive()], 2, (&[], 0, 0));
+        check(&[alive(), busy()], 2, (&[], 0, 0));
+    }
+
+    #[test]
+    fn scale_down_spares_busy() {
+        check(&[busy(), alive()], 1, (&[(1, ScaleDown)], 0, -1));
+        check(&[busy(), busy(), alive()], 1, (&[(2, ScaleDown)], 0, -2));
+        check(&[alive(), alive(), alive()], 2, (&[(0, ScaleDown)], 0, -1));
+        check(&[busy(), busy()], 0, (&[], 0, -2));
+    }
+
+    #[test]
+    fn scale_down_prefers_offline_idle() {
+        let offline = R {
+            registration: Some((false, false, 10)),
+            ..alive()
+        };
+        check(&[alive(), offline], 1, (&[(1, ScaleDown)], 0, -1));
+    }
+
+    #[test]
+    fn dead_process_is_replaced_unless_busy() {
+        let dead = R {
+            instance: Some((InstanceStatus::Running, Probe::Dead, 5)),
+            ..alive()
+        };
+        check(&[dead, alive()], 2, (&[(0, ProcessDead)], 1, 1));
+        let busy_dead = R {
+            registration: Some((false, true, 0)),
+            ..dead
+        };
+        check(&[busy_dead], 1, (&[], 0, 0));
+    }
+
+    #[test]
+    fn stopped_and_unresponsive_instances() {
+        let stopped = R {
+            instance: Some((InstanceStatus::Stopped, Probe::Unknown, 5)),
+            ..alive()
+        };
+        check(&[stopped], 1, (&[(0, InstanceNotRunning)], 1, 1));
+        let young_unknown = R {
+            instance: Some((InstanceStatus::Running, Probe::Unknown, 5)),
+            registration: None,
+        };
+        check(&[young_unknown], 1, (&[], 0, 0));
+        let old_unknown = R {
+            instance: Some((InstanceStatus::Running, Probe::Unknown, OLD)),
+            ..alive()
+        };
+        check(&[old_unknown], 1, (&[(0, Unresponsive)], 1, 1));
+    }
+
+    #[test]
+    fn orphans_after_grace_only() {
+        let young = R {
+            instance: Some((InstanceStatus::Running, Probe::Alive, 5)),
+            registration: None,
+        };
+        let old = R {
+            instance: Some((InstanceStatus::Running, Probe::Alive, OLD)),
+            registration: None,
+        };
+        check(&[young], 1, (&[], 0, 0));
+        check(&[old], 1, (&[(0, Orphan)], 1, 1));
+    }
+
+    #[test]
+    fn dangling_registrations_are_deleted_unless_busy() {
+        let dangling = R {
+            instance: None,
+            registration: Some((false, false, 0)),
+        };
+        check(&[dangling], 1, (&[(0, Dangling)], 1, 1));
+        let busy_dangling = R {
+            instance: None,
+            registration: Some((true, true, 0)),
+        };
+        check(&[busy_dangling], 1, (&[], 1, 1));
+    }
+
+    #[test]
+    fn offline_live_runners_are_kept_until_offline_grace() {
+        // upstream #281: healthy locally, offline on GitHub: keep.
+        let briefly_offline = R {
+            registration: Some((false, false, 10)),
+            ..alive()
+        };
+        check(&[briefly_offline], 1, (&[], 0, 0));
+        let long_offline = R {
+            registration: Some((false, false, OLD)),
+            ..alive()
+        };
+        check(&[long_offline], 1, (&[(0, Offline)], 1, 1));
+    }
+
+    #[test]
+    fn flush_spares_busy_unless_asked() {
+        let dangling = R {
+            instance: None,
+            registration: Some((false, false, 0)),
+        };
+        let observed = observe(&[alive(), busy(), dangling]);
+        let idle: Vec<_> = plan_flush(&observed, false).into_iter().map(|r| r.name).collect();
+        assert_eq!(idle, vec![name(0), name(2)]);
+        let all = plan_flush(&observed, true);
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[1].registration, Some(101));
+        assert!(!all[2].has_instance);
+    }
+
+    fn arb_runner() -> impl Strategy<Value = R> {
+        let status = prop_oneof![
+            Just(InstanceStatus::Running),
+            Just(InstanceStatus::Stopped),
+            Just(InstanceStatus::Other)
+        ];
+        let probe = prop_oneof![Just(Probe::Alive), Just(Probe::Dead), Just(Probe::Unknown)];
+        let instance = proptest::option::of((status, probe, prop_oneof![Just(5u64), Just(OLD)]));
+        let registration = proptest::option::of((
+            any::<bool>(),
+            any::<bool>(),
+            prop_oneof![Just(0u64), Just(OLD)],
+        ));
+        (instance, registration)
+            .prop_filter("a runner exists somewhere", |(i, r)| i.is_some() || r.is_some())
+            .prop_map(|(instance, registration)| R {
+                instance,
+                registration,
+            })
+    }
+
+    /// What the world looks like after a plan is carried out exactly.
+    fn apply(observed: &Observed, plan: &Plan) -> Observed {
+        let removed: BTreeSet<&RunnerName> = plan.removals.iter().map(|r| &r.name).collect();
+        let mut next = Observed {
+            instances: observed
+                .instances
+                .iter()
+                .filter(|i| !removed.contains(&i.name))
+                .cloned()
+                .collect(),
+            registrations: observed
+                .registrations
+                .iter()
+                .filter(|r| !removed.contains(&r.name))
+                .cloned()
+                .collect(),
+        };
+        for k in 0..plan.create {
+            let n = name(10_000 + k as u32);
+            next.instances.push(ObservedInstance {
+                name: n.clone(),
+                status: InstanceStatus::Running,
+                age: Duration::from_secs(1),
+                probe: Probe::Alive,
+            });
+            next.registrations.push(ObservedRegistration {
+                id: 10_000 + k as u64,
+                name: n,
+                online: true,
+                busy: false,
+                offline_for: Duration::ZERO,
+            });
+        }
+        next
+    }
+
+    proptest! {
+        #[test]
+        fn never_removes_busy(runners in proptest::collection::vec(arb_runner(), 0..12), quantity in 0usize..8) {
+            let observed = observe(&runners);
+            let busy: BTreeSet<&RunnerName> =
+                observed.registrations.iter().filter(|r| r.busy).map(|r| &r.name).collect();
+            let plan = plan(&observed, &desired(quantity));
+            for removal in &plan.removals {
+                prop_assert!(!busy.contains(&removal.name), "plans removal of busy {}", removal.name);
+            }
+        }
+
+        #[test]
+        fn never_exceeds_quantity_except_busy(runners in proptest::collection::vec(arb_runner(), 0..12), quantity in 0usize..8) {
+            let observed = observe(&runners);
+            let plan = plan(&observed, &desired(quantity));
+            let busy = plan.states.values().filter(|s| **s == RunnerState::Busy).count();
+            let kept = plan.healthy() - plan.removals.iter().filter(|r| r.reason == ScaleDown).count();
+            prop_assert_eq!(kept + plan.create, quantity.max(busy));
+        }
+
+        #[test]
+        fn planning_is_idempotent(runners in proptest::collection::vec(arb_runner(), 0..12), quantity in 0usize..8) {
+            let observed = observe(&runners);
+            let d = desired(quantity);
+            let first = plan(&observed, &d);
+            let second = plan(&apply(&observed, &first), &d);
+            prop_assert!(second.is_empty(), "second plan {:?}", second);
+        }
+
+        #[test]
+        fn only_touches_observed_runners(runners in proptest::collection::vec(arb_runner(), 0..12), quantity in 0usize..8) {
+            let observed = observe(&runners);
+            let known: BTreeSet<&RunnerName> = observed.instances.iter().map(|i| &i.name)
+                .chain(observed.registrations.iter().map(|r| &r.name)).collect();
+            for removal in plan(&observed, &desired(quantity)).removals {
+                prop_assert!(known.contains(&removal.name));
+            }
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! The two outside systems, as the manager sees them.
+//!
+//! [`InstanceProvider`] is LXD/Incus, [`RunnerRegistry`] is GitHub. Both speak the manager's own
+//! types; adapters in `adapters/` translate from the wire crates. Every call made through these
+//! traits must be bounded by a timeout in the implementation.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::model::{InstanceType, Owner, Resources, RunnerName, Secret};
+
+/// A failure of the instance provider.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    #[error("instance {0} not found")]
+    NotFound(String),
+    #[error("{what} timed out")]
+    Timeout { what: String },
+    #[error("{what} failed: {message}")]
+    Failed { what: String, message: String },
+}
+
+impl ProviderError {
+    pub fn failed(what: impl Into<String>, message: impl ToString) -> Self {
+        Self::Failed {
+            what: what.into(),
+            message: message.to_string(),
+        }
+    }
+}
+
+/// A failure of the runner registry (GitHub).
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("github rate limit exhausted while {what}")]
+    RateLimited { what: String },
+    #[error("github refused the credentials while {what}")]
+    Unauthorized { what: String },
+    #[error("{what} timed out")]
+    Timeout { what: String },
+    #[error("{what} failed: {message}")]
+    Failed { what: String, message: String },
+}
+
+impl RegistryError {
+    pub fn failed(what: impl Into<String>, message: impl ToString) -> Self {
+        Self::Failed {
+            what: what.into(),
+            message: message.to_string(),
+        }
+    }
+
+    /// A bounded label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::RateLimited { .. } => "rate_limited",
+            Self::Unauthorized { .. } => "unauthorized",
+            Self::Timeout { .. } => "timeout",
+            Self::Failed { .. } => "failed",
+        }
+    }
+}
+
+/// The state of an instance as the provider reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceStatus {
+    Running,
+    Stopped,
+    /// Starting, stopping, frozen, error...
+    Other,
+}
+
+/// One instance as listed by the provider (owned or not: the manager filters).
+#[derive(Debug, Clone)]
+pub struct Instance {
+    pub name: String,
+    pub status: InstanceStatus,
+    pub created_at: OffsetDateTime,
+    /// The `user.*` config keys.
+    pub config: BTreeMap<String, String>,
+}
+
+/// What to create.
+#[derive(Debug, Clone)]
+pub struct InstanceSpec {
+    pub name: RunnerName,
+    /// Image alias.
+    pub image: String,
+    pub instance_type: InstanceType,
+    pub profiles: Vec<String>,
+    /// Ownership keys (never secrets).
+    pub config: BTreeMap<String, String>,
+    pub ephemeral: bool,
+}
+
+/// A command run inside an instance. The argv is visible to `ps`: never put a secret in it.
+#[derive(Debug, Clone, Default)]
+pub struct ExecRequest {
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// `(uid, gid)`; root when `None`.
+    pub user: Option<(u32, u32)>,
+    pub cwd: Option<String>,
+    /// How long the command may run.
+    pub timeout: Duration,
+}
+
+impl ExecRequest {
+    /// `sh -c SCRIPT` as root with a timeout.
+    pub fn shell(script: impl Into<String>, timeout: Duration) -> Self {
+        Self {
+            argv: vec!["sh".into(), "-c".into(), script.into()],
+            timeout,
+            ..Self::default()
+        }
+    }
+
+    pub fn as_user(mut self, user: Option<(u32, u32)>) -> Self {
+        self.user = user;
+        self
+    }
+
+    pub fn in_dir(mut self, dir: impl Into<String>) -> Self {
+        self.cwd = Some(dir.into());
+        self
+    }
+}
+
+/// The result of [`InstanceProvider::exec`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    pub exit_code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// A file to write inside an instance; parent directories are created.
+#[derive(Clone)]
+pub struct FilePush {
+    pub path: String,
+    pub content: Vec<u8>,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl std::fmt::Debug for FilePush {
+    // File contents may be secrets: never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FilePush")
+            .field("path", &self.path)
+            .field("bytes", &self.content.len())
+            .field("mode", &format_args!("{:o}", self.mode))
+            .finish()
+    }
+}
+
+/// LXD/Incus as the manager uses it.
+#[async_trait]
+pub trait InstanceProvider: Send + Sync {
+    /// Instances that may belong to `owner` (the provider may pre-filter; the manager always
+    /// re-checks ownership with [`Owner::owns_instance`]).
+    async fn list_instances(&self, owner: &Owner) -> Result<Vec<Instance>, ProviderError>;
+
+    /// Ensures a `dir` storage pool named `runner` at `path`.
+    async fn ensure_pool(&self, path: &Path) -> Result<(), ProviderError>;
+
+    /// Ensures the resource profile exists; returns its name
+    /// (`cpu-{cpu}-mem-{memory}-disk-{disk}`). `with_pool`: the root disk lives on the `runner` pool.
+    async fn ensure_profile(
+        &self,
+        resources: &Resources,
+        instance_type: InstanceType,
+        with_pool: bool,
+    ) -> Result<String, ProviderError>;
+
+    /// Creates the instance and starts it; returns once LXD reports it started.
+    async fn create_and_start(&self, spec: &InstanceSpec) -> Result<(), ProviderError>;
+
+    /// Runs a command; a non-zero exit is an `Ok` with that exit code.
+    async fn exec(&self, name: &str, request: &ExecRequest) -> Result<ExecOutput, ProviderError>;
+
+    async fn push_file(&self, name: &str, file: &FilePush) -> Result<(), ProviderError>;
+
+    /// `Ok(None)` when the file does not exist.
+    async fn pull_file(&self, name: &str, path: &str) -> Result<Option<Vec<u8>>, ProviderError>;
+
+    /// Force-stops and deletes; `Ok` when it is already gone.
+    async fn delete(&self, name: &str) -> Result<(), ProviderError>;
+}
+
+/// A runner registration as GitHub reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    pub id: u64,
+    pub name: String,
+    pub online: bool,
+    pub busy: bool,
+    pub labels: Vec<String>,
+}
+
+/// The result of deleting a registration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteOutcome {
+    Deleted,
+    NotFound,
+    /// GitHub says the runner is running a job (422): leave it alone.
+    Busy,
+}
+
+/// A JIT configuration for one runner.
+#[derive(Debug, Clone)]
+pub struct JitConfig {
+    pub runner_id: u64,
+    pub encoded: Secret,
+}
+
+/// One entry of GitHub's runner downloads list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunnerDownload {
+    pub os: String,
+    pub architecture: String,
+    pub download_url: String,
+    pub filename: String,
+    /// Empty when GitHub gave none (such a download is refused).
+    pub sha256: String,
+    pub temp_download_token: Option<Secret>,
+}
+
+/// GitHub's runner API for one repo or org, as the manager uses it.
+#[async_trait]
+pub trait RunnerRegistry: Send + Sync {
+    /// All registrations in the scope (the manager filters by name).
+    async fn list_runners(&self) -> Result<Vec<Registration>, RegistryError>;
+
+    async fn registration_token(&self) -> Result<Secret, RegistryError>;
+
+    async fn remove_token(&self) -> Result<Secret, RegistryError>;
+
+    /// Registers a JIT runner in the configured group.
+    async fn generate_jit(
+        &self,
+        name: &RunnerName,
+        labels: &[String],
+    ) -> Result<JitConfig, RegistryError>;
+
+    async fn delete_registration(&self, id: u64) -> Result<DeleteOutcome, RegistryError>;
+
+    async fn runner_downloads(&self) -> Result<Vec<RunnerDownload>, RegistryError>;
+}

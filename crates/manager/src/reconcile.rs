@@ -1,0 +1,923 @@
+//! `RunnerManager`: the seed's API, and the reconcile loop read top to bottom.
+//!
+//! One pass: check the runner binary → observe both sides concurrently → [`plan`] (pure) →
+//! execute removals (registration first, GitHub's "busy" means skip) → create the shortfall in
+//! parallel → emit telemetry → return a report. Passes (reconcile and flush) never overlap: a
+//! mutex serialises them. A pass is level-triggered and idempotent.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{stream, StreamExt};
+use time::OffsetDateTime;
+
+use crate::events::{
+    Metrics, Reconciliation, RunnerCounts, RunnerInstalled, RunnerRemoved, RunnerStart, RunnerStop,
+    Telemetry,
+};
+use crate::install::{
+    self, InstallSettings, RegistrationSecret, INSTALLED_FILE, POST_JOB_FILE, PRE_JOB_FILE,
+    RUNNER_DIR,
+};
+use crate::model::{
+    GitHubPath, InstanceType, ModelError, Owner, ProxySettings, RegistrationMode, Resources,
+    RunnerName, Secret,
+};
+use crate::plan::{
+    plan, plan_flush, Desired, Observed, ObservedInstance, ObservedRegistration, Probe,
+    RemovalReason, Removal, RunnerState,
+};
+use crate::policy::{PolicyClient, PolicyConfig, PolicyError};
+use crate::provider::{
+    DeleteOutcome, ExecRequest, InstanceProvider, InstanceSpec, InstanceStatus, ProviderError,
+    RegistryError, RunnerDownload, RunnerRegistry,
+};
+use crate::runner_bin::{select_download, CachedBinary, RunnerBinCache, RunnerBinError};
+
+/// The manager's settings (the seed's `RunnerManagerConfig`, minus the credentials and
+/// connections, which live in the GitHub and LXD backends).
+#[derive(Debug, Clone)]
+pub struct ManagerConfig {
+    pub path: GitHubPath,
+    /// `https://github.com` or the simulator's `http://host:port`.
+    pub web_url: String,
+    /// Image alias; also a runner label.
+    pub image: String,
+    pub instance_type: InstanceType,
+    /// Labels besides `<app_name>` and `<image>`.
+    pub extra_labels: Vec<String>,
+    pub registration_mode: RegistrationMode,
+    /// When set, a `dir` pool `runner` at this path holds the root disks.
+    pub lxd_storage_path: Option<PathBuf>,
+    /// Holds the runner binary cache.
+    pub state_dir: PathBuf,
+    pub issue_metrics: bool,
+    pub events_log: PathBuf,
+    pub policy: Option<PolicyConfig>,
+    /// How many runners are created at once.
+    pub create_concurrency: usize,
+    pub boot_grace: Duration,
+    pub offline_grace: Duration,
+    /// How long a started instance may take to answer exec.
+    pub ready_timeout: Duration,
+}
+
+impl ManagerConfig {
+    /// The defaults: container, token mode, no metrics, 4 parallel creations, 5 min graces.
+    pub fn new(path: GitHubPath, web_url: &str, image: &str, state_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            path,
+            web_url: web_url.trim_end_matches('/').to_owned(),
+            image: image.to_owned(),
+            instance_type: InstanceType::Container,
+            extra_labels: Vec::new(),
+            registration_mode: RegistrationMode::Token,
+            lxd_storage_path: None,
+            state_dir: state_dir.into(),
+            issue_metrics: false,
+            events_log: PathBuf::from("/var/log/github-runner-metrics.log"),
+            policy: None,
+            create_concurrency: 4,
+            boot_grace: Duration::from_secs(300),
+            offline_grace: Duration::from_secs(300),
+            ready_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// The two outside systems and the metrics registry the manager reports into.
+#[derive(Clone)]
+pub struct Backends {
+    pub provider: Arc<dyn InstanceProvider>,
+    pub registry: Arc<dyn RunnerRegistry>,
+    pub metrics: Arc<Metrics>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManagerError {
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ModelError),
+    #[error("no runner binary is cached: run update_runner_bin before reconciling")]
+    MissingRunnerBinary,
+    #[error("runner binary: {0}")]
+    RunnerBinary(#[from] RunnerBinError),
+    #[error("no runner binary for os {os} and arch {arch} in github's downloads list")]
+    NoMatchingDownload { os: String, arch: String },
+    #[error("listing instances: {0}")]
+    ListInstances(#[source] ProviderError),
+    #[error("{what}: {source}")]
+    Registry {
+        what: &'static str,
+        #[source]
+        source: RegistryError,
+    },
+    #[error("policy service: {0}")]
+    Policy(#[from] PolicyError),
+}
+
+/// A failed action in a pass. `runner` is `None` for a step shared by all runners.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub runner: Option<RunnerName>,
+    /// `create`, `prepare` or `remove`.
+    pub action: &'static str,
+    pub error: String,
+}
+
+/// What a reconcile pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReconcileReport {
+    /// The seed's return value: quantity minus the healthy runners before acting.
+    pub delta: i64,
+    pub created: Vec<RunnerName>,
+    pub removed: Vec<(RunnerName, RemovalReason)>,
+    /// Planned for removal but GitHub said busy: left running.
+    pub skipped_busy: Vec<RunnerName>,
+    pub failed: Vec<Failure>,
+    pub counts: RunnerCounts,
+}
+
+/// What a flush did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlushReport {
+    pub removed: Vec<RunnerName>,
+    pub skipped_busy: Vec<RunnerName>,
+    pub failed: Vec<Failure>,
+}
+
+/// Which runners `flush` removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushMode {
+    /// Spare runners GitHub reports busy (the seed's `flush_busy=False`).
+    IdleOnly,
+    /// Also stop busy ones (the seed's `flush_busy=True`).
+    IncludingBusy,
+}
+
+/// A runner as GitHub reports it (the seed's `RunnerInfo`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunnerInfo {
+    pub name: RunnerName,
+    pub online: bool,
+    pub busy: bool,
+}
+
+impl RunnerInfo {
+    /// `online` or `offline`, as GitHub writes it.
+    pub fn status(&self) -> &'static str {
+        if self.online {
+            "online"
+        } else {
+            "offline"
+        }
+    }
+}
+
+/// State carried between passes.
+#[derive(Debug, Default)]
+struct PassState {
+    /// When each registration was first seen offline, for `offline_grace`.
+    offline_since: HashMap<RunnerName, Instant>,
+}
+
+enum RemoveOutcome {
+    Removed,
+    SkippedBusy,
+    Failed(String),
+}
+
+/// Manages the runners of one unit of one application.
+pub struct RunnerManager {
+    owner: Owner,
+    config: ManagerConfig,
+    install: InstallSettings,
+    provider: Arc<dyn InstanceProvider>,
+    registry: Arc<dyn RunnerRegistry>,
+    runner_bin: RunnerBinCache,
+    policy: Option<PolicyClient>,
+    telemetry: Telemetry,
+    pass: tokio::sync::Mutex<PassState>,
+}
+
+impl RunnerManager {
+    /// The seed's `RunnerManager(app_name, unit, config, proxies)`, with the backends injected.
+    /// `proxies` is copied, never modified.
+    pub fn new(
+        app_name: &str,
+        unit: u32,
+        config: ManagerConfig,
+        proxies: &ProxySettings,
+        backends: Backends,
+    ) -> Result<Self, ManagerError> {
+        let owner = Owner::new(app_name, unit)?;
+        let policy = config.policy.clone().map(PolicyClient::new).transpose()?;
+        let policy_host = config.policy.as_ref().and_then(|p| {
+            reqwest::Url::parse(&p.runner_url)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_owned))
+        });
+        let runner_proxies = match &policy_host {
+            Some(host) if !proxies.is_empty() => proxies.with_no_proxy(&[host.as_str()]),
+            _ => proxies.clone(),
+        };
+        let mut labels = vec![app_name.to_owned(), config.image.clone()];
+        labels.extend(config.extra_labels.iter().cloned());
+        let install = InstallSettings {
+            registration_url: format!("{}/{}", config.web_url, config.path.path()),
+            path: config.path.clone(),
+            labels,
+            proxies: runner_proxies,
+            policy_url: config.policy.as_ref().map(|p| p.runner_url.clone()),
+            mode: config.registration_mode,
+            ready_timeout: config.ready_timeout,
+        };
+        let runner_bin = RunnerBinCache::new(config.state_dir.join("runner-binary"))?;
+        let events_log = config.issue_metrics.then(|| config.events_log.clone());
+        let telemetry = Telemetry::new(backends.metrics, app_name, events_log);
+        if let Some(current) = runner_bin.current() {
+            telemetry.metrics.set_runner_binary(&current.filename);
+        }
+        Ok(Self {
+            owner,
+            config,
+            install,
+            provider: backends.provider,
+            registry: backends.registry,
+            runner_bin,
+            policy,
+            telemetry,
+            pass: tokio::sync::Mutex::new(PassState::default()),
+        })
+    }
+
+    pub fn owner(&self) -> &Owner {
+        &self.owner
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.telemetry.metrics
+    }
+
+    /// Replaces the telemetry clock (tests).
+    pub fn with_clock(mut self, clock: impl Fn() -> i64 + Send + Sync + 'static) -> Self {
+        self.telemetry = self.telemetry.with_clock(clock);
+        self
+    }
+
+    /// Whether a verified runner binary is cached.
+    pub fn check_runner_bin(&self) -> bool {
+        self.runner_bin.check()
+    }
+
+    /// The cached binary, if any.
+    pub fn runner_bin(&self) -> Option<CachedBinary> {
+        self.runner_bin.current()
+    }
+
+    /// The first of GitHub's downloads for `os`/`arch` (`linux`, `x64`).
+    pub async fn get_latest_runner_bin_url(
+        &self,
+        os: &str,
+        arch: &str,
+    ) -> Result<RunnerDownload, ManagerError> {
+        let downloads = self
+            .registry
+            .runner_downloads()
+            .await
+            .map_err(|source| ManagerError::Registry {
+                what: "listing runner downloads",
+                source,
+            })?;
+        select_download(&downloads, os, arch)
+            .cloned()
+            .ok_or_else(|| ManagerError::NoMatchingDownload {
+                os: os.to_owned(),
+                arch: arch.to_owned(),
+            })
+    }
+
+    /// Downloads, verifies and switches to `download`; on error the old binary stays in use.
+    pub async fn update_runner_bin(
+        &self,
+        download: &RunnerDownload,
+    ) -> Result<CachedBinary, ManagerError> {
+        match self.runner_bin.update(download).await {
+            Ok(cached) => {
+                tracing::info!(message = "Runner binary updated.", filename = %cached.filename, sha256 = %cached.sha256);
+                self.telemetry.metrics.set_runner_binary(&cached.filename);
+                Ok(cached)
+            }
+            Err(error) => {
+                self.telemetry.metrics.error("runner_binary");
+                Err(error.into())
+            }
+        }
+    }
+
+    /// This manager's runners as GitHub reports them.
+    pub async fn get_github_info(&self) -> Result<Vec<RunnerInfo>, ManagerError> {
+        let registrations = self.list_owned_registrations().await?;
+        Ok(registrations
+            .into_iter()
+            .map(|(name, r)| RunnerInfo {
+                name,
+                online: r.online,
+                busy: r.busy,
+            })
+            .collect())
+    }
+
+    /// Brings this manager's runners to `quantity`.
+    #[tracing::instrument(skip_all, fields(app = %self.owner.app_name(), unit = self.owner.unit(), quantity))]
+    pub async fn reconcile(
+        &self,
+        quantity: usize,
+        resources: &Resources,
+    ) -> Result<ReconcileReport, ManagerError> {
+        let mut pass = self.pass.lock().await;
+        let started = Instant::now();
+
+        // 1. The binary first: without it nothing is touched.
+        let (_, tarball) = match self.runner_bin.load().await {
+            Ok(loaded) => loaded,
+            Err(RunnerBinError::Missing) => return Err(ManagerError::MissingRunnerBinary),
+            Err(e) => return Err(e.into()),
+        };
+
+        // 2. Observe both sides; a failure here touches nothing.
+        let observed = self.observe(&mut pass, true).await?;
+
+        // 3. Plan.
+        let desired = Desired {
+            quantity,
+            boot_grace: self.config.boot_grace,
+            offline_grace: self.config.offline_grace,
+        };
+        let plan = plan(&observed, &desired);
+        let mut report = ReconcileReport {
+            delta: plan.delta,
+            counts: count_states(plan.states.values()),
+            ..ReconcileReport::default()
+        };
+        tracing::info!(
+            message = "Planned.",
+            delta = plan.delta,
+            removals = plan.removals.len(),
+            create = plan.create
+        );
+
+        // 4. Remove unhealthy, orphan, dangling and surplus runners; registration first.
+        let outcomes = self.remove_all(&plan.removals, FlushMode::IdleOnly).await;
+        for (removal, outcome) in plan.removals.iter().zip(outcomes) {
+            match outcome {
+                RemoveOutcome::Removed => report.removed.push((removal.name.clone(), removal.reason)),
+                RemoveOutcome::SkippedBusy => report.skipped_busy.push(removal.name.clone()),
+                RemoveOutcome::Failed(error) => report.failed.push(Failure {
+                    runner: Some(removal.name.clone()),
+                    action: "remove",
+                    error,
+                }),
+            }
+        }
+
+        // 5. Create the shortfall, in parallel.
+        if plan.create > 0 {
+            match self.prepare_creation(resources).await {
+                Ok(prepared) => {
+                    let results: Vec<Result<RunnerName, Failure>> = stream::iter(0..plan.create)
+                        .map(|_| self.create_runner(&prepared, &tarball))
+                        .buffer_unordered(self.config.create_concurrency.max(1))
+                        .collect()
+                        .await;
+                    for result in results {
+                        match result {
+                            Ok(name) => report.created.push(name),
+                            Err(failure) => report.failed.push(failure),
+                        }
+                    }
+                    report.created.sort();
+                }
+                Err(failure) => report.failed.push(failure),
+            }
+        }
+
+        // 6. Telemetry and the report.
+        for failure in &report.failed {
+            self.telemetry.metrics.error(match failure.action {
+                "create" => "create",
+                "prepare" => "prepare",
+                _ => "remove",
+            });
+        }
+        let scaled_down = report
+            .removed
+            .iter()
+            .filter(|(_, r)| *r == RemovalReason::ScaleDown)
+            .count();
+        Reconciliation {
+            crashed_runners: report.removed.iter().filter(|(_, r)| r.is_crash()).count(),
+            idle_runners: (report.counts.idle + report.created.len()).saturating_sub(scaled_down),
+            counts: report.counts,
+            duration: started.elapsed(),
+            result: if report.failed.is_empty() { "ok" } else { "partial" },
+        }
+        .emit(&self.telemetry);
+        Ok(report)
+    }
+
+    /// Removes this manager's runners; busy ones only with [`FlushMode::IncludingBusy`].
+    #[tracing::instrument(skip_all, fields(app = %self.owner.app_name(), unit = self.owner.unit(), ?mode))]
+    pub async fn flush(&self, mode: FlushMode) -> Result<FlushReport, ManagerError> {
+        let mut pass = self.pass.lock().await;
+        let observed = self.observe(&mut pass, false).await?;
+        let removals = plan_flush(&observed, mode == FlushMode::IncludingBusy);
+        let outcomes = self.remove_all(&removals, mode).await;
+        let mut report = FlushReport::default();
+        for (removal, outcome) in removals.iter().zip(outcomes) {
+            match outcome {
+                RemoveOutcome::Removed => report.removed.push(removal.name.clone()),
+                RemoveOutcome::SkippedBusy => report.skipped_busy.push(removal.name.clone()),
+                RemoveOutcome::Failed(error) => {
+                    self.telemetry.metrics.error("remove");
+                    report.failed.push(Failure {
+                        runner: Some(removal.name.clone()),
+                        action: "remove",
+                        error,
+                    })
+                }
+            }
+        }
+        tracing::info!(message = "Flushed.", removed = report.removed.len(), skipped_busy = report.skipped_busy.len(), failed = report.failed.len());
+        Ok(report)
+    }
+
+    // ---- observe ----
+
+    async fn list_owned_registrations(
+        &self,
+    ) -> Result<Vec<(RunnerName, crate::provider::Registration)>, ManagerError> {
+        let all = self
+            .registry
+            .list_runners()
+            .await
+            .map_err(|source| ManagerError::Registry {
+                what: "listing github runners",
+                source,
+            })?;
+        Ok(all
+            .into_iter()
+            .filter_map(|r| self.owner.parse_name(&r.name).map(|name| (name, r)))
+            .collect())
+    }
+
+    /// Lists both sides concurrently, keeps what this owner owns, probes running instances.
+    async fn observe(&self, pass: &mut PassState, probe: bool) -> Result<Observed, ManagerError> {
+        let (instances, registrations) = tokio::join!(
+            self.provider.list_instances(&self.owner),
+            self.list_owned_registrations()
+        );
+        let instances = instances.map_err(ManagerError::ListInstances)?;
+        let registrations = registrations?;
+        let now = OffsetDateTime::now_utc();
+        let owned: Vec<_> = instances
+            .into_iter()
+            .filter(|i| self.owner.owns_instance(&i.name, &i.config))
+            .filter_map(|i| self.owner.parse_name(&i.name).map(|name| (name, i)))
+            .collect();
+
+        let probes: Vec<Probe> = stream::iter(owned.iter())
+            .map(|(name, instance)| async move {
+                if !probe || instance.status != InstanceStatus::Running {
+                    return Probe::Unknown;
+                }
+                let request = ExecRequest::shell(install::probe_script(), Duration::from_secs(15));
+                match self.provider.exec(name.as_str(), &request).await {
+                    Ok(out) if out.exit_code == 0 => Probe::Alive,
+                    Ok(_) => Probe::Dead,
+                    Err(_) => Probe::Unknown,
+                }
+            })
+            .buffered(16)
+            .collect()
+            .await;
+
+        let instances = owned
+            .into_iter()
+            .zip(probes)
+            .map(|((name, i), probe)| ObservedInstance {
+                name,
+                status: i.status,
+                age: (now - i.created_at).try_into().unwrap_or(Duration::ZERO),
+                probe,
+            })
+            .collect();
+
+        let seen_now = Instant::now();
+        pass.offline_since
+            .retain(|name, _| registrations.iter().any(|(n, r)| n == name && !r.online));
+        let registrations = registrations
+            .into_iter()
+            .map(|(name, r)| {
+                let offline_for = if r.online {
+                    Duration::ZERO
+                } else {
+                    seen_now - *pass.offline_since.entry(name.clone()).or_insert(seen_now)
+                };
+                ObservedRegistration {
+                    id: r.id,
+                    name,
+                    online: r.online,
+                    busy: r.busy,
+                    offline_for,
+                }
+            })
+            .collect();
+        Ok(Observed {
+            instances,
+            registrations,
+        })
+    }
+
+    // ---- remove ----
+
+    async fn remove_all(&self, removals: &[Removal], mode: FlushMode) -> Vec<RemoveOutcome> {
+        stream::iter(removals)
+            .map(|removal| self.remove_runner(removal, mode))
+            .buffered(self.config.create_concurrency.max(1) * 2)
+            .collect()
+            .await
+    }
+
+    /// Race-free removal: the registration goes first and GitHub's "busy" answer means skip (or,
+    /// when flushing busy runners, unregister from inside the instance); only then the instance.
+    async fn remove_runner(&self, removal: &Removal, mode: FlushMode) -> RemoveOutcome {
+        let name = removal.name.as_str();
+        let mut unregister_again = None;
+        if let Some(id) = removal.registration {
+            match self.registry.delete_registration(id).await {
+                Ok(DeleteOutcome::Deleted | DeleteOutcome::NotFound) => {}
+                Ok(DeleteOutcome::Busy) if mode == FlushMode::IdleOnly => {
+                    tracing::info!(message = "Runner is busy, skipping its removal.", runner = name);
+                    return RemoveOutcome::SkippedBusy;
+                }
+                Ok(DeleteOutcome::Busy) => {
+                    if removal.has_instance {
+                        if let Err(error) = self.unregister_inside(name).await {
+                            tracing::warn!(message = "config.sh remove failed.", runner = name, %error);
+                        }
+                    }
+                    unregister_again = Some(id);
+                }
+                Err(error) => {
+                    tracing::warn!(message = "Runner removal failed.", runner = name, %error);
+                    return RemoveOutcome::Failed(format!("deleting github registration {id}: {error}"));
+                }
+            }
+        }
+        if removal.has_instance {
+            if self.config.issue_metrics {
+                self.collect_job_events(name).await;
+            }
+            if let Err(error) = self.provider.delete(name).await {
+                tracing::warn!(message = "Runner removal failed.", runner = name, %error);
+                return RemoveOutcome::Failed(format!("deleting instance: {error}"));
+            }
+        }
+        if let Some(id) = unregister_again {
+            match self.registry.delete_registration(id).await {
+                Ok(DeleteOutcome::Deleted | DeleteOutcome::NotFound) => {}
+                Ok(DeleteOutcome::Busy) => {
+                    return RemoveOutcome::Failed(format!(
+                        "github registration {id} still busy after its instance was deleted"
+                    ))
+                }
+                Err(error) => {
+                    return RemoveOutcome::Failed(format!("deleting github registration {id}: {error}"))
+                }
+            }
+        }
+        RunnerRemoved {
+            name: name.to_owned(),
+            reason: removal.reason,
+        }
+        .emit(&self.telemetry);
+        RemoveOutcome::Removed
+    }
+
+    /// `config.sh remove` inside the instance with a remove token passed through a 0600 file.
+    async fn unregister_inside(&self, name: &str) -> Result<(), String> {
+        let token = self
+            .registry
+            .remove_token()
+            .await
+            .map_err(|e| format!("fetching a remove token: {e}"))?;
+        let token_file = format!("{RUNNER_DIR}/.remove-token");
+        let passwd = self
+            .provider
+            .exec(name, &ExecRequest::shell("cat /etc/passwd", Duration::from_secs(15)))
+            .await
+            .map_err(|e| e.to_string())?;
+        let user = install::pick_user(&passwd.stdout);
+        self.provider
+            .push_file(
+                name,
+                &crate::provider::FilePush {
+                    path: token_file.clone(),
+                    content: token.expose().as_bytes().to_vec(),
+                    mode: 0o600,
+                    uid: user.uid,
+                    gid: user.gid,
+                },
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut request = ExecRequest::shell(
+            format!(
+                "ACTIONS_RUNNER_INPUT_TOKEN=\"$(cat {token_file})\"; rm -f {token_file}; \
+                 export ACTIONS_RUNNER_INPUT_TOKEN; exec ./config.sh remove"
+            ),
+            Duration::from_secs(60),
+        )
+        .in_dir(RUNNER_DIR)
+        .as_user((!user.is_root()).then_some((user.uid, user.gid)));
+        if user.is_root() {
+            request.env.push(("RUNNER_ALLOW_RUNASROOT".into(), "1".into()));
+        }
+        let out = self
+            .provider
+            .exec(name, &request)
+            .await
+            .map_err(|e| e.to_string())?;
+        if out.exit_code != 0 {
+            return Err(format!("config.sh remove exited with {}", out.exit_code));
+        }
+        Ok(())
+    }
+
+    /// Pulls the hooks' job records and emits `runner_start`/`runner_stop`; best effort.
+    async fn collect_job_events(&self, name: &str) {
+        let pull = |path: &'static str| async move {
+            self.provider
+                .pull_file(name, path)
+                .await
+                .ok()
+                .flatten()
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+        };
+        let (pre, post, refused, installed) = tokio::join!(
+            pull(PRE_JOB_FILE),
+            pull(POST_JOB_FILE),
+            pull("/var/lib/runner-manager/policy-refused"),
+            pull(INSTALLED_FILE)
+        );
+        let records = JobRecords {
+            pre_job: pre,
+            post_job: post,
+            policy_refused: refused.is_some(),
+            installed_at: installed,
+        };
+        if let Some((start, stop)) = job_events(name, &records, self.telemetry.now()) {
+            start.emit(&self.telemetry);
+            stop.emit(&self.telemetry);
+        }
+    }
+
+    // ---- create ----
+
+    async fn prepare_creation(&self, resources: &Resources) -> Result<Prepared, Failure> {
+        let prepare_failure = |error: String| Failure {
+            runner: None,
+            action: "prepare",
+            error,
+        };
+        if let Some(path) = &self.config.lxd_storage_path {
+            self.provider
+                .ensure_pool(path)
+                .await
+                .map_err(|e| prepare_failure(format!("ensuring storage pool: {e}")))?;
+        }
+        let profile = self
+            .provider
+            .ensure_profile(
+                resources,
+                self.config.instance_type,
+                self.config.lxd_storage_path.is_some(),
+            )
+            .await
+            .map_err(|e| prepare_failure(format!("ensuring resource profile: {e}")))?;
+        let registration_token = match self.config.registration_mode {
+            RegistrationMode::Token => Some(
+                self.registry
+                    .registration_token()
+                    .await
+                    .map_err(|e| prepare_failure(format!("fetching a registration token: {e}")))?,
+            ),
+            RegistrationMode::Jit => None,
+        };
+        Ok(Prepared {
+            profiles: vec!["default".to_owned(), profile],
+            registration_token,
+        })
+    }
+
+    /// Creates, installs and starts one runner; on failure cleans up everything it made.
+    async fn create_runner(&self, prepared: &Prepared, tarball: &[u8]) -> Result<RunnerName, Failure> {
+        let name = self.owner.new_runner_name();
+        let started = Instant::now();
+        let mut jit_id = None;
+        let result = self
+            .create_runner_steps(&name, prepared, tarball, &mut jit_id)
+            .await;
+        match result {
+            Ok(()) => {
+                RunnerInstalled {
+                    name: name.to_string(),
+                    duration: started.elapsed(),
+                }
+                .emit(&self.telemetry);
+                Ok(name)
+            }
+            Err(error) => {
+                tracing::warn!(message = "Runner creation failed, cleaning up.", runner = %name, %error);
+                let cleanup = self.cleanup_failed(&name, jit_id).await;
+                let error = match cleanup {
+                    Ok(()) => error,
+                    Err(cleanup) => format!("{error}; cleanup also failed: {cleanup}"),
+                };
+                Err(Failure {
+                    runner: Some(name),
+                    action: "create",
+                    error,
+                })
+            }
+        }
+    }
+
+    async fn create_runner_steps(
+        &self,
+        name: &RunnerName,
+        prepared: &Prepared,
+        tarball: &[u8],
+        jit_id: &mut Option<u64>,
+    ) -> Result<(), String> {
+        let spec = InstanceSpec {
+            name: name.clone(),
+            image: self.config.image.clone(),
+            instance_type: self.config.instance_type,
+            profiles: prepared.profiles.clone(),
+            config: self.owner.config_keys(),
+            ephemeral: true,
+        };
+        self.provider
+            .create_and_start(&spec)
+            .await
+            .map_err(|e| format!("creating instance: {e}"))?;
+        let secret = match &prepared.registration_token {
+            Some(token) => RegistrationSecret::Token(token.clone()),
+            None => {
+                let jit = self
+                    .registry
+                    .generate_jit(name, &self.install.labels)
+                    .await
+                    .map_err(|e| format!("generating jit config: {e}"))?;
+                *jit_id = Some(jit.runner_id);
+                RegistrationSecret::Jit(jit.encoded)
+            }
+        };
+        let policy_token: Option<Secret> = match &self.policy {
+            Some(policy) => Some(
+                policy
+                    .one_time_token()
+                    .await
+                    .map_err(|e| e.to_string())?,
+            ),
+            None => None,
+        };
+        install::install_runner(
+            self.provider.as_ref(),
+            name,
+            &self.install,
+            tarball,
+            &secret,
+            policy_token.as_ref(),
+        )
+        .await
+        .map_err(|e| e.to_string())
+    }
+
+    /// Deletes the instance and any registration of a runner whose creation failed.
+    async fn cleanup_failed(&self, name: &RunnerName, jit_id: Option<u64>) -> Result<(), String> {
+        let mut errors = Vec::new();
+        if let Err(e) = self.provider.delete(name.as_str()).await {
+            errors.push(format!("deleting instance: {e}"));
+        }
+        let id = match jit_id {
+            Some(id) => Some(id),
+            // Token mode: config.sh may have registered before a later step failed.
+            None => match self.list_owned_registrations().await {
+                Ok(all) => all.into_iter().find(|(n, _)| n == name).map(|(_, r)| r.id),
+                Err(e) => {
+                    errors.push(e.to_string());
+                    None
+                }
+            },
+        };
+        if let Some(id) = id {
+            if let Err(e) = self.registry.delete_registration(id).await {
+                errors.push(format!("deleting registration {id}: {e}"));
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+}
+
+struct Prepared {
+    profiles: Vec<String>,
+    registration_token: Option<Secret>,
+}
+
+fn count_states<'a>(states: impl Iterator<Item = &'a RunnerState>) -> RunnerCounts {
+    let mut counts = RunnerCounts::default();
+    for state in states {
+        match state {
+            RunnerState::Busy => counts.busy += 1,
+            RunnerState::Idle { .. } => counts.idle += 1,
+            RunnerState::Booting => counts.booting += 1,
+            RunnerState::Remove(_) => counts.unhealthy += 1,
+            RunnerState::BusyDangling => {}
+        }
+    }
+    counts
+}
+
+/// The hooks' records pulled from an instance.
+#[derive(Debug, Clone, Default)]
+pub struct JobRecords {
+    pub pre_job: Option<String>,
+    pub post_job: Option<String>,
+    pub policy_refused: bool,
+    pub installed_at: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct PreJob {
+    timestamp: i64,
+    #[serde(default)]
+    workflow: String,
+    #[serde(default)]
+    repo: String,
+    #[serde(default)]
+    github_event: String,
+}
+
+#[derive(serde::Deserialize)]
+struct PostJob {
+    timestamp: i64,
+}
+
+/// The `runner_start` and `runner_stop` events for a runner that took a job; `None` if it never did.
+pub fn job_events(name: &str, records: &JobRecords, now: i64) -> Option<(RunnerStart, RunnerStop)> {
+    let pre: PreJob = serde_json::from_str(records.pre_job.as_deref()?.trim()).ok()?;
+    let post: Option<PostJob> = records
+        .post_job
+        .as_deref()
+        .and_then(|p| serde_json::from_str(p.trim()).ok());
+    let installed: Option<i64> = records
+        .installed_at
+        .as_deref()
+        .and_then(|s| s.trim().parse().ok());
+    let idle = installed.map_or(0, |i| (pre.timestamp - i).max(0));
+    let (status, end) = match (&post, records.policy_refused) {
+        (_, true) => ("repo-policy-check-failure", post.as_ref().map_or(now, |p| p.timestamp)),
+        (Some(p), false) => ("normal", p.timestamp),
+        (None, false) => ("abnormal", now),
+    };
+    let start = RunnerStart {
+        name: name.to_owned(),
+        timestamp: pre.timestamp,
+        workflow: pre.workflow.clone(),
+        repo: pre.repo.clone(),
+        github_event: pre.github_event.clone(),
+        idle: u64::try_from(idle).unwrap_or(0),
+    };
+    let stop = RunnerStop {
+        name: name.to_owned(),
+        timestamp: end,
+        workflow: pre.workflow,
+        repo: pre.repo,
+        github_event: pre.github_event,
+        status: status.to_owned(),
+        job_duration: u64::try_from(end - pre.timestamp).unwrap_or(0),
+    };
+    Some((start, stop))
+}
+
+#[cfg(test)]
+#[path = "reconcile_tests.rs"]
+mod tests;

@@ -1,0 +1,366 @@
+//! SIMULATION — for scale benchmarks only (and the crate's own unit tests of executor ordering).
+//!
+//! An in-process [`InstanceProvider`] that keeps instances in memory and answers the manager's
+//! install scripts by recognising them. It is *not* LXD and must never stand in for it in
+//! end-to-end tests. What happens to the "runner" on `config.sh` and `run.sh` is delegated to
+//! [`SimRunnerHooks`] (for example registering with github-sim).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use time::OffsetDateTime;
+
+use crate::model::{InstanceType, Owner, Resources};
+use crate::provider::{
+    ExecOutput, ExecRequest, FilePush, Instance, InstanceProvider, InstanceSpec, InstanceStatus,
+    ProviderError,
+};
+
+/// What a simulated runner does when it is configured and started.
+#[async_trait]
+pub trait SimRunnerHooks: Send + Sync {
+    /// `config.sh` in token mode; `token` was read from the token file. `false` = exit 1.
+    async fn configure(&self, name: &str, labels: &str, token: &str) -> bool;
+    /// `start.sh`; `jit` is the JIT config when one was pushed. `false` = run.sh exits at once.
+    async fn start(&self, name: &str, jit: Option<&str>) -> bool;
+    /// `config.sh remove`.
+    async fn remove(&self, name: &str);
+}
+
+/// Latencies of the simulated operations.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SimLatency {
+    pub create: Duration,
+    pub exec: Duration,
+    pub delete: Duration,
+}
+
+/// One recorded exec call.
+#[derive(Debug, Clone)]
+pub struct ExecRecord {
+    pub instance: String,
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+/// A simulated instance.
+#[derive(Debug, Clone)]
+pub struct SimInstance {
+    pub status: InstanceStatus,
+    pub created_at: OffsetDateTime,
+    pub config: BTreeMap<String, String>,
+    pub profiles: Vec<String>,
+    pub files: HashMap<String, (Vec<u8>, u32)>,
+    pub runner_alive: bool,
+    pub runner_exit: Option<i32>,
+}
+
+#[derive(Default)]
+struct SimState {
+    instances: BTreeMap<String, SimInstance>,
+    execs: Vec<ExecRecord>,
+    calls: Vec<String>,
+    fail_creates: usize,
+    fail_configures: usize,
+    profiles: Vec<String>,
+    pools: Vec<String>,
+}
+
+/// The simulated provider.
+pub struct SimProvider {
+    state: Mutex<SimState>,
+    latency: SimLatency,
+    passwd: String,
+    hooks: Option<Arc<dyn SimRunnerHooks>>,
+}
+
+impl SimProvider {
+    pub fn new(latency: SimLatency, hooks: Option<Arc<dyn SimRunnerHooks>>) -> Self {
+        Self {
+            state: Mutex::default(),
+            latency,
+            passwd: "root:x:0:0:root:/root:/bin/sh\nubuntu:x:1000:1000::/home/ubuntu:/bin/sh\n".into(),
+            hooks,
+        }
+    }
+
+    /// Adds an instance as if someone else had made it.
+    pub fn add_instance(&self, name: &str, config: BTreeMap<String, String>, age: Duration) {
+        self.state.lock().instances.insert(
+            name.to_owned(),
+            SimInstance {
+                status: InstanceStatus::Running,
+                created_at: OffsetDateTime::now_utc() - age,
+                config,
+                profiles: Vec::new(),
+                files: HashMap::new(),
+                runner_alive: true,
+                runner_exit: None,
+            },
+        );
+    }
+
+    pub fn instance(&self, name: &str) -> Option<SimInstance> {
+        self.state.lock().instances.get(name).cloned()
+    }
+
+    pub fn instance_names(&self) -> Vec<String> {
+        self.state.lock().instances.keys().cloned().collect()
+    }
+
+    /// Kills the runner process in an instance.
+    pub fn kill_runner(&self, name: &str) {
+        if let Some(i) = self.state.lock().instances.get_mut(name) {
+            i.runner_alive = false;
+            i.runner_exit = Some(137);
+        }
+    }
+
+    /// Writes a file as the hooks inside the instance would.
+    pub fn write_file(&self, name: &str, path: &str, content: &str) {
+        if let Some(i) = self.state.lock().instances.get_mut(name) {
+            i.files.insert(path.to_owned(), (content.as_bytes().to_vec(), 0o644));
+        }
+    }
+
+    /// The next `n` creations fail.
+    pub fn fail_next_creates(&self, n: usize) {
+        self.state.lock().fail_creates = n;
+    }
+
+    /// The next `n` `config.sh` runs exit 1.
+    pub fn fail_next_configures(&self, n: usize) {
+        self.state.lock().fail_configures = n;
+    }
+
+    pub fn execs(&self) -> Vec<ExecRecord> {
+        self.state.lock().execs.clone()
+    }
+
+    /// `create NAME`, `delete NAME`, `profile NAME`, `pool PATH`, in call order.
+    pub fn calls(&self) -> Vec<String> {
+        self.state.lock().calls.clone()
+    }
+
+    async fn pause(d: Duration) {
+        if !d.is_zero() {
+            tokio::time::sleep(d).await;
+        }
+    }
+
+    fn file_text(&self, name: &str, path: &str) -> Option<String> {
+        self.state
+            .lock()
+            .instances
+            .get(name)
+            .and_then(|i| i.files.get(path))
+            .map(|(b, _)| String::from_utf8_lossy(b).into_owned())
+    }
+
+    fn remove_file(&self, name: &str, path: &str) {
+        if let Some(i) = self.state.lock().instances.get_mut(name) {
+            i.files.remove(path);
+        }
+    }
+}
+
+fn arg_after(script: &str, flag: &str) -> String {
+    let mut words = script.split_whitespace();
+    while let Some(w) = words.next() {
+        if w == flag {
+            return words.next().unwrap_or_default().trim_matches('\'').to_owned();
+        }
+    }
+    String::new()
+}
+
+fn out(exit_code: i32, stdout: impl Into<String>) -> ExecOutput {
+    ExecOutput {
+        exit_code,
+        stdout: stdout.into(),
+        stderr: String::new(),
+    }
+}
+
+#[async_trait]
+impl InstanceProvider for SimProvider {
+    async fn list_instances(&self, _owner: &Owner) -> Result<Vec<Instance>, ProviderError> {
+        Self::pause(self.latency.exec).await;
+        Ok(self
+            .state
+            .lock()
+            .instances
+            .iter()
+            .map(|(name, i)| Instance {
+                name: name.clone(),
+                status: i.status,
+                created_at: i.created_at,
+                config: i.config.clone(),
+            })
+            .collect())
+    }
+
+    async fn ensure_pool(&self, path: &Path) -> Result<(), ProviderError> {
+        let mut s = self.state.lock();
+        s.calls.push(format!("pool {}", path.display()));
+        s.pools.push(path.display().to_string());
+        Ok(())
+    }
+
+    async fn ensure_profile(
+        &self,
+        resources: &Resources,
+        _instance_type: InstanceType,
+        _with_pool: bool,
+    ) -> Result<String, ProviderError> {
+        let name = resources.profile_name();
+        let mut s = self.state.lock();
+        s.calls.push(format!("profile {name}"));
+        if !s.profiles.contains(&name) {
+            s.profiles.push(name.clone());
+        }
+        Ok(name)
+    }
+
+    async fn create_and_start(&self, spec: &InstanceSpec) -> Result<(), ProviderError> {
+        Self::pause(self.latency.create).await;
+        let mut s = self.state.lock();
+        s.calls.push(format!("create {}", spec.name));
+        if s.fail_creates > 0 {
+            s.fail_creates -= 1;
+            return Err(ProviderError::failed("creating instance", "simulated failure"));
+        }
+        if s.instances.contains_key(spec.name.as_str()) {
+            return Err(ProviderError::failed("creating instance", "already exists"));
+        }
+        s.instances.insert(
+            spec.name.to_string(),
+            SimInstance {
+                status: InstanceStatus::Running,
+                created_at: OffsetDateTime::now_utc(),
+                config: spec.config.clone(),
+                profiles: spec.profiles.clone(),
+                files: HashMap::new(),
+                runner_alive: false,
+                runner_exit: None,
+            },
+        );
+        Ok(())
+    }
+
+    async fn exec(&self, name: &str, request: &ExecRequest) -> Result<ExecOutput, ProviderError> {
+        Self::pause(self.latency.exec).await;
+        let script = request.argv.last().cloned().unwrap_or_default();
+        {
+            let mut s = self.state.lock();
+            s.execs.push(ExecRecord {
+                instance: name.to_owned(),
+                argv: request.argv.clone(),
+                env: request.env.clone(),
+            });
+            match s.instances.get(name) {
+                None => return Err(ProviderError::NotFound(name.to_owned())),
+                Some(i) if i.status != InstanceStatus::Running => {
+                    return Err(ProviderError::failed("exec", "instance not running"))
+                }
+                Some(_) => {}
+            }
+        }
+        if script.contains("./config.sh remove") {
+            let token_file = format!("{}/.remove-token", crate::install::RUNNER_DIR);
+            self.remove_file(name, &token_file);
+            if let Some(h) = &self.hooks {
+                h.remove(name).await;
+            }
+            return Ok(out(0, ""));
+        }
+        if script.contains("./config.sh") {
+            let token_file = format!("{}/.registration-token", crate::install::RUNNER_DIR);
+            let token = self.file_text(name, &token_file);
+            self.remove_file(name, &token_file);
+            let fail = {
+                let mut s = self.state.lock();
+                let fail = s.fail_configures > 0;
+                s.fail_configures = s.fail_configures.saturating_sub(1);
+                fail
+            };
+            let Some(token) = token.filter(|_| !fail) else {
+                return Ok(out(1, ""));
+            };
+            let ok = match &self.hooks {
+                Some(h) => h.configure(name, &arg_after(&script, "--labels"), &token).await,
+                None => true,
+            };
+            return Ok(out(i32::from(!ok), ""));
+        }
+        if script.contains("start.sh") && script.contains("setsid") {
+            let jit_file = format!("{}/.jitconfig", crate::install::RUNNER_DIR);
+            let jit = self.file_text(name, &jit_file);
+            self.remove_file(name, &jit_file);
+            let alive = match &self.hooks {
+                Some(h) => h.start(name, jit.as_deref()).await,
+                None => true,
+            };
+            if let Some(i) = self.state.lock().instances.get_mut(name) {
+                i.runner_alive = alive;
+                i.runner_exit = (!alive).then_some(1);
+            }
+            return Ok(out(0, ""));
+        }
+        let (alive, exit) = self
+            .state
+            .lock()
+            .instances
+            .get(name)
+            .map(|i| (i.runner_alive, i.runner_exit))
+            .unwrap_or((false, None));
+        if script.contains("runner.exit") && script.contains("echo alive") {
+            return Ok(match exit {
+                Some(code) => out(0, format!("exited {code}")),
+                None if alive => out(0, "alive"),
+                None => out(0, "waiting"),
+            });
+        }
+        if script.contains("kill -0") {
+            return Ok(out(i32::from(!alive), ""));
+        }
+        if script == "cat /etc/passwd" {
+            return Ok(out(0, self.passwd.clone()));
+        }
+        Ok(out(0, ""))
+    }
+
+    async fn push_file(&self, name: &str, file: &FilePush) -> Result<(), ProviderError> {
+        Self::pause(self.latency.exec).await;
+        let mut s = self.state.lock();
+        let instance = s
+            .instances
+            .get_mut(name)
+            .ok_or_else(|| ProviderError::NotFound(name.to_owned()))?;
+        instance
+            .files
+            .insert(file.path.clone(), (file.content.clone(), file.mode));
+        Ok(())
+    }
+
+    async fn pull_file(&self, name: &str, path: &str) -> Result<Option<Vec<u8>>, ProviderError> {
+        let s = self.state.lock();
+        let instance = s
+            .instances
+            .get(name)
+            .ok_or_else(|| ProviderError::NotFound(name.to_owned()))?;
+        Ok(instance.files.get(path).map(|(b, _)| b.clone()))
+    }
+
+    async fn delete(&self, name: &str) -> Result<(), ProviderError> {
+        Self::pause(self.latency.delete).await;
+        let mut s = self.state.lock();
+        s.calls.push(format!("delete {name}"));
+        s.instances.remove(name);
+        Ok(())
+    }
+}
