@@ -8,13 +8,14 @@
 #
 # Works on a fresh Debian 12 without systemd, as root, without standard input. Idempotent: a second `up`
 # only checks and exits (well under a second). Concurrent runs serialise on a lock file.
-# Recipe and measurements: docs in ../shared/reference/incus-setup.md (steps are numbered alike below).
+# The steps follow a measured recipe (numbered alike below); run `status` to see what is up.
 #
 # Facts used by the rest of the project:
 #   socket   /var/lib/incus/unix.socket (Incus), /var/lib/lxd/unix.socket (LXD)
 #   bridge   incusbr0 10.123.45.1/24 without NAT (containers reach host services on 10.123.45.1)
 #            lxdbr0   10.123.46.1/24 without NAT (LXD)
 #   images   `busybox` (static busybox, ~1 MB, writable /tmp); `debian/bookworm` with `up --debian`
+#   https    127.0.0.1:18443 (Incus), 127.0.0.1:18444 (LXD): loopback only, for the TLS client tests
 set -euo pipefail
 exec </dev/null
 
@@ -26,6 +27,8 @@ INCUS_LOG=/var/log/incus/incus.log
 LXD_SOCK=/var/lib/lxd/unix.socket
 LXD_PID=/run/lxd.pid
 LXD_LOG=/var/log/lxd/lxd.log
+INCUS_HTTPS=127.0.0.1:18443
+LXD_HTTPS=127.0.0.1:18444
 # Bump when the image content changes: `up` then rebuilds and re-aliases the image.
 BUSYBOX_RECIPE=2
 export DEBIAN_FRONTEND=noninteractive
@@ -105,11 +108,20 @@ fix_subids() {
 }
 
 # ---- 4. daemon ---------------------------------------------------------------------------------------
+# True if a live (non-zombie) process of that exact name exists: a busy daemon may answer slowly,
+# and a second one must never be started beside it.
+running() { # running NAME
+  local pid
+  for pid in $(pgrep -x "$1" || true); do
+    [ "$(ps -o stat= -p "$pid" 2>/dev/null | cut -c1)" = Z ] || return 0
+  done
+  return 1
+}
+
 start_incusd() {
   alive "$INCUS_SOCK" && return 0
-  if [ -s "$INCUS_PID" ] && kill -0 "$(cat "$INCUS_PID")" 2>/dev/null \
-    && [ "$(ps -o stat= -p "$(cat "$INCUS_PID")" | cut -c1)" != Z ]; then
-    log "incusd (pid $(cat "$INCUS_PID")) is running but not answering yet"
+  if running incusd; then
+    log "incusd is running but not answering yet; waiting"
   else
     log "starting incusd"
     mkdir -p "$(dirname "$INCUS_LOG")"
@@ -121,12 +133,14 @@ start_incusd() {
 }
 
 # ---- 5-6. pool, bridge, default profile ----------------------------------------------------------------
-# $1 = CLI (incus|lxc), $2 = bridge name, $3 = bridge address
+# $1 = CLI (incus|lxc), $2 = bridge name, $3 = bridge address, $4 = pool driver (btrfs falls back to dir)
 setup_daemon() {
-  local cli=$1 br=$2 addr=$3 ext
+  local cli=$1 br=$2 addr=$3 driver=$4 ext
   if ! $cli storage show default >/dev/null 2>&1; then
-    log "$cli: creating storage pool default"
-    $cli storage create default btrfs size=8GiB >/dev/null 2>&1 || $cli storage create default dir >/dev/null
+    log "$cli: creating storage pool default ($driver)"
+    if [ "$driver" != btrfs ] || ! $cli storage create default btrfs size=8GiB >/dev/null 2>&1; then
+      $cli storage create default dir >/dev/null
+    fi
   fi
   if ! $cli network show "$br" >/dev/null 2>&1; then
     log "$cli: creating bridge $br $addr (no NAT)"
@@ -139,6 +153,14 @@ setup_daemon() {
   if ! grep -q '^eth0:' <<<"$ext"; then
     $cli profile device add default eth0 nic network="$br" name=eth0 >/dev/null
   fi
+}
+
+# HTTPS on loopback only, so the client's TLS mode (client certificate + pinned server certificate)
+# is tested against the real daemon.
+https_on_loopback() { # https_on_loopback CLI ADDRESS
+  [ -n "$($1 config get core.https_address 2>/dev/null)" ] && return 0
+  log "$1: listening for HTTPS on $2"
+  $1 config set core.https_address "$2" >/dev/null
 }
 
 # ---- 7. busybox image -------------------------------------------------------------------------------
@@ -233,13 +255,20 @@ import_debian() { # import_debian CLI SOCKET
 }
 
 # ---- commands ----------------------------------------------------------------------------------------
-incus_ready() {
-  alive "$INCUS_SOCK" || return 1
-  api "$INCUS_SOCK" /1.0/storage-pools/default >/dev/null || return 1
-  api "$INCUS_SOCK" /1.0/networks/incusbr0 >/dev/null || return 1
-  api "$INCUS_SOCK" /1.0/profiles/default | jq -e '.devices.root and .devices.eth0' >/dev/null || return 1
-  busybox_current "$INCUS_SOCK"
+# Ready = daemon answers, HTTPS on, pool, bridge, profile devices and the current busybox image.
+# Two curl and two jq runs only: `up` on a ready machine must stay well under a second.
+daemon_ready() { # daemon_ready SOCKET BRIDGE
+  local sock=$1 br=$2 fp
+  [ -S "$sock" ] || return 1
+  fp=$(curl -sf --max-time 5 --unix-socket "$sock" http://local/1.0 http://local/1.0/storage-pools/default \
+    "http://local/1.0/networks/$br" http://local/1.0/profiles/default http://local/1.0/images/aliases/busybox \
+    2>/dev/null | jq -rs 'if length == 5 and all(.[]; .type == "sync")
+      and .[0].metadata.config["core.https_address"] and .[3].metadata.devices.root and .[3].metadata.devices.eth0
+      then .[4].metadata.target else empty end' 2>/dev/null) || return 1
+  [ -n "$fp" ] || return 1
+  [ "$(api "$sock" "/1.0/images/$fp" | jq -r '.properties.recipe // empty')" = "$BUSYBOX_RECIPE" ]
 }
+incus_ready() { daemon_ready "$INCUS_SOCK" incusbr0; }
 
 cmd_up() {
   local debian=
@@ -257,7 +286,8 @@ cmd_up() {
   install_incus
   fix_subids
   start_incusd
-  setup_daemon incus incusbr0 10.123.45.1/24
+  setup_daemon incus incusbr0 10.123.45.1/24 btrfs
+  https_on_loopback incus "$INCUS_HTTPS"
   import_busybox incus "$INCUS_SOCK"
   [ -z "$debian" ] || import_debian incus "$INCUS_SOCK"
   incus_ready || die "incus is up but not complete; see $0 status"
@@ -320,11 +350,7 @@ cmd_status() {
 }
 
 # ---- Debian's LXD 5.0 (bookworm main) ------------------------------------------------------------------
-lxd_ready() {
-  alive "$LXD_SOCK" && api "$LXD_SOCK" /1.0/networks/lxdbr0 >/dev/null \
-    && api "$LXD_SOCK" /1.0/profiles/default | jq -e '.devices.root and .devices.eth0' >/dev/null \
-    && busybox_current "$LXD_SOCK"
-}
+lxd_ready() { daemon_ready "$LXD_SOCK" lxdbr0; }
 
 cmd_lxd_up() {
   lxd_ready && return 0
@@ -336,15 +362,16 @@ cmd_lxd_up() {
     apt_install lxd lxd-client dnsmasq-base
   fi
   fix_subids # lxd's postinst appends a second root range, which breaks every Incus container start
-  if ! alive "$LXD_SOCK"; then
+  if ! alive "$LXD_SOCK" && ! running lxd; then
     log "starting lxd"
     mkdir -p "$(dirname "$LXD_LOG")"
     setsid nohup lxd --group lxd --logfile="$LXD_LOG" </dev/null >/dev/null 2>&1 9>&- &
     echo $! >"$LXD_PID"
-    timeout 70 lxd waitready --timeout=60 || die "lxd did not become ready; see $LXD_LOG"
   fi
+  timeout 70 lxd waitready --timeout=60 || die "lxd did not become ready; see $LXD_LOG"
   export LXD_DIR=/var/lib/lxd
-  setup_daemon lxc lxdbr0 10.123.46.1/24
+  setup_daemon lxc lxdbr0 10.123.46.1/24 dir # leaves the loop devices to Incus
+  https_on_loopback lxc "$LXD_HTTPS"
   import_busybox lxc "$LXD_SOCK"
   lxd_ready || die "lxd is up but not complete"
   log "lxd ready: socket $LXD_SOCK, bridge lxdbr0 10.123.46.1/24, image busybox"

@@ -31,13 +31,20 @@ const SERVER_DRAIN: Duration = Duration::from_secs(10);
 #[async_trait]
 pub trait Backend: Send + Sync {
     /// Connects to GitHub and LXD as configured and registers the manager's metrics.
-    async fn connect(&self, config: &Config, registry: &mut Registry) -> anyhow::Result<Arc<dyn Operations>>;
+    async fn connect(
+        &self,
+        config: &Config,
+        registry: &mut Registry,
+    ) -> anyhow::Result<Arc<dyn Operations>>;
 }
 
 /// Runs `cli` and returns the exit status.
 pub async fn execute(cli: Cli, console: &mut Console, backend: &dyn Backend) -> u8 {
     let config = match Config::load(&cli.config) {
-        Ok(config) => config,
+        Ok(config) => {
+            tracing::debug!(message = "Config loaded.", path = %cli.config.display());
+            config
+        }
         Err(err) => {
             report_config_error(console, &cli.config, &err);
             return EXIT_USAGE;
@@ -46,7 +53,11 @@ pub async fn execute(cli: Cli, console: &mut Console, backend: &dyn Backend) -> 
     match run_command(cli.command, &cli.config, &config, console, backend).await {
         Ok(status) => status,
         Err(err) => {
-            let causes: Vec<String> = err.chain().skip(1).map(|cause| format!("caused by: {cause}")).collect();
+            let causes: Vec<String> = err
+                .chain()
+                .skip(1)
+                .map(|cause| format!("caused by: {cause}"))
+                .collect();
             console.error(&err.to_string(), &causes);
             EXIT_FAILURE
         }
@@ -57,7 +68,10 @@ fn report_config_error(console: &mut Console, path: &Path, err: &ConfigError) {
     match err {
         ConfigError::Read { .. } => console.error(&err.to_string(), &[]),
         ConfigError::Syntax { .. } => {
-            console.error(&format!("invalid config file {}", path.display()), &[err.to_string()]);
+            console.error(
+                &format!("invalid config file {}", path.display()),
+                &[err.to_string()],
+            );
         }
         ConfigError::Invalid(errors) => {
             let details: Vec<String> = errors.iter().map(ToString::to_string).collect();
@@ -89,7 +103,9 @@ async fn run_command(
         Command::Run => {
             let listener = TcpListener::bind(config.server.listen)
                 .await
-                .with_context(|| format!("listening on {} (server.listen)", config.server.listen))?;
+                .with_context(|| {
+                    format!("listening on {} (server.listen)", config.server.listen)
+                })?;
             let exit = run_daemon(config, ops, registry, listener, shutdown_signal()).await?;
             Ok(match exit {
                 DaemonExit::PassAbandoned => EXIT_FAILURE,
@@ -99,14 +115,23 @@ async fn run_command(
         Command::Reconcile { quantity, json } => {
             let quantity = quantity.unwrap_or(config.runners.quantity);
             let result = {
-                let _spinner = console.spinner(&format!("reconciling towards {quantity} runner(s)"));
+                let _spinner =
+                    console.spinner(&format!("reconciling towards {quantity} runner(s)"));
                 ops.reconcile(quantity).await.context("reconciling")?
             };
             console.result(json, &result, output::render_reconcile)?;
-            Ok(if result.failed > 0 { EXIT_FAILURE } else { EXIT_OK })
+            Ok(if result.failed > 0 {
+                EXIT_FAILURE
+            } else {
+                EXIT_OK
+            })
         }
         Command::Flush { idle_only, json } => {
-            let mode = if idle_only { FlushMode::IdleOnly } else { FlushMode::All };
+            let mode = if idle_only {
+                FlushMode::IdleOnly
+            } else {
+                FlushMode::All
+            };
             let result = {
                 let _spinner = console.spinner("flushing runners");
                 ops.flush(mode).await.context("flushing runners")?
@@ -130,13 +155,18 @@ async fn run_command(
         Command::RunnerBin(RunnerBinCommand::Update { json }) => {
             let result = {
                 let _spinner = console.spinner("updating the runner binary");
-                ops.runner_bin_update().await.context("updating the runner binary")?
+                ops.runner_bin_update()
+                    .await
+                    .context("updating the runner binary")?
             };
             console.result(json, &result, output::render_runner_bin_update)?;
             Ok(EXIT_OK)
         }
         Command::RunnerBin(RunnerBinCommand::Check) => {
-            let check = ops.runner_bin_check().await.context("checking the runner binary")?;
+            let check = ops
+                .runner_bin_check()
+                .await
+                .context("checking the runner binary")?;
             console.human(&output::render_runner_bin_check(&check))?;
             Ok(if check.present { EXIT_OK } else { EXIT_FAILURE })
         }
@@ -170,7 +200,9 @@ pub async fn run_daemon(
         runner_prefix: config.runner_name_prefix(),
         metrics: server_metrics,
     };
-    let address = listener.local_addr().context("reading the listen address")?;
+    let address = listener
+        .local_addr()
+        .context("reading the listen address")?;
     info!(message = "Serving.", address = %address);
 
     // One shutdown signal, seen by both the server and the loop.

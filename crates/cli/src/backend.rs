@@ -19,7 +19,11 @@ pub struct ManagerBackend;
 
 #[async_trait]
 impl Backend for ManagerBackend {
-    async fn connect(&self, _config: &Config, _registry: &mut Registry) -> anyhow::Result<Arc<dyn Operations>> {
+    async fn connect(
+        &self,
+        _config: &Config,
+        _registry: &mut Registry,
+    ) -> anyhow::Result<Arc<dyn Operations>> {
         anyhow::bail!("this build of runner-manager is not connected to the manager yet")
     }
 }

@@ -48,7 +48,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Remove this manager's runners.
+    /// Remove this manager's runners, busy ones too unless --idle-only.
     Flush {
         /// Remove idle runners only; busy ones finish their job.
         #[arg(long)]
@@ -112,15 +112,44 @@ mod tests {
 
     #[test]
     fn parses_the_contract() {
-        let cli = parse(&["--config", "/c.toml", "reconcile", "--quantity", "3", "--json"]).expect("valid");
+        let cli = parse(&[
+            "--config",
+            "/c.toml",
+            "reconcile",
+            "--quantity",
+            "3",
+            "--json",
+        ])
+        .expect("valid");
         assert_eq!(cli.config, PathBuf::from("/c.toml"));
-        assert!(matches!(cli.command, Command::Reconcile { quantity: Some(3), json: true }));
+        assert!(matches!(
+            cli.command,
+            Command::Reconcile {
+                quantity: Some(3),
+                json: true
+            }
+        ));
 
         let cli = parse(&["--log-format", "json", "flush", "--idle-only"]).expect("valid");
         assert_eq!(cli.log_format, LogFormat::Json);
-        assert!(matches!(cli.command, Command::Flush { idle_only: true, json: false }));
+        assert!(matches!(
+            cli.command,
+            Command::Flush {
+                idle_only: true,
+                json: false
+            }
+        ));
 
-        let cli = parse(&["runner-bin", "latest", "--os", "linux", "--arch", "arm64", "--json"]).expect("valid");
+        let cli = parse(&[
+            "runner-bin",
+            "latest",
+            "--os",
+            "linux",
+            "--arch",
+            "arm64",
+            "--json",
+        ])
+        .expect("valid");
         match cli.command {
             Command::RunnerBin(RunnerBinCommand::Latest { os, arch, json }) => {
                 assert_eq!((os.as_str(), arch.as_str(), json), ("linux", "arm64", true));
@@ -131,8 +160,14 @@ mod tests {
             parse(&["runner-bin", "check"]).expect("valid").command,
             Command::RunnerBin(RunnerBinCommand::Check)
         ));
-        assert!(matches!(parse(&["status", "--json"]).expect("valid").command, Command::Status { json: true }));
-        assert!(matches!(parse(&["run"]).expect("valid").command, Command::Run));
+        assert!(matches!(
+            parse(&["status", "--json"]).expect("valid").command,
+            Command::Status { json: true }
+        ));
+        assert!(matches!(
+            parse(&["run"]).expect("valid").command,
+            Command::Run
+        ));
         // --config is global: it may follow the subcommand too.
         let cli = parse(&["check-config", "--config", "/x.toml"]).expect("valid");
         assert_eq!(cli.config, PathBuf::from("/x.toml"));

@@ -33,6 +33,8 @@ pub const SERVICE_TOKEN_ENV: &str = "RUNNER_MANAGER_SERVICE_TOKEN";
 pub const API_TOKEN_ENV: &str = "RUNNER_MANAGER_API_TOKEN";
 pub const WEBHOOK_SECRET_ENV: &str = "RUNNER_MANAGER_WEBHOOK_SECRET";
 
+/// Replaces a password in URLs that are shown (`[redacted]` would be percent-encoded).
+const REDACTED_PASSWORD: &str = "redacted";
 const MAX_QUANTITY: u32 = 10_000;
 const MAX_CPU: u32 = 1_024;
 const MAX_UNIT: u32 = 99_999;
@@ -237,7 +239,7 @@ impl fmt::Display for ProxyUrl {
         let mut shown = self.0.clone();
         if shown.password().is_some() {
             // Cannot fail: the URL already has a password, so it has a host.
-            let _ = shown.set_password(Some(crate::secret::REDACTED));
+            let _ = shown.set_password(Some(REDACTED_PASSWORD));
         }
         f.write_str(shown.as_str())
     }
@@ -514,12 +516,16 @@ impl Config {
     /// labels, without case-insensitive duplicates.
     pub fn runner_labels(&self) -> Vec<String> {
         let mut seen = BTreeSet::new();
-        ["self-hosted", self.app_name.as_str(), self.lxd.image.as_str()]
-            .into_iter()
-            .chain(self.runners.labels.iter().map(String::as_str))
-            .filter(|label| seen.insert(label.to_ascii_lowercase()))
-            .map(str::to_owned)
-            .collect()
+        [
+            "self-hosted",
+            self.app_name.as_str(),
+            self.lxd.image.as_str(),
+        ]
+        .into_iter()
+        .chain(self.runners.labels.iter().map(String::as_str))
+        .filter(|label| seen.insert(label.to_ascii_lowercase()))
+        .map(str::to_owned)
+        .collect()
     }
 
     /// The prefix of every runner name this manager owns: `<app_name>-<unit>-`.
@@ -529,7 +535,8 @@ impl Config {
 }
 
 fn parse_raw(text: &str) -> Result<RawConfig, ConfigError> {
-    let deserializer = toml::de::Deserializer::parse(text).map_err(|err| syntax_error(text, &err))?;
+    let deserializer =
+        toml::de::Deserializer::parse(text).map_err(|err| syntax_error(text, &err))?;
     serde_path_to_error::deserialize(deserializer).map_err(|err| {
         let key = err.path().to_string();
         ConfigError::Invalid(vec![serde_key_error(&key, err.inner().message())])
@@ -552,8 +559,14 @@ fn serde_key_error(path: &str, message: &str) -> KeyError {
             .split_once(", ")
             .map(|(_, expected)| format!(" ({expected})"))
             .unwrap_or_default();
+        // serde_path_to_error already records the unknown key itself as the last segment.
+        let already_named = parent == name || parent.ends_with(&format!(".{name}"));
         return KeyError {
-            key: join(name),
+            key: if already_named {
+                parent.to_owned()
+            } else {
+                join(name)
+            },
             reason: format!("unknown key{expected}"),
         };
     }
@@ -563,14 +576,32 @@ fn serde_key_error(path: &str, message: &str) -> KeyError {
         } else {
             parent.to_owned()
         },
-        reason: message.to_owned(),
+        reason: friendly_serde_message(message),
+    }
+}
+
+/// Rewords serde messages that name our internal types.
+fn friendly_serde_message(message: &str) -> String {
+    if message == "wanted string or table" {
+        return "invalid type, expected a string".to_owned();
+    }
+    match message.find("expected struct Raw") {
+        Some(index) => format!("{}expected a table", &message[..index]),
+        None => message
+            .replace("expected path string", "expected a path string")
+            .replace("expected u32", "expected a non-negative integer")
+            .replace("expected u64", "expected a non-negative integer"),
     }
 }
 
 /// A syntax error with line and column, without the offending source line (which could hold a
 /// secret).
 fn syntax_error(text: &str, err: &toml::de::Error) -> ConfigError {
-    let offset = err.span().map(|span| span.start).unwrap_or(0).min(text.len());
+    let offset = err
+        .span()
+        .map(|span| span.start)
+        .unwrap_or(0)
+        .min(text.len());
     let before = text.get(..offset).unwrap_or_default();
     let line = before.matches('\n').count() + 1;
     let column = before
@@ -634,7 +665,10 @@ impl Validator<'_> {
             Some("must not be empty".to_owned())
         } else if name.len() > MAX_APP_NAME {
             Some(format!("must be at most {MAX_APP_NAME} characters"))
-        } else if !valid_chars || !name.starts_with(|c: char| c.is_ascii_lowercase()) || name.ends_with('-') {
+        } else if !valid_chars
+            || !name.starts_with(|c: char| c.is_ascii_lowercase())
+            || name.ends_with('-')
+        {
             Some(format!(
                 "invalid name \"{name}\": use lowercase letters, digits and '-', starting with a letter and not ending with '-' (it becomes part of instance names)"
             ))
@@ -814,7 +848,8 @@ impl Validator<'_> {
         token_file: Option<PathBuf>,
         app: Option<RawGithubApp>,
     ) -> Option<GithubCredentials> {
-        let has_token = token.as_ref().is_some_and(|t| !t.0.trim().is_empty()) || token_file.is_some();
+        let has_token =
+            token.as_ref().is_some_and(|t| !t.0.trim().is_empty()) || token_file.is_some();
         if let Some(app) = app {
             if has_token {
                 self.errors.push(
@@ -894,7 +929,9 @@ impl Validator<'_> {
         let endpoint = self.lxd_endpoint(&raw);
         let image = match raw.image {
             None => Some("jammy".to_owned()),
-            Some(image) if image.is_empty() || image.chars().any(|c| c.is_whitespace() || c == ',') => {
+            Some(image)
+                if image.is_empty() || image.chars().any(|c| c.is_whitespace() || c == ',') =>
+            {
                 self.errors.push(
                     "lxd.image",
                     format!("invalid image alias \"{image}\": must be non-empty, without spaces or commas"),
@@ -922,7 +959,8 @@ impl Validator<'_> {
     }
 
     fn lxd_endpoint(&mut self, raw: &RawLxd) -> Option<LxdEndpoint> {
-        let tls_key_set = raw.client_cert.is_some() || raw.client_key.is_some() || raw.server_cert.is_some();
+        let tls_key_set =
+            raw.client_cert.is_some() || raw.client_key.is_some() || raw.server_cert.is_some();
         match (&raw.socket, &raw.url) {
             (Some(_), Some(_)) => {
                 self.errors
@@ -936,7 +974,8 @@ impl Validator<'_> {
                         "client_cert, client_key and server_cert apply only with lxd.url",
                     );
                 }
-                self.path("lxd.socket", socket.clone()).map(LxdEndpoint::Socket)
+                self.path("lxd.socket", socket.clone())
+                    .map(LxdEndpoint::Socket)
             }
             (None, None) => {
                 if tls_key_set {
@@ -952,8 +991,10 @@ impl Validator<'_> {
                 let client_cert = match &raw.client_cert {
                     Some(path) => self.existing_file("lxd.client_cert", path.clone()),
                     None => {
-                        self.errors
-                            .push("lxd.client_cert", "missing: lxd.url needs a client certificate");
+                        self.errors.push(
+                            "lxd.client_cert",
+                            "missing: lxd.url needs a client certificate",
+                        );
                         None
                     }
                 };
@@ -966,7 +1007,9 @@ impl Validator<'_> {
                     }
                 };
                 let server_cert = match &raw.server_cert {
-                    Some(path) => self.existing_file("lxd.server_cert", path.clone()).map(Some),
+                    Some(path) => self
+                        .existing_file("lxd.server_cert", path.clone())
+                        .map(Some),
                     None => Some(None),
                 };
                 Some(LxdEndpoint::Https {
@@ -998,18 +1041,26 @@ impl Validator<'_> {
         if raw_labels.len() > MAX_LABELS - 3 {
             self.errors.push(
                 "runners.labels",
-                format!("at most {} extra labels (GitHub allows {MAX_LABELS})", MAX_LABELS - 3),
+                format!(
+                    "at most {} extra labels (GitHub allows {MAX_LABELS})",
+                    MAX_LABELS - 3
+                ),
             );
             labels_ok = false;
         }
         for (index, label) in raw_labels.into_iter().enumerate() {
             if label.is_empty()
                 || label.len() > 100
-                || label.chars().any(|c| c.is_whitespace() || c.is_control() || c == ',')
+                || label
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || c == ',')
             {
                 self.errors.push(
                     format!("runners.labels[{index}]"),
-                    format!("invalid label \"{}\": 1 to 100 characters, without spaces or commas", label.escape_debug()),
+                    format!(
+                        "invalid label \"{}\": 1 to 100 characters, without spaces or commas",
+                        label.escape_debug()
+                    ),
                 );
                 labels_ok = false;
             } else {
@@ -1040,8 +1091,10 @@ impl Validator<'_> {
                 }
                 // The value may hold credentials: the reason does not echo it.
                 Ok(_) => {
-                    self.errors
-                        .push(key, "unsupported proxy URL: expected http://HOST:PORT or https://HOST:PORT");
+                    self.errors.push(
+                        key,
+                        "unsupported proxy URL: expected http://HOST:PORT or https://HOST:PORT",
+                    );
                     None
                 }
                 Err(err) => {
@@ -1053,7 +1106,11 @@ impl Validator<'_> {
         let http = proxy_url("proxy.http", raw.http);
         let https = proxy_url("proxy.https", raw.https);
         let no_proxy = match raw.no_proxy {
-            Some(value) if value.chars().any(|c| c.is_whitespace() && c != ' ' || c.is_control()) => {
+            Some(value)
+                if value
+                    .chars()
+                    .any(|c| c.is_whitespace() && c != ' ' || c.is_control()) =>
+            {
                 self.errors.push(
                     "proxy.no_proxy",
                     "must be a comma-separated list of hosts, without control characters",
@@ -1195,7 +1252,7 @@ fn default_web_url(api_url: &Url) -> Url {
 fn redact_url(url: &Url) -> String {
     let mut shown = url.clone();
     if shown.password().is_some() {
-        let _ = shown.set_password(Some(crate::secret::REDACTED));
+        let _ = shown.set_password(Some(REDACTED_PASSWORD));
     }
     shown.to_string()
 }
@@ -1280,7 +1337,13 @@ pub struct ConfigSummary {
 
 impl Config {
     pub fn summary(&self) -> ConfigSummary {
-        let set = |secret: &Option<Secret>| if secret.is_some() { "set" } else { "not set (disabled)" };
+        let set = |secret: &Option<Secret>| {
+            if secret.is_some() {
+                "set"
+            } else {
+                "not set (disabled)"
+            }
+        };
         ConfigSummary {
             runner_name_prefix: self.runner_name_prefix(),
             state_dir: self.state_dir.display().to_string(),
@@ -1323,14 +1386,22 @@ impl Config {
             proxy: [
                 self.proxy.http.as_ref().map(|url| format!("http={url}")),
                 self.proxy.https.as_ref().map(|url| format!("https={url}")),
-                self.proxy.no_proxy.as_ref().map(|hosts| format!("no_proxy={hosts}")),
+                self.proxy
+                    .no_proxy
+                    .as_ref()
+                    .map(|hosts| format!("no_proxy={hosts}")),
             ]
             .into_iter()
             .flatten()
             .collect(),
             policy: self.policy.as_ref().map_or_else(
                 || "disabled".to_owned(),
-                |policy| format!("{} (token from {})", policy.url, policy.service_token_source),
+                |policy| {
+                    format!(
+                        "{} (token from {})",
+                        policy.url, policy.service_token_source
+                    )
+                },
             ),
             events_log: self
                 .metrics

@@ -13,7 +13,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -80,7 +80,7 @@ impl DaemonSettings {
 }
 
 /// Why a pass was asked for (a bounded set: it is a metric label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TriggerSource {
     Startup,
@@ -90,9 +90,29 @@ pub enum TriggerSource {
     Api,
 }
 
+impl TriggerSource {
+    pub const ALL: [Self; 5] = [
+        Self::Startup,
+        Self::Timer,
+        Self::Retry,
+        Self::Webhook,
+        Self::Api,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Startup => "startup",
+            Self::Timer => "timer",
+            Self::Retry => "retry",
+            Self::Webhook => "webhook",
+            Self::Api => "api",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct SourceLabel {
-    source: TriggerSource,
+    source: &'static str,
 }
 
 /// Why a requested pass gave no result.
@@ -151,6 +171,12 @@ impl DaemonMetrics {
             "Reconcile passes asked for, by source",
             metrics.triggers.clone(),
         );
+        for source in TriggerSource::ALL {
+            // Creates the sample at 0, so rates work from the first scrape.
+            drop(metrics.triggers.get_or_create(&SourceLabel {
+                source: source.as_str(),
+            }));
+        }
         registry.register(
             "runner_manager_reconcile_consecutive_failures",
             "Failed reconcile passes since the last successful one",
@@ -182,7 +208,9 @@ struct Shared {
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding these locks leaves plain data behind, still usable.
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Asks the daemon for work; cheap to clone.
@@ -198,7 +226,11 @@ impl DaemonHandle {
     }
 
     /// Asks for a prompt pass and waits for its result (`POST /reconcile`).
-    pub async fn reconcile_now(&self, source: TriggerSource, detail: impl Into<String>) -> PassResult {
+    pub async fn reconcile_now(
+        &self,
+        source: TriggerSource,
+        detail: impl Into<String>,
+    ) -> PassResult {
         let (tx, rx) = oneshot::channel();
         if !self.enqueue(source, detail.into(), Some(tx)) {
             return Err(PassError::ShuttingDown);
@@ -250,7 +282,9 @@ impl DaemonHandle {
         self.shared
             .metrics
             .triggers
-            .get_or_create(&SourceLabel { source })
+            .get_or_create(&SourceLabel {
+                source: source.as_str(),
+            })
             .inc();
         self.shared.wake.notify_one();
         true
@@ -333,17 +367,32 @@ impl Daemon {
                     shared
                         .metrics
                         .triggers
-                        .get_or_create(&SourceLabel { source: next_source })
+                        .get_or_create(&SourceLabel {
+                            source: next_source.as_str(),
+                        })
                         .inc();
                 }
             }
             reasons.extend(sources);
 
             let span = tracing::info_span!("reconcile", reasons = ?reasons, details = ?details);
-            let work = shared.work.lock().instrument(span.clone()).await;
+            // A running flush holds the work lock; shutdown must not wait for it.
+            let work = tokio::select! {
+                biased;
+                () = &mut shutdown => {
+                    drop(waiters);
+                    return self.close(DaemonExit::Idle);
+                }
+                work = shared.work.lock().instrument(span.clone()) => work,
+            };
             lock(&shared.state).in_flight = true;
             let pass = async {
-                match timeout(settings.pass_timeout, shared.ops.reconcile(settings.quantity)).await {
+                match timeout(
+                    settings.pass_timeout,
+                    shared.ops.reconcile(settings.quantity),
+                )
+                .await
+                {
                     Ok(result) => Outcome::Done(result),
                     Err(_) => Outcome::TimedOut,
                 }
@@ -382,10 +431,7 @@ impl Daemon {
                     next_source = TriggerSource::Retry;
                 }
             }
-            shared
-                .metrics
-                .consecutive_failures
-                .set(i64::from(failures));
+            shared.metrics.consecutive_failures.set(i64::from(failures));
             for waiter in waiters {
                 // A requester that gave up is fine.
                 let _ = waiter.send(result.clone());

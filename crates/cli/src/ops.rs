@@ -42,12 +42,14 @@ pub enum FlushMode {
 pub struct ReconcileOutput {
     /// The target number of runners.
     pub quantity: u32,
-    /// Runners after the pass minus runners before it.
+    /// The seed's return value: `quantity` minus the healthy runners before the pass.
     pub delta: i64,
     /// Runners created in this pass.
     pub created: u32,
     /// Runners removed in this pass (unhealthy, finished, surplus).
     pub removed: u32,
+    /// Planned for removal, but GitHub said busy: left running.
+    pub skipped_busy: u32,
     /// Creations or removals that failed (the next pass retries).
     pub failed: u32,
 }

@@ -88,7 +88,12 @@ impl Console {
     }
 
     /// `value` as JSON on stdout with `--json`, else its human rendering on stderr.
-    pub fn result<T: Serialize>(&mut self, json: bool, value: &T, human: impl FnOnce(&T) -> String) -> io::Result<()> {
+    pub fn result<T: Serialize>(
+        &mut self,
+        json: bool,
+        value: &T,
+        human: impl FnOnce(&T) -> String,
+    ) -> io::Result<()> {
         if json {
             self.json(value)
         } else {
@@ -149,6 +154,9 @@ pub fn render_reconcile(output: &ReconcileOutput) -> String {
         output.created,
         output.removed
     );
+    if output.skipped_busy > 0 {
+        let _ = write!(text, ", left {} busy runner(s) alone", output.skipped_busy);
+    }
     if output.failed > 0 {
         let _ = write!(text, ", {} failed (the next pass retries)", output.failed);
     }
@@ -165,7 +173,12 @@ pub fn render_flush(output: &FlushOutput) -> String {
 
 /// `3d4h`, `2h05m`, `4m10s`, `12s`.
 pub fn render_age(seconds: u64) -> String {
-    let (d, h, m, s) = (seconds / 86_400, seconds / 3_600 % 24, seconds / 60 % 60, seconds % 60);
+    let (d, h, m, s) = (
+        seconds / 86_400,
+        seconds / 3_600 % 24,
+        seconds / 60 % 60,
+        seconds % 60,
+    );
     if d > 0 {
         format!("{d}d{h}h")
     } else if h > 0 {
@@ -190,7 +203,8 @@ pub fn render_status(status: &StatusOutput) -> String {
                     r.name.clone(),
                     r.instance_status.clone(),
                     r.github_status.clone().unwrap_or_else(|| "-".into()),
-                    r.busy.map_or("-".into(), |b| if b { "yes" } else { "no" }.into()),
+                    r.busy
+                        .map_or("-".into(), |b| if b { "yes" } else { "no" }.into()),
                     r.age_seconds.map_or("-".into(), render_age),
                     r.version.clone().unwrap_or_else(|| "-".into()),
                 ]
@@ -212,7 +226,11 @@ pub fn render_status(status: &StatusOutput) -> String {
                 .join("  ");
             let _ = writeln!(text, "{}", line.trim_end());
         }
-        let busy = status.runners.iter().filter(|r| r.busy == Some(true)).count();
+        let busy = status
+            .runners
+            .iter()
+            .filter(|r| r.busy == Some(true))
+            .count();
         let _ = writeln!(text, "{} runner(s), {busy} busy", status.runners.len());
     }
     let list = |items: &[String]| {
@@ -222,8 +240,16 @@ pub fn render_status(status: &StatusOutput) -> String {
             items.join(", ")
         }
     };
-    let _ = writeln!(text, "dangling (on GitHub, no instance): {}", list(&status.dangling));
-    let _ = write!(text, "orphans (instance, not on GitHub): {}", list(&status.orphans));
+    let _ = writeln!(
+        text,
+        "dangling (on GitHub, no instance): {}",
+        list(&status.dangling)
+    );
+    let _ = write!(
+        text,
+        "orphans (instance, not on GitHub): {}",
+        list(&status.orphans)
+    );
     text
 }
 
@@ -234,7 +260,10 @@ pub fn render_runner_bin(output: &RunnerBinOutput) -> String {
         output.os,
         output.architecture,
         output.download_url,
-        output.sha256_checksum.as_deref().unwrap_or("(not published)")
+        output
+            .sha256_checksum
+            .as_deref()
+            .unwrap_or("(not published)")
     )
 }
 
@@ -244,10 +273,7 @@ pub fn render_runner_bin_update(output: &RunnerBinUpdateOutput) -> String {
     } else {
         "already up to date:"
     };
-    format!(
-        "{verb} {} at {}",
-        output.binary.filename, output.path
-    )
+    format!("{verb} {} at {}", output.binary.filename, output.path)
 }
 
 pub fn render_runner_bin_check(output: &RunnerBinCheckOutput) -> String {
@@ -273,7 +299,10 @@ pub fn render_config_summary(path: &str, summary: &ConfigSummary) -> String {
             summary.github_scope, summary.github_path, summary.github_auth, summary.runner_group
         ),
     );
-    row("api", format!("{} (web {})", summary.api_url, summary.web_url));
+    row(
+        "api",
+        format!("{} (web {})", summary.api_url, summary.web_url),
+    );
     row("lxd", summary.lxd_endpoint.clone());
     row(
         "runners",
@@ -315,7 +344,10 @@ pub fn render_config_summary(path: &str, summary: &ConfigSummary) -> String {
         "server",
         format!(
             "{}, reconcile every {}s, api_token {}, webhook_secret {}",
-            summary.listen, summary.reconcile_interval_seconds, summary.api_token, summary.webhook_secret
+            summary.listen,
+            summary.reconcile_interval_seconds,
+            summary.api_token,
+            summary.webhook_secret
         ),
     );
     text
@@ -365,13 +397,30 @@ mod tests {
         insta::assert_snapshot!("status", render_status(&status()));
         insta::assert_snapshot!(
             "status_empty",
-            render_status(&StatusOutput { runners: vec![], dangling: vec![], orphans: vec![] })
+            render_status(&StatusOutput {
+                runners: vec![],
+                dangling: vec![],
+                orphans: vec![]
+            })
         );
         insta::assert_snapshot!(
             "reconcile",
-            render_reconcile(&ReconcileOutput { quantity: 3, delta: 2, created: 2, removed: 0, failed: 1 })
+            render_reconcile(&ReconcileOutput {
+                quantity: 3,
+                delta: 2,
+                created: 2,
+                removed: 0,
+                skipped_busy: 1,
+                failed: 1
+            })
         );
-        insta::assert_snapshot!("flush", render_flush(&FlushOutput { removed: 2, skipped_busy: 1 }));
+        insta::assert_snapshot!(
+            "flush",
+            render_flush(&FlushOutput {
+                removed: 2,
+                skipped_busy: 1
+            })
+        );
         let binary = RunnerBinOutput {
             os: "linux".into(),
             architecture: "x64".into(),
@@ -390,21 +439,29 @@ mod tests {
         );
         insta::assert_snapshot!(
             "runner_bin_check_missing",
-            render_runner_bin_check(&RunnerBinCheckOutput { present: false, path: "/x".into() })
+            render_runner_bin_check(&RunnerBinCheckOutput {
+                present: false,
+                path: "/x".into()
+            })
         );
     }
 
     #[test]
     fn json_is_one_document_on_stdout() {
         let (mut console, stdout, stderr) = Console::captured();
-        console.result(true, &status(), render_status).expect("write");
-        let value: serde_json::Value = serde_json::from_str(&stdout.text()).expect("one JSON document");
+        console
+            .result(true, &status(), render_status)
+            .expect("write");
+        let value: serde_json::Value =
+            serde_json::from_str(&stdout.text()).expect("one JSON document");
         assert_eq!(value["runners"][0]["name"], "github-runner-0-a1b2c3");
         assert_eq!(value["runners"][1]["busy"], serde_json::Value::Null);
         assert_eq!(stderr.text(), "");
 
         let (mut console, stdout, stderr) = Console::captured();
-        console.result(false, &status(), render_status).expect("write");
+        console
+            .result(false, &status(), render_status)
+            .expect("write");
         assert_eq!(stdout.text(), "");
         assert!(stderr.text().contains("NAME"));
     }

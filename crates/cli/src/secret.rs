@@ -66,7 +66,10 @@ mod tests {
         let secret = Secret::new("ghp_topsecret").expect("non-empty");
         assert_eq!(format!("{secret:?}"), REDACTED);
         assert_eq!(format!("{secret}"), REDACTED);
-        assert_eq!(format!("{:?}", Some(secret.clone())), format!("Some({REDACTED})"));
+        assert_eq!(
+            format!("{:?}", Some(secret.clone())),
+            format!("Some({REDACTED})")
+        );
         assert_eq!(secret.expose(), "ghp_topsecret");
     }
 

@@ -20,7 +20,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
@@ -38,17 +38,21 @@ use crate::webhook::{job_action, signature_is_valid, JobAction, LabelMatcher, Wo
 /// deliveries are a few KiB).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
-/// The content type of `GET /metrics`.
-pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// Bound of `GET /runners` (GitHub and LXD are asked).
+const STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+/// The content type of `GET /metrics`.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum EventLabel {
     WorkflowJob,
     Ping,
     Other,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum OutcomeLabel {
     ReconcileTriggered,
     CleanupTriggered,
@@ -60,10 +64,35 @@ enum OutcomeLabel {
     Unavailable,
 }
 
+impl EventLabel {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::WorkflowJob => "workflow_job",
+            Self::Ping => "ping",
+            Self::Other => "other",
+        }
+    }
+}
+
+impl OutcomeLabel {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::ReconcileTriggered => "reconcile_triggered",
+            Self::CleanupTriggered => "cleanup_triggered",
+            Self::NotMatched => "not_matched",
+            Self::Ignored => "ignored",
+            Self::Pong => "pong",
+            Self::Unauthorized => "unauthorized",
+            Self::Malformed => "malformed",
+            Self::Unavailable => "unavailable",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct DeliveryLabels {
-    event: EventLabel,
-    outcome: OutcomeLabel,
+    event: &'static str,
+    outcome: &'static str,
 }
 
 /// Webhook metrics, registered next to the manager's.
@@ -151,18 +180,18 @@ async fn health(State(state): State<ServerState>) -> Response {
     } else {
         StatusCode::OK
     };
-    let text = if daemon.shutting_down { "shutting_down" } else { "ok" };
+    let text = if daemon.shutting_down {
+        "shutting_down"
+    } else {
+        "ok"
+    };
     (status, Json(json!({ "status": text, "daemon": daemon }))).into_response()
 }
 
 async fn metrics(State(state): State<ServerState>) -> Response {
     let mut text = String::new();
     match prometheus_client::encoding::text::encode(&mut text, &state.registry) {
-        Ok(()) => (
-            [(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)],
-            text,
-        )
-            .into_response(),
+        Ok(()) => ([(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)], text).into_response(),
         Err(err) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("encoding metrics: {err}"),
@@ -171,9 +200,13 @@ async fn metrics(State(state): State<ServerState>) -> Response {
 }
 
 async fn runners(State(state): State<ServerState>) -> Response {
-    match state.daemon.ops().status().await {
-        Ok(status) => Json(status).into_response(),
-        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{err:#}")),
+    match tokio::time::timeout(STATUS_TIMEOUT, state.daemon.ops().status()).await {
+        Ok(Ok(status)) => Json(status).into_response(),
+        Ok(Err(err)) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{err:#}")),
+        Err(_) => error(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("reading runner status timed out after {STATUS_TIMEOUT:?}"),
+        ),
     }
 }
 
@@ -187,7 +220,9 @@ async fn reconcile(State(state): State<ServerState>, headers: HeaderMap) -> Resp
         .await
     {
         Ok(output) => Json(output).into_response(),
-        Err(err @ PassError::ShuttingDown) => error(StatusCode::SERVICE_UNAVAILABLE, err.to_string()),
+        Err(err @ PassError::ShuttingDown) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
+        }
         Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
     }
 }
@@ -238,7 +273,10 @@ async fn webhook(State(state): State<ServerState>, headers: HeaderMap, body: Byt
     state
         .metrics
         .deliveries
-        .get_or_create(&DeliveryLabels { event, outcome })
+        .get_or_create(&DeliveryLabels {
+            event: event.as_str(),
+            outcome: outcome.as_str(),
+        })
         .inc();
     response
 }
@@ -253,25 +291,39 @@ fn webhook_outcome(
     let Some(secret) = &state.webhook_secret else {
         return (
             OutcomeLabel::Unauthorized,
-            error(StatusCode::UNAUTHORIZED, "server.webhook_secret is not configured"),
+            error(
+                StatusCode::UNAUTHORIZED,
+                "server.webhook_secret is not configured",
+            ),
         );
     };
     let signature = headers
         .get("x-hub-signature-256")
         .and_then(|v| v.to_str().ok());
     if !signature_is_valid(secret, body, signature) {
-        warn!(message = "Webhook delivery with a missing or wrong signature.", event = event_name);
+        warn!(
+            message = "Webhook delivery with a missing or wrong signature.",
+            event = event_name
+        );
         return (
             OutcomeLabel::Unauthorized,
-            error(StatusCode::UNAUTHORIZED, "missing or wrong X-Hub-Signature-256"),
+            error(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong X-Hub-Signature-256",
+            ),
         );
     }
     let outcome = |status: StatusCode, label: OutcomeLabel, text: &str| {
-        (label, (status, Json(json!({ "outcome": text }))).into_response())
+        (
+            label,
+            (status, Json(json!({ "outcome": text }))).into_response(),
+        )
     };
     match event {
         EventLabel::Ping => return outcome(StatusCode::OK, OutcomeLabel::Pong, "pong"),
-        EventLabel::Other => return outcome(StatusCode::ACCEPTED, OutcomeLabel::Ignored, "ignored"),
+        EventLabel::Other => {
+            return outcome(StatusCode::ACCEPTED, OutcomeLabel::Ignored, "ignored")
+        }
         EventLabel::WorkflowJob => {}
     }
     let payload: WorkflowJobEvent = match serde_json::from_slice(body) {
@@ -279,32 +331,47 @@ fn webhook_outcome(
         Err(err) => {
             return (
                 OutcomeLabel::Malformed,
-                error(StatusCode::BAD_REQUEST, format!("malformed workflow_job payload: {err}")),
+                error(
+                    StatusCode::BAD_REQUEST,
+                    format!("malformed workflow_job payload: {err}"),
+                ),
             )
         }
     };
-    let (source_detail, label, text) = match job_action(&payload, &state.labels, &state.runner_prefix) {
-        JobAction::Reconcile { job_id } => (
-            format!("workflow_job {job_id} queued"),
-            OutcomeLabel::ReconcileTriggered,
-            "reconcile_triggered",
-        ),
-        JobAction::Cleanup { job_id, runner } => (
-            format!("workflow_job {job_id} completed on {runner}"),
-            OutcomeLabel::CleanupTriggered,
-            "cleanup_triggered",
-        ),
-        JobAction::NotOurLabels => return outcome(StatusCode::OK, OutcomeLabel::NotMatched, "labels_not_matched"),
-        JobAction::NotOurRunner => return outcome(StatusCode::OK, OutcomeLabel::NotMatched, "not_our_runner"),
-        JobAction::Ignored => return outcome(StatusCode::OK, OutcomeLabel::Ignored, "ignored"),
-    };
+    let (source_detail, label, text) =
+        match job_action(&payload, &state.labels, &state.runner_prefix) {
+            JobAction::Reconcile { job_id } => (
+                format!("workflow_job {job_id} queued"),
+                OutcomeLabel::ReconcileTriggered,
+                "reconcile_triggered",
+            ),
+            JobAction::Cleanup { job_id, runner } => (
+                format!("workflow_job {job_id} completed on {runner}"),
+                OutcomeLabel::CleanupTriggered,
+                "cleanup_triggered",
+            ),
+            JobAction::NotOurLabels => {
+                return outcome(
+                    StatusCode::OK,
+                    OutcomeLabel::NotMatched,
+                    "labels_not_matched",
+                )
+            }
+            JobAction::NotOurRunner => {
+                return outcome(StatusCode::OK, OutcomeLabel::NotMatched, "not_our_runner")
+            }
+            JobAction::Ignored => return outcome(StatusCode::OK, OutcomeLabel::Ignored, "ignored"),
+        };
     info!(message = "Webhook asks for a reconcile.", detail = %source_detail);
     if state.daemon.trigger(TriggerSource::Webhook, source_detail) {
         outcome(StatusCode::ACCEPTED, label, text)
     } else {
         (
             OutcomeLabel::Unavailable,
-            error(StatusCode::SERVICE_UNAVAILABLE, "runner-manager is shutting down"),
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "runner-manager is shutting down",
+            ),
         )
     }
 }

@@ -97,7 +97,11 @@ pub enum JobAction {
 }
 
 /// Decides what a delivery asks for. `runner_prefix` is `<app_name>-<unit>-`.
-pub fn job_action(event: &WorkflowJobEvent, labels: &LabelMatcher, runner_prefix: &str) -> JobAction {
+pub fn job_action(
+    event: &WorkflowJobEvent,
+    labels: &LabelMatcher,
+    runner_prefix: &str,
+) -> JobAction {
     let job = &event.workflow_job;
     match event.action.as_str() {
         "queued" if labels.matches(&job.labels) => JobAction::Reconcile { job_id: job.id },
@@ -127,7 +131,11 @@ mod tests {
         let secret = secret("It's a Secret to Everybody");
         let expected = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
         assert_eq!(sign(&secret, b"Hello, World!"), expected);
-        assert!(signature_is_valid(&secret, b"Hello, World!", Some(expected)));
+        assert!(signature_is_valid(
+            &secret,
+            b"Hello, World!",
+            Some(expected)
+        ));
     }
 
     #[test]
@@ -142,10 +150,17 @@ mod tests {
             Some("sha256=zz"),
             Some("sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e18"),
         ] {
-            assert!(!signature_is_valid(&secret, b"Hello, World!", header), "{header:?}");
+            assert!(
+                !signature_is_valid(&secret, b"Hello, World!", header),
+                "{header:?}"
+            );
         }
         assert!(!signature_is_valid(&secret, b"Hello, World?", Some(&good)));
-        assert!(!signature_is_valid(&self::secret("other"), b"Hello, World!", Some(&good)));
+        assert!(!signature_is_valid(
+            &self::secret("other"),
+            b"Hello, World!",
+            Some(&good)
+        ));
     }
 
     fn event(action: &str, labels: &[&str], runner: Option<&str>) -> WorkflowJobEvent {
@@ -166,18 +181,65 @@ mod tests {
         let check = |event: WorkflowJobEvent, expected: JobAction| {
             assert_eq!(job_action(&event, &labels, prefix), expected, "{event:?}");
         };
-        check(event("queued", &["self-hosted", "jammy"], None), JobAction::Reconcile { job_id: 7 });
-        check(event("queued", &["Self-Hosted", "gpu"], None), JobAction::Reconcile { job_id: 7 });
-        check(event("queued", &["self-hosted", "windows"], None), JobAction::NotOurLabels);
+        check(
+            event("queued", &["self-hosted", "jammy"], None),
+            JobAction::Reconcile { job_id: 7 },
+        );
+        check(
+            event("queued", &["Self-Hosted", "gpu"], None),
+            JobAction::Reconcile { job_id: 7 },
+        );
+        check(
+            event("queued", &["self-hosted", "windows"], None),
+            JobAction::NotOurLabels,
+        );
         check(event("queued", &[], None), JobAction::NotOurLabels);
         check(
             event("completed", &["self-hosted"], Some("github-runner-0-ab12")),
-            JobAction::Cleanup { job_id: 7, runner: "github-runner-0-ab12".into() },
+            JobAction::Cleanup {
+                job_id: 7,
+                runner: "github-runner-0-ab12".into(),
+            },
         );
-        check(event("completed", &["self-hosted"], Some("github-runner-1-ab12")), JobAction::NotOurRunner);
-        check(event("completed", &["self-hosted"], None), JobAction::NotOurRunner);
-        check(event("in_progress", &["self-hosted"], Some("github-runner-0-ab12")), JobAction::Ignored);
+        check(
+            event("completed", &["self-hosted"], Some("github-runner-1-ab12")),
+            JobAction::NotOurRunner,
+        );
+        check(
+            event("completed", &["self-hosted"], None),
+            JobAction::NotOurRunner,
+        );
+        check(
+            event(
+                "in_progress",
+                &["self-hosted"],
+                Some("github-runner-0-ab12"),
+            ),
+            JobAction::Ignored,
+        );
         check(event("waiting", &["self-hosted"], None), JobAction::Ignored);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn only_the_exact_body_and_secret_verify(
+            key in "[ -~]{1,40}",
+            body in proptest::collection::vec(proptest::num::u8::ANY, 0..512),
+            flip in proptest::num::usize::ANY,
+        ) {
+            let secret = match Secret::new(key) { Some(secret) => secret, None => return Ok(()) };
+            let signature = sign(&secret, &body);
+            proptest::prop_assert!(signature_is_valid(&secret, &body, Some(&signature)));
+            if !body.is_empty() {
+                let mut tampered = body.clone();
+                let index = flip % tampered.len();
+                tampered[index] ^= 0x01;
+                proptest::prop_assert!(!signature_is_valid(&secret, &tampered, Some(&signature)));
+            }
+            let mut other = body.clone();
+            other.push(b'x');
+            proptest::prop_assert!(!signature_is_valid(&secret, &other, Some(&signature)));
+        }
     }
 
     #[test]

@@ -41,10 +41,9 @@ impl Environment for TestEnv {
         self.vars.get(name).cloned()
     }
     fn read_file(&self, path: &Path) -> std::io::Result<String> {
-        self.files
-            .get(path)
-            .cloned()
-            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory"))
+        self.files.get(path).cloned().ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory")
+        })
     }
     fn file_exists(&self, path: &Path) -> bool {
         self.files.contains_key(path)
@@ -97,7 +96,10 @@ fn defaults_match_the_charm() {
     assert_eq!(config.github.web_url.as_str(), "https://github.com/");
     assert!(config.policy.is_none());
     assert!(!config.metrics.issue_metrics);
-    assert_eq!(config.runner_labels(), ["self-hosted", "github-runner", "jammy"]);
+    assert_eq!(
+        config.runner_labels(),
+        ["self-hosted", "github-runner", "jammy"]
+    );
     assert!(matches!(
         &config.github.credentials,
         GithubCredentials::Token { token, source: SecretSource::ConfigKey("github.token") }
@@ -110,7 +112,10 @@ fn the_example_config_is_valid() {
     let text = include_str!("../../../deploy/config.example.toml");
     let config = parse(text).expect("deploy/config.example.toml is valid");
     assert_eq!(config.github.path.to_string(), "owner/repo");
-    assert_eq!(config.lxd.endpoint, LxdEndpoint::Socket(PathBuf::from("/var/lib/incus/unix.socket")));
+    assert_eq!(
+        config.lxd.endpoint,
+        LxdEndpoint::Socket(PathBuf::from("/var/lib/incus/unix.socket"))
+    );
     assert_eq!(config.lxd.storage_path, Some(PathBuf::from("/storage/ram")));
     assert!(config.proxy.http.is_none());
 }
@@ -125,10 +130,32 @@ fn github_paths() {
             (result, expected) => panic!("{path}: {result:?} vs {expected:?}"),
         }
     };
-    check("owner/repo", Some(GithubPath::Repository { owner: "owner".into(), repo: "repo".into() }));
-    check("Octo-Org/my_app.rs", Some(GithubPath::Repository { owner: "Octo-Org".into(), repo: "my_app.rs".into() }));
-    check("octo-org", Some(GithubPath::Organization { org: "octo-org".into() }));
-    check("enterprises/acme", Some(GithubPath::Enterprise { slug: "acme".into() }));
+    check(
+        "owner/repo",
+        Some(GithubPath::Repository {
+            owner: "owner".into(),
+            repo: "repo".into(),
+        }),
+    );
+    check(
+        "Octo-Org/my_app.rs",
+        Some(GithubPath::Repository {
+            owner: "Octo-Org".into(),
+            repo: "my_app.rs".into(),
+        }),
+    );
+    check(
+        "octo-org",
+        Some(GithubPath::Organization {
+            org: "octo-org".into(),
+        }),
+    );
+    check(
+        "enterprises/acme",
+        Some(GithubPath::Enterprise {
+            slug: "acme".into(),
+        }),
+    );
     check("", None);
     check("a/b/c", None);
     check("owner/", None);
@@ -151,23 +178,47 @@ fn runner_group_applies_to_organisations() {
 #[test]
 fn secrets_come_from_key_file_or_env_in_that_order() {
     let mut env = TestEnv::standard();
-    env.vars.insert("RUNNER_MANAGER_GITHUB_TOKEN".into(), "ghp_fromenv".into());
-    env.vars.insert("RUNNER_MANAGER_API_TOKEN".into(), "api-from-env".into());
-    env.vars.insert("RUNNER_MANAGER_WEBHOOK_SECRET".into(), "hook-from-env".into());
+    env.vars
+        .insert("RUNNER_MANAGER_GITHUB_TOKEN".into(), "ghp_fromenv".into());
+    env.vars
+        .insert("RUNNER_MANAGER_API_TOKEN".into(), "api-from-env".into());
+    env.vars.insert(
+        "RUNNER_MANAGER_WEBHOOK_SECRET".into(),
+        "hook-from-env".into(),
+    );
 
     let token_of = |config: &Config| match &config.github.credentials {
         GithubCredentials::Token { token, source } => (token.expose().to_owned(), source.clone()),
         GithubCredentials::App { .. } => panic!("expected a token"),
     };
     let from_env = parse_with("[github]\npath = \"o/r\"\ntoken = \"\"\n", &env).expect("valid");
-    assert_eq!(token_of(&from_env), ("ghp_fromenv".into(), SecretSource::Env("RUNNER_MANAGER_GITHUB_TOKEN")));
-    assert_eq!(from_env.server.api_token.as_ref().map(|s| s.expose()), Some("api-from-env"));
-    assert_eq!(from_env.server.webhook_secret.as_ref().map(|s| s.expose()), Some("hook-from-env"));
+    assert_eq!(
+        token_of(&from_env),
+        (
+            "ghp_fromenv".into(),
+            SecretSource::Env("RUNNER_MANAGER_GITHUB_TOKEN")
+        )
+    );
+    assert_eq!(
+        from_env.server.api_token.as_ref().map(|s| s.expose()),
+        Some("api-from-env")
+    );
+    assert_eq!(
+        from_env.server.webhook_secret.as_ref().map(|s| s.expose()),
+        Some("hook-from-env")
+    );
 
-    let from_file = parse_with("[github]\npath = \"o/r\"\ntoken_file = \"github-token\"\n", &env).expect("valid");
+    let from_file = parse_with(
+        "[github]\npath = \"o/r\"\ntoken_file = \"github-token\"\n",
+        &env,
+    )
+    .expect("valid");
     assert_eq!(
         token_of(&from_file),
-        ("ghp_fromfile".into(), SecretSource::File(PathBuf::from("/etc/rm/github-token")))
+        (
+            "ghp_fromfile".into(),
+            SecretSource::File(PathBuf::from("/etc/rm/github-token"))
+        )
     );
 
     let from_key = parse_with(MINIMAL, &env).expect("valid");
@@ -175,8 +226,14 @@ fn secrets_come_from_key_file_or_env_in_that_order() {
 
     let server = "[server]\napi_token_file = \"/etc/rm/secret\"\nwebhook_secret = \"inline\"\n";
     let config = parse_with(&format!("{MINIMAL}{server}"), &env).expect("valid");
-    assert_eq!(config.server.api_token.as_ref().map(|s| s.expose()), Some("s3cret-from-file"));
-    assert_eq!(config.server.webhook_secret.as_ref().map(|s| s.expose()), Some("inline"));
+    assert_eq!(
+        config.server.api_token.as_ref().map(|s| s.expose()),
+        Some("s3cret-from-file")
+    );
+    assert_eq!(
+        config.server.webhook_secret.as_ref().map(|s| s.expose()),
+        Some("inline")
+    );
 
     // No token anywhere.
     assert_eq!(invalid_keys("[github]\npath = \"o/r\"\n"), ["github.token"]);
@@ -187,14 +244,20 @@ fn github_app_credentials() {
     let text = "[github]\npath = \"octo-org\"\n[github.app]\napp_id = 12\nprivate_key_file = \"app.pem\"\n";
     let config = parse(text).expect("valid");
     match &config.github.credentials {
-        GithubCredentials::App { app_id, installation_id, private_key, private_key_file } => {
+        GithubCredentials::App {
+            app_id,
+            installation_id,
+            private_key,
+            private_key_file,
+        } => {
             assert_eq!((*app_id, *installation_id), (12, None));
             assert!(private_key.expose().contains("PRIVATE KEY"));
             assert_eq!(private_key_file, &PathBuf::from("/etc/rm/app.pem"));
         }
         other => panic!("expected an App, got {other:?}"),
     }
-    let not_pem = "[github]\npath = \"octo-org\"\n[github.app]\napp_id = 12\nprivate_key_file = \"secret\"\n";
+    let not_pem =
+        "[github]\npath = \"octo-org\"\n[github.app]\napp_id = 12\nprivate_key_file = \"secret\"\n";
     assert_eq!(invalid_keys(not_pem), ["github.app.private_key_file"]);
 }
 
@@ -204,7 +267,12 @@ fn lxd_endpoints_and_urls() {
         "{MINIMAL}[lxd]\nurl = \"https://lxd.test:8443\"\nclient_cert = \"lxd.crt\"\nclient_key = \"/etc/rm/lxd.key\"\n"
     );
     match parse(&https).expect("valid").lxd.endpoint {
-        LxdEndpoint::Https { url, client_cert, client_key, server_cert } => {
+        LxdEndpoint::Https {
+            url,
+            client_cert,
+            client_key,
+            server_cert,
+        } => {
             assert_eq!(url.as_str(), "https://lxd.test:8443/");
             assert_eq!(client_cert, PathBuf::from("/etc/rm/lxd.crt"));
             assert_eq!(client_key, PathBuf::from("/etc/rm/lxd.key"));
@@ -213,17 +281,31 @@ fn lxd_endpoints_and_urls() {
         other => panic!("{other:?}"),
     }
     assert_eq!(
-        invalid_keys(&format!("{MINIMAL}[lxd]\nsocket = \"/s\"\nurl = \"https://h:8443\"\n")),
+        invalid_keys(&format!(
+            "{MINIMAL}[lxd]\nsocket = \"/s\"\nurl = \"https://h:8443\"\n"
+        )),
         ["lxd.url"]
     );
-    assert_eq!(invalid_keys(&format!("{MINIMAL}[lxd]\nurl = \"https://h:8443\"\n")), ["lxd.client_cert", "lxd.client_key"]);
-    assert_eq!(invalid_keys(&format!("{MINIMAL}[lxd]\nclient_key = \"/etc/rm/lxd.key\"\n")), ["lxd.client_cert"]);
+    assert_eq!(
+        invalid_keys(&format!("{MINIMAL}[lxd]\nurl = \"https://h:8443\"\n")),
+        ["lxd.client_cert", "lxd.client_key"]
+    );
+    assert_eq!(
+        invalid_keys(&format!(
+            "{MINIMAL}[lxd]\nclient_key = \"/etc/rm/lxd.key\"\n"
+        )),
+        ["lxd.client_cert"]
+    );
 
-    let ghes = "[github]\npath = \"o/r\"\ntoken = \"t\"\napi_url = \"https://ghe.example.com/api/v3\"\n";
+    let ghes =
+        "[github]\npath = \"o/r\"\ntoken = \"t\"\napi_url = \"https://ghe.example.com/api/v3\"\n";
     let config = parse(ghes).expect("valid");
     assert_eq!(config.github.web_url.as_str(), "https://ghe.example.com/");
     let sim = "[github]\npath = \"o/r\"\ntoken = \"t\"\napi_url = \"http://127.0.0.1:8080\"\n";
-    assert_eq!(parse(sim).expect("valid").github.web_url.as_str(), "http://127.0.0.1:8080/");
+    assert_eq!(
+        parse(sim).expect("valid").github.web_url.as_str(),
+        "http://127.0.0.1:8080/"
+    );
 }
 
 #[test]
@@ -234,7 +316,10 @@ fn proxy_credentials_are_masked() {
     assert_eq!(http.expose().password(), Some("PROXYPASS"));
     assert!(!format!("{config:?}").contains("PROXYPASS"));
     assert!(!format!("{:?}", config.summary()).contains("PROXYPASS"));
-    assert_eq!(config.proxy.no_proxy.as_deref(), Some("localhost,10.0.0.0/8"));
+    assert_eq!(
+        config.proxy.no_proxy.as_deref(),
+        Some("localhost,10.0.0.0/8")
+    );
 }
 
 #[test]
@@ -243,25 +328,50 @@ fn secrets_never_appear_in_debug_errors_or_summary() {
         "{MINIMAL}[server]\napi_token = \"API_SECRET_VALUE\"\nwebhook_secret = \"HOOK_SECRET_VALUE\"\n[policy]\nurl = \"http://policy:8080\"\nservice_token = \"POLICY_SECRET_VALUE\"\n"
     );
     let config = parse(&text).expect("valid");
-    let shown = format!("{config:?}\n{:?}\n{}", config.summary(), serde_json::to_string(&config.summary()).expect("json"));
-    for secret in ["ghp_SECRET_TOKEN_VALUE", "API_SECRET_VALUE", "HOOK_SECRET_VALUE", "POLICY_SECRET_VALUE"] {
+    let shown = format!(
+        "{config:?}\n{:?}\n{}",
+        config.summary(),
+        serde_json::to_string(&config.summary()).expect("json")
+    );
+    for secret in [
+        "ghp_SECRET_TOKEN_VALUE",
+        "API_SECRET_VALUE",
+        "HOOK_SECRET_VALUE",
+        "POLICY_SECRET_VALUE",
+    ] {
         assert!(!shown.contains(secret), "{secret} leaked");
     }
     // Wrong types on secret keys do not echo the value.
     for (key, line) in [
-        ("github.token", "[github]\npath = \"o/r\"\ntoken = 98765432123\n"),
-        ("server.api_token", "[server]\napi_token = [\"ARRAY_SECRET\"]\n"),
+        (
+            "github.token",
+            "[github]\npath = \"o/r\"\ntoken = 98765432123\n",
+        ),
+        (
+            "server.api_token",
+            "[server]\napi_token = [\"ARRAY_SECRET\"]\n",
+        ),
         ("proxy.http", "[proxy]\nhttp = 98765432123\n"),
     ] {
-        let text = if key == "github.token" { line.to_owned() } else { format!("{MINIMAL}{line}") };
+        let text = if key == "github.token" {
+            line.to_owned()
+        } else {
+            format!("{MINIMAL}{line}")
+        };
         let err = parse(&text).expect_err("invalid");
         assert_eq!(err.keys(), [key]);
         let message = err.to_string();
-        assert!(!message.contains("98765432123") && !message.contains("ARRAY_SECRET"), "{message}");
+        assert!(
+            !message.contains("98765432123") && !message.contains("ARRAY_SECRET"),
+            "{message}"
+        );
     }
     // A syntax error does not print the offending line.
     let err = parse("[github]\npath = \"o/r\"\ntoken = \"ghp_UNTERMINATED\n").expect_err("syntax");
-    assert!(matches!(err, ConfigError::Syntax { line: 3, .. }), "{err:?}");
+    assert!(
+        matches!(err, ConfigError::Syntax { line: 3, .. }),
+        "{err:?}"
+    );
     assert!(!err.to_string().contains("ghp_UNTERMINATED"), "{err}");
 }
 
@@ -294,12 +404,21 @@ struct Case {
 }
 
 const fn case(key: &'static str, wrong_type: &'static str, wrong_value: &'static str) -> Case {
-    Case { key, wrong_type, wrong_value: Some(wrong_value), with: &[], without: &[] }
+    Case {
+        key,
+        wrong_type,
+        wrong_value: Some(wrong_value),
+        with: &[],
+        without: &[],
+    }
 }
 
 fn cases() -> Vec<Case> {
     const NO_TOKEN: &[&str] = &["github.token"];
-    const APP: &[(&str, &str)] = &[("github.app.app_id", "1"), ("github.app.private_key_file", "\"app.pem\"")];
+    const APP: &[(&str, &str)] = &[
+        ("github.app.app_id", "1"),
+        ("github.app.private_key_file", "\"app.pem\""),
+    ];
     const LXD_URL: &[(&str, &str)] = &[
         ("lxd.url", "\"https://lxd.test:8443\""),
         ("lxd.client_cert", "\"lxd.crt\""),
@@ -313,19 +432,50 @@ fn cases() -> Vec<Case> {
         case("github.path", "1", "\"a/b/c\""),
         case("github.runner_group", "1", "\"\""),
         case("github.token", "1", "\"\""),
-        Case { without: NO_TOKEN, ..case("github.token_file", "1", "\"/missing\"") },
+        Case {
+            without: NO_TOKEN,
+            ..case("github.token_file", "1", "\"/missing\"")
+        },
         case("github.api_url", "1", "\"ftp://x\""),
         case("github.web_url", "1", "\"not a url\""),
-        case("github.app", "1", "{ app_id = 1, private_key_file = \"app.pem\" }"),
-        Case { with: APP, without: NO_TOKEN, ..case("github.app.app_id", "\"1\"", "0") },
-        Case { with: APP, without: NO_TOKEN, ..case("github.app.installation_id", "\"2\"", "0") },
-        Case { with: APP, without: NO_TOKEN, ..case("github.app.private_key_file", "1", "\"/missing.pem\"") },
+        case(
+            "github.app",
+            "1",
+            "{ app_id = 1, private_key_file = \"app.pem\" }",
+        ),
+        Case {
+            with: APP,
+            without: NO_TOKEN,
+            ..case("github.app.app_id", "\"1\"", "0")
+        },
+        Case {
+            with: APP,
+            without: NO_TOKEN,
+            ..case("github.app.installation_id", "\"2\"", "0")
+        },
+        Case {
+            with: APP,
+            without: NO_TOKEN,
+            ..case("github.app.private_key_file", "1", "\"/missing.pem\"")
+        },
         case("lxd", "1", "{ socket = \"\" }"),
         case("lxd.socket", "1", "\"\""),
-        Case { with: LXD_URL, ..case("lxd.url", "1", "\"http://lxd.test:8443\"") },
-        Case { with: LXD_URL, ..case("lxd.client_cert", "1", "\"/missing.crt\"") },
-        Case { with: LXD_URL, ..case("lxd.client_key", "1", "\"/missing.key\"") },
-        Case { with: LXD_URL, ..case("lxd.server_cert", "1", "\"/missing.crt\"") },
+        Case {
+            with: LXD_URL,
+            ..case("lxd.url", "1", "\"http://lxd.test:8443\"")
+        },
+        Case {
+            with: LXD_URL,
+            ..case("lxd.client_cert", "1", "\"/missing.crt\"")
+        },
+        Case {
+            with: LXD_URL,
+            ..case("lxd.client_key", "1", "\"/missing.key\"")
+        },
+        Case {
+            with: LXD_URL,
+            ..case("lxd.server_cert", "1", "\"/missing.crt\"")
+        },
         case("lxd.image", "1", "\"two words\""),
         case("lxd.instance_type", "1", "\"vm\""),
         case("lxd.storage_path", "1", "\"\""),
@@ -349,11 +499,20 @@ fn cases() -> Vec<Case> {
             ..case("policy.service_token_file", "1", "\"/missing\"")
         },
         case("metrics", "1", "{ events_log = \"\" }"),
-        Case { key: "metrics.issue_metrics", wrong_type: "\"yes\"", wrong_value: None, with: &[], without: &[] },
+        Case {
+            key: "metrics.issue_metrics",
+            wrong_type: "\"yes\"",
+            wrong_value: None,
+            with: &[],
+            without: &[],
+        },
         case("metrics.events_log", "1", "\"\""),
         case("server", "1", "{ listen = \"\" }"),
         case("server.listen", "9464", "\"localhost:9464\""),
-        Case { with: &[("server.api_token_file", "\"/etc/rm/secret\"")], ..case("server.api_token", "1", "\"also-inline\"") },
+        Case {
+            with: &[("server.api_token_file", "\"/etc/rm/secret\"")],
+            ..case("server.api_token", "1", "\"also-inline\"")
+        },
         case("server.api_token_file", "1", "\"/etc/rm/empty\""),
         Case {
             with: &[("server.webhook_secret_file", "\"/etc/rm/secret\"")],
@@ -387,7 +546,10 @@ fn remove(table: &mut toml::Table, key: &str) {
     let last = parts.pop().expect("non-empty key");
     let mut current = table;
     for part in parts {
-        current = current.get_mut(part).and_then(toml::Value::as_table_mut).expect("a table on the way");
+        current = current
+            .get_mut(part)
+            .and_then(toml::Value::as_table_mut)
+            .expect("a table on the way");
     }
     current.remove(last);
 }
@@ -412,10 +574,15 @@ fn error_matrix_names_every_key() {
         values.extend(case.wrong_value.map(|value| ("wrong value", value)));
         for (kind, value) in values {
             let text = case_text(&case, value);
-            let err = parse(&text).expect_err(&format!("{} = {value} ({kind}) must be rejected:\n{text}", case.key));
+            let err = parse(&text).expect_err(&format!(
+                "{} = {value} ({kind}) must be rejected:\n{text}",
+                case.key
+            ));
             let keys = err.keys();
             assert!(
-                keys.iter().any(|k| *k == case.key || k.starts_with(&format!("{}.", case.key)) || k.starts_with(&format!("{}[", case.key))),
+                keys.iter().any(|k| *k == case.key
+                    || k.starts_with(&format!("{}.", case.key))
+                    || k.starts_with(&format!("{}[", case.key))),
                 "{} = {value} ({kind}): error names {keys:?}: {err}",
                 case.key
             );
@@ -429,12 +596,25 @@ fn error_matrix_names_every_key() {
 #[test]
 fn unknown_keys_are_rejected_everywhere() {
     let mut report = String::new();
-    for section in ["", "github.", "github.app.", "lxd.", "runners.", "proxy.", "policy.", "metrics.", "server."] {
+    for section in [
+        "",
+        "github.",
+        "github.app.",
+        "lxd.",
+        "runners.",
+        "proxy.",
+        "policy.",
+        "metrics.",
+        "server.",
+    ] {
         let key = format!("{section}colour");
         let mut table = base_table();
         if section == "github.app." {
             remove(&mut table, "github.token");
-            for (k, v) in [("github.app.app_id", "1"), ("github.app.private_key_file", "\"app.pem\"")] {
+            for (k, v) in [
+                ("github.app.app_id", "1"),
+                ("github.app.private_key_file", "\"app.pem\""),
+            ] {
                 set(&mut table, k, v);
             }
         }
@@ -473,15 +653,50 @@ fn matrix_covers_every_documented_key() {
 // ---------------------------------------------------------------------------------------------
 
 const KEYS: &[&str] = &[
-    "app_name", "unit", "state_dir", "github.path", "github.runner_group", "github.token", "github.token_file",
-    "github.api_url", "github.web_url", "github.app.app_id", "github.app.installation_id",
-    "github.app.private_key_file", "lxd.socket", "lxd.url", "lxd.client_cert", "lxd.client_key",
-    "lxd.server_cert", "lxd.image", "lxd.instance_type", "lxd.storage_path", "lxd.target", "runners.quantity",
-    "runners.cpu", "runners.memory", "runners.disk", "runners.labels", "runners.registration", "proxy.http",
-    "proxy.https", "proxy.no_proxy", "policy.url", "policy.service_token", "policy.service_token_file",
-    "metrics.issue_metrics", "metrics.events_log", "server.listen", "server.api_token", "server.api_token_file",
-    "server.webhook_secret", "server.webhook_secret_file", "server.reconcile_interval_seconds", "github.colour",
-    "runners.colour", "colour",
+    "app_name",
+    "unit",
+    "state_dir",
+    "github.path",
+    "github.runner_group",
+    "github.token",
+    "github.token_file",
+    "github.api_url",
+    "github.web_url",
+    "github.app.app_id",
+    "github.app.installation_id",
+    "github.app.private_key_file",
+    "lxd.socket",
+    "lxd.url",
+    "lxd.client_cert",
+    "lxd.client_key",
+    "lxd.server_cert",
+    "lxd.image",
+    "lxd.instance_type",
+    "lxd.storage_path",
+    "lxd.target",
+    "runners.quantity",
+    "runners.cpu",
+    "runners.memory",
+    "runners.disk",
+    "runners.labels",
+    "runners.registration",
+    "proxy.http",
+    "proxy.https",
+    "proxy.no_proxy",
+    "policy.url",
+    "policy.service_token",
+    "policy.service_token_file",
+    "metrics.issue_metrics",
+    "metrics.events_log",
+    "server.listen",
+    "server.api_token",
+    "server.api_token_file",
+    "server.webhook_secret",
+    "server.webhook_secret_file",
+    "server.reconcile_interval_seconds",
+    "github.colour",
+    "runners.colour",
+    "colour",
 ];
 
 fn value_strategy() -> impl Strategy<Value = String> {
@@ -491,17 +706,40 @@ fn value_strategy() -> impl Strategy<Value = String> {
         any::<bool>().prop_map(|b| b.to_string()),
         "[a-zA-Z0-9/:._ -]{0,20}".prop_map(|s| format!("{s:?}")),
         prop::sample::select(vec![
-            "\"7GiB\"", "\"owner/repo\"", "\"org\"", "\"https://h:1\"", "\"container\"", "\"jit\"",
-            "\"127.0.0.1:1\"", "[\"a\", \"b\"]", "[1]", "{ a = 1 }", "\"app.pem\"", "\"/etc/rm/secret\"", "\"\"",
+            "\"7GiB\"",
+            "\"owner/repo\"",
+            "\"org\"",
+            "\"https://h:1\"",
+            "\"container\"",
+            "\"jit\"",
+            "\"127.0.0.1:1\"",
+            "[\"a\", \"b\"]",
+            "[1]",
+            "{ a = 1 }",
+            "\"app.pem\"",
+            "\"/etc/rm/secret\"",
+            "\"\"",
         ])
         .prop_map(str::to_owned),
     ]
 }
 
 fn top_level_names() -> BTreeSet<&'static str> {
-    ["app_name", "unit", "state_dir", "github", "lxd", "runners", "proxy", "policy", "metrics", "server", "colour"]
-        .into_iter()
-        .collect()
+    [
+        "app_name",
+        "unit",
+        "state_dir",
+        "github",
+        "lxd",
+        "runners",
+        "proxy",
+        "policy",
+        "metrics",
+        "server",
+        "colour",
+    ]
+    .into_iter()
+    .collect()
 }
 
 proptest! {
@@ -535,7 +773,8 @@ proptest! {
         match parse(&text) {
             Ok(config) => {
                 prop_assert!(config.runners.quantity <= 10_000);
-                prop_assert!(!format!("{config:?}").contains("ghp_SECRET_TOKEN_VALUE"));
+                let shown = format!("{:?}", config);
+                prop_assert!(!shown.contains("ghp_SECRET_TOKEN_VALUE"));
             }
             Err(ConfigError::Invalid(errors)) => {
                 prop_assert!(!errors.is_empty());

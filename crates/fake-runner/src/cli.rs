@@ -84,7 +84,9 @@ impl fmt::Display for CliError {
                     list.join(", ")
                 )
             }
-            CliError::MissingValue(arg) => write!(f, "Missing value for command-line argument '--{arg}'"),
+            CliError::MissingValue(arg) => {
+                write!(f, "Missing value for command-line argument '--{arg}'")
+            }
             CliError::Missing(name) => write!(
                 f,
                 "Invalid configuration provided for {name}. Terminating unattended configuration."
@@ -228,7 +230,15 @@ pub fn parse(args: &[String], env: &EnvInputs) -> Result<Command, CliError> {
 fn parse_configure(args: &[String], env: &EnvInputs) -> Result<Command, CliError> {
     let p = parse_args(
         args,
-        &["url", "token", "token-file", "name", "labels", "runnergroup", "work"],
+        &[
+            "url",
+            "token",
+            "token-file",
+            "name",
+            "labels",
+            "runnergroup",
+            "work",
+        ],
         &[
             "ephemeral",
             "unattended",
@@ -236,15 +246,24 @@ fn parse_configure(args: &[String], env: &EnvInputs) -> Result<Command, CliError
             "disableupdate",
             "no-default-labels",
             "help",
+            "version",
         ],
         env,
     )?;
+    if p.flags.iter().any(|f| f == "version") {
+        return Ok(Command::Version);
+    }
     if p.flag("help") {
         return Ok(Command::Help(HelpTopic::Configure));
     }
     let url = p.value("url").ok_or(CliError::Missing("url"))?;
-    let token = p.secret("token", "token-file").ok_or(CliError::Missing("token"))?;
-    let labels = p.value("labels").map(|l| split_labels(&l)).unwrap_or_default();
+    let token = p
+        .secret("token", "token-file")
+        .ok_or(CliError::Missing("token"))?;
+    let labels = p
+        .value("labels")
+        .map(|l| split_labels(&l))
+        .unwrap_or_default();
     let no_default_labels = p.flag("no-default-labels");
     if no_default_labels && labels.is_empty() {
         return Err(CliError::Invalid(
@@ -282,7 +301,9 @@ fn parse_remove(args: &[String], env: &EnvInputs) -> Result<Command, CliError> {
     if p.flag("local") {
         return Ok(Command::Remove(RemoveArgs { token: None }));
     }
-    let token = p.secret("token", "token-file").ok_or(CliError::Missing("token"))?;
+    let token = p
+        .secret("token", "token-file")
+        .ok_or(CliError::Missing("token"))?;
     Ok(Command::Remove(RemoveArgs { token: Some(token) }))
 }
 
@@ -290,9 +311,12 @@ fn parse_run(args: &[String], env: &EnvInputs) -> Result<Command, CliError> {
     let p = parse_args(
         args,
         &["jitconfig", "jitconfig-file", "startuptype"],
-        &["once", "help"],
+        &["once", "help", "version"],
         env,
     )?;
+    if p.flags.iter().any(|f| f == "version") {
+        return Ok(Command::Version);
+    }
     if p.flag("help") {
         return Ok(Command::Help(HelpTopic::Run));
     }
@@ -378,9 +402,23 @@ mod tests {
     fn full_configure_line() {
         let c = configure(
             &[
-                "configure", "--url", "http://10.0.0.1:8080/o/r", "--token", "T", "--ephemeral",
-                "--unattended", "--labels", "app, jammy,APP", "--name", "app-0-1", "--runnergroup",
-                "g", "--disableupdate", "--replace", "--work", "w",
+                "configure",
+                "--url",
+                "http://10.0.0.1:8080/o/r",
+                "--token",
+                "T",
+                "--ephemeral",
+                "--unattended",
+                "--labels",
+                "app, jammy,APP",
+                "--name",
+                "app-0-1",
+                "--runnergroup",
+                "g",
+                "--disableupdate",
+                "--replace",
+                "--work",
+                "w",
             ],
             &EnvInputs::default(),
         )
@@ -397,12 +435,26 @@ mod tests {
 
     #[test]
     fn unknown_arguments_are_listed() {
-        let err = configure(&["configure", "--url", "u", "--token", "t", "--bogus", "x"], &EnvInputs::default())
-            .expect_err("unknown");
-        assert_eq!(err, CliError::Unrecognized(vec!["--bogus".into(), "x".into()]));
-        assert!(err.to_string().starts_with("Unrecognized command-line input arguments: '--bogus', 'x'"));
-        assert!(matches!(parse(&args(&["frobnicate"]), &EnvInputs::default()), Err(CliError::Unrecognized(_))));
-        assert!(matches!(parse(&args(&["run", "--url", "u"]), &EnvInputs::default()), Err(CliError::Unrecognized(_))));
+        let err = configure(
+            &["configure", "--url", "u", "--token", "t", "--bogus", "x"],
+            &EnvInputs::default(),
+        )
+        .expect_err("unknown");
+        assert_eq!(
+            err,
+            CliError::Unrecognized(vec!["--bogus".into(), "x".into()])
+        );
+        assert!(err
+            .to_string()
+            .starts_with("Unrecognized command-line input arguments: '--bogus', 'x'"));
+        assert!(matches!(
+            parse(&args(&["frobnicate"]), &EnvInputs::default()),
+            Err(CliError::Unrecognized(_))
+        ));
+        assert!(matches!(
+            parse(&args(&["run", "--url", "u"]), &EnvInputs::default()),
+            Err(CliError::Unrecognized(_))
+        ));
     }
 
     #[test]
@@ -436,14 +488,30 @@ mod tests {
     #[test]
     fn missing_required_values() {
         let none = EnvInputs::default();
-        assert_eq!(configure(&["configure", "--token", "t"], &none).expect_err("url"), CliError::Missing("url"));
-        assert_eq!(configure(&["configure", "--url", "u"], &none).expect_err("token"), CliError::Missing("token"));
+        assert_eq!(
+            configure(&["configure", "--token", "t"], &none).expect_err("url"),
+            CliError::Missing("url")
+        );
+        assert_eq!(
+            configure(&["configure", "--url", "u"], &none).expect_err("token"),
+            CliError::Missing("token")
+        );
         assert_eq!(
             configure(&["configure", "--url", "u", "--token"], &none).expect_err("value"),
             CliError::MissingValue("token".into())
         );
         assert!(matches!(
-            configure(&["configure", "--url", "u", "--token", "t", "--no-default-labels"], &none),
+            configure(
+                &[
+                    "configure",
+                    "--url",
+                    "u",
+                    "--token",
+                    "t",
+                    "--no-default-labels"
+                ],
+                &none
+            ),
             Err(CliError::Invalid(_))
         ));
     }
@@ -452,15 +520,23 @@ mod tests {
     fn remove_and_run_commands() {
         let none = EnvInputs::default();
         match parse(&args(&["remove", "--token", "R"]), &none) {
-            Ok(Command::Remove(r)) => assert_eq!(r.token, Some(SecretSource::Value(Secret::new("R")))),
+            Ok(Command::Remove(r)) => {
+                assert_eq!(r.token, Some(SecretSource::Value(Secret::new("R"))))
+            }
             other => panic!("{other:?}"),
         }
         match parse(&args(&["remove", "--local"]), &none) {
             Ok(Command::Remove(r)) => assert_eq!(r.token, None),
             other => panic!("{other:?}"),
         }
-        assert_eq!(parse(&args(&["remove"]), &none).expect_err("token"), CliError::Missing("token"));
-        match parse(&args(&["run", "--jitconfig-file", "/tmp/j", "--once"]), &none) {
+        assert_eq!(
+            parse(&args(&["remove"]), &none).expect_err("token"),
+            CliError::Missing("token")
+        );
+        match parse(
+            &args(&["run", "--jitconfig-file", "/tmp/j", "--once"]),
+            &none,
+        ) {
             Ok(Command::Run(r)) => {
                 assert_eq!(r.jit_config, Some(SecretSource::File("/tmp/j".into())));
                 assert!(r.once);
@@ -468,11 +544,23 @@ mod tests {
             other => panic!("{other:?}"),
         }
         match parse(&args(&["--jitconfig", "abc"]), &none) {
-            Ok(Command::Run(r)) => assert_eq!(r.jit_config, Some(SecretSource::Value(Secret::new("abc")))),
+            Ok(Command::Run(r)) => {
+                assert_eq!(r.jit_config, Some(SecretSource::Value(Secret::new("abc"))))
+            }
             other => panic!("{other:?}"),
         }
         assert!(matches!(parse(&[], &none), Ok(Command::Run(_))));
-        assert!(matches!(parse(&args(&["--version"]), &none), Ok(Command::Version)));
+        assert!(matches!(
+            parse(&args(&["--version"]), &none),
+            Ok(Command::Version)
+        ));
+        for line in [&["configure", "--version"][..], &["run", "--version"]] {
+            assert!(matches!(parse(&args(line), &none), Ok(Command::Version)));
+        }
+        assert!(matches!(
+            parse(&args(&["configure", "--help"]), &none),
+            Ok(Command::Help(HelpTopic::Configure))
+        ));
     }
 
     #[test]

@@ -33,14 +33,6 @@ impl Diag {
         }
     }
 
-    /// A diag that writes nothing (tests).
-    #[cfg(test)]
-    pub fn none() -> Self {
-        Self {
-            file: Mutex::new(None),
-        }
-    }
-
     pub fn info(&self, message: &str) {
         self.write("INFO", message);
     }
@@ -97,7 +89,11 @@ mod tests {
     #[test]
     fn utc_dates() {
         let check = |secs: u64, date: &str, time: &str| {
-            assert_eq!(utc_parts(secs), (date.to_string(), time.to_string()), "{secs}");
+            assert_eq!(
+                utc_parts(secs),
+                (date.to_string(), time.to_string()),
+                "{secs}"
+            );
         };
         check(0, "1970-01-01", "00:00:00");
         check(951_782_400, "2000-02-29", "00:00:00");

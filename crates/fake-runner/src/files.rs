@@ -134,7 +134,8 @@ impl RunnerRoot {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(FilesError::NotConfigured),
             Err(e) => return Err(FilesError::Io(path, e)),
         };
-        serde_json::from_str(text.trim_start_matches('\u{feff}')).map_err(|e| FilesError::Json(path, e))
+        serde_json::from_str(text.trim_start_matches('\u{feff}'))
+            .map_err(|e| FilesError::Json(path, e))
     }
 
     pub fn read_credential(&self) -> Result<Secret, FilesError> {
@@ -151,10 +152,7 @@ impl RunnerRoot {
             .filter(|c| !c.is_empty())
             .map(|c| Secret::new(c.clone()))
             .ok_or_else(|| {
-                FilesError::Json(
-                    path,
-                    serde::de::Error::custom("data.clientId is missing"),
-                )
+                FilesError::Json(path, serde::de::Error::custom("data.clientId is missing"))
             })
     }
 
@@ -170,7 +168,10 @@ impl RunnerRoot {
         data.insert("clientId".to_string(), credential.expose().to_string());
         data.insert(
             "authorizationUrl".to_string(),
-            format!("{}/_runner/token", settings.server_url.trim_end_matches('/')),
+            format!(
+                "{}/_runner/token",
+                settings.server_url.trim_end_matches('/')
+            ),
         );
         data.insert("requireFipsCryptography".to_string(), "False".to_string());
         let credentials = serde_json::to_vec_pretty(&CredentialsFile {
@@ -233,15 +234,17 @@ impl RunnerRoot {
 
 /// base64 of `{"<file name>": "<base64 content>", ...}`; only plain file names are accepted.
 pub fn decode_jit_config(encoded: &Secret) -> Result<Vec<(String, Vec<u8>)>, FilesError> {
-    let json = decode_base64(encoded.expose().trim()).ok_or(FilesError::BadJitConfig("not base64"))?;
-    let map: BTreeMap<String, String> =
-        serde_json::from_slice(&json).map_err(|_| FilesError::BadJitConfig("not a JSON object of strings"))?;
+    let json =
+        decode_base64(encoded.expose().trim()).ok_or(FilesError::BadJitConfig("not base64"))?;
+    let map: BTreeMap<String, String> = serde_json::from_slice(&json)
+        .map_err(|_| FilesError::BadJitConfig("not a JSON object of strings"))?;
     let mut files = Vec::new();
     for (name, content) in map {
         if name.is_empty() || name.contains('/') || name == "." || name == ".." {
             return Err(FilesError::BadJitConfig("a file name is not a plain name"));
         }
-        let bytes = decode_base64(&content).ok_or(FilesError::BadJitConfig("a file is not base64"))?;
+        let bytes =
+            decode_base64(&content).ok_or(FilesError::BadJitConfig("a file is not base64"))?;
         files.push((name, bytes));
     }
     for required in [RUNNER_FILE, CREDENTIALS_FILE] {
@@ -301,7 +304,8 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().expect("tempdir");
         let root = RunnerRoot::new(dir.path());
-        root.write_config(&settings(), &Secret::new("cred")).expect("write");
+        root.write_config(&settings(), &Secret::new("cred"))
+            .expect("write");
         let raw: serde_json::Value =
             serde_json::from_slice(&fs::read(root.join(RUNNER_FILE)).expect("read")).expect("json");
         assert_eq!(raw["agentId"], 7);
@@ -309,10 +313,16 @@ mod tests {
         assert_eq!(raw["disableUpdate"], false);
         assert_eq!(root.read_settings().expect("settings"), settings());
         assert_eq!(root.read_credential().expect("cred").expose(), "cred");
-        let mode = fs::metadata(root.join(CREDENTIALS_FILE)).expect("meta").permissions().mode();
+        let mode = fs::metadata(root.join(CREDENTIALS_FILE))
+            .expect("meta")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(root.delete_config().expect("delete").len(), 3);
-        assert!(matches!(root.read_settings(), Err(FilesError::NotConfigured)));
+        assert!(matches!(
+            root.read_settings(),
+            Err(FilesError::NotConfigured)
+        ));
     }
 
     #[test]
@@ -329,7 +339,10 @@ mod tests {
         let root = RunnerRoot::new(dir.path());
         root.write_jit_config(&encoded).expect("write");
         let s = root.read_settings().expect("settings");
-        assert_eq!((s.agent_id, s.agent_name.as_str(), s.ephemeral), (12, "jit-1", true));
+        assert_eq!(
+            (s.agent_id, s.agent_name.as_str(), s.ephemeral),
+            (12, "jit-1", true)
+        );
         assert_eq!(root.read_credential().expect("cred").expose(), "c-123");
     }
 
@@ -339,7 +352,9 @@ mod tests {
         assert!(bad("%%%"));
         assert!(bad(&STANDARD.encode("[1,2]")));
         assert!(bad(&STANDARD.encode(r#"{".runner":"e30="}"#)));
-        assert!(bad(&STANDARD.encode(r#"{"../x":"e30=",".runner":"e30=",".credentials":"e30="}"#)));
+        assert!(bad(&STANDARD.encode(
+            r#"{"../x":"e30=",".runner":"e30=",".credentials":"e30="}"#
+        )));
     }
 
     #[test]

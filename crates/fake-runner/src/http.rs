@@ -124,7 +124,12 @@ impl ServerUrl {
 
     /// `scheme://host:port`, the base of every runner-protocol call.
     pub fn base(&self) -> String {
-        format!("{}://{}:{}", self.scheme, self.host_for_url(&self.host), self.port)
+        format!(
+            "{}://{}:{}",
+            self.scheme,
+            self.host_for_url(&self.host),
+            self.port
+        )
     }
 }
 
@@ -153,39 +158,52 @@ pub fn select_proxy(server: &ServerUrl, env: &Env) -> Option<String> {
 /// `no_proxy` entries: `*`, exact hosts or IPs, `host:port`, domain suffixes (`.x.com`,
 /// `*.x.com` and `x.com` match `x.com` and its subdomains) and IPv4 CIDRs.
 pub fn no_proxy_matches(no_proxy: &str, host: &str, port: u16) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase();
     let host_ip: Option<IpAddr> = host.parse().ok();
-    no_proxy.split(',').map(str::trim).filter(|e| !e.is_empty()).any(|entry| {
-        let entry = entry.to_ascii_lowercase();
-        if entry == "*" {
-            return true;
-        }
-        if let Some((net, bits)) = entry.split_once('/') {
-            return match (host_ip, net.parse::<Ipv4Addr>(), bits.parse::<u32>()) {
-                (Some(IpAddr::V4(ip)), Ok(net), Ok(bits)) if bits <= 32 => {
-                    let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
-                    u32::from(ip) & mask == u32::from(net) & mask
+    no_proxy
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .any(|entry| {
+            let entry = entry.to_ascii_lowercase();
+            if entry == "*" {
+                return true;
+            }
+            if let Some((net, bits)) = entry.split_once('/') {
+                return match (host_ip, net.parse::<Ipv4Addr>(), bits.parse::<u32>()) {
+                    (Some(IpAddr::V4(ip)), Ok(net), Ok(bits)) if bits <= 32 => {
+                        let mask = if bits == 0 {
+                            0
+                        } else {
+                            u32::MAX << (32 - bits)
+                        };
+                        u32::from(ip) & mask == u32::from(net) & mask
+                    }
+                    _ => false,
+                };
+            }
+            let (entry_host, entry_port) = match entry.rsplit_once(':') {
+                Some((h, p)) if !h.contains(':') || h.ends_with(']') => {
+                    (h.to_string(), p.parse::<u16>().ok())
                 }
-                _ => false,
+                _ => (entry.clone(), None),
             };
-        }
-        let (entry_host, entry_port) = match entry.rsplit_once(':') {
-            Some((h, p)) if !h.contains(':') || h.ends_with(']') => (h.to_string(), p.parse::<u16>().ok()),
-            _ => (entry.clone(), None),
-        };
-        if entry_port.is_some_and(|p| p != port) {
-            return false;
-        }
-        let entry_host = entry_host.trim_start_matches('[').trim_end_matches(']');
-        let domain = entry_host.trim_start_matches('*').trim_start_matches('.');
-        if domain.is_empty() {
-            return false;
-        }
-        if let (Some(ip), Ok(entry_ip)) = (host_ip, domain.parse::<IpAddr>()) {
-            return ip == entry_ip;
-        }
-        host == domain || host.ends_with(&format!(".{domain}"))
-    })
+            if entry_port.is_some_and(|p| p != port) {
+                return false;
+            }
+            let entry_host = entry_host.trim_start_matches('[').trim_end_matches(']');
+            let domain = entry_host.trim_start_matches('*').trim_start_matches('.');
+            if domain.is_empty() {
+                return false;
+            }
+            if let (Some(ip), Ok(entry_ip)) = (host_ip, domain.parse::<IpAddr>()) {
+                return ip == entry_ip;
+            }
+            host == domain || host.ends_with(&format!(".{domain}"))
+        })
 }
 
 /// Looks `host` up in an `/etc/hosts` text.
@@ -194,7 +212,9 @@ pub fn hosts_lookup(hosts: &str, host: &str) -> Option<IpAddr> {
         let line = line.split('#').next().unwrap_or_default();
         let mut fields = line.split_whitespace();
         let ip: IpAddr = fields.next()?.parse().ok()?;
-        fields.any(|name| name.eq_ignore_ascii_case(host)).then_some(ip)
+        fields
+            .any(|name| name.eq_ignore_ascii_case(host))
+            .then_some(ip)
     })
 }
 
@@ -289,25 +309,26 @@ impl SimClient {
             .as_deref()
             .map(|p| ureq::Proxy::new(p).map_err(|e| HttpError::BadUrl(format!("proxy: {e}"))))
             .transpose()?;
-        let (connect_base, host_header) = if proxy.is_none() && server.host.parse::<IpAddr>().is_err() {
-            let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
-            match hosts_lookup(&hosts, &server.host) {
-                Some(ip) => {
-                    let mut via = server.clone();
-                    via.host = ip.to_string();
-                    let default_port = if server.scheme == "https" { 443 } else { 80 };
-                    let header = if server.port == default_port {
-                        server.host.clone()
-                    } else {
-                        format!("{}:{}", server.host, server.port)
-                    };
-                    (via.base(), Some(header))
+        let (connect_base, host_header) =
+            if proxy.is_none() && server.host.parse::<IpAddr>().is_err() {
+                let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+                match hosts_lookup(&hosts, &server.host) {
+                    Some(ip) => {
+                        let mut via = server.clone();
+                        via.host = ip.to_string();
+                        let default_port = if server.scheme == "https" { 443 } else { 80 };
+                        let header = if server.port == default_port {
+                            server.host.clone()
+                        } else {
+                            format!("{}:{}", server.host, server.port)
+                        };
+                        (via.base(), Some(header))
+                    }
+                    None => (server.base(), None),
                 }
-                None => (server.base(), None),
-            }
-        } else {
-            (server.base(), None)
-        };
+            } else {
+                (server.base(), None)
+            };
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .proxy(proxy)
@@ -392,7 +413,11 @@ impl SimClient {
     }
 
     /// `POST /_runner/register` with a registration token.
-    pub fn register(&self, token: &Secret, body: &RegisterRequest) -> Result<Registration, HttpError> {
+    pub fn register(
+        &self,
+        token: &Secret,
+        body: &RegisterRequest,
+    ) -> Result<Registration, HttpError> {
         let auth = format!("RemoteAuth {}", token.expose());
         let (status, text) = self.post("/_runner/register", &auth, body, CALL_TIMEOUT)?;
         match status {
@@ -413,7 +438,12 @@ impl SimClient {
     }
 
     /// `GET /_runner/poll`: a job, or `None` when `wait` passed without one.
-    pub fn poll(&self, credential: &Secret, agent_id: u64, wait: Duration) -> Result<Option<Job>, HttpError> {
+    pub fn poll(
+        &self,
+        credential: &Secret,
+        agent_id: u64,
+        wait: Duration,
+    ) -> Result<Option<Job>, HttpError> {
         let auth = format!("Bearer {}", credential.expose());
         let path = format!("/_runner/poll?agent_id={agent_id}&wait={}", wait.as_secs());
         let (status, text) = self.get(&path, &auth, wait + Duration::from_secs(20))?;
@@ -427,7 +457,12 @@ impl SimClient {
     }
 
     /// `POST /_runner/jobs/{id}/complete`.
-    pub fn complete(&self, credential: &Secret, job_id: u64, completion: &Completion) -> Result<(), HttpError> {
+    pub fn complete(
+        &self,
+        credential: &Secret,
+        job_id: u64,
+        completion: &Completion,
+    ) -> Result<(), HttpError> {
         let auth = format!("Bearer {}", credential.expose());
         let path = format!("/_runner/jobs/{job_id}/complete");
         let (status, text) = self.post(&path, &auth, completion, CALL_TIMEOUT)?;
@@ -438,7 +473,12 @@ impl SimClient {
     }
 
     /// `POST /_runner/offline`: the agent is stopping.
-    pub fn offline(&self, credential: &Secret, agent_id: u64, timeout: Duration) -> Result<(), HttpError> {
+    pub fn offline(
+        &self,
+        credential: &Secret,
+        agent_id: u64,
+        timeout: Duration,
+    ) -> Result<(), HttpError> {
         let auth = format!("Bearer {}", credential.expose());
         let body = serde_json::json!({ "agent_id": agent_id });
         let (status, text) = self.post("/_runner/offline", &auth, &body, timeout)?;
@@ -453,8 +493,19 @@ impl SimClient {
 fn status_error(status: u16, body: &str) -> HttpError {
     let message = serde_json::from_str::<serde_json::Value>(body)
         .ok()
-        .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_string))
-        .unwrap_or_else(|| body.lines().next().unwrap_or_default().chars().take(200).collect());
+        .and_then(|v| {
+            v.get("message")
+                .and_then(|m| m.as_str())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| {
+            body.lines()
+                .next()
+                .unwrap_or_default()
+                .chars()
+                .take(200)
+                .collect()
+        });
     HttpError::Status { status, message }
 }
 
@@ -479,21 +530,38 @@ mod tests {
     }
 
     fn env(pairs: &[(&str, &str)]) -> Env {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn proxy_selection_prefers_lower_case_and_honours_no_proxy() {
         let http = ServerUrl::parse("http://10.1.2.3:8080/o").expect("url");
-        let e = env(&[("HTTP_PROXY", "http://upper:1"), ("http_proxy", "http://lower:2")]);
+        let e = env(&[
+            ("HTTP_PROXY", "http://upper:1"),
+            ("http_proxy", "http://lower:2"),
+        ]);
         assert_eq!(select_proxy(&http, &e).as_deref(), Some("http://lower:2"));
         let e = env(&[("HTTP_PROXY", "http://upper:1")]);
         assert_eq!(select_proxy(&http, &e).as_deref(), Some("http://upper:1"));
         let e = env(&[("https_proxy", "http://s:3")]);
         assert_eq!(select_proxy(&http, &e), None);
-        let e = env(&[("http_proxy", "http://p:1"), ("NO_PROXY", "*"), ("no_proxy", "example.com")]);
-        assert_eq!(select_proxy(&http, &e).as_deref(), Some("http://p:1"), "lower-case no_proxy wins");
-        let e = env(&[("http_proxy", "http://p:1"), ("no_proxy", "localhost,10.0.0.0/8")]);
+        let e = env(&[
+            ("http_proxy", "http://p:1"),
+            ("NO_PROXY", "*"),
+            ("no_proxy", "example.com"),
+        ]);
+        assert_eq!(
+            select_proxy(&http, &e).as_deref(),
+            Some("http://p:1"),
+            "lower-case no_proxy wins"
+        );
+        let e = env(&[
+            ("http_proxy", "http://p:1"),
+            ("no_proxy", "localhost,10.0.0.0/8"),
+        ]);
         assert_eq!(select_proxy(&http, &e), None);
     }
 
@@ -515,15 +583,25 @@ mod tests {
             (" , ", "x", 80, false),
         ];
         for (list, host, port, expected) in cases {
-            assert_eq!(no_proxy_matches(list, host, *port), *expected, "{list} vs {host}:{port}");
+            assert_eq!(
+                no_proxy_matches(list, host, *port),
+                *expected,
+                "{list} vs {host}:{port}"
+            );
         }
     }
 
     #[test]
     fn hosts_file_lookup() {
         let hosts = "127.0.0.1 localhost\n# 10.9.9.9 sim\n10.0.0.5\tsim.local sim  # comment\n";
-        assert_eq!(hosts_lookup(hosts, "SIM"), Some("10.0.0.5".parse().expect("ip")));
-        assert_eq!(hosts_lookup(hosts, "localhost"), Some("127.0.0.1".parse().expect("ip")));
+        assert_eq!(
+            hosts_lookup(hosts, "SIM"),
+            Some("10.0.0.5".parse().expect("ip"))
+        );
+        assert_eq!(
+            hosts_lookup(hosts, "localhost"),
+            Some("127.0.0.1".parse().expect("ip"))
+        );
         assert_eq!(hosts_lookup(hosts, "other"), None);
     }
 
@@ -532,15 +610,24 @@ mod tests {
         let server = ServerUrl::parse("http://10.0.0.1:1/o").expect("url");
         let e = env(&[("http_proxy", "http://user:pw@proxy:3128")]);
         let client = SimClient::new(&server, &e, "ua").expect("client");
-        assert_eq!(client.proxy_for_log().as_deref(), Some("http://***@proxy:3128"));
+        assert_eq!(
+            client.proxy_for_log().as_deref(),
+            Some("http://***@proxy:3128")
+        );
     }
 
     #[test]
     fn error_bodies() {
-        let e = status_error(409, r#"{"message":"Already exists","documentation_url":"x"}"#);
+        let e = status_error(
+            409,
+            r#"{"message":"Already exists","documentation_url":"x"}"#,
+        );
         assert_eq!(e.to_string(), "http status 409: Already exists");
         assert!(!e.is_retryable());
         assert!(status_error(503, "busy\nmore").is_retryable());
-        assert_eq!(status_error(503, "busy\nmore").to_string(), "http status 503: busy");
+        assert_eq!(
+            status_error(503, "busy\nmore").to_string(),
+            "http status 503: busy"
+        );
     }
 }

@@ -163,12 +163,21 @@ fn append(output: &mut fs::File, line: &str) {
 
 /// `None` when the step succeeded, else the exit code to report (with an error line in the
 /// output, except for a script's plain non-zero exit).
-fn step_failure(end: ChildEnd, output: &mut fs::File, what: &str, runner: &str, timeout: u64) -> Option<i32> {
+fn step_failure(
+    end: ChildEnd,
+    output: &mut fs::File,
+    what: &str,
+    runner: &str,
+    timeout: u64,
+) -> Option<i32> {
     match end {
         ChildEnd::Exited(0) => None,
         ChildEnd::Exited(code) => {
             if what != "script" {
-                append(output, &format!("##[error]Process completed with exit code {code}."));
+                append(
+                    output,
+                    &format!("##[error]Process completed with exit code {code}."),
+                );
             }
             Some(code)
         }
@@ -180,7 +189,10 @@ fn step_failure(end: ChildEnd, output: &mut fs::File, what: &str, runner: &str, 
             Some(EXIT_TIMED_OUT)
         }
         ChildEnd::Cancelled => {
-            append(output, "##[error]The runner has received a shutdown signal. The job was cancelled.");
+            append(
+                output,
+                "##[error]The runner has received a shutdown signal. The job was cancelled.",
+            );
             Some(EXIT_CANCELLED)
         }
         ChildEnd::NotStarted(e) => {
@@ -231,8 +243,9 @@ fn job_env(
             env.insert("PATH".to_string(), path.to_string());
         }
     }
-    env.entry("PATH".to_string())
-        .or_insert_with(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string());
+    env.entry("PATH".to_string()).or_insert_with(|| {
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string()
+    });
     env.extend(job.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     let path = |p: &Path| p.to_string_lossy().into_owned();
     let fixed = [
@@ -353,11 +366,21 @@ mod tests {
         }
     }
 
-    fn run(script: &str, timeout: u64, extra_env: &[(&str, &str)]) -> (Completion, tempfile::TempDir) {
+    fn run(
+        script: &str,
+        timeout: u64,
+        extra_env: &[(&str, &str)],
+    ) -> (Completion, tempfile::TempDir) {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut env: Env = BTreeMap::new();
-        env.insert("PATH".to_string(), std::env::var("PATH").unwrap_or_default());
-        env.insert("ACTIONS_RUNNER_INPUT_TOKEN".to_string(), "s3cret".to_string());
+        env.insert(
+            "PATH".to_string(),
+            std::env::var("PATH").unwrap_or_default(),
+        );
+        env.insert(
+            "ACTIONS_RUNNER_INPUT_TOKEN".to_string(),
+            "s3cret".to_string(),
+        );
         env.insert("http_proxy".to_string(), "http://p:1".to_string());
         for (k, v) in extra_env {
             env.insert(k.to_string(), v.to_string());
@@ -384,21 +407,34 @@ mod tests {
         let ws = dir.path().join("_work/hello/hello");
         assert_eq!(
             done.output,
-            format!("out\nerr\nocto/hello r1 http://p:1 []\n{{\"ref\":\"refs/heads/main\"}}\n{}\n", ws.display())
+            format!(
+                "out\nerr\nocto/hello r1 http://p:1 []\n{{\"ref\":\"refs/heads/main\"}}\n{}\n",
+                ws.display()
+            )
         );
     }
 
     #[test]
     fn success_and_timeout() {
         let (done, _d) = run("echo ok", 30, &[]);
-        assert_eq!((done.exit_code, done.conclusion, done.output.as_str()), (0, Conclusion::Success, "ok\n"));
+        assert_eq!(
+            (done.exit_code, done.conclusion, done.output.as_str()),
+            (0, Conclusion::Success, "ok\n")
+        );
         let started = Instant::now();
         let (done, _d) = run("echo before; sleep 30 & sleep 30; echo after", 1, &[]);
-        assert!(started.elapsed() < Duration::from_secs(10), "killed in time");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "killed in time"
+        );
         assert_eq!(done.exit_code, EXIT_TIMED_OUT);
         assert_eq!(done.conclusion, Conclusion::Failure);
         assert!(done.output.starts_with("before\n"), "{}", done.output);
-        assert!(done.output.contains("exceeded the maximum execution time"), "{}", done.output);
+        assert!(
+            done.output.contains("exceeded the maximum execution time"),
+            "{}",
+            done.output
+        );
         assert!(!done.output.contains("after"));
     }
 
@@ -407,7 +443,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let pre = dir.path().join("pre.sh");
         let post = dir.path().join("post.sh");
-        fs::write(&pre, "echo pre $GITHUB_REPOSITORY\nfalse\necho unreachable\n").expect("write");
+        fs::write(
+            &pre,
+            "echo pre $GITHUB_REPOSITORY\nfalse\necho unreachable\n",
+        )
+        .expect("write");
         fs::write(&post, "echo post\n").expect("write");
         let (done, _d) = run(
             "echo script",
@@ -420,7 +460,11 @@ mod tests {
         assert_eq!(done.conclusion, Conclusion::Failure);
         assert_eq!(done.exit_code, 1);
         assert!(done.output.contains("pre octo/hello\n"), "{}", done.output);
-        assert!(done.output.contains("Process completed with exit code 1."), "{}", done.output);
+        assert!(
+            done.output.contains("Process completed with exit code 1."),
+            "{}",
+            done.output
+        );
         assert!(!done.output.contains("script"), "{}", done.output);
         assert!(!done.output.contains("unreachable"), "{}", done.output);
         assert!(done.output.contains("post\n"), "{}", done.output);
@@ -459,9 +503,14 @@ mod tests {
             env: &env,
         };
         let started = Instant::now();
-        let done = run_job(&job("sleep 30", 60), &ctx, &|| started.elapsed() > Duration::from_millis(300));
+        let done = run_job(&job("sleep 30", 60), &ctx, &|| {
+            started.elapsed() > Duration::from_millis(300)
+        });
         assert!(started.elapsed() < Duration::from_secs(10));
-        assert_eq!((done.exit_code, done.conclusion), (EXIT_CANCELLED, Conclusion::Failure));
+        assert_eq!(
+            (done.exit_code, done.conclusion),
+            (EXIT_CANCELLED, Conclusion::Failure)
+        );
     }
 
     #[test]
@@ -470,7 +519,10 @@ mod tests {
         let path = dir.path().join("o");
         fs::write(&path, "0123456789").expect("write");
         let mut f = fs::File::open(&path).expect("open");
-        assert_eq!(read_tail(&mut f, 4), "[output truncated to its last 4 bytes]\n6789");
+        assert_eq!(
+            read_tail(&mut f, 4),
+            "[output truncated to its last 4 bytes]\n6789"
+        );
         assert_eq!(read_tail(&mut f, 40), "0123456789");
     }
 }

@@ -75,7 +75,12 @@ fn real_main() -> i32 {
 /// The process environment, then `KEY=VALUE` lines of `<root>/.env` over it.
 fn load_env(root: &Path) -> Env {
     let mut env: Env = std::env::vars_os()
-        .map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned()))
+        .map(|(k, v)| {
+            (
+                k.to_string_lossy().into_owned(),
+                v.to_string_lossy().into_owned(),
+            )
+        })
         .collect();
     if let Ok(text) = std::fs::read_to_string(root.join(".env")) {
         env.extend(files::parse_env_file(&text));
@@ -93,7 +98,10 @@ fn version(root: &Path) -> String {
 }
 
 fn user_agent(root: &Path) -> String {
-    format!("GitHubActionsRunner-linux-x64/{} (fake-runner)", version(root))
+    format!(
+        "GitHubActionsRunner-linux-x64/{} (fake-runner)",
+        version(root)
+    )
 }
 
 fn hostname() -> String {
@@ -139,7 +147,9 @@ fn with_retries<T>(
     loop {
         match f() {
             Err(e) if e.is_retryable() && attempt < attempts => {
-                diag.error(&format!("{what} failed (attempt {attempt}): {e}; retrying in {delay:?}"));
+                diag.error(&format!(
+                    "{what} failed (attempt {attempt}): {e}; retrying in {delay:?}"
+                ));
                 std::thread::sleep(delay);
                 delay = (delay * 2).min(MAX_BACKOFF);
                 attempt += 1;
@@ -208,7 +218,9 @@ fn configure(root: &RunnerRoot, env: &Env, args: ConfigureArgs) -> i32 {
         request.url,
         client.proxy_for_log().unwrap_or_else(|| "none".to_string())
     ));
-    let registration = match with_retries(3, &diag, "registration", || client.register(&token, &request)) {
+    let registration = match with_retries(3, &diag, "registration", || {
+        client.register(&token, &request)
+    }) {
         Ok(r) => r,
         Err(e) => {
             diag.error(&format!("registration failed: {e}"));
@@ -229,7 +241,9 @@ fn configure(root: &RunnerRoot, env: &Env, args: ConfigureArgs) -> i32 {
         pool_id: registration.pool_id,
         pool_name: registration.pool_name,
         server_url: if registration.server_url.is_empty() {
-            ServerUrl::parse(&request.url).map(|s| s.base()).unwrap_or_default()
+            ServerUrl::parse(&request.url)
+                .map(|s| s.base())
+                .unwrap_or_default()
         } else {
             registration.server_url
         },
@@ -287,7 +301,9 @@ fn remove(root: &RunnerRoot, env: &Env, args: RemoveArgs) -> i32 {
                 }
             };
             println!("# Runner removal\n");
-            match with_retries(3, &diag, "removal", || client.remove(&token, &url, settings.agent_id)) {
+            match with_retries(3, &diag, "removal", || {
+                client.remove(&token, &url, settings.agent_id)
+            }) {
                 Ok(()) => println!("√ Runner removed successfully"),
                 Err(e) if e.status() == Some(404) => {
                     println!("√ Runner was already removed from the server");
@@ -298,7 +314,10 @@ fn remove(root: &RunnerRoot, env: &Env, args: RemoveArgs) -> i32 {
                     return http_exit_code(&e);
                 }
             }
-            diag.info(&format!("removed runner '{}' (agent id {})", settings.agent_name, settings.agent_id));
+            diag.info(&format!(
+                "removed runner '{}' (agent id {})",
+                settings.agent_name, settings.agent_id
+            ));
         } else {
             println!("The runner is not configured; removing local files only.");
         }
@@ -338,11 +357,14 @@ struct Listener {
 
 impl Listener {
     fn go_offline(&self) {
-        match self
-            .client
-            .offline(&self.credential, self.settings.agent_id, Duration::from_secs(5))
-        {
-            Ok(()) => self.diag.info("told the server the runner is going offline"),
+        match self.client.offline(
+            &self.credential,
+            self.settings.agent_id,
+            Duration::from_secs(5),
+        ) {
+            Ok(()) => self
+                .diag
+                .info("told the server the runner is going offline"),
             Err(e) => self.diag.error(&format!("going offline failed: {e}")),
         }
     }
@@ -371,7 +393,10 @@ fn run(root: &RunnerRoot, env: &Env, args: RunArgs) -> i32 {
             }
         }
     }
-    let (settings, credential) = match root.read_settings().and_then(|s| Ok((s, root.read_credential()?))) {
+    let (settings, credential) = match root
+        .read_settings()
+        .and_then(|s| Ok((s, root.read_credential()?)))
+    {
         Ok(pair) => pair,
         Err(e) => {
             eprintln!("An error occurred: {e}");
@@ -408,13 +433,20 @@ fn run(root: &RunnerRoot, env: &Env, args: RunArgs) -> i32 {
     let phase = Arc::new(Mutex::new(Phase::Idle));
     spawn_signal_watcher(Arc::clone(&listener), Arc::clone(&phase));
 
-    println!("\n√ Connected to GitHub\n\nCurrent runner version: '{}'", version(root.path()));
+    println!(
+        "\n√ Connected to GitHub\n\nCurrent runner version: '{}'",
+        version(root.path())
+    );
     println!("{}: Listening for Jobs", timestamp());
     let code = listen(root, env, &listener, &phase, ephemeral, args.once);
     if code == EXIT_OK && ephemeral {
         match root.delete_config() {
-            Ok(_) => listener.diag.info("ephemeral runner: deleted the local configuration"),
-            Err(e) => listener.diag.error(&format!("deleting the configuration: {e}")),
+            Ok(_) => listener
+                .diag
+                .info("ephemeral runner: deleted the local configuration"),
+            Err(e) => listener
+                .diag
+                .error(&format!("deleting the configuration: {e}")),
         }
     }
     code
@@ -433,7 +465,9 @@ fn spawn_signal_watcher(listener: Arc<Listener>, phase: Arc<Mutex<Phase>>) {
             Err(poisoned) => poisoned.into_inner(),
         };
         if *guard == Phase::Idle {
-            listener.diag.info(&format!("received signal {signal} while idle; stopping"));
+            listener
+                .diag
+                .info(&format!("received signal {signal} while idle; stopping"));
             listener.go_offline();
             println!("{}: Runner stopped", timestamp());
             std::process::exit(EXIT_OK);
@@ -467,7 +501,10 @@ fn listen(
             listener.go_offline();
             return EXIT_OK;
         }
-        let job = match listener.client.poll(&listener.credential, agent_id, POLL_WAIT) {
+        let job = match listener
+            .client
+            .poll(&listener.credential, agent_id, POLL_WAIT)
+        {
             Ok(None) => {
                 backoff = Duration::from_secs(1);
                 continue;
@@ -484,7 +521,10 @@ fn listen(
             Err(e) => {
                 diag.error(&format!("poll failed: {e}; retrying in {backoff:?}"));
                 if !reported_error {
-                    eprintln!("{}: Runner connect error: {e}. Retrying until reconnected.", timestamp());
+                    eprintln!(
+                        "{}: Runner connect error: {e}. Retrying until reconnected.",
+                        timestamp()
+                    );
                     reported_error = true;
                 }
                 let until = std::time::Instant::now() + backoff;
@@ -502,7 +542,10 @@ fn listen(
         backoff = Duration::from_secs(1);
         set_phase(phase, Phase::Busy);
         println!("{}: Running job: {}", timestamp(), job.job_id);
-        diag.info(&format!("running job {} (run {}, labels {:?})", job.job_id, job.run_id, job.labels));
+        diag.info(&format!(
+            "running job {} (run {}, labels {:?})",
+            job.job_id, job.run_id, job.labels
+        ));
         let ctx = job::JobContext {
             root: root.path(),
             work_folder: root.path().join(&listener.settings.work_folder),
@@ -514,15 +557,24 @@ fn listen(
             Conclusion::Success => "Succeeded",
             Conclusion::Failure => "Failed",
         };
-        diag.info(&format!("job {} finished: exit code {}, {result}", job.job_id, completion.exit_code));
+        diag.info(&format!(
+            "job {} finished: exit code {}, {result}",
+            job.job_id, completion.exit_code
+        ));
         let reported = with_retries(6, diag, "reporting the job", || {
-            listener.client.complete(&listener.credential, job.job_id, &completion)
+            listener
+                .client
+                .complete(&listener.credential, job.job_id, &completion)
         });
         if let Err(e) = reported {
             diag.error(&format!("reporting job {} failed: {e}", job.job_id));
             eprintln!("{}: Reporting job {} failed: {e}", timestamp(), job.job_id);
         }
-        println!("{}: Job {} completed with result: {result}", timestamp(), job.job_id);
+        println!(
+            "{}: Job {} completed with result: {result}",
+            timestamp(),
+            job.job_id
+        );
         if ephemeral || once {
             return EXIT_OK;
         }

@@ -7,8 +7,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::config::WebhookTarget;
@@ -23,7 +23,10 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/_sim/jobs/{id}", get(get_job))
         .route("/_sim/runners", get(list_runners))
         .route("/_sim/requests", get(requests).delete(reset_requests))
-        .route("/_sim/faults", post(add_fault).get(list_faults).delete(clear_faults))
+        .route(
+            "/_sim/faults",
+            post(add_fault).get(list_faults).delete(clear_faults),
+        )
         .route("/_sim/tokens/rotate", post(rotate_token))
         .route("/_sim/webhooks", post(set_webhook).delete(clear_webhook))
         .route("/_sim/webhooks/deliveries", get(deliveries))
@@ -31,10 +34,14 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/_sim/rate-limit", post(set_rate_limit))
 }
 
-fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
+fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, Box<Response>> {
     let body: &[u8] = if body.is_empty() { b"{}" } else { body };
-    serde_json::from_slice(body)
-        .map_err(|error| plain_error(StatusCode::BAD_REQUEST, &format!("invalid body: {error}")))
+    serde_json::from_slice(body).map_err(|error| {
+        Box::new(plain_error(
+            StatusCode::BAD_REQUEST,
+            &format!("invalid body: {error}"),
+        ))
+    })
 }
 
 fn to_json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response {
@@ -47,10 +54,13 @@ fn to_json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response {
 async fn enqueue_job(AxState(shared): AxState<AppState>, body: Bytes) -> Response {
     let spec: JobSpec = match parse(&body) {
         Ok(spec) => spec,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     match shared.state.lock().enqueue(spec) {
-        Ok((job_id, run_id)) => json_response(StatusCode::CREATED, &json!({ "job_id": job_id, "run_id": run_id })),
+        Ok((job_id, run_id)) => json_response(
+            StatusCode::CREATED,
+            &json!({ "job_id": job_id, "run_id": run_id }),
+        ),
         Err(message) => plain_error(StatusCode::UNPROCESSABLE_ENTITY, &message),
     }
 }
@@ -82,10 +92,13 @@ async fn reset_requests(AxState(shared): AxState<AppState>) -> Response {
 async fn add_fault(AxState(shared): AxState<AppState>, body: Bytes) -> Response {
     let spec: FaultSpec = match parse(&body) {
         Ok(spec) => spec,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     if spec.rate.is_some_and(|r| !(0.0..=1.0).contains(&r)) {
-        return plain_error(StatusCode::UNPROCESSABLE_ENTITY, "rate must be within 0..=1");
+        return plain_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "rate must be within 0..=1",
+        );
     }
     let id = shared.state.lock().add_fault(spec);
     json_response(StatusCode::CREATED, &json!({ "fault_id": id }))
@@ -118,9 +131,11 @@ struct RotateBody {
 async fn rotate_token(AxState(shared): AxState<AppState>, body: Bytes) -> Response {
     let body: RotateBody = match parse(&body) {
         Ok(body) => body,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
-    let token = body.token.unwrap_or_else(|| format!("ghp_{}", random_string(ALNUM, 36)));
+    let token = body
+        .token
+        .unwrap_or_else(|| format!("ghp_{}", random_string(ALNUM, 36)));
     shared.state.lock().token = Secret::new(token.clone());
     json_response(StatusCode::OK, &json!({ "token": token }))
 }
@@ -135,12 +150,15 @@ struct WebhookBody {
 async fn set_webhook(AxState(shared): AxState<AppState>, body: Bytes) -> Response {
     let body: WebhookBody = match parse(&body) {
         Ok(body) => body,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     if url::Url::parse(&body.url).is_err() {
         return plain_error(StatusCode::UNPROCESSABLE_ENTITY, "url is not a valid URL");
     }
-    shared.state.lock().webhook = Some(WebhookTarget { url: body.url, secret: Secret::new(body.secret) });
+    shared.state.lock().webhook = Some(WebhookTarget {
+        url: body.url,
+        secret: Secret::new(body.secret),
+    });
     StatusCode::NO_CONTENT.into_response()
 }
 
@@ -164,7 +182,7 @@ struct AssignOnDeleteBody {
 async fn assign_on_delete(AxState(shared): AxState<AppState>, body: Bytes) -> Response {
     let body: AssignOnDeleteBody = match parse(&body) {
         Ok(body) => body,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     shared.state.lock().assign_on_delete = body.enabled.then_some(body.runner_name);
     StatusCode::NO_CONTENT.into_response()
@@ -184,8 +202,11 @@ struct RateLimitBody {
 async fn set_rate_limit(AxState(shared): AxState<AppState>, body: Bytes) -> Response {
     let body: RateLimitBody = match parse(&body) {
         Ok(body) => body,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
-    shared.state.lock().set_rate_limit(body.limit, body.used, body.secondary_per_minute);
+    shared
+        .state
+        .lock()
+        .set_rate_limit(body.limit, body.used, body.secondary_per_minute);
     StatusCode::NO_CONTENT.into_response()
 }

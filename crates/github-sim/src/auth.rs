@@ -42,7 +42,9 @@ pub(crate) enum Credentials<'a> {
 }
 
 pub(crate) fn parse_authorization(value: &str) -> Credentials<'_> {
-    let Some((scheme, token)) = value.trim().split_once(' ') else { return Credentials::Other };
+    let Some((scheme, token)) = value.trim().split_once(' ') else {
+        return Credentials::Other;
+    };
     let token = token.trim();
     if token.is_empty() {
         return Credentials::Other;
@@ -111,7 +113,10 @@ mod tests {
 
     #[test]
     fn parses_schemes() {
-        assert_eq!(parse_authorization("Bearer abc"), Credentials::Bearer("abc"));
+        assert_eq!(
+            parse_authorization("Bearer abc"),
+            Credentials::Bearer("abc")
+        );
         assert_eq!(parse_authorization("token abc"), Credentials::Token("abc"));
         assert_eq!(parse_authorization("Basic abc"), Credentials::Other);
         assert_eq!(parse_authorization("Bearer "), Credentials::Other);

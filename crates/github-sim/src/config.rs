@@ -4,7 +4,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::secret::Secret;
-use crate::Scope;
 
 /// The well-known test App private key (PKCS#1 PEM). Test use only: it is public.
 pub const TEST_APP_PRIVATE_KEY_PEM: &str = include_str!("keys/test-app.private.pem");
@@ -29,7 +28,12 @@ pub struct GroupConfig {
 impl GroupConfig {
     /// A group visible to all repositories.
     pub fn new(id: u64, name: impl Into<String>) -> Self {
-        Self { id, name: name.into(), default: false, selected_repositories: None }
+        Self {
+            id,
+            name: name.into(),
+            default: false,
+            selected_repositories: None,
+        }
     }
 
     /// Marks the group as the default one.
@@ -59,7 +63,11 @@ pub struct OwnerConfig {
 impl OwnerConfig {
     /// An owner with the single default group `default` (id 1).
     pub fn new(name: impl Into<String>, id: u64) -> Self {
-        Self { name: name.into(), id, groups: vec![GroupConfig::new(1, "default").as_default()] }
+        Self {
+            name: name.into(),
+            id,
+            groups: vec![GroupConfig::new(1, "default").as_default()],
+        }
     }
 }
 
@@ -96,8 +104,14 @@ impl AppConfig {
             client_id: "Iv1.simclientid00001".to_owned(),
             public_key_pem: TEST_APP_PUBLIC_KEY_PEM.to_owned(),
             installations: vec![
-                InstallationConfig { id: 42, account: "octo-org".to_owned() },
-                InstallationConfig { id: 43, account: "octo".to_owned() },
+                InstallationConfig {
+                    id: 42,
+                    account: "octo-org".to_owned(),
+                },
+                InstallationConfig {
+                    id: 43,
+                    account: "octo".to_owned(),
+                },
             ],
             token_lifetime: Duration::from_secs(3600),
         }
@@ -146,6 +160,13 @@ pub struct SimConfig {
     pub app: Option<AppConfig>,
     /// Initial webhook target.
     pub webhook: Option<WebhookTarget>,
+    /// How long list answers are served from a cache, so `status` and `busy` lag as on GitHub
+    /// (about 60 s there). Default: zero, no cache.
+    pub list_cache: Duration,
+    /// An idle runner offline this long is deregistered (GitHub: 14 days).
+    pub offline_removal: Duration,
+    /// The same for ephemeral runners (GitHub: 1 day).
+    pub ephemeral_offline_removal: Duration,
 }
 
 impl Default for SimConfig {
@@ -166,6 +187,9 @@ impl Default for SimConfig {
             runner_version: "2.329.0".to_owned(),
             app: Some(AppConfig::test_app()),
             webhook: None,
+            list_cache: Duration::ZERO,
+            offline_removal: Duration::from_secs(14 * 24 * 3600),
+            ephemeral_offline_removal: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -257,9 +281,25 @@ impl SimConfig {
         self
     }
 
+    /// Serves list answers from a cache for this long (GitHub: about 60 s).
+    pub fn with_list_cache(mut self, ttl: Duration) -> Self {
+        self.list_cache = ttl;
+        self
+    }
+
+    /// Sets after how long offline an idle runner (persistent, ephemeral) is deregistered.
+    pub fn with_offline_removal(mut self, persistent: Duration, ephemeral: Duration) -> Self {
+        self.offline_removal = persistent;
+        self.ephemeral_offline_removal = ephemeral;
+        self
+    }
+
     /// Sets the webhook target.
     pub fn with_webhook(mut self, url: impl Into<String>, secret: impl Into<String>) -> Self {
-        self.webhook = Some(WebhookTarget { url: url.into(), secret: Secret::new(secret.into()) });
+        self.webhook = Some(WebhookTarget {
+            url: url.into(),
+            secret: Secret::new(secret.into()),
+        });
         self
     }
 }

@@ -38,9 +38,10 @@ pub(crate) fn not_found() -> Response {
 
 pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response {
     let mut response = (status, body.to_string()).into_response();
-    response
-        .headers_mut()
-        .insert("content-type", HeaderValue::from_static("application/json; charset=utf-8"));
+    response.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
     response
 }
 
@@ -54,6 +55,9 @@ pub(crate) fn base_url(public_url: Option<&str>, headers: &HeaderMap) -> String 
     if let Some(url) = public_url {
         return url.to_owned();
     }
-    let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+    let host = headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
     format!("http://{host}")
 }

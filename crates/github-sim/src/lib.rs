@@ -4,6 +4,10 @@
 //! `/api/v3`), GitHub App authentication, rate limits, `workflow_job` webhooks, the runner side of
 //! GitHub (`/_runner/`, see `docs/sim-protocol.md`) and an admin API for tests (`/_sim/`).
 //!
+//! State lives behind one lock and is also reachable directly through [`SimHandle`]. Time is
+//! tokio's clock, so a paused test clock also drives token expiry, the silence timeout and the
+//! rate-limit windows (the `x-ratelimit-reset` epoch follows it).
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), github_sim::SimError> {
 //! let sim = github_sim::Sim::start(github_sim::SimConfig::default()).await?;
@@ -25,14 +29,14 @@ pub mod tarball;
 mod webhook;
 
 pub use config::{
-    AppConfig, GroupConfig, InstallationConfig, OwnerConfig, SimConfig, WebhookTarget, DEFAULT_TOKEN,
-    TEST_APP_PRIVATE_KEY_PEM, TEST_APP_PUBLIC_KEY_PEM,
+    AppConfig, GroupConfig, InstallationConfig, OwnerConfig, SimConfig, WebhookTarget,
+    DEFAULT_TOKEN, TEST_APP_PRIVATE_KEY_PEM, TEST_APP_PUBLIC_KEY_PEM,
 };
 pub use scope::Scope;
 pub use secret::Secret;
 pub use server::{Sim, SimError, SimHandle};
 pub use state::{
-    DeliveryRecord, FaultSpec, JobSpec, JobStatus, JobView, Label, LabelKind, RequestCount, RunnerView,
-    DEFAULT_LABELS,
+    DeliveryRecord, FaultSpec, JobSpec, JobStatus, JobView, Label, LabelKind, RequestCount,
+    RunnerView, DEFAULT_LABELS,
 };
 pub use webhook::sign_webhook;

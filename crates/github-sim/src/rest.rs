@@ -16,7 +16,9 @@ use serde_json::{json, Value};
 use crate::auth::Identity;
 use crate::http::{base_url, gh_error, json_response, not_found, validation_error};
 use crate::server::AppState;
-use crate::state::{random_string, rfc3339, LabelKind, NewRunner, RegisterError, State, TokenKind, ALNUM};
+use crate::state::{
+    random_string, rfc3339, LabelKind, NewRunner, RegisterError, State, TokenKind, ALNUM,
+};
 use crate::Scope;
 
 const RUNNER_PREFIXES: [&str; 3] = [
@@ -30,25 +32,49 @@ pub(crate) fn routes() -> Router<AppState> {
     for prefix in RUNNER_PREFIXES {
         router = router
             .route(prefix, get(list_runners))
-            .route(&format!("{prefix}/{{runner_id}}"), get(get_runner).delete(delete_runner))
-            .route(&format!("{prefix}/registration-token"), post(registration_token))
+            .route(
+                &format!("{prefix}/{{runner_id}}"),
+                get(get_runner).delete(delete_runner),
+            )
+            .route(
+                &format!("{prefix}/registration-token"),
+                post(registration_token),
+            )
             .route(&format!("{prefix}/remove-token"), post(remove_token))
             .route(&format!("{prefix}/downloads"), get(downloads))
-            .route(&format!("{prefix}/generate-jitconfig"), post(generate_jitconfig))
+            .route(
+                &format!("{prefix}/generate-jitconfig"),
+                post(generate_jitconfig),
+            )
             .route(
                 &format!("{prefix}/{{runner_id}}/labels"),
-                get(list_labels).post(add_labels).put(set_labels).delete(remove_all_labels),
+                get(list_labels)
+                    .post(add_labels)
+                    .put(set_labels)
+                    .delete(remove_all_labels),
             )
-            .route(&format!("{prefix}/{{runner_id}}/labels/{{label}}"), delete(remove_label));
+            .route(
+                &format!("{prefix}/{{runner_id}}/labels/{{label}}"),
+                delete(remove_label),
+            );
     }
     router
         .route("/orgs/{org}/actions/runner-groups", get(runner_groups))
-        .route("/enterprises/{enterprise}/actions/runner-groups", get(runner_groups))
-        .route("/repos/{owner}/{repo}/installation", get(scope_installation))
+        .route(
+            "/enterprises/{enterprise}/actions/runner-groups",
+            get(runner_groups),
+        )
+        .route(
+            "/repos/{owner}/{repo}/installation",
+            get(scope_installation),
+        )
         .route("/orgs/{org}/installation", get(scope_installation))
         .route("/app", get(app))
         .route("/app/installations", get(app_installations))
-        .route("/app/installations/{installation_id}/access_tokens", post(access_token))
+        .route(
+            "/app/installations/{installation_id}/access_tokens",
+            post(access_token),
+        )
         .route("/rate_limit", get(rate_limit))
 }
 
@@ -86,44 +112,59 @@ impl<S: Send + Sync> FromRequestParts<S> for ScopeParams {
 }
 
 fn forbidden_integration() -> Response {
-    gh_error(StatusCode::FORBIDDEN, "Resource not accessible by integration")
+    gh_error(
+        StatusCode::FORBIDDEN,
+        "Resource not accessible by integration",
+    )
 }
 
 /// Resolves the scope and checks that `identity` may manage its runners.
-fn authorize(state: &State, identity: &Identity, scope: &Scope) -> Result<Scope, Response> {
-    let resolved = state.resolve_scope(scope).ok_or_else(not_found)?;
+fn authorize(state: &State, identity: &Identity, scope: &Scope) -> Result<Scope, Box<Response>> {
+    let resolved = state.resolve_scope(scope).ok_or_else(boxed_not_found)?;
     match identity {
         Identity::Pat => Ok(resolved),
         Identity::Installation(id) => {
             let owner = match &resolved {
                 Scope::Repo { owner, .. } => owner,
                 Scope::Org(org) => org,
-                Scope::Enterprise(_) => return Err(forbidden_integration()),
+                Scope::Enterprise(_) => return Err(Box::new(forbidden_integration())),
             };
             if state.installation_for(owner) == Some(*id) {
                 Ok(resolved)
             } else {
-                Err(not_found())
+                Err(boxed_not_found())
             }
         }
-        Identity::App | Identity::Anonymous => Err(forbidden_integration()),
+        Identity::App | Identity::Anonymous => Err(Box::new(forbidden_integration())),
     }
 }
 
 /// Looks up a runner of `scope` by the id in the path.
-fn scope_runner_id(state: &State, scope: &Scope, runner_id: Option<&str>) -> Result<u64, Response> {
-    let id: u64 = runner_id.and_then(|id| id.parse().ok()).ok_or_else(not_found)?;
+fn scope_runner_id(
+    state: &State,
+    scope: &Scope,
+    runner_id: Option<&str>,
+) -> Result<u64, Box<Response>> {
+    let id: u64 = runner_id
+        .and_then(|id| id.parse().ok())
+        .ok_or_else(boxed_not_found)?;
     match state.runner(id) {
         Some(runner) if runner.scope == *scope => Ok(id),
-        _ => Err(not_found()),
+        _ => Err(boxed_not_found()),
     }
 }
 
-fn parse_json(body: &Bytes) -> Result<Value, Response> {
+/// Handlers answer errors early with a ready response; boxed to keep `Result`s small.
+fn boxed_not_found() -> Box<Response> {
+    Box::new(not_found())
+}
+
+fn parse_json(body: &Bytes) -> Result<Value, Box<Response>> {
     if body.is_empty() {
         return Ok(json!({}));
     }
-    serde_json::from_slice(body).map_err(|_| gh_error(StatusCode::BAD_REQUEST, "Problems parsing JSON"))
+    serde_json::from_slice(body)
+        .map_err(|_| Box::new(gh_error(StatusCode::BAD_REQUEST, "Problems parsing JSON")))
 }
 
 fn with_accepted_permissions(mut response: Response, scope: &Scope) -> Response {
@@ -132,7 +173,10 @@ fn with_accepted_permissions(mut response: Response, scope: &Scope) -> Response 
         Scope::Org(_) => "organization_self_hosted_runners=write",
         Scope::Enterprise(_) => "manage_runners:enterprise",
     };
-    response.headers_mut().insert("x-accepted-github-permissions", HeaderValue::from_static(value));
+    response.headers_mut().insert(
+        "x-accepted-github-permissions",
+        HeaderValue::from_static(value),
+    );
     response
 }
 
@@ -142,17 +186,35 @@ fn paging(query: &HashMap<String, String>) -> (usize, usize) {
         .get("per_page")
         .and_then(|v| v.parse::<usize>().ok())
         .map_or(30, |v| v.clamp(1, 100));
-    let page = query.get("page").and_then(|v| v.parse::<usize>().ok()).filter(|p| *p >= 1).unwrap_or(1);
+    let page = query
+        .get("page")
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|p| *p >= 1)
+        .unwrap_or(1);
     (page, per_page)
 }
 
 /// The `Link` header for a page (absent when everything fits one page).
-fn link_header(url: &str, extra: &[(&str, &str)], page: usize, per_page: usize, last: usize) -> Option<String> {
+fn link_header(
+    url: &str,
+    extra: &[(&str, &str)],
+    page: usize,
+    per_page: usize,
+    last: usize,
+) -> Option<String> {
     if last <= 1 && page <= 1 {
         return None;
     }
     let make = |p: usize, rel: &str| {
-        let mut query: Vec<String> = extra.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut query: Vec<String> = extra
+            .iter()
+            .map(|(k, v)| {
+                format!(
+                    "{k}={}",
+                    url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>()
+                )
+            })
+            .collect();
         query.push(format!("per_page={per_page}"));
         query.push(format!("page={p}"));
         format!("<{url}?{}>; rel=\"{rel}\"", query.join("&"))
@@ -181,25 +243,39 @@ async fn list_runners(
 ) -> Response {
     let (page, per_page) = paging(&query);
     let name = query.get("name");
-    let state = shared.state.lock();
+    let mut state = shared.state.lock();
     let scope = match authorize(&state, &identity, &params.scope) {
         Ok(scope) => scope,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
-    let now = state.clock.now();
-    let matching: Vec<_> = state
-        .scope_runners(&scope)
-        .filter(|r| name.is_none_or(|n| r.name == *n))
-        .collect();
-    let total = matching.len();
-    let runners: Vec<Value> = matching
-        .iter()
-        .skip((page - 1).saturating_mul(per_page))
-        .take(per_page)
-        .map(|r| state.runner_json(r, now))
-        .collect();
+    let cache_key = format!(
+        "{}?{}",
+        scope.runners_path(),
+        uri.query().unwrap_or_default()
+    );
+    let body = match state.cached_list(&cache_key) {
+        Some(body) => body,
+        None => {
+            let now = state.clock.now();
+            let matching: Vec<_> = state
+                .scope_runners(&scope)
+                .filter(|r| name.is_none_or(|n| r.name == *n))
+                .collect();
+            let total = matching.len();
+            let runners: Vec<Value> = matching
+                .iter()
+                .skip((page - 1).saturating_mul(per_page))
+                .take(per_page)
+                .map(|r| state.runner_json(r, now))
+                .collect();
+            let body = json!({ "total_count": total, "runners": runners });
+            state.cache_list(cache_key, body.clone());
+            body
+        }
+    };
     drop(state);
-    let mut response = json_response(StatusCode::OK, &json!({ "total_count": total, "runners": runners }));
+    let total = body["total_count"].as_u64().unwrap_or_default() as usize;
+    let mut response = json_response(StatusCode::OK, &body);
     let last = total.div_ceil(per_page).max(1);
     let url = format!("{}{}", base_url(None, &headers), uri.path());
     let extra: Vec<(&str, &str)> = name.map(|n| vec![("name", n.as_str())]).unwrap_or_default();
@@ -219,11 +295,14 @@ async fn get_runner(
     let state = shared.state.lock();
     let result = authorize(&state, &identity, &params.scope).and_then(|scope| {
         let id = scope_runner_id(&state, &scope, params.runner_id.as_deref())?;
-        let runner = state.runner(id).ok_or_else(not_found)?;
+        let runner = state.runner(id).ok_or_else(boxed_not_found)?;
         let body = state.runner_json(runner, state.clock.now());
-        Ok(with_accepted_permissions(json_response(StatusCode::OK, &body), &scope))
+        Ok(with_accepted_permissions(
+            json_response(StatusCode::OK, &body),
+            &scope,
+        ))
     });
-    result.unwrap_or_else(|response| response)
+    result.unwrap_or_else(|response| *response)
 }
 
 async fn delete_runner(
@@ -234,11 +313,11 @@ async fn delete_runner(
     let mut state = shared.state.lock();
     let scope = match authorize(&state, &identity, &params.scope) {
         Ok(scope) => scope,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let id = match scope_runner_id(&state, &scope, params.runner_id.as_deref()) {
         Ok(id) => id,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let name = state.runner(id).map(|r| r.name.clone()).unwrap_or_default();
     if let Some(hook) = state.assign_on_delete.clone() {
@@ -271,7 +350,7 @@ fn issue_token(shared: &AppState, identity: &Identity, scope: &Scope, kind: Toke
             let body = json!({ "token": token, "expires_at": token_time(expires) });
             with_accepted_permissions(json_response(StatusCode::CREATED, &body), &scope)
         }
-        Err(response) => response,
+        Err(response) => *response,
     }
 }
 
@@ -293,10 +372,21 @@ async fn remove_token(
 
 /// Asset file names of the runner tarball for a version.
 pub(crate) fn asset_names(version: &str) -> Vec<(&'static str, &'static str, String)> {
-    [("linux", "x64"), ("linux", "arm64"), ("osx", "x64"), ("osx", "arm64")]
-        .into_iter()
-        .map(|(os, arch)| (os, arch, format!("actions-runner-{os}-{arch}-{version}.tar.gz")))
-        .collect()
+    [
+        ("linux", "x64"),
+        ("linux", "arm64"),
+        ("osx", "x64"),
+        ("osx", "arm64"),
+    ]
+    .into_iter()
+    .map(|(os, arch)| {
+        (
+            os,
+            arch,
+            format!("actions-runner-{os}-{arch}-{version}.tar.gz"),
+        )
+    })
+    .collect()
 }
 
 async fn downloads(
@@ -309,7 +399,7 @@ async fn downloads(
         let state = shared.state.lock();
         match authorize(&state, &identity, &params.scope) {
             Ok(scope) => (scope, state.config.runner_version.clone()),
-            Err(response) => return response,
+            Err(response) => return *response,
         }
     };
     let base = base_url(shared.public_url.as_deref(), &headers);
@@ -333,11 +423,18 @@ async fn downloads(
 }
 
 fn missing_key(key: &str) -> Response {
-    validation_error(&format!("Invalid input: object is missing required key: {key}."), &[])
+    validation_error(
+        &format!("Invalid input: object is missing required key: {key}."),
+        &[],
+    )
 }
 
 fn string_list(value: Option<&Value>) -> Option<Vec<String>> {
-    value?.as_array()?.iter().map(|v| v.as_str().map(str::to_owned)).collect()
+    value?
+        .as_array()?
+        .iter()
+        .map(|v| v.as_str().map(str::to_owned))
+        .collect()
 }
 
 async fn generate_jitconfig(
@@ -349,7 +446,7 @@ async fn generate_jitconfig(
 ) -> Response {
     let body = match parse_json(&body) {
         Ok(body) => body,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let Some(name) = body.get("name").and_then(Value::as_str).map(str::to_owned) else {
         return missing_key("name");
@@ -361,18 +458,34 @@ async fn generate_jitconfig(
         return missing_key("labels");
     };
     if labels.is_empty() || labels.len() > 100 {
-        return validation_error("Invalid input: labels must have between 1 and 100 items.", &[]);
+        return validation_error(
+            "Invalid input: labels must have between 1 and 100 items.",
+            &[],
+        );
     }
-    let work_folder = body.get("work_folder").and_then(Value::as_str).unwrap_or("_work").to_owned();
+    let work_folder = body
+        .get("work_folder")
+        .and_then(Value::as_str)
+        .unwrap_or("_work")
+        .to_owned();
     let server_url = base_url(shared.public_url.as_deref(), &headers);
     let mut state = shared.state.lock();
     let scope = match authorize(&state, &identity, &params.scope) {
         Ok(scope) => scope,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
-    let Some(group) = state.group(&scope, group_id) else { return not_found() };
+    let Some(group) = state.group(&scope, group_id) else {
+        return not_found();
+    };
     let labels = state.make_labels(&labels, true);
-    let new = NewRunner { scope: scope.clone(), name: name.clone(), group_id, labels, ephemeral: true, jit: true };
+    let new = NewRunner {
+        scope: scope.clone(),
+        name: name.clone(),
+        group_id,
+        labels,
+        ephemeral: true,
+        jit: true,
+    };
     let (id, credential) = match state.register(new, false) {
         Ok(registered) => registered,
         Err(RegisterError::NameExists(_)) => {
@@ -381,7 +494,9 @@ async fn generate_jitconfig(
         }
         Err(_) => return not_found(),
     };
-    let Some(runner) = state.runner(id) else { return not_found() };
+    let Some(runner) = state.runner(id) else {
+        return not_found();
+    };
     let runner_json = state.runner_json(runner, state.clock.now());
     drop(state);
     let b64 = |v: &Value| base64::engine::general_purpose::STANDARD.encode(v.to_string());
@@ -421,7 +536,10 @@ async fn generate_jitconfig(
 }
 
 fn labels_body(labels: &[crate::Label]) -> Response {
-    json_response(StatusCode::OK, &json!({ "total_count": labels.len(), "labels": labels }))
+    json_response(
+        StatusCode::OK,
+        &json!({ "total_count": labels.len(), "labels": labels }),
+    )
 }
 
 /// Runs `f` on the runner named by the path, after authorization.
@@ -436,14 +554,20 @@ fn with_runner(
         .and_then(|scope| scope_runner_id(&state, &scope, params.runner_id.as_deref()));
     match result {
         Ok(id) => f(&mut state, id),
-        Err(response) => response,
+        Err(response) => *response,
     }
 }
 
 fn custom_labels(state: &State, id: u64) -> Vec<String> {
     state
         .runner(id)
-        .map(|r| r.labels.iter().filter(|l| l.kind == LabelKind::Custom).map(|l| l.name.clone()).collect())
+        .map(|r| {
+            r.labels
+                .iter()
+                .filter(|l| l.kind == LabelKind::Custom)
+                .map(|l| l.name.clone())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -453,18 +577,23 @@ async fn list_labels(
     params: ScopeParams,
 ) -> Response {
     with_runner(&shared, &identity, &params, |state, id| {
-        labels_body(&state.runner(id).map(|r| r.labels.clone()).unwrap_or_default())
+        labels_body(
+            &state
+                .runner(id)
+                .map(|r| r.labels.clone())
+                .unwrap_or_default(),
+        )
     })
 }
 
-fn labels_from_body(body: &Bytes, min: usize) -> Result<Vec<String>, Response> {
+fn labels_from_body(body: &Bytes, min: usize) -> Result<Vec<String>, Box<Response>> {
     let value = parse_json(body)?;
-    let labels = string_list(value.get("labels")).ok_or_else(|| missing_key("labels"))?;
+    let labels = string_list(value.get("labels")).ok_or_else(|| Box::new(missing_key("labels")))?;
     if labels.len() < min || labels.len() > 100 {
-        return Err(validation_error(
+        return Err(Box::new(validation_error(
             &format!("Invalid input: labels must have between {min} and 100 items."),
             &[],
-        ));
+        )));
     }
     Ok(labels)
 }
@@ -477,7 +606,7 @@ async fn add_labels(
 ) -> Response {
     let labels = match labels_from_body(&body, 1) {
         Ok(labels) => labels,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     with_runner(&shared, &identity, &params, |state, id| {
         let mut custom = custom_labels(state, id);
@@ -494,7 +623,7 @@ async fn set_labels(
 ) -> Response {
     let labels = match labels_from_body(&body, 0) {
         Ok(labels) => labels,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     with_runner(&shared, &identity, &params, |state, id| {
         labels_body(&state.set_custom_labels(id, labels).unwrap_or_default())
@@ -518,7 +647,10 @@ async fn remove_label(
 ) -> Response {
     let wanted = params.label.clone().unwrap_or_default();
     with_runner(&shared, &identity, &params, |state, id| {
-        let labels = state.runner(id).map(|r| r.labels.clone()).unwrap_or_default();
+        let labels = state
+            .runner(id)
+            .map(|r| r.labels.clone())
+            .unwrap_or_default();
         match labels.iter().find(|l| l.name.eq_ignore_ascii_case(&wanted)) {
             None => not_found(),
             Some(label) if label.kind == LabelKind::ReadOnly => validation_error(
@@ -558,7 +690,7 @@ async fn runner_groups(
     let state = shared.state.lock();
     let scope = match authorize(&state, &identity, &params.scope) {
         Ok(scope) => scope,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let api = api_base(&headers, &uri);
     let prefix = match &scope {
@@ -587,12 +719,16 @@ async fn runner_groups(
                 "workflow_restrictions_read_only": false,
             });
             if g.selected_repositories.is_some() {
-                group["selected_repositories_url"] = json!(format!("{prefix}/{}/repositories", g.id));
+                group["selected_repositories_url"] =
+                    json!(format!("{prefix}/{}/repositories", g.id));
             }
             group
         })
         .collect();
-    json_response(StatusCode::OK, &json!({ "total_count": total, "runner_groups": list }))
+    json_response(
+        StatusCode::OK,
+        &json!({ "total_count": total, "runner_groups": list }),
+    )
 }
 
 fn installation_json(state: &State, id: u64, account: &str, api: &str) -> Value {
@@ -631,7 +767,9 @@ async fn scope_installation(
     headers: HeaderMap,
 ) -> Response {
     let state = shared.state.lock();
-    let Some(scope) = state.resolve_scope(&params.scope) else { return not_found() };
+    let Some(scope) = state.resolve_scope(&params.scope) else {
+        return not_found();
+    };
     let account = match &scope {
         Scope::Repo { owner, .. } => owner.clone(),
         other => other.path(),
@@ -639,7 +777,10 @@ async fn scope_installation(
     match state.installation_for(&account) {
         Some(id) => {
             let api = api_base(&headers, &uri);
-            json_response(StatusCode::OK, &installation_json(&state, id, &account, &api))
+            json_response(
+                StatusCode::OK,
+                &installation_json(&state, id, &account, &api),
+            )
         }
         None => not_found(),
     }
@@ -647,7 +788,9 @@ async fn scope_installation(
 
 async fn app(AxState(shared): AxState<AppState>) -> Response {
     let state = shared.state.lock();
-    let Some(app) = state.config.app.as_ref() else { return not_found() };
+    let Some(app) = state.config.app.as_ref() else {
+        return not_found();
+    };
     let body = json!({
         "id": app.app_id,
         "slug": "runner-manager-sim",
@@ -678,19 +821,37 @@ async fn app_installations(
     json_response(StatusCode::OK, &Value::Array(list))
 }
 
-async fn access_token(AxState(shared): AxState<AppState>, params: ScopeParams, body: Bytes) -> Response {
+async fn access_token(
+    AxState(shared): AxState<AppState>,
+    params: ScopeParams,
+    body: Bytes,
+) -> Response {
     let body = match parse_json(&body) {
         Ok(body) => body,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
-    let repos = body.get("repositories").and_then(Value::as_array).map_or(0, Vec::len);
-    let repo_ids = body.get("repository_ids").and_then(Value::as_array).map_or(0, Vec::len);
+    let repos = body
+        .get("repositories")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    let repo_ids = body
+        .get("repository_ids")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
     if repos > 500 || repo_ids > 500 {
-        return validation_error("Validation Failed", &["Too many repositories (at most 500)"]);
+        return validation_error(
+            "Validation Failed",
+            &["Too many repositories (at most 500)"],
+        );
     }
     let mut state = shared.state.lock();
-    let Some(app) = state.config.app.clone() else { return not_found() };
-    let id: Option<u64> = params.installation_id.as_deref().and_then(|id| id.parse().ok());
+    let Some(app) = state.config.app.clone() else {
+        return not_found();
+    };
+    let id: Option<u64> = params
+        .installation_id
+        .as_deref()
+        .and_then(|id| id.parse().ok());
     let Some(id) = id.filter(|id| app.installations.iter().any(|i| i.id == *id)) else {
         return not_found();
     };
@@ -707,7 +868,10 @@ async fn access_token(AxState(shared): AxState<AppState>, params: ScopeParams, b
     json_response(StatusCode::CREATED, &body)
 }
 
-async fn rate_limit(AxState(shared): AxState<AppState>, Extension(identity): Extension<Identity>) -> Response {
+async fn rate_limit(
+    AxState(shared): AxState<AppState>,
+    Extension(identity): Extension<Identity>,
+) -> Response {
     let (core, reset_anon) = {
         let mut state = shared.state.lock();
         let info = state.rate_info(&identity.bucket());
@@ -718,7 +882,8 @@ async fn rate_limit(AxState(shared): AxState<AppState>, Extension(identity): Ext
     } else {
         json!({ "limit": core.limit, "used": core.used, "remaining": core.remaining, "reset": core.reset })
     };
-    let other = |limit: u32| json!({ "limit": limit, "used": 0, "remaining": limit, "reset": reset_anon });
+    let other =
+        |limit: u32| json!({ "limit": limit, "used": 0, "remaining": limit, "reset": reset_anon });
     let body = json!({
         "resources": {
             "core": core,
@@ -734,4 +899,68 @@ async fn rate_limit(AxState(shared): AxState<AppState>, Extension(identity): Ext
         "rate": core,
     });
     json_response(StatusCode::OK, &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_header_table() {
+        let url = "http://h/orgs/o/actions/runners";
+        let check = |page, last, expected: Option<&str>| {
+            assert_eq!(
+                link_header(url, &[], page, 100, last).as_deref(),
+                expected,
+                "page {page} of {last}"
+            );
+        };
+        check(1, 1, None);
+        check(
+            1,
+            3,
+            Some(&format!(
+                "<{url}?per_page=100&page=2>; rel=\"next\", <{url}?per_page=100&page=3>; rel=\"last\""
+            )),
+        );
+        check(
+            3,
+            3,
+            Some(&format!(
+                "<{url}?per_page=100&page=2>; rel=\"prev\", <{url}?per_page=100&page=1>; rel=\"first\""
+            )),
+        );
+        check(
+            5,
+            3,
+            Some(&format!(
+                "<{url}?per_page=100&page=3>; rel=\"prev\", <{url}?per_page=100&page=1>; rel=\"first\""
+            )),
+        );
+        let named = link_header(url, &[("name", "a b&c")], 1, 1, 2).expect("link");
+        assert!(
+            named.starts_with(&format!("<{url}?name=a+b%26c&per_page=1&page=2>")),
+            "{named}"
+        );
+    }
+
+    #[test]
+    fn paging_bounds() {
+        let query = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        assert_eq!(paging(&query(&[])), (1, 30));
+        assert_eq!(
+            paging(&query(&[("per_page", "500"), ("page", "3")])),
+            (3, 100)
+        );
+        assert_eq!(paging(&query(&[("per_page", "0"), ("page", "0")])), (1, 1));
+        assert_eq!(
+            paging(&query(&[("per_page", "x"), ("page", "-1")])),
+            (1, 30)
+        );
+    }
 }

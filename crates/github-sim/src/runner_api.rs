@@ -25,7 +25,10 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/_runner/poll", get(poll))
         .route("/_runner/jobs/{job_id}/complete", post(complete))
         .route("/_runner/offline", post(offline))
-        .route("/actions/runner/releases/download/{tag}/{file}", get(download))
+        .route(
+            "/actions/runner/releases/download/{tag}/{file}",
+            get(download),
+        )
 }
 
 fn unauthorized() -> Response {
@@ -40,7 +43,10 @@ fn bad_request(message: &str) -> Response {
 fn auth_token<'a>(headers: &'a HeaderMap, scheme: &str) -> Option<&'a str> {
     let value = headers.get("authorization")?.to_str().ok()?;
     let (given, token) = value.trim().split_once(' ')?;
-    given.eq_ignore_ascii_case(scheme).then(|| token.trim()).filter(|t| !t.is_empty())
+    given
+        .eq_ignore_ascii_case(scheme)
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 /// Labels may come as a list, and each entry may itself be comma-separated.
@@ -71,13 +77,17 @@ struct RegisterBody {
 }
 
 async fn register(AxState(shared): AxState<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let Some(token) = auth_token(&headers, "RemoteAuth") else { return unauthorized() };
+    let Some(token) = auth_token(&headers, "RemoteAuth") else {
+        return unauthorized();
+    };
     let body: RegisterBody = match serde_json::from_slice(&body) {
         Ok(body) => body,
         Err(error) => return bad_request(&format!("invalid body: {error}")),
     };
     let mut state = shared.state.lock();
-    let Some(token_scope) = state.check_token(TokenKind::Registration, token) else { return unauthorized() };
+    let Some(token_scope) = state.check_token(TokenKind::Registration, token) else {
+        return unauthorized();
+    };
     let Some(scope) = Scope::from_url(&body.url).and_then(|s| state.resolve_scope(&s)) else {
         return plain_error(StatusCode::NOT_FOUND, "Not Found");
     };
@@ -86,7 +96,10 @@ async fn register(AxState(shared): AxState<AppState>, headers: HeaderMap, body: 
     }
     let Some(group) = state.group_by_name(&scope, body.runner_group.as_deref()) else {
         let name = body.runner_group.unwrap_or_default();
-        return plain_error(StatusCode::NOT_FOUND, &RegisterError::UnknownGroup(name).to_string());
+        return plain_error(
+            StatusCode::NOT_FOUND,
+            &RegisterError::UnknownGroup(name).to_string(),
+        );
     };
     let labels = state.make_labels(&split_labels(body.labels), body.no_default_labels);
     let name = body.name.trim().to_owned();
@@ -119,7 +132,9 @@ async fn register(AxState(shared): AxState<AppState>, headers: HeaderMap, body: 
             });
             json_response(StatusCode::CREATED, &response)
         }
-        Err(error @ RegisterError::NameExists(_)) => plain_error(StatusCode::CONFLICT, &error.to_string()),
+        Err(error @ RegisterError::NameExists(_)) => {
+            plain_error(StatusCode::CONFLICT, &error.to_string())
+        }
         Err(error) => plain_error(StatusCode::NOT_FOUND, &error.to_string()),
     }
 }
@@ -131,22 +146,32 @@ struct RemoveBody {
 }
 
 async fn remove(AxState(shared): AxState<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let Some(token) = auth_token(&headers, "RemoteAuth") else { return unauthorized() };
+    let Some(token) = auth_token(&headers, "RemoteAuth") else {
+        return unauthorized();
+    };
     let body: RemoveBody = match serde_json::from_slice(&body) {
         Ok(body) => body,
         Err(error) => return bad_request(&format!("invalid body: {error}")),
     };
     let mut state = shared.state.lock();
-    let Some(token_scope) = state.check_token(TokenKind::Remove, token) else { return unauthorized() };
+    let Some(token_scope) = state.check_token(TokenKind::Remove, token) else {
+        return unauthorized();
+    };
     let scope = Scope::from_url(&body.url).and_then(|s| state.resolve_scope(&s));
     if scope.as_ref() != Some(&token_scope) {
         return unauthorized();
     }
-    let Some(runner) = state.runner(body.agent_id).filter(|r| r.scope == token_scope) else {
+    let Some(runner) = state
+        .runner(body.agent_id)
+        .filter(|r| r.scope == token_scope)
+    else {
         return plain_error(StatusCode::NOT_FOUND, "Not Found");
     };
     if runner.job.is_some() {
-        let message = format!("Bad request - Runner \"{}\" is still running a job", runner.name);
+        let message = format!(
+            "Bad request - Runner \"{}\" is still running a job",
+            runner.name
+        );
         return plain_error(StatusCode::UNPROCESSABLE_ENTITY, &message);
     }
     state.remove_runner(body.agent_id);
@@ -158,7 +183,9 @@ fn credential_runner(shared: &AppState, headers: &HeaderMap, agent_id: Option<u6
     let token = auth_token(headers, "Bearer")?;
     let state = shared.state.lock();
     let runner = state.runner_by_credential(token)?;
-    agent_id.is_none_or(|id| id == runner.id).then_some(runner.id)
+    agent_id
+        .is_none_or(|id| id == runner.id)
+        .then_some(runner.id)
 }
 
 #[derive(Deserialize)]
@@ -167,8 +194,26 @@ struct PollQuery {
     wait: Option<u64>,
 }
 
-async fn poll(AxState(shared): AxState<AppState>, headers: HeaderMap, Query(query): Query<PollQuery>) -> Response {
-    let Some(id) = credential_runner(&shared, &headers, query.agent_id) else { return unauthorized() };
+/// Ends a long poll when dropped, whether it finished or the connection went away.
+struct PollGuard {
+    shared: AppState,
+    id: u64,
+}
+
+impl Drop for PollGuard {
+    fn drop(&mut self) {
+        self.shared.state.lock().poll_ended(self.id);
+    }
+}
+
+async fn poll(
+    AxState(shared): AxState<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<PollQuery>,
+) -> Response {
+    let Some(id) = credential_runner(&shared, &headers, query.agent_id) else {
+        return unauthorized();
+    };
     let wait = Duration::from_secs(query.wait.unwrap_or(20).min(50));
     let deadline = tokio::time::Instant::now() + wait;
     let mut stop = shared.shutdown.clone();
@@ -184,20 +229,28 @@ async fn poll(AxState(shared): AxState<AppState>, headers: HeaderMap, Query(quer
             }
             let notify = state.poll_started(id);
             // Now online and polling: this runner may take a queued job.
-            state.try_assign();
+            state.assign_to_runner(id);
             if let Some(job) = state.take_assigned_job(id) {
                 state.poll_ended(id);
                 return json_response(StatusCode::OK, &job);
             }
             notify
         };
-        let Some(notify) = notify else { return unauthorized() };
+        let Some(notify) = notify else {
+            return unauthorized();
+        };
+        // The client may hang up mid-poll: axum then drops this future, and the guard still
+        // ends the poll so that the runner does not stay online forever.
+        let guard = PollGuard {
+            shared: shared.clone(),
+            id,
+        };
         let timed_out = tokio::select! {
             _ = notify.notified() => false,
             _ = tokio::time::sleep_until(deadline) => true,
             _ = stop.wait_for(|stopped| *stopped) => true,
         };
-        shared.state.lock().poll_ended(id);
+        drop(guard);
         if timed_out || *shared.shutdown.borrow() {
             let state = shared.state.lock();
             if state.runner(id).is_none() {
@@ -224,12 +277,18 @@ async fn complete(
     Path(job_id): Path<u64>,
     body: Bytes,
 ) -> Response {
-    let Some(id) = credential_runner(&shared, &headers, None) else { return unauthorized() };
+    let Some(id) = credential_runner(&shared, &headers, None) else {
+        return unauthorized();
+    };
     let body: CompleteBody = match serde_json::from_slice(&body) {
         Ok(body) => body,
         Err(error) => return bad_request(&format!("invalid body: {error}")),
     };
-    let result = shared.state.lock().complete_job(id, job_id, body.exit_code, body.output, body.conclusion);
+    let result =
+        shared
+            .state
+            .lock()
+            .complete_job(id, job_id, body.exit_code, body.output, body.conclusion);
     match result {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(()) => plain_error(StatusCode::NOT_FOUND, "job is not assigned to this runner"),
@@ -243,20 +302,33 @@ struct OfflineBody {
 }
 
 async fn offline(AxState(shared): AxState<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let agent_id = serde_json::from_slice::<OfflineBody>(&body).ok().and_then(|b| b.agent_id);
-    let Some(id) = credential_runner(&shared, &headers, agent_id) else { return unauthorized() };
+    let agent_id = serde_json::from_slice::<OfflineBody>(&body)
+        .ok()
+        .and_then(|b| b.agent_id);
+    let Some(id) = credential_runner(&shared, &headers, agent_id) else {
+        return unauthorized();
+    };
     shared.state.lock().mark_offline(id);
     StatusCode::NO_CONTENT.into_response()
 }
 
-async fn download(AxState(shared): AxState<AppState>, Path((tag, file)): Path<(String, String)>) -> Response {
+async fn download(
+    AxState(shared): AxState<AppState>,
+    Path((tag, file)): Path<(String, String)>,
+) -> Response {
     let version = shared.state.lock().config.runner_version.clone();
-    let known = tag == format!("v{version}") && asset_names(&version).iter().any(|(_, _, name)| *name == file);
+    let known = tag == format!("v{version}")
+        && asset_names(&version)
+            .iter()
+            .any(|(_, _, name)| *name == file);
     match (&shared.tarball, known) {
         (Some(tarball), true) => {
             let mut response = Body::from(tarball.bytes.clone()).into_response();
             let headers = response.headers_mut();
-            headers.insert("content-type", HeaderValue::from_static("application/octet-stream"));
+            headers.insert(
+                "content-type",
+                HeaderValue::from_static("application/octet-stream"),
+            );
             headers.insert("content-length", HeaderValue::from(tarball.bytes.len()));
             response
         }

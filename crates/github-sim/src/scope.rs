@@ -21,7 +21,10 @@ pub enum Scope {
 impl Scope {
     /// A repository scope.
     pub fn repo(owner: impl Into<String>, repo: impl Into<String>) -> Self {
-        Self::Repo { owner: owner.into(), repo: repo.into() }
+        Self::Repo {
+            owner: owner.into(),
+            repo: repo.into(),
+        }
     }
 
     /// An organization scope.
@@ -39,7 +42,9 @@ impl Scope {
         let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
         match parts.as_slice() {
             ["enterprises", slug] if !slug.is_empty() => Some(Self::enterprise(*slug)),
-            [owner, repo] if !owner.is_empty() && !repo.is_empty() => Some(Self::repo(*owner, *repo)),
+            [owner, repo] if !owner.is_empty() && !repo.is_empty() => {
+                Some(Self::repo(*owner, *repo))
+            }
             [org] if !org.is_empty() => Some(Self::org(*org)),
             _ => None,
         }
@@ -89,11 +94,23 @@ mod tests {
     fn parses_paths_and_urls() {
         assert_eq!(Scope::parse("octo/app"), Some(Scope::repo("octo", "app")));
         assert_eq!(Scope::parse("/octo-org/"), Some(Scope::org("octo-org")));
-        assert_eq!(Scope::parse("enterprises/acme"), Some(Scope::enterprise("acme")));
+        assert_eq!(
+            Scope::parse("enterprises/acme"),
+            Some(Scope::enterprise("acme"))
+        );
         assert_eq!(Scope::parse("a/b/c"), None);
         assert_eq!(Scope::parse(""), None);
-        assert_eq!(Scope::from_url("http://10.0.0.1:8080/octo/app"), Some(Scope::repo("octo", "app")));
-        assert_eq!(Scope::from_url("http://h/enterprises/acme"), Some(Scope::enterprise("acme")));
-        assert_eq!(Scope::repo("o", "r").runners_path(), "/repos/o/r/actions/runners");
+        assert_eq!(
+            Scope::from_url("http://10.0.0.1:8080/octo/app"),
+            Some(Scope::repo("octo", "app"))
+        );
+        assert_eq!(
+            Scope::from_url("http://h/enterprises/acme"),
+            Some(Scope::enterprise("acme"))
+        );
+        assert_eq!(
+            Scope::repo("o", "r").runners_path(),
+            "/repos/o/r/actions/runners"
+        );
     }
 }

@@ -22,7 +22,8 @@ use crate::config::{SimConfig, WebhookTarget};
 use crate::http::{gh_error, gh_error_doc};
 use crate::secret::Secret;
 use crate::state::{
-    Clock, DeliveryRecord, FaultSpec, JobSpec, JobStatus, JobView, RequestCount, RunnerView, State, TokenKind,
+    Clock, DeliveryRecord, FaultSpec, JobSpec, JobStatus, JobView, RequestCount, RunnerView, State,
+    TokenKind,
 };
 use crate::{admin, rest, runner_api, webhook, Scope};
 
@@ -74,14 +75,21 @@ struct DropConnection;
 /// `"METHOD /template"`, with the `/api/v3` prefix removed.
 fn endpoint_key(method: &Method, matched: Option<&MatchedPath>) -> String {
     let template = matched.map(MatchedPath::as_str).unwrap_or("(unmatched)");
-    let template = template.strip_prefix("/api/v3").filter(|t| !t.is_empty()).unwrap_or(template);
+    let template = template
+        .strip_prefix("/api/v3")
+        .filter(|t| !t.is_empty())
+        .unwrap_or(template);
     format!("{method} {template}")
 }
 
 /// Counts requests per endpoint and applies injected faults. Not applied to `/_sim/`.
 async fn count_and_fault(AxState(shared): AxState<AppState>, req: Request, next: Next) -> Response {
     let key = endpoint_key(req.method(), req.extensions().get::<MatchedPath>());
-    if key.split(' ').nth(1).is_some_and(|t| t.starts_with("/_sim/")) {
+    if key
+        .split(' ')
+        .nth(1)
+        .is_some_and(|t| t.starts_with("/_sim/"))
+    {
         return next.run(req).await;
     }
     let fault = {
@@ -103,7 +111,9 @@ async fn count_and_fault(AxState(shared): AxState<AppState>, req: Request, next:
                 .unwrap_or_else(|| status.canonical_reason().unwrap_or("Error").to_owned());
             let mut response = gh_error(status, &message);
             if let Some(retry) = fault.retry_after {
-                response.headers_mut().insert("retry-after", HeaderValue::from(retry));
+                response
+                    .headers_mut()
+                    .insert("retry-after", HeaderValue::from(retry));
             }
             return response;
         }
@@ -123,58 +133,80 @@ fn is_app_endpoint(template: &str) -> bool {
 /// POSTs that create content (tokens, JIT configs): subject to the secondary limit.
 fn is_content_creating(method: &Method, template: &str) -> bool {
     *method == Method::POST
-        && ["/registration-token", "/remove-token", "/generate-jitconfig", "/access_tokens"]
-            .iter()
-            .any(|suffix| template.ends_with(suffix))
+        && [
+            "/registration-token",
+            "/remove-token",
+            "/generate-jitconfig",
+            "/access_tokens",
+        ]
+        .iter()
+        .any(|suffix| template.ends_with(suffix))
 }
 
 const RATE_DOCS: &str =
     "https://docs.github.com/rest/using-the-rest-api/rate-limits-for-the-rest-api";
 
 /// Authenticates a REST request. `Err` is the 401/403 answer.
-fn authenticate(shared: &Shared, req: &Request, template: &str) -> Result<Identity, Response> {
-    let header = req.headers().get("authorization").and_then(|v| v.to_str().ok());
+fn authenticate(shared: &Shared, req: &Request, template: &str) -> Result<Identity, Box<Response>> {
+    let header = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok());
     let app_endpoint = is_app_endpoint(template);
     let Some(header) = header else {
         if template == "/rate_limit" {
             return Ok(Identity::Anonymous);
         }
-        return Err(gh_error(StatusCode::UNAUTHORIZED, "Requires authentication"));
+        return Err(Box::new(gh_error(
+            StatusCode::UNAUTHORIZED,
+            "Requires authentication",
+        )));
     };
-    let bad = || gh_error(StatusCode::UNAUTHORIZED, "Bad credentials");
+    let bad = || Box::new(gh_error(StatusCode::UNAUTHORIZED, "Bad credentials"));
     let (token, bearer) = match auth::parse_authorization(header) {
         Credentials::Bearer(t) => (t, true),
         Credentials::Token(t) => (t, false),
         Credentials::Other => return Err(bad()),
     };
     if auth::looks_like_jwt(token) {
-        let (Some(key), Some(app)) = (shared.jwt_key.as_ref(), shared.state.lock().config.app.clone()) else {
+        let (Some(key), Some(app)) = (
+            shared.jwt_key.as_ref(),
+            shared.state.lock().config.app.clone(),
+        ) else {
             return Err(bad());
         };
         if !bearer {
             return Err(bad());
         }
         let now = shared.clock.epoch_secs(shared.clock.now());
-        auth::verify_jwt(key, &app, token, now).map_err(|m| gh_error(StatusCode::UNAUTHORIZED, m))?;
+        auth::verify_jwt(key, &app, token, now)
+            .map_err(|m| Box::new(gh_error(StatusCode::UNAUTHORIZED, m)))?;
         if !app_endpoint && template != "/rate_limit" {
-            return Err(gh_error(StatusCode::FORBIDDEN, "Resource not accessible by integration"));
+            return Err(Box::new(gh_error(
+                StatusCode::FORBIDDEN,
+                "Resource not accessible by integration",
+            )));
         }
         return Ok(Identity::App);
     }
     let identity = {
         let state = shared.state.lock();
-        if state.token.expose() == token {
+        let pat_matches: bool =
+            subtle::ConstantTimeEq::ct_eq(state.token.expose().as_bytes(), token.as_bytes()).into();
+        if pat_matches {
             Some(Identity::Pat)
         } else {
-            state.check_installation_token(token).map(Identity::Installation)
+            state
+                .check_installation_token(token)
+                .map(Identity::Installation)
         }
     };
     let identity = identity.ok_or_else(bad)?;
     if app_endpoint {
-        return Err(gh_error(
+        return Err(Box::new(gh_error(
             StatusCode::UNAUTHORIZED,
             "A JSON web token could not be decoded",
-        ));
+        )));
     }
     Ok(identity)
 }
@@ -190,8 +222,14 @@ fn set_rate_headers(response: &mut Response, limit: u32, remaining: u32, used: u
 
 fn github_headers(response: &mut Response) {
     let headers = response.headers_mut();
-    headers.insert("x-github-media-type", HeaderValue::from_static("github.v3; format=json"));
-    headers.insert("x-github-api-version-selected", HeaderValue::from_static("2022-11-28"));
+    headers.insert(
+        "x-github-media-type",
+        HeaderValue::from_static("github.v3; format=json"),
+    );
+    headers.insert(
+        "x-github-api-version-selected",
+        HeaderValue::from_static("2022-11-28"),
+    );
     let request_id = format!("{:X}", rand::random::<u64>());
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         headers.insert("x-github-request-id", value);
@@ -202,14 +240,23 @@ fn github_headers(response: &mut Response) {
 /// secondary rate limits, ETag/304, and the `x-ratelimit-*` headers.
 async fn github_gate(AxState(shared): AxState<AppState>, mut req: Request, next: Next) -> Response {
     let template = endpoint_key(req.method(), req.extensions().get::<MatchedPath>());
-    let template = template.split_once(' ').map(|(_, t)| t.to_owned()).unwrap_or_default();
+    let template = template
+        .split_once(' ')
+        .map(|(_, t)| t.to_owned())
+        .unwrap_or_default();
     let anonymous = |mut response: Response, shared: &Shared| {
-        let reset = shared.clock.epoch_secs(shared.clock.now() + Duration::from_secs(3600));
+        let reset = shared
+            .clock
+            .epoch_secs(shared.clock.now() + Duration::from_secs(3600));
         set_rate_headers(&mut response, 60, 60, 0, reset);
         github_headers(&mut response);
         response
     };
-    if req.headers().get("user-agent").is_none_or(|v| v.as_bytes().is_empty()) {
+    if req
+        .headers()
+        .get("user-agent")
+        .is_none_or(|v| v.as_bytes().is_empty())
+    {
         let response = gh_error_doc(
             StatusCode::FORBIDDEN,
             "Request forbidden by administrative rules. Please make sure your request has a User-Agent header (https://docs.github.com/en/rest/overview/resources-in-the-rest-api#user-agent-required). Check https://developer.github.com for other possible causes.",
@@ -228,7 +275,7 @@ async fn github_gate(AxState(shared): AxState<AppState>, mut req: Request, next:
     }
     let identity = match authenticate(&shared, &req, &template) {
         Ok(identity) => identity,
-        Err(response) => return anonymous(response, &shared),
+        Err(response) => return anonymous(*response, &shared),
     };
     let bucket = identity.bucket();
     let free = template == "/rate_limit" || identity == Identity::Anonymous;
@@ -261,8 +308,16 @@ async fn github_gate(AxState(shared): AxState<AppState>, mut req: Request, next:
                 "You have exceeded a secondary rate limit. Please wait a few minutes before you try again. If you reach out to GitHub Support for help, please include the request ID.",
                 RATE_DOCS,
             );
-            response.headers_mut().insert("retry-after", HeaderValue::from(retry_after));
-            set_rate_headers(&mut response, info.limit, info.remaining, info.used, info.reset);
+            response
+                .headers_mut()
+                .insert("retry-after", HeaderValue::from(retry_after));
+            set_rate_headers(
+                &mut response,
+                info.limit,
+                info.remaining,
+                info.used,
+                info.reset,
+            );
             github_headers(&mut response);
             return response;
         }
@@ -287,7 +342,13 @@ async fn github_gate(AxState(shared): AxState<AppState>, mut req: Request, next:
     if identity == Identity::Anonymous {
         response = anonymous(response, &shared);
     } else {
-        set_rate_headers(&mut response, info.limit, info.remaining, info.used, info.reset);
+        set_rate_headers(
+            &mut response,
+            info.limit,
+            info.remaining,
+            info.used,
+            info.reset,
+        );
         github_headers(&mut response);
     }
     let cost = u64::from(!free && !not_modified);
@@ -307,16 +368,20 @@ async fn apply_etag(response: Response, if_none_match: Option<HeaderValue>) -> R
         .as_ref()
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| {
-            v.split(',').map(|t| t.trim().trim_start_matches("W/")).any(|t| {
-                t == "*" || t == etag.trim_start_matches("W/")
-            })
+            v.split(',')
+                .map(|t| t.trim().trim_start_matches("W/"))
+                .any(|t| t == "*" || t == etag.trim_start_matches("W/"))
         });
     let etag_value = HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("\"0\""));
     parts.headers.insert("etag", etag_value);
-    parts.headers.insert("cache-control", HeaderValue::from_static("private, max-age=60, s-maxage=60"));
-    parts
-        .headers
-        .insert("vary", HeaderValue::from_static("Accept, Authorization, Cookie, X-GitHub-OTP"));
+    parts.headers.insert(
+        "cache-control",
+        HeaderValue::from_static("private, max-age=60, s-maxage=60"),
+    );
+    parts.headers.insert(
+        "vary",
+        HeaderValue::from_static("Accept, Authorization, Cookie, X-GitHub-OTP"),
+    );
     if matches {
         parts.status = StatusCode::NOT_MODIFIED;
         parts.headers.remove("content-type");
@@ -326,8 +391,14 @@ async fn apply_etag(response: Response, if_none_match: Option<HeaderValue>) -> R
     Response::from_parts(parts, Body::from(bytes))
 }
 
-async fn fallback() -> Response {
-    crate::http::not_found()
+/// Unknown paths (and known paths with another method) are 404, as on GitHub.
+async fn fallback(AxState(shared): AxState<AppState>) -> Response {
+    let mut response = crate::http::not_found();
+    let reset = shared
+        .clock
+        .epoch_secs(shared.clock.now() + Duration::from_secs(3600));
+    set_rate_headers(&mut response, 60, 60, 0, reset);
+    response
 }
 
 fn router(shared: AppState) -> Router {
@@ -338,7 +409,11 @@ fn router(shared: AppState) -> Router {
         .merge(runner_api::routes())
         .merge(admin::routes())
         .fallback(fallback)
-        .layer(middleware::from_fn_with_state(shared.clone(), count_and_fault))
+        .method_not_allowed_fallback(fallback)
+        .layer(middleware::from_fn_with_state(
+            shared.clone(),
+            count_and_fault,
+        ))
         .with_state(shared)
 }
 
@@ -358,10 +433,14 @@ impl Sim {
         };
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
-            .map_err(|source| SimError::Bind { addr: config.listen, source })?;
-        let addr = listener
-            .local_addr()
-            .map_err(|source| SimError::Bind { addr: config.listen, source })?;
+            .map_err(|source| SimError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| SimError::Bind {
+            addr: config.listen,
+            source,
+        })?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (webhook_tx, webhook_rx) = mpsc::unbounded_channel();
         let clock = Clock::new();
@@ -392,7 +471,12 @@ impl Sim {
         });
         tokio::spawn(reaper(shared.clone(), silence));
         tokio::spawn(webhook::deliver(shared.clone(), webhook_rx));
-        Ok(SimHandle { addr, shared, shutdown_tx, server: Some(server) })
+        Ok(SimHandle {
+            addr,
+            shared,
+            shutdown_tx,
+            server: Some(server),
+        })
     }
 }
 
@@ -418,7 +502,9 @@ pub struct SimHandle {
 
 impl std::fmt::Debug for SimHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SimHandle").field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("SimHandle")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -468,12 +554,19 @@ impl SimHandle {
         let scope = state
             .resolve_scope(scope)
             .ok_or_else(|| SimError::Invalid(format!("unknown scope {scope}")))?;
-        Ok(Secret::new(state.issue_token(TokenKind::Registration, scope).0))
+        Ok(Secret::new(
+            state.issue_token(TokenKind::Registration, scope).0,
+        ))
     }
 
     /// Enqueues a job; returns its id.
     pub fn enqueue_job(&self, spec: JobSpec) -> Result<u64, SimError> {
-        self.shared.state.lock().enqueue(spec).map(|(id, _)| id).map_err(SimError::Invalid)
+        self.shared
+            .state
+            .lock()
+            .enqueue(spec)
+            .map(|(id, _)| id)
+            .map_err(SimError::Invalid)
     }
 
     /// A job's status.
@@ -491,7 +584,10 @@ impl SimHandle {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let job = self.job(id);
-            if job.as_ref().is_some_and(|j| j.status == JobStatus::Completed) {
+            if job
+                .as_ref()
+                .is_some_and(|j| j.status == JobStatus::Completed)
+            {
                 return job;
             }
             if tokio::time::Instant::now() >= deadline {
@@ -540,13 +636,20 @@ impl SimHandle {
     /// runner when `runner_name` is `None`), a matching job is assigned to it first, so the
     /// `DELETE` answers 422.
     pub fn set_assign_on_delete(&self, runner_name: Option<&str>, enabled: bool) {
-        self.shared.state.lock().assign_on_delete =
-            enabled.then(|| runner_name.map(str::to_owned));
+        self.shared.state.lock().assign_on_delete = enabled.then(|| runner_name.map(str::to_owned));
     }
 
     /// Changes the primary budget (`limit`), the current usage (`used`) and the secondary limit.
-    pub fn set_rate_limit(&self, limit: Option<u32>, used: Option<u32>, secondary_per_minute: Option<u32>) {
-        self.shared.state.lock().set_rate_limit(limit, used, secondary_per_minute);
+    pub fn set_rate_limit(
+        &self,
+        limit: Option<u32>,
+        used: Option<u32>,
+        secondary_per_minute: Option<u32>,
+    ) {
+        self.shared
+            .state
+            .lock()
+            .set_rate_limit(limit, used, secondary_per_minute);
     }
 
     /// Stops the server and waits (at most 5 s) for it to finish.

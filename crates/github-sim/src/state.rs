@@ -34,7 +34,10 @@ pub(crate) struct Clock {
 
 impl Clock {
     pub(crate) fn new() -> Self {
-        Self { start: Instant::now(), start_wall: OffsetDateTime::now_utc() }
+        Self {
+            start: Instant::now(),
+            start_wall: OffsetDateTime::now_utc(),
+        }
     }
 
     pub(crate) fn now(&self) -> Instant {
@@ -61,7 +64,9 @@ pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
 /// A random string over `alphabet`.
 pub(crate) fn random_string(alphabet: &[u8], len: usize) -> String {
     let mut rng = rand::rng();
-    (0..len).map(|_| char::from(alphabet[rng.random_range(0..alphabet.len())])).collect()
+    (0..len)
+        .map(|_| char::from(alphabet[rng.random_range(0..alphabet.len())]))
+        .collect()
 }
 
 pub(crate) const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
@@ -107,6 +112,7 @@ pub(crate) struct Runner {
     pub active_polls: u32,
     pub job: Option<u64>,
     pub notify: Arc<Notify>,
+    pub registered_at: Instant,
 }
 
 /// Job status as the admin API shows it.
@@ -131,8 +137,8 @@ pub struct JobSpec {
     /// Shell script run with `sh`.
     #[serde(default)]
     pub script: String,
-    /// Job timeout (default 360 s).
-    #[serde(default)]
+    /// Job timeout (default 360 s); `timeout` is accepted too.
+    #[serde(default, alias = "timeout")]
     pub timeout_seconds: Option<u64>,
     /// `owner/repo`, `org` or `enterprises/slug`; default: any runner of any scope.
     #[serde(default)]
@@ -276,7 +282,8 @@ pub struct FaultSpec {
     /// Delay the answer.
     #[serde(default)]
     pub latency_ms: Option<u64>,
-    /// Close the connection without an answer.
+    /// Close the connection without an answer (done by unwinding the connection task, so it
+    /// needs `panic = "unwind"`, the default).
     #[serde(default)]
     pub drop: bool,
     /// `retry-after` header (seconds) on the faulty answer.
@@ -296,7 +303,11 @@ pub struct FaultSpec {
 impl FaultSpec {
     /// A fault answering `status` on `endpoint`.
     pub fn status(endpoint: impl Into<String>, status: u16) -> Self {
-        Self { endpoint: endpoint.into(), status: Some(status), ..Self::default() }
+        Self {
+            endpoint: endpoint.into(),
+            status: Some(status),
+            ..Self::default()
+        }
     }
 
     /// Limits the fault to the next `count` matching calls.
@@ -309,7 +320,8 @@ impl FaultSpec {
         if self.endpoint == "*" || self.endpoint == key {
             return true;
         }
-        key.split_once(' ').is_some_and(|(_, template)| template == self.endpoint)
+        key.split_once(' ')
+            .is_some_and(|(_, template)| template == self.endpoint)
     }
 }
 
@@ -390,10 +402,6 @@ pub(crate) struct RateInfo {
 /// Why a runner-side registration failed.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum RegisterError {
-    #[error("bad credentials")]
-    BadToken,
-    #[error("scope not found")]
-    UnknownScope,
     #[error("Could not find any self-hosted runner group named \"{0}\".")]
     UnknownGroup(String),
     #[error("A runner exists with the same name {0}.")]
@@ -440,11 +448,17 @@ pub(crate) struct State {
     buckets: HashMap<String, Bucket>,
     secondary: HashMap<String, VecDeque<Instant>>,
     deliveries: Vec<DeliveryRecord>,
+    /// Cached list answers: request key → (time, body).
+    list_cache: HashMap<String, (Instant, Value)>,
     webhook_tx: mpsc::UnboundedSender<WebhookEvent>,
 }
 
 impl State {
-    pub(crate) fn new(config: SimConfig, clock: Clock, webhook_tx: mpsc::UnboundedSender<WebhookEvent>) -> Self {
+    pub(crate) fn new(
+        config: SimConfig,
+        clock: Clock,
+        webhook_tx: mpsc::UnboundedSender<WebhookEvent>,
+    ) -> Self {
         let mut state = Self {
             token: config.token.clone(),
             rate_limit: config.rate_limit,
@@ -471,6 +485,7 @@ impl State {
             buckets: HashMap::new(),
             secondary: HashMap::new(),
             deliveries: Vec::new(),
+            list_cache: HashMap::new(),
             webhook_tx,
         };
         for name in DEFAULT_LABELS {
@@ -485,9 +500,11 @@ impl State {
         match scope {
             Scope::Repo { .. } => None,
             Scope::Org(org) => self.config.orgs.iter().find(|o| o.name == *org),
-            Scope::Enterprise(e) => {
-                self.config.enterprises.iter().find(|o| o.name == *e || o.id.to_string() == *e)
-            }
+            Scope::Enterprise(e) => self
+                .config
+                .enterprises
+                .iter()
+                .find(|o| o.name == *e || o.id.to_string() == *e),
         }
     }
 
@@ -496,7 +513,7 @@ impl State {
         match scope {
             Scope::Repo { owner, repo } => {
                 let full = format!("{owner}/{repo}");
-                self.config.repos.iter().any(|r| *r == full).then(|| scope.clone())
+                self.config.repos.contains(&full).then(|| scope.clone())
             }
             Scope::Org(_) | Scope::Enterprise(_) => self.owner_config(scope).map(|o| match scope {
                 Scope::Org(_) => Scope::Org(o.name.clone()),
@@ -514,23 +531,40 @@ impl State {
     }
 
     pub(crate) fn group(&self, scope: &Scope, id: u64) -> Option<GroupConfig> {
-        self.groups(scope).into_iter().find(|g| g.id == id)
+        self.group_ref(scope, id).cloned()
+    }
+
+    /// Like [`State::group`] without cloning (job matching runs it for many runners).
+    fn group_ref(&self, scope: &Scope, id: u64) -> Option<&GroupConfig> {
+        static REPO_DEFAULT: std::sync::LazyLock<GroupConfig> =
+            std::sync::LazyLock::new(|| GroupConfig::new(1, "Default").as_default());
+        match self.owner_config(scope) {
+            Some(owner) => owner.groups.iter().find(|g| g.id == id),
+            None => (id == 1).then(|| &*REPO_DEFAULT),
+        }
     }
 
     pub(crate) fn group_by_name(&self, scope: &Scope, name: Option<&str>) -> Option<GroupConfig> {
         let groups = self.groups(scope);
         match name {
-            Some(name) if scope.has_groups() => {
-                groups.into_iter().find(|g| g.name.eq_ignore_ascii_case(name))
-            }
-            _ => groups.iter().find(|g| g.default).or(groups.first()).cloned(),
+            Some(name) if scope.has_groups() => groups
+                .into_iter()
+                .find(|g| g.name.eq_ignore_ascii_case(name)),
+            _ => groups
+                .iter()
+                .find(|g| g.default)
+                .or(groups.first())
+                .cloned(),
         }
     }
 
     /// The App installation covering `account`, if an App is configured.
     pub(crate) fn installation_for(&self, account: &str) -> Option<u64> {
         let app = self.config.app.as_ref()?;
-        app.installations.iter().find(|i| i.account == account).map(|i| i.id)
+        app.installations
+            .iter()
+            .find(|i| i.account == account)
+            .map(|i| i.id)
     }
 
     // ---------------------------------------------------------------- labels
@@ -553,7 +587,11 @@ impl State {
         if !no_defaults {
             for name in DEFAULT_LABELS {
                 let id = self.label_id(name);
-                labels.push(Label { id, name: name.to_owned(), kind: LabelKind::ReadOnly });
+                labels.push(Label {
+                    id,
+                    name: name.to_owned(),
+                    kind: LabelKind::ReadOnly,
+                });
             }
         }
         for name in custom {
@@ -567,19 +605,34 @@ impl State {
                 LabelKind::Custom
             };
             let id = self.label_id(name);
-            labels.push(Label { id, name: name.to_owned(), kind });
+            labels.push(Label {
+                id,
+                name: name.to_owned(),
+                kind,
+            });
         }
         labels
     }
 
     // ---------------------------------------------------------------- tokens
 
-    pub(crate) fn issue_token(&mut self, kind: TokenKind, scope: Scope) -> (String, OffsetDateTime) {
+    pub(crate) fn issue_token(
+        &mut self,
+        kind: TokenKind,
+        scope: Scope,
+    ) -> (String, OffsetDateTime) {
         let now = self.clock.now();
         self.tokens.retain(|_, t| t.expires > now);
         let token = random_string(UPPER32, 29);
         let expires = now + self.config.token_lifetime;
-        self.tokens.insert(token.clone(), IssuedToken { kind, scope, expires });
+        self.tokens.insert(
+            token.clone(),
+            IssuedToken {
+                kind,
+                scope,
+                expires,
+            },
+        );
         (token, self.clock.wall(expires))
     }
 
@@ -592,12 +645,22 @@ impl State {
             .map(|t| t.scope.clone())
     }
 
-    pub(crate) fn issue_installation_token(&mut self, installation_id: u64, lifetime: Duration) -> (String, OffsetDateTime) {
+    pub(crate) fn issue_installation_token(
+        &mut self,
+        installation_id: u64,
+        lifetime: Duration,
+    ) -> (String, OffsetDateTime) {
         let now = self.clock.now();
         self.installation_tokens.retain(|_, t| t.expires > now);
         let token = format!("ghs_{}", random_string(ALNUM, 36));
         let expires = now + lifetime;
-        self.installation_tokens.insert(token.clone(), InstallationToken { installation_id, expires });
+        self.installation_tokens.insert(
+            token.clone(),
+            InstallationToken {
+                installation_id,
+                expires,
+            },
+        );
         (token, self.clock.wall(expires))
     }
 
@@ -613,14 +676,17 @@ impl State {
     // ---------------------------------------------------------------- runners
 
     pub(crate) fn runner_online(&self, runner: &Runner, now: Instant) -> bool {
-        if runner.active_polls > 0 {
-            return true;
-        }
         if runner.stopped {
             return false;
         }
+        if runner.active_polls > 0 {
+            return true;
+        }
         let silence = self.config.silence_timeout;
-        if runner.last_seen.is_some_and(|seen| now.saturating_duration_since(seen) < silence) {
+        if runner
+            .last_seen
+            .is_some_and(|seen| now.saturating_duration_since(seen) < silence)
+        {
             return true;
         }
         // A runner executing a job does not poll; it stays online until the job's deadline.
@@ -636,7 +702,9 @@ impl State {
     }
 
     pub(crate) fn runner_by_credential(&self, credential: &str) -> Option<&Runner> {
-        self.credentials.get(credential).and_then(|id| self.runners.get(id))
+        self.credentials
+            .get(credential)
+            .and_then(|id| self.runners.get(id))
     }
 
     pub(crate) fn runner_id_by_name(&self, scope: &Scope, name: &str) -> Option<u64> {
@@ -650,7 +718,11 @@ impl State {
     }
 
     /// Registers a runner; `replace` removes a runner of the same name first.
-    pub(crate) fn register(&mut self, new: NewRunner, replace: bool) -> Result<(u64, Secret), RegisterError> {
+    pub(crate) fn register(
+        &mut self,
+        new: NewRunner,
+        replace: bool,
+    ) -> Result<(u64, Secret), RegisterError> {
         if let Some(existing) = self.runner_id_by_name(&new.scope, &new.name) {
             if !replace {
                 return Err(RegisterError::NameExists(new.name));
@@ -679,6 +751,7 @@ impl State {
                 active_polls: 0,
                 job: None,
                 notify: Arc::new(Notify::new()),
+                registered_at: self.clock.now(),
             },
         );
         Ok((id, credential))
@@ -688,19 +761,23 @@ impl State {
     /// was running fails.
     pub(crate) fn remove_runner(&mut self, id: u64) -> Option<String> {
         let runner = self.runners.remove(&id)?;
-        self.names.remove(&(runner.scope.clone(), runner.name.clone()));
+        self.names
+            .remove(&(runner.scope.clone(), runner.name.clone()));
         self.credentials.remove(runner.credential.expose());
         runner.notify.notify_waiters();
         runner.notify.notify_one();
         if let Some(job_id) = runner.job {
             self.release_job(job_id, "The runner has been removed.");
+            self.try_assign();
         }
         Some(runner.name)
     }
 
     /// Takes a job back from its runner: requeue if not picked up, else fail it.
     fn release_job(&mut self, job_id: u64, reason: &str) {
-        let Some(job) = self.jobs.get_mut(&job_id) else { return };
+        let Some(job) = self.jobs.get_mut(&job_id) else {
+            return;
+        };
         if job.status == JobStatus::Completed {
             return;
         }
@@ -734,7 +811,7 @@ impl State {
         let labels = self.make_labels(&read_only, no_defaults);
         let runner = self.runners.get_mut(&id)?;
         runner.labels = labels.clone();
-        self.try_assign();
+        self.assign_to_runner(id);
         Some(labels)
     }
 
@@ -776,7 +853,12 @@ impl State {
             name: runner.name.clone(),
             scope: runner.scope.path(),
             runner_group_id: runner.group_id,
-            status: if self.runner_online(runner, now) { "online" } else { "offline" }.to_owned(),
+            status: if self.runner_online(runner, now) {
+                "online"
+            } else {
+                "offline"
+            }
+            .to_owned(),
             busy: runner.job.is_some(),
             ephemeral: runner.ephemeral,
             jit: runner.jit,
@@ -789,7 +871,10 @@ impl State {
 
     pub(crate) fn runner_views(&self) -> Vec<RunnerView> {
         let now = self.clock.now();
-        self.runners.values().map(|r| self.runner_view(r, now)).collect()
+        self.runners
+            .values()
+            .map(|r| self.runner_view(r, now))
+            .collect()
     }
 
     /// The REST `runner` object.
@@ -809,12 +894,23 @@ impl State {
 
     // ---------------------------------------------------------------- jobs
 
+    /// Queues a job and assigns it if a runner can take it now.
     pub(crate) fn enqueue(&mut self, spec: JobSpec) -> Result<(u64, u64), String> {
+        let (id, run_id) = self.queue_job(spec)?;
+        self.assign_job(id);
+        Ok((id, run_id))
+    }
+
+    /// Queues a job (and sends its `queued` webhook) without assigning it.
+    fn queue_job(&mut self, spec: JobSpec) -> Result<(u64, u64), String> {
         let scope = match spec.scope.as_deref() {
             None | Some("") => None,
             Some(s) => {
                 let parsed = Scope::parse(s).ok_or_else(|| format!("invalid scope {s:?}"))?;
-                Some(self.resolve_scope(&parsed).ok_or_else(|| format!("unknown scope {s:?}"))?)
+                Some(
+                    self.resolve_scope(&parsed)
+                        .ok_or_else(|| format!("unknown scope {s:?}"))?,
+                )
             }
         };
         let id = self.next_job_id;
@@ -858,7 +954,6 @@ impl State {
         );
         self.queue.push_back(id);
         self.emit(id, "queued");
-        self.try_assign();
         Ok((id, run_id))
     }
 
@@ -873,7 +968,12 @@ impl State {
                 .find(|r| r.split('/').next() == Some(org.as_str()))
                 .cloned()
                 .unwrap_or_else(|| format!("{org}/app")),
-            _ => self.config.repos.first().cloned().unwrap_or_else(|| "octo/app".to_owned()),
+            _ => self
+                .config
+                .repos
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "octo/app".to_owned()),
         }
     }
 
@@ -897,21 +997,29 @@ impl State {
     }
 
     pub(crate) fn job_views(&self) -> Vec<JobView> {
-        self.jobs.keys().filter_map(|id| self.job_view(*id)).collect()
+        self.jobs
+            .keys()
+            .filter_map(|id| self.job_view(*id))
+            .collect()
     }
 
     /// Whether `runner` may take `job`: labels superset (case-insensitive), scope and group.
     fn runner_matches(&self, runner: &Runner, job: &Job) -> bool {
-        let has_labels = job
-            .labels
-            .iter()
-            .all(|want| runner.labels.iter().any(|l| l.name.eq_ignore_ascii_case(want)));
+        let has_labels = job.labels.iter().all(|want| {
+            runner
+                .labels
+                .iter()
+                .any(|l| l.name.eq_ignore_ascii_case(want))
+        });
         if !has_labels {
             return false;
         }
-        let group = self.group(&runner.scope, runner.group_id);
+        let group = self.group_ref(&runner.scope, runner.group_id);
         if let Some(wanted) = &job.runner_group {
-            if !group.as_ref().is_some_and(|g| g.name.eq_ignore_ascii_case(wanted)) {
+            if !group
+                .as_ref()
+                .is_some_and(|g| g.name.eq_ignore_ascii_case(wanted))
+            {
                 return false;
             }
         }
@@ -922,7 +1030,7 @@ impl State {
             (Scope::Repo { owner, .. }, Scope::Org(org)) => owner == org,
             _ => false,
         };
-        let group_ok = match (scope, group.and_then(|g| g.selected_repositories)) {
+        let group_ok = match (scope, group.and_then(|g| g.selected_repositories.as_ref())) {
             (Scope::Repo { owner, repo }, Some(selected)) if runner.scope.has_groups() => {
                 selected.contains(&format!("{owner}/{repo}"))
             }
@@ -931,38 +1039,60 @@ impl State {
         scope_ok && group_ok
     }
 
-    /// Assigns queued jobs (oldest first) to online, idle, matching runners. A runner that is
-    /// polling right now is preferred, then the lowest id.
+    /// Assigns every queued job (oldest first) that an online, idle, matching runner can take.
     pub(crate) fn try_assign(&mut self) {
-        if self.queue.is_empty() {
+        let queued: Vec<u64> = self.queue.iter().copied().collect();
+        for job_id in queued {
+            self.assign_job(job_id);
+        }
+    }
+
+    /// Gives the queued job `job_id` to an online, idle, matching runner: one that is polling right
+    /// now is preferred, then the lowest id. Returns whether it was assigned.
+    fn assign_job(&mut self, job_id: u64) -> bool {
+        let now = self.clock.now();
+        let Some(job) = self.jobs.get(&job_id) else {
+            return false;
+        };
+        let candidate = self
+            .runners
+            .values()
+            .filter(|r| {
+                r.job.is_none() && self.runner_matches(r, job) && self.runner_online(r, now)
+            })
+            .min_by_key(|r| (r.active_polls == 0, r.id))
+            .map(|r| r.id);
+        let Some(runner_id) = candidate else {
+            return false;
+        };
+        self.queue.retain(|id| *id != job_id);
+        self.assign(job_id, runner_id);
+        true
+    }
+
+    /// Gives `runner_id`, if online and idle, the oldest queued job it can take.
+    pub(crate) fn assign_to_runner(&mut self, runner_id: u64) {
+        let now = self.clock.now();
+        let Some(runner) = self.runners.get(&runner_id) else {
+            return;
+        };
+        if runner.job.is_some() || !self.runner_online(runner, now) {
             return;
         }
-        let now = self.clock.now();
-        let mut i = 0;
-        while i < self.queue.len() {
-            let job_id = self.queue[i];
-            let Some(job) = self.jobs.get(&job_id) else {
-                self.queue.remove(i);
-                continue;
-            };
-            let candidate = self
-                .runners
-                .values()
-                .filter(|r| r.job.is_none() && self.runner_online(r, now) && self.runner_matches(r, job))
-                .min_by_key(|r| (r.active_polls == 0, r.id))
-                .map(|r| r.id);
-            match candidate {
-                Some(runner_id) => {
-                    self.queue.remove(i);
-                    self.assign(job_id, runner_id);
-                }
-                None => i += 1,
-            }
+        let position = self.queue.iter().position(|id| {
+            self.jobs
+                .get(id)
+                .is_some_and(|job| self.runner_matches(runner, job))
+        });
+        if let Some(job_id) = position.and_then(|p| self.queue.remove(p)) {
+            self.assign(job_id, runner_id);
         }
     }
 
     fn assign(&mut self, job_id: u64, runner_id: u64) {
-        let Some(runner) = self.runners.get_mut(&runner_id) else { return };
+        let Some(runner) = self.runners.get_mut(&runner_id) else {
+            return;
+        };
         runner.job = Some(job_id);
         runner.notify.notify_one();
         let (name, scope, group_id) = (runner.name.clone(), runner.scope.clone(), runner.group_id);
@@ -978,29 +1108,31 @@ impl State {
     /// Assigns a queued job matching `runner_id` to it (enqueuing `true` with its custom labels if
     /// none matches). Used by the assign-on-delete hook.
     pub(crate) fn force_assign(&mut self, runner_id: u64) {
-        let Some(runner) = self.runners.get(&runner_id) else { return };
+        let Some(runner) = self.runners.get(&runner_id) else {
+            return;
+        };
         if runner.job.is_some() {
             return;
         }
-        let found = self
-            .queue
-            .iter()
-            .position(|id| self.jobs.get(id).is_some_and(|job| self.runner_matches(runner, job)));
+        let found = self.queue.iter().position(|id| {
+            self.jobs
+                .get(id)
+                .is_some_and(|job| self.runner_matches(runner, job))
+        });
         let job_id = match found {
             Some(pos) => self.queue.remove(pos),
             None => {
                 let labels: Vec<String> = runner.labels.iter().map(|l| l.name.clone()).collect();
                 let scope = Some(runner.scope.path());
-                let spec = JobSpec { labels, script: "true".to_owned(), scope, ..JobSpec::default() };
-                let queued_before = self.queue.len();
-                // enqueue() may assign it elsewhere; take it back from the queue tail only if still queued.
-                match self.enqueue(spec) {
-                    Ok((id, _)) if self.queue.len() > queued_before => {
-                        self.queue.retain(|q| *q != id);
-                        Some(id)
-                    }
-                    _ => None,
-                }
+                let spec = JobSpec {
+                    labels,
+                    script: "true".to_owned(),
+                    scope,
+                    ..JobSpec::default()
+                };
+                let queued = self.queue_job(spec).ok().map(|(id, _)| id);
+                self.queue.retain(|q| Some(*q) != queued);
+                queued
             }
         };
         if let Some(job_id) = job_id {
@@ -1084,8 +1216,9 @@ impl State {
         self.emit(job_id, "completed");
         if ephemeral {
             self.remove_runner(runner_id);
+        } else {
+            self.assign_to_runner(runner_id);
         }
-        self.try_assign();
         Ok(())
     }
 
@@ -1093,6 +1226,7 @@ impl State {
     /// up, fail jobs whose runner went silent past the job deadline, then assign.
     pub(crate) fn reap(&mut self) {
         let now = self.clock.now();
+        let mut requeued = false;
         let mut to_release = Vec::new();
         for runner in self.runners.values() {
             if let Some(job_id) = runner.job {
@@ -1105,8 +1239,15 @@ impl State {
             if let Some(runner) = self.runners.get_mut(&runner_id) {
                 runner.job = None;
             }
-            let delivered = self.jobs.get(&job_id).is_some_and(|j| j.delivered_at.is_some());
-            let name = self.runners.get(&runner_id).map(|r| r.name.clone()).unwrap_or_default();
+            let delivered = self
+                .jobs
+                .get(&job_id)
+                .is_some_and(|j| j.delivered_at.is_some());
+            let name = self
+                .runners
+                .get(&runner_id)
+                .map(|r| r.name.clone())
+                .unwrap_or_default();
             self.release_job(
                 job_id,
                 &format!("The self-hosted runner: {name} lost communication with the server."),
@@ -1114,15 +1255,60 @@ impl State {
             if delivered && self.runners.get(&runner_id).is_some_and(|r| r.ephemeral) {
                 self.remove_runner(runner_id);
             }
+            requeued |= !delivered;
         }
-        self.try_assign();
+        if requeued {
+            self.try_assign();
+        }
+        // GitHub forgets runners that stay offline too long (14 days; 1 day if ephemeral).
+        let stale: Vec<u64> = self
+            .runners
+            .values()
+            .filter(|r| r.job.is_none() && r.active_polls == 0 && !self.runner_online(r, now))
+            .filter(|r| {
+                let since = r.last_seen.unwrap_or(r.registered_at).max(r.registered_at);
+                let limit = if r.ephemeral {
+                    self.config.ephemeral_offline_removal
+                } else {
+                    self.config.offline_removal
+                };
+                now.saturating_duration_since(since) >= limit
+            })
+            .map(|r| r.id)
+            .collect();
+        for id in stale {
+            self.remove_runner(id);
+        }
+    }
+
+    /// A cached list answer for `key`, if caching is on and it is fresh.
+    pub(crate) fn cached_list(&mut self, key: &str) -> Option<Value> {
+        let ttl = self.config.list_cache;
+        if ttl.is_zero() {
+            return None;
+        }
+        let now = self.clock.now();
+        self.list_cache
+            .retain(|_, (at, _)| now.saturating_duration_since(*at) < ttl);
+        self.list_cache.get(key).map(|(_, body)| body.clone())
+    }
+
+    pub(crate) fn cache_list(&mut self, key: String, body: Value) {
+        if !self.config.list_cache.is_zero() {
+            let now = self.clock.now();
+            self.list_cache.insert(key, (now, body));
+        }
     }
 
     // ---------------------------------------------------------------- webhooks
 
     fn emit(&mut self, job_id: u64, action: &str) {
-        let Some(target) = self.webhook.clone() else { return };
-        let Some(job) = self.jobs.get(&job_id) else { return };
+        let Some(target) = self.webhook.clone() else {
+            return;
+        };
+        let Some(job) = self.jobs.get(&job_id) else {
+            return;
+        };
         let repo = self.job_repo(job.scope.as_ref());
         let owner = repo.split('/').next().unwrap_or_default().to_owned();
         let repo_name = repo.split('/').nth(1).unwrap_or_default().to_owned();
@@ -1170,7 +1356,12 @@ impl State {
         if let Some(id) = self.installation_for(&owner) {
             payload["installation"] = json!({"id": id});
         }
-        let event = WebhookEvent { target, action: action.to_owned(), job_id, payload };
+        let event = WebhookEvent {
+            target,
+            action: action.to_owned(),
+            job_id,
+            payload,
+        };
         // The receiver task only stops at shutdown; a lost event then does not matter.
         let _ = self.webhook_tx.send(event);
     }
@@ -1224,7 +1415,10 @@ impl State {
     pub(crate) fn take_fault(&mut self, key: &str) -> Option<FaultAction> {
         let mut rng = rand::rng();
         let index = self.faults.iter().position(|f| {
-            f.spec.matches(key) && f.spec.rate.is_none_or(|rate| rng.random_bool(rate.clamp(0.0, 1.0)))
+            f.spec.matches(key)
+                && f.spec
+                    .rate
+                    .is_none_or(|rate| rng.random_bool(rate.clamp(0.0, 1.0)))
         })?;
         let fault = &mut self.faults[index];
         let action = FaultAction {
@@ -1248,10 +1442,10 @@ impl State {
     fn bucket(&mut self, identity: &str) -> &mut Bucket {
         let now = self.clock.now();
         let window = self.config.rate_limit_window;
-        let bucket = self
-            .buckets
-            .entry(identity.to_owned())
-            .or_insert(Bucket { used: 0, window_start: now });
+        let bucket = self.buckets.entry(identity.to_owned()).or_insert(Bucket {
+            used: 0,
+            window_start: now,
+        });
         if now >= bucket.window_start + window {
             bucket.used = 0;
             bucket.window_start = now;
@@ -1289,7 +1483,12 @@ impl State {
     }
 
     /// Sets the primary budget; `used` overrides the current window's usage.
-    pub(crate) fn set_rate_limit(&mut self, limit: Option<u32>, used: Option<u32>, secondary: Option<u32>) {
+    pub(crate) fn set_rate_limit(
+        &mut self,
+        limit: Option<u32>,
+        used: Option<u32>,
+        secondary: Option<u32>,
+    ) {
         if let Some(limit) = limit {
             self.rate_limit = limit;
         }
@@ -1311,7 +1510,10 @@ impl State {
         let limit = self.secondary_limit as usize;
         let window = Duration::from_secs(60);
         let times = self.secondary.entry(identity.to_owned()).or_default();
-        while times.front().is_some_and(|t| now.saturating_duration_since(*t) >= window) {
+        while times
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= window)
+        {
             times.pop_front();
         }
         if times.len() >= limit {
@@ -1321,5 +1523,287 @@ impl State {
         }
         times.push_back(now);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::GroupConfig;
+
+    fn state() -> State {
+        let config = SimConfig::default()
+            .with_repo("octo-org/web")
+            .with_org(OwnerConfig {
+                name: "octo-org".into(),
+                id: 100,
+                groups: vec![
+                    GroupConfig::new(1, "default").as_default(),
+                    GroupConfig::new(2, "restricted").selected(&["octo-org/other"]),
+                ],
+            });
+        let (tx, _rx) = mpsc::unbounded_channel();
+        State::new(config, Clock::new(), tx)
+    }
+
+    /// Registers an online runner; returns its id.
+    fn runner(
+        state: &mut State,
+        scope: &str,
+        group: u64,
+        labels: &[&str],
+        no_defaults: bool,
+    ) -> u64 {
+        let custom: Vec<String> = labels.iter().map(|l| (*l).to_owned()).collect();
+        let labels = state.make_labels(&custom, no_defaults);
+        let name = format!("r{}", state.next_runner_id);
+        let scope = Scope::parse(scope).expect("scope");
+        let new = NewRunner {
+            scope,
+            name,
+            group_id: group,
+            labels,
+            ephemeral: false,
+            jit: false,
+        };
+        let (id, _) = state.register(new, false).expect("register");
+        state.heartbeat(id);
+        id
+    }
+
+    /// (runner scope, group, labels, no_default_labels, job scope, job labels, job group, matches)
+    type Case = (
+        &'static str,
+        u64,
+        &'static [&'static str],
+        bool,
+        Option<&'static str>,
+        &'static [&'static str],
+        Option<&'static str>,
+        bool,
+    );
+
+    #[test]
+    fn job_matching_table() {
+        // (runner scope, group, labels, no_default_labels, job scope, job labels, job group, matches)
+        let cases: &[Case] = &[
+            (
+                "octo/app",
+                1,
+                &[],
+                false,
+                None,
+                &["self-hosted", "linux", "x64"],
+                None,
+                true,
+            ),
+            (
+                "octo/app",
+                1,
+                &["jammy"],
+                false,
+                None,
+                &["JAMMY"],
+                None,
+                true,
+            ),
+            (
+                "octo/app",
+                1,
+                &["jammy"],
+                false,
+                None,
+                &["jammy", "gpu"],
+                None,
+                false,
+            ),
+            (
+                "octo/app",
+                1,
+                &["jammy"],
+                true,
+                None,
+                &["self-hosted"],
+                None,
+                false,
+            ),
+            ("octo/app", 1, &[], false, Some("octo/app"), &[], None, true),
+            (
+                "octo/app",
+                1,
+                &[],
+                false,
+                Some("octo-org/web"),
+                &[],
+                None,
+                false,
+            ),
+            (
+                "octo-org",
+                1,
+                &[],
+                false,
+                Some("octo-org/web"),
+                &[],
+                None,
+                true,
+            ),
+            (
+                "octo-org",
+                2,
+                &[],
+                false,
+                Some("octo-org/web"),
+                &[],
+                None,
+                false,
+            ),
+            ("octo-org", 2, &[], false, Some("octo-org"), &[], None, true),
+            (
+                "octo-org",
+                1,
+                &[],
+                false,
+                Some("octo/app"),
+                &[],
+                None,
+                false,
+            ),
+            (
+                "enterprises/acme",
+                1,
+                &[],
+                false,
+                Some("octo/app"),
+                &[],
+                None,
+                true,
+            ),
+            (
+                "octo-org",
+                1,
+                &[],
+                false,
+                Some("enterprises/acme"),
+                &[],
+                None,
+                false,
+            ),
+            (
+                "octo-org",
+                2,
+                &[],
+                false,
+                None,
+                &[],
+                Some("restricted"),
+                true,
+            ),
+            (
+                "octo-org",
+                1,
+                &[],
+                false,
+                None,
+                &[],
+                Some("restricted"),
+                false,
+            ),
+        ];
+        for (i, (rscope, group, labels, no_defaults, jscope, jlabels, jgroup, expected)) in
+            cases.iter().enumerate()
+        {
+            let mut state = state();
+            let id = runner(&mut state, rscope, *group, labels, *no_defaults);
+            let spec = JobSpec {
+                labels: jlabels.iter().map(|l| (*l).to_owned()).collect(),
+                scope: jscope.map(str::to_owned),
+                runner_group: jgroup.map(str::to_owned),
+                ..JobSpec::default()
+            };
+            let (job, _) = state.enqueue(spec).expect("enqueue");
+            let assigned = state.job_view(job).and_then(|j| j.runner_id);
+            assert_eq!(assigned == Some(id), *expected, "case {i}");
+            assert_eq!(
+                state.runner(id).is_some_and(|r| r.job.is_some()),
+                *expected,
+                "case {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn oldest_job_first_and_one_job_per_runner() {
+        let mut state = state();
+        let (first, _) = state.enqueue(JobSpec::new(&[], "1")).expect("enqueue");
+        let (second, _) = state.enqueue(JobSpec::new(&[], "2")).expect("enqueue");
+        let id = runner(&mut state, "octo/app", 1, &[], false);
+        state.assign_to_runner(id);
+        assert_eq!(state.runner(id).and_then(|r| r.job), Some(first));
+        state.assign_to_runner(id);
+        assert_eq!(state.job_view(second).and_then(|j| j.runner_id), None);
+        let payload = state.take_assigned_job(id).expect("job");
+        assert_eq!(payload["script"], "1");
+        assert!(state.take_assigned_job(id).is_none(), "handed over once");
+        state
+            .complete_job(id, first, 0, String::new(), None)
+            .expect("complete");
+        assert_eq!(state.runner(id).and_then(|r| r.job), Some(second));
+        assert!(state
+            .complete_job(id, first, 0, String::new(), None)
+            .is_err());
+    }
+
+    #[test]
+    fn removing_a_runner_requeues_or_fails_its_job() {
+        let mut state = state();
+        let a = runner(&mut state, "octo/app", 1, &[], false);
+        let (job, _) = state.enqueue(JobSpec::new(&[], "x")).expect("enqueue");
+        assert_eq!(state.runner(a).and_then(|r| r.job), Some(job));
+        state.remove_runner(a);
+        assert_eq!(
+            state.job_view(job).map(|j| j.status),
+            Some(JobStatus::Queued)
+        );
+        let b = runner(&mut state, "octo/app", 1, &[], false);
+        state.assign_to_runner(b);
+        state.take_assigned_job(b).expect("job");
+        state.remove_runner(b);
+        let view = state.job_view(job).expect("job");
+        assert_eq!(view.status, JobStatus::Completed);
+        assert_eq!(view.conclusion.as_deref(), Some("failure"));
+    }
+
+    #[test]
+    fn budgets() {
+        let mut state = state();
+        state.set_rate_limit(Some(2), None, Some(1));
+        assert!(state.rate_charge("pat").is_ok());
+        assert_eq!(state.rate_charge("pat").map(|i| i.remaining).ok(), Some(0));
+        assert!(state.rate_charge("pat").is_err());
+        state.rate_refund("pat");
+        assert_eq!(state.rate_info("pat").remaining, 1);
+        assert_eq!(
+            state.rate_info("installation:42").remaining,
+            2,
+            "separate buckets"
+        );
+        assert!(state.secondary_charge("pat").is_ok());
+        let retry = state.secondary_charge("pat").expect_err("limited");
+        assert!((1..=60).contains(&retry));
+    }
+
+    #[test]
+    fn fault_counts_and_matching() {
+        let mut state = state();
+        state.add_fault(FaultSpec::status("/a/{x}", 500).times(2));
+        assert!(state.take_fault("GET /b").is_none());
+        assert_eq!(
+            state.take_fault("POST /a/{x}").and_then(|f| f.status),
+            Some(500)
+        );
+        assert!(state.take_fault("GET /a/{x}").is_some());
+        assert!(state.take_fault("GET /a/{x}").is_none(), "used up");
+        assert!(state.faults().is_empty());
     }
 }

@@ -48,7 +48,10 @@ pub(crate) async fn deliver(shared: AppState, mut events: mpsc::UnboundedReceive
             .header("x-github-event", "workflow_job")
             .header("x-github-delivery", &delivery_id)
             .header("x-github-hook-id", "1")
-            .header("x-hub-signature-256", sign_webhook(event.target.secret.expose().as_bytes(), body.as_bytes()));
+            .header(
+                "x-hub-signature-256",
+                sign_webhook(event.target.secret.expose().as_bytes(), body.as_bytes()),
+            );
         if let Some(id) = installation {
             request = request
                 .header("x-github-hook-installation-target-id", id.to_string())

@@ -478,7 +478,7 @@ impl Client {
                 after: self.inner.timeout,
             }
         } else {
-            Error::Transport(error.without_url())
+            Error::Transport(error)
         }
     }
 
@@ -498,6 +498,11 @@ impl Client {
                 link: link.clone(),
             },
         );
+    }
+
+    /// Drops a cached page (e.g. one that failed to decode).
+    pub(crate) fn forget_etag(&self, url: &Url) {
+        self.inner.etags.lock().remove(url.as_str());
     }
 
     /// Never hammer: when the last response said the core budget is spent, wait for the reset

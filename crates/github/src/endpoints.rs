@@ -33,10 +33,12 @@ impl Client {
         url.query_pairs_mut().append_pair("per_page", "100");
         let mut items = Vec::new();
         for _ in 0..MAX_PAGES {
-            let response = self
-                .execute(Call::new(kind, Method::GET, url).conditional())
-                .await?;
-            items.extend(extract(self.decode(kind, &response.body)?));
+            let call = Call::new(kind, Method::GET, url.clone()).conditional();
+            let response = self.execute(call).await?;
+            let page = self
+                .decode(kind, &response.body)
+                .inspect_err(|_| self.forget_etag(&url))?;
+            items.extend(extract(page));
             match response.link.as_deref().and_then(next_link) {
                 Some(next) => url = self.follow_link(&next)?,
                 None => return Ok(items),
@@ -112,9 +114,11 @@ impl Client {
     /// The runner application downloads (conditional GET: a 304 reuses the cached list).
     pub async fn list_downloads(&self) -> Result<Vec<RunnerApplication>, Error> {
         let url = self.runners_url("/downloads")?;
-        let call = Call::new(EndpointKind::Downloads, Method::GET, url).conditional();
+        let call = Call::new(EndpointKind::Downloads, Method::GET, url.clone()).conditional();
         let response = self.execute(call).await?;
-        let apps: Vec<ApplicationWire> = self.decode(EndpointKind::Downloads, &response.body)?;
+        let apps: Vec<ApplicationWire> = self
+            .decode(EndpointKind::Downloads, &response.body)
+            .inspect_err(|_| self.forget_etag(&url))?;
         Ok(apps.into_iter().map(Into::into).collect())
     }
 

@@ -221,3 +221,26 @@ mod tests {
         assert_eq!(ent.installation_path(), None);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn parse_never_panics_and_valid_scopes_round_trip(path in "[a-z0-9_./ -]{0,24}") {
+            if let Ok(scope) = Scope::parse(&path) {
+                prop_assert_eq!(scope.to_string(), path.clone());
+                prop_assert_eq!(Scope::parse(&scope.to_string()), Ok(scope));
+            }
+        }
+
+        #[test]
+        fn valid_repo_paths_parse(owner in "[a-z0-9][a-z0-9-]{0,10}[a-z0-9]", repo in "[a-z0-9_.-]{3,12}") {
+            let scope = Scope::parse(&format!("{owner}/{repo}")).expect("valid");
+            let is_repo = matches!(scope, Scope::Repo { .. });
+            prop_assert!(is_repo || owner == "enterprises");
+        }
+    }
+}

@@ -254,7 +254,8 @@ impl Client {
                 },
                 e => e,
             })?;
-        let inner = Arc::get_mut(&mut client.inner).expect("the client is not shared before connect returns");
+        let inner = Arc::get_mut(&mut client.inner)
+            .expect("the client is not shared before connect returns");
         inner.server = server;
         tracing::debug!(endpoint = %inner.endpoint, flavour = ?inner.server.flavour,
             version = %inner.server.version, "connected");
@@ -338,7 +339,11 @@ impl Client {
     }
 
     /// A call that must answer synchronously, decoded into `T`.
-    pub(crate) async fn sync<T: DeserializeOwned>(&self, what: &str, rb: RequestBuilder) -> Result<T> {
+    pub(crate) async fn sync<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        rb: RequestBuilder,
+    ) -> Result<T> {
         match self.call(what, rb).await? {
             Reply::Sync(v) => decode(what, v),
             Reply::Async(op) => Err(Error::Protocol {
@@ -415,7 +420,10 @@ impl Client {
                     })
                 }
                 Err(e @ (Error::Transport { .. } | Error::Timeout { .. })) => return Err(e),
-                Err(wait_err) => match self.sync::<Operation>(what, self.op_req(&op.path, op)).await {
+                Err(wait_err) => match self
+                    .sync::<Operation>(what, self.op_req(&op.path, op))
+                    .await
+                {
                     Ok(o) => o,
                     // Purged already (5 s after it finished): the wait error is all there is.
                     Err(Error::NotFound { .. }) => {
@@ -486,7 +494,9 @@ pub(crate) fn decode_envelope(
             })
         }
         Err(_) => {
-            let text = String::from_utf8_lossy(&body[..body.len().min(200)]).trim().to_owned();
+            let text = String::from_utf8_lossy(&body[..body.len().min(200)])
+                .trim()
+                .to_owned();
             return Err(Error::from_server(what, status.as_u16(), &text));
         }
     };
@@ -496,7 +506,11 @@ pub(crate) fn decode_envelope(
                 .error_code
                 .filter(|c| *c != 0)
                 .unwrap_or_else(|| status.as_u16());
-            Err(Error::from_server(what, code, env.error.as_deref().unwrap_or("")))
+            Err(Error::from_server(
+                what,
+                code,
+                env.error.as_deref().unwrap_or(""),
+            ))
         }
         "sync" if status.is_success() => Ok(Reply::Sync(env.metadata)),
         "async" if status.is_success() => {
@@ -523,10 +537,18 @@ mod tests {
 
     fn check_discover(env: &[(&str, &str)], existing: &[&str], expected: Option<&str>) {
         let got = discover_socket(
-            |k| env.iter().find(|(n, _)| *n == k).map(|(_, v)| PathBuf::from(v)),
+            |k| {
+                env.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| PathBuf::from(v))
+            },
             |p| existing.iter().any(|e| Path::new(e) == p),
         );
-        assert_eq!(got.as_deref(), expected.map(Path::new), "env {env:?} existing {existing:?}");
+        assert_eq!(
+            got.as_deref(),
+            expected.map(Path::new),
+            "env {env:?} existing {existing:?}"
+        );
     }
 
     #[test]
@@ -545,7 +567,11 @@ mod tests {
             &["/var/lib/lxd/unix.socket", "/var/lib/incus/unix.socket"],
             Some("/var/lib/incus/unix.socket"),
         );
-        check_discover(&[], &["/var/lib/lxd/unix.socket"], Some("/var/lib/lxd/unix.socket"));
+        check_discover(
+            &[],
+            &["/var/lib/lxd/unix.socket"],
+            Some("/var/lib/lxd/unix.socket"),
+        );
         check_discover(&[], &[], None);
     }
 
@@ -560,7 +586,10 @@ mod tests {
 
     #[test]
     fn envelope_kinds() {
-        let sync = env(200, r#"{"type":"sync","status_code":200,"metadata":{"a":1}}"#);
+        let sync = env(
+            200,
+            r#"{"type":"sync","status_code":200,"metadata":{"a":1}}"#,
+        );
         assert!(matches!(sync, Ok(Reply::Sync(v)) if v["a"] == 1));
         let created = env(201, r#"{"type":"sync","status_code":200,"metadata":{}}"#);
         assert!(matches!(created, Ok(Reply::Sync(_))));
@@ -579,14 +608,30 @@ mod tests {
 
     #[test]
     fn envelope_errors_are_typed_and_keep_the_message() {
-        let nf = env(404, r#"{"type":"error","error_code":404,"error":"Instance not found"}"#);
-        assert!(matches!(nf, Err(Error::NotFound { ref message, .. }) if message == "Instance not found"));
-        let conflict = env(409, r#"{"type":"error","error_code":409,"error":"Alias \"x\" already exists"}"#);
+        let nf = env(
+            404,
+            r#"{"type":"error","error_code":404,"error":"Instance not found"}"#,
+        );
+        assert!(
+            matches!(nf, Err(Error::NotFound { ref message, .. }) if message == "Instance not found")
+        );
+        let conflict = env(
+            409,
+            r#"{"type":"error","error_code":409,"error":"Alias \"x\" already exists"}"#,
+        );
         assert!(matches!(conflict, Err(Error::Conflict { .. })));
-        let dup = env(500, r#"{"type":"error","error_code":500,"error":"The profile already exists"}"#);
+        let dup = env(
+            500,
+            r#"{"type":"error","error_code":500,"error":"The profile already exists"}"#,
+        );
         assert!(matches!(dup, Err(Error::Conflict { .. })));
-        let other = env(400, r#"{"type":"error","error_code":400,"error":"Instance is running"}"#);
-        assert!(matches!(other, Err(Error::Api { code: 400, ref message, .. }) if message == "Instance is running"));
+        let other = env(
+            400,
+            r#"{"type":"error","error_code":400,"error":"Instance is running"}"#,
+        );
+        assert!(
+            matches!(other, Err(Error::Api { code: 400, ref message, .. }) if message == "Instance is running")
+        );
         let not_json = env(502, "bad gateway");
         assert!(matches!(not_json, Err(Error::Api { code: 502, .. })));
         let garbage = env(200, "{");
@@ -604,7 +649,10 @@ mod tests {
             ..Operation::default()
         };
         assert!(matches!(
-            op_result("create", failed("UNIQUE constraint failed: instances.project_id, instances.name")),
+            op_result(
+                "create",
+                failed("UNIQUE constraint failed: instances.project_id, instances.name")
+            ),
             Err(Error::Conflict { .. })
         ));
         assert!(matches!(

@@ -19,7 +19,11 @@ pub enum Error {
     OperationFailed { what: String, message: String },
     /// The server refused the request for another reason (400, 403, 412, 500…).
     #[error("{what}: server error {code}: {message}")]
-    Api { what: String, code: u16, message: String },
+    Api {
+        what: String,
+        code: u16,
+        message: String,
+    },
     /// A call or an operation did not finish in time.
     #[error("{what} timed out after {after:?}")]
     Timeout { what: String, after: Duration },

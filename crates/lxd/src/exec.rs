@@ -161,7 +161,10 @@ impl Client {
             body["group"] = json!(g);
         }
         let path = format!("{}/exec", instance_path(name));
-        let op = match self.call(&what, self.scoped(Method::POST, &path).json(&body)).await {
+        let op = match self
+            .call(&what, self.scoped(Method::POST, &path).json(&body))
+            .await
+        {
             Ok(Reply::Async(op)) => op,
             Ok(Reply::Sync(_)) => {
                 return Err(Error::Protocol {
@@ -230,7 +233,10 @@ mod tests {
 
     #[test]
     fn exec_request_debug_hides_env_values() {
-        let r = ExecRequest::shell("run").env("TOKEN", "s3cr3t").cwd("/tmp").user(1000);
+        let r = ExecRequest::shell("run")
+            .env("TOKEN", "s3cr3t")
+            .cwd("/tmp")
+            .user(1000);
         let dbg = format!("{r:?}");
         assert!(dbg.contains("TOKEN"));
         assert!(!dbg.contains("s3cr3t"));

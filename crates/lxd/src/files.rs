@@ -107,7 +107,9 @@ impl Client {
     /// Reads a regular file. A directory gives [`Error::Invalid`] (use [`Client::list_dir`]).
     pub async fn pull_file(&self, name: &str, path: &str) -> Result<FileContent> {
         let what = format!("pulling {path} from {name}");
-        let (headers, bytes) = self.raw(&what, self.file_req(Method::GET, name, path)?).await?;
+        let (headers, bytes) = self
+            .raw(&what, self.file_req(Method::GET, name, path)?)
+            .await?;
         if self.header_str(&headers, "Type") == Some("directory") {
             return Err(Error::Invalid {
                 what: "file path",
@@ -129,7 +131,9 @@ impl Client {
     /// The names in a directory.
     pub async fn list_dir(&self, name: &str, path: &str) -> Result<Vec<String>> {
         let what = format!("listing {path} in {name}");
-        let (headers, body) = self.raw(&what, self.file_req(Method::GET, name, path)?).await?;
+        let (headers, body) = self
+            .raw(&what, self.file_req(Method::GET, name, path)?)
+            .await?;
         if self.header_str(&headers, "Type") != Some("directory") {
             return Err(Error::Invalid {
                 what: "directory path",

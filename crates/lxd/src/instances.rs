@@ -82,12 +82,19 @@ impl InstanceSpec {
         self
     }
 
-    pub fn device<K, V>(mut self, name: impl Into<String>, device: impl IntoIterator<Item = (K, V)>) -> Self
+    pub fn device<K, V>(
+        mut self,
+        name: impl Into<String>,
+        device: impl IntoIterator<Item = (K, V)>,
+    ) -> Self
     where
         K: Into<String>,
         V: Into<String>,
     {
-        let device = device.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
+        let device = device
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
         self.devices.insert(name.into(), device);
         self
     }
@@ -158,7 +165,11 @@ impl Client {
 
     /// The instances whose config has `key` = `value` (for example `user.owner`). Filtered here, so
     /// it works on every server version.
-    pub async fn list_instances_with_config(&self, key: &str, value: &str) -> Result<Vec<Instance>> {
+    pub async fn list_instances_with_config(
+        &self,
+        key: &str,
+        value: &str,
+    ) -> Result<Vec<Instance>> {
         let mut all = self.list_instances().await?;
         all.retain(|i| i.config.get(key).map(String::as_str) == Some(value));
         Ok(all)
@@ -208,7 +219,9 @@ impl Client {
                 }
                 return Err(e);
             }
-            Err(Error::NotFound { message, .. }) if matches!(spec.source, ImageSource::Alias(_)) => {
+            Err(Error::NotFound { message, .. })
+                if matches!(spec.source, ImageSource::Alias(_)) =>
+            {
                 // LXD 5.0 refuses an unknown alias at the POST.
                 let what = match &spec.source {
                     ImageSource::Alias(a) => format!("image alias {a}"),
@@ -227,7 +240,8 @@ impl Client {
     /// Starts an instance. Already running is success.
     pub async fn start_instance(&self, name: &str) -> Result<()> {
         let body = json!({"action": "start", "timeout": 30, "force": false});
-        self.change_state(name, "starting", body, "already running").await
+        self.change_state(name, "starting", body, "already running")
+            .await
     }
 
     /// Stops an instance (an ephemeral one is then deleted by the server). Already stopped is success.
@@ -238,14 +252,18 @@ impl Client {
             }
             Stop::Force => json!({"action": "stop", "timeout": -1, "force": true}),
         };
-        self.change_state(name, "stopping", body, "already stopped").await
+        self.change_state(name, "stopping", body, "already stopped")
+            .await
     }
 
     async fn change_state(&self, name: &str, verb: &str, body: Value, done: &str) -> Result<()> {
         validate_instance_name(name)?;
         let what = format!("{verb} instance {name}");
         let path = format!("{}/state", instance_path(name));
-        match self.run(&what, self.scoped(Method::PUT, &path).json(&body)).await {
+        match self
+            .run(&what, self.scoped(Method::PUT, &path).json(&body))
+            .await
+        {
             Ok(_) => Ok(()),
             Err(Error::Api { message, .. } | Error::OperationFailed { message, .. })
                 if message.to_ascii_lowercase().contains(done) =>
@@ -286,7 +304,12 @@ impl Client {
     }
 
     /// Polls the state until `interface` has a global IPv4 address (DHCP answers shortly after start).
-    pub async fn wait_for_ipv4(&self, name: &str, interface: &str, timeout: Duration) -> Result<String> {
+    pub async fn wait_for_ipv4(
+        &self,
+        name: &str,
+        interface: &str,
+        timeout: Duration,
+    ) -> Result<String> {
         let deadline = Instant::now() + timeout;
         loop {
             let state = self.instance_state(name).await?;
@@ -316,7 +339,10 @@ mod tests {
     fn create_body() {
         let spec = InstanceSpec::new("r-1", ImageSource::Alias("busybox".into()))
             .config("user.owner", "m1")
-            .device("root", [("type", "disk"), ("path", "/"), ("pool", "default")])
+            .device(
+                "root",
+                [("type", "disk"), ("path", "/"), ("pool", "default")],
+            )
             .profiles(["default", "runner"])
             .ephemeral()
             .started();
@@ -328,7 +354,10 @@ mod tests {
         assert_eq!(body["profiles"], json!(["default", "runner"]));
         assert_eq!(body["ephemeral"], true);
         assert_eq!(body["start"], true);
-        assert!(spec.body(false).get("start").is_none(), "LXD 5.0 ignores start: never send it");
+        assert!(
+            spec.body(false).get("start").is_none(),
+            "LXD 5.0 ignores start: never send it"
+        );
     }
 
     #[test]
@@ -345,9 +374,13 @@ mod tests {
         assert_eq!(body["type"], "virtual-machine");
         assert_eq!(body["source"]["protocol"], "simplestreams");
         assert_eq!(body["source"]["server"], "https://images.example");
-        assert!(body.get("profiles").is_none(), "absent profiles means the default profile");
+        assert!(
+            body.get("profiles").is_none(),
+            "absent profiles means the default profile"
+        );
         assert!(body.get("start").is_none());
-        let none = InstanceSpec::new("n", ImageSource::Fingerprint("abc".into())).profiles(Vec::<String>::new());
+        let none = InstanceSpec::new("n", ImageSource::Fingerprint("abc".into()))
+            .profiles(Vec::<String>::new());
         assert_eq!(none.body(true)["profiles"], json!([]));
         assert_eq!(none.body(true)["source"]["fingerprint"], "abc");
     }

@@ -33,6 +33,6 @@ pub use files::{FileContent, FilePerms};
 pub use instances::{ImageSource, InstanceSpec, Stop};
 pub use names::validate_instance_name;
 pub use types::{
-    ClusterMember, Flavour, Image, ImageAlias, ImageAliasRef, Instance, InstanceState, InstanceType,
-    NetworkAddress, NetworkState, Operation, Profile, ServerInfo, StoragePool,
+    ClusterMember, Flavour, Image, ImageAlias, ImageAliasRef, Instance, InstanceState,
+    InstanceType, NetworkAddress, NetworkState, Operation, Profile, ServerInfo, StoragePool,
 };

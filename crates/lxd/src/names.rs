@@ -15,10 +15,18 @@ pub fn validate_instance_name(name: &str) -> Result<()> {
         return fail("must not be empty");
     }
     if name.len() > 63 {
-        return fail(&format!("is {} characters long, the limit is 63", name.len()));
+        return fail(&format!(
+            "is {} characters long, the limit is 63",
+            name.len()
+        ));
     }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-')) {
-        return fail(&format!("contains {c:?}; only letters, digits and '-' are allowed"));
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
+    {
+        return fail(&format!(
+            "contains {c:?}; only letters, digits and '-' are allowed"
+        ));
     }
     if name.starts_with('-') || name.ends_with('-') {
         return fail("must not start or end with '-'");
@@ -32,7 +40,12 @@ pub fn validate_instance_name(name: &str) -> Result<()> {
 /// Checks a name used inside a URL path (profiles, pools, aliases): not empty, no `/`-free escape
 /// tricks. Aliases may contain `/` (`debian/bookworm`) and are percent-encoded by the caller.
 pub(crate) fn validate_simple_name(what: &'static str, name: &str) -> Result<()> {
-    if name.is_empty() || name.len() > 255 || name.contains(['?', '#']) || name == "." || name == ".." {
+    if name.is_empty()
+        || name.len() > 255
+        || name.contains(['?', '#'])
+        || name == "."
+        || name == ".."
+    {
         return Err(Error::Invalid {
             what,
             message: format!("{name:?} is not a valid name"),

@@ -34,9 +34,12 @@ impl Client {
         validate_simple_name("storage pool name", name)?;
         let what = format!("creating storage pool {name}");
         let body = json!({"name": name, "driver": "dir", "config": {"source": source}});
-        self.run(&what, self.req(Method::POST, "/1.0/storage-pools").json(&body))
-            .await
-            .map(|_| ())
+        self.run(
+            &what,
+            self.req(Method::POST, "/1.0/storage-pools").json(&body),
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Deletes a pool; fails while something uses it.
@@ -44,7 +47,9 @@ impl Client {
         validate_simple_name("storage pool name", name)?;
         let what = format!("deleting storage pool {name}");
         let path = format!("/1.0/storage-pools/{}", segment(name));
-        self.run(&what, self.req(Method::DELETE, &path)).await.map(|_| ())
+        self.run(&what, self.req(Method::DELETE, &path))
+            .await
+            .map(|_| ())
     }
 
     // ---- profiles ----
@@ -67,9 +72,12 @@ impl Client {
     pub async fn create_profile(&self, profile: &Profile) -> Result<()> {
         validate_simple_name("profile name", &profile.name)?;
         let what = format!("creating profile {}", profile.name);
-        self.run(&what, self.scoped(Method::POST, "/1.0/profiles").json(profile))
-            .await
-            .map(|_| ())
+        self.run(
+            &what,
+            self.scoped(Method::POST, "/1.0/profiles").json(profile),
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Creates the profile unless a profile of that name exists (which is left as it is). Returns
@@ -91,9 +99,13 @@ impl Client {
             "config": profile.config,
             "devices": profile.devices,
         });
-        self.run(&what, self.scoped(Method::PUT, &profile_path(&profile.name)).json(&body))
-            .await
-            .map(|_| ())
+        self.run(
+            &what,
+            self.scoped(Method::PUT, &profile_path(&profile.name))
+                .json(&body),
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Deletes a profile; fails while an instance uses it.
@@ -153,9 +165,12 @@ impl Client {
         validate_simple_name("image alias", alias)?;
         let what = format!("creating image alias {alias}");
         let body = json!({"name": alias, "target": fingerprint});
-        self.run(&what, self.scoped(Method::POST, "/1.0/images/aliases").json(&body))
-            .await
-            .map(|_| ())
+        self.run(
+            &what,
+            self.scoped(Method::POST, "/1.0/images/aliases").json(&body),
+        )
+        .await
+        .map(|_| ())
     }
 
     pub async fn delete_image_alias(&self, alias: &str) -> Result<()> {
@@ -170,7 +185,9 @@ impl Client {
         validate_simple_name("image fingerprint", fingerprint)?;
         let what = format!("deleting image {fingerprint}");
         let path = format!("/1.0/images/{}", segment(fingerprint));
-        self.run(&what, self.scoped(Method::DELETE, &path)).await.map(|_| ())
+        self.run(&what, self.scoped(Method::DELETE, &path))
+            .await
+            .map(|_| ())
     }
 
     // ---- cluster ----

@@ -38,6 +38,10 @@ pub struct ServerInfo {
     pub server_name: String,
     /// `trusted` when the client may do everything.
     pub auth: String,
+    /// The server certificate (PEM), to pin for HTTPS. Shown to trusted clients only.
+    pub certificate: String,
+    /// Server config, such as `core.https_address` (visible to trusted clients).
+    pub config: BTreeMap<String, String>,
 }
 
 impl ServerInfo {
@@ -54,12 +58,14 @@ impl ServerInfo {
 
 #[derive(Deserialize)]
 struct RawServer {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     api_extensions: Vec<String>,
     #[serde(default)]
     auth: String,
     #[serde(default)]
     environment: RawEnvironment,
+    #[serde(default, deserialize_with = "nullable")]
+    config: BTreeMap<String, Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -76,6 +82,8 @@ struct RawEnvironment {
     server_clustered: bool,
     #[serde(default)]
     server_name: String,
+    #[serde(default)]
+    certificate: String,
 }
 
 impl From<RawServer> for ServerInfo {
@@ -93,21 +101,46 @@ impl From<RawServer> for ServerInfo {
             clustered: r.environment.server_clustered,
             server_name: r.environment.server_name,
             auth: r.auth,
+            certificate: r.environment.certificate,
+            config: r
+                .config
+                .into_iter()
+                .map(|(k, v)| match v {
+                    Value::String(s) => (k, s),
+                    other => (k, other.to_string()),
+                })
+                .collect(),
         }
     }
+}
+
+/// Servers send `null` for empty lists, maps and strings: decode it as the default.
+fn nullable<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Option::unwrap_or_default)
 }
 
 /// A background operation.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct Operation {
+    #[serde(deserialize_with = "nullable")]
     pub id: String,
+    #[serde(deserialize_with = "nullable")]
     pub class: String,
+    #[serde(deserialize_with = "nullable")]
     pub description: String,
+    #[serde(deserialize_with = "nullable")]
     pub status: String,
+    #[serde(deserialize_with = "nullable")]
     pub status_code: u16,
     pub metadata: Value,
+    #[serde(deserialize_with = "nullable")]
     pub err: String,
+    #[serde(deserialize_with = "nullable")]
     pub location: String,
 }
 
@@ -131,20 +164,31 @@ pub enum InstanceType {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct Instance {
+    #[serde(deserialize_with = "nullable")]
     pub name: String,
     /// `Running`, `Stopped`, `Frozen`, `Error`…
+    #[serde(deserialize_with = "nullable")]
     pub status: String,
+    #[serde(deserialize_with = "nullable")]
     pub status_code: u16,
     #[serde(rename = "type")]
     pub instance_type: Option<InstanceType>,
+    #[serde(deserialize_with = "nullable")]
     pub config: BTreeMap<String, String>,
+    #[serde(deserialize_with = "nullable")]
     pub devices: BTreeMap<String, BTreeMap<String, String>>,
+    #[serde(deserialize_with = "nullable")]
     pub profiles: Vec<String>,
+    #[serde(deserialize_with = "nullable")]
     pub ephemeral: bool,
     /// The cluster member that holds it (`none` when not clustered).
+    #[serde(deserialize_with = "nullable")]
     pub location: String,
+    #[serde(deserialize_with = "nullable")]
     pub project: String,
+    #[serde(deserialize_with = "nullable")]
     pub description: String,
+    #[serde(deserialize_with = "nullable")]
     pub created_at: String,
 }
 
@@ -158,9 +202,13 @@ impl Instance {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct InstanceState {
+    #[serde(deserialize_with = "nullable")]
     pub status: String,
+    #[serde(deserialize_with = "nullable")]
     pub status_code: u16,
+    #[serde(deserialize_with = "nullable")]
     pub pid: i64,
+    #[serde(deserialize_with = "nullable")]
     pub processes: i64,
     pub network: Option<BTreeMap<String, NetworkState>>,
 }
@@ -185,17 +233,24 @@ impl InstanceState {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct NetworkState {
+    #[serde(deserialize_with = "nullable")]
     pub addresses: Vec<NetworkAddress>,
+    #[serde(deserialize_with = "nullable")]
     pub hwaddr: String,
+    #[serde(deserialize_with = "nullable")]
     pub state: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct NetworkAddress {
+    #[serde(deserialize_with = "nullable")]
     pub family: String,
+    #[serde(deserialize_with = "nullable")]
     pub address: String,
+    #[serde(deserialize_with = "nullable")]
     pub netmask: String,
+    #[serde(deserialize_with = "nullable")]
     pub scope: String,
 }
 
@@ -203,11 +258,17 @@ pub struct NetworkAddress {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct StoragePool {
+    #[serde(deserialize_with = "nullable")]
     pub name: String,
+    #[serde(deserialize_with = "nullable")]
     pub driver: String,
+    #[serde(deserialize_with = "nullable")]
     pub description: String,
+    #[serde(deserialize_with = "nullable")]
     pub config: BTreeMap<String, String>,
+    #[serde(deserialize_with = "nullable")]
     pub status: String,
+    #[serde(deserialize_with = "nullable")]
     pub used_by: Vec<String>,
 }
 
@@ -215,11 +276,16 @@ pub struct StoragePool {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Profile {
+    #[serde(deserialize_with = "nullable")]
     pub name: String,
+    #[serde(deserialize_with = "nullable")]
     pub description: String,
+    #[serde(deserialize_with = "nullable")]
     pub config: BTreeMap<String, String>,
+    #[serde(deserialize_with = "nullable")]
     pub devices: BTreeMap<String, BTreeMap<String, String>>,
     #[serde(skip_serializing)]
+    #[serde(deserialize_with = "nullable")]
     pub used_by: Vec<String>,
 }
 
@@ -227,21 +293,31 @@ pub struct Profile {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct Image {
+    #[serde(deserialize_with = "nullable")]
     pub fingerprint: String,
+    #[serde(deserialize_with = "nullable")]
     pub aliases: Vec<ImageAliasRef>,
+    #[serde(deserialize_with = "nullable")]
     pub properties: BTreeMap<String, String>,
+    #[serde(deserialize_with = "nullable")]
     pub architecture: String,
+    #[serde(deserialize_with = "nullable")]
     pub size: u64,
     #[serde(rename = "type")]
+    #[serde(deserialize_with = "nullable")]
     pub image_type: String,
+    #[serde(deserialize_with = "nullable")]
     pub public: bool,
+    #[serde(deserialize_with = "nullable")]
     pub uploaded_at: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct ImageAliasRef {
+    #[serde(deserialize_with = "nullable")]
     pub name: String,
+    #[serde(deserialize_with = "nullable")]
     pub description: String,
 }
 
@@ -249,8 +325,11 @@ pub struct ImageAliasRef {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct ImageAlias {
+    #[serde(deserialize_with = "nullable")]
     pub name: String,
+    #[serde(deserialize_with = "nullable")]
     pub target: String,
+    #[serde(deserialize_with = "nullable")]
     pub description: String,
 }
 
@@ -258,14 +337,22 @@ pub struct ImageAlias {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct ClusterMember {
+    #[serde(deserialize_with = "nullable")]
     pub server_name: String,
+    #[serde(deserialize_with = "nullable")]
     pub url: String,
     /// `Online`, `Offline`, `Evacuated`…
+    #[serde(deserialize_with = "nullable")]
     pub status: String,
+    #[serde(deserialize_with = "nullable")]
     pub message: String,
+    #[serde(deserialize_with = "nullable")]
     pub roles: Vec<String>,
+    #[serde(deserialize_with = "nullable")]
     pub architecture: String,
+    #[serde(deserialize_with = "nullable")]
     pub failure_domain: String,
+    #[serde(deserialize_with = "nullable")]
     pub groups: Vec<String>,
 }
 
@@ -288,6 +375,18 @@ mod tests {
         assert!(!s.has_extension("instance_force_delete"));
         assert!(s.supports_vms());
         assert_eq!(s.version, "5.0.2");
+    }
+
+    #[test]
+    fn nulls_decode_as_empty() {
+        let v = serde_json::json!({"name": "p", "driver": "dir", "used_by": null, "config": null,
+                                   "description": null});
+        let p: StoragePool = serde_json::from_value(v).expect("decodes");
+        assert!(p.used_by.is_empty() && p.config.is_empty() && p.description.is_empty());
+        let i: Instance = serde_json::from_value(serde_json::json!({"name": "i", "profiles": null,
+            "devices": null, "type": "container"}))
+        .expect("decodes");
+        assert_eq!(i.instance_type, Some(InstanceType::Container));
     }
 
     #[test]

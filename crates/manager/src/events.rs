@@ -121,7 +121,9 @@ impl Metrics {
 
     /// Counts an error of a bounded kind.
     pub fn error(&self, kind: &'static str) {
-        self.errors_total.get_or_create(&labels(&[("kind", kind)])).inc();
+        self.errors_total
+            .get_or_create(&labels(&[("kind", kind)]))
+            .inc();
     }
 
     /// Sets the runner-binary info metric to `filename` alone.
@@ -243,7 +245,13 @@ impl RunnerInstalled {
         struct F {
             duration: u64,
         }
-        t.issue("runner_installed", t.now(), &F { duration: secs(self.duration) });
+        t.issue(
+            "runner_installed",
+            t.now(),
+            &F {
+                duration: secs(self.duration),
+            },
+        );
     }
 }
 
@@ -379,7 +387,10 @@ mod tests {
     fn telemetry(log: Option<PathBuf>) -> (Telemetry, Registry) {
         let mut registry = Registry::default();
         let metrics = Metrics::new(&mut registry);
-        (Telemetry::new(metrics, "small", log).with_clock(|| 123), registry)
+        (
+            Telemetry::new(metrics, "small", log).with_clock(|| 123),
+            registry,
+        )
     }
 
     fn lines(path: &std::path::Path) -> Vec<Value> {
@@ -438,8 +449,14 @@ mod tests {
         );
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
-        assert!(text.contains("runner_manager_runners_created_total 1"), "{text}");
-        assert!(text.contains("runner_manager_reconciles_total{result=\"ok\"} 1"), "{text}");
+        assert!(
+            text.contains("runner_manager_runners_created_total 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("runner_manager_reconciles_total{result=\"ok\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("runner_manager_events_written_total{event=\"runner_stop\"} 1"));
     }
 
@@ -463,6 +480,9 @@ mod tests {
         .emit(&broken);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
-        assert!(text.contains("runner_manager_errors_total{kind=\"events_log\"} 1"), "{text}");
+        assert!(
+            text.contains("runner_manager_errors_total{kind=\"events_log\"} 1"),
+            "{text}"
+        );
     }
 }

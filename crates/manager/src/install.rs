@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::model::{GitHubPath, ProxySettings, RegistrationMode, RunnerName, Secret};
+use crate::model::{GitHubPath, ProxySettings, RunnerName, Secret};
 use crate::provider::{ExecRequest, FilePush, InstanceProvider, ProviderError};
 
 /// Where the runner tarball is extracted.
@@ -25,6 +25,7 @@ pub const POST_JOB_FILE: &str = "/var/lib/runner-manager/post-job.json";
 pub const INSTALLED_FILE: &str = "/var/lib/runner-manager/installed-at";
 const TOKEN_FILE: &str = "/opt/actions-runner/.registration-token";
 const JIT_FILE: &str = "/opt/actions-runner/.jitconfig";
+const POLICY_TOKEN_NAME: &str = "policy-token";
 const POLICY_TOKEN_FILE: &str = "/var/lib/runner-manager/policy-token";
 const TARBALL_TMP: &str = "/tmp/actions-runner.tar.gz";
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -90,7 +91,12 @@ pub fn pick_user(passwd: &str) -> RunnerUser {
         .collect();
     ["runner", "ubuntu"]
         .iter()
-        .find_map(|wanted| entries.iter().find(|u| u.name == *wanted && u.uid != 0).cloned())
+        .find_map(|wanted| {
+            entries
+                .iter()
+                .find(|u| u.name == *wanted && u.uid != 0)
+                .cloned()
+        })
         .unwrap_or_else(|| RunnerUser {
             name: "root".into(),
             uid: 0,
@@ -111,7 +117,6 @@ pub struct InstallSettings {
     pub proxies: ProxySettings,
     /// The policy service as runners reach it (`http://10.1.2.1:8080`), when configured.
     pub policy_url: Option<String>,
-    pub mode: RegistrationMode,
     /// How long to wait for exec to work after start.
     pub ready_timeout: Duration,
 }
@@ -180,19 +185,27 @@ pub fn docker_client_config(proxies: &ProxySettings) -> String {
 }
 
 /// `start.sh`: starts `run.sh`, records its pid for the health probe and its exit code. In JIT
-/// mode the config is read from its 0600 file into `ACTIONS_RUNNER_INPUT_JITCONFIG` (actions/runner
-/// reads any argument from `ACTIONS_RUNNER_INPUT_<NAME>`) and the file is deleted first.
+/// mode the config stays in its 0600 file: `--jitconfig-file` when the runner supports it, else it
+/// is read into `ACTIONS_RUNNER_INPUT_JITCONFIG` (actions/runner reads any argument from
+/// `ACTIONS_RUNNER_INPUT_<NAME>`) and the file is deleted before the runner starts.
 pub fn start_script() -> String {
     format!(
         r#"#!/bin/sh
 # Started detached by runner-manager. Runs the runner once, recording its pid and exit code.
 cd {RUNNER_DIR} || exit 1
+echo $$ >{META_DIR}/runner.pgid
+set --
 if [ -f {JIT_FILE} ]; then
-    ACTIONS_RUNNER_INPUT_JITCONFIG="$(cat {JIT_FILE})"
-    rm -f {JIT_FILE}
-    export ACTIONS_RUNNER_INPUT_JITCONFIG
+    if ./run.sh --help 2>&1 | grep -q -- --jitconfig-file; then
+        # The runner reads and deletes the file: the config never sits in an environment.
+        set -- --jitconfig-file {JIT_FILE}
+    else
+        ACTIONS_RUNNER_INPUT_JITCONFIG="$(cat {JIT_FILE})"
+        rm -f {JIT_FILE}
+        export ACTIONS_RUNNER_INPUT_JITCONFIG
+    fi
 fi
-./run.sh >>{META_DIR}/runner.log 2>&1 &
+./run.sh "$@" >>{META_DIR}/runner.log 2>&1 &
 echo $! >{PID_FILE}
 unset ACTIONS_RUNNER_INPUT_JITCONFIG
 wait $!
@@ -208,7 +221,7 @@ pub fn pre_job_script(policy_url: Option<&str>) -> String {
     let mut out = format!(
         r#"#!/bin/sh
 # Job-started hook installed by runner-manager.
-META={META_DIR}
+META="${{RUNNER_MANAGER_META:-{META_DIR}}}"
 esc() {{ printf '%s' "$1" | tr -d '\r\n' | sed 's/\\/\\\\/g; s/"/\\"/g'; }}
 printf '{{"timestamp":%s,"workflow":"%s","repo":"%s","github_event":"%s"}}\n' \
     "$(date +%s)" "$(esc "$GITHUB_WORKFLOW")" "$(esc "$GITHUB_REPOSITORY")" "$(esc "$GITHUB_EVENT_NAME")" \
@@ -222,21 +235,25 @@ printf '{{"timestamp":%s,"workflow":"%s","repo":"%s","github_event":"%s"}}\n' \
     out.push_str(&format!(
         r#"
 POLICY_URL='{url}'
-TOKEN_FILE={POLICY_TOKEN_FILE}
+TOKEN_FILE="$META/{POLICY_TOKEN_NAME}"
 deny() {{
     echo "Stopping execution of jobs due to repository setup is not compliant with policies: $1" >&2
     echo refused >"$META/policy-refused"
     # Let the runner report the failed job, then stop it.
-    (sleep 10; kill -INT "$(cat {PID_FILE})" 2>/dev/null; pkill -INT -f Runner.Listener 2>/dev/null) \
-        </dev/null >/dev/null 2>&1 &
+    # start.sh runs in its own session: its process group is the whole runner.
+    if [ -s "$META/runner.pgid" ]; then
+        (sleep 10; kill -INT -- "-$(cat "$META/runner.pgid")") </dev/null >/dev/null 2>&1 &
+    fi
     exit 1
 }}
-# event_field KEY: a string field of the pull_request head from $GITHUB_EVENT_PATH.
+# event_field JQ_PATH OBJECT KEY: a string field of the event; without jq, the first KEY after
+# "OBJECT": {{ in the flattened file.
 event_field() {{
     if command -v jq >/dev/null 2>&1; then
         jq -r "$1 // empty" "$GITHUB_EVENT_PATH" 2>/dev/null
     else
-        tr -d '\n' <"$GITHUB_EVENT_PATH" | sed -n "s/.*\"$2\" *: *\"\([^\"]*\)\".*/\1/p"
+        tr -d '\n' <"$GITHUB_EVENT_PATH" | sed "s/.*\"$2\" *: *{{//" \
+            | grep -o "\"$3\" *: *\"[^\"]*\"" | head -n 1 | sed 's/.*: *"\(.*\)"$/\1/'
     fi
 }}
 [ -s "$TOKEN_FILE" ] || deny "no one-time token"
@@ -250,10 +267,10 @@ case "$GITHUB_EVENT_NAME" in
         ;;
     pull_request)
         [ -f "$GITHUB_EVENT_PATH" ] || deny "no event file"
-        SRC_REPO="$(event_field .pull_request.head.repo.full_name full_name)"
-        SRC_BRANCH="${{GITHUB_HEAD_REF:-$(event_field .pull_request.head.ref ref)}}"
-        TARGET_BRANCH="${{GITHUB_BASE_REF:-$(event_field .pull_request.base.ref ref)}}"
-        SHA="$(event_field .pull_request.head.sha sha)"
+        SRC_REPO="$(event_field .pull_request.head.repo.full_name head full_name)"
+        SRC_BRANCH="${{GITHUB_HEAD_REF:-$(event_field .pull_request.head.ref head ref)}}"
+        TARGET_BRANCH="${{GITHUB_BASE_REF:-$(event_field .pull_request.base.ref base ref)}}"
+        SHA="$(event_field .pull_request.head.sha head sha)"
         BODY=$(printf '{{"repository_name":"%s","source_repository_name":"%s","target_branch_name":"%s","source_branch_name":"%s","commit_sha":"%s"}}' \
             "$REPO" "$(esc "$SRC_REPO")" "$(esc "$TARGET_BRANCH")" "$(esc "$SRC_BRANCH")" "$(esc "${{SHA:-$GITHUB_SHA}}")")
         ;;
@@ -282,14 +299,16 @@ pub fn post_job_script() -> String {
     format!(
         r#"#!/bin/sh
 # Job-completed hook installed by runner-manager.
-printf '{{"timestamp":%s,"status":"normal"}}\n' "$(date +%s)" >{META_DIR}/post-job.json.tmp \
-    && mv {META_DIR}/post-job.json.tmp {POST_JOB_FILE}
+META="${{RUNNER_MANAGER_META:-{META_DIR}}}"
+printf '{{"timestamp":%s,"status":"normal"}}\n' "$(date +%s)" >"$META/post-job.json.tmp" \
+    && mv "$META/post-job.json.tmp" "$META/post-job.json"
 exit 0
 "#
     )
 }
 
-/// The `config.sh` script run in token mode; the token comes from its 0600 file.
+/// The `config.sh` script run in token mode; the token comes from its 0600 file (`--token-file`
+/// when the runner supports it, else `ACTIONS_RUNNER_INPUT_TOKEN`), deleted once used.
 pub fn configure_script(settings: &InstallSettings, name: &RunnerName) -> String {
     let mut args = vec![
         "--url".to_owned(),
@@ -306,10 +325,12 @@ pub fn configure_script(settings: &InstallSettings, name: &RunnerName) -> String
         args.push(group.to_owned());
     }
     let args: Vec<String> = args.iter().map(|a| shell_quote(a)).collect();
+    let args = args.join(" ");
     format!(
-        "ACTIONS_RUNNER_INPUT_TOKEN=\"$(cat {TOKEN_FILE})\"; rm -f {TOKEN_FILE}; \
-         export ACTIONS_RUNNER_INPUT_TOKEN; exec ./config.sh {}",
-        args.join(" ")
+        "if ./config.sh --help 2>&1 | grep -q -- --token-file; then \
+         ./config.sh --token-file {TOKEN_FILE} {args}; rc=$?; rm -f {TOKEN_FILE}; exit $rc; fi; \
+         ACTIONS_RUNNER_INPUT_TOKEN=\"$(cat {TOKEN_FILE})\"; rm -f {TOKEN_FILE}; \
+         export ACTIONS_RUNNER_INPUT_TOKEN; exec ./config.sh {args}"
     )
 }
 
@@ -326,10 +347,22 @@ pub fn shell_quote(value: &str) -> String {
     }
 }
 
-/// The health probe: exit 0 when `run.sh` is alive, 1 when it is not.
+/// The health probe: exit 0 when `run.sh` is alive, [`PROBE_FINISHED`] when it exited 0 (an
+/// ephemeral runner after its job), 1 otherwise.
 pub fn probe_script() -> String {
+    format!(
+        "if [ -s {EXIT_FILE} ]; then [ \"$(cat {EXIT_FILE})\" = 0 ] && exit {PROBE_FINISHED}; exit 1; fi; {}",
+        alive_check()
+    )
+}
+
+/// Exit 0 when the recorded `run.sh` pid is alive.
+fn alive_check() -> String {
     format!("test -s {PID_FILE} && kill -0 \"$(cat {PID_FILE})\" 2>/dev/null")
 }
+
+/// The probe's exit code for a runner that finished normally.
+pub const PROBE_FINISHED: i32 = 3;
 
 /// Polls exec until the instance answers, with a deadline and no fixed sleep.
 pub async fn wait_ready(
@@ -431,14 +464,20 @@ pub async fn install_runner(
     wait_ready(provider, name.as_str(), settings.ready_timeout).await?;
 
     let passwd = step
-        .run("reading /etc/passwd", ExecRequest::shell("cat /etc/passwd", short))
+        .run(
+            "reading /etc/passwd",
+            ExecRequest::shell("cat /etc/passwd", short),
+        )
         .await?;
     let user = pick_user(&passwd);
     let ids = (user.uid, user.gid);
     let root = (0, 0);
 
-    step.push("pushing the runner tarball", file(TARBALL_TMP, tarball, 0o600, root))
-        .await?;
+    step.push(
+        "pushing the runner tarball",
+        file(TARBALL_TMP, tarball, 0o600, root),
+    )
+    .await?;
     step.run(
         "extracting the runner",
         ExecRequest::shell(
@@ -459,10 +498,30 @@ pub async fn install_runner(
     let policy_url = settings.policy_url.as_deref();
     let files = [
         file(&env_path, runner_env(settings, &user), 0o644, ids),
-        file("/etc/environment", etc_environment(&settings.proxies), 0o644, root),
-        file(&format!("{SCRIPT_DIR}/start.sh"), start_script(), 0o755, root),
-        file(&format!("{SCRIPT_DIR}/pre-job.sh"), pre_job_script(policy_url), 0o755, root),
-        file(&format!("{SCRIPT_DIR}/post-job.sh"), post_job_script(), 0o755, root),
+        file(
+            "/etc/environment",
+            etc_environment(&settings.proxies),
+            0o644,
+            root,
+        ),
+        file(
+            &format!("{SCRIPT_DIR}/start.sh"),
+            start_script(),
+            0o755,
+            root,
+        ),
+        file(
+            &format!("{SCRIPT_DIR}/pre-job.sh"),
+            pre_job_script(policy_url),
+            0o755,
+            root,
+        ),
+        file(
+            &format!("{SCRIPT_DIR}/post-job.sh"),
+            post_job_script(),
+            0o755,
+            root,
+        ),
     ];
     for f in files {
         step.push("writing runner files", f).await?;
@@ -526,12 +585,14 @@ pub async fn install_runner(
                 file(TOKEN_FILE, token.expose(), 0o600, ids),
             )
             .await?;
-            let mut request = ExecRequest::shell(configure_script(settings, name), Duration::from_secs(120))
-                .as_user(user.ids())
-                .in_dir(RUNNER_DIR);
+            let mut request =
+                ExecRequest::shell(configure_script(settings, name), Duration::from_secs(120))
+                    .as_user(user.ids())
+                    .in_dir(RUNNER_DIR);
             request.env = runner_env_vars.clone();
             request.env.push(("HOME".into(), user.home.clone()));
-            step.run("registering the runner (config.sh)", request).await?;
+            step.run("registering the runner (config.sh)", request)
+                .await?;
         }
         RegistrationSecret::Jit(config) => {
             step.push(
@@ -565,12 +626,15 @@ async fn wait_started(provider: &dyn InstanceProvider, name: &str) -> Result<(),
     let mut delay = Duration::from_millis(50);
     let check = format!(
         "if [ -s {EXIT_FILE} ]; then echo exited $(cat {EXIT_FILE}); tail -c 400 {META_DIR}/runner.log; \
-         elif {probe}; then echo alive; else echo waiting; fi",
-        probe = probe_script()
+         elif {alive}; then echo alive; else echo waiting; fi",
+        alive = alive_check()
     );
     loop {
         let out = provider
-            .exec(name, &ExecRequest::shell(check.clone(), Duration::from_secs(10)))
+            .exec(
+                name,
+                &ExecRequest::shell(check.clone(), Duration::from_secs(10)),
+            )
             .await
             .map_err(|source| InstallError::Provider {
                 name: name.to_owned(),
@@ -609,7 +673,6 @@ mod tests {
             labels: vec!["app".into(), "jammy".into(), "gpu x".into()],
             proxies,
             policy_url: policy.then(|| "http://10.0.0.1:8080".to_owned()),
-            mode: RegistrationMode::Token,
             ready_timeout: Duration::from_secs(60),
         }
     }
@@ -630,12 +693,16 @@ mod tests {
     fn picks_unprivileged_user_when_present() {
         assert_eq!(ubuntu().name, "ubuntu");
         assert_eq!((ubuntu().uid, ubuntu().gid), (1000, 1000));
-        let both = "ubuntu:x:1000:1000::/home/ubuntu:/bin/sh\nrunner:x:1001:1002::/home/runner:/bin/sh\n";
+        let both =
+            "ubuntu:x:1000:1000::/home/ubuntu:/bin/sh\nrunner:x:1001:1002::/home/runner:/bin/sh\n";
         assert_eq!(pick_user(both).name, "runner");
         let only_root = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n";
         assert!(pick_user(only_root).is_root());
         assert!(pick_user("garbage\n").is_root());
-        assert!(pick_user("ubuntu:x:0:0::/root:/bin/sh\n").is_root(), "uid 0 is root");
+        assert!(
+            pick_user("ubuntu:x:0:0::/root:/bin/sh\n").is_root(),
+            "uid 0 is root"
+        );
     }
 
     #[test]
@@ -655,7 +722,10 @@ mod tests {
     fn scripts() {
         insta::assert_snapshot!("start_sh", start_script());
         insta::assert_snapshot!("pre_job_no_policy", pre_job_script(None));
-        insta::assert_snapshot!("pre_job_policy", pre_job_script(Some("http://10.0.0.1:8080")));
+        insta::assert_snapshot!(
+            "pre_job_policy",
+            pre_job_script(Some("http://10.0.0.1:8080"))
+        );
         insta::assert_snapshot!("post_job", post_job_script());
     }
 
@@ -670,10 +740,17 @@ mod tests {
         assert!(script.contains("--labels 'app,jammy,gpu x'"));
         assert!(script.contains("--ephemeral --unattended"));
         assert!(!script.contains("--runnergroup"));
-        assert!(!script.contains("--token"));
+        assert!(!script.contains("--token "));
         assert!(script.contains(&format!("rm -f {TOKEN_FILE}")));
         s.path = GitHubPath::parse("org", "builders").expect("valid");
         assert!(configure_script(&s, &name).ends_with("--runnergroup builders"));
+        // Both paths carry the arguments.
+        assert_eq!(
+            configure_script(&s, &name)
+                .matches("--runnergroup builders")
+                .count(),
+            2
+        );
     }
 
     #[test]
@@ -697,7 +774,216 @@ mod tests {
                 .args(["-n", "-c", &script])
                 .output()
                 .expect("sh runs");
-            assert!(out.status.success(), "{}\n{script}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}\n{script}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
+    /// A policy service double: allows `ott-good` unless the repository is `evil/repo`.
+    async fn policy_server() -> (
+        String,
+        std::sync::Arc<parking_lot::Mutex<Vec<(String, String, serde_json::Value)>>>,
+    ) {
+        use axum::http::{HeaderMap, StatusCode, Uri};
+        use std::sync::Arc;
+        type Seen = Arc<parking_lot::Mutex<Vec<(String, String, serde_json::Value)>>>;
+        let seen: Seen = Arc::default();
+        let app = axum::Router::new()
+            .fallback(
+                |axum::extract::State(seen): axum::extract::State<Seen>,
+                 uri: Uri,
+                 headers: HeaderMap,
+                 body: String| async move {
+                    let auth = headers
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned();
+                    let body: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                    let allowed =
+                        auth == "Bearer ott-good" && body["repository_name"] != "evil/repo";
+                    seen.lock().push((uri.path().to_owned(), auth, body));
+                    if allowed {
+                        StatusCode::NO_CONTENT
+                    } else {
+                        StatusCode::FORBIDDEN
+                    }
+                },
+            )
+            .with_state(seen.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (format!("http://{addr}"), seen)
+    }
+
+    /// A PATH holding only busybox applets (busybox wget, no curl, no jq).
+    fn busybox_path(dir: &std::path::Path) -> Option<String> {
+        let busybox = ["/usr/bin/busybox", "/bin/busybox"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())?;
+        let bin = dir.join("bb");
+        std::fs::create_dir_all(&bin).expect("mkdir");
+        for applet in [
+            "sh", "wget", "timeout", "sed", "tr", "cat", "date", "mv", "rm", "grep", "head",
+            "sleep", "kill", "printf",
+        ] {
+            std::os::unix::fs::symlink(busybox, bin.join(applet)).expect("symlink");
+        }
+        Some(bin.display().to_string())
+    }
+
+    struct HookRun {
+        code: i32,
+        stderr: String,
+        meta: std::path::PathBuf,
+    }
+
+    async fn run_hook(
+        url: &str,
+        path_env: &str,
+        event: &str,
+        repo: &str,
+        token: Option<&str>,
+        event_json: &str,
+    ) -> HookRun {
+        let dir = tempfile::tempdir().expect("tempdir").keep();
+        let meta = dir.join("meta");
+        std::fs::create_dir_all(&meta).expect("mkdir");
+        if let Some(token) = token {
+            std::fs::write(meta.join("policy-token"), token).expect("write");
+        }
+        let event_path = dir.join("event.json");
+        std::fs::write(&event_path, event_json).expect("write");
+        let script = dir.join("pre-job.sh");
+        std::fs::write(&script, pre_job_script(Some(url))).expect("write");
+        let sh = format!("{}/sh", path_env.split(':').next().unwrap_or("/bin"));
+        let sh = if std::path::Path::new(&sh).exists() {
+            sh
+        } else {
+            "sh".to_owned()
+        };
+        let out = tokio::process::Command::new(sh)
+            .arg(&script)
+            .env_clear()
+            .env("PATH", path_env)
+            .env("RUNNER_MANAGER_META", &meta)
+            .env("GITHUB_EVENT_NAME", event)
+            .env("GITHUB_REPOSITORY", repo)
+            .env("GITHUB_WORKFLOW", "CI \"main\"")
+            .env("GITHUB_REF", "refs/heads/main")
+            .env("GITHUB_SHA", "abc123")
+            .env("GITHUB_EVENT_PATH", &event_path)
+            .env("http_proxy", "http://127.0.0.1:9")
+            .output()
+            .await
+            .expect("hook runs");
+        HookRun {
+            code: out.status.code().unwrap_or(-1),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            meta,
+        }
+    }
+
+    const PR_EVENT: &str = r#"{
+  "action": "opened",
+  "pull_request": {
+    "head": {
+      "label": "fork:feature",
+      "ref": "feature",
+      "sha": "headsha1",
+      "user": {"login": "someone"},
+      "repo": {"name": "repo", "full_name": "fork/repo"}
+    },
+    "base": {
+      "label": "octo:main",
+      "ref": "main",
+      "sha": "basesha2",
+      "repo": {"name": "repo", "full_name": "octo/repo"}
+    }
+  }
+}"#;
+
+    /// The pre-job hook under busybox (wget, no jq) and under the host tools (curl, jq).
+    #[tokio::test]
+    async fn pre_job_hook_asks_the_policy_service() {
+        let (url, seen) = policy_server().await;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut paths = vec!["/usr/local/bin:/usr/bin:/bin".to_owned()];
+        paths.extend(busybox_path(tmp.path()));
+        for path in paths {
+            seen.lock().clear();
+            let ok = run_hook(&url, &path, "push", "octo/repo", Some("ott-good"), "{}").await;
+            assert_eq!(ok.code, 0, "{path}: {}", ok.stderr);
+            assert!(
+                !ok.meta.join("policy-token").exists(),
+                "one-time token not deleted"
+            );
+            let record: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(ok.meta.join("pre-job.json")).expect("record"),
+            )
+            .expect("json");
+            assert_eq!(record["workflow"], "CI \"main\"");
+            assert_eq!(record["repo"], "octo/repo");
+            assert_eq!(record["github_event"], "push");
+            assert_eq!(
+                seen.lock()[0],
+                (
+                    "/push/check-run".to_owned(),
+                    "Bearer ott-good".to_owned(),
+                    serde_json::json!({"repository_name":"octo/repo","branch_name":"main","commit_sha":"abc123"})
+                ),
+                "{path}"
+            );
+
+            let pr = run_hook(
+                &url,
+                &path,
+                "pull_request",
+                "octo/repo",
+                Some("ott-good"),
+                PR_EVENT,
+            )
+            .await;
+            assert_eq!(pr.code, 0, "{path}: {}", pr.stderr);
+            assert_eq!(
+                seen.lock()[1].2,
+                serde_json::json!({"repository_name":"octo/repo","source_repository_name":"fork/repo",
+                    "target_branch_name":"main","source_branch_name":"feature","commit_sha":"headsha1"}),
+                "{path}"
+            );
+
+            let refused = run_hook(&url, &path, "push", "evil/repo", Some("ott-good"), "{}").await;
+            assert_eq!(refused.code, 1, "{path}");
+            assert!(
+                refused.stderr.contains("not compliant with policies"),
+                "{}",
+                refused.stderr
+            );
+            assert!(refused.meta.join("policy-refused").exists());
+
+            let no_token = run_hook(&url, &path, "push", "octo/repo", None, "{}").await;
+            assert_eq!(no_token.code, 1);
+            let other = run_hook(
+                &url,
+                &path,
+                "issue_comment",
+                "octo/repo",
+                Some("ott-good"),
+                "{}",
+            )
+            .await;
+            assert_eq!(other.code, 1);
+            assert_eq!(
+                seen.lock().len(),
+                3,
+                "{path}: refused cases must not all reach the service"
+            );
         }
     }
 }

@@ -8,8 +8,10 @@
 //! - [`install`]: what goes into an instance.
 //! - [`runner_bin`]: the verified runner tarball cache.
 //! - [`events`]: typed telemetry (logs, Prometheus metrics, the metrics events log).
+//! - [`adapters`]: `lxd::Client` and `github::Client` behind the two traits.
 //! - [`sim_provider`]: SIMULATION — an in-memory provider for scale benchmarks only.
 
+pub mod adapters;
 pub mod events;
 pub mod install;
 pub mod model;

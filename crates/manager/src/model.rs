@@ -20,9 +20,13 @@ pub const MAX_NAME_LEN: usize = 62;
 /// A rejected input value.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ModelError {
-    #[error("invalid app name {0:?}: use lowercase letters, digits and '-', starting with a letter")]
+    #[error(
+        "invalid app name {0:?}: use lowercase letters, digits and '-', starting with a letter"
+    )]
     AppName(String),
-    #[error("runner name prefix {0:?} leaves no room for the suffix within {MAX_NAME_LEN} characters")]
+    #[error(
+        "runner name prefix {0:?} leaves no room for the suffix within {MAX_NAME_LEN} characters"
+    )]
     NameTooLong(String),
     #[error("invalid runner name {0:?}")]
     RunnerName(String),
@@ -111,8 +115,7 @@ impl Owner {
 
 fn is_suffix(s: &str) -> bool {
     s.len() == SUFFIX_LEN
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
 }
 
@@ -388,7 +391,10 @@ mod tests {
         let foo1 = Owner::new("foo", 1).expect("valid");
         let foo_1_0 = Owner::new("foo-1", 0).expect("valid");
         let theirs = foo_1_0.new_runner_name();
-        assert!(theirs.as_str().starts_with(&foo1.prefix()), "prefix collides");
+        assert!(
+            theirs.as_str().starts_with(&foo1.prefix()),
+            "prefix collides"
+        );
         assert_eq!(foo1.parse_name(theirs.as_str()), None);
         assert!(!foo1.owns_instance(theirs.as_str(), &foo_1_0.config_keys()));
         // And the other way round.
@@ -412,7 +418,15 @@ mod tests {
 
     #[test]
     fn app_names_are_validated() {
-        for bad in ["", "Foo", "1foo", "foo-", "foo_bar", "foo bar", &"a".repeat(60)] {
+        for bad in [
+            "",
+            "Foo",
+            "1foo",
+            "foo-",
+            "foo_bar",
+            "foo bar",
+            &"a".repeat(60),
+        ] {
             assert!(Owner::new(bad, 0).is_err(), "{bad:?} accepted");
         }
         assert!(Owner::new("a-b-9", 12).is_ok());
@@ -423,7 +437,16 @@ mod tests {
         let r = Resources::new(2, "7GiB", "10GiB").expect("valid");
         assert_eq!(r.profile_name(), "cpu-2-mem-7GiB-disk-10GiB");
         assert_eq!(r.memory.bytes(), 7 << 30);
-        for bad in ["", "7", "GiB", "7gib", "-1GiB", "0GiB", "7 GiB", "99999999999999TiB"] {
+        for bad in [
+            "",
+            "7",
+            "GiB",
+            "7gib",
+            "-1GiB",
+            "0GiB",
+            "7 GiB",
+            "99999999999999TiB",
+        ] {
             assert!(Resources::new(2, bad, "10GiB").is_err(), "{bad:?} accepted");
         }
         assert_eq!(Resources::new(0, "1GiB", "1GiB"), Err(ModelError::Cpu(0)));
@@ -431,10 +454,7 @@ mod tests {
 
     #[test]
     fn github_paths() {
-        assert_eq!(
-            GitHubPath::parse("o/r", "g").expect("valid").path(),
-            "o/r"
-        );
+        assert_eq!(GitHubPath::parse("o/r", "g").expect("valid").path(), "o/r");
         let org = GitHubPath::parse("org", "").expect("valid");
         assert_eq!(org.group(), Some("default"));
         for bad in ["", "a/b/c", "/r", "o/", "a b"] {

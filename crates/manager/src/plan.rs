@@ -19,6 +19,8 @@ use crate::provider::InstanceStatus;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Probe {
     Alive,
+    /// `run.sh` exited 0: an ephemeral runner that did its job.
+    Finished,
     Dead,
     /// The probe could not run (instance not ready, exec failed).
     Unknown,
@@ -64,6 +66,8 @@ pub struct Desired {
 /// Why a runner is removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RemovalReason {
+    /// The runner exited normally after its job (ephemeral).
+    Finished,
     /// The runner process is not running.
     ProcessDead,
     /// The instance is stopped or in an error state.
@@ -86,6 +90,7 @@ impl RemovalReason {
     /// A bounded label for metrics and reports.
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Finished => "finished",
             Self::ProcessDead => "process_dead",
             Self::InstanceNotRunning => "instance_not_running",
             Self::Unresponsive => "unresponsive",
@@ -116,7 +121,9 @@ impl std::fmt::Display for RemovalReason {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunnerState {
     Busy,
-    Idle { online: bool },
+    Idle {
+        online: bool,
+    },
     Booting,
     /// To be removed for the given reason.
     Remove(RemovalReason),
@@ -154,7 +161,12 @@ impl Plan {
     pub fn healthy(&self) -> usize {
         self.states
             .values()
-            .filter(|s| matches!(s, RunnerState::Busy | RunnerState::Idle { .. } | RunnerState::Booting))
+            .filter(|s| {
+                matches!(
+                    s,
+                    RunnerState::Busy | RunnerState::Idle { .. } | RunnerState::Booting
+                )
+            })
             .count()
     }
 }
@@ -172,14 +184,25 @@ pub fn classify(observed: &Observed, desired: &Desired) -> BTreeMap<RunnerName, 
         let booting = instance.age < desired.boot_grace;
         let state = match (registration, instance.status, instance.probe) {
             (Some(r), _, _) if r.busy => RunnerState::Busy,
-            (_, InstanceStatus::Stopped, _) => RunnerState::Remove(RemovalReason::InstanceNotRunning),
+            (_, InstanceStatus::Stopped, _) => {
+                RunnerState::Remove(RemovalReason::InstanceNotRunning)
+            }
             (_, InstanceStatus::Other, _) if booting => RunnerState::Booting,
             (_, InstanceStatus::Other, _) => RunnerState::Remove(RemovalReason::InstanceNotRunning),
-            (_, InstanceStatus::Running, Probe::Dead) => RunnerState::Remove(RemovalReason::ProcessDead),
+            (_, InstanceStatus::Running, Probe::Finished) => {
+                RunnerState::Remove(RemovalReason::Finished)
+            }
+            (_, InstanceStatus::Running, Probe::Dead) => {
+                RunnerState::Remove(RemovalReason::ProcessDead)
+            }
             (_, InstanceStatus::Running, Probe::Unknown) if booting => RunnerState::Booting,
-            (_, InstanceStatus::Running, Probe::Unknown) => RunnerState::Remove(RemovalReason::Unresponsive),
+            (_, InstanceStatus::Running, Probe::Unknown) => {
+                RunnerState::Remove(RemovalReason::Unresponsive)
+            }
             (None, InstanceStatus::Running, Probe::Alive) if booting => RunnerState::Booting,
-            (None, InstanceStatus::Running, Probe::Alive) => RunnerState::Remove(RemovalReason::Orphan),
+            (None, InstanceStatus::Running, Probe::Alive) => {
+                RunnerState::Remove(RemovalReason::Orphan)
+            }
             (Some(r), InstanceStatus::Running, Probe::Alive) => {
                 if !r.online && !booting && r.offline_for >= desired.offline_grace {
                     RunnerState::Remove(RemovalReason::Offline)
@@ -191,11 +214,13 @@ pub fn classify(observed: &Observed, desired: &Desired) -> BTreeMap<RunnerName, 
         states.insert(instance.name.clone(), state);
     }
     for registration in &observed.registrations {
-        states.entry(registration.name.clone()).or_insert(if registration.busy {
-            RunnerState::BusyDangling
-        } else {
-            RunnerState::Remove(RemovalReason::Dangling)
-        });
+        states
+            .entry(registration.name.clone())
+            .or_insert(if registration.busy {
+                RunnerState::BusyDangling
+            } else {
+                RunnerState::Remove(RemovalReason::Dangling)
+            });
     }
     states
 }
@@ -226,7 +251,12 @@ pub fn plan(observed: &Observed, desired: &Desired) -> Plan {
 
     let healthy = states
         .values()
-        .filter(|s| matches!(s, RunnerState::Busy | RunnerState::Idle { .. } | RunnerState::Booting))
+        .filter(|s| {
+            matches!(
+                s,
+                RunnerState::Busy | RunnerState::Idle { .. } | RunnerState::Booting
+            )
+        })
         .count();
     let delta = desired.quantity as i64 - healthy as i64;
     let create = usize::try_from(delta).unwrap_or(0);
@@ -274,7 +304,11 @@ pub fn plan_flush(observed: &Observed, flush_busy: bool) -> Vec<Removal> {
         .map(|r| (&r.name, r.id))
         .collect();
     let instances: BTreeSet<&RunnerName> = observed.instances.iter().map(|i| &i.name).collect();
-    let names: BTreeSet<&RunnerName> = instances.iter().copied().chain(ids.keys().copied()).collect();
+    let names: BTreeSet<&RunnerName> = instances
+        .iter()
+        .copied()
+        .chain(ids.keys().copied())
+        .collect();
     names
         .into_iter()
         .filter(|name| flush_busy || !busy.contains(name))
@@ -360,10 +394,16 @@ mod tests {
     /// `(removals as (index, reason), create, delta)`
     fn check(runners: &[R], quantity: usize, expected: (&[(u32, RemovalReason)], usize, i64)) {
         let plan = plan(&observe(runners), &desired(quantity));
-        let removals: Vec<(RunnerName, RemovalReason)> =
-            plan.removals.iter().map(|r| (r.name.clone(), r.reason)).collect();
-        let want: Vec<(RunnerName, RemovalReason)> =
-            expected.0.iter().map(|(i, reason)| (name(*i), *reason)).collect();
+        let removals: Vec<(RunnerName, RemovalReason)> = plan
+            .removals
+            .iter()
+            .map(|r| (r.name.clone(), r.reason))
+            .collect();
+        let want: Vec<(RunnerName, RemovalReason)> = expected
+            .0
+            .iter()
+            .map(|(i, reason)| (name(*i), *reason))
+            .collect();
         assert_eq!(removals, want, "removals for {runners:?}");
         assert_eq!(plan.create, expected.1, "create for {runners:?}");
         assert_eq!(plan.delta, expected.2, "delta for {runners:?}");
@@ -398,6 +438,16 @@ mod tests {
             ..alive()
         };
         check(&[alive(), offline], 1, (&[(1, ScaleDown)], 0, -1));
+    }
+
+    #[test]
+    fn finished_runners_are_removed_not_crashed() {
+        let finished = R {
+            instance: Some((InstanceStatus::Running, Probe::Finished, OLD)),
+            registration: None,
+        };
+        check(&[finished, alive()], 2, (&[(0, Finished)], 1, 1));
+        assert!(!Finished.is_crash() && ProcessDead.is_crash());
     }
 
     #[test]
@@ -483,7 +533,10 @@ mod tests {
             registration: Some((false, false, 0)),
         };
         let observed = observe(&[alive(), busy(), dangling]);
-        let idle: Vec<_> = plan_flush(&observed, false).into_iter().map(|r| r.name).collect();
+        let idle: Vec<_> = plan_flush(&observed, false)
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
         assert_eq!(idle, vec![name(0), name(2)]);
         let all = plan_flush(&observed, true);
         assert_eq!(all.len(), 3);
@@ -497,7 +550,12 @@ mod tests {
             Just(InstanceStatus::Stopped),
             Just(InstanceStatus::Other)
         ];
-        let probe = prop_oneof![Just(Probe::Alive), Just(Probe::Dead), Just(Probe::Unknown)];
+        let probe = prop_oneof![
+            Just(Probe::Alive),
+            Just(Probe::Finished),
+            Just(Probe::Dead),
+            Just(Probe::Unknown)
+        ];
         let instance = proptest::option::of((status, probe, prop_oneof![Just(5u64), Just(OLD)]));
         let registration = proptest::option::of((
             any::<bool>(),
@@ -505,7 +563,9 @@ mod tests {
             prop_oneof![Just(0u64), Just(OLD)],
         ));
         (instance, registration)
-            .prop_filter("a runner exists somewhere", |(i, r)| i.is_some() || r.is_some())
+            .prop_filter("a runner exists somewhere", |(i, r)| {
+                i.is_some() || r.is_some()
+            })
             .prop_map(|(instance, registration)| R {
                 instance,
                 registration,

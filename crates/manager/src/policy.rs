@@ -46,7 +46,10 @@ impl PolicyClient {
 
     /// `GET /one-time-token` with `Bearer <service_token>`; up to 3 attempts on 5xx or transport errors.
     pub async fn one_time_token(&self) -> Result<Secret, PolicyError> {
-        let url = format!("{}/one-time-token", self.config.manager_url.trim_end_matches('/'));
+        let url = format!(
+            "{}/one-time-token",
+            self.config.manager_url.trim_end_matches('/')
+        );
         let err = |message: String| PolicyError::Token {
             url: url.clone(),
             message,
@@ -71,7 +74,9 @@ impl PolicyClient {
                     }
                     return Ok(Secret::new(token));
                 }
-                Ok(r) if r.status().is_server_error() => last = format!("http status {}", r.status()),
+                Ok(r) if r.status().is_server_error() => {
+                    last = format!("http status {}", r.status())
+                }
                 Ok(r) => return Err(err(format!("http status {}", r.status()))),
                 Err(e) => last = e.to_string(),
             }

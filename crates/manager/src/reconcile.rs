@@ -18,16 +18,16 @@ use crate::events::{
     Telemetry,
 };
 use crate::install::{
-    self, InstallSettings, RegistrationSecret, INSTALLED_FILE, POST_JOB_FILE, PRE_JOB_FILE,
-    RUNNER_DIR,
+    self, InstallSettings, RegistrationSecret, INSTALLED_FILE, META_DIR, PID_FILE, POST_JOB_FILE,
+    PRE_JOB_FILE,
 };
 use crate::model::{
     GitHubPath, InstanceType, ModelError, Owner, ProxySettings, RegistrationMode, Resources,
     RunnerName, Secret,
 };
 use crate::plan::{
-    plan, plan_flush, Desired, Observed, ObservedInstance, ObservedRegistration, Probe,
-    RemovalReason, Removal, RunnerState,
+    plan, plan_flush, Desired, Observed, ObservedInstance, ObservedRegistration, Probe, Removal,
+    RemovalReason, RunnerState,
 };
 use crate::policy::{PolicyClient, PolicyConfig, PolicyError};
 use crate::provider::{
@@ -62,11 +62,18 @@ pub struct ManagerConfig {
     pub offline_grace: Duration,
     /// How long a started instance may take to answer exec.
     pub ready_timeout: Duration,
+    /// How long `flush` with busy runners waits for GitHub to release a stopped runner.
+    pub busy_stop_timeout: Duration,
 }
 
 impl ManagerConfig {
     /// The defaults: container, token mode, no metrics, 4 parallel creations, 5 min graces.
-    pub fn new(path: GitHubPath, web_url: &str, image: &str, state_dir: impl Into<PathBuf>) -> Self {
+    pub fn new(
+        path: GitHubPath,
+        web_url: &str,
+        image: &str,
+        state_dir: impl Into<PathBuf>,
+    ) -> Self {
         Self {
             path,
             web_url: web_url.trim_end_matches('/').to_owned(),
@@ -83,6 +90,7 @@ impl ManagerConfig {
             boot_grace: Duration::from_secs(300),
             offline_grace: Duration::from_secs(300),
             ready_timeout: Duration::from_secs(300),
+            busy_stop_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -230,7 +238,6 @@ impl RunnerManager {
             labels,
             proxies: runner_proxies,
             policy_url: config.policy.as_ref().map(|p| p.runner_url.clone()),
-            mode: config.registration_mode,
             ready_timeout: config.ready_timeout,
         };
         let runner_bin = RunnerBinCache::new(config.state_dir.join("runner-binary"))?;
@@ -282,14 +289,14 @@ impl RunnerManager {
         os: &str,
         arch: &str,
     ) -> Result<RunnerDownload, ManagerError> {
-        let downloads = self
-            .registry
-            .runner_downloads()
-            .await
-            .map_err(|source| ManagerError::Registry {
-                what: "listing runner downloads",
-                source,
-            })?;
+        let downloads =
+            self.registry
+                .runner_downloads()
+                .await
+                .map_err(|source| ManagerError::Registry {
+                    what: "listing runner downloads",
+                    source,
+                })?;
         select_download(&downloads, os, arch)
             .cloned()
             .ok_or_else(|| ManagerError::NoMatchingDownload {
@@ -372,7 +379,9 @@ impl RunnerManager {
         let outcomes = self.remove_all(&plan.removals, FlushMode::IdleOnly).await;
         for (removal, outcome) in plan.removals.iter().zip(outcomes) {
             match outcome {
-                RemoveOutcome::Removed => report.removed.push((removal.name.clone(), removal.reason)),
+                RemoveOutcome::Removed => {
+                    report.removed.push((removal.name.clone(), removal.reason))
+                }
                 RemoveOutcome::SkippedBusy => report.skipped_busy.push(removal.name.clone()),
                 RemoveOutcome::Failed(error) => report.failed.push(Failure {
                     runner: Some(removal.name.clone()),
@@ -421,7 +430,11 @@ impl RunnerManager {
             idle_runners: (report.counts.idle + report.created.len()).saturating_sub(scaled_down),
             counts: report.counts,
             duration: started.elapsed(),
-            result: if report.failed.is_empty() { "ok" } else { "partial" },
+            result: if report.failed.is_empty() {
+                "ok"
+            } else {
+                "partial"
+            },
         }
         .emit(&self.telemetry);
         Ok(report)
@@ -449,7 +462,12 @@ impl RunnerManager {
                 }
             }
         }
-        tracing::info!(message = "Flushed.", removed = report.removed.len(), skipped_busy = report.skipped_busy.len(), failed = report.failed.len());
+        tracing::info!(
+            message = "Flushed.",
+            removed = report.removed.len(),
+            skipped_busy = report.skipped_busy.len(),
+            failed = report.failed.len()
+        );
         Ok(report)
     }
 
@@ -495,6 +513,7 @@ impl RunnerManager {
                 let request = ExecRequest::shell(install::probe_script(), Duration::from_secs(15));
                 match self.provider.exec(name.as_str(), &request).await {
                     Ok(out) if out.exit_code == 0 => Probe::Alive,
+                    Ok(out) if out.exit_code == install::PROBE_FINISHED => Probe::Finished,
                     Ok(_) => Probe::Dead,
                     Err(_) => Probe::Unknown,
                 }
@@ -550,29 +569,42 @@ impl RunnerManager {
             .await
     }
 
-    /// Race-free removal: the registration goes first and GitHub's "busy" answer means skip (or,
-    /// when flushing busy runners, unregister from inside the instance); only then the instance.
+    /// Race-free removal: the registration goes first and GitHub's "busy" answer means skip. When
+    /// flushing busy runners, the runner is stopped inside its instance (it cancels its job and
+    /// reports it, and GitHub then lets the registration go) before the registration is deleted;
+    /// only then the instance.
     async fn remove_runner(&self, removal: &Removal, mode: FlushMode) -> RemoveOutcome {
         let name = removal.name.as_str();
-        let mut unregister_again = None;
+        let mut still_busy = None;
         if let Some(id) = removal.registration {
             match self.registry.delete_registration(id).await {
                 Ok(DeleteOutcome::Deleted | DeleteOutcome::NotFound) => {}
                 Ok(DeleteOutcome::Busy) if mode == FlushMode::IdleOnly => {
-                    tracing::info!(message = "Runner is busy, skipping its removal.", runner = name);
+                    tracing::info!(
+                        message = "Runner is busy, skipping its removal.",
+                        runner = name
+                    );
                     return RemoveOutcome::SkippedBusy;
                 }
                 Ok(DeleteOutcome::Busy) => {
                     if removal.has_instance {
-                        if let Err(error) = self.unregister_inside(name).await {
-                            tracing::warn!(message = "config.sh remove failed.", runner = name, %error);
+                        self.stop_runner_inside(name).await;
+                    }
+                    match self.delete_registration_when_released(id).await {
+                        Ok(true) => {}
+                        Ok(false) => still_busy = Some(id),
+                        Err(error) => {
+                            return RemoveOutcome::Failed(format!(
+                                "deleting github registration {id}: {error}"
+                            ))
                         }
                     }
-                    unregister_again = Some(id);
                 }
                 Err(error) => {
                     tracing::warn!(message = "Runner removal failed.", runner = name, %error);
-                    return RemoveOutcome::Failed(format!("deleting github registration {id}: {error}"));
+                    return RemoveOutcome::Failed(format!(
+                        "deleting github registration {id}: {error}"
+                    ));
                 }
             }
         }
@@ -585,18 +617,12 @@ impl RunnerManager {
                 return RemoveOutcome::Failed(format!("deleting instance: {error}"));
             }
         }
-        if let Some(id) = unregister_again {
-            match self.registry.delete_registration(id).await {
-                Ok(DeleteOutcome::Deleted | DeleteOutcome::NotFound) => {}
-                Ok(DeleteOutcome::Busy) => {
-                    return RemoveOutcome::Failed(format!(
-                        "github registration {id} still busy after its instance was deleted"
-                    ))
-                }
-                Err(error) => {
-                    return RemoveOutcome::Failed(format!("deleting github registration {id}: {error}"))
-                }
-            }
+        if let Some(id) = still_busy {
+            // The instance is gone; the registration is dangling and goes on a later pass.
+            return RemoveOutcome::Failed(format!(
+                "instance deleted but github still reports registration {id} busy after {:?}",
+                self.config.busy_stop_timeout
+            ));
         }
         RunnerRemoved {
             name: name.to_owned(),
@@ -606,54 +632,32 @@ impl RunnerManager {
         RemoveOutcome::Removed
     }
 
-    /// `config.sh remove` inside the instance with a remove token passed through a 0600 file.
-    async fn unregister_inside(&self, name: &str) -> Result<(), String> {
-        let token = self
-            .registry
-            .remove_token()
-            .await
-            .map_err(|e| format!("fetching a remove token: {e}"))?;
-        let token_file = format!("{RUNNER_DIR}/.remove-token");
-        let passwd = self
-            .provider
-            .exec(name, &ExecRequest::shell("cat /etc/passwd", Duration::from_secs(15)))
-            .await
-            .map_err(|e| e.to_string())?;
-        let user = install::pick_user(&passwd.stdout);
-        self.provider
-            .push_file(
-                name,
-                &crate::provider::FilePush {
-                    path: token_file.clone(),
-                    content: token.expose().as_bytes().to_vec(),
-                    mode: 0o600,
-                    uid: user.uid,
-                    gid: user.gid,
-                },
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut request = ExecRequest::shell(
-            format!(
-                "ACTIONS_RUNNER_INPUT_TOKEN=\"$(cat {token_file})\"; rm -f {token_file}; \
-                 export ACTIONS_RUNNER_INPUT_TOKEN; exec ./config.sh remove"
-            ),
-            Duration::from_secs(60),
-        )
-        .in_dir(RUNNER_DIR)
-        .as_user((!user.is_root()).then_some((user.uid, user.gid)));
-        if user.is_root() {
-            request.env.push(("RUNNER_ALLOW_RUNASROOT".into(), "1".into()));
+    /// Asks the runner to stop: SIGTERM to its process group (start.sh runs in its own session).
+    /// actions/runner and the fake runner cancel the running job and report it on SIGTERM.
+    async fn stop_runner_inside(&self, name: &str) {
+        let script = format!(
+            "if [ -s {META_DIR}/runner.pgid ]; then kill -TERM -- \"-$(cat {META_DIR}/runner.pgid)\"; fi; \
+             if [ -s {PID_FILE} ]; then kill -TERM \"$(cat {PID_FILE})\"; fi; true"
+        );
+        let request = ExecRequest::shell(script, Duration::from_secs(15));
+        if let Err(error) = self.provider.exec(name, &request).await {
+            tracing::warn!(message = "Stopping the runner failed.", runner = name, %error);
         }
-        let out = self
-            .provider
-            .exec(name, &request)
-            .await
-            .map_err(|e| e.to_string())?;
-        if out.exit_code != 0 {
-            return Err(format!("config.sh remove exited with {}", out.exit_code));
+    }
+
+    /// Retries the delete while GitHub says busy, with backoff, up to `busy_stop_timeout`.
+    /// `Ok(false)` when it is still busy then.
+    async fn delete_registration_when_released(&self, id: u64) -> Result<bool, RegistryError> {
+        let deadline = Instant::now() + self.config.busy_stop_timeout;
+        let mut delay = Duration::from_millis(250);
+        loop {
+            tokio::time::sleep(delay).await;
+            match self.registry.delete_registration(id).await? {
+                DeleteOutcome::Deleted | DeleteOutcome::NotFound => return Ok(true),
+                DeleteOutcome::Busy if Instant::now() + delay >= deadline => return Ok(false),
+                DeleteOutcome::Busy => delay = (delay * 2).min(Duration::from_secs(5)),
+            }
         }
-        Ok(())
     }
 
     /// Pulls the hooks' job records and emits `runner_start`/`runner_stop`; best effort.
@@ -723,7 +727,11 @@ impl RunnerManager {
     }
 
     /// Creates, installs and starts one runner; on failure cleans up everything it made.
-    async fn create_runner(&self, prepared: &Prepared, tarball: &[u8]) -> Result<RunnerName, Failure> {
+    async fn create_runner(
+        &self,
+        prepared: &Prepared,
+        tarball: &[u8],
+    ) -> Result<RunnerName, Failure> {
         let name = self.owner.new_runner_name();
         let started = Instant::now();
         let mut jit_id = None;
@@ -787,12 +795,7 @@ impl RunnerManager {
             }
         };
         let policy_token: Option<Secret> = match &self.policy {
-            Some(policy) => Some(
-                policy
-                    .one_time_token()
-                    .await
-                    .map_err(|e| e.to_string())?,
-            ),
+            Some(policy) => Some(policy.one_time_token().await.map_err(|e| e.to_string())?),
             None => None,
         };
         install::install_runner(
@@ -894,7 +897,10 @@ pub fn job_events(name: &str, records: &JobRecords, now: i64) -> Option<(RunnerS
         .and_then(|s| s.trim().parse().ok());
     let idle = installed.map_or(0, |i| (pre.timestamp - i).max(0));
     let (status, end) = match (&post, records.policy_refused) {
-        (_, true) => ("repo-policy-check-failure", post.as_ref().map_or(now, |p| p.timestamp)),
+        (_, true) => (
+            "repo-policy-check-failure",
+            post.as_ref().map_or(now, |p| p.timestamp),
+        ),
         (Some(p), false) => ("normal", p.timestamp),
         (None, false) => ("abnormal", now),
     };

@@ -9,6 +9,7 @@ use parking_lot::Mutex;
 
 use super::*;
 use crate::events::Metrics;
+use crate::install::RUNNER_DIR;
 use crate::model::{APP_KEY, UNIT_KEY};
 use crate::provider::{JitConfig, Registration};
 use crate::sim_provider::{SimLatency, SimProvider, SimRunnerHooks};
@@ -23,6 +24,7 @@ struct RegistryState {
     /// Names that get a job assigned when their DELETE arrives (the race hook).
     assign_on_delete: BTreeSet<String>,
     fail_list: bool,
+    fail_delete: bool,
     /// `(name, instance existed at that moment)` per DELETE.
     deletes: Vec<(String, bool)>,
 }
@@ -60,7 +62,12 @@ impl FakeRegistry {
     }
 
     fn names(&self) -> BTreeSet<String> {
-        self.state.lock().runners.values().map(|r| r.name.clone()).collect()
+        self.state
+            .lock()
+            .runners
+            .values()
+            .map(|r| r.name.clone())
+            .collect()
     }
 }
 
@@ -82,7 +89,11 @@ impl RunnerRegistry for FakeRegistry {
         Ok(Secret::new("remove-token-s3cr3t"))
     }
 
-    async fn generate_jit(&self, name: &RunnerName, _labels: &[String]) -> Result<JitConfig, RegistryError> {
+    async fn generate_jit(
+        &self,
+        name: &RunnerName,
+        _labels: &[String],
+    ) -> Result<JitConfig, RegistryError> {
         let id = self.add(name.as_str(), false, false);
         Ok(JitConfig {
             runner_id: id,
@@ -93,6 +104,9 @@ impl RunnerRegistry for FakeRegistry {
     async fn delete_registration(&self, id: u64) -> Result<DeleteOutcome, RegistryError> {
         let provider = self.provider.get().cloned();
         let mut s = self.state.lock();
+        if s.fail_delete {
+            return Err(RegistryError::failed("deleting a runner", "simulated 502"));
+        }
         let Some(r) = s.runners.get(&id).cloned() else {
             return Ok(DeleteOutcome::NotFound);
         };
@@ -147,7 +161,8 @@ impl SimRunnerHooks for FakeRegistry {
         true
     }
 
-    async fn remove(&self, name: &str) {
+    async fn stop(&self, name: &str) {
+        // An ephemeral runner that reports its cancelled job is deregistered by GitHub.
         self.state.lock().runners.retain(|_, r| r.name != name);
     }
 }
@@ -164,7 +179,12 @@ fn resources() -> Resources {
     Resources::new(2, "7GiB", "10GiB").expect("valid")
 }
 
-fn world_with(app: &str, unit: u32, edit: impl FnOnce(&mut ManagerConfig), with_binary: bool) -> World {
+fn world_with(
+    app: &str,
+    unit: u32,
+    edit: impl FnOnce(&mut ManagerConfig),
+    with_binary: bool,
+) -> World {
     let dir = tempfile::tempdir().expect("tempdir");
     let registry = Arc::new(FakeRegistry::default());
     let provider = Arc::new(SimProvider::new(
@@ -187,7 +207,8 @@ fn world_with(app: &str, unit: u32, edit: impl FnOnce(&mut ManagerConfig), with_
         let tarball = crate::runner_bin::tests::good_tarball();
         let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&tarball));
         std::fs::write(bin_dir.join(format!("runner-{sha}.tar.gz")), &tarball).expect("write");
-        let current = serde_json::json!({"filename": "r.tgz", "download_url": "http://x", "sha256": sha});
+        let current =
+            serde_json::json!({"filename": "r.tgz", "download_url": "http://x", "sha256": sha});
         std::fs::write(bin_dir.join("current.json"), current.to_string()).expect("write");
     }
     let mut prometheus = prometheus_client::registry::Registry::default();
@@ -270,7 +291,11 @@ async fn reconcile_from_empty_then_steady() {
     let second = w.reconcile(2).await;
     assert_eq!(second.delta, 0);
     assert!(second.created.is_empty() && second.removed.is_empty());
-    assert_eq!(w.provider.calls().len(), calls_before, "second pass changed something");
+    assert_eq!(
+        w.provider.calls().len(),
+        calls_before,
+        "second pass changed something"
+    );
 
     // Instances carry ownership keys and the resource profile, never secrets.
     for name in w.owned_instances() {
@@ -279,9 +304,16 @@ async fn reconcile_from_empty_then_steady() {
         assert_eq!(i.config.get(UNIT_KEY).map(String::as_str), Some("0"));
         assert_eq!(i.profiles, vec!["default", "cpu-2-mem-7GiB-disk-10GiB"]);
         assert!(!format!("{:?}", i.config).contains("s3cr3t"));
-        assert!(i.files.keys().all(|p| !p.contains("token")), "token file left: {:?}", i.files.keys());
+        assert!(
+            i.files.keys().all(|p| !p.contains("token")),
+            "token file left: {:?}",
+            i.files.keys()
+        );
         let env = String::from_utf8_lossy(&i.files[&format!("{RUNNER_DIR}/.env")].0).into_owned();
-        assert!(env.contains("http_proxy=http://proxy:3128\nHTTP_PROXY=http://proxy:3128\n"), "{env}");
+        assert!(
+            env.contains("http_proxy=http://proxy:3128\nHTTP_PROXY=http://proxy:3128\n"),
+            "{env}"
+        );
     }
     assert_no_secret_in_execs(&w);
 }
@@ -289,7 +321,10 @@ async fn reconcile_from_empty_then_steady() {
 fn assert_no_secret_in_execs(w: &World) {
     for e in w.provider.execs() {
         let all = format!("{:?} {:?}", e.argv, e.env);
-        assert!(!all.contains("s3cr3t"), "secret on a command line or env: {all}");
+        assert!(
+            !all.contains("s3cr3t"),
+            "secret on a command line or env: {all}"
+        );
     }
 }
 
@@ -297,7 +332,11 @@ fn assert_no_secret_in_execs(w: &World) {
 async fn missing_binary_refuses_and_touches_nothing() {
     let w = world_with("app", 0, |_| {}, false);
     assert!(!w.manager.check_runner_bin());
-    let err = w.manager.reconcile(2, &resources()).await.expect_err("must refuse");
+    let err = w
+        .manager
+        .reconcile(2, &resources())
+        .await
+        .expect_err("must refuse");
     assert!(matches!(err, ManagerError::MissingRunnerBinary), "{err}");
     assert!(err.to_string().contains("no runner binary"));
     assert!(w.provider.calls().is_empty());
@@ -311,8 +350,14 @@ async fn scale_down_keeps_busy_and_removes_idle_registration_first() {
     w.registry.set_busy(created[0].as_str());
     let report = w.reconcile(1).await;
     assert_eq!(report.delta, -1);
-    assert_eq!(report.removed, vec![(created[1].clone(), RemovalReason::ScaleDown)]);
-    assert_eq!(w.owned_instances(), BTreeSet::from([created[0].to_string()]));
+    assert_eq!(
+        report.removed,
+        vec![(created[1].clone(), RemovalReason::ScaleDown)]
+    );
+    assert_eq!(
+        w.owned_instances(),
+        BTreeSet::from([created[0].to_string()])
+    );
     w.assert_registration_first();
 }
 
@@ -329,8 +374,15 @@ async fn job_assigned_during_delete_is_never_killed() {
         let report = w.reconcile(0).await;
         assert_eq!(report.skipped_busy, created);
         assert!(report.removed.is_empty());
-        assert_eq!(w.owned_instances().len(), 1, "busy runner's instance deleted");
-        assert!(w.provider.instance(created[0].as_str()).is_some_and(|i| i.runner_alive));
+        assert_eq!(
+            w.owned_instances().len(),
+            1,
+            "busy runner's instance deleted"
+        );
+        assert!(w
+            .provider
+            .instance(created[0].as_str())
+            .is_some_and(|i| i.runner_alive));
     }
 }
 
@@ -341,7 +393,10 @@ async fn dead_runner_is_replaced() {
     w.provider.kill_runner(created[0].as_str());
     let report = w.reconcile(2).await;
     assert_eq!(report.delta, 1);
-    assert_eq!(report.removed, vec![(created[0].clone(), RemovalReason::ProcessDead)]);
+    assert_eq!(
+        report.removed,
+        vec![(created[0].clone(), RemovalReason::ProcessDead)]
+    );
     assert_eq!(report.created.len(), 1);
     assert_eq!(w.owned_instances().len(), 2);
     assert!(w.provider.instance(created[0].as_str()).is_none());
@@ -352,23 +407,33 @@ async fn dead_runner_is_replaced() {
 async fn dangling_and_orphans_cleaned_foreign_untouched() {
     let w = world_with("foo", 1, |_| {}, true);
     let keys = |app: &str, unit: &str| {
-        BTreeMap::from([(APP_KEY.to_owned(), app.to_owned()), (UNIT_KEY.to_owned(), unit.to_owned())])
+        BTreeMap::from([
+            (APP_KEY.to_owned(), app.to_owned()),
+            (UNIT_KEY.to_owned(), unit.to_owned()),
+        ])
     };
     let old = std::time::Duration::from_secs(3600);
     // Orphan: ours, no registration, past the grace period.
-    w.provider.add_instance("foo-1-orphan00", keys("foo", "1"), old);
+    w.provider
+        .add_instance("foo-1-orphan00", keys("foo", "1"), old);
     // Not ours: app foo-1 unit 0 (prefix collides), unlabelled, other unit.
-    w.provider.add_instance("foo-1-0-abcdefgh", keys("foo-1", "0"), old);
-    w.provider.add_instance("foo-1-unlabel0", BTreeMap::new(), old);
-    w.provider.add_instance("foo-2-abcdefgh", keys("foo", "2"), old);
+    w.provider
+        .add_instance("foo-1-0-abcdefgh", keys("foo-1", "0"), old);
+    w.provider
+        .add_instance("foo-1-unlabel0", BTreeMap::new(), old);
+    w.provider
+        .add_instance("foo-2-abcdefgh", keys("foo", "2"), old);
     // Dangling registration: ours, no instance. Foreign registrations stay.
     w.registry.add("foo-1-dangling", false, false);
     w.registry.add("foo-1-0-abcdefgh", true, false);
     w.registry.add("foo-1-unlabel0x", false, false);
 
     let report = w.reconcile(0).await;
-    let removed: BTreeMap<String, RemovalReason> =
-        report.removed.iter().map(|(n, r)| (n.to_string(), *r)).collect();
+    let removed: BTreeMap<String, RemovalReason> = report
+        .removed
+        .iter()
+        .map(|(n, r)| (n.to_string(), *r))
+        .collect();
     assert_eq!(
         removed,
         BTreeMap::from([
@@ -378,8 +443,15 @@ async fn dangling_and_orphans_cleaned_foreign_untouched() {
     );
     // The unlabelled "foo-1-unlabel0" has our name form but no keys: not ours, untouched.
     assert_eq!(
-        w.provider.instance_names().into_iter().collect::<BTreeSet<_>>(),
-        BTreeSet::from(["foo-1-0-abcdefgh".into(), "foo-1-unlabel0".into(), "foo-2-abcdefgh".into()])
+        w.provider
+            .instance_names()
+            .into_iter()
+            .collect::<BTreeSet<_>>(),
+        BTreeSet::from([
+            "foo-1-0-abcdefgh".into(),
+            "foo-1-unlabel0".into(),
+            "foo-2-abcdefgh".into()
+        ])
     );
     assert_eq!(
         w.registry.names(),
@@ -415,10 +487,53 @@ async fn github_failure_touches_nothing() {
     w.reconcile(2).await;
     let calls = w.provider.calls().len();
     w.registry.state.lock().fail_list = true;
-    let err = w.manager.reconcile(0, &resources()).await.expect_err("list fails");
+    let err = w
+        .manager
+        .reconcile(0, &resources())
+        .await
+        .expect_err("list fails");
     assert!(err.to_string().contains("listing github runners"), "{err}");
     assert_eq!(w.provider.calls().len(), calls);
     assert_eq!(w.owned_instances().len(), 2);
+}
+
+#[tokio::test]
+async fn github_failure_mid_pass_keeps_instances_and_reports() {
+    let w = world();
+    let created = w.reconcile(3).await.created;
+    w.provider.kill_runner(created[0].as_str());
+    w.registry.state.lock().fail_delete = true;
+    let report = w.reconcile(2).await;
+    // The dead runner could not be unregistered: its instance stays, the healthy ones too.
+    assert!(report.removed.is_empty(), "{report:?}");
+    assert_eq!(report.failed.len(), 1, "{report:?}");
+    assert_eq!(report.failed[0].runner.as_ref(), Some(&created[0]));
+    assert!(report
+        .failed
+        .iter()
+        .all(|f| f.action == "remove" && f.error.contains("deleting github registration")));
+    assert_eq!(w.owned_instances().len(), 3);
+    // The next pass, with GitHub back, converges.
+    w.registry.state.lock().fail_delete = false;
+    let report = w.reconcile(2).await;
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert_eq!(w.owned_instances().len(), 2);
+    assert!(!w.owned_instances().contains(created[0].as_str()));
+}
+
+#[tokio::test]
+async fn finished_runner_is_not_a_crash() {
+    let w = world_with("app", 0, |c| c.issue_metrics = true, true);
+    let created = w.reconcile(1).await.created;
+    w.provider.finish_runner(created[0].as_str());
+    let report = w.reconcile(1).await;
+    assert_eq!(
+        report.removed,
+        vec![(created[0].clone(), RemovalReason::Finished)]
+    );
+    let last = w.events().pop().expect("reconciliation event");
+    assert_eq!(last["event"], "reconciliation");
+    assert_eq!(last["crashed_runners"], 0);
 }
 
 #[tokio::test]
@@ -431,31 +546,54 @@ async fn flush_counts_and_modes() {
     let idle = w.manager.flush(FlushMode::IdleOnly).await.expect("flush");
     assert_eq!(idle.removed.len(), 3, "{idle:?}");
     assert!(idle.failed.is_empty());
-    assert_eq!(w.owned_instances(), BTreeSet::from([created[0].to_string()]));
+    assert_eq!(
+        w.owned_instances(),
+        BTreeSet::from([created[0].to_string()])
+    );
 
-    let busy = w.manager.flush(FlushMode::IncludingBusy).await.expect("flush");
+    let busy = w
+        .manager
+        .flush(FlushMode::IncludingBusy)
+        .await
+        .expect("flush");
     assert_eq!(busy.removed, vec![created[0].clone()]);
     assert!(w.owned_instances().is_empty());
     assert!(w.registry.names().is_empty());
     w.assert_registration_first();
 
-    let empty = w.manager.flush(FlushMode::IncludingBusy).await.expect("flush");
+    let empty = w
+        .manager
+        .flush(FlushMode::IncludingBusy)
+        .await
+        .expect("flush");
     assert_eq!(empty, FlushReport::default());
     assert_no_secret_in_execs(&w);
 }
 
 #[tokio::test]
 async fn jit_mode_creates_without_config_sh() {
-    let w = world_with("app", 0, |c| c.registration_mode = RegistrationMode::Jit, true);
+    let w = world_with(
+        "app",
+        0,
+        |c| c.registration_mode = RegistrationMode::Jit,
+        true,
+    );
     let report = w.reconcile(2).await;
     assert_eq!(report.created.len(), 2, "{:?}", report.failed);
     let info = w.manager.get_github_info().await.expect("info");
     assert_eq!(info.len(), 2);
     assert!(info.iter().all(|r| r.online));
-    assert!(w.provider.execs().iter().all(|e| !format!("{:?}", e.argv).contains("config.sh")));
+    assert!(w
+        .provider
+        .execs()
+        .iter()
+        .all(|e| !format!("{:?}", e.argv).contains("./config.sh")));
     for name in w.owned_instances() {
         let i = w.provider.instance(&name).expect("instance");
-        assert!(!i.files.contains_key(&format!("{RUNNER_DIR}/.jitconfig")), "jit file not deleted");
+        assert!(
+            !i.files.contains_key(&format!("{RUNNER_DIR}/.jitconfig")),
+            "jit file not deleted"
+        );
     }
     assert_no_secret_in_execs(&w);
     assert_eq!(w.reconcile(2).await.delta, 0);
@@ -472,14 +610,24 @@ async fn metrics_events_for_a_full_cycle() {
         PRE_JOB_FILE,
         r#"{"timestamp":1010,"workflow":"ci","repo":"octo/repo","github_event":"push"}"#,
     );
-    w.provider.write_file(name, POST_JOB_FILE, r#"{"timestamp":1070,"status":"normal"}"#);
+    w.provider.write_file(
+        name,
+        POST_JOB_FILE,
+        r#"{"timestamp":1070,"status":"normal"}"#,
+    );
     w.provider.kill_runner(name);
     w.reconcile(0).await;
     let events = w.events();
     let kinds: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
     assert_eq!(
         kinds,
-        vec!["runner_installed", "reconciliation", "runner_start", "runner_stop", "reconciliation"]
+        vec![
+            "runner_installed",
+            "reconciliation",
+            "runner_start",
+            "runner_stop",
+            "reconciliation"
+        ]
     );
     assert_eq!(
         events[0],
@@ -507,7 +655,11 @@ async fn metrics_off_writes_no_events() {
 #[tokio::test]
 async fn latest_runner_bin_url() {
     let w = world();
-    let d = w.manager.get_latest_runner_bin_url("linux", "x64").await.expect("found");
+    let d = w
+        .manager
+        .get_latest_runner_bin_url("linux", "x64")
+        .await
+        .expect("found");
     assert_eq!(d.filename, "x.tgz");
     let err = w
         .manager
@@ -519,7 +671,8 @@ async fn latest_runner_bin_url() {
 
 #[test]
 fn job_events_statuses() {
-    let pre = Some(r#"{"timestamp":100,"workflow":"w","repo":"o/r","github_event":"push"}"#.to_owned());
+    let pre =
+        Some(r#"{"timestamp":100,"workflow":"w","repo":"o/r","github_event":"push"}"#.to_owned());
     let none = JobRecords::default();
     assert!(job_events("n", &none, 500).is_none());
     let abnormal = JobRecords {
@@ -527,7 +680,10 @@ fn job_events_statuses() {
         ..JobRecords::default()
     };
     let (start, stop) = job_events("n", &abnormal, 500).expect("events");
-    assert_eq!((start.idle, stop.status.as_str(), stop.job_duration), (0, "abnormal", 400));
+    assert_eq!(
+        (start.idle, stop.status.as_str(), stop.job_duration),
+        (0, "abnormal", 400)
+    );
     let refused = JobRecords {
         pre_job: pre,
         policy_refused: true,

@@ -93,9 +93,7 @@ impl RunnerBinCache {
     pub fn current(&self) -> Option<CachedBinary> {
         let raw = std::fs::read(self.dir.join(CURRENT)).ok()?;
         let current: CachedBinary = serde_json::from_slice(&raw).ok()?;
-        self.path_for(&current.sha256)
-            .is_file()
-            .then_some(current)
+        self.path_for(&current.sha256).is_file().then_some(current)
     }
 
     /// Whether a verified runner binary is cached (the seed's `check_runner_bin`).
@@ -142,12 +140,18 @@ impl RunnerBinCache {
         if let Some(token) = &download.temp_download_token {
             request = request.bearer_auth(token.expose());
         }
-        let response = request.send().await.map_err(|e| download_err(e.to_string()))?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| download_err(e.to_string()))?;
         if !response.status().is_success() {
             return Err(download_err(format!("http status {}", response.status())));
         }
         let mut hasher = Sha256::new();
-        let mut file = tmp.as_file().try_clone().map_err(io("opening", tmp.path()))?;
+        let mut file = tmp
+            .as_file()
+            .try_clone()
+            .map_err(io("opening", tmp.path()))?;
         let mut stream = response.bytes_stream();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| download_err(e.to_string()))?;
@@ -166,12 +170,11 @@ impl RunnerBinCache {
             .map_err(|e| RunnerBinError::NotATarball(e.to_string()))??;
 
         let final_path = self.path_for(&expected);
-        tmp.persist(&final_path)
-            .map_err(|e| RunnerBinError::Io {
-                what: "renaming runner binary to",
-                path: final_path.clone(),
-                source: e.error,
-            })?;
+        tmp.persist(&final_path).map_err(|e| RunnerBinError::Io {
+            what: "renaming runner binary to",
+            path: final_path.clone(),
+            source: e.error,
+        })?;
         let cached = CachedBinary {
             filename: download.filename.clone(),
             download_url: download.download_url.clone(),
@@ -281,11 +284,7 @@ pub(crate) mod tests {
                 .append_data(&mut header, name, content.as_bytes())
                 .expect("append");
         }
-        builder
-            .into_inner()
-            .expect("tar")
-            .finish()
-            .expect("gzip")
+        builder.into_inner().expect("tar").finish().expect("gzip")
     }
 
     pub(crate) fn good_tarball() -> Vec<u8> {
@@ -293,23 +292,27 @@ pub(crate) mod tests {
     }
 
     /// Serves `/bin/<name>` from a map; records the Authorization header.
-    async fn serve(files: Vec<(&'static str, Vec<u8>)>) -> (String, std::sync::Arc<parking_lot::Mutex<Vec<String>>>) {
+    async fn serve(
+        files: Vec<(&'static str, Vec<u8>)>,
+    ) -> (String, std::sync::Arc<parking_lot::Mutex<Vec<String>>>) {
         use axum::extract::{Path as AxPath, State};
         use axum::http::{HeaderMap, StatusCode};
         use std::collections::HashMap;
         use std::sync::Arc;
         type Seen = Arc<parking_lot::Mutex<Vec<String>>>;
-        let files: Arc<HashMap<&'static str, Vec<u8>>> = Arc::new(files.into_iter().collect());
+        type Files = Arc<HashMap<&'static str, Vec<u8>>>;
+        let files: Files = Arc::new(files.into_iter().collect());
         let seen: Seen = Arc::default();
         let app = axum::Router::new()
             .route(
                 "/bin/{name}",
                 axum::routing::get(
-                    |State((files, seen)): State<(Arc<HashMap<&'static str, Vec<u8>>>, Seen)>,
+                    |State((files, seen)): State<(Files, Seen)>,
                      AxPath(name): AxPath<String>,
                      headers: HeaderMap| async move {
                         if let Some(auth) = headers.get("authorization") {
-                            seen.lock().push(auth.to_str().unwrap_or_default().to_owned());
+                            seen.lock()
+                                .push(auth.to_str().unwrap_or_default().to_owned());
                         }
                         match files.get(name.as_str()) {
                             Some(b) => (StatusCode::OK, b.clone()),
@@ -319,7 +322,9 @@ pub(crate) mod tests {
                 ),
             )
             .with_state((files, seen.clone()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(async move { axum::serve(listener, app).await });
         (format!("http://{addr}"), seen)
@@ -353,17 +358,28 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn update_verifies_and_replaces_old_version() {
         let v1 = good_tarball();
-        let v2 = tarball(&[("config.sh", "v2"), ("run.sh", "v2"), ("bin/Runner.Listener", "x")]);
+        let v2 = tarball(&[
+            ("config.sh", "v2"),
+            ("run.sh", "v2"),
+            ("bin/Runner.Listener", "x"),
+        ]);
         let (base, seen) = serve(vec![("v1.tgz", v1.clone()), ("v2.tgz", v2.clone())]).await;
         let dir = tempfile::tempdir().expect("tempdir");
         let cache = RunnerBinCache::new(dir.path()).expect("cache");
         assert!(!cache.check());
         assert!(matches!(cache.load().await, Err(RunnerBinError::Missing)));
 
-        cache.update(&download(&base, "v1.tgz", &sha(&v1))).await.expect("v1");
+        cache
+            .update(&download(&base, "v1.tgz", &sha(&v1)))
+            .await
+            .expect("v1");
         assert!(cache.check());
         let (meta, bytes) = cache.load().await.expect("load");
-        assert_eq!(bytes.as_ref(), v1.as_slice(), "exactly the downloaded bytes");
+        assert_eq!(
+            bytes.as_ref(),
+            v1.as_slice(),
+            "exactly the downloaded bytes"
+        );
         assert_eq!(meta.filename, "v1.tgz");
 
         let mut d2 = download(&base, "v2.tgz", &sha(&v2).to_uppercase());
@@ -392,11 +408,17 @@ pub(crate) mod tests {
         .await;
         let dir = tempfile::tempdir().expect("tempdir");
         let cache = RunnerBinCache::new(dir.path()).expect("cache");
-        cache.update(&download(&base, "v1.tgz", &sha(&v1))).await.expect("v1");
+        cache
+            .update(&download(&base, "v1.tgz", &sha(&v1)))
+            .await
+            .expect("v1");
         let before = cached_files(dir.path());
 
-        let cases: Vec<(RunnerDownload, fn(&RunnerBinError) -> bool)> = vec![
-            (download(&base, "v1.tgz", ""), |e| matches!(e, RunnerBinError::NoChecksum)),
+        type Check = fn(&RunnerBinError) -> bool;
+        let cases: Vec<(RunnerDownload, Check)> = vec![
+            (download(&base, "v1.tgz", ""), |e| {
+                matches!(e, RunnerBinError::NoChecksum)
+            }),
             (download(&base, "v1.tgz", &sha(b"other")), |e| {
                 matches!(e, RunnerBinError::ChecksumMismatch { .. })
             }),
@@ -413,7 +435,12 @@ pub(crate) mod tests {
         for (d, is_expected) in cases {
             let err = cache.update(&d).await.expect_err("must fail");
             assert!(is_expected(&err), "{} gave {err}", d.filename);
-            assert_eq!(cached_files(dir.path()), before, "{} left files behind", d.filename);
+            assert_eq!(
+                cached_files(dir.path()),
+                before,
+                "{} left files behind",
+                d.filename
+            );
             let (_, bytes) = cache.load().await.expect("old still loads");
             assert_eq!(bytes.as_ref(), v1.as_slice());
         }
@@ -425,10 +452,19 @@ pub(crate) mod tests {
         let (base, _) = serve(vec![("v1.tgz", v1.clone())]).await;
         let dir = tempfile::tempdir().expect("tempdir");
         let cache = RunnerBinCache::new(dir.path()).expect("cache");
-        cache.update(&download(&base, "v1.tgz", &sha(&v1))).await.expect("v1");
-        std::fs::write(dir.path().join(format!("runner-{}.tar.gz", sha(&v1))), b"tampered")
-            .expect("write");
-        assert!(matches!(cache.load().await, Err(RunnerBinError::Corrupt { .. })));
+        cache
+            .update(&download(&base, "v1.tgz", &sha(&v1)))
+            .await
+            .expect("v1");
+        std::fs::write(
+            dir.path().join(format!("runner-{}.tar.gz", sha(&v1))),
+            b"tampered",
+        )
+        .expect("write");
+        assert!(matches!(
+            cache.load().await,
+            Err(RunnerBinError::Corrupt { .. })
+        ));
     }
 
     #[test]
@@ -439,8 +475,14 @@ pub(crate) mod tests {
         b.os = "linux".into();
         let c = download("http://x", "c", "3");
         let all = vec![a, b, c];
-        assert_eq!(select_download(&all, "linux", "x64").map(|d| d.filename.as_str()), Some("b"));
-        assert_eq!(select_download(&all, "linux", "arm64").map(|d| d.filename.as_str()), Some("a"));
+        assert_eq!(
+            select_download(&all, "linux", "x64").map(|d| d.filename.as_str()),
+            Some("b")
+        );
+        assert_eq!(
+            select_download(&all, "linux", "arm64").map(|d| d.filename.as_str()),
+            Some("a")
+        );
         assert!(select_download(&all, "osx", "x64").is_none());
     }
 }

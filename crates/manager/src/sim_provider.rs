@@ -27,8 +27,8 @@ pub trait SimRunnerHooks: Send + Sync {
     async fn configure(&self, name: &str, labels: &str, token: &str) -> bool;
     /// `start.sh`; `jit` is the JIT config when one was pushed. `false` = run.sh exits at once.
     async fn start(&self, name: &str, jit: Option<&str>) -> bool;
-    /// `config.sh remove`.
-    async fn remove(&self, name: &str);
+    /// The runner was sent SIGTERM: it cancels its job, reports it and exits.
+    async fn stop(&self, name: &str);
 }
 
 /// Latencies of the simulated operations.
@@ -83,7 +83,8 @@ impl SimProvider {
         Self {
             state: Mutex::default(),
             latency,
-            passwd: "root:x:0:0:root:/root:/bin/sh\nubuntu:x:1000:1000::/home/ubuntu:/bin/sh\n".into(),
+            passwd: "root:x:0:0:root:/root:/bin/sh\nubuntu:x:1000:1000::/home/ubuntu:/bin/sh\n"
+                .into(),
             hooks,
         }
     }
@@ -112,6 +113,14 @@ impl SimProvider {
         self.state.lock().instances.keys().cloned().collect()
     }
 
+    /// Ends the runner process in an instance as an ephemeral runner does after its job.
+    pub fn finish_runner(&self, name: &str) {
+        if let Some(i) = self.state.lock().instances.get_mut(name) {
+            i.runner_alive = false;
+            i.runner_exit = Some(0);
+        }
+    }
+
     /// Kills the runner process in an instance.
     pub fn kill_runner(&self, name: &str) {
         if let Some(i) = self.state.lock().instances.get_mut(name) {
@@ -123,7 +132,8 @@ impl SimProvider {
     /// Writes a file as the hooks inside the instance would.
     pub fn write_file(&self, name: &str, path: &str, content: &str) {
         if let Some(i) = self.state.lock().instances.get_mut(name) {
-            i.files.insert(path.to_owned(), (content.as_bytes().to_vec(), 0o644));
+            i.files
+                .insert(path.to_owned(), (content.as_bytes().to_vec(), 0o644));
         }
     }
 
@@ -172,7 +182,11 @@ fn arg_after(script: &str, flag: &str) -> String {
     let mut words = script.split_whitespace();
     while let Some(w) = words.next() {
         if w == flag {
-            return words.next().unwrap_or_default().trim_matches('\'').to_owned();
+            return words
+                .next()
+                .unwrap_or_default()
+                .trim_matches('\'')
+                .to_owned();
         }
     }
     String::new()
@@ -232,7 +246,10 @@ impl InstanceProvider for SimProvider {
         s.calls.push(format!("create {}", spec.name));
         if s.fail_creates > 0 {
             s.fail_creates -= 1;
-            return Err(ProviderError::failed("creating instance", "simulated failure"));
+            return Err(ProviderError::failed(
+                "creating instance",
+                "simulated failure",
+            ));
         }
         if s.instances.contains_key(spec.name.as_str()) {
             return Err(ProviderError::failed("creating instance", "already exists"));
@@ -270,11 +287,13 @@ impl InstanceProvider for SimProvider {
                 Some(_) => {}
             }
         }
-        if script.contains("./config.sh remove") {
-            let token_file = format!("{}/.remove-token", crate::install::RUNNER_DIR);
-            self.remove_file(name, &token_file);
+        if script.contains("kill -TERM") {
+            if let Some(i) = self.state.lock().instances.get_mut(name) {
+                i.runner_alive = false;
+                i.runner_exit = Some(143);
+            }
             if let Some(h) = &self.hooks {
-                h.remove(name).await;
+                h.stop(name).await;
             }
             return Ok(out(0, ""));
         }
@@ -292,7 +311,10 @@ impl InstanceProvider for SimProvider {
                 return Ok(out(1, ""));
             };
             let ok = match &self.hooks {
-                Some(h) => h.configure(name, &arg_after(&script, "--labels"), &token).await,
+                Some(h) => {
+                    h.configure(name, &arg_after(&script, "--labels"), &token)
+                        .await
+                }
                 None => true,
             };
             return Ok(out(i32::from(!ok), ""));
@@ -326,7 +348,11 @@ impl InstanceProvider for SimProvider {
             });
         }
         if script.contains("kill -0") {
-            return Ok(out(i32::from(!alive), ""));
+            return Ok(match exit {
+                Some(0) => out(crate::install::PROBE_FINISHED, ""),
+                Some(_) => out(1, ""),
+                None => out(i32::from(!alive), ""),
+            });
         }
         if script == "cat /etc/passwd" {
             return Ok(out(0, self.passwd.clone()));

@@ -1,0 +1,294 @@
+//! The real binary: check-config, usage errors (exit 2), config errors naming the key (exit 2),
+//! and no secret on the console.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+
+use assert_cmd::Command;
+use tempfile::TempDir;
+
+const SECRETS: [&str; 4] = [
+    "ghp_CLI_SECRET",
+    "API_CLI_SECRET",
+    "HOOK_CLI_SECRET",
+    "PROXY_CLI_PASS",
+];
+
+fn valid_config() -> String {
+    r#"
+app_name = "ci-runner"
+unit = 2
+
+[github]
+path = "octo-org"
+runner_group = "linux"
+token = "ghp_CLI_SECRET"
+
+[lxd]
+socket = "/var/lib/incus/unix.socket"
+image = "noble"
+instance_type = "container"
+
+[runners]
+quantity = 3
+labels = ["gpu", "large"]
+registration = "jit"
+
+[proxy]
+http = "http://user:PROXY_CLI_PASS@proxy.internal:3128"
+no_proxy = "localhost,127.0.0.1"
+
+[server]
+listen = "0.0.0.0:9464"
+api_token = "API_CLI_SECRET"
+webhook_secret = "HOOK_CLI_SECRET"
+reconcile_interval_seconds = 120
+"#
+    .to_owned()
+}
+
+fn write_config(dir: &TempDir, text: &str) -> String {
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+/// The binary with a clean environment (no secret or config path leaking in from outside).
+fn runner_manager() -> Command {
+    let mut cmd = Command::cargo_bin("runner-manager").unwrap();
+    for var in [
+        "RUNNER_MANAGER_CONFIG",
+        "RUNNER_MANAGER_GITHUB_TOKEN",
+        "RUNNER_MANAGER_SERVICE_TOKEN",
+        "RUNNER_MANAGER_API_TOKEN",
+        "RUNNER_MANAGER_WEBHOOK_SECRET",
+        "RUST_LOG",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn run(cmd: &mut Command, dir: &Path) -> Run {
+    let output = cmd.output().unwrap();
+    let clean =
+        |bytes: &[u8]| String::from_utf8_lossy(bytes).replace(&dir.display().to_string(), "[DIR]");
+    let run = Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: clean(&output.stdout),
+        stderr: clean(&output.stderr),
+    };
+    for secret in SECRETS {
+        assert!(
+            !run.stdout.contains(secret) && !run.stderr.contains(secret),
+            "{secret} printed"
+        );
+    }
+    run
+}
+
+#[test]
+fn check_config_prints_a_redacted_summary() {
+    let dir = TempDir::new().unwrap();
+    let path = write_config(&dir, &valid_config());
+    let out = run(
+        runner_manager().args(["--config", &path, "check-config"]),
+        dir.path(),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout, "", "human output goes to stderr");
+    insta::assert_snapshot!("check_config_human", out.stderr);
+
+    let out = run(
+        runner_manager().args(["check-config", "--json", "--config", &path]),
+        dir.path(),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let summary: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(summary["runner_name_prefix"], "ci-runner-2-");
+    assert_eq!(summary["api_token"], "set");
+    insta::assert_snapshot!("check_config_json", out.stdout);
+}
+
+#[test]
+fn config_path_comes_from_the_environment() {
+    let dir = TempDir::new().unwrap();
+    let path = write_config(&dir, &valid_config());
+    let out = run(
+        runner_manager()
+            .env("RUNNER_MANAGER_CONFIG", &path)
+            .arg("check-config"),
+        dir.path(),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.starts_with("config [DIR]/config.toml is valid"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn secrets_from_env_and_files_are_not_printed() {
+    let dir = TempDir::new().unwrap();
+    std::fs::write(dir.path().join("hook"), "HOOK_CLI_SECRET\n").unwrap();
+    let text = "[github]\npath = \"o/r\"\n[server]\nwebhook_secret_file = \"hook\"\n";
+    let path = write_config(&dir, text);
+    let out = run(
+        runner_manager()
+            .env("RUNNER_MANAGER_GITHUB_TOKEN", "ghp_CLI_SECRET")
+            .args(["--config", &path, "check-config"]),
+        dir.path(),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("token from env RUNNER_MANAGER_GITHUB_TOKEN"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("webhook_secret set"), "{}", out.stderr);
+}
+
+#[test]
+fn config_errors_exit_2_and_name_the_key() {
+    let dir = TempDir::new().unwrap();
+    let mut report = String::new();
+    for (name, edit) in [
+        ("memory", ("quantity = 3", "quantity = 3\nmemory = \"7XB\"")),
+        ("unknown key", ("quantity = 3", "quantity = 3\nquantty = 3")),
+        ("wrong type", ("quantity = 3", "quantity = \"three\"")),
+        ("github path", ("path = \"octo-org\"", "path = \"a/b/c\"")),
+        (
+            "secret type",
+            ("token = \"ghp_CLI_SECRET\"", "token = 12345"),
+        ),
+        (
+            "several",
+            ("image = \"noble\"", "image = \"\"\ntarget = \"\""),
+        ),
+        (
+            "syntax",
+            ("token = \"ghp_CLI_SECRET\"", "token = \"ghp_CLI_SECRET"),
+        ),
+    ] {
+        let path = write_config(&dir, &valid_config().replace(edit.0, edit.1));
+        let out = run(
+            runner_manager().args(["--config", &path, "check-config"]),
+            dir.path(),
+        );
+        assert_eq!(out.code, 2, "{name}: {}", out.stderr);
+        assert_eq!(out.stdout, "");
+        report.push_str(&format!("## {name}\n{}\n", out.stderr));
+    }
+    let out = run(
+        runner_manager().args(["--config", "/nonexistent/config.toml", "status"]),
+        dir.path(),
+    );
+    assert_eq!(out.code, 2);
+    report.push_str(&format!("## missing file\n{}\n", out.stderr));
+    insta::assert_snapshot!("config_errors", report);
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let dir = TempDir::new().unwrap();
+    for args in [
+        &[][..],
+        &["frobnicate"],
+        &["reconcile", "--quantity", "lots"],
+        &["flush", "--everything"],
+        &["runner-bin"],
+        &["runner-bin", "latest", "--arch", "mips"],
+        &["--log-format", "yaml", "status"],
+    ] {
+        let out = run(runner_manager().args(args), dir.path());
+        assert_eq!(out.code, 2, "{args:?}: {}", out.stderr);
+        assert!(
+            out.stderr.starts_with("error:") || out.stderr.contains("Usage:"),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
+    let out = run(runner_manager().arg("--help"), dir.path());
+    assert_eq!(out.code, 0);
+    for command in [
+        "run",
+        "reconcile",
+        "flush",
+        "status",
+        "runner-bin",
+        "check-config",
+    ] {
+        assert!(
+            out.stdout.contains(command),
+            "{command} missing from --help"
+        );
+    }
+}
+
+#[test]
+fn json_logs_are_json() {
+    let dir = TempDir::new().unwrap();
+    let path = write_config(&dir, &valid_config());
+    // `status` needs the manager; whatever it answers, log lines on stderr are JSON with
+    // --log-format json (the error report itself is human text after them).
+    let out = run(
+        runner_manager().env("RUST_LOG", "debug").args([
+            "--log-format",
+            "json",
+            "--config",
+            &path,
+            "status",
+        ]),
+        dir.path(),
+    );
+    let logs: Vec<&str> = out.stderr.lines().filter(|l| l.starts_with('{')).collect();
+    assert!(!logs.is_empty(), "no JSON log line: {}", out.stderr);
+    for line in &logs {
+        let value: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(value.get("level").is_some(), "{line}");
+    }
+    assert!(
+        !out.stderr
+            .lines()
+            .any(|l| l.contains(" DEBUG ") || l.contains(" INFO ")),
+        "text logs: {}",
+        out.stderr
+    );
+}
+
+/// The command line is an outside contract: a rename shows up here.
+#[test]
+fn help_texts() {
+    let dir = TempDir::new().unwrap();
+    let mut report = String::new();
+    for args in [
+        &["--help"][..],
+        &["reconcile", "--help"],
+        &["flush", "--help"],
+        &["status", "--help"],
+        &["runner-bin", "--help"],
+        &["runner-bin", "latest", "--help"],
+        &["runner-bin", "update", "--help"],
+        &["check-config", "--help"],
+    ] {
+        let out = run(
+            runner_manager().env("COLUMNS", "100").args(args),
+            dir.path(),
+        );
+        assert_eq!(out.code, 0, "{args:?}");
+        report.push_str(&format!(
+            "$ runner-manager {}\n{}\n",
+            args.join(" "),
+            out.stdout
+        ));
+    }
+    insta::assert_snapshot!(report);
+}

@@ -1,0 +1,358 @@
+//! The daemon loop on a paused tokio clock: timer, coalescing, no concurrency, backoff and
+//! shutdown.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::FakeOps;
+use runner_manager::daemon::{
+    Daemon, DaemonExit, DaemonHandle, DaemonMetrics, DaemonSettings, PassError, TriggerSource,
+};
+use runner_manager::ops::FlushMode;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio::time::{sleep, Instant};
+
+fn settings() -> DaemonSettings {
+    DaemonSettings {
+        quantity: 3,
+        interval: Duration::from_secs(300),
+        jitter: 0.0,
+        backoff_initial: Duration::from_secs(5),
+        backoff_max: Duration::from_secs(60),
+        pass_timeout: Duration::from_secs(600),
+        shutdown_grace: Duration::from_secs(30),
+        update_runner_bin_at_start: false,
+    }
+}
+
+struct Running {
+    handle: DaemonHandle,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<DaemonExit>,
+}
+
+fn start(ops: Arc<FakeOps>, settings: DaemonSettings) -> Running {
+    let daemon = Daemon::new(ops, settings, DaemonMetrics::default());
+    let handle = daemon.handle();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(daemon.run(async move {
+        let _ = stopped.await;
+    }));
+    Running { handle, stop, task }
+}
+
+/// Seconds since `t0` of each pass start.
+fn start_times(ops: &FakeOps, t0: Instant) -> Vec<u64> {
+    ops.starts
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|t| t.duration_since(t0).as_secs())
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn passes_at_start_then_every_interval() {
+    let t0 = Instant::now();
+    let ops = FakeOps::with_pass_duration(Duration::from_secs(10));
+    let running = start(ops.clone(), settings());
+    sleep(Duration::from_secs(1_000)).await;
+    // Start at 0, finish at 10, next at 310, 620, 930.
+    assert_eq!(start_times(&ops, t0), [0, 310, 620, 930]);
+    running.stop.send(()).unwrap();
+    assert_eq!(running.task.await.unwrap(), DaemonExit::Idle);
+}
+
+#[tokio::test(start_paused = true)]
+async fn jitter_stays_within_bounds() {
+    let t0 = Instant::now();
+    let ops = FakeOps::new();
+    let running = start(
+        ops.clone(),
+        DaemonSettings {
+            jitter: 0.1,
+            ..settings()
+        },
+    );
+    sleep(Duration::from_secs(3_000)).await;
+    let times = start_times(&ops, t0);
+    assert!(times.len() >= 10, "{times:?}");
+    for gap in times.windows(2).map(|w| w[1] - w[0]) {
+        assert!(
+            (270..=330).contains(&gap),
+            "gap {gap} outside 300 ± 10%: {times:?}"
+        );
+    }
+    running.stop.send(()).unwrap();
+    running.task.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn triggers_during_a_pass_coalesce_into_one_more_pass() {
+    let t0 = Instant::now();
+    let ops = FakeOps::with_pass_duration(Duration::from_secs(10));
+    let running = start(ops.clone(), settings());
+    sleep(Duration::from_secs(2)).await;
+    for n in 0..5 {
+        assert!(running
+            .handle
+            .trigger(TriggerSource::Webhook, format!("job {n}")));
+    }
+    sleep(Duration::from_secs(100)).await;
+    // The startup pass (0-10), then exactly one pass for the five triggers (10-20).
+    assert_eq!(start_times(&ops, t0), [0, 10]);
+    assert_eq!(ops.max_in_flight.load(Ordering::SeqCst), 1);
+    // The timer restarts after the triggered pass.
+    sleep(Duration::from_secs(300)).await;
+    assert_eq!(start_times(&ops, t0), [0, 10, 320]);
+    running.stop.send(()).unwrap();
+    running.task.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_requests_share_one_pass_and_its_result() {
+    let t0 = Instant::now();
+    let ops = FakeOps::with_pass_duration(Duration::from_secs(10));
+    let running = start(ops.clone(), settings());
+    sleep(Duration::from_secs(20)).await; // after the startup pass
+    let requests: Vec<_> = (0..4)
+        .map(|_| {
+            let handle = running.handle.clone();
+            tokio::spawn(async move { handle.reconcile_now(TriggerSource::Api, "test").await })
+        })
+        .collect();
+    for request in requests {
+        let output = request.await.unwrap().expect("pass succeeds");
+        assert_eq!(output.quantity, 3);
+    }
+    assert_eq!(start_times(&ops, t0), [0, 20]);
+    assert_eq!(ops.max_in_flight.load(Ordering::SeqCst), 1);
+    running.stop.send(()).unwrap();
+    running.task.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn flush_waits_for_the_running_pass() {
+    let ops = FakeOps::with_pass_duration(Duration::from_secs(10));
+    let running = start(ops.clone(), settings());
+    sleep(Duration::from_secs(1)).await;
+    let t1 = Instant::now();
+    let output = running.handle.flush(FlushMode::IdleOnly).await.unwrap();
+    // The startup pass ran from 0 to 10: flush started after it.
+    assert_eq!(t1.elapsed().as_secs(), 9);
+    assert_eq!(output.removed, 2);
+    assert_eq!(*ops.flushes.lock().unwrap(), [FlushMode::IdleOnly]);
+    running.stop.send(()).unwrap();
+    running.task.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn failures_back_off_exponentially_then_recover() {
+    let t0 = Instant::now();
+    let ops = FakeOps::new();
+    ops.script
+        .lock()
+        .unwrap()
+        .extend([false, false, false, false, false]);
+    let running = start(ops.clone(), settings());
+    sleep(Duration::from_secs(200)).await;
+    // Retries after 5, 10, 20, 40, then capped at 60; then the regular interval.
+    assert_eq!(start_times(&ops, t0), [0, 5, 15, 35, 75, 135]);
+    let state = running.handle.state();
+    assert_eq!(state.consecutive_failures, 0);
+    assert!(state.last_success_unix.is_some());
+    sleep(Duration::from_secs(300)).await;
+    assert_eq!(start_times(&ops, t0), [0, 5, 15, 35, 75, 135, 435]);
+    running.stop.send(()).unwrap();
+    running.task.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn requests_during_backoff_wait_for_the_retry() {
+    let t0 = Instant::now();
+    let ops = FakeOps::new();
+    ops.script.lock().unwrap().extend([false, false]);
+    let running = start(ops.clone(), settings());
+    sleep(Duration::from_secs(1)).await; // first pass failed at 0, retry due at 5
+    assert_eq!(running.handle.state().consecutive_failures, 1);
+    assert!(running
+        .handle
+        .state()
+        .last_error
+        .unwrap()
+        .contains("connection refused"));
+    let result = running
+        .handle
+        .reconcile_now(TriggerSource::Api, "test")
+        .await;
+    assert!(
+        matches!(result, Err(PassError::Failed(ref m)) if m.contains("connection refused")),
+        "{result:?}"
+    );
+    assert_eq!(t0.elapsed().as_secs(), 5);
+    assert_eq!(start_times(&ops, t0), [0, 5]);
+    running.stop.send(()).unwrap();
+    running.task.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_lets_the_in_flight_pass_finish() {
+    let ops = FakeOps::with_pass_duration(Duration::from_secs(20));
+    let running = start(ops.clone(), settings());
+    sleep(Duration::from_secs(5)).await;
+    let waiter = {
+        let handle = running.handle.clone();
+        tokio::spawn(async move { handle.reconcile_now(TriggerSource::Api, "late").await })
+    };
+    sleep(Duration::from_millis(1)).await;
+    let t1 = Instant::now();
+    running.stop.send(()).unwrap();
+    assert_eq!(running.task.await.unwrap(), DaemonExit::PassFinished);
+    assert_eq!(
+        t1.elapsed().as_secs(),
+        14,
+        "waited for the pass (5..20 s), not longer"
+    );
+    assert_eq!(ops.finished.load(Ordering::SeqCst), 1);
+    assert_eq!(ops.passes(), 1, "no new pass after shutdown");
+    assert_eq!(waiter.await.unwrap(), Err(PassError::ShuttingDown));
+    // New work is refused.
+    assert!(!running.handle.trigger(TriggerSource::Webhook, "after"));
+    assert!(running.handle.flush(FlushMode::All).await.is_err());
+    assert!(running.handle.state().shutting_down);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_abandons_a_pass_after_the_grace_period() {
+    let ops = FakeOps::with_pass_duration(Duration::from_secs(500));
+    let running = start(ops.clone(), settings());
+    sleep(Duration::from_secs(5)).await;
+    let t1 = Instant::now();
+    running.stop.send(()).unwrap();
+    assert_eq!(running.task.await.unwrap(), DaemonExit::PassAbandoned);
+    assert_eq!(t1.elapsed().as_secs(), 30);
+    assert_eq!(ops.finished.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_pass_times_out_and_is_retried() {
+    let t0 = Instant::now();
+    let ops = FakeOps::with_pass_duration(Duration::from_secs(1_000));
+    let running = start(
+        ops.clone(),
+        DaemonSettings {
+            pass_timeout: Duration::from_secs(100),
+            ..settings()
+        },
+    );
+    sleep(Duration::from_secs(110)).await;
+    assert_eq!(start_times(&ops, t0), [0, 105]);
+    assert!(running
+        .handle
+        .state()
+        .last_error
+        .unwrap()
+        .contains("timed out"));
+    running.stop.send(()).unwrap();
+    running.task.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn updates_the_runner_binary_at_start_and_survives_its_failure() {
+    let ops = FakeOps::new();
+    let running = start(
+        ops.clone(),
+        DaemonSettings {
+            update_runner_bin_at_start: true,
+            ..settings()
+        },
+    );
+    sleep(Duration::from_secs(1)).await;
+    assert_eq!(ops.bin_updates.load(Ordering::SeqCst), 1);
+    assert_eq!(ops.passes(), 1);
+    running.stop.send(()).unwrap();
+    running.task.await.unwrap();
+
+    let ops = FakeOps::new();
+    *ops.fail_everything.lock().unwrap() = true;
+    let running = start(
+        ops.clone(),
+        DaemonSettings {
+            update_runner_bin_at_start: true,
+            ..settings()
+        },
+    );
+    sleep(Duration::from_secs(1)).await;
+    assert_eq!(ops.passes(), 1, "the loop runs although the update failed");
+    running.stop.send(()).unwrap();
+    running.task.await.unwrap();
+}
+
+/// A flush that blocks (its pass lock held) does not delay shutdown.
+struct SlowFlush(Arc<FakeOps>);
+
+#[async_trait::async_trait]
+impl runner_manager::ops::Operations for SlowFlush {
+    async fn reconcile(
+        &self,
+        quantity: u32,
+    ) -> anyhow::Result<runner_manager::ops::ReconcileOutput> {
+        self.0.reconcile(quantity).await
+    }
+    async fn flush(&self, mode: FlushMode) -> anyhow::Result<runner_manager::ops::FlushOutput> {
+        sleep(Duration::from_secs(1_000)).await;
+        self.0.flush(mode).await
+    }
+    async fn status(&self) -> anyhow::Result<runner_manager::ops::StatusOutput> {
+        self.0.status().await
+    }
+    async fn runner_bin_latest(
+        &self,
+        os: &str,
+        arch: &str,
+    ) -> anyhow::Result<runner_manager::ops::RunnerBinOutput> {
+        self.0.runner_bin_latest(os, arch).await
+    }
+    async fn runner_bin_update(
+        &self,
+    ) -> anyhow::Result<runner_manager::ops::RunnerBinUpdateOutput> {
+        self.0.runner_bin_update().await
+    }
+    async fn runner_bin_check(&self) -> anyhow::Result<runner_manager::ops::RunnerBinCheckOutput> {
+        self.0.runner_bin_check().await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_does_not_wait_for_a_flush_to_release_the_lock() {
+    let fake = FakeOps::new();
+    let daemon = Daemon::new(
+        Arc::new(SlowFlush(fake.clone())),
+        settings(),
+        DaemonMetrics::default(),
+    );
+    let handle = daemon.handle();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(daemon.run(async move {
+        let _ = stopped.await;
+    }));
+    sleep(Duration::from_secs(1)).await; // startup pass done
+    let flushing = {
+        let handle = handle.clone();
+        tokio::spawn(async move { handle.flush(FlushMode::All).await })
+    };
+    sleep(Duration::from_secs(1)).await;
+    assert!(handle.trigger(TriggerSource::Webhook, "job")); // the pass waits for the flush
+    sleep(Duration::from_secs(1)).await;
+    let t1 = Instant::now();
+    stop.send(()).unwrap();
+    assert_eq!(task.await.unwrap(), DaemonExit::Idle);
+    assert_eq!(t1.elapsed().as_secs(), 0);
+    assert_eq!(fake.passes(), 1, "the triggered pass never started");
+    flushing.abort();
+}

@@ -1,0 +1,325 @@
+//! Fault injection, webhook deliveries and concurrency.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::http::HeaderMap;
+use common::*;
+use futures::stream::{self, StreamExt};
+use github_sim::{sign_webhook, FaultSpec, JobSpec, SimConfig};
+use parking_lot::Mutex;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+const LIST: &str = "GET /repos/{owner}/{repo}/actions/runners";
+
+#[tokio::test]
+async fn status_faults_for_the_next_k_calls() {
+    let sim = start(SimConfig::default()).await;
+    let response = client()
+        .post(format!("{}/_sim/faults", sim.base_url()))
+        .json(&json!({"endpoint": LIST, "status": 503, "count": 2, "retry_after": 7}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 201);
+    for _ in 0..2 {
+        let response = api(&sim, Method::GET, &repo().runners_path())
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers()["retry-after"], "7");
+        assert_eq!(json(response).await["message"], "Service Unavailable");
+    }
+    assert_eq!(
+        api(&sim, Method::GET, &repo().runners_path())
+            .send()
+            .await
+            .expect("send")
+            .status(),
+        200
+    );
+    // Other endpoints were never affected; a template without method matches any method.
+    sim.inject_fault(
+        FaultSpec::status(
+            "/repos/{owner}/{repo}/actions/runners/registration-token",
+            500,
+        )
+        .times(1),
+    );
+    let path = format!("{}/registration-token", repo().runners_path());
+    assert_eq!(
+        api(&sim, Method::POST, &path)
+            .send()
+            .await
+            .expect("send")
+            .status(),
+        500
+    );
+    assert_eq!(
+        api(&sim, Method::POST, &path)
+            .send()
+            .await
+            .expect("send")
+            .status(),
+        201
+    );
+    let counts = sim.request_counts();
+    assert_eq!(counts[LIST].count, 3);
+    assert_eq!(
+        counts[LIST].rate_limit_cost, 1,
+        "faulty answers cost nothing"
+    );
+}
+
+#[tokio::test]
+async fn latency_drop_and_rate_faults() {
+    let sim = start(SimConfig::default()).await;
+    sim.inject_fault(FaultSpec {
+        endpoint: LIST.into(),
+        latency_ms: Some(400),
+        count: Some(1),
+        ..FaultSpec::default()
+    });
+    let started = Instant::now();
+    assert_eq!(
+        api(&sim, Method::GET, &repo().runners_path())
+            .send()
+            .await
+            .expect("send")
+            .status(),
+        200
+    );
+    assert!(started.elapsed() >= Duration::from_millis(400));
+
+    sim.inject_fault(FaultSpec {
+        endpoint: LIST.into(),
+        drop: true,
+        count: Some(1),
+        ..FaultSpec::default()
+    });
+    let error = api(&sim, Method::GET, &repo().runners_path())
+        .send()
+        .await
+        .expect_err("connection dropped");
+    assert!(!error.is_status(), "{error}");
+    assert_eq!(
+        api(&sim, Method::GET, &repo().runners_path())
+            .send()
+            .await
+            .expect("send")
+            .status(),
+        200
+    );
+
+    // rate 0 never fires, rate 1 always does, until cleared.
+    sim.inject_fault(FaultSpec {
+        endpoint: "*".into(),
+        status: Some(502),
+        rate: Some(0.0),
+        ..FaultSpec::default()
+    });
+    assert_eq!(
+        api(&sim, Method::GET, &repo().runners_path())
+            .send()
+            .await
+            .expect("send")
+            .status(),
+        200
+    );
+    sim.inject_fault(FaultSpec {
+        endpoint: "*".into(),
+        status: Some(502),
+        rate: Some(1.0),
+        ..FaultSpec::default()
+    });
+    for _ in 0..3 {
+        assert_eq!(
+            api(&sim, Method::GET, &repo().runners_path())
+                .send()
+                .await
+                .expect("send")
+                .status(),
+            502
+        );
+    }
+    let response = client()
+        .delete(format!("{}/_sim/faults", sim.base_url()))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(
+        response.status(),
+        204,
+        "the admin API itself is never faulted"
+    );
+    assert_eq!(
+        api(&sim, Method::GET, &repo().runners_path())
+            .send()
+            .await
+            .expect("send")
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn request_counters_over_http() {
+    let sim = start(SimConfig::default()).await;
+    api(&sim, Method::GET, &org().runners_path())
+        .send()
+        .await
+        .expect("send");
+    let counts = json(
+        client()
+            .get(format!("{}/_sim/requests", sim.base_url()))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(
+        counts["GET /orgs/{org}/actions/runners"],
+        json!({"count": 1, "rate_limit_cost": 1, "not_modified": 0})
+    );
+    client()
+        .delete(format!("{}/_sim/requests", sim.base_url()))
+        .send()
+        .await
+        .expect("send");
+    assert!(sim.request_counts().is_empty());
+}
+
+type Received = Arc<Mutex<Vec<(HeaderMap, Bytes)>>>;
+
+async fn receiver() -> (String, Received) {
+    let received: Received = Arc::default();
+    let store = received.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+            let store = store.clone();
+            async move {
+                store.lock().push((headers, body));
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    (url, received)
+}
+
+#[tokio::test]
+async fn workflow_job_webhooks_are_signed_and_ordered() {
+    assert_eq!(
+        sign_webhook(b"It's a Secret to Everybody", b"Hello, World!"),
+        "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+    );
+    let (url, received) = receiver().await;
+    let sim = start(SimConfig::default()).await;
+    let response = client()
+        .post(format!("{}/_sim/webhooks", sim.base_url()))
+        .json(&json!({"url": url, "secret": "s3cret"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 204);
+    let (id, credential) = register(&sim, &repo(), "hooked", &[], true).await;
+    let job_id = sim
+        .enqueue_job(JobSpec::new(&["self-hosted"], "true"))
+        .expect("enqueue");
+    let job = json(poll(&sim, id, &credential, 2).await).await;
+    assert_eq!(job["job_id"], job_id);
+    complete(&sim, &credential, job_id, 0, "").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while received.lock().len() < 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let received = received.lock().clone();
+    assert_eq!(received.len(), 3);
+    let mut actions = Vec::new();
+    for (headers, body) in &received {
+        assert_eq!(headers["x-github-event"], "workflow_job");
+        assert!(!headers["x-github-delivery"].is_empty());
+        assert_eq!(
+            headers["x-hub-signature-256"].to_str().expect("ascii"),
+            sign_webhook(b"s3cret", body)
+        );
+        let payload: Value = serde_json::from_slice(body).expect("json");
+        assert_eq!(payload["workflow_job"]["id"], job_id);
+        assert_eq!(payload["repository"]["full_name"], "octo/app");
+        assert_eq!(payload["installation"]["id"], 43);
+        actions.push(payload["action"].as_str().expect("action").to_owned());
+        let wj = &payload["workflow_job"];
+        if payload["action"] == "queued" {
+            assert!(
+                wj["runner_id"].is_null()
+                    && wj["runner_name"].is_null()
+                    && wj["runner_group_id"].is_null()
+            );
+            assert_eq!(wj["status"], "queued");
+        } else {
+            assert_eq!(wj["runner_name"], "hooked");
+            assert_eq!(wj["runner_group_name"], "Default");
+        }
+        if payload["action"] == "completed" {
+            assert_eq!(wj["conclusion"], "success");
+        }
+    }
+    assert_eq!(actions, ["queued", "in_progress", "completed"]);
+    // The sim records a delivery once the receiver has answered.
+    while sim.webhook_deliveries().len() < 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let deliveries = sim.webhook_deliveries();
+    assert_eq!(deliveries.len(), 3);
+    assert!(deliveries.iter().all(|d| d.status == Some(200)));
+}
+
+#[tokio::test]
+async fn concurrent_requests_keep_state_consistent() {
+    let sim = start(SimConfig::default().with_secondary_limit_per_minute(10_000)).await;
+    let results: Vec<u16> = stream::iter(0..200)
+        .map(|i| {
+            let sim = &sim;
+            async move {
+                let path = format!("{}/generate-jitconfig", org().runners_path());
+                // Every name twice: exactly one of each pair wins.
+                let body =
+                    json!({"name": format!("c-{}", i / 2), "runner_group_id": 1, "labels": ["x"]});
+                let status = api(sim, Method::POST, &path)
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("send")
+                    .status()
+                    .as_u16();
+                let list = api(sim, Method::GET, &org().runners_path())
+                    .send()
+                    .await
+                    .expect("send");
+                assert_eq!(list.status(), 200);
+                status
+            }
+        })
+        .buffer_unordered(50)
+        .collect()
+        .await;
+    assert_eq!(results.iter().filter(|s| **s == 201).count(), 100);
+    assert_eq!(results.iter().filter(|s| **s == 409).count(), 100);
+    assert_eq!(sim.runners().len(), 100);
+    let counts = sim.request_counts();
+    assert_eq!(
+        counts["POST /orgs/{org}/actions/runners/generate-jitconfig"].count,
+        200
+    );
+    assert_eq!(counts["GET /orgs/{org}/actions/runners"].count, 200);
+}

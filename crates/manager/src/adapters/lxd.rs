@@ -1,0 +1,246 @@
+//! `InstanceProvider` over `lxd::Client` (LXD or Incus).
+
+use std::path::Path;
+
+use async_trait::async_trait;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::model::{InstanceType, Owner, Resources, APP_KEY};
+use crate::provider::{
+    ExecOutput, ExecRequest, FilePush, Instance, InstanceProvider, InstanceSpec, InstanceStatus,
+    ProviderError,
+};
+
+/// The storage pool made at `lxd_storage_path`.
+pub const RUNNER_POOL: &str = "runner";
+
+/// LXD/Incus as an [`InstanceProvider`].
+#[derive(Debug, Clone)]
+pub struct LxdProvider {
+    client: lxd::Client,
+}
+
+impl LxdProvider {
+    pub fn new(client: lxd::Client) -> Self {
+        Self { client }
+    }
+
+    pub fn client(&self) -> &lxd::Client {
+        &self.client
+    }
+
+    /// The pool of the default profile's root disk, for profiles made without the runner pool.
+    async fn default_pool(&self) -> Result<String, ProviderError> {
+        let profile = self
+            .client
+            .get_profile("default")
+            .await
+            .map_err(|e| convert("reading the default profile", e))?;
+        profile
+            .devices
+            .values()
+            .find(|d| {
+                d.get("type").map(String::as_str) == Some("disk")
+                    && d.get("path").map(String::as_str) == Some("/")
+            })
+            .and_then(|d| d.get("pool").cloned())
+            .ok_or_else(|| {
+                ProviderError::failed("reading the default profile", "it has no root disk")
+            })
+    }
+}
+
+fn convert(what: &str, error: lxd::Error) -> ProviderError {
+    match error {
+        lxd::Error::NotFound { .. } => ProviderError::NotFound(what.to_owned()),
+        lxd::Error::Timeout { .. } => ProviderError::Timeout {
+            what: what.to_owned(),
+        },
+        other => ProviderError::failed(what, other),
+    }
+}
+
+fn status(s: &str) -> InstanceStatus {
+    match s {
+        "Running" => InstanceStatus::Running,
+        "Stopped" => InstanceStatus::Stopped,
+        _ => InstanceStatus::Other,
+    }
+}
+
+#[async_trait]
+impl InstanceProvider for LxdProvider {
+    async fn list_instances(&self, owner: &Owner) -> Result<Vec<Instance>, ProviderError> {
+        let all = self
+            .client
+            .list_instances_with_config(APP_KEY, owner.app_name())
+            .await
+            .map_err(|e| convert("listing instances", e))?;
+        Ok(all
+            .into_iter()
+            .map(|i| Instance {
+                status: status(&i.status),
+                // An unreadable date counts as old: such an instance is judged, not spared.
+                created_at: OffsetDateTime::parse(&i.created_at, &Rfc3339)
+                    .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+                name: i.name,
+                config: i.config,
+            })
+            .collect())
+    }
+
+    async fn ensure_pool(&self, path: &Path) -> Result<(), ProviderError> {
+        match self.client.get_storage_pool(RUNNER_POOL).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(convert("reading storage pool runner", e)),
+        }
+        std::fs::create_dir_all(path)
+            .map_err(|e| ProviderError::failed(format!("creating {}", path.display()), e))?;
+        match self.client.create_dir_pool(RUNNER_POOL, path).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_conflict() => Ok(()),
+            Err(e) => Err(convert("creating storage pool runner", e)),
+        }
+    }
+
+    async fn ensure_profile(
+        &self,
+        resources: &Resources,
+        _instance_type: InstanceType,
+        with_pool: bool,
+    ) -> Result<String, ProviderError> {
+        let name = resources.profile_name();
+        let pool = if with_pool {
+            RUNNER_POOL.to_owned()
+        } else {
+            self.default_pool().await?
+        };
+        // One profile serves both instance types (same name, same content).
+        let root = std::collections::BTreeMap::from([
+            ("type".to_owned(), "disk".to_owned()),
+            ("path".to_owned(), "/".to_owned()),
+            ("pool".to_owned(), pool),
+            ("size".to_owned(), resources.disk.as_str().to_owned()),
+        ]);
+        let profile = lxd::Profile {
+            name: name.clone(),
+            description: "runner-manager resources".into(),
+            config: std::collections::BTreeMap::from([
+                ("limits.cpu".to_owned(), resources.cpu.to_string()),
+                (
+                    "limits.memory".to_owned(),
+                    resources.memory.as_str().to_owned(),
+                ),
+            ]),
+            devices: std::collections::BTreeMap::from([("root".to_owned(), root)]),
+            ..lxd::Profile::default()
+        };
+        self.client
+            .ensure_profile(&profile)
+            .await
+            .map_err(|e| convert(&format!("ensuring profile {name}"), e))?;
+        Ok(name)
+    }
+
+    async fn create_and_start(&self, spec: &InstanceSpec) -> Result<(), ProviderError> {
+        let mut lxd_spec = lxd::InstanceSpec::new(
+            spec.name.as_str(),
+            lxd::ImageSource::Alias(spec.image.clone()),
+        )
+        .profiles(spec.profiles.iter().cloned())
+        .started();
+        if spec.ephemeral {
+            lxd_spec = lxd_spec.ephemeral();
+        }
+        if spec.instance_type == InstanceType::VirtualMachine {
+            lxd_spec = lxd_spec.virtual_machine();
+        }
+        for (k, v) in &spec.config {
+            lxd_spec = lxd_spec.config(k, v);
+        }
+        self.client
+            .create_instance(&lxd_spec)
+            .await
+            .map_err(|e| convert(&format!("creating instance {}", spec.name), e))
+    }
+
+    async fn exec(&self, name: &str, request: &ExecRequest) -> Result<ExecOutput, ProviderError> {
+        let mut lxd_request =
+            lxd::ExecRequest::new(request.argv.iter().cloned()).timeout(request.timeout);
+        for (k, v) in &request.env {
+            lxd_request = lxd_request.env(k, v);
+        }
+        if let Some(cwd) = &request.cwd {
+            lxd_request = lxd_request.cwd(cwd);
+        }
+        if let Some((uid, gid)) = request.user {
+            lxd_request = lxd_request.user(uid).group(gid);
+        }
+        let out = self
+            .client
+            .exec(name, &lxd_request)
+            .await
+            .map_err(|e| convert(&format!("exec in {name}"), e))?;
+        Ok(ExecOutput {
+            exit_code: out.exit_code(),
+            stdout: out.stdout_text(),
+            stderr: out.stderr_text(),
+        })
+    }
+
+    async fn push_file(&self, name: &str, file: &FilePush) -> Result<(), ProviderError> {
+        let perms = lxd::FilePerms {
+            uid: file.uid,
+            gid: file.gid,
+            mode: file.mode,
+        };
+        let what = format!("pushing {} to {name}", file.path);
+        match self
+            .client
+            .push_file(name, &file.path, file.content.clone(), perms)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(lxd::Error::NotFound { .. }) => {
+                // The parent directory is missing: create it (root-owned) and retry once.
+                let parent = Path::new(&file.path)
+                    .parent()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "/".into());
+                let mkdir = lxd::ExecRequest::new(["mkdir", "-p", parent.as_str()])
+                    .timeout(std::time::Duration::from_secs(30));
+                let out = self
+                    .client
+                    .exec(name, &mkdir)
+                    .await
+                    .map_err(|e| convert(&what, e))?;
+                if !out.success() {
+                    return Err(ProviderError::failed(what, out.stderr_text()));
+                }
+                self.client
+                    .push_file(name, &file.path, file.content.clone(), perms)
+                    .await
+                    .map_err(|e| convert(&what, e))
+            }
+            Err(e) => Err(convert(&what, e)),
+        }
+    }
+
+    async fn pull_file(&self, name: &str, path: &str) -> Result<Option<Vec<u8>>, ProviderError> {
+        match self.client.pull_file(name, path).await {
+            Ok(content) => Ok(Some(content.bytes.to_vec())),
+            Err(lxd::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(convert(&format!("pulling {path} from {name}"), e)),
+        }
+    }
+
+    async fn delete(&self, name: &str) -> Result<(), ProviderError> {
+        self.client
+            .force_delete_instance(name)
+            .await
+            .map(|_| ())
+            .map_err(|e| convert(&format!("deleting instance {name}"), e))
+    }
+}

@@ -1,0 +1,804 @@
+//! End to end on real Incus containers (busybox image), the GitHub simulator and the fake runner
+//! tarball. Runs when `RUNNER_MANAGER_TEST_INCUS=1` (set by `scripts/test.sh`, which brings Incus
+//! up and builds the static fake runner); otherwise each test says so and returns.
+//!
+//! Every test uses its own app name, so tests run in parallel and never see each other's runners.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use github_sim::{JobSpec, JobStatus, Sim, SimConfig, SimHandle};
+use manager::adapters::{GithubRegistry, LxdProvider};
+use manager::events::Metrics;
+use manager::model::{APP_KEY, UNIT_KEY};
+use manager::policy::PolicyConfig;
+use manager::{
+    Backends, FlushMode, GitHubPath, ManagerConfig, ProxySettings, RegistrationMode, Resources,
+    RunnerManager,
+};
+use rand::Rng;
+
+const REPO: &str = "octo/repo";
+
+fn enabled() -> bool {
+    let on = std::env::var("RUNNER_MANAGER_TEST_INCUS").is_ok_and(|v| v == "1");
+    if !on {
+        eprintln!("skipped: set RUNNER_MANAGER_TEST_INCUS=1 (scripts/test.sh) to run on Incus");
+    }
+    on
+}
+
+/// The host's address on the Incus bridge: containers reach the simulator there.
+fn bridge_ip() -> String {
+    std::env::var("RUNNER_MANAGER_TEST_BRIDGE_IP").unwrap_or_else(|_| "10.123.45.1".into())
+}
+
+fn tarball() -> Vec<u8> {
+    let agent = github_sim::tarball::locate_or_build_agent().expect("fake runner agent");
+    github_sim::tarball::build_runner_tarball(&agent, "2.330.0").expect("tarball")
+}
+
+fn resources() -> Resources {
+    Resources::new(1, "256MiB", "1GiB").expect("valid")
+}
+
+struct Env {
+    app: String,
+    sim: SimHandle,
+    lxd: lxd::Client,
+    manager: RunnerManager,
+    _state: tempfile::TempDir,
+    events_log: std::path::PathBuf,
+}
+
+async fn start_sim() -> SimHandle {
+    let listen: SocketAddr = format!("{}:0", bridge_ip()).parse().expect("addr");
+    let config = SimConfig::default()
+        .with_listen(listen)
+        .with_repo(REPO)
+        .with_runner_tarball(tarball(), "2.330.0")
+        .with_silence_timeout(Duration::from_secs(10));
+    Sim::start(config).await.expect("sim starts")
+}
+
+fn random_app() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz";
+    let mut rng = rand::rng();
+    let s: String = (0..6)
+        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
+        .collect();
+    format!("e2e{s}")
+}
+
+async fn env_with(unit: u32, edit: impl FnOnce(&mut ManagerConfig)) -> Env {
+    env_for(random_app(), unit, start_sim().await, edit).await
+}
+
+async fn env_for(
+    app: String,
+    unit: u32,
+    sim: SimHandle,
+    edit: impl FnOnce(&mut ManagerConfig),
+) -> Env {
+    let state = tempfile::tempdir().expect("tempdir");
+    let lxd = lxd::Client::discover().await.expect("incus is up");
+    let mut prometheus = prometheus_client::registry::Registry::default();
+    let metrics = Metrics::new(&mut prometheus);
+    let scope = github::Scope::parse(REPO).expect("scope");
+    let client = github::Client::new(github::ClientConfig::new(
+        url::Url::parse(&sim.api_url()).expect("url"),
+        url::Url::parse(&sim.web_url()).expect("url"),
+        scope,
+        github::Auth::Token(github::Secret::new(sim.token().expose())),
+    ))
+    .expect("github client");
+    let mut config = ManagerConfig::new(
+        GitHubPath::parse(REPO, "").expect("path"),
+        &sim.web_url(),
+        "busybox",
+        state.path(),
+    );
+    config.ready_timeout = Duration::from_secs(60);
+    config.boot_grace = Duration::from_secs(60);
+    let events_log = state.path().join("events.log");
+    config.events_log = events_log.clone();
+    edit(&mut config);
+    let proxies = ProxySettings {
+        http: Some(format!("http://{}:9", bridge_ip())),
+        https: None,
+        no_proxy: Some(bridge_ip()),
+    };
+    let backends = Backends {
+        provider: Arc::new(LxdProvider::new(lxd.clone())),
+        registry: Arc::new(GithubRegistry::new(client, None, Some(metrics.clone()))),
+        metrics,
+    };
+    let manager = RunnerManager::new(&app, unit, config, &proxies, backends).expect("manager");
+    Env {
+        app,
+        sim,
+        lxd,
+        manager,
+        _state: state,
+        events_log,
+    }
+}
+
+/// A failed test still removes its instances (every name it makes starts with its app name).
+impl Drop for Env {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let (lxd, prefix) = (self.lxd.clone(), format!("{}-", self.app));
+        let cleanup = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                for i in lxd.list_instances().await.unwrap_or_default() {
+                    if i.name.starts_with(&prefix) {
+                        let _ = lxd.force_delete_instance(&i.name).await;
+                    }
+                }
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
+
+impl Env {
+    async fn install_binary(&self) {
+        let download = self
+            .manager
+            .get_latest_runner_bin_url("linux", "x64")
+            .await
+            .expect("download listed");
+        self.manager
+            .update_runner_bin(&download)
+            .await
+            .expect("binary verified");
+        assert!(self.manager.check_runner_bin());
+    }
+
+    /// Instances carrying this app's key.
+    async fn instances(&self) -> Vec<lxd::Instance> {
+        self.lxd
+            .list_instances_with_config(APP_KEY, &self.app)
+            .await
+            .expect("list")
+    }
+
+    /// Sim runners whose name starts with this app's name.
+    fn sim_runners(&self) -> Vec<github_sim::RunnerView> {
+        self.sim
+            .runners()
+            .into_iter()
+            .filter(|r| r.name.starts_with(&format!("{}-", self.app)))
+            .collect()
+    }
+
+    async fn wait_online(&self, n: usize) {
+        for _ in 0..120 {
+            let info = self.manager.get_github_info().await.expect("info");
+            if info.iter().filter(|r| r.online).count() >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        panic!("{n} runners never came online");
+    }
+
+    async fn wait_job(&self, id: u64, status: JobStatus) -> github_sim::JobView {
+        for _ in 0..240 {
+            if let Some(job) = self.sim.job(id) {
+                if job.status == status {
+                    return job;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        panic!("job {id} never reached {status:?}: {:?}", self.sim.job(id));
+    }
+
+    fn job(&self, script: &str) -> u64 {
+        self.sim
+            .enqueue_job(JobSpec {
+                labels: vec![self.app.clone()],
+                script: script.to_owned(),
+                scope: Some(REPO.to_owned()),
+                ..JobSpec::default()
+            })
+            .expect("enqueued")
+    }
+
+    async fn exec(&self, name: &str, script: &str) -> String {
+        let out = self
+            .lxd
+            .exec(
+                name,
+                &lxd::ExecRequest::shell(script).timeout(Duration::from_secs(30)),
+            )
+            .await
+            .expect("exec");
+        out.stdout_text()
+    }
+
+    /// Flushes everything and checks nothing is left.
+    async fn teardown(&self) {
+        self.manager
+            .flush(FlushMode::IncludingBusy)
+            .await
+            .expect("flush");
+        assert!(self.instances().await.is_empty(), "instances left behind");
+        // The simulator stops with the test's runtime.
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reconcile_job_scale_down_keeps_busy_and_flush() {
+    if !enabled() {
+        return;
+    }
+    let env = env_with(0, |c| c.issue_metrics = true).await;
+    env.install_binary().await;
+
+    let first = env
+        .manager
+        .reconcile(2, &resources())
+        .await
+        .expect("reconcile");
+    assert_eq!(first.delta, 2);
+    assert_eq!(first.created.len(), 2, "{:?}", first.failed);
+    env.wait_online(2).await;
+    // Token mode: no secret on a command line, in a process environment or left in a file.
+    let name = first.created[0].to_string();
+    let ps = env.exec(&name, "ps -o args 2>/dev/null || ps").await;
+    assert!(
+        !ps.contains("--token ") && !ps.contains("--jitconfig "),
+        "{ps}"
+    );
+    let environ = env
+        .exec(&name, "cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n' | grep -c ACTIONS_RUNNER_INPUT || true")
+        .await;
+    assert_eq!(environ.trim(), "0", "secret in a process environment");
+    let files = env
+        .exec(&name, "ls -a /opt/actions-runner /var/lib/runner-manager")
+        .await;
+    assert!(!files.contains("token"), "{files}");
+    let second = env
+        .manager
+        .reconcile(2, &resources())
+        .await
+        .expect("reconcile");
+    assert_eq!(second.delta, 0);
+    assert!(
+        second.created.is_empty() && second.removed.is_empty(),
+        "{second:?}"
+    );
+
+    // A job runs inside a container and its output comes back; the proxy settings reach it.
+    let job = env.job("echo hello-from-$(hostname) proxy=$http_proxy HTTP=$HTTP_PROXY; sleep 8");
+    let running = env.wait_job(job, JobStatus::InProgress).await;
+    let busy = running.runner_name.clone().expect("assigned");
+
+    // reconcile(1) while one is busy: the busy one and its job survive, the idle one goes.
+    let third = env
+        .manager
+        .reconcile(1, &resources())
+        .await
+        .expect("reconcile");
+    assert_eq!(third.delta, -1);
+    assert_eq!(third.removed.len(), 1, "{third:?}");
+    assert_ne!(third.removed[0].0.as_str(), busy);
+    let names: Vec<String> = env.instances().await.into_iter().map(|i| i.name).collect();
+    assert_eq!(names, vec![busy.clone()]);
+
+    let done = env.wait_job(job, JobStatus::Completed).await;
+    assert_eq!(
+        done.conclusion.as_deref(),
+        Some("success"),
+        "{}",
+        done.output
+    );
+    let proxy = format!("http://{}:9", bridge_ip());
+    assert!(
+        done.output.contains(&format!("hello-from-{busy}")),
+        "{}",
+        done.output
+    );
+    assert!(
+        done.output.contains(&format!("proxy={proxy} HTTP={proxy}")),
+        "{}",
+        done.output
+    );
+
+    // The finished ephemeral runner is replaced; its job metadata becomes events.
+    let fourth = env
+        .manager
+        .reconcile(1, &resources())
+        .await
+        .expect("reconcile");
+    assert_eq!(fourth.removed.len(), 1, "{fourth:?}");
+    assert_eq!(fourth.removed[0].1.as_str(), "finished", "{fourth:?}");
+    assert_eq!(fourth.created.len(), 1, "{fourth:?}");
+    let events: Vec<serde_json::Value> = std::fs::read_to_string(&env.events_log)
+        .expect("events log")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+    for kind in [
+        "runner_installed",
+        "reconciliation",
+        "runner_start",
+        "runner_stop",
+    ] {
+        assert!(kinds.contains(&kind), "no {kind} in {kinds:?}");
+    }
+    let stop = events
+        .iter()
+        .find(|e| e["event"] == "runner_stop")
+        .expect("runner_stop");
+    assert_eq!(stop["flavor"], env.app.as_str());
+    assert_eq!(stop["status"], "normal");
+    assert_eq!(stop["repo"], REPO);
+    assert!(
+        stop["job_duration"].as_u64().is_some_and(|d| d >= 7),
+        "{stop}"
+    );
+    for e in &events {
+        assert!(e["timestamp"].is_i64(), "{e}");
+    }
+
+    // flush(false) spares a busy runner, flush(true) removes it; counts are exact.
+    env.wait_online(1).await;
+    let job = env.job("sleep 30");
+    let busy = env
+        .wait_job(job, JobStatus::InProgress)
+        .await
+        .runner_name
+        .expect("assigned");
+    env.manager
+        .reconcile(2, &resources())
+        .await
+        .expect("reconcile");
+    env.wait_online(2).await;
+    let idle_flush = env.manager.flush(FlushMode::IdleOnly).await.expect("flush");
+    assert_eq!(idle_flush.removed.len(), 1, "{idle_flush:?}");
+    assert_eq!(idle_flush.skipped_busy.len() + idle_flush.failed.len(), 0);
+    let names: Vec<String> = env.instances().await.into_iter().map(|i| i.name).collect();
+    assert_eq!(names, vec![busy.clone()]);
+    let busy_flush = env
+        .manager
+        .flush(FlushMode::IncludingBusy)
+        .await
+        .expect("flush");
+    assert_eq!(busy_flush.removed.len(), 1, "{busy_flush:?}");
+    assert!(env.instances().await.is_empty());
+    assert!(env.sim_runners().is_empty(), "{:?}", env.sim_runners());
+    env.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn job_assigned_during_delete_is_never_killed() {
+    if !enabled() {
+        return;
+    }
+    let env = env_with(0, |_| {}).await;
+    env.install_binary().await;
+    let rounds: usize = std::env::var("RUNNER_MANAGER_RACE_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    for round in 0..rounds {
+        let report = env
+            .manager
+            .reconcile(1, &resources())
+            .await
+            .expect("reconcile");
+        assert!(report.failed.is_empty(), "round {round}: {report:?}");
+        env.wait_online(1).await;
+        let info = env.manager.get_github_info().await.expect("info");
+        let idle: Vec<_> = info.iter().filter(|r| r.online && !r.busy).collect();
+        assert_eq!(idle.len(), 1, "round {round}: {info:?}");
+        let name = idle[0].name.to_string();
+        env.sim.set_assign_on_delete(Some(&name), true);
+        let report = env
+            .manager
+            .reconcile(0, &resources())
+            .await
+            .expect("reconcile");
+        assert_eq!(report.skipped_busy.len(), 1, "round {round}: {report:?}");
+        assert!(report.removed.is_empty(), "round {round}: {report:?}");
+        let names: Vec<String> = env.instances().await.into_iter().map(|i| i.name).collect();
+        assert_eq!(
+            names,
+            vec![name.clone()],
+            "round {round}: busy runner's instance deleted"
+        );
+        // The job the hook assigned runs to completion on that runner.
+        let job = env
+            .sim
+            .jobs()
+            .into_iter()
+            .find(|j| j.runner_name.as_deref() == Some(name.as_str()))
+            .expect("the hook assigned a job");
+        let done = env.wait_job(job.job_id, JobStatus::Completed).await;
+        assert_eq!(done.conclusion.as_deref(), Some("success"), "round {round}");
+    }
+    env.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dead_dangling_orphan_cleaned_and_foreign_untouched() {
+    if !enabled() {
+        return;
+    }
+    // App "<x>" unit 1 next to app "<x>-1" unit 0: the prefix collides, ownership must not.
+    let env = env_with(1, |c| c.boot_grace = Duration::from_secs(3)).await;
+    env.install_binary().await;
+    let report = env
+        .manager
+        .reconcile(1, &resources())
+        .await
+        .expect("reconcile");
+    let victim = report.created[0].to_string();
+    env.wait_online(1).await;
+
+    // Kill the runner process inside the instance.
+    env.exec(
+        &victim,
+        "kill -9 $(cat /var/lib/runner-manager/runner.pid); pkill -9 -f Runner.Listener; true",
+    )
+    .await;
+
+    // An orphan (ours, a live "runner" that never registered), foreign instances, a dangling
+    // registration.
+    let keys = |app: &str, unit: &str| {
+        BTreeMap::from([
+            (APP_KEY.to_owned(), app.to_owned()),
+            (UNIT_KEY.to_owned(), unit.to_owned()),
+        ])
+    };
+    let orphan = format!("{}-1-orphan00", env.app);
+    let foreign = [
+        (
+            format!("{}-1-0-abcdefgh", env.app),
+            keys(&format!("{}-1", env.app), "0"),
+        ),
+        (format!("{}-1-unlabel0", env.app), BTreeMap::new()),
+        (format!("{}-1-other000", env.app), keys(&env.app, "2")),
+    ];
+    let mut specs = vec![(orphan.clone(), keys(&env.app, "1"), true)];
+    specs.extend(foreign.iter().map(|(n, k)| (n.clone(), k.clone(), false)));
+    for (name, config, start) in &specs {
+        let mut spec =
+            lxd::InstanceSpec::new(name.as_str(), lxd::ImageSource::Alias("busybox".into()));
+        if *start {
+            spec = spec.started();
+        }
+        for (k, v) in config {
+            spec = spec.config(k, v);
+        }
+        // Test setup on a loaded machine: retry a failed start (not what is under test).
+        let mut attempt = 0;
+        while let Err(error) = env.lxd.create_instance(&spec).await {
+            attempt += 1;
+            assert!(attempt < 3, "creating {name}: {error}");
+            let _ = env.lxd.force_delete_instance(name).await;
+        }
+    }
+    env.exec(
+        &orphan,
+        "mkdir -p /var/lib/runner-manager; sleep 3600 </dev/null >/dev/null 2>&1 & echo $! >/var/lib/runner-manager/runner.pid",
+    )
+    .await;
+    let scope = github_sim::Scope::parse(REPO).expect("scope");
+    let reg_token = env.sim.registration_token(&scope).expect("token");
+    let dangling = format!("{}-1-dangling", env.app);
+    let foreign_reg = format!("{}-1-0-zzzzzzzz", env.app);
+    for name in [&dangling, &foreign_reg] {
+        let response = reqwest::Client::new()
+            .post(format!("{}/_runner/register", env.sim.base_url()))
+            .header("Authorization", format!("RemoteAuth {}", reg_token.expose()))
+            .json(&serde_json::json!({"url": format!("{}/{REPO}", env.sim.web_url()), "name": name,
+                "labels": ["x"], "ephemeral": true, "replace": false, "no_default_labels": false, "work": "_work"}))
+            .send()
+            .await
+            .expect("register");
+        assert!(response.status().is_success(), "{}", response.status());
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await; // past the 3 s boot grace
+
+    let report = env
+        .manager
+        .reconcile(1, &resources())
+        .await
+        .expect("reconcile");
+    let removed: BTreeMap<String, String> = report
+        .removed
+        .iter()
+        .map(|(n, r)| (n.to_string(), r.to_string()))
+        .collect();
+    assert_eq!(
+        removed.get(&victim).map(String::as_str),
+        Some("process_dead"),
+        "{report:?}"
+    );
+    assert_eq!(
+        removed.get(&orphan).map(String::as_str),
+        Some("orphan"),
+        "{report:?}"
+    );
+    assert_eq!(
+        removed.get(&dangling).map(String::as_str),
+        Some("dangling"),
+        "{report:?}"
+    );
+    assert_eq!(removed.len(), 3, "{report:?}");
+    assert_eq!(report.created.len(), 1, "{report:?}");
+    for (name, _) in &foreign {
+        assert!(
+            env.lxd.get_instance(name).await.is_ok(),
+            "foreign {name} touched"
+        );
+        env.lxd.force_delete_instance(name).await.expect("cleanup");
+    }
+    assert!(
+        env.sim.runners().iter().any(|r| r.name == foreign_reg),
+        "foreign registration touched"
+    );
+    env.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn runner_binary_mismatch_keeps_old_and_missing_binary_refuses() {
+    if !enabled() {
+        return;
+    }
+    let env = env_with(0, |_| {}).await;
+    let err = env
+        .manager
+        .reconcile(1, &resources())
+        .await
+        .expect_err("no binary");
+    assert!(err.to_string().contains("no runner binary"), "{err}");
+    assert!(
+        env.instances().await.is_empty(),
+        "touched something without a binary"
+    );
+
+    env.install_binary().await;
+    let before = env.manager.runner_bin().expect("cached");
+    let mut bad = env
+        .manager
+        .get_latest_runner_bin_url("linux", "x64")
+        .await
+        .expect("listed");
+    bad.sha256 = "0".repeat(64);
+    let err = env
+        .manager
+        .update_runner_bin(&bad)
+        .await
+        .expect_err("mismatch");
+    assert!(err.to_string().contains("checksum mismatch"), "{err}");
+    assert_eq!(env.manager.runner_bin(), Some(before));
+    let err = env
+        .manager
+        .get_latest_runner_bin_url("freebsd", "x64")
+        .await
+        .expect_err("no freebsd");
+    assert!(err.to_string().contains("freebsd"), "{err}");
+    env.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jit_mode_runs_jobs_without_visible_secrets() {
+    if !enabled() {
+        return;
+    }
+    let env = env_with(0, |c| c.registration_mode = RegistrationMode::Jit).await;
+    env.install_binary().await;
+    let report = env
+        .manager
+        .reconcile(1, &resources())
+        .await
+        .expect("reconcile");
+    assert_eq!(report.created.len(), 1, "{report:?}");
+    env.wait_online(1).await;
+    let name = report.created[0].to_string();
+
+    let ps = env.exec(&name, "ps -o args 2>/dev/null || ps").await;
+    assert!(
+        ps.contains("Runner.Listener") || ps.contains("run.sh"),
+        "{ps}"
+    );
+    assert!(
+        !ps.contains("--jitconfig "),
+        "jit config on a command line: {ps}"
+    );
+    let environ = env
+        .exec(&name, "cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n' | grep -c ACTIONS_RUNNER_INPUT || true")
+        .await;
+    assert_eq!(environ.trim(), "0", "secret in a process environment");
+    let files = env
+        .exec(&name, "ls -a /opt/actions-runner /var/lib/runner-manager")
+        .await;
+    assert!(
+        !files.contains(".jitconfig") && !files.contains("token"),
+        "{files}"
+    );
+    let instance = env.lxd.get_instance(&name).await.expect("instance");
+    for (key, value) in &instance.config {
+        assert!(
+            key.starts_with("user.runner-manager.")
+                || key.starts_with("volatile.")
+                || key.starts_with("image."),
+            "unexpected config {key}={value}"
+        );
+    }
+
+    let job = env.job("echo jit-ok");
+    let done = env.wait_job(job, JobStatus::Completed).await;
+    assert_eq!(done.conclusion.as_deref(), Some("success"));
+    assert!(done.output.contains("jit-ok"), "{}", done.output);
+    env.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn vm_mode_reaches_the_create_request_and_cleans_up() {
+    if !enabled() {
+        return;
+    }
+    let env = env_with(0, |c| {
+        c.instance_type = manager::InstanceType::VirtualMachine
+    })
+    .await;
+    env.install_binary().await;
+    let report = env
+        .manager
+        .reconcile(1, &resources())
+        .await
+        .expect("reconcile");
+    assert!(report.created.is_empty(), "{report:?}");
+    assert_eq!(report.failed.len(), 1, "{report:?}");
+    assert!(
+        report.failed[0].error.contains("creating instance"),
+        "{report:?}"
+    );
+    assert!(env.instances().await.is_empty(), "failed vm left behind");
+    let profile = env
+        .lxd
+        .get_profile(&resources().profile_name())
+        .await
+        .expect("resource profile");
+    assert_eq!(
+        profile.config.get("limits.cpu").map(String::as_str),
+        Some("1")
+    );
+    assert_eq!(
+        profile.config.get("limits.memory").map(String::as_str),
+        Some("256MiB")
+    );
+    assert_eq!(
+        profile.devices["root"].get("size").map(String::as_str),
+        Some("1GiB")
+    );
+    env.teardown().await;
+}
+
+/// A policy service double: one-time tokens, and a switch that allows or refuses jobs.
+async fn policy_service(allow: Arc<AtomicBool>) -> (String, Arc<AtomicU64>) {
+    use axum::http::{HeaderMap, StatusCode};
+    let checks = Arc::new(AtomicU64::new(0));
+    let issued = Arc::new(parking_lot::Mutex::new(Vec::<String>::new()));
+    let app = axum::Router::new()
+        .route(
+            "/one-time-token",
+            axum::routing::get({
+                let issued = issued.clone();
+                move |headers: HeaderMap| async move {
+                    if headers.get("authorization").and_then(|v| v.to_str().ok())
+                        != Some("Bearer svc-token")
+                    {
+                        return (StatusCode::UNAUTHORIZED, String::new());
+                    }
+                    let token = format!("ott-{}", rand::rng().random::<u64>());
+                    issued.lock().push(token.clone());
+                    (StatusCode::OK, token)
+                }
+            }),
+        )
+        .route(
+            "/{event}/check-run",
+            axum::routing::post({
+                let checks = checks.clone();
+                move |headers: HeaderMap| async move {
+                    checks.fetch_add(1, Ordering::SeqCst);
+                    let auth = headers
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.strip_prefix("Bearer "))
+                        .unwrap_or_default()
+                        .to_owned();
+                    let known = {
+                        let mut issued = issued.lock();
+                        let found = issued.iter().position(|t| *t == auth);
+                        found.map(|i| issued.remove(i)).is_some()
+                    };
+                    if known && allow.load(Ordering::SeqCst) {
+                        StatusCode::NO_CONTENT
+                    } else {
+                        StatusCode::FORBIDDEN
+                    }
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind(format!("{}:0", bridge_ip()))
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), checks)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn policy_check_allows_and_blocks() {
+    if !enabled() {
+        return;
+    }
+    let allow = Arc::new(AtomicBool::new(true));
+    let (url, checks) = policy_service(allow.clone()).await;
+    let env = env_with(0, |c| {
+        c.policy = Some(PolicyConfig {
+            manager_url: url.clone(),
+            runner_url: url.clone(),
+            service_token: manager::Secret::new("svc-token"),
+        })
+    })
+    .await;
+    env.install_binary().await;
+
+    env.manager
+        .reconcile(1, &resources())
+        .await
+        .expect("reconcile");
+    env.wait_online(1).await;
+    let allowed = env.job("echo allowed-job-ran");
+    let done = env.wait_job(allowed, JobStatus::Completed).await;
+    assert_eq!(
+        done.conclusion.as_deref(),
+        Some("success"),
+        "{}",
+        done.output
+    );
+    assert!(done.output.contains("allowed-job-ran"));
+    assert_eq!(checks.load(Ordering::SeqCst), 1);
+
+    allow.store(false, Ordering::SeqCst);
+    let report = env
+        .manager
+        .reconcile(1, &resources())
+        .await
+        .expect("reconcile");
+    assert_eq!(report.created.len(), 1, "{report:?}");
+    env.wait_online(1).await;
+    let blocked = env.job("echo blocked-job-ran");
+    let done = env.wait_job(blocked, JobStatus::Completed).await;
+    assert_eq!(
+        done.conclusion.as_deref(),
+        Some("failure"),
+        "{}",
+        done.output
+    );
+    assert!(!done.output.contains("blocked-job-ran"), "{}", done.output);
+    assert_eq!(checks.load(Ordering::SeqCst), 2);
+    env.teardown().await;
+}
