@@ -34,11 +34,15 @@ BRIDGE_IP=10.123.45.1
 PORT=$(( 18000 + RANDOM % 1000 ))
 "$BIN/github-sim" runner-tarball --agent "$ROOT/target/fake-runner/runner-agent" --out "$WORK" >/dev/null
 TOKEN="ghp_demo$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-"$BIN/github-sim" --listen "$BRIDGE_IP:$PORT" --token "$TOKEN" --repo demo/app \
-  --tarball "$WORK"/actions-runner-linux-x64-*.tar.gz >"$WORK/sim.log" 2>&1 &
+TARBALL=$(ls "$WORK"/actions-runner-linux-x64-*.tar.gz)
+VERSION=${TARBALL##*-x64-}; VERSION=${VERSION%.tar.gz}
+GITHUB_SIM_TOKEN=$TOKEN "$BIN/github-sim" --listen "$BRIDGE_IP:$PORT" --repo demo/app \
+  --tarball "$TARBALL" --runner-version "$VERSION" >"$WORK/sim.log" 2>&1 &
 SIM_PID=$!
 SIM=http://$BRIDGE_IP:$PORT
-for _ in $(seq 50); do curl -sf "$SIM/_sim/runners" >/dev/null && break; sleep 0.1; done
+up=""
+for _ in $(seq 100); do curl -sf "$SIM/_sim/runners" >/dev/null && { up=1; break; }; sleep 0.1; done
+[ -n "$up" ] || { cat "$WORK/sim.log" >&2; echo "demo: github-sim did not start" >&2; exit 1; }
 
 CONFIG=$WORK/config.toml
 cat >"$CONFIG" <<TOML

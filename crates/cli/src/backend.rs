@@ -1,18 +1,29 @@
-//! Where the commands meet `manager::RunnerManager`.
-//!
-//! TODO(lead): implement [`ManagerBackend::connect`] with the manager crate: build the GitHub
-//! and LXD clients from the [`Config`], register the manager's metrics in `registry`, and
-//! return an [`Operations`] adapter. Until then every command that needs the manager fails with
-//! exit 1 and says so; `check-config` works.
+//! Where the commands meet `manager::RunnerManager`: builds the GitHub and LXD clients from the
+//! [`Config`], wraps them in the manager's adapters, and maps the manager's reports to the
+//! command-line / HTTP output types.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use async_trait::async_trait;
+use manager::adapters::{GithubRegistry, LxdProvider};
+use manager::events::Metrics;
+use manager::policy::PolicyConfig;
+use manager::provider::{InstanceProvider, RunnerDownload, RunnerRegistry};
+use manager::{
+    Backends, GitHubPath, InstanceType, ManagerConfig, Owner, ProxySettings, RegistrationMode,
+    Resources, RunnerManager,
+};
 use prometheus_client::registry::Registry;
+use time::OffsetDateTime;
 
 use crate::app::Backend;
-use crate::config::Config;
-use crate::ops::Operations;
+use crate::config::{self, Config, GithubCredentials, LxdEndpoint};
+use crate::ops::{
+    FlushMode, FlushOutput, Operations, ReconcileOutput, RunnerBinCheckOutput, RunnerBinOutput,
+    RunnerBinUpdateOutput, RunnerStatus, StatusOutput,
+};
 
 /// The production backend.
 pub struct ManagerBackend;
@@ -21,9 +32,322 @@ pub struct ManagerBackend;
 impl Backend for ManagerBackend {
     async fn connect(
         &self,
-        _config: &Config,
-        _registry: &mut Registry,
+        config: &Config,
+        registry: &mut Registry,
     ) -> anyhow::Result<Arc<dyn Operations>> {
-        anyhow::bail!("this build of runner-manager is not connected to the manager yet")
+        let metrics = Metrics::new(registry);
+        let github = github_client(config)?;
+        let group = match &config.github.path {
+            config::GithubPath::Repository { .. } => None,
+            _ => Some(config.github.runner_group.clone()),
+        };
+        let registry: Arc<dyn RunnerRegistry> = Arc::new(GithubRegistry::new(
+            github,
+            group,
+            Some(Arc::clone(&metrics)),
+        ));
+        let lxd = lxd_client(&config.lxd.endpoint).await?;
+        let provider: Arc<dyn InstanceProvider> = Arc::new(LxdProvider::new(lxd));
+        let manager_config = manager_config(config)?;
+        let resources = Resources::new(
+            config.runners.cpu,
+            config.runners.memory.as_str(),
+            config.runners.disk.as_str(),
+        )
+        .context("runners: invalid resources")?;
+        let owner = Owner::new(&config.app_name, config.unit).context("app_name")?;
+        let manager = RunnerManager::new(
+            &config.app_name,
+            config.unit,
+            manager_config,
+            &proxies(config),
+            Backends {
+                provider: Arc::clone(&provider),
+                registry: Arc::clone(&registry),
+                metrics,
+            },
+        )
+        .context("creating the runner manager")?;
+        Ok(Arc::new(ManagerOps {
+            manager,
+            resources,
+            owner,
+            provider,
+            registry,
+            cache_path: config.state_dir.join("runner-binary"),
+        }))
     }
+}
+
+fn github_client(config: &Config) -> anyhow::Result<github::Client> {
+    let scope = github::Scope::parse(&config.github.path.to_string())
+        .with_context(|| format!("github.path: {}", config.github.path))?;
+    let auth = match &config.github.credentials {
+        GithubCredentials::Token { token, .. } => {
+            github::Auth::Token(github::Secret::new(token.expose().to_owned()))
+        }
+        GithubCredentials::App {
+            app_id,
+            installation_id,
+            private_key,
+            ..
+        } => github::Auth::App {
+            app_id: *app_id,
+            installation_id: *installation_id,
+            private_key_pem: github::Secret::new(private_key.expose().to_owned()),
+        },
+    };
+    let mut client_config = github::ClientConfig::new(
+        config.github.api_url.clone(),
+        config.github.web_url.clone(),
+        scope,
+        auth,
+    );
+    let proxy = &config.proxy;
+    if proxy.http.is_some() || proxy.https.is_some() {
+        client_config.proxy = Some(github::ProxyConfig {
+            http: proxy.http.as_ref().map(|u| u.to_string()),
+            https: proxy.https.as_ref().map(|u| u.to_string()),
+            no_proxy: proxy.no_proxy.clone(),
+        });
+    }
+    github::Client::new(client_config).context("building the github client")
+}
+
+async fn lxd_client(endpoint: &LxdEndpoint) -> anyhow::Result<lxd::Client> {
+    let endpoint = match endpoint {
+        LxdEndpoint::Discover => lxd::Endpoint::discover().context("finding the lxd socket")?,
+        LxdEndpoint::Socket(path) => lxd::Endpoint::Unix(path.clone()),
+        LxdEndpoint::Https {
+            url,
+            client_cert,
+            client_key,
+            server_cert,
+        } => {
+            let read = |path: &std::path::Path, key: &str| {
+                std::fs::read(path).with_context(|| format!("{key}: reading {}", path.display()))
+            };
+            let server_cert_pem = match server_cert {
+                Some(path) => read(path, "lxd.server_cert")?,
+                None => anyhow::bail!("lxd.server_cert: required with lxd.url (the pinned certificate)"),
+            };
+            lxd::Endpoint::Https {
+                url: url.clone(),
+                client_cert_pem: read(client_cert, "lxd.client_cert")?,
+                client_key_pem: lxd::PrivateKeyPem::new(read(client_key, "lxd.client_key")?),
+                server_cert_pem,
+            }
+        }
+    };
+    lxd::Client::connect(endpoint, lxd::Timeouts::default())
+        .await
+        .context("connecting to lxd")
+}
+
+fn manager_config(config: &Config) -> anyhow::Result<ManagerConfig> {
+    let path = GitHubPath::parse(&config.github.path.to_string(), &config.github.runner_group)
+        .context("github.path")?;
+    let web_url = config.github.web_url.as_str().trim_end_matches('/');
+    let mut manager_config =
+        ManagerConfig::new(path, web_url, &config.lxd.image, &config.state_dir);
+    manager_config.instance_type = match config.lxd.instance_type {
+        config::InstanceType::Container => InstanceType::Container,
+        config::InstanceType::VirtualMachine => InstanceType::VirtualMachine,
+    };
+    manager_config.extra_labels = config.runners.labels.clone();
+    manager_config.registration_mode = match config.runners.registration {
+        config::Registration::Token => RegistrationMode::Token,
+        config::Registration::Jit => RegistrationMode::Jit,
+    };
+    manager_config.lxd_storage_path = config.lxd.storage_path.clone();
+    manager_config.issue_metrics = config.metrics.issue_metrics;
+    manager_config.events_log = config.metrics.events_log.clone();
+    manager_config.policy = config.policy.as_ref().map(|policy| {
+        let url = policy.url.as_str().trim_end_matches('/').to_owned();
+        PolicyConfig {
+            manager_url: url.clone(),
+            runner_url: url,
+            service_token: manager::Secret::new(policy.service_token.expose().to_owned()),
+        }
+    });
+    Ok(manager_config)
+}
+
+fn proxies(config: &Config) -> ProxySettings {
+    ProxySettings {
+        http: config.proxy.http.as_ref().map(|u| u.to_string()),
+        https: config.proxy.https.as_ref().map(|u| u.to_string()),
+        no_proxy: config.proxy.no_proxy.clone(),
+    }
+}
+
+/// [`Operations`] over a [`RunnerManager`].
+struct ManagerOps {
+    manager: RunnerManager,
+    resources: Resources,
+    owner: Owner,
+    provider: Arc<dyn InstanceProvider>,
+    registry: Arc<dyn RunnerRegistry>,
+    cache_path: std::path::PathBuf,
+}
+
+fn bin_output(download: &RunnerDownload) -> RunnerBinOutput {
+    RunnerBinOutput {
+        os: download.os.clone(),
+        architecture: download.architecture.clone(),
+        download_url: download.download_url.clone(),
+        filename: download.filename.clone(),
+        sha256_checksum: (!download.sha256.is_empty()).then(|| download.sha256.clone()),
+    }
+}
+
+#[async_trait]
+impl Operations for ManagerOps {
+    async fn reconcile(&self, quantity: u32) -> anyhow::Result<ReconcileOutput> {
+        let report = self
+            .manager
+            .reconcile(quantity as usize, &self.resources)
+            .await
+            .context("reconciling")?;
+        for failure in &report.failed {
+            let runner = failure.runner.as_ref().map_or("-", |r| r.as_str());
+            tracing::warn!(message = "Reconcile step failed.", runner, action = failure.action, error = %failure.error);
+        }
+        Ok(ReconcileOutput {
+            quantity,
+            delta: report.delta,
+            created: count(report.created.len()),
+            removed: count(report.removed.len()),
+            skipped_busy: count(report.skipped_busy.len()),
+            failed: count(report.failed.len()),
+        })
+    }
+
+    async fn flush(&self, mode: FlushMode) -> anyhow::Result<FlushOutput> {
+        let mode = match mode {
+            FlushMode::IdleOnly => manager::FlushMode::IdleOnly,
+            FlushMode::All => manager::FlushMode::IncludingBusy,
+        };
+        let report = self.manager.flush(mode).await.context("flushing")?;
+        if let Some(failure) = report.failed.first() {
+            anyhow::bail!(
+                "flush removed {} runner(s) but {} removal(s) failed; first: {} {}: {}",
+                report.removed.len(),
+                report.failed.len(),
+                failure.action,
+                failure.runner.as_ref().map_or("-", |r| r.as_str()),
+                failure.error
+            );
+        }
+        Ok(FlushOutput {
+            removed: count(report.removed.len()),
+            skipped_busy: count(report.skipped_busy.len()),
+        })
+    }
+
+    async fn status(&self) -> anyhow::Result<StatusOutput> {
+        let (instances, registrations) = tokio::join!(
+            self.provider.list_instances(&self.owner),
+            self.registry.list_runners()
+        );
+        let instances = instances.context("listing instances")?;
+        let registrations = registrations.context("listing github runners")?;
+        let now = OffsetDateTime::now_utc();
+        let mut runners: BTreeMap<String, RunnerStatus> = BTreeMap::new();
+        for instance in instances
+            .iter()
+            .filter(|i| self.owner.owns_instance(&i.name, &i.config))
+        {
+            let age = (now - instance.created_at).whole_seconds();
+            runners.insert(
+                instance.name.clone(),
+                RunnerStatus {
+                    name: instance.name.clone(),
+                    instance_status: format!("{:?}", instance.status).to_lowercase(),
+                    github_status: None,
+                    busy: None,
+                    age_seconds: u64::try_from(age).ok(),
+                    version: None,
+                },
+            );
+        }
+        let mut dangling = Vec::new();
+        for registration in registrations
+            .iter()
+            .filter(|r| self.owner.parse_name(&r.name).is_some())
+        {
+            let status = if registration.online {
+                "online"
+            } else {
+                "offline"
+            };
+            match runners.get_mut(&registration.name) {
+                Some(runner) => {
+                    runner.github_status = Some(status.to_owned());
+                    runner.busy = Some(registration.busy);
+                }
+                None => dangling.push(registration.name.clone()),
+            }
+        }
+        let orphans = runners
+            .values()
+            .filter(|r| r.github_status.is_none())
+            .map(|r| r.name.clone())
+            .collect();
+        let version = self.manager.runner_bin().map(|b| b.filename);
+        Ok(StatusOutput {
+            runners: runners
+                .into_values()
+                .map(|mut r| {
+                    r.version.clone_from(&version);
+                    r
+                })
+                .collect(),
+            dangling,
+            orphans,
+        })
+    }
+
+    async fn runner_bin_latest(&self, os: &str, arch: &str) -> anyhow::Result<RunnerBinOutput> {
+        let download = self
+            .manager
+            .get_latest_runner_bin_url(os, arch)
+            .await
+            .context("finding the latest runner binary")?;
+        Ok(bin_output(&download))
+    }
+
+    async fn runner_bin_update(&self) -> anyhow::Result<RunnerBinUpdateOutput> {
+        let download = self
+            .manager
+            .get_latest_runner_bin_url("linux", "x64")
+            .await
+            .context("finding the latest runner binary")?;
+        let current = self.manager.runner_bin();
+        let up_to_date = current
+            .as_ref()
+            .is_some_and(|c| c.sha256 == download.sha256 && c.filename == download.filename);
+        if !up_to_date {
+            self.manager
+                .update_runner_bin(&download)
+                .await
+                .context("updating the runner binary")?;
+        }
+        Ok(RunnerBinUpdateOutput {
+            updated: !up_to_date,
+            binary: bin_output(&download),
+            path: self.cache_path.display().to_string(),
+        })
+    }
+
+    async fn runner_bin_check(&self) -> anyhow::Result<RunnerBinCheckOutput> {
+        Ok(RunnerBinCheckOutput {
+            present: self.manager.check_runner_bin(),
+            path: self.cache_path.display().to_string(),
+        })
+    }
+}
+
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }

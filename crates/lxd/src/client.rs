@@ -242,8 +242,16 @@ impl Client {
             project: None,
         };
         let what = format!("GET /1.0 on {}", client.inner.endpoint);
+        // `GET /1.0` renders the daemon's config under its database lock: measured on Incus 6.0.4,
+        // it can stall for up to a minute while several instances stop, when every other call
+        // stays fast. It runs once per client, so it gets the operation timeout.
         let server: ServerInfo = client
-            .sync(&what, client.req(Method::GET, "/1.0"))
+            .sync(
+                &what,
+                client
+                    .req(Method::GET, "/1.0")
+                    .timeout(client.inner.timeouts.operation),
+            )
             .await
             .map_err(|e| match e {
                 Error::Transport { what, source } => Error::Transport {

@@ -617,12 +617,16 @@ pub async fn install_runner(
     start.env.push(("HOME".into(), user.home.clone()));
     step.run("starting the runner", start).await?;
 
-    wait_started(provider, name.as_str()).await
+    wait_started(provider, name.as_str(), settings.ready_timeout).await
 }
 
 /// Waits until `run.sh` is alive, or reports why it exited.
-async fn wait_started(provider: &dyn InstanceProvider, name: &str) -> Result<(), InstallError> {
-    let deadline = Instant::now() + Duration::from_secs(30);
+async fn wait_started(
+    provider: &dyn InstanceProvider,
+    name: &str,
+    timeout: Duration,
+) -> Result<(), InstallError> {
+    let deadline = Instant::now() + timeout;
     let mut delay = Duration::from_millis(50);
     let check = format!(
         "if [ -s {EXIT_FILE} ]; then echo exited $(cat {EXIT_FILE}); tail -c 400 {META_DIR}/runner.log; \
@@ -654,7 +658,7 @@ async fn wait_started(provider: &dyn InstanceProvider, name: &str) -> Result<(),
         if Instant::now() + delay > deadline {
             return Err(InstallError::NotStarted {
                 name: name.to_owned(),
-                detail: "no live run.sh after 30s".into(),
+                detail: format!("no live run.sh after {timeout:?}"),
             });
         }
         tokio::time::sleep(delay).await;

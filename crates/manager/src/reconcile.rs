@@ -505,7 +505,10 @@ impl RunnerManager {
             .filter_map(|i| self.owner.parse_name(&i.name).map(|name| (name, i)))
             .collect();
 
-        let probes: Vec<Probe> = stream::iter(owned.iter())
+        // The futures are collected first: a stream over a borrowing closure would make the
+        // pass's future not `Send` for every lifetime (rust-lang/rust#102211).
+        let probe_futures: Vec<_> = owned
+            .iter()
             .map(|(name, instance)| async move {
                 if !probe || instance.status != InstanceStatus::Running {
                     return Probe::Unknown;
@@ -518,9 +521,8 @@ impl RunnerManager {
                     Err(_) => Probe::Unknown,
                 }
             })
-            .buffered(16)
-            .collect()
-            .await;
+            .collect();
+        let probes: Vec<Probe> = stream::iter(probe_futures).buffered(16).collect().await;
 
         let instances = owned
             .into_iter()
@@ -562,8 +564,11 @@ impl RunnerManager {
     // ---- remove ----
 
     async fn remove_all(&self, removals: &[Removal], mode: FlushMode) -> Vec<RemoveOutcome> {
-        stream::iter(removals)
+        let removals: Vec<_> = removals
+            .iter()
             .map(|removal| self.remove_runner(removal, mode))
+            .collect();
+        stream::iter(removals)
             .buffered(self.config.create_concurrency.max(1) * 2)
             .collect()
             .await

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use github_sim::{JobSpec, JobStatus, Sim, SimConfig, SimHandle};
-use manager::adapters::{GithubRegistry, LxdProvider};
 use manager::events::Metrics;
 use manager::model::{APP_KEY, UNIT_KEY};
 use manager::policy::PolicyConfig;
@@ -111,11 +110,7 @@ async fn env_for(
         https: None,
         no_proxy: Some(bridge_ip()),
     };
-    let backends = Backends {
-        provider: Arc::new(LxdProvider::new(lxd.clone())),
-        registry: Arc::new(GithubRegistry::new(client, None, Some(metrics.clone()))),
-        metrics,
-    };
+    let backends = Backends::real(client, None, lxd.clone(), metrics);
     let manager = RunnerManager::new(&app, unit, config, &proxies, backends).expect("manager");
     Env {
         app,
@@ -185,7 +180,8 @@ impl Env {
     }
 
     async fn wait_online(&self, n: usize) {
-        for _ in 0..120 {
+        // Generous: the machine is shared and containers start slowly under load.
+        for _ in 0..360 {
             let info = self.manager.get_github_info().await.expect("info");
             if info.iter().filter(|r| r.online).count() >= n {
                 return;
@@ -398,12 +394,19 @@ async fn job_assigned_during_delete_is_never_killed() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(4);
     for round in 0..rounds {
-        let report = env
-            .manager
-            .reconcile(1, &resources())
-            .await
-            .expect("reconcile");
-        assert!(report.failed.is_empty(), "round {round}: {report:?}");
+        // Creation may fail on a loaded machine; the next pass retries (not what is tested here).
+        for attempt in 0..3 {
+            let report = env
+                .manager
+                .reconcile(1, &resources())
+                .await
+                .expect("reconcile");
+            if report.failed.is_empty() {
+                break;
+            }
+            eprintln!("round {round} attempt {attempt}: {:?}", report.failed);
+            assert!(attempt < 2, "round {round}: {report:?}");
+        }
         env.wait_online(1).await;
         let info = env.manager.get_github_info().await.expect("info");
         let idle: Vec<_> = info.iter().filter(|r| r.online && !r.busy).collect();

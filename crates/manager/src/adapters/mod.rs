@@ -7,3 +7,25 @@ mod lxd;
 
 pub use self::github::GithubRegistry;
 pub use self::lxd::{LxdProvider, RUNNER_POOL};
+
+use std::sync::Arc;
+
+use crate::events::Metrics;
+use crate::reconcile::Backends;
+
+impl Backends {
+    /// The real backends: Incus/LXD and GitHub (or the simulator). `group` is the org runner group
+    /// for JIT registration (`None`: `default`).
+    pub fn real(
+        github: ::github::Client,
+        group: Option<String>,
+        lxd: ::lxd::Client,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            provider: Arc::new(LxdProvider::new(lxd)),
+            registry: Arc::new(GithubRegistry::new(github, group, Some(metrics.clone()))),
+            metrics,
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! One manager wired to the outside world: `GithubRegistry` over `github::Client` to the sim,
+//! and the SIMULATION provider `manager::sim_provider::SimProvider` for instances.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use manager::adapters::GithubRegistry;
+use manager::events::Metrics;
+use manager::sim_provider::{SimLatency, SimProvider, SimRunnerHooks};
+use manager::{
+    Backends, GitHubPath, ManagerConfig, ProxySettings, RegistrationMode, Resources, RunnerManager,
+};
+
+use crate::agents::SimAgents;
+use crate::outside::Outside;
+
+/// The repository every benchmark manages.
+pub const REPO: &str = "octo/app";
+pub const RUNNER_VERSION: &str = "2.329.0";
+
+/// A minimal valid runner tarball (`config.sh`, `run.sh`) padded with `pad_bytes` of
+/// incompressible data, written into `dir`.
+pub fn write_tarball(dir: &Path, pad_bytes: usize) -> anyhow::Result<PathBuf> {
+    let path = dir.join(format!("actions-runner-linux-x64-{RUNNER_VERSION}.tar.gz"));
+    let file = std::fs::File::create(&path)?;
+    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
+        file,
+        flate2::Compression::fast(),
+    ));
+    let mut add = |name: &str, content: &[u8]| -> anyhow::Result<()> {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(content.len() as u64);
+        header.set_mode(0o755);
+        header.set_cksum();
+        builder.append_data(&mut header, name, content)?;
+        Ok(())
+    };
+    add("./config.sh", b"#!/bin/sh\n")?;
+    add("./run.sh", b"#!/bin/sh\n")?;
+    if pad_bytes > 0 {
+        // xorshift: cheap and incompressible enough for gzip.
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut pad = Vec::with_capacity(pad_bytes);
+        while pad.len() < pad_bytes {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            pad.extend_from_slice(&state.to_le_bytes());
+        }
+        pad.truncate(pad_bytes);
+        add("./bin/padding.bin", &pad)?;
+    }
+    builder.into_inner()?.finish()?.flush()?;
+    Ok(path)
+}
+
+/// A manager and its simulated provider.
+pub struct Fleet {
+    pub manager: RunnerManager,
+    pub provider: Arc<SimProvider>,
+    pub client: github::Client,
+    pub resources: Resources,
+    _state: tempfile::TempDir,
+}
+
+impl Fleet {
+    /// Builds the manager for `app` (unit 0) and installs the sim's runner binary.
+    pub async fn new(
+        outside: &Arc<Outside>,
+        app: &str,
+        mode: RegistrationMode,
+        create_concurrency: usize,
+    ) -> anyhow::Result<Self> {
+        let state = tempfile::tempdir()?;
+        let agents = Arc::new(SimAgents::new(outside.clone(), REPO)?);
+        let provider = Arc::new(SimProvider::new(
+            SimLatency::default(),
+            Some(agents as Arc<dyn SimRunnerHooks>),
+        ));
+        let client = github::Client::new(github::ClientConfig::new(
+            url::Url::parse(&outside.api_url())?,
+            url::Url::parse(outside.base_url())?,
+            github::Scope::parse(REPO)?,
+            github::Auth::Token(github::Secret::new(github_sim::DEFAULT_TOKEN)),
+        ))?;
+        let mut prometheus = prometheus_client::registry::Registry::default();
+        let metrics = Metrics::new(&mut prometheus);
+        let mut config = ManagerConfig::new(
+            GitHubPath::parse(REPO, "")?,
+            outside.base_url(),
+            "jammy",
+            state.path(),
+        );
+        config.registration_mode = mode;
+        config.create_concurrency = create_concurrency;
+        let backends = Backends {
+            provider: provider.clone(),
+            registry: Arc::new(GithubRegistry::new(
+                client.clone(),
+                None,
+                Some(metrics.clone()),
+            )),
+            metrics,
+        };
+        let manager = RunnerManager::new(app, 0, config, &ProxySettings::default(), backends)?;
+        let download = manager
+            .get_latest_runner_bin_url("linux", "x64")
+            .await
+            .context("listing downloads")?;
+        manager
+            .update_runner_bin(&download)
+            .await
+            .context("installing the runner binary")?;
+        Ok(Self {
+            manager,
+            provider,
+            client,
+            resources: Resources::new(2, "7GiB", "10GiB")?,
+            _state: state,
+        })
+    }
+
+    /// Reconciles to `quantity` until a pass creates and removes nothing and nothing failed
+    /// (at most `max_passes`); returns the passes made.
+    pub async fn converge(&self, quantity: usize, max_passes: usize) -> anyhow::Result<usize> {
+        for pass in 1..=max_passes {
+            let report = self.manager.reconcile(quantity, &self.resources).await?;
+            if let Some(failure) = report.failed.first() {
+                anyhow::bail!("reconcile failed: {failure:?}");
+            }
+            if report.created.is_empty() && report.removed.is_empty() {
+                return Ok(pass);
+            }
+        }
+        anyhow::bail!("no convergence to {quantity} in {max_passes} passes")
+    }
+}

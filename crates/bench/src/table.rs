@@ -1,0 +1,77 @@
+//! A plain Markdown table, printed as-is so that it can be pasted into BENCHMARKS.md.
+
+/// Rows of cells under a header.
+#[derive(Debug, Default)]
+pub struct Table {
+    header: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    pub fn new(header: &[&str]) -> Self {
+        Self {
+            header: header.iter().map(|h| (*h).to_owned()).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    /// Markdown, columns padded to their widest cell.
+    pub fn render(&self) -> String {
+        let mut widths: Vec<usize> = self.header.iter().map(|h| h.chars().count()).collect();
+        for row in &self.rows {
+            for (i, cell) in row.iter().enumerate() {
+                if let Some(w) = widths.get_mut(i) {
+                    *w = (*w).max(cell.chars().count());
+                }
+            }
+        }
+        let line = |cells: &[String]| {
+            let padded: Vec<String> = widths
+                .iter()
+                .enumerate()
+                .map(|(i, w)| {
+                    let cell = cells.get(i).map(String::as_str).unwrap_or("");
+                    format!("{cell:<w$}")
+                })
+                .collect();
+            format!("| {} |\n", padded.join(" | "))
+        };
+        let mut out = line(&self.header);
+        let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+        out.push_str(&format!("|-{}-|\n", rule.join("-|-")));
+        for row in &self.rows {
+            out.push_str(&line(row));
+        }
+        out
+    }
+}
+
+/// `a / b` as `0.25×`, or `—` when `b` is zero.
+pub fn ratio(a: f64, b: f64) -> String {
+    if b == 0.0 {
+        "—".to_owned()
+    } else {
+        format!("{:.2}×", a / b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_markdown() {
+        let mut t = Table::new(&["N", "requests"]);
+        t.row(vec!["1000".into(), "10".into()]);
+        assert_eq!(
+            t.render(),
+            "| N    | requests |\n|------|----------|\n| 1000 | 10       |\n"
+        );
+        assert_eq!(ratio(1.0, 4.0), "0.25×");
+        assert_eq!(ratio(1.0, 0.0), "—");
+    }
+}
