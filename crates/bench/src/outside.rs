@@ -112,6 +112,14 @@ impl Outside {
     /// Spawns the child (this same executable) and waits for its address.
     pub async fn spawn(options: &OutsideOptions) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("locating the benchmark executable")?;
+        Self::spawn_with(&exe, options).await
+    }
+
+    /// Spawns `exe` (a benchmark binary of this crate) as the child.
+    pub async fn spawn_with(
+        exe: &std::path::Path,
+        options: &OutsideOptions,
+    ) -> anyhow::Result<Self> {
         let mut child = tokio::process::Command::new(exe)
             .arg(CHILD_ARG)
             .arg(&options.tarball)
@@ -246,9 +254,13 @@ impl RestCost {
             cost.rate_limit_cost += c.rate_limit_cost;
             cost.not_modified += c.not_modified;
             if method == "POST"
-                && ["/registration-token", "/remove-token", "/generate-jitconfig"]
-                    .iter()
-                    .any(|s| path.ends_with(s))
+                && [
+                    "/registration-token",
+                    "/remove-token",
+                    "/generate-jitconfig",
+                ]
+                .iter()
+                .any(|s| path.ends_with(s))
             {
                 cost.content_creating += c.count;
             }

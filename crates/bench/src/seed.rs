@@ -48,7 +48,10 @@ mod tests {
     fn seed_formulas() {
         assert_eq!([list_gets(0), list_gets(10), list_gets(100)], [2, 2, 2]);
         assert_eq!([list_gets(101), list_gets(1000)], [3, 11]);
-        assert_eq!([idle_requests(10), idle_requests(100), idle_requests(1000)], [3, 3, 12]);
+        assert_eq!(
+            [idle_requests(10), idle_requests(100), idle_requests(1000)],
+            [3, 3, 12]
+        );
         assert_eq!(idle_rate_cost(1000), 12);
         assert_eq!(scale_requests(0), 4);
         assert_eq!(

@@ -129,7 +129,9 @@ async fn lxd_client(endpoint: &LxdEndpoint) -> anyhow::Result<lxd::Client> {
             };
             let server_cert_pem = match server_cert {
                 Some(path) => read(path, "lxd.server_cert")?,
-                None => anyhow::bail!("lxd.server_cert: required with lxd.url (the pinned certificate)"),
+                None => {
+                    anyhow::bail!("lxd.server_cert: required with lxd.url (the pinned certificate)")
+                }
             };
             lxd::Endpoint::Https {
                 url: url.clone(),

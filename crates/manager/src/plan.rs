@@ -7,6 +7,8 @@
 //! - A live runner GitHub shows offline is kept (upstream #281) until the manager has seen it
 //!   offline for `offline_grace`.
 //! - A registration with no instance is dangling and deleted, unless GitHub says it is busy.
+//! - A failed probe (exec error) of a runner GitHub shows online counts as alive: a transient
+//!   exec failure never removes a working runner.
 //! - Scale-down picks booting, then offline, then online idle runners; never busy ones.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -196,6 +198,10 @@ pub fn classify(observed: &Observed, desired: &Desired) -> BTreeMap<RunnerName, 
                 RunnerState::Remove(RemovalReason::ProcessDead)
             }
             (_, InstanceStatus::Running, Probe::Unknown) if booting => RunnerState::Booting,
+            // The probe failed (exec hiccup) but GitHub hears from the runner: it is alive.
+            (Some(r), InstanceStatus::Running, Probe::Unknown) if r.online => {
+                RunnerState::Idle { online: true }
+            }
             (_, InstanceStatus::Running, Probe::Unknown) => {
                 RunnerState::Remove(RemovalReason::Unresponsive)
             }
@@ -476,9 +482,14 @@ mod tests {
             registration: None,
         };
         check(&[young_unknown], 1, (&[], 0, 0));
-        let old_unknown = R {
+        let online_unknown = R {
             instance: Some((InstanceStatus::Running, Probe::Unknown, OLD)),
             ..alive()
+        };
+        check(&[online_unknown], 1, (&[], 0, 0));
+        let old_unknown = R {
+            instance: Some((InstanceStatus::Running, Probe::Unknown, OLD)),
+            registration: Some((false, false, 0)),
         };
         check(&[old_unknown], 1, (&[(0, Unresponsive)], 1, 1));
     }

@@ -783,10 +783,18 @@ impl RunnerManager {
             config: self.owner.config_keys(),
             ephemeral: true,
         };
-        self.provider
-            .create_and_start(&spec)
-            .await
-            .map_err(|e| format!("creating instance: {e}"))?;
+        // One retry: a start can fail transiently on a loaded host (the seed retried 5×).
+        if let Err(first) = self.provider.create_and_start(&spec).await {
+            tracing::warn!(message = "Instance creation failed, retrying once.", runner = %name, error = %first);
+            self.provider
+                .delete(name.as_str())
+                .await
+                .map_err(|e| format!("creating instance: {first}; removing the failed one: {e}"))?;
+            self.provider
+                .create_and_start(&spec)
+                .await
+                .map_err(|e| format!("creating instance: {e}"))?;
+        }
         let secret = match &prepared.registration_token {
             Some(token) => RegistrationSecret::Token(token.clone()),
             None => {

@@ -474,11 +474,19 @@ async fn failed_creation_is_cleaned_and_others_come_up() {
     assert!(!w.registry.names().contains(failed_name.as_str()));
     assert_eq!(w.owned_instances().len(), 2);
 
+    // One failed start is retried; two in a row fail that runner only.
     w.provider.fail_next_creates(1);
-    let report = w.reconcile(4).await;
+    let report = w.reconcile(3).await;
+    assert_eq!(
+        (report.created.len(), report.failed.len()),
+        (1, 0),
+        "{report:?}"
+    );
+    w.provider.fail_next_creates(2);
+    let report = w.reconcile(5).await;
     assert_eq!((report.created.len(), report.failed.len()), (1, 1));
     assert!(report.failed[0].error.contains("creating instance"));
-    assert_eq!(w.owned_instances().len(), 3);
+    assert_eq!(w.owned_instances().len(), 4);
 }
 
 #[tokio::test]

@@ -117,9 +117,7 @@ async fn scale(dir: &std::path::Path, mode: RegistrationMode) -> anyhow::Result<
     let counts = outside.request_counts().await?;
     let after = fleet.client.stats();
     let refused = after.total().rate_limit_waits - before.total().rate_limit_waits;
-    let registrations = counts
-        .get("POST /_runner/register")
-        .map_or(0, |c| c.count);
+    let registrations = counts.get("POST /_runner/register").map_or(0, |c| c.count);
     Ok(Scale {
         mode: match mode {
             RegistrationMode::Token => "token",
@@ -186,7 +184,10 @@ async fn run() -> anyhow::Result<()> {
     let mut scale_rows = Vec::new();
     for mode in [RegistrationMode::Token, RegistrationMode::Jit] {
         let row = scale(dir.path(), mode).await?;
-        eprintln!("scale 0→100 {}: {:?} in {:?}", row.mode, row.cost, row.elapsed);
+        eprintln!(
+            "scale 0→100 {}: {:?} in {:?}",
+            row.mode, row.cost, row.elapsed
+        );
         scale_rows.push(row);
     }
     let mut table = Table::new(&[

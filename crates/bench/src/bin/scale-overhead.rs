@@ -103,7 +103,10 @@ fn simulation_heap_bytes(provider: &manager::sim_provider::SimProvider) -> usize
             3 * STRING
                 + e.instance.len()
                 + e.argv.iter().map(|a| STRING + a.len()).sum::<usize>()
-                + e.env.iter().map(|(k, v)| 2 * STRING + k.len() + v.len()).sum::<usize>()
+                + e.env
+                    .iter()
+                    .map(|(k, v)| 2 * STRING + k.len() + v.len())
+                    .sum::<usize>()
         })
         .sum();
     let files: usize = provider
@@ -144,9 +147,7 @@ async fn run() -> anyhow::Result<()> {
     // Scale to N and settle.
     let started = Instant::now();
     fleet.converge(N, 3).await?;
-    outside
-        .wait_online_idle(N, Duration::from_secs(60))
-        .await?;
+    outside.wait_online_idle(N, Duration::from_secs(60)).await?;
     let scale_up = started.elapsed();
     let peak_after_scale_up = measure::peak_rss_mib();
     fleet.converge(N, 1).await?; // warm-up: fills the ETag cache
@@ -253,7 +254,11 @@ async fn run() -> anyhow::Result<()> {
     rss.row(vec![
         format!(
             "peak RSS during the idle passes at N = {N}{}",
-            if reset { "" } else { " (VmHWM reset failed: lifetime)" }
+            if reset {
+                ""
+            } else {
+                " (VmHWM reset failed: lifetime)"
+            }
         ),
         format!("{steady_peak:.1}"),
         format!("≤ {RSS_TARGET_MIB}"),
@@ -296,7 +301,11 @@ async fn run() -> anyhow::Result<()> {
          (process, simulated provider included), {} (manager's estimate, provider's heap excluded)",
         scale_up.as_secs_f64(),
         ms(CPU_TARGET),
-        if idle.cpu <= CPU_TARGET { "met" } else { "MISSED" },
+        if idle.cpu <= CPU_TARGET {
+            "met"
+        } else {
+            "MISSED"
+        },
         if peak_after_scale_up.max(steady_peak) <= RSS_TARGET_MIB {
             "met"
         } else {

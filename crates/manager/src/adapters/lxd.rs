@@ -237,10 +237,19 @@ impl InstanceProvider for LxdProvider {
     }
 
     async fn delete(&self, name: &str) -> Result<(), ProviderError> {
-        self.client
-            .force_delete_instance(name)
-            .await
-            .map(|_| ())
-            .map_err(|e| convert(&format!("deleting instance {name}"), e))
+        match self.client.force_delete_instance(name).await {
+            Ok(_) => Ok(()),
+            // An ephemeral instance can vanish between the stop and the delete; the operation then
+            // fails with "Instance not found" rather than a 404.
+            Err(e)
+                if e.is_not_found()
+                    || e.to_string()
+                        .to_ascii_lowercase()
+                        .contains("instance not found") =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(convert(&format!("deleting instance {name}"), e)),
+        }
     }
 }
