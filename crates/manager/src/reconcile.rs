@@ -188,7 +188,14 @@ impl RunnerInfo {
 struct PassState {
     /// When each registration was first seen offline, for `offline_grace`.
     offline_since: HashMap<RunnerName, Instant>,
+    /// When each recent `generate-jitconfig` was sent, for [`JIT_PER_MINUTE`].
+    jit_sent: std::collections::VecDeque<Instant>,
 }
+
+/// JIT registrations sent per rolling minute. GitHub's secondary limit is 80 content-creating
+/// requests per minute; the rest of the shortfall waits for the next pass instead of being
+/// refused (and counted as abuse).
+pub const JIT_PER_MINUTE: usize = 70;
 
 enum RemoveOutcome {
     Removed,
@@ -346,12 +353,11 @@ impl RunnerManager {
         let mut pass = self.pass.lock().await;
         let started = Instant::now();
 
-        // 1. The binary first: without it nothing is touched.
-        let (_, tarball) = match self.runner_bin.load().await {
-            Ok(loaded) => loaded,
-            Err(RunnerBinError::Missing) => return Err(ManagerError::MissingRunnerBinary),
-            Err(e) => return Err(e.into()),
-        };
+        // 1. The binary first: without it nothing is touched. It is only read (and re-verified)
+        // when the plan creates runners, so an idle pass costs no disk reads.
+        if !self.runner_bin.check() {
+            return Err(ManagerError::MissingRunnerBinary);
+        }
 
         // 2. Observe both sides; a failure here touches nothing.
         let observed = self.observe(&mut pass, true).await?;
@@ -362,7 +368,38 @@ impl RunnerManager {
             boot_grace: self.config.boot_grace,
             offline_grace: self.config.offline_grace,
         };
-        let plan = plan(&observed, &desired);
+        let mut plan = plan(&observed, &desired);
+        if self.config.registration_mode == RegistrationMode::Jit {
+            let window = Duration::from_secs(60);
+            while pass
+                .jit_sent
+                .front()
+                .is_some_and(|sent| sent.elapsed() >= window)
+            {
+                pass.jit_sent.pop_front();
+            }
+            let budget = JIT_PER_MINUTE.saturating_sub(pass.jit_sent.len());
+            if plan.create > budget {
+                tracing::info!(
+                    message = "Pacing JIT registrations; the rest waits for the next pass.",
+                    planned = plan.create,
+                    budget
+                );
+                plan.create = budget;
+            }
+            pass.jit_sent
+                .extend(std::iter::repeat_n(Instant::now(), plan.create));
+        }
+        // A corrupt cached tarball fails the pass here, before anything is touched.
+        let tarball = if plan.create > 0 {
+            match self.runner_bin.load().await {
+                Ok((_, tarball)) => Some(tarball),
+                Err(RunnerBinError::Missing) => return Err(ManagerError::MissingRunnerBinary),
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            None
+        };
         let mut report = ReconcileReport {
             delta: plan.delta,
             counts: count_states(plan.states.values()),
@@ -392,7 +429,7 @@ impl RunnerManager {
         }
 
         // 5. Create the shortfall, in parallel.
-        if plan.create > 0 {
+        if let Some(tarball) = tarball {
             match self.prepare_creation(resources).await {
                 Ok(prepared) => {
                     let results: Vec<Result<RunnerName, Failure>> = stream::iter(0..plan.create)

@@ -108,10 +108,10 @@ impl RunnerBinCache {
         let bytes = tokio::fs::read(&path)
             .await
             .map_err(io("reading runner binary", &path))?;
-        let hashing = bytes.clone();
-        let actual = tokio::task::spawn_blocking(move || hex::encode(Sha256::digest(&hashing)))
-            .await
-            .map_err(|e| RunnerBinError::NotATarball(e.to_string()))?;
+        let (actual, bytes) =
+            tokio::task::spawn_blocking(move || (hex::encode(Sha256::digest(&bytes)), bytes))
+                .await
+                .map_err(|e| RunnerBinError::NotATarball(e.to_string()))?;
         if actual != current.sha256 {
             return Err(RunnerBinError::Corrupt { path });
         }

@@ -220,7 +220,7 @@ impl InstanceProvider for SimProvider {
 
     async fn ensure_pool(&self, path: &Path) -> Result<(), ProviderError> {
         let mut s = self.state.lock();
-        s.calls.push(format!("pool {}", path.display()));
+        push_bounded(&mut s.calls, format!("pool {}", path.display()));
         s.pools.push(path.display().to_string());
         Ok(())
     }
@@ -233,7 +233,7 @@ impl InstanceProvider for SimProvider {
     ) -> Result<String, ProviderError> {
         let name = resources.profile_name();
         let mut s = self.state.lock();
-        s.calls.push(format!("profile {name}"));
+        push_bounded(&mut s.calls, format!("profile {name}"));
         if !s.profiles.contains(&name) {
             s.profiles.push(name.clone());
         }
@@ -243,7 +243,7 @@ impl InstanceProvider for SimProvider {
     async fn create_and_start(&self, spec: &InstanceSpec) -> Result<(), ProviderError> {
         Self::pause(self.latency.create).await;
         let mut s = self.state.lock();
-        s.calls.push(format!("create {}", spec.name));
+        push_bounded(&mut s.calls, format!("create {}", spec.name));
         if s.fail_creates > 0 {
             s.fail_creates -= 1;
             return Err(ProviderError::failed(
@@ -274,7 +274,7 @@ impl InstanceProvider for SimProvider {
         let script = request.argv.last().cloned().unwrap_or_default();
         {
             let mut s = self.state.lock();
-            s.execs.push(ExecRecord {
+            push_bounded(&mut s.execs, ExecRecord {
                 instance: name.to_owned(),
                 argv: request.argv.clone(),
                 env: request.env.clone(),
@@ -385,8 +385,19 @@ impl InstanceProvider for SimProvider {
     async fn delete(&self, name: &str) -> Result<(), ProviderError> {
         Self::pause(self.latency.delete).await;
         let mut s = self.state.lock();
-        s.calls.push(format!("delete {name}"));
+        push_bounded(&mut s.calls, format!("delete {name}"));
         s.instances.remove(name);
         Ok(())
     }
+}
+
+/// The call and exec logs keep the most recent entries only, so that a long benchmark does not
+/// measure the simulator's own memory.
+const LOG_CAP: usize = 4096;
+
+fn push_bounded<T>(log: &mut Vec<T>, entry: T) {
+    if log.len() >= LOG_CAP {
+        log.drain(..LOG_CAP / 2);
+    }
+    log.push(entry);
 }
