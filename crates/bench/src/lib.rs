@@ -13,4 +13,5 @@ pub mod fleet;
 pub mod measure;
 pub mod outside;
 pub mod seed;
+pub mod real;
 pub mod table;

@@ -274,11 +274,14 @@ impl InstanceProvider for SimProvider {
         let script = request.argv.last().cloned().unwrap_or_default();
         {
             let mut s = self.state.lock();
-            push_bounded(&mut s.execs, ExecRecord {
-                instance: name.to_owned(),
-                argv: request.argv.clone(),
-                env: request.env.clone(),
-            });
+            push_bounded(
+                &mut s.execs,
+                ExecRecord {
+                    instance: name.to_owned(),
+                    argv: request.argv.clone(),
+                    env: request.env.clone(),
+                },
+            );
             match s.instances.get(name) {
                 None => return Err(ProviderError::NotFound(name.to_owned())),
                 Some(i) if i.status != InstanceStatus::Running => {

@@ -1,0 +1,543 @@
+//! Benchmarks on REAL Incus (`provisioning`, `pickup-latency`): an in-process github-sim on the
+//! Incus bridge serving the fake runner, a manager over the real `LxdProvider` wrapped in a
+//! [`TimingProvider`] that records every provider call per instance (the phase profile), the
+//! bare-LXD floor done with our own `lxd` client, and a [`Guard`] that deletes every instance
+//! with the run's name prefix, even on panic.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use async_trait::async_trait;
+use futures::future::join_all;
+use manager::adapters::LxdProvider;
+use manager::events::Metrics;
+use manager::provider::{
+    ExecOutput, ExecRequest, FilePush, Instance, InstanceProvider, InstanceSpec, ProviderError,
+};
+use manager::{
+    Backends, FlushMode, GitHubPath, InstanceType, ManagerConfig, Owner, ProxySettings, Resources,
+    RunnerManager,
+};
+use parking_lot::Mutex;
+
+/// The repository the sim serves and the manager manages.
+pub const REPO: &str = "octo/app";
+/// The image alias `scripts/incus-env.sh up` imports.
+pub const IMAGE: &str = "busybox";
+/// The Incus bridge address containers reach the host at.
+pub const BRIDGE: &str = "10.123.45.1:0";
+const RUNNER_VERSION: &str = "2.329.0";
+
+/// A short random tag for this run's instance names (`b<6 hex>`).
+pub fn run_tag() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    format!("b{:06x}", hasher.finish() & 0xff_ffff)
+}
+
+/// The median of `values` (the upper one of the middle two for an even count).
+pub fn median(values: &[Duration]) -> Duration {
+    let mut sorted = values.to_vec();
+    sorted.sort();
+    sorted.get(sorted.len() / 2).copied().unwrap_or_default()
+}
+
+/// Seconds with two decimals.
+pub fn secs(d: Duration) -> String {
+    format!("{:.2} s", d.as_secs_f64())
+}
+
+/// The sim, the LXD client and the shared settings.
+pub struct Rig {
+    pub sim: Arc<github_sim::SimHandle>,
+    pub lxd: lxd::Client,
+    pub resources: Resources,
+    /// Profiles of the manager's instances (`default` and the resource profile); the floor uses
+    /// the same ones.
+    pub profiles: Vec<String>,
+    state: tempfile::TempDir,
+}
+
+impl Rig {
+    /// Starts the sim on the bridge with the fake runner tarball and connects to Incus.
+    pub async fn start() -> anyhow::Result<Self> {
+        let agent = github_sim::tarball::locate_or_build_agent().context("the fake runner")?;
+        let tarball = github_sim::tarball::build_runner_tarball(&agent, RUNNER_VERSION)?;
+        let listen: SocketAddr = BRIDGE.parse()?;
+        let sim = github_sim::Sim::start(
+            github_sim::SimConfig::default()
+                .with_listen(listen)
+                .with_runner_tarball(tarball, RUNNER_VERSION),
+        )
+        .await
+        .context("starting github-sim on the Incus bridge (run `sudo ./scripts/incus-env.sh up`)")?;
+        let lxd = lxd::Client::discover().await.context("connecting to Incus")?;
+        let resources = Resources::new(1, "256MiB", "1GiB")?;
+        let profile = LxdProvider::new(lxd.clone())
+            .ensure_profile(&resources, InstanceType::Container, false)
+            .await?;
+        Ok(Self {
+            sim: Arc::new(sim),
+            lxd,
+            resources,
+            profiles: vec!["default".to_owned(), profile],
+            state: tempfile::tempdir()?,
+        })
+    }
+
+    /// A manager for `app` (unit 0) over the real provider, timed; the runner binary installed.
+    /// `concurrency`: `None` keeps `ManagerConfig`'s default (what the binary uses).
+    pub async fn manager(
+        &self,
+        app: &str,
+        concurrency: Option<usize>,
+    ) -> anyhow::Result<(RunnerManager, Arc<Timeline>)> {
+        let github = github::Client::new(github::ClientConfig::new(
+            url::Url::parse(&self.sim.api_url())?,
+            url::Url::parse(&self.sim.web_url())?,
+            github::Scope::parse(REPO)?,
+            github::Auth::Token(github::Secret::new(github_sim::DEFAULT_TOKEN)),
+        ))?;
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = Metrics::new(&mut registry);
+        let real = Backends::real(github, None, self.lxd.clone(), metrics);
+        let timeline = Arc::new(Timeline::default());
+        let backends = Backends {
+            provider: Arc::new(TimingProvider {
+                inner: real.provider.clone(),
+                timeline: timeline.clone(),
+            }),
+            ..real
+        };
+        let state = self.state.path().join(app);
+        let mut config = ManagerConfig::new(
+            GitHubPath::parse(REPO, "")?,
+            &self.sim.web_url(),
+            IMAGE,
+            &state,
+        );
+        config.events_log = state.join("events.log");
+        if let Some(n) = concurrency {
+            config.create_concurrency = n;
+        }
+        let manager = RunnerManager::new(app, 0, config, &ProxySettings::default(), backends)?;
+        let download = manager
+            .get_latest_runner_bin_url("linux", "x64")
+            .await
+            .context("listing runner downloads")?;
+        manager
+            .update_runner_bin(&download)
+            .await
+            .context("installing the runner binary")?;
+        Ok((manager, timeline))
+    }
+
+    /// Polls the sim every 20 ms from now until `n` runners named `prefix*` are online; returns
+    /// when each came online (relative to `t0`).
+    pub fn watch_online(
+        &self,
+        prefix: &str,
+        n: usize,
+        t0: Instant,
+        timeout: Duration,
+    ) -> tokio::task::JoinHandle<anyhow::Result<BTreeMap<String, Duration>>> {
+        let sim = self.sim.clone();
+        let prefix = prefix.to_owned();
+        tokio::spawn(async move {
+            let mut online = BTreeMap::new();
+            loop {
+                for runner in sim.runners() {
+                    if runner.name.starts_with(&prefix) && runner.status == "online" {
+                        online.entry(runner.name).or_insert_with(|| t0.elapsed());
+                    }
+                }
+                if online.len() >= n {
+                    return Ok(online);
+                }
+                if t0.elapsed() > timeout {
+                    anyhow::bail!("{} of {n} runners online after {timeout:?}", online.len());
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    }
+
+    /// The floor: `n` instances of the image launched in parallel with the manager's profiles,
+    /// plus one exec in each; returns the wall time. The instances are left for [`Self::delete_prefix`].
+    pub async fn floor(&self, prefix: &str, n: usize) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        let launches = (0..n).map(|i| {
+            let name = format!("{prefix}{i}");
+            async move {
+                let spec = lxd::InstanceSpec::new(&name, lxd::ImageSource::Alias(IMAGE.into()))
+                    .profiles(self.profiles.iter().cloned())
+                    .ephemeral()
+                    .started();
+                // One retry, as the manager does: a start can fail transiently on a busy host.
+                if let Err(first) = self.lxd.create_instance(&spec).await {
+                    eprintln!("floor: launching {name} failed, retrying once: {first}");
+                    self.lxd.force_delete_instance(&name).await.ok();
+                    self.lxd
+                        .create_instance(&spec)
+                        .await
+                        .with_context(|| format!("floor: launching {name}"))?;
+                }
+                let out = self
+                    .lxd
+                    .exec(
+                        &name,
+                        &lxd::ExecRequest::new(["true"]).timeout(Duration::from_secs(30)),
+                    )
+                    .await
+                    .with_context(|| format!("floor: exec in {name}"))?;
+                anyhow::ensure!(out.success(), "floor: exec in {name} failed");
+                Ok(())
+            }
+        });
+        for result in join_all(launches).await {
+            result?;
+        }
+        Ok(started.elapsed())
+    }
+
+    /// Force-deletes every instance whose name starts with `prefix`, in parallel; returns the count.
+    pub async fn delete_prefix(&self, prefix: &str) -> anyhow::Result<usize> {
+        delete_prefix(&self.lxd, prefix).await
+    }
+
+    /// Flushes the manager (busy runners too), then deletes whatever is left under its prefix.
+    pub async fn clean(&self, manager: &RunnerManager) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let report = manager.flush(FlushMode::IncludingBusy).await?;
+        if let Some(failure) = report.failed.first() {
+            eprintln!("flush: {} removal(s) failed; first: {}", report.failed.len(), failure.error);
+        }
+        let left = self.delete_prefix(&manager.owner().prefix()).await?;
+        if left > 0 {
+            eprintln!("clean: deleted {left} instance(s) flush left behind");
+        }
+        eprintln!("clean: {}", secs(started.elapsed()));
+        Ok(())
+    }
+}
+
+async fn delete_prefix(lxd: &lxd::Client, prefix: &str) -> anyhow::Result<usize> {
+    let names: Vec<String> = lxd
+        .list_instances()
+        .await?
+        .into_iter()
+        .map(|i| i.name)
+        .filter(|n| n.starts_with(prefix))
+        .collect();
+    let results = join_all(names.iter().map(|n| lxd.force_delete_instance(n))).await;
+    for (name, result) in names.iter().zip(results) {
+        match result {
+            Ok(_) => {}
+            // An ephemeral instance can vanish between the stop and the delete.
+            Err(e)
+                if e.is_not_found()
+                    || e.to_string()
+                        .to_ascii_lowercase()
+                        .contains("instance not found") => {}
+            Err(e) => return Err(anyhow::anyhow!("deleting {name}: {e}")),
+        }
+    }
+    Ok(names.len())
+}
+
+/// Deletes every instance under `prefix` when dropped (on its own thread and runtime, so it
+/// works while unwinding out of the benchmark's runtime too).
+pub struct Guard {
+    prefix: String,
+}
+
+impl Guard {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let prefix = self.prefix.clone();
+        let cleanup = std::thread::spawn(move || -> anyhow::Result<usize> {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let lxd = lxd::Client::discover().await?;
+                tokio::time::timeout(Duration::from_secs(120), delete_prefix(&lxd, &prefix))
+                    .await
+                    .context("cleanup timed out")?
+            })
+        });
+        match cleanup.join() {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => eprintln!("guard: deleted {n} leftover instance(s) under {}", self.prefix),
+            Ok(Err(e)) => eprintln!("guard: cleanup of {} failed: {e:#}", self.prefix),
+            Err(_) => eprintln!("guard: cleanup thread panicked"),
+        }
+    }
+}
+
+/// The install phases, in the order a runner goes through them.
+pub const PHASES: [&str; 10] = [
+    "create+start",
+    "wait ready (exec probe)",
+    "push tarball",
+    "extract",
+    "push files",
+    "config.sh",
+    "run.sh start",
+    "wait run.sh alive",
+    "other execs",
+    "other",
+];
+
+/// One provider call.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub instance: String,
+    pub phase: &'static str,
+    pub start: Instant,
+    pub end: Instant,
+}
+
+/// Every provider call a manager made.
+#[derive(Debug, Default)]
+pub struct Timeline {
+    calls: Mutex<Vec<Call>>,
+    errors: Mutex<Vec<String>>,
+}
+
+impl Timeline {
+    pub fn clear(&self) {
+        self.calls.lock().clear();
+        self.errors.lock().clear();
+    }
+
+    /// Provider errors since the last [`Self::clear`] (retried by the manager or not).
+    pub fn errors(&self) -> Vec<String> {
+        self.errors.lock().clone()
+    }
+
+    fn error(&self, instance: &str, phase: &str, error: &ProviderError) {
+        self.errors.lock().push(format!("{instance} {phase}: {error}"));
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.calls.lock().clone()
+    }
+
+    fn record(&self, instance: &str, phase: &'static str, start: Instant) {
+        self.calls.lock().push(Call {
+            instance: instance.to_owned(),
+            phase,
+            start,
+            end: Instant::now(),
+        });
+    }
+}
+
+/// Which install phase an exec belongs to (by its script; see `manager::install`).
+fn exec_phase(request: &ExecRequest) -> &'static str {
+    let script = request.argv.join(" ");
+    if script == "sh -c true" {
+        "wait ready (exec probe)"
+    } else if script.contains("tar -xzf") {
+        "extract"
+    } else if script.contains("setsid") || script.contains("nohup") {
+        "run.sh start"
+    } else if script.contains("echo alive") {
+        "wait run.sh alive"
+    } else if script.contains("config.sh") {
+        "config.sh"
+    } else {
+        "other execs"
+    }
+}
+
+/// An [`InstanceProvider`] that times every call of the one it wraps.
+pub struct TimingProvider {
+    inner: Arc<dyn InstanceProvider>,
+    timeline: Arc<Timeline>,
+}
+
+#[async_trait]
+impl InstanceProvider for TimingProvider {
+    async fn list_instances(&self, owner: &Owner) -> Result<Vec<Instance>, ProviderError> {
+        self.inner.list_instances(owner).await
+    }
+
+    async fn ensure_pool(&self, path: &Path) -> Result<(), ProviderError> {
+        self.inner.ensure_pool(path).await
+    }
+
+    async fn ensure_profile(
+        &self,
+        resources: &Resources,
+        instance_type: InstanceType,
+        with_pool: bool,
+    ) -> Result<String, ProviderError> {
+        self.inner
+            .ensure_profile(resources, instance_type, with_pool)
+            .await
+    }
+
+    async fn create_and_start(&self, spec: &InstanceSpec) -> Result<(), ProviderError> {
+        let start = Instant::now();
+        let result = self.inner.create_and_start(spec).await;
+        self.timeline
+            .record(spec.name.as_str(), "create+start", start);
+        if let Err(e) = &result {
+            self.timeline.error(spec.name.as_str(), "create+start", e);
+        }
+        result
+    }
+
+    async fn exec(&self, name: &str, request: &ExecRequest) -> Result<ExecOutput, ProviderError> {
+        let start = Instant::now();
+        let result = self.inner.exec(name, request).await;
+        self.timeline.record(name, exec_phase(request), start);
+        result
+    }
+
+    async fn push_file(&self, name: &str, file: &FilePush) -> Result<(), ProviderError> {
+        let start = Instant::now();
+        let result = self.inner.push_file(name, file).await;
+        let phase = if file.path.ends_with(".tar.gz") {
+            "push tarball"
+        } else {
+            "push files"
+        };
+        self.timeline.record(name, phase, start);
+        if let Err(e) = &result {
+            self.timeline.error(name, phase, e);
+        }
+        result
+    }
+
+    async fn pull_file(&self, name: &str, path: &str) -> Result<Option<Vec<u8>>, ProviderError> {
+        let start = Instant::now();
+        let result = self.inner.pull_file(name, path).await;
+        self.timeline.record(name, "other", start);
+        result
+    }
+
+    async fn delete(&self, name: &str) -> Result<(), ProviderError> {
+        self.inner.delete(name).await
+    }
+}
+
+/// Per-runner phase profile of one round started at `t0`: for each runner, the time spent in
+/// each phase (sum of its calls, sleeps between probes counted in their phase), the wait before
+/// its first call, and the wait from its last call until it showed online.
+#[derive(Debug, Default, Clone)]
+pub struct Profile {
+    /// Phase → mean seconds per runner.
+    pub mean: BTreeMap<&'static str, f64>,
+    pub runners: usize,
+}
+
+/// Builds the [`Profile`] of one round.
+pub fn profile(calls: &[Call], online: &BTreeMap<String, Duration>, t0: Instant) -> Profile {
+    let mut per: BTreeMap<&str, Vec<&Call>> = BTreeMap::new();
+    for call in calls {
+        per.entry(call.instance.as_str()).or_default().push(call);
+    }
+    let mut sums: BTreeMap<&'static str, f64> = BTreeMap::new();
+    let mut runners = 0;
+    for (instance, mut list) in per {
+        list.sort_by_key(|c| c.start);
+        let (Some(first), Some(last)) = (list.first(), list.last()) else {
+            continue;
+        };
+        runners += 1;
+        *sums.entry("before first call (observe, token, slot)").or_default() +=
+            first.start.saturating_duration_since(t0).as_secs_f64();
+        // A call's phase also owns the gap up to the next call (probe back-off sleeps).
+        for (i, call) in list.iter().enumerate() {
+            let until = list.get(i + 1).map_or(call.end, |next| next.start);
+            *sums.entry(call.phase).or_default() +=
+                until.saturating_duration_since(call.start).as_secs_f64();
+        }
+        if let Some(at) = online.get(instance) {
+            let last_end = last.end.saturating_duration_since(t0);
+            *sums.entry("run.sh alive → online in sim").or_default() +=
+                at.saturating_sub(last_end).as_secs_f64();
+        }
+    }
+    let mean = sums
+        .into_iter()
+        .map(|(k, v)| (k, v / runners.max(1) as f64))
+        .collect();
+    Profile { mean, runners }
+}
+
+/// The rows of a phase table in install order.
+pub fn phase_order() -> Vec<&'static str> {
+    let mut order = vec!["before first call (observe, token, slot)"];
+    order.extend(PHASES);
+    order.push("run.sh alive → online in sim");
+    order
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_and_phases() {
+        let d = |ms| Duration::from_millis(ms);
+        assert_eq!(median(&[d(3), d(1), d(2)]), d(2));
+        assert_eq!(median(&[]), Duration::ZERO);
+        assert_eq!(
+            exec_phase(&ExecRequest::shell("true", d(1))),
+            "wait ready (exec probe)"
+        );
+        assert_eq!(
+            exec_phase(&ExecRequest::shell("tar -xzf x; test -f config.sh", d(1))),
+            "extract"
+        );
+        assert_eq!(exec_phase(&ExecRequest::shell("./config.sh --url", d(1))), "config.sh");
+        assert_eq!(exec_phase(&ExecRequest::shell("cat /etc/passwd", d(1))), "other execs");
+    }
+
+    #[test]
+    fn profile_attributes_gaps_to_the_earlier_phase() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let call = |phase, s, e| Call {
+            instance: "r".into(),
+            phase,
+            start: at(s),
+            end: at(e),
+        };
+        let calls = [
+            call("create+start", 100, 600),
+            call("wait ready (exec probe)", 600, 650),
+            call("extract", 850, 900),
+        ];
+        let online = BTreeMap::from([("r".to_owned(), Duration::from_millis(1400))]);
+        let p = profile(&calls, &online, t0);
+        assert_eq!(p.runners, 1);
+        let get = |k| (p.mean[k] * 1000.0).round() as i64;
+        assert_eq!(get("before first call (observe, token, slot)"), 100);
+        assert_eq!(get("create+start"), 500);
+        assert_eq!(get("wait ready (exec probe)"), 250);
+        assert_eq!(get("extract"), 50);
+        assert_eq!(get("run.sh alive → online in sim"), 500);
+    }
+}
