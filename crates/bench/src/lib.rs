@@ -9,6 +9,7 @@
 //! - [`seed`]: the seed's request pattern, for the comparison.
 
 pub mod agents;
+pub mod chaos;
 pub mod fleet;
 pub mod measure;
 pub mod outside;

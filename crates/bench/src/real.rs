@@ -239,7 +239,15 @@ async fn delete_prefix(lxd: &lxd::Client, prefix: &str) -> anyhow::Result<usize>
         .map(|i| i.name)
         .filter(|n| n.starts_with(prefix))
         .collect();
-    let results = join_all(names.iter().map(|n| lxd.force_delete_instance(n))).await;
+    let results = join_all(names.iter().map(|n| async move {
+        let started = Instant::now();
+        let result = lxd.force_delete_instance(n).await;
+        if started.elapsed() > Duration::from_secs(5) {
+            eprintln!("slow delete of {n}: {}", secs(started.elapsed()));
+        }
+        result
+    }))
+    .await;
     for (name, result) in names.iter().zip(results) {
         match result {
             Ok(_) => {}

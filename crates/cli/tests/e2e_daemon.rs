@@ -335,6 +335,74 @@ reconcile_interval_seconds = {interval}
         }
     }
 
+    /// `flush --json` until it removed `expected` runners in all. A removal that fails because
+    /// Incus stalled (its API sometimes blocks for tens of seconds while other instances stop)
+    /// makes flush exit 1 naming the runner; the next flush removes it.
+    async fn flush_all(&self, expected: u64) {
+        let mut removed = 0;
+        for attempt in 1..=3 {
+            let out = self.run(&["flush", "--json"]).await;
+            if out.code == Some(0) {
+                removed += out.json("flush")["removed"].as_u64().expect("removed");
+                break;
+            }
+            assert_eq!(out.code, Some(1), "flush: {out:#?}");
+            assert!(
+                attempt < 3 && out.stderr.contains("timed out"),
+                "flush failed: {}",
+                out.stderr
+            );
+            let partial = out
+                .stderr
+                .split("flush removed ")
+                .nth(1)
+                .and_then(|rest| rest.split(' ').next())
+                .and_then(|n| n.parse::<u64>().ok())
+                .expect("a partial flush says how many it removed");
+            self.clock.mark(&format!(
+                "flush hit an Incus timeout after {partial} removal(s); again"
+            ));
+            removed += partial;
+        }
+        assert_eq!(removed, expected, "runners flushed");
+    }
+
+    /// `reconcile --json` until a pass reports no failed step (Incus occasionally fails to start
+    /// a container under load; the next pass replaces it). Returns the first pass's document.
+    async fn reconcile_until_clean(&self) -> Value {
+        let mut first = None;
+        for attempt in 1..=3 {
+            let out = self.run(&["reconcile", "--json"]).await;
+            assert!(
+                matches!(out.code, Some(0 | 1)),
+                "reconcile: {}\n{}",
+                out.stdout,
+                out.stderr
+            );
+            let doc: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|err| {
+                panic!("reconcile --json ({err}): {}\n{}", out.stdout, out.stderr)
+            });
+            let failed = doc["failed"].as_u64().expect("failed");
+            assert_eq!(
+                out.code == Some(0),
+                failed == 0,
+                "exit status follows failed: {doc}"
+            );
+            let clean = failed == 0;
+            if !clean {
+                self.clock.mark(&format!(
+                    "reconcile attempt {attempt}: {failed} step(s) failed: {}",
+                    out.stderr
+                ));
+            }
+            first.get_or_insert(doc);
+            if clean {
+                return first.expect("set");
+            }
+        }
+        panic!("three reconcile passes in a row had failed steps");
+    }
+
     /// `GET /repos/.../actions/runners` calls the simulator has seen.
     fn list_calls(&self) -> u64 {
         self.sim
@@ -528,7 +596,8 @@ async fn get_metrics(client: &reqwest::Client, base: &str) -> Vec<Sample> {
         "content type {content_type:?}"
     );
     let text = response.text().await.expect("metrics body");
-    parse_openmetrics(&text).unwrap_or_else(|err| panic!("/metrics is not OpenMetrics: {err}\n{text}"))
+    parse_openmetrics(&text)
+        .unwrap_or_else(|err| panic!("/metrics is not OpenMetrics: {err}\n{text}"))
 }
 
 async fn health(client: &reqwest::Client, base: &str) -> Option<Value> {
@@ -542,8 +611,7 @@ async fn wait_passes(client: &reqwest::Client, base: &str, n: u64, env: &Env) ->
     loop {
         if let Some(health) = health(client, base).await {
             let daemon = &health["daemon"];
-            if daemon["passes"].as_u64().unwrap_or(0) >= n && daemon["in_flight"] == json!(false)
-            {
+            if daemon["passes"].as_u64().unwrap_or(0) >= n && daemon["in_flight"] == json!(false) {
                 env.clock.mark(&format!("{n} pass(es) done"));
                 return health;
             }
@@ -551,6 +619,45 @@ async fn wait_passes(client: &reqwest::Client, base: &str, n: u64, env: &Env) ->
         assert!(
             Instant::now() < deadline,
             "the daemon never finished {n} passes:\n{}",
+            env.daemon_log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits for the daemon's startup pass and `n` online runners. When a pass had a failed step
+/// (Incus occasionally fails a container start under load, and the daemon's next pass is an
+/// interval away), asks for one more pass over `POST /reconcile`. Returns the passes done.
+async fn daemon_fleet(client: &reqwest::Client, base: &str, n: usize, env: &Env) -> u64 {
+    let mut passes = wait_passes(client, base, 1, env).await["daemon"]["passes"]
+        .as_u64()
+        .expect("passes");
+    let deadline = Instant::now() + WAIT;
+    let mut heals = 0;
+    loop {
+        let runners = env.registrations();
+        if runners.len() == n && runners.iter().all(|r| r.status == "online") {
+            env.clock.mark(&format!("{n} runner(s) online"));
+            return passes;
+        }
+        let failures = env.daemon_log().matches("Reconcile step failed").count();
+        if failures > heals && heals < 3 {
+            heals = failures;
+            env.clock.mark("a pass had a failed step; POST /reconcile");
+            let response = client
+                .post(format!("{base}/reconcile"))
+                .bearer_auth(API_TOKEN)
+                .send()
+                .await
+                .expect("POST /reconcile");
+            assert_eq!(response.status(), 200);
+            passes = wait_passes(client, base, passes + 1, env).await["daemon"]["passes"]
+                .as_u64()
+                .expect("passes");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{n} runners never came online: {runners:#?}\n{}",
             env.daemon_log()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -616,11 +723,17 @@ async fn commands_reconcile_status_and_flush_real_runners() {
     let check = env.run(&["runner-bin", "check"]).await;
     assert_eq!(check.code, Some(0), "binary cached: {check:#?}");
 
-    let first = env.run(&["reconcile", "--json"]).await.json("reconcile");
+    let first = env.reconcile_until_clean().await;
     assert_eq!(first["quantity"], json!(2), "{first}");
     assert_eq!(first["delta"], json!(2), "{first}");
-    assert_eq!(first["created"], json!(2), "{first}");
-    assert_eq!(first["failed"], json!(0), "{first}");
+    assert_eq!(
+        first["created"]
+            .as_u64()
+            .zip(first["failed"].as_u64())
+            .map(|(c, f)| c + f),
+        Some(2),
+        "{first}"
+    );
     let online = env.wait_online(2).await;
     assert!(online.iter().all(|r| r.ephemeral && !r.busy), "{online:#?}");
 
@@ -660,8 +773,7 @@ async fn commands_reconcile_status_and_flush_real_runners() {
     assert_eq!(second["failed"], json!(0), "{second}");
     assert_eq!(env.registrations().len(), 2, "still the same two");
 
-    let flush = env.run(&["flush", "--json"]).await.json("flush");
-    assert_eq!(flush["removed"], json!(2), "{flush}");
+    env.flush_all(2).await;
     env.assert_nothing_left().await;
     env.clock.mark("done");
 }
@@ -687,9 +799,12 @@ async fn daemon_webhook_metrics_and_auth() {
     let client = http();
 
     // The startup pass updates the binary and creates the runner.
-    wait_passes(&client, &base, 1, &env).await;
-    env.wait_online(1).await;
+    let passes = daemon_fleet(&client, &base, 1, &env).await;
     assert_eq!(env.instances().await.len(), 1);
+    let baseline = get_metrics(&client, &base).await;
+    let counter = |samples: &[Sample], name: &str, labels: &[(&str, &str)]| {
+        metric(samples, name, labels) - metric(&baseline, name, labels)
+    };
 
     // A badly signed delivery: 401, and no reconcile asked for.
     let body = workflow_job("queued", 77, &["self-hosted", &env.app]);
@@ -757,7 +872,7 @@ async fn daemon_webhook_metrics_and_auth() {
     assert_eq!(answer["outcome"], json!("labels_not_matched"));
 
     // After that pass the gauges show the fleet as it is: one online idle runner.
-    wait_passes(&client, &base, 2, &env).await;
+    wait_passes(&client, &base, passes + 1, &env).await;
     let samples = get_metrics(&client, &base).await;
     let registrations = env.registrations();
     let idle = registrations
@@ -772,16 +887,18 @@ async fn daemon_webhook_metrics_and_auth() {
     assert_eq!(gauge("booting"), 0.0, "booting gauge");
     assert_eq!(gauge("unhealthy"), 0.0, "unhealthy gauge");
     assert_eq!(
-        metric(
+        counter(
             &samples,
             "runner_manager_reconciles_total",
             &[("result", "ok")]
         ),
-        2.0
+        1.0,
+        "one more ok pass"
     );
     assert_eq!(
-        metric(&samples, "runner_manager_runners_created_total", &[]),
-        1.0
+        counter(&samples, "runner_manager_runners_created_total", &[]),
+        0.0,
+        "nothing created"
     );
     assert_eq!(
         metric(
@@ -795,7 +912,10 @@ async fn daemon_webhook_metrics_and_auth() {
         metric(
             &samples,
             "runner_manager_webhook_deliveries_total",
-            &[("event", "workflow_job"), ("outcome", "reconcile_triggered")]
+            &[
+                ("event", "workflow_job"),
+                ("outcome", "reconcile_triggered")
+            ]
         ),
         1.0
     );
@@ -871,15 +991,15 @@ async fn daemon_webhook_metrics_and_auth() {
     assert_eq!(env.registrations().len(), 0);
     let samples = get_metrics(&client, &base).await;
     assert_eq!(
-        metric(
+        counter(
             &samples,
             "runner_manager_reconciles_total",
             &[("result", "ok")]
         ),
-        3.0
+        2.0
     );
     assert_eq!(
-        metric(
+        counter(
             &samples,
             "runner_manager_reconcile_triggers_total",
             &[("source", "api")]
@@ -954,8 +1074,7 @@ async fn sigterm_during_reconcile_leaves_no_half_created_runner() {
         "the pass was not cut short; log:\n{log}"
     );
 
-    let next = env.run(&["reconcile", "--json"]).await.json("reconcile");
-    assert_eq!(next["failed"], json!(0), "{next}");
+    env.reconcile_until_clean().await;
     let status = env.run(&["status", "--json"]).await.json("status");
     assert_eq!(
         status["runners"].as_array().map(Vec::len),
@@ -973,8 +1092,7 @@ async fn sigterm_during_reconcile_leaves_no_half_created_runner() {
     let registrations = env.registrations();
     assert_eq!(registrations.len(), QUANTITY, "{registrations:#?}");
     let mut instance_names: Vec<&str> = instances.iter().map(|i| i.name.as_str()).collect();
-    let mut registration_names: Vec<&str> =
-        registrations.iter().map(|r| r.name.as_str()).collect();
+    let mut registration_names: Vec<&str> = registrations.iter().map(|r| r.name.as_str()).collect();
     instance_names.sort_unstable();
     registration_names.sort_unstable();
     assert_eq!(
@@ -982,12 +1100,7 @@ async fn sigterm_during_reconcile_leaves_no_half_created_runner() {
         "every instance is registered"
     );
 
-    let flush = env.run(&["flush", "--json"]).await.json("flush");
-    assert_eq!(
-        flush["removed"],
-        json!(u32::try_from(QUANTITY).expect("small")),
-        "{flush}"
-    );
+    env.flush_all(u64::try_from(QUANTITY).expect("small")).await;
     env.assert_nothing_left().await;
     env.clock.mark("done");
 }
@@ -1012,8 +1125,13 @@ async fn daemon_replaces_a_finished_runner_on_the_completed_webhook() {
     env.start_daemon();
     let base = format!("http://127.0.0.1:{port}");
     let client = http();
-    wait_passes(&client, &base, 1, &env).await;
-    let first = env.wait_online(1).await.remove(0);
+    let passes = daemon_fleet(&client, &base, 1, &env).await;
+    let first = env.registrations().remove(0);
+    let created_before = metric(
+        &get_metrics(&client, &base).await,
+        "runner_manager_runners_created_total",
+        &[],
+    );
 
     env.sim.set_webhook(Some(github_sim::WebhookTarget {
         url: format!("{base}/webhook"),
@@ -1061,8 +1179,19 @@ async fn daemon_replaces_a_finished_runner_on_the_completed_webhook() {
     };
     env.clock
         .mark(&format!("{} replaced by {}", first.name, replacement.name));
-    // Startup, `queued` and `completed` passes (metrics are recorded when a pass ends).
-    wait_passes(&client, &base, 3, &env).await;
+    // The pass that created it has ended once the counter moved (metrics are recorded at the
+    // end of a pass; `queued` and `completed` may share a pass, so passes are not counted).
+    let deadline = Instant::now() + WAIT;
+    while metric(
+        &get_metrics(&client, &base).await,
+        "runner_manager_runners_created_total",
+        &[],
+    ) < created_before + 1.0
+    {
+        assert!(Instant::now() < deadline, "{}", env.daemon_log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_passes(&client, &base, passes + 1, &env).await;
 
     let deliveries = env.sim.webhook_deliveries();
     let mut actions: Vec<(&str, Option<u16>)> = deliveries
@@ -1102,22 +1231,23 @@ async fn daemon_replaces_a_finished_runner_on_the_completed_webhook() {
         "no timer pass"
     );
     assert_eq!(
-        metric(&samples, "runner_manager_runners_created_total", &[]),
-        2.0
+        metric(&samples, "runner_manager_runners_created_total", &[]) - created_before,
+        1.0,
+        "the replacement"
     );
 
     env.signal_daemon("TERM");
     let (code, _) = env.wait_daemon_exit(Duration::from_secs(130)).await;
     assert_eq!(code, Some(0), "{}", env.daemon_log());
-    let flush = env.run(&["flush", "--json"]).await.json("flush");
-    assert_eq!(flush["removed"], json!(1), "{flush}");
+    env.flush_all(1).await;
     env.assert_nothing_left().await;
     env.clock.mark("done");
 }
 
 #[test]
 fn the_openmetrics_parser_rejects_broken_expositions() {
-    let good = "# HELP a A.\n# TYPE a counter\na_total{k=\"v\",w=\"x\"} 3\n# TYPE g gauge\ng 1.5\n# EOF\n";
+    let good =
+        "# HELP a A.\n# TYPE a counter\na_total{k=\"v\",w=\"x\"} 3\n# TYPE g gauge\ng 1.5\n# EOF\n";
     let samples = parse_openmetrics(good).expect("valid");
     assert_eq!(metric(&samples, "a_total", &[("k", "v")]), 3.0);
     assert_eq!(metric(&samples, "a_total", &[("k", "v"), ("w", "x")]), 3.0);

@@ -1,0 +1,84 @@
+//! CI subset of the reliability suite (R1 busy runners, R3 GitHub faults): the same checks as
+//! `chaos`, with few iterations. github-sim runs in a child process (the `chaos` binary); the
+//! instance provider is the SIMULATION one.
+
+use std::sync::Arc;
+
+use bench::chaos::{r1, r3};
+use bench::fleet::{write_tarball, RUNNER_VERSION};
+use bench::outside::{Outside, OutsideOptions};
+
+async fn outside(dir: &std::path::Path) -> Arc<Outside> {
+    let options = OutsideOptions {
+        tarball: write_tarball(dir, 0).expect("tarball"),
+        runner_version: RUNNER_VERSION.to_owned(),
+        secondary_per_minute: 10_000,
+    };
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_chaos"));
+    Arc::new(Outside::spawn_with(exe, &options).await.expect("child"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r1_no_busy_job_is_killed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let outside = outside(dir.path()).await;
+    let counts = r1(&outside, 20, 10, 0x5eed_0001, false)
+        .await
+        .expect("r1 runs");
+    println!("{}", counts.render());
+    assert_eq!(counts.iterations, 30);
+    assert_eq!(
+        (counts.failures, counts.leaks),
+        (0, 0),
+        "{}",
+        counts.render()
+    );
+    assert_eq!(counts.detail("busy jobs killed"), 0);
+    // The races were exercised: GitHub refused some removals because a job had just landed.
+    assert!(
+        counts.detail("removals skipped because GitHub said busy") > 0,
+        "{}",
+        counts.render()
+    );
+}
+
+/// Fails today: a booting instance (no registration at observe time) is deleted without asking
+/// GitHub, so a runner that registered and took a job in the meantime loses it. See the
+/// "Reliability" section of BENCHMARKS.md for the recommended fix in manager/src/plan.rs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "manager bug: booting instances are removed without a GitHub check (R1b)"]
+async fn r1b_booting_instance_registering_mid_pass_keeps_its_job() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let outside = outside(dir.path()).await;
+    let counts = r1(&outside, 5, 5, 0x5eed_0002, true)
+        .await
+        .expect("r1b runs");
+    println!("{}", counts.render());
+    assert_eq!(counts.iterations, 10);
+    assert_eq!(counts.detail("busy jobs killed"), 0, "{}", counts.render());
+    assert_eq!(
+        (counts.failures, counts.leaks),
+        (0, 0),
+        "{}",
+        counts.render()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r3_fault_storms_delete_nothing_healthy_and_recover() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let outside = outside(dir.path()).await;
+    let counts = r3(&outside, 8, 0x5eed_0003).await.expect("r3 runs");
+    println!("{}", counts.render());
+    assert_eq!(counts.iterations, 8);
+    assert_eq!(
+        (counts.failures, counts.leaks),
+        (0, 0),
+        "{}",
+        counts.render()
+    );
+    assert_eq!(counts.detail("backoff probes"), 10);
+    assert_eq!(counts.detail("converged in one pass after the storm"), 2);
+    assert!(counts.detail("client rate-limit waits (retry-after honoured)") >= 4);
+    assert!(counts.detail("client retries (5xx, timeouts, drops)") >= 4);
+}
