@@ -80,8 +80,12 @@ impl Rig {
                 .with_runner_tarball(tarball, RUNNER_VERSION),
         )
         .await
-        .context("starting github-sim on the Incus bridge (run `sudo ./scripts/incus-env.sh up`)")?;
-        let lxd = lxd::Client::discover().await.context("connecting to Incus")?;
+        .context(
+            "starting github-sim on the Incus bridge (run `sudo ./scripts/incus-env.sh up`)",
+        )?;
+        let lxd = lxd::Client::discover()
+            .await
+            .context("connecting to Incus")?;
         let resources = Resources::new(1, "256MiB", "1GiB")?;
         let profile = LxdProvider::new(lxd.clone())
             .ensure_profile(&resources, InstanceType::Container, false)
@@ -220,7 +224,11 @@ impl Rig {
         let started = Instant::now();
         let report = manager.flush(FlushMode::IncludingBusy).await?;
         if let Some(failure) = report.failed.first() {
-            eprintln!("flush: {} removal(s) failed; first: {}", report.failed.len(), failure.error);
+            eprintln!(
+                "flush: {} removal(s) failed; first: {}",
+                report.failed.len(),
+                failure.error
+            );
         }
         let left = self.delete_prefix(&manager.owner().prefix()).await?;
         if left > 0 {
@@ -293,7 +301,10 @@ impl Drop for Guard {
         });
         match cleanup.join() {
             Ok(Ok(0)) => {}
-            Ok(Ok(n)) => eprintln!("guard: deleted {n} leftover instance(s) under {}", self.prefix),
+            Ok(Ok(n)) => eprintln!(
+                "guard: deleted {n} leftover instance(s) under {}",
+                self.prefix
+            ),
             Ok(Err(e)) => eprintln!("guard: cleanup of {} failed: {e:#}", self.prefix),
             Err(_) => eprintln!("guard: cleanup thread panicked"),
         }
@@ -342,7 +353,9 @@ impl Timeline {
     }
 
     fn error(&self, instance: &str, phase: &str, error: &ProviderError) {
-        self.errors.lock().push(format!("{instance} {phase}: {error}"));
+        self.errors
+            .lock()
+            .push(format!("{instance} {phase}: {error}"));
     }
 
     pub fn calls(&self) -> Vec<Call> {
@@ -473,8 +486,9 @@ pub fn profile(calls: &[Call], online: &BTreeMap<String, Duration>, t0: Instant)
             continue;
         };
         runners += 1;
-        *sums.entry("before first call (observe, token, slot)").or_default() +=
-            first.start.saturating_duration_since(t0).as_secs_f64();
+        *sums
+            .entry("before first call (observe, token, slot)")
+            .or_default() += first.start.saturating_duration_since(t0).as_secs_f64();
         // A call's phase also owns the gap up to the next call (probe back-off sleeps).
         for (i, call) in list.iter().enumerate() {
             let until = list.get(i + 1).map_or(call.end, |next| next.start);
@@ -519,8 +533,14 @@ mod tests {
             exec_phase(&ExecRequest::shell("tar -xzf x; test -f config.sh", d(1))),
             "extract"
         );
-        assert_eq!(exec_phase(&ExecRequest::shell("./config.sh --url", d(1))), "config.sh");
-        assert_eq!(exec_phase(&ExecRequest::shell("cat /etc/passwd", d(1))), "other execs");
+        assert_eq!(
+            exec_phase(&ExecRequest::shell("./config.sh --url", d(1))),
+            "config.sh"
+        );
+        assert_eq!(
+            exec_phase(&ExecRequest::shell("cat /etc/passwd", d(1))),
+            "other execs"
+        );
     }
 
     #[test]

@@ -420,12 +420,14 @@ impl Daemon {
             };
             self.record(&result, &span);
             match &result {
-                Ok(_) => {
+                Ok(output) if output.failed == 0 => {
                     failures = 0;
                     next_due = Instant::now() + settings.jittered_interval();
                     next_source = TriggerSource::Timer;
                 }
-                Err(_) => {
+                // A partial pass (some creations or removals failed) is retried with backoff
+                // rather than after a whole interval: a missing runner is a missing runner.
+                Ok(_) | Err(_) => {
                     failures = failures.saturating_add(1);
                     next_due = Instant::now() + settings.backoff(failures);
                     next_source = TriggerSource::Retry;

@@ -173,6 +173,22 @@ async fn failures_back_off_exponentially_then_recover() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_partial_pass_is_retried_with_backoff_not_after_an_interval() {
+    let t0 = Instant::now();
+    let ops = FakeOps::new();
+    ops.partial_passes
+        .store(2, std::sync::atomic::Ordering::SeqCst);
+    let running = start(ops.clone(), settings());
+    sleep(Duration::from_secs(100)).await;
+    // Two partial passes retried after 5 and 10 s; then the regular interval.
+    assert_eq!(start_times(&ops, t0), [0, 5, 15]);
+    sleep(Duration::from_secs(300)).await;
+    assert_eq!(start_times(&ops, t0), [0, 5, 15, 315]);
+    running.stop.send(()).unwrap();
+    running.task.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
 async fn requests_during_backoff_wait_for_the_retry() {
     let t0 = Instant::now();
     let ops = FakeOps::new();

@@ -138,7 +138,17 @@ impl Env {
         )
         .await
         .expect("the simulator starts on the bridge");
-        let lxd = lxd::Client::discover().await.expect("incus is up");
+        // Generous: Incus's API can stall for a minute while other instances stop on a shared host.
+        let lxd = lxd::Client::connect(
+            lxd::Endpoint::discover().expect("an incus socket"),
+            lxd::Timeouts {
+                connect: Duration::from_secs(10),
+                request: Duration::from_secs(150),
+                operation: Duration::from_secs(300),
+            },
+        )
+        .await
+        .expect("incus is up");
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("config.toml");
         std::fs::write(dir.path().join("github-token"), sim.token().expose()).expect("token");
@@ -460,7 +470,8 @@ impl Drop for Env {
 
 fn http() -> reqwest::Client {
     reqwest::Client::builder()
-        .timeout(Duration::from_secs(90))
+        // A `POST /reconcile` or `/flush` waits for Incus, which can stall for a minute.
+        .timeout(WAIT)
         .build()
         .expect("http client")
 }

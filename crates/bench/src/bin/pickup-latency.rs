@@ -61,7 +61,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .count();
         anyhow::ensure!(idle == 0, "{idle} runner(s) left from the previous round");
         let t0 = Instant::now();
-        let job = rig.sim.enqueue_job(JobSpec::new(&["self-hosted", &app], "true"))?;
+        let job = rig
+            .sim
+            .enqueue_job(JobSpec::new(&["self-hosted", &app], "true"))?;
         // The webhook-equivalent trigger: reconcile(1) at once.
         let watcher = rig.watch_online(&prefix, 1, t0, Duration::from_secs(120));
         let report = tokio::time::timeout(
@@ -89,7 +91,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         };
         let done = rig.sim.wait_for_job(job, Duration::from_secs(60)).await;
         anyhow::ensure!(
-            done.as_ref().is_some_and(|j| j.status == JobStatus::Completed),
+            done.as_ref()
+                .is_some_and(|j| j.status == JobStatus::Completed),
             "job {job} did not complete: {done:?}"
         );
         rig.clean(&manager).await?;
@@ -145,10 +148,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             if over(d) <= 1.0 { "met" } else { "MISSED" }.into(),
         ]);
     }
-    println!(
-        "\n### Job pickup latency (median of {} runs)\n",
-        args.reps
-    );
+    println!("\n### Job pickup latency (median of {} runs)\n", args.reps);
     print!("{}", table.render());
     Ok(())
 }

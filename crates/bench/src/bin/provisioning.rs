@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bench::real::{self, median, phase_order, secs, Guard, Rig, Timeline};
-use manager::RunnerManager;
 use bench::table::{ratio, Table};
 use clap::Parser;
+use manager::RunnerManager;
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -137,8 +137,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 measure(&rig, &default, &default_timeline, n)
             })
             .await?;
-            let wide_run =
-                retried(&mut failed_rounds, || measure(&rig, &wide, &wide_timeline, n)).await?;
+            let wide_run = retried(&mut failed_rounds, || {
+                measure(&rig, &wide, &wide_timeline, n)
+            })
+            .await?;
             eprintln!(
                 "N={n} rep {rep}: floor {}, manager online {} (reconcile returned {}), with create_concurrency {widest}: {}",
                 secs(floor),
@@ -192,7 +194,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
 
     for (label, pick) in [
-        (&default_label, (|r: &Round| &r.default.profile) as fn(&Round) -> &real::Profile),
+        (
+            &default_label,
+            (|r: &Round| &r.default.profile) as fn(&Round) -> &real::Profile,
+        ),
         (&wide_label, |r: &Round| &r.wide.profile),
     ] {
         let mut header = vec!["phase (mean s per runner)".to_owned()];

@@ -28,6 +28,8 @@ pub struct FakeOps {
     pub bin_updates: AtomicUsize,
     pub bin_present: Mutex<bool>,
     pub fail_everything: Mutex<bool>,
+    /// How many of the next passes succeed with one failed step (a partial pass).
+    pub partial_passes: AtomicUsize,
 }
 
 impl FakeOps {
@@ -74,13 +76,17 @@ impl Operations for FakeOps {
         if !ok {
             anyhow::bail!("listing runners: connection refused");
         }
+        let partial = self
+            .partial_passes
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
         Ok(ReconcileOutput {
             quantity,
             delta: i64::from(quantity),
             created: quantity,
             removed: 0,
             skipped_busy: 0,
-            failed: 0,
+            failed: u32::from(partial),
         })
     }
 
