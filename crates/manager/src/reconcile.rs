@@ -67,7 +67,7 @@ pub struct ManagerConfig {
 }
 
 impl ManagerConfig {
-    /// The defaults: container, token mode, no metrics, 4 parallel creations, 5 min graces.
+    /// The defaults: container, token mode, no metrics, 16 parallel creations, 5 min graces.
     pub fn new(
         path: GitHubPath,
         web_url: &str,
@@ -86,7 +86,7 @@ impl ManagerConfig {
             issue_metrics: false,
             events_log: PathBuf::from("/var/log/github-runner-metrics.log"),
             policy: None,
-            create_concurrency: 4,
+            create_concurrency: 16,
             boot_grace: Duration::from_secs(300),
             offline_grace: Duration::from_secs(300),
             ready_timeout: Duration::from_secs(300),
