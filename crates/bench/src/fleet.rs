@@ -131,7 +131,12 @@ impl Fleet {
                 anyhow::bail!("reconcile failed: {failure:?}");
             }
             if report.created.is_empty() && report.removed.is_empty() {
-                return Ok(pass);
+                if report.delta <= 0 {
+                    return Ok(pass);
+                }
+                // Short of runners yet nothing created: the manager is pacing JIT registrations
+                // under GitHub's secondary limit; the next pass goes on.
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
             }
         }
         anyhow::bail!("no convergence to {quantity} in {max_passes} passes")

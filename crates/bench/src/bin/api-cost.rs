@@ -109,7 +109,7 @@ async fn scale(dir: &std::path::Path, mode: RegistrationMode) -> anyhow::Result<
     outside.reset_request_counts().await?;
     let before = fleet.client.stats();
     let started = Instant::now();
-    let passes = fleet.converge(100, 3).await?;
+    let passes = fleet.converge(100, 60).await?;
     let elapsed = started.elapsed();
     outside
         .wait_online_idle(100, Duration::from_secs(30))
