@@ -13,6 +13,6 @@ pub mod chaos;
 pub mod fleet;
 pub mod measure;
 pub mod outside;
-pub mod seed;
 pub mod real;
+pub mod seed;
 pub mod table;
