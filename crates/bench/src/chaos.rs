@@ -1111,8 +1111,17 @@ async fn r3_mode(
         }
         if peak > quantity {
             counts.add("passes with instances above quantity", 1);
+            let why = match &result {
+                Ok(r) => format!(
+                    "created {}, removed {:?}, failed {:?}",
+                    r.created.len(),
+                    r.removed,
+                    r.failed
+                ),
+                Err(e) => format!("pass error: {e}"),
+            };
             counts.fail(format!(
-                "pass {pass}: {peak} instances > quantity {quantity}"
+                "pass {pass}: {peak} instances > quantity {quantity} ({why})"
             ));
         }
         let regs_after = fleet.registrations(&admin).await?;

@@ -268,15 +268,18 @@ pub fn plan(observed: &Observed, desired: &Desired) -> Plan {
     let create = usize::try_from(delta).unwrap_or(0);
 
     if healthy > desired.quantity {
-        let rank = |state: &RunnerState| match state {
-            RunnerState::Booting => Some(0),
+        // A booting instance that GitHub does not know yet is never scaled down: it may be
+        // registering and taking a job right now, and without a registration there is no
+        // "busy" answer to protect it. The registered ones go first.
+        let rank = |name: &RunnerName, state: &RunnerState| match state {
+            RunnerState::Booting if registration_ids.contains_key(name) => Some(0),
             RunnerState::Idle { online: false } => Some(1),
             RunnerState::Idle { online: true } => Some(2),
             _ => None,
         };
         let mut candidates: Vec<(u8, &RunnerName)> = states
             .iter()
-            .filter_map(|(name, state)| rank(state).map(|r| (r, name)))
+            .filter_map(|(name, state)| rank(name, state).map(|r| (r, name)))
             .collect();
         candidates.sort();
         removals.extend(
@@ -296,8 +299,17 @@ pub fn plan(observed: &Observed, desired: &Desired) -> Plan {
     }
 }
 
-/// What `flush` removes: every owned runner, sparing busy ones unless `flush_busy`.
-pub fn plan_flush(observed: &Observed, flush_busy: bool) -> Vec<Removal> {
+/// What `flush` removes: every owned runner, sparing busy ones unless `flush_busy`. Sparing busy
+/// runners also spares instances younger than `boot_grace` that have no registration yet: they
+/// may register and take a job while the flush runs, and nothing would say they are busy.
+pub fn plan_flush(observed: &Observed, flush_busy: bool, boot_grace: Duration) -> Vec<Removal> {
+    let booting_unregistered: BTreeSet<&RunnerName> = observed
+        .instances
+        .iter()
+        .filter(|i| i.age < boot_grace)
+        .filter(|i| !observed.registrations.iter().any(|r| r.name == i.name))
+        .map(|i| &i.name)
+        .collect();
     let busy: BTreeSet<&RunnerName> = observed
         .registrations
         .iter()
@@ -317,7 +329,7 @@ pub fn plan_flush(observed: &Observed, flush_busy: bool) -> Vec<Removal> {
         .collect();
     names
         .into_iter()
-        .filter(|name| flush_busy || !busy.contains(name))
+        .filter(|name| flush_busy || !(busy.contains(name) || booting_unregistered.contains(name)))
         .map(|name| Removal {
             name: name.clone(),
             registration: ids.get(name).copied(),
@@ -544,12 +556,12 @@ mod tests {
             registration: Some((false, false, 0)),
         };
         let observed = observe(&[alive(), busy(), dangling]);
-        let idle: Vec<_> = plan_flush(&observed, false)
+        let idle: Vec<_> = plan_flush(&observed, false, Duration::from_secs(300))
             .into_iter()
             .map(|r| r.name)
             .collect();
         assert_eq!(idle, vec![name(0), name(2)]);
-        let all = plan_flush(&observed, true);
+        let all = plan_flush(&observed, true, Duration::from_secs(300));
         assert_eq!(all.len(), 3);
         assert_eq!(all[1].registration, Some(101));
         assert!(!all[2].has_instance);
@@ -635,9 +647,19 @@ mod tests {
         fn never_exceeds_quantity_except_busy(runners in proptest::collection::vec(arb_runner(), 0..12), quantity in 0usize..8) {
             let observed = observe(&runners);
             let plan = plan(&observed, &desired(quantity));
-            let busy = plan.states.values().filter(|s| **s == RunnerState::Busy).count();
+            // Busy runners, and booting instances GitHub does not know yet, are never scaled down.
+            let registered: BTreeSet<&RunnerName> =
+                observed.registrations.iter().map(|r| &r.name).collect();
+            let protected = plan
+                .states
+                .iter()
+                .filter(|(name, s)| {
+                    **s == RunnerState::Busy
+                        || (**s == RunnerState::Booting && !registered.contains(name))
+                })
+                .count();
             let kept = plan.healthy() - plan.removals.iter().filter(|r| r.reason == ScaleDown).count();
-            prop_assert_eq!(kept + plan.create, quantity.max(busy));
+            prop_assert_eq!(kept + plan.create, quantity.max(protected));
         }
 
         #[test]

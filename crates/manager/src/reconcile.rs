@@ -428,6 +428,21 @@ impl RunnerManager {
             }
         }
 
+        // A runner whose removal failed still has its instance: creating its replacement now
+        // would take the fleet above `quantity`, so the replacement waits for the next pass.
+        let still_there = plan
+            .removals
+            .iter()
+            .filter(|removal| removal.has_instance)
+            .filter(|removal| {
+                report
+                    .failed
+                    .iter()
+                    .any(|f| f.runner.as_ref() == Some(&removal.name))
+            })
+            .count();
+        plan.create = plan.create.saturating_sub(still_there);
+
         // 5. Create the shortfall, in parallel.
         if let Some(tarball) = tarball {
             match self.prepare_creation(resources).await {
@@ -482,7 +497,11 @@ impl RunnerManager {
     pub async fn flush(&self, mode: FlushMode) -> Result<FlushReport, ManagerError> {
         let mut pass = self.pass.lock().await;
         let observed = self.observe(&mut pass, false).await?;
-        let removals = plan_flush(&observed, mode == FlushMode::IncludingBusy);
+        let removals = plan_flush(
+            &observed,
+            mode == FlushMode::IncludingBusy,
+            self.config.boot_grace,
+        );
         let outcomes = self.remove_all(&removals, mode).await;
         let mut report = FlushReport::default();
         for (removal, outcome) in removals.iter().zip(outcomes) {
