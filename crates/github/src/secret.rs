@@ -8,7 +8,7 @@ use std::path::Path;
 /// The only way to read the value is [`Secret::expose`], which makes every use greppable.
 /// It is deliberately not `Serialize`; it can be deserialized from configuration.
 /// The buffer is overwritten on drop (best effort).
-#[derive(Clone, Default, serde::Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(transparent)]
 pub struct Secret(String);
 

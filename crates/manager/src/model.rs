@@ -337,32 +337,9 @@ impl ProxySettings {
     }
 }
 
-/// A secret string (token, JIT config): redacted in Debug and Display.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret itself; only for writing it where it is needed.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
+/// A secret string (token, JIT config): redacted in Debug and Display. The GitHub client's type,
+/// so a token goes from the client to an instance file without being copied into another type.
+pub use github::Secret;
 
 #[cfg(test)]
 mod tests {
