@@ -37,7 +37,13 @@ impl SimAgents {
         })
     }
 
-    async fn register(&self, name: &str, labels: &str, token: &str) -> anyhow::Result<()> {
+    /// `config.sh`: registers `name` with the sim and keeps its agent id and credential.
+    pub(crate) async fn register(
+        &self,
+        name: &str,
+        labels: &str,
+        token: &str,
+    ) -> anyhow::Result<()> {
         let body = serde_json::json!({
             "url": self.scope_url,
             "name": name,
@@ -60,7 +66,8 @@ impl SimAgents {
         Ok(())
     }
 
-    async fn run(&self, name: &str, jit: Option<&str>) -> anyhow::Result<()> {
+    /// `run.sh`: one heartbeat, then the agent keeps long-polling in the outside child.
+    pub(crate) async fn run(&self, name: &str, jit: Option<&str>) -> anyhow::Result<()> {
         let (id, credential) = match jit {
             Some(jit) => decode_jit(jit)?,
             None => self
@@ -83,6 +90,28 @@ impl SimAgents {
         self.outside.keep_polling(id, &credential).await?;
         self.agents.lock().insert(name.to_owned(), (id, credential));
         Ok(())
+    }
+}
+
+impl SimAgents {
+    /// The credential of a registered agent (to complete its jobs).
+    pub fn credential(&self, name: &str) -> Option<String> {
+        self.agents.lock().get(name).map(|(_, c)| c.clone())
+    }
+
+    /// The agent stops: no more polls, and the sim is told it went offline.
+    pub(crate) async fn stop_agent(&self, name: &str) {
+        let agent = self.agents.lock().get(name).cloned();
+        if let Some((id, credential)) = agent {
+            let _ = self.outside.stop_polling(id).await;
+            let _ = self
+                .http
+                .post(format!("{}/_runner/offline", self.outside.base_url()))
+                .header("authorization", format!("Bearer {credential}"))
+                .json(&serde_json::json!({ "agent_id": id }))
+                .send()
+                .await;
+        }
     }
 }
 
@@ -129,17 +158,7 @@ impl SimRunnerHooks for SimAgents {
     }
 
     async fn stop(&self, name: &str) {
-        let agent = self.agents.lock().get(name).cloned();
-        if let Some((id, credential)) = agent {
-            let _ = self.outside.stop_polling(id).await;
-            let _ = self
-                .http
-                .post(format!("{}/_runner/offline", self.outside.base_url()))
-                .header("authorization", format!("Bearer {credential}"))
-                .json(&serde_json::json!({ "agent_id": id }))
-                .send()
-                .await;
-        }
+        self.stop_agent(name).await;
     }
 }
 

@@ -32,7 +32,7 @@ use manager::{
 };
 use parking_lot::Mutex;
 
-use crate::agents::decode_jit;
+use crate::agents::SimAgents;
 use crate::fleet::REPO;
 use crate::outside::Outside;
 
@@ -159,27 +159,18 @@ impl Counts {
 
 // ---------------------------------------------------------------- agents
 
-/// Simulated runner agents (as `crate::agents::SimAgents`) that also keep each runner's
-/// credential, so the suite can complete the jobs the sim hands them.
+/// Simulated runner agents ([`SimAgents`]) that can also register late, after the manager observed
+/// the instance (see [`ChaosAgents::register_late`]).
 pub struct ChaosAgents {
-    outside: Arc<Outside>,
-    http: reqwest::Client,
-    scope_url: String,
-    agents: Mutex<HashMap<String, (u64, String)>>,
-    /// Runners that register late (see [`ChaosAgents::register_late`]): `true` once deleted.
+    agents: SimAgents,
+    /// Runners that register late: `true` once deleted.
     late: Mutex<HashMap<String, Arc<tokio::sync::Mutex<bool>>>>,
 }
 
 impl ChaosAgents {
     pub fn new(outside: Arc<Outside>) -> anyhow::Result<Self> {
-        let scope_url = format!("{}/{REPO}", outside.base_url());
         Ok(Self {
-            outside,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()?,
-            scope_url,
-            agents: Mutex::default(),
+            agents: SimAgents::new(outside, REPO)?,
             late: Mutex::default(),
         })
     }
@@ -201,70 +192,25 @@ impl ChaosAgents {
         if *deleted {
             return Ok(false);
         }
-        self.register(name, labels, token).await?;
-        self.run(name, None).await?;
+        self.agents.register(name, labels, token).await?;
+        self.agents.run(name, None).await?;
         admin.enqueue(job_label).await?;
         Ok(true)
     }
 
     pub fn credential(&self, name: &str) -> Option<String> {
-        self.agents.lock().get(name).map(|(_, c)| c.clone())
-    }
-
-    async fn register(&self, name: &str, labels: &str, token: &str) -> anyhow::Result<()> {
-        let body = serde_json::json!({
-            "url": self.scope_url, "name": name, "labels": [labels], "ephemeral": true,
-        });
-        let answer: serde_json::Value = self
-            .http
-            .post(format!("{}/_runner/register", self.outside.base_url()))
-            .header("authorization", format!("RemoteAuth {}", token.trim()))
-            .json(&body)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        let id = answer["agent_id"].as_u64().unwrap_or_default();
-        let credential = answer["credential"].as_str().unwrap_or_default().to_owned();
-        anyhow::ensure!(id > 0 && !credential.is_empty(), "bad register answer");
-        self.agents.lock().insert(name.to_owned(), (id, credential));
-        Ok(())
-    }
-
-    async fn run(&self, name: &str, jit: Option<&str>) -> anyhow::Result<()> {
-        let (id, credential) = match jit {
-            Some(jit) => decode_jit(jit)?,
-            None => self
-                .agents
-                .lock()
-                .get(name)
-                .cloned()
-                .ok_or_else(|| anyhow::anyhow!("{name} was never configured"))?,
-        };
-        self.http
-            .get(format!(
-                "{}/_runner/poll?agent_id={id}&wait=0",
-                self.outside.base_url()
-            ))
-            .header("authorization", format!("Bearer {credential}"))
-            .send()
-            .await?
-            .error_for_status()?;
-        self.outside.keep_polling(id, &credential).await?;
-        self.agents.lock().insert(name.to_owned(), (id, credential));
-        Ok(())
+        self.agents.credential(name)
     }
 }
 
 #[async_trait]
 impl SimRunnerHooks for ChaosAgents {
     async fn configure(&self, name: &str, labels: &str, token: &str) -> bool {
-        self.register(name, labels, token).await.is_ok()
+        self.agents.register(name, labels, token).await.is_ok()
     }
 
     async fn start(&self, name: &str, jit: Option<&str>) -> bool {
-        self.run(name, jit).await.is_ok()
+        self.agents.run(name, jit).await.is_ok()
     }
 
     async fn stop(&self, name: &str) {
@@ -277,17 +223,7 @@ impl SimRunnerHooks for ChaosAgents {
             }
             None => None,
         };
-        let agent = self.agents.lock().get(name).cloned();
-        if let Some((id, credential)) = agent {
-            let _ = self.outside.stop_polling(id).await;
-            let _ = self
-                .http
-                .post(format!("{}/_runner/offline", self.outside.base_url()))
-                .header("authorization", format!("Bearer {credential}"))
-                .json(&serde_json::json!({ "agent_id": id }))
-                .send()
-                .await;
-        }
+        self.agents.stop_agent(name).await;
     }
 }
 
