@@ -4,6 +4,7 @@
 #   sudo ./scripts/incus-env.sh up [--debian]   install if needed, start incusd, pool, bridge, profile, images
 #   sudo ./scripts/incus-env.sh status          what is running
 #   sudo ./scripts/incus-env.sh down            `incus admin shutdown`, then stop the pid we started
+#   sudo ./scripts/incus-env.sh restart         restart incusd only (SIGTERM: instances keep running)
 #   sudo ./scripts/incus-env.sh lxd-up | lxd-down | lxd-status   Debian's LXD 5.0 on its own socket and bridge
 #
 # Works on a fresh Debian 12 without systemd, as root, without standard input. Idempotent: a second `up`
@@ -14,7 +15,8 @@
 #   socket   /var/lib/incus/unix.socket (Incus), /var/lib/lxd/unix.socket (LXD)
 #   bridge   incusbr0 10.123.45.1/24 without NAT (containers reach host services on 10.123.45.1)
 #            lxdbr0   10.123.46.1/24 without NAT (LXD)
-#   images   `busybox` (static busybox, ~1 MB, writable /tmp); `debian/bookworm` with `up --debian`
+#   images   `busybox` (static busybox, ~1 MB, writable /tmp), `busybox-user` (the same plus an
+#            unprivileged user `runner`, uid 1001); `debian/bookworm` with `up --debian`
 #   https    127.0.0.1:18443 (Incus), 127.0.0.1:18444 (LXD): loopback only, for the TLS client tests
 set -euo pipefail
 exec </dev/null
@@ -111,9 +113,15 @@ fix_subids() {
 # True if a live (non-zombie) process of that exact name exists: a busy daemon may answer slowly,
 # and a second one must never be started beside it.
 running() { # running NAME
-  local pid
+  local pid sub
   for pid in $(pgrep -x "$1" || true); do
-    [ "$(ps -o stat= -p "$pid" 2>/dev/null | cut -c1)" = Z ] || return 0
+    [ "$(ps -o stat= -p "$pid" 2>/dev/null | cut -c1)" = Z ] && continue
+    # incusd's helpers keep its process name: a container's `[lxc monitor]` (which outlives a
+    # daemon stopped by SIGTERM) and `incusd forkfile|forkexec|...`. They are not the daemon.
+    case $(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | head -n1) in "["*) continue ;; esac
+    sub=$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | sed -n 2p)
+    case $sub in fork*) continue ;; esac
+    return 0
   done
   return 1
 }
@@ -164,8 +172,8 @@ https_on_loopback() { # https_on_loopback CLI ADDRESS
 }
 
 # ---- 7. busybox image -------------------------------------------------------------------------------
-build_busybox() {
-  local w=$BUILD_DIR/busybox r
+build_busybox() { # build_busybox ALIAS [user]: with "user", also an unprivileged user `runner`
+  local alias=$1 with_user=${2:-} w=$BUILD_DIR/$1 r
   r=$w/rootfs
   rm -rf "$w"
   mkdir -p "$r"
@@ -192,40 +200,46 @@ build_busybox() {
     chmod +x sbin/init etc/init.d/rcS usr/share/udhcpc/default.script
     echo 'root:x:0:0:root:/root:/bin/sh' >etc/passwd
     echo 'root:x:0:' >etc/group
+    if [ "$with_user" = user ]; then
+      echo 'runner:x:1001:1001:runner:/home/runner:/bin/sh' >>etc/passwd
+      echo 'runner:x:1001:' >>etc/group
+      mkdir -p home/runner
+      chown 1001:1001 home/runner
+    fi
     printf '127.0.0.1 localhost\n' >etc/hosts
     : >etc/resolv.conf
   )
   printf 'architecture: %s\ncreation_date: %s\nproperties:\n  os: busybox\n  release: "%s"\n  description: busybox (incus-env recipe %s)\n  recipe: "%s"\n' \
     "$(uname -m)" "$(date +%s)" "$(/bin/busybox | head -1 | awk '{print $2}' | tr -d v)" \
     "$BUSYBOX_RECIPE" "$BUSYBOX_RECIPE" >"$w/metadata.yaml"
-  tar -C "$w" --numeric-owner -czf "$BUILD_DIR/busybox.tar.gz" metadata.yaml rootfs
+  tar -C "$w" --numeric-owner -czf "$BUILD_DIR/$alias.tar.gz" metadata.yaml rootfs
   rm -rf "$w"
 }
 
-busybox_current() { # busybox_current SOCKET
+busybox_current() { # busybox_current SOCKET ALIAS
   local fp
-  fp=$(api "$1" /1.0/images/aliases/busybox | jq -r '.target') || return 1
+  fp=$(api "$1" "/1.0/images/aliases/$2" | jq -r '.target') || return 1
   [ "$(api "$1" "/1.0/images/$fp" | jq -r '.properties.recipe // empty')" = "$BUSYBOX_RECIPE" ]
 }
 
-import_busybox() { # import_busybox CLI SOCKET
-  local cli=$1 sock=$2 old=
-  busybox_current "$sock" && return 0
+import_busybox() { # import_busybox CLI SOCKET [ALIAS user]
+  local cli=$1 sock=$2 alias=${3:-busybox} with_user=${4:-} old=
+  busybox_current "$sock" "$alias" && return 0
   mkdir -p "$BUILD_DIR"
-  build_busybox
-  old=$(api "$sock" /1.0/images/aliases/busybox | jq -r '.target' || true)
-  log "$cli: importing image busybox (recipe $BUSYBOX_RECIPE)"
+  build_busybox "$alias" "$with_user"
+  old=$(api "$sock" "/1.0/images/aliases/$alias" | jq -r '.target' || true)
+  log "$cli: importing image $alias (recipe $BUSYBOX_RECIPE)"
   # A unified image's fingerprint is the sha256 of its tarball.
   local fp
-  fp=$(sha256sum "$BUILD_DIR/busybox.tar.gz" | cut -d' ' -f1)
-  $cli image import "$BUILD_DIR/busybox.tar.gz" >/dev/null
+  fp=$(sha256sum "$BUILD_DIR/$alias.tar.gz" | cut -d' ' -f1)
+  $cli image import "$BUILD_DIR/$alias.tar.gz" >/dev/null
   if [ -n "$old" ] && [ "$old" != null ]; then
     # Move the alias: instances created meanwhile keep working, the old image goes.
-    $cli image alias delete busybox >/dev/null 2>&1 || true
-    $cli image alias create busybox "$fp" >/dev/null
+    $cli image alias delete "$alias" >/dev/null 2>&1 || true
+    $cli image alias create "$alias" "$fp" >/dev/null
     [ "$old" = "$fp" ] || $cli image delete "$old" >/dev/null 2>&1 || true
   else
-    $cli image alias create busybox "$fp" >/dev/null
+    $cli image alias create "$alias" "$fp" >/dev/null
   fi
 }
 
@@ -278,7 +292,7 @@ cmd_up() {
       *) die "unknown option $a" ;;
     esac
   done
-  if incus_ready && { [ -z "$debian" ] || api "$INCUS_SOCK" /1.0/images/aliases/debian%2Fbookworm >/dev/null; }; then
+  if incus_ready && busybox_current "$INCUS_SOCK" busybox-user && { [ -z "$debian" ] || api "$INCUS_SOCK" /1.0/images/aliases/debian%2Fbookworm >/dev/null; }; then
     return 0 # fast path: nothing to do
   fi
   need_root up
@@ -289,9 +303,11 @@ cmd_up() {
   setup_daemon incus incusbr0 10.123.45.1/24 btrfs
   https_on_loopback incus "$INCUS_HTTPS"
   import_busybox incus "$INCUS_SOCK"
+  # The same with an unprivileged `runner` user, for the non-root install path.
+  import_busybox incus "$INCUS_SOCK" busybox-user user
   [ -z "$debian" ] || import_debian incus "$INCUS_SOCK"
   incus_ready || die "incus is up but not complete; see $0 status"
-  log "incus ready: socket $INCUS_SOCK, bridge incusbr0 10.123.45.1/24, image busybox"
+  log "incus ready: socket $INCUS_SOCK, bridge incusbr0 10.123.45.1/24, images busybox, busybox-user"
 }
 
 # Waits for PID to exit (a zombie counts as exited: PID 1 may not reap it).
@@ -330,6 +346,36 @@ cmd_down() {
   need_root down
   take_lock
   stop_daemon incus "$INCUS_SOCK" "$INCUS_PID" incus incus admin shutdown --timeout 60
+}
+
+# Restarts the daemon alone, as a crash or an upgrade would: SIGTERM makes incusd exit without
+# stopping instances (SIGPWR and `incus admin shutdown` stop them, and ephemeral ones are then
+# deleted), the containers keep running under their monitors, and the new daemon picks them up.
+# API calls in flight at that moment fail: other users of the daemon see that too.
+cmd_restart() {
+  need_root restart
+  take_lock
+  local pid= started
+  [ -s "$INCUS_PID" ] && pid=$(cat "$INCUS_PID")
+  if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; then
+    pid=$(pgrep -x incusd | head -n1 || true)
+  fi
+  started=$(date +%s%N)
+  if [ -n "$pid" ]; then
+    log "incus: restarting: SIGTERM to pid $pid (instances keep running)"
+    kill -TERM "$pid" 2>/dev/null || true
+    if ! wait_gone "$pid" 30; then
+      log "incus: pid $pid still running after 30 s, sending SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+      wait_gone "$pid" 10 || die "incusd pid $pid does not exit"
+    fi
+  else
+    log "incus: not running; starting it"
+  fi
+  rm -f "$INCUS_PID"
+  start_incusd
+  incus_ready || die "incus restarted but is not complete; see $0 status"
+  log "incus: restarted in $(( ($(date +%s%N) - started) / 1000000 )) ms"
 }
 
 cmd_status() {
@@ -386,9 +432,10 @@ cmd_lxd_down() {
 case ${1:-} in
   up) shift; cmd_up "$@" ;;
   down) cmd_down ;;
+  restart) cmd_restart ;;
   status) cmd_status ;;
   lxd-up) cmd_lxd_up ;;
   lxd-down) cmd_lxd_down ;;
   lxd-status) lxd_ready && echo "lxd: ready" || { echo "lxd: not ready (run: sudo $0 lxd-up)"; exit 1; } ;;
-  *) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

@@ -311,17 +311,13 @@ impl Drop for Guard {
     }
 }
 
-/// The install phases, in the order a runner goes through them.
-pub const PHASES: [&str; 10] = [
+/// The install phases, in the order a runner goes through them (`manager::install_runner`).
+pub const PHASES: [&str; 6] = [
     "create+start",
-    "wait ready (exec probe)",
-    "push tarball",
-    "extract",
-    "push files",
-    "config.sh",
-    "run.sh start",
-    "wait run.sh alive",
-    "other execs",
+    "inspect (ready, user, docker)",
+    "push bundle",
+    "unpack (root)",
+    "config.sh + start + wait alive",
     "other",
 ];
 
@@ -375,18 +371,14 @@ impl Timeline {
 /// Which install phase an exec belongs to (by its script; see `manager::install`).
 fn exec_phase(request: &ExecRequest) -> &'static str {
     let script = request.argv.join(" ");
-    if script == "sh -c true" {
-        "wait ready (exec probe)"
-    } else if script.contains("tar -xzf") {
-        "extract"
-    } else if script.contains("setsid") || script.contains("nohup") {
-        "run.sh start"
-    } else if script.contains("echo alive") {
-        "wait run.sh alive"
-    } else if script.contains("config.sh") {
-        "config.sh"
+    if script.contains(manager::install::INSPECT_MARK) {
+        "inspect (ready, user, docker)"
+    } else if script.contains(manager::install::BUNDLE_PATH) {
+        "unpack (root)"
+    } else if script.contains("start.sh") {
+        "config.sh + start + wait alive"
     } else {
-        "other execs"
+        "other"
     }
 }
 
@@ -438,10 +430,10 @@ impl InstanceProvider for TimingProvider {
     async fn push_file(&self, name: &str, file: &FilePush) -> Result<(), ProviderError> {
         let start = Instant::now();
         let result = self.inner.push_file(name, file).await;
-        let phase = if file.path.ends_with(".tar.gz") {
-            "push tarball"
+        let phase = if file.path == manager::install::BUNDLE_PATH {
+            "push bundle"
         } else {
-            "push files"
+            "other"
         };
         self.timeline.record(name, phase, start);
         if let Err(e) = &result {
@@ -525,22 +517,22 @@ mod tests {
         let d = |ms| Duration::from_millis(ms);
         assert_eq!(median(&[d(3), d(1), d(2)]), d(2));
         assert_eq!(median(&[]), Duration::ZERO);
+        let shell = |script: String| ExecRequest::shell(script, d(1));
         assert_eq!(
-            exec_phase(&ExecRequest::shell("true", d(1))),
-            "wait ready (exec probe)"
+            exec_phase(&shell(manager::install::inspect_script())),
+            "inspect (ready, user, docker)"
         );
         assert_eq!(
-            exec_phase(&ExecRequest::shell("tar -xzf x; test -f config.sh", d(1))),
-            "extract"
+            exec_phase(&shell(format!("tar -xf {}", manager::install::BUNDLE_PATH))),
+            "unpack (root)"
         );
         assert_eq!(
-            exec_phase(&ExecRequest::shell("./config.sh --url", d(1))),
-            "config.sh"
+            exec_phase(&shell(
+                "./config.sh --url x; setsid sh /opt/runner-manager/start.sh".into()
+            )),
+            "config.sh + start + wait alive"
         );
-        assert_eq!(
-            exec_phase(&ExecRequest::shell("cat /etc/passwd", d(1))),
-            "other execs"
-        );
+        assert_eq!(exec_phase(&shell("cat /etc/passwd".into())), "other");
     }
 
     #[test]
@@ -555,8 +547,8 @@ mod tests {
         };
         let calls = [
             call("create+start", 100, 600),
-            call("wait ready (exec probe)", 600, 650),
-            call("extract", 850, 900),
+            call("inspect (ready, user, docker)", 600, 650),
+            call("unpack (root)", 850, 900),
         ];
         let online = BTreeMap::from([("r".to_owned(), Duration::from_millis(1400))]);
         let p = profile(&calls, &online, t0);
@@ -564,8 +556,8 @@ mod tests {
         let get = |k| (p.mean[k] * 1000.0).round() as i64;
         assert_eq!(get("before first call (observe, token, slot)"), 100);
         assert_eq!(get("create+start"), 500);
-        assert_eq!(get("wait ready (exec probe)"), 250);
-        assert_eq!(get("extract"), 50);
+        assert_eq!(get("inspect (ready, user, docker)"), 250);
+        assert_eq!(get("unpack (root)"), 50);
         assert_eq!(get("run.sh alive → online in sim"), 500);
     }
 }

@@ -27,7 +27,6 @@ const TOKEN_FILE: &str = "/opt/actions-runner/.registration-token";
 const JIT_FILE: &str = "/opt/actions-runner/.jitconfig";
 const POLICY_TOKEN_NAME: &str = "policy-token";
 const POLICY_TOKEN_FILE: &str = "/var/lib/runner-manager/policy-token";
-const TARBALL_TMP: &str = "/tmp/actions-runner.tar.gz";
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// A failed install step; the message never contains a secret.
@@ -65,10 +64,6 @@ pub struct RunnerUser {
 impl RunnerUser {
     pub fn is_root(&self) -> bool {
         self.uid == 0
-    }
-
-    fn ids(&self) -> Option<(u32, u32)> {
-        (!self.is_root()).then_some((self.uid, self.gid))
     }
 }
 
@@ -128,16 +123,13 @@ pub enum RegistrationSecret {
     Jit(Secret),
 }
 
-/// The runner's `.env`.
-pub fn runner_env(settings: &InstallSettings, user: &RunnerUser) -> String {
+/// The runner's `.env` (`RUNNER_ALLOW_RUNASROOT=1` is appended where the runner runs as root).
+pub fn runner_env(settings: &InstallSettings) -> String {
     let mut out = format!(
         "PATH={DEFAULT_PATH}\nLANG=C.UTF-8\n\
          ACTIONS_RUNNER_HOOK_JOB_STARTED={SCRIPT_DIR}/pre-job.sh\n\
          ACTIONS_RUNNER_HOOK_JOB_COMPLETED={SCRIPT_DIR}/post-job.sh\n"
     );
-    if user.is_root() {
-        out.push_str("RUNNER_ALLOW_RUNASROOT=1\n");
-    }
     for (k, v) in settings.proxies.env_pairs() {
         out.push_str(&format!("{k}={v}\n"));
     }
@@ -364,69 +356,418 @@ fn alive_check() -> String {
 /// The probe's exit code for a runner that finished normally.
 pub const PROBE_FINISHED: i32 = 3;
 
-/// Polls exec until the instance answers, with a deadline and no fixed sleep.
-pub async fn wait_ready(
+/// Separates `/etc/passwd` from the rest of [`inspect_script`]'s output.
+pub const INSPECT_MARK: &str = "--runner-manager-inspect--";
+
+/// The first exec into a new instance: its users, and whether docker is installed.
+pub fn inspect_script() -> String {
+    format!(
+        "cat /etc/passwd && echo {INSPECT_MARK} && \
+         {{ command -v docker >/dev/null 2>&1 && echo docker || true; }}"
+    )
+}
+
+/// What [`inspect_script`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inspection {
+    pub user: RunnerUser,
+    pub has_docker: bool,
+}
+
+/// Parses [`inspect_script`]'s output; `None` when the marker is missing (a truncated answer).
+pub fn parse_inspection(stdout: &str) -> Option<Inspection> {
+    let (passwd, rest) = stdout.split_once(INSPECT_MARK)?;
+    Some(Inspection {
+        user: pick_user(passwd),
+        has_docker: rest.lines().any(|l| l.trim() == "docker"),
+    })
+}
+
+/// Growing pauses from 100 ms up to 2 s between attempts, within `timeout` of `started`.
+struct Backoff {
+    started: Instant,
+    timeout: Duration,
+    delay: Duration,
+}
+
+impl Backoff {
+    fn new(timeout: Duration) -> Self {
+        Self {
+            started: Instant::now(),
+            timeout,
+            delay: Duration::from_millis(100),
+        }
+    }
+
+    /// Sleeps before the next attempt, or returns false when that would pass the deadline.
+    async fn pause(&mut self) -> bool {
+        if self.started.elapsed() + self.delay > self.timeout {
+            return false;
+        }
+        tokio::time::sleep(self.delay).await;
+        self.delay = (self.delay * 2).min(Duration::from_secs(2));
+        true
+    }
+}
+
+/// Runs [`inspect_script`] until the instance answers it (a VM's agent, or a container's init,
+/// may need a moment after start).
+async fn inspect(
     provider: &dyn InstanceProvider,
     name: &str,
     timeout: Duration,
-) -> Result<(), InstallError> {
-    let started = Instant::now();
-    let mut delay = Duration::from_millis(100);
+) -> Result<Inspection, InstallError> {
+    let mut backoff = Backoff::new(timeout);
+    let probe = ExecRequest::shell(inspect_script(), Duration::from_secs(10));
     loop {
-        let probe = ExecRequest::shell("true", Duration::from_secs(10));
         if let Ok(out) = provider.exec(name, &probe).await {
             if out.exit_code == 0 {
-                return Ok(());
+                if let Some(found) = parse_inspection(&out.stdout) {
+                    return Ok(found);
+                }
             }
         }
-        if started.elapsed() + delay > timeout {
+        if !backoff.pause().await {
             return Err(InstallError::NotReady {
                 name: name.to_owned(),
-                waited: started.elapsed(),
+                waited: backoff.started.elapsed(),
             });
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(2));
     }
 }
 
-struct Step<'a> {
-    provider: &'a dyn InstanceProvider,
-    name: &'a str,
+/// Pushes the bundle, retrying while the instance cannot take files yet (a VM before its agent).
+async fn push_bundle(
+    provider: &dyn InstanceProvider,
+    name: &str,
+    bundle: Vec<u8>,
+    timeout: Duration,
+) -> Result<(), InstallError> {
+    let file = FilePush {
+        path: BUNDLE_PATH.to_owned(),
+        content: bundle,
+        mode: 0o600,
+        uid: 0,
+        gid: 0,
+    };
+    let mut backoff = Backoff::new(timeout);
+    loop {
+        match provider.push_file(name, &file).await {
+            Ok(()) => return Ok(()),
+            Err(source @ ProviderError::NotFound(_)) => {
+                return Err(InstallError::Provider {
+                    name: name.to_owned(),
+                    step: "pushing the install bundle",
+                    source,
+                })
+            }
+            Err(source) => {
+                if !backoff.pause().await {
+                    return Err(InstallError::Provider {
+                        name: name.to_owned(),
+                        step: "pushing the install bundle",
+                        source,
+                    });
+                }
+            }
+        }
+    }
 }
 
-impl Step<'_> {
-    async fn run(&self, step: &'static str, request: ExecRequest) -> Result<String, InstallError> {
-        let out = self
-            .provider
-            .exec(self.name, &request)
-            .await
-            .map_err(|source| InstallError::Provider {
-                name: self.name.to_owned(),
-                step,
-                source,
-            })?;
-        if out.exit_code != 0 {
-            return Err(InstallError::Command {
-                name: self.name.to_owned(),
-                step,
-                exit_code: out.exit_code,
-                stderr: tail(&out.stderr, 400),
-            });
+/// The install bundle's path inside the instance while it is pushed (0600, root).
+pub const BUNDLE_PATH: &str = "/tmp/runner-manager-install.tar";
+/// Where [`setup_script`] unpacks the bundle before moving its files into place.
+const STAGE_DIR: &str = "/tmp/runner-manager-install";
+/// The runner tarball inside the stage.
+const STAGED_TARBALL: &str = "actions-runner.tar.gz";
+/// The other files inside the stage, at their final path below this directory.
+pub const STAGED_FILES: &str = "files";
+/// A bundle path starting with this is relative to the runner user's home.
+const HOME: &str = "~/";
+/// The script that registers (token mode) and starts the runner, run as the runner's user.
+pub const REGISTER_SCRIPT: &str = "/opt/runner-manager/register-and-start.sh";
+const DOCKER_DROPIN: &str = "/etc/systemd/system/docker.service.d/http-proxy.conf";
+const DOCKER_CLIENT_CONFIG: &str = "~/.docker/config.json";
+
+/// One file of the install bundle, at its final path (absolute, or `~/` for the user's home).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleFile {
+    pub path: String,
+    pub content: Vec<u8>,
+    pub mode: u32,
+    /// Owned by the runner's user (else root).
+    pub runner_owned: bool,
+}
+
+impl BundleFile {
+    fn new(
+        path: impl Into<String>,
+        content: impl Into<Vec<u8>>,
+        mode: u32,
+        runner_owned: bool,
+    ) -> Self {
+        Self {
+            path: path.into(),
+            content: content.into(),
+            mode,
+            runner_owned,
         }
-        Ok(out.stdout)
     }
 
-    async fn push(&self, step: &'static str, file: FilePush) -> Result<(), InstallError> {
-        self.provider
-            .push_file(self.name, &file)
-            .await
-            .map_err(|source| InstallError::Provider {
-                name: self.name.to_owned(),
-                step,
-                source,
-            })
+    fn is_docker(&self) -> bool {
+        self.path == DOCKER_DROPIN || self.path == DOCKER_CLIENT_CONFIG
     }
+
+    /// Where it goes for `user`.
+    fn destination(&self, user: &RunnerUser) -> String {
+        match self.path.strip_prefix(HOME) {
+            Some(rest) => format!("{}/{rest}", user.home.trim_end_matches('/')),
+            None => self.path.clone(),
+        }
+    }
+
+    /// Its path inside the stage.
+    fn staged(&self) -> String {
+        let path = self.path.replacen(HOME, "home/", 1);
+        format!("{STAGED_FILES}/{}", path.trim_start_matches('/'))
+    }
+}
+
+/// Every file a runner needs besides the runner tarball: the runner's `.env`,
+/// `/etc/environment`, the manager's scripts, docker's proxy settings (when proxies are set;
+/// installed only where docker is), the one-time policy token and the registration secret (0600,
+/// the runner's user). Independent of the instance, so the bundle is pushed while the instance is
+/// inspected.
+pub fn install_files(
+    settings: &InstallSettings,
+    name: &RunnerName,
+    registration: &RegistrationSecret,
+    policy_token: Option<&Secret>,
+) -> Vec<BundleFile> {
+    let mut files = vec![
+        BundleFile::new(
+            format!("{RUNNER_DIR}/.env"),
+            runner_env(settings),
+            0o644,
+            true,
+        ),
+        BundleFile::new(
+            "/etc/environment",
+            etc_environment(&settings.proxies),
+            0o644,
+            false,
+        ),
+        BundleFile::new(
+            format!("{SCRIPT_DIR}/start.sh"),
+            start_script(),
+            0o755,
+            false,
+        ),
+        BundleFile::new(
+            format!("{SCRIPT_DIR}/pre-job.sh"),
+            pre_job_script(settings.policy_url.as_deref()),
+            0o755,
+            false,
+        ),
+        BundleFile::new(
+            format!("{SCRIPT_DIR}/post-job.sh"),
+            post_job_script(),
+            0o755,
+            false,
+        ),
+        BundleFile::new(
+            REGISTER_SCRIPT,
+            register_script(settings, name, registration, settings.ready_timeout),
+            0o755,
+            false,
+        ),
+    ];
+    if !settings.proxies.is_empty() {
+        files.push(BundleFile::new(
+            DOCKER_DROPIN,
+            docker_service_dropin(&settings.proxies),
+            0o644,
+            false,
+        ));
+        files.push(BundleFile::new(
+            DOCKER_CLIENT_CONFIG,
+            docker_client_config(&settings.proxies),
+            0o644,
+            true,
+        ));
+    }
+    if let Some(token) = policy_token {
+        files.push(BundleFile::new(
+            POLICY_TOKEN_FILE,
+            token.expose(),
+            0o600,
+            true,
+        ));
+    }
+    files.push(match registration {
+        RegistrationSecret::Token(token) => {
+            BundleFile::new(TOKEN_FILE, token.expose(), 0o600, true)
+        }
+        RegistrationSecret::Jit(config) => BundleFile::new(JIT_FILE, config.expose(), 0o600, true),
+    });
+    files
+}
+
+/// The bundle pushed in one call: an uncompressed tar of the runner tarball and
+/// [`install_files`] under their stage paths, with their modes (owned by root until moved).
+pub fn build_bundle(tarball: &[u8], files: &[BundleFile]) -> std::io::Result<Vec<u8>> {
+    let mut out = tar::Builder::new(Vec::with_capacity(tarball.len() + 64 * 1024));
+    let mut append = |path: &str, content: &[u8], mode: u32| {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(content.len() as u64);
+        header.set_mode(mode);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        header.set_entry_type(tar::EntryType::Regular);
+        out.append_data(&mut header, path, content)
+    };
+    append(STAGED_TARBALL, tarball, 0o600)?;
+    for f in files {
+        append(&f.staged(), &f.content, f.mode)?;
+    }
+    out.into_inner()
+}
+
+/// Printed by [`setup_script`] once the runner is unpacked.
+const UNPACKED: &str = "unpacked";
+/// Printed by [`register_script`] when `config.sh` fails, before its exit code.
+const CONFIG_FAILED: &str = "config-failed";
+
+/// The one exec, as root, after the bundle is pushed: unpacks it, extracts the runner, moves
+/// each file into place (over the runner's own, so ours win) and hands the runner's files to its
+/// user, restarts docker when its proxy settings were written, then runs [`REGISTER_SCRIPT`] as
+/// the runner's user (`runuser`, util-linux `setpriv`, or `su`, whichever the image has). The bundle and the
+/// stage (they hold secrets) are removed whatever happens.
+pub fn setup_script(files: &[BundleFile], found: &Inspection) -> String {
+    let user = &found.user;
+    let mut dirs: Vec<String> = vec![RUNNER_DIR.into(), SCRIPT_DIR.into(), META_DIR.into()];
+    let mut chown = vec![RUNNER_DIR.to_owned(), META_DIR.to_owned()];
+    let mut moves = String::new();
+    let wanted = files.iter().filter(|f| found.has_docker || !f.is_docker());
+    for f in wanted.clone() {
+        let dest = f.destination(user);
+        if let Some((dir, _)) = dest.rsplit_once('/') {
+            if !dir.is_empty() && !dirs.iter().any(|d| d == dir) {
+                dirs.push(dir.to_owned());
+            }
+        }
+        moves.push_str(&format!(
+            "mv -f {STAGE_DIR}/{} {}\n",
+            shell_quote(&f.staged()),
+            shell_quote(&dest)
+        ));
+        if f.runner_owned && !chown.iter().any(|d| dest.starts_with(&format!("{d}/"))) {
+            // A file in the home directory: hand over the directory created for it too.
+            let owned = match (f.path.starts_with(HOME), dest.rsplit_once('/')) {
+                (true, Some((dir, _))) if dir != user.home.trim_end_matches('/') => dir.to_owned(),
+                _ => dest,
+            };
+            chown.push(owned);
+        }
+    }
+    let quoted = |paths: &[String]| {
+        paths
+            .iter()
+            .map(|p| shell_quote(p))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut out = format!(
+        "set -e\n\
+         trap 'rm -rf {BUNDLE_PATH} {STAGE_DIR}' EXIT\n\
+         rm -rf {STAGE_DIR}\n\
+         mkdir -m 0700 {STAGE_DIR}\n\
+         tar -xf {BUNDLE_PATH} -C {STAGE_DIR}\n\
+         rm -f {BUNDLE_PATH}\n\
+         mkdir -p {dirs}\n\
+         tar -xzf {STAGE_DIR}/{STAGED_TARBALL} -C {RUNNER_DIR}\n\
+         test -f {RUNNER_DIR}/config.sh\n\
+         test -f {RUNNER_DIR}/run.sh\n\
+         {moves}",
+        dirs = quoted(&dirs),
+    );
+    if user.is_root() {
+        out.push_str(&format!(
+            "echo RUNNER_ALLOW_RUNASROOT=1 >>{RUNNER_DIR}/.env\n"
+        ));
+    }
+    out.push_str(&format!(
+        "date +%s >{INSTALLED_FILE}\n\
+         chown -R {uid}:{gid} {chown}\n",
+        uid = user.uid,
+        gid = user.gid,
+        chown = quoted(&chown),
+    ));
+    if found.has_docker && !wanted.clone().all(|f| !f.is_docker()) {
+        out.push_str(
+            "if command -v systemctl >/dev/null; then systemctl daemon-reload && systemctl restart docker; fi\n",
+        );
+    }
+    out.push_str(&format!("rm -rf {STAGE_DIR}\necho {UNPACKED}\nset +e\n"));
+    let home = shell_quote(&user.home);
+    let register = format!("sh {REGISTER_SCRIPT}");
+    if user.is_root() {
+        out.push_str(&format!(
+            "HOME={home} RUNNER_ALLOW_RUNASROOT=1 {register}\n"
+        ));
+    } else {
+        out.push_str(&format!(
+            "if command -v runuser >/dev/null 2>&1; then\n\
+             \x20   runuser -u {name} -- env HOME={home} {register}\n\
+             elif setpriv --help 2>&1 | grep -q -- --reuid; then\n\
+             \x20   setpriv --reuid={uid} --regid={gid} --init-groups env HOME={home} {register}\n\
+             else\n\
+             \x20   su -s /bin/sh {name} -c {quoted_register}\n\
+             fi\n",
+            uid = user.uid,
+            gid = user.gid,
+            name = shell_quote(&user.name),
+            quoted_register = shell_quote(&register),
+        ));
+    }
+    out
+}
+
+/// [`REGISTER_SCRIPT`]: registers (token mode), starts `start.sh` detached and waits in the
+/// instance, in 50 ms steps up to `wait`, until `run.sh` is alive. The last line printed is
+/// `alive`, `exited CODE` (then the log's tail), or `waiting`.
+pub fn register_script(
+    settings: &InstallSettings,
+    name: &RunnerName,
+    registration: &RegistrationSecret,
+    wait: Duration,
+) -> String {
+    let configure = match registration {
+        RegistrationSecret::Token(_) => format!(
+            "( {} ) </dev/null >&2 || {{ rc=$?; echo {CONFIG_FAILED} $rc; exit $rc; }}\n",
+            configure_script(settings, name)
+        ),
+        RegistrationSecret::Jit(_) => String::new(),
+    };
+    let steps = (wait.as_millis() / 50).max(1);
+    format!(
+        "#!/bin/sh\n\
+         # Written by runner-manager: registers and starts the runner, as its user.\n\
+         cd {RUNNER_DIR} || exit 1\n\
+         {configure}\
+         if command -v setsid >/dev/null; then setsid sh {SCRIPT_DIR}/start.sh </dev/null >/dev/null 2>&1 &\n\
+         else nohup sh {SCRIPT_DIR}/start.sh </dev/null >/dev/null 2>&1 & fi\n\
+         i=0\n\
+         while :; do\n\
+         \x20   if [ -s {EXIT_FILE} ]; then echo exited $(cat {EXIT_FILE}); tail -c 400 {META_DIR}/runner.log; exit 0; fi\n\
+         \x20   if {alive}; then echo alive; exit 0; fi\n\
+         \x20   i=$((i + 1))\n\
+         \x20   if [ $i -ge {steps} ]; then echo waiting; exit 0; fi\n\
+         \x20   sleep 0.05 2>/dev/null || sleep 1\n\
+         done\n",
+        alive = alive_check(),
+    )
 }
 
 fn tail(s: &str, max: usize) -> String {
@@ -437,17 +778,9 @@ fn tail(s: &str, max: usize) -> String {
     }
 }
 
-fn file(path: &str, content: impl Into<Vec<u8>>, mode: u32, owner: (u32, u32)) -> FilePush {
-    FilePush {
-        path: path.to_owned(),
-        content: content.into(),
-        mode,
-        uid: owner.0,
-        gid: owner.1,
-    }
-}
-
-/// Installs, registers and starts a runner in a started instance.
+/// Installs, registers and starts a runner in a started instance. Two round trips: the bundle
+/// is pushed while the instance is inspected (both retried until the instance answers), then
+/// one exec unpacks, registers and starts it.
 pub async fn install_runner(
     provider: &dyn InstanceProvider,
     name: &RunnerName,
@@ -456,214 +789,58 @@ pub async fn install_runner(
     registration: &RegistrationSecret,
     policy_token: Option<&Secret>,
 ) -> Result<(), InstallError> {
-    let step = Step {
-        provider,
-        name: name.as_str(),
-    };
-    let short = Duration::from_secs(30);
-    wait_ready(provider, name.as_str(), settings.ready_timeout).await?;
-
-    let passwd = step
-        .run(
-            "reading /etc/passwd",
-            ExecRequest::shell("cat /etc/passwd", short),
-        )
-        .await?;
-    let user = pick_user(&passwd);
-    let ids = (user.uid, user.gid);
-    let root = (0, 0);
-
-    step.push(
-        "pushing the runner tarball",
-        file(TARBALL_TMP, tarball, 0o600, root),
-    )
-    .await?;
-    step.run(
-        "extracting the runner",
-        ExecRequest::shell(
-            format!(
-                "set -e; mkdir -p {RUNNER_DIR} {SCRIPT_DIR} {META_DIR}; \
-                 tar -xzf {TARBALL_TMP} -C {RUNNER_DIR}; rm -f {TARBALL_TMP}; \
-                 test -f {RUNNER_DIR}/config.sh; test -f {RUNNER_DIR}/run.sh; \
-                 chown -R {uid}:{gid} {RUNNER_DIR} {META_DIR}",
-                uid = user.uid,
-                gid = user.gid
-            ),
-            Duration::from_secs(120),
-        ),
-    )
-    .await?;
-
-    let env_path = format!("{RUNNER_DIR}/.env");
-    let policy_url = settings.policy_url.as_deref();
-    let files = [
-        file(&env_path, runner_env(settings, &user), 0o644, ids),
-        file(
-            "/etc/environment",
-            etc_environment(&settings.proxies),
-            0o644,
-            root,
-        ),
-        file(
-            &format!("{SCRIPT_DIR}/start.sh"),
-            start_script(),
-            0o755,
-            root,
-        ),
-        file(
-            &format!("{SCRIPT_DIR}/pre-job.sh"),
-            pre_job_script(policy_url),
-            0o755,
-            root,
-        ),
-        file(
-            &format!("{SCRIPT_DIR}/post-job.sh"),
-            post_job_script(),
-            0o755,
-            root,
-        ),
-    ];
-    for f in files {
-        step.push("writing runner files", f).await?;
-    }
-
-    let has_docker = step
-        .run(
-            "looking for docker",
-            ExecRequest::shell("command -v docker >/dev/null && echo yes || true", short),
-        )
-        .await?
-        .trim()
-        == "yes";
-    if has_docker && !settings.proxies.is_empty() {
-        step.push(
-            "writing the docker proxy drop-in",
-            file(
-                "/etc/systemd/system/docker.service.d/http-proxy.conf",
-                docker_service_dropin(&settings.proxies),
-                0o644,
-                root,
-            ),
-        )
-        .await?;
-        step.push(
-            "writing the docker client config",
-            file(
-                &format!("{}/.docker/config.json", user.home),
-                docker_client_config(&settings.proxies),
-                0o644,
-                ids,
-            ),
-        )
-        .await?;
-        step.run(
-            "restarting docker",
-            ExecRequest::shell(
-                "if command -v systemctl >/dev/null; then systemctl daemon-reload && systemctl restart docker; fi",
-                Duration::from_secs(120),
-            ),
-        )
-        .await?;
-    }
-
-    if let Some(token) = policy_token {
-        step.push(
-            "writing the policy token",
-            file(POLICY_TOKEN_FILE, token.expose(), 0o600, ids),
-        )
-        .await?;
-    }
-
-    let mut runner_env_vars = Vec::new();
-    if user.is_root() {
-        runner_env_vars.push(("RUNNER_ALLOW_RUNASROOT".to_owned(), "1".to_owned()));
-    }
-    match registration {
-        RegistrationSecret::Token(token) => {
-            step.push(
-                "writing the registration token",
-                file(TOKEN_FILE, token.expose(), 0o600, ids),
-            )
-            .await?;
-            let mut request =
-                ExecRequest::shell(configure_script(settings, name), Duration::from_secs(120))
-                    .as_user(user.ids())
-                    .in_dir(RUNNER_DIR);
-            request.env = runner_env_vars.clone();
-            request.env.push(("HOME".into(), user.home.clone()));
-            step.run("registering the runner (config.sh)", request)
-                .await?;
-        }
-        RegistrationSecret::Jit(config) => {
-            step.push(
-                "writing the jit config",
-                file(JIT_FILE, config.expose(), 0o600, ids),
-            )
-            .await?;
-        }
-    }
-
-    let mut start = ExecRequest::shell(
-        format!(
-            "date +%s >{INSTALLED_FILE}; \
-             if command -v setsid >/dev/null; then setsid sh {SCRIPT_DIR}/start.sh </dev/null >/dev/null 2>&1 & \
-             else nohup sh {SCRIPT_DIR}/start.sh </dev/null >/dev/null 2>&1 & fi"
-        ),
-        short,
-    )
-    .as_user(user.ids())
-    .in_dir(RUNNER_DIR);
-    start.env = runner_env_vars;
-    start.env.push(("HOME".into(), user.home.clone()));
-    step.run("starting the runner", start).await?;
-
-    wait_started(provider, name.as_str(), settings.ready_timeout).await
-}
-
-/// Waits until `run.sh` is alive, or reports why it exited.
-async fn wait_started(
-    provider: &dyn InstanceProvider,
-    name: &str,
-    timeout: Duration,
-) -> Result<(), InstallError> {
-    let deadline = Instant::now() + timeout;
-    let mut delay = Duration::from_millis(50);
-    let check = format!(
-        "if [ -s {EXIT_FILE} ]; then echo exited $(cat {EXIT_FILE}); tail -c 400 {META_DIR}/runner.log; \
-         elif {alive}; then echo alive; else echo waiting; fi",
-        alive = alive_check()
+    let files = install_files(settings, name, registration, policy_token);
+    let bundle = build_bundle(tarball, &files).map_err(|e| InstallError::Provider {
+        name: name.to_string(),
+        step: "building the install bundle",
+        source: ProviderError::failed("tar", e),
+    })?;
+    let (found, pushed) = tokio::join!(
+        inspect(provider, name.as_str(), settings.ready_timeout),
+        push_bundle(provider, name.as_str(), bundle, settings.ready_timeout),
     );
-    loop {
-        let out = provider
-            .exec(
-                name,
-                &ExecRequest::shell(check.clone(), Duration::from_secs(10)),
-            )
-            .await
-            .map_err(|source| InstallError::Provider {
-                name: name.to_owned(),
-                step: "checking the runner started",
-                source,
-            })?;
-        let stdout = out.stdout.trim();
-        if stdout == "alive" {
-            return Ok(());
-        }
-        if stdout.starts_with("exited") {
-            return Err(InstallError::NotStarted {
-                name: name.to_owned(),
-                detail: tail(stdout, 400),
-            });
-        }
-        if Instant::now() + delay > deadline {
-            return Err(InstallError::NotStarted {
-                name: name.to_owned(),
-                detail: format!("no live run.sh after {timeout:?}"),
-            });
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(1));
+    let found = found?;
+    pushed?;
+
+    let setup = ExecRequest::shell(
+        setup_script(&files, &found),
+        Duration::from_secs(300) + settings.ready_timeout,
+    );
+    let out = provider
+        .exec(name.as_str(), &setup)
+        .await
+        .map_err(|source| InstallError::Provider {
+            name: name.to_string(),
+            step: "installing the runner",
+            source,
+        })?;
+    let stdout = out.stdout.trim();
+    if out.exit_code != 0 {
+        let step = if stdout.lines().any(|l| l.starts_with(CONFIG_FAILED)) {
+            "registering the runner (config.sh)"
+        } else if stdout.lines().any(|l| l == UNPACKED) {
+            "starting the runner"
+        } else {
+            "unpacking the runner"
+        };
+        return Err(InstallError::Command {
+            name: name.to_string(),
+            step,
+            exit_code: out.exit_code,
+            stderr: tail(&out.stderr, 400),
+        });
     }
+    if stdout.lines().last() == Some("alive") {
+        return Ok(());
+    }
+    let detail = match stdout.find("exited") {
+        Some(at) => tail(&stdout[at..], 400),
+        None => format!("no live run.sh after {:?}", settings.ready_timeout),
+    };
+    Err(InstallError::NotStarted {
+        name: name.to_string(),
+        detail,
+    })
 }
 
 #[cfg(test)]
@@ -712,10 +889,9 @@ mod tests {
     #[test]
     fn env_files() {
         let s = settings(proxies().with_no_proxy(&["10.0.0.1"]), false);
-        insta::assert_snapshot!("runner_env_ubuntu", runner_env(&s, &ubuntu()));
-        let root = pick_user("");
-        let env = runner_env(&settings(ProxySettings::default(), false), &root);
-        assert!(env.contains("RUNNER_ALLOW_RUNASROOT=1\n"));
+        insta::assert_snapshot!("runner_env_ubuntu", runner_env(&s));
+        let env = runner_env(&settings(ProxySettings::default(), false));
+        assert!(!env.contains("RUNNER_ALLOW_RUNASROOT"));
         assert!(!env.contains("proxy"));
         insta::assert_snapshot!("etc_environment", etc_environment(&s.proxies));
         insta::assert_snapshot!("docker_dropin", docker_service_dropin(&s.proxies));
@@ -768,11 +944,25 @@ mod tests {
     /// The generated scripts parse under `sh -n` (dash/busybox on the host).
     #[test]
     fn scripts_are_valid_sh() {
+        let s = settings(proxies(), true);
+        let name = runner_name();
+        let token = RegistrationSecret::Token(Secret::new("tok"));
+        let jit = RegistrationSecret::Jit(Secret::new("jit"));
+        let files = install_files(&s, &name, &token, None);
+        let docker = |user| Inspection {
+            user,
+            has_docker: true,
+        };
         for script in [
             start_script(),
             pre_job_script(None),
             pre_job_script(Some("http://h:8080")),
             post_job_script(),
+            inspect_script(),
+            setup_script(&files, &docker(ubuntu())),
+            setup_script(&files, &docker(pick_user(""))),
+            register_script(&s, &name, &token, Duration::from_secs(30)),
+            register_script(&s, &name, &jit, Duration::from_secs(30)),
         ] {
             let out = std::process::Command::new("sh")
                 .args(["-n", "-c", &script])
@@ -784,6 +974,233 @@ mod tests {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
+    }
+
+    #[test]
+    fn inspection() {
+        let out = format!("root:x:0:0::/root:/bin/sh\nubuntu:x:1000:1000::/home/ubuntu:/bin/sh\n{INSPECT_MARK}\ndocker\n");
+        let found = parse_inspection(&out).expect("marker");
+        assert_eq!(found.user, ubuntu());
+        assert!(found.has_docker);
+        let found = parse_inspection(&format!("root:x:0:0::/root:/bin/sh\n{INSPECT_MARK}\n"))
+            .expect("marker");
+        assert!(found.user.is_root() && !found.has_docker);
+        assert_eq!(
+            parse_inspection("root:x:0:0::/root:/bin/sh\n"),
+            None,
+            "truncated"
+        );
+    }
+
+    fn bundle_entries(bundle: &[u8]) -> Vec<(String, u32, u64, u64, Vec<u8>)> {
+        let mut archive = tar::Archive::new(bundle);
+        archive
+            .entries()
+            .expect("tar")
+            .map(|e| {
+                let mut e = e.expect("entry");
+                let h = e.header().clone();
+                let mut content = Vec::new();
+                std::io::Read::read_to_end(&mut e, &mut content).expect("read");
+                (
+                    e.path().expect("path").display().to_string(),
+                    h.mode().expect("mode"),
+                    h.uid().expect("uid"),
+                    h.gid().expect("gid"),
+                    content,
+                )
+            })
+            .collect()
+    }
+
+    fn runner_name() -> RunnerName {
+        crate::model::Owner::new("app", 0)
+            .expect("valid")
+            .new_runner_name()
+    }
+
+    /// The bundle carries the tarball and every file with its mode; the secrets are only in 0600
+    /// files handed to the runner's user, never in a script that becomes a command line.
+    #[test]
+    fn bundle_contents_and_secrets() {
+        let s = settings(proxies(), true);
+        let name = runner_name();
+        let found = Inspection {
+            user: ubuntu(),
+            has_docker: true,
+        };
+        let token = RegistrationSecret::Token(Secret::new("REGTOKEN-123"));
+        let policy = Secret::new("POLICYTOKEN-456");
+        let files = install_files(&s, &name, &token, Some(&policy));
+        let bundle = build_bundle(b"TARBALL", &files).expect("bundle");
+        let entries = bundle_entries(&bundle);
+        assert_eq!(entries[0].0, STAGED_TARBALL);
+        assert_eq!((entries[0].1, &entries[0].4[..]), (0o600, &b"TARBALL"[..]));
+        assert_eq!(entries.len(), files.len() + 1);
+        let by_path = |p: &str| {
+            let f = files
+                .iter()
+                .find(|f| f.path == p)
+                .unwrap_or_else(|| panic!("{p}"));
+            entries
+                .iter()
+                .find(|e| e.0 == f.staged())
+                .unwrap_or_else(|| panic!("{p} in the bundle"))
+        };
+        assert_eq!(by_path(TOKEN_FILE).1, 0o600);
+        assert_eq!(by_path(TOKEN_FILE).4, b"REGTOKEN-123");
+        assert_eq!(by_path(POLICY_TOKEN_FILE).1, 0o600);
+        assert_eq!(by_path(POLICY_TOKEN_FILE).4, b"POLICYTOKEN-456");
+        assert_eq!(by_path(&format!("{SCRIPT_DIR}/start.sh")).1, 0o755);
+        assert_eq!(by_path(REGISTER_SCRIPT).1, 0o755);
+        assert_eq!(by_path(DOCKER_DROPIN).1, 0o644);
+        assert_eq!(
+            by_path(DOCKER_CLIENT_CONFIG).0,
+            "files/home/.docker/config.json"
+        );
+        assert!(
+            entries.iter().all(|e| (e.2, e.3) == (0, 0)),
+            "root until moved"
+        );
+        for (path, mode, ..) in entries.iter().filter(|e| {
+            let text = String::from_utf8_lossy(&e.4);
+            text.contains("REGTOKEN") || text.contains("POLICYTOKEN")
+        }) {
+            assert_eq!(*mode, 0o600, "{path} holds a secret");
+        }
+        let setup = setup_script(&files, &found);
+        let register = register_script(&s, &name, &token, Duration::from_secs(5));
+        for script in [&setup, &register] {
+            assert!(!script.contains("REGTOKEN") && !script.contains("POLICYTOKEN"));
+        }
+        assert!(setup.contains("/home/ubuntu/.docker/config.json"));
+        assert!(setup.contains(
+            "chown -R 1000:1000 /opt/actions-runner /var/lib/runner-manager /home/ubuntu/.docker\n"
+        ));
+        assert!(setup.contains("systemctl restart docker"));
+        assert!(setup.contains("setpriv --reuid=1000 --regid=1000"));
+        assert!(!setup.contains("RUNNER_ALLOW_RUNASROOT"));
+        assert!(register.contains("./config.sh"));
+
+        // No docker: its files are not installed and it is not restarted. Root: allowed in .env.
+        let plain = Inspection {
+            user: pick_user(""),
+            has_docker: false,
+        };
+        let setup = setup_script(&files, &plain);
+        assert!(!setup.contains("docker"), "{setup}");
+        assert!(setup.contains("RUNNER_ALLOW_RUNASROOT=1 >>/opt/actions-runner/.env"));
+        assert!(!setup.contains("setpriv"));
+        // JIT: the config file instead of config.sh; 5 s in 50 ms steps.
+        let jit = RegistrationSecret::Jit(Secret::new("JITCONFIG-789"));
+        let files = install_files(&s, &name, &jit, None);
+        assert!(files
+            .iter()
+            .any(|f| f.path == JIT_FILE && f.content == b"JITCONFIG-789" && f.mode == 0o600));
+        let register = register_script(&s, &name, &jit, Duration::from_secs(5));
+        assert!(!register.contains("config.sh") && !register.contains("JITCONFIG"));
+        assert!(register.contains("-ge 100 ]"));
+    }
+
+    /// The setup script does what it says on a scratch root: run with its paths moved into a
+    /// temporary directory, it leaves each file in place with its mode, no bundle and no stage,
+    /// and runs the register script (here a stand-in, since the runner is not real).
+    #[test]
+    fn setup_script_runs() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let root = dir.path().display().to_string();
+        let s = settings(ProxySettings::default(), false);
+        let found = Inspection {
+            user: pick_user(""),
+            has_docker: false,
+        };
+        let token = RegistrationSecret::Token(Secret::new("tok"));
+        let mut files = install_files(&s, &runner_name(), &token, None);
+        for f in files.iter_mut().filter(|f| f.path == REGISTER_SCRIPT) {
+            f.content = b"echo registered as $HOME; exit 7\n".to_vec();
+        }
+        let mut runner = tar::Builder::new(flate2::write::GzEncoder::new(
+            Vec::new(),
+            flate2::Compression::fast(),
+        ));
+        for (path, content) in [
+            ("config.sh", "#!/bin/sh\n"),
+            ("run.sh", "#!/bin/sh\n"),
+            (".env", "theirs\n"),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(content.len() as u64);
+            h.set_mode(0o755);
+            runner
+                .append_data(&mut h, path, content.as_bytes())
+                .expect("append");
+        }
+        let tarball = runner.into_inner().expect("tar").finish().expect("gz");
+        let bundle = build_bundle(&tarball, &files).expect("bundle");
+        let rooted = |p: &str| format!("{root}{p}");
+        std::fs::create_dir_all(rooted("/tmp")).expect("mkdir");
+        std::fs::create_dir_all(rooted("/etc")).expect("mkdir");
+        std::fs::write(rooted(BUNDLE_PATH), &bundle).expect("write");
+        let script = reroot(&setup_script(&files, &found), &root)
+            .replace("chown -R 0:0", &format!("chown -R {}", own_ids(dir.path())));
+        let out = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .output()
+            .expect("sh runs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(7),
+            "the register script's exit code: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            stdout.lines().collect::<Vec<_>>(),
+            [UNPACKED, "registered as /root"]
+        );
+        let read =
+            |p: &str| std::fs::read_to_string(rooted(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+        let env = read(&format!("{RUNNER_DIR}/.env"));
+        assert!(env.starts_with("PATH="), "ours win over the tarball's");
+        assert!(env.ends_with("RUNNER_ALLOW_RUNASROOT=1\n"), "{env}");
+        assert_eq!(read(TOKEN_FILE), "tok");
+        assert!(read(&format!("{SCRIPT_DIR}/start.sh")).contains("run.sh"));
+        assert!(read("/etc/environment").starts_with("PATH="));
+        assert!(read(INSTALLED_FILE).trim().parse::<u64>().is_ok());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &str| {
+            std::fs::metadata(rooted(p))
+                .expect("stat")
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode(TOKEN_FILE), 0o600);
+        assert_eq!(mode(&format!("{SCRIPT_DIR}/start.sh")), 0o755);
+        assert!(!std::path::Path::new(&rooted(BUNDLE_PATH)).exists());
+        assert!(!std::path::Path::new(&rooted(STAGE_DIR)).exists());
+    }
+
+    /// Prefixes every absolute path of a script (one starting after a space, `>` or `'`) with
+    /// `root`.
+    fn reroot(script: &str, root: &str) -> String {
+        let mut out = String::with_capacity(script.len() * 2);
+        let mut prev = ' ';
+        for c in script.chars() {
+            if c == '/' && matches!(prev, ' ' | '>' | '\'') {
+                out.push_str(root);
+            }
+            out.push(c);
+            prev = c;
+        }
+        out
+    }
+
+    /// `uid:gid` of the test process, so `chown` works without root.
+    fn own_ids(dir: &std::path::Path) -> String {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(dir).expect("stat");
+        format!("{}:{}", meta.uid(), meta.gid())
     }
 
     /// A policy service double: allows `ott-good` unless the repository is `evil/repo`.

@@ -839,34 +839,44 @@ impl RunnerManager {
             config: self.owner.config_keys(),
             ephemeral: true,
         };
-        // One retry: a start can fail transiently on a loaded host (the seed retried 5×).
-        if let Err(first) = self.provider.create_and_start(&spec).await {
-            tracing::warn!(message = "Instance creation failed, retrying once.", runner = %name, error = %first);
-            self.provider
-                .delete(name.as_str())
-                .await
-                .map_err(|e| format!("creating instance: {first}; removing the failed one: {e}"))?;
-            self.provider
-                .create_and_start(&spec)
-                .await
-                .map_err(|e| format!("creating instance: {e}"))?;
-        }
-        let secret = match &prepared.registration_token {
-            Some(token) => RegistrationSecret::Token(token.clone()),
-            None => {
-                let jit = self
-                    .registry
-                    .generate_jit(name, &self.install.labels)
+        // The instance boots while GitHub issues the runner's credentials; a JIT registration
+        // made for an instance that then fails is removed by `cleanup_failed` (via `jit_id`).
+        let create = async {
+            // One retry: a start can fail transiently on a loaded host (the seed retried 5×).
+            if let Err(first) = self.provider.create_and_start(&spec).await {
+                tracing::warn!(message = "Instance creation failed, retrying once.", runner = %name, error = %first);
+                self.provider.delete(name.as_str()).await.map_err(|e| {
+                    format!("creating instance: {first}; removing the failed one: {e}")
+                })?;
+                self.provider
+                    .create_and_start(&spec)
                     .await
-                    .map_err(|e| format!("generating jit config: {e}"))?;
-                *jit_id = Some(jit.runner_id);
-                RegistrationSecret::Jit(jit.encoded)
+                    .map_err(|e| format!("creating instance: {e}"))?;
             }
+            Ok::<(), String>(())
         };
-        let policy_token: Option<Secret> = match &self.policy {
-            Some(policy) => Some(policy.one_time_token().await.map_err(|e| e.to_string())?),
-            None => None,
+        let credentials = async {
+            let secret = match &prepared.registration_token {
+                Some(token) => RegistrationSecret::Token(token.clone()),
+                None => {
+                    let jit = self
+                        .registry
+                        .generate_jit(name, &self.install.labels)
+                        .await
+                        .map_err(|e| format!("generating jit config: {e}"))?;
+                    *jit_id = Some(jit.runner_id);
+                    RegistrationSecret::Jit(jit.encoded)
+                }
+            };
+            let policy_token: Option<Secret> = match &self.policy {
+                Some(policy) => Some(policy.one_time_token().await.map_err(|e| e.to_string())?),
+                None => None,
+            };
+            Ok::<_, String>((secret, policy_token))
         };
+        let (created, credentials) = tokio::join!(create, credentials);
+        created?;
+        let (secret, policy_token) = credentials?;
         install::install_runner(
             self.provider.as_ref(),
             name,

@@ -171,6 +171,30 @@ impl SimProvider {
             .map(|(b, _)| String::from_utf8_lossy(b).into_owned())
     }
 
+    /// What the unpack exec does to the pushed install bundle: its files land at their paths.
+    fn unpack_bundle(&self, name: &str) -> Result<(), String> {
+        let mut s = self.state.lock();
+        let instance = s.instances.get_mut(name).ok_or("no instance")?;
+        let (bundle, _) = instance
+            .files
+            .remove(crate::install::BUNDLE_PATH)
+            .ok_or("no bundle")?;
+        let mut archive = tar::Archive::new(bundle.as_slice());
+        for entry in archive.entries().map_err(|e| e.to_string())? {
+            let mut entry = entry.map_err(|e| e.to_string())?;
+            let path = entry.path().map_err(|e| e.to_string())?.into_owned();
+            let mode = entry.header().mode().map_err(|e| e.to_string())?;
+            let mut content = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut content).map_err(|e| e.to_string())?;
+            if let Ok(rest) = path.strip_prefix(crate::install::STAGED_FILES) {
+                instance
+                    .files
+                    .insert(format!("/{}", rest.display()), (content, mode));
+            }
+        }
+        Ok(())
+    }
+
     fn remove_file(&self, name: &str, path: &str) {
         if let Some(i) = self.state.lock().instances.get_mut(name) {
             i.files.remove(path);
@@ -300,29 +324,37 @@ impl InstanceProvider for SimProvider {
             }
             return Ok(out(0, ""));
         }
-        if script.contains("./config.sh") {
-            let token_file = format!("{}/.registration-token", crate::install::RUNNER_DIR);
-            let token = self.file_text(name, &token_file);
-            self.remove_file(name, &token_file);
-            let fail = {
-                let mut s = self.state.lock();
-                let fail = s.fail_configures > 0;
-                s.fail_configures = s.fail_configures.saturating_sub(1);
-                fail
-            };
-            let Some(token) = token.filter(|_| !fail) else {
-                return Ok(out(1, ""));
-            };
-            let ok = match &self.hooks {
-                Some(h) => {
-                    h.configure(name, &arg_after(&script, "--labels"), &token)
-                        .await
+        if script.contains(crate::install::BUNDLE_PATH) {
+            if let Err(e) = self.unpack_bundle(name) {
+                return Ok(out(2, e));
+            }
+            let register = self
+                .file_text(name, crate::install::REGISTER_SCRIPT)
+                .unwrap_or_default();
+            if register.contains("./config.sh") {
+                let token_file = format!("{}/.registration-token", crate::install::RUNNER_DIR);
+                let token = self.file_text(name, &token_file);
+                self.remove_file(name, &token_file);
+                let fail = {
+                    let mut s = self.state.lock();
+                    let fail = s.fail_configures > 0;
+                    s.fail_configures = s.fail_configures.saturating_sub(1);
+                    fail
+                };
+                let Some(token) = token.filter(|_| !fail) else {
+                    return Ok(out(1, "unpacked\nconfig-failed 1"));
+                };
+                let ok = match &self.hooks {
+                    Some(h) => {
+                        h.configure(name, &arg_after(&register, "--labels"), &token)
+                            .await
+                    }
+                    None => true,
+                };
+                if !ok {
+                    return Ok(out(1, "unpacked\nconfig-failed 1"));
                 }
-                None => true,
-            };
-            return Ok(out(i32::from(!ok), ""));
-        }
-        if script.contains("start.sh") && script.contains("setsid") {
+            }
             let jit_file = format!("{}/.jitconfig", crate::install::RUNNER_DIR);
             let jit = self.file_text(name, &jit_file);
             self.remove_file(name, &jit_file);
@@ -334,7 +366,14 @@ impl InstanceProvider for SimProvider {
                 i.runner_alive = alive;
                 i.runner_exit = (!alive).then_some(1);
             }
-            return Ok(out(0, ""));
+            return Ok(out(
+                0,
+                if alive {
+                    "unpacked\nalive"
+                } else {
+                    "unpacked\nexited 1"
+                },
+            ));
         }
         let (alive, exit) = self
             .state
@@ -343,13 +382,6 @@ impl InstanceProvider for SimProvider {
             .get(name)
             .map(|i| (i.runner_alive, i.runner_exit))
             .unwrap_or((false, None));
-        if script.contains("runner.exit") && script.contains("echo alive") {
-            return Ok(match exit {
-                Some(code) => out(0, format!("exited {code}")),
-                None if alive => out(0, "alive"),
-                None => out(0, "waiting"),
-            });
-        }
         if script.contains("kill -0") {
             return Ok(match exit {
                 Some(0) => out(crate::install::PROBE_FINISHED, ""),
@@ -357,8 +389,11 @@ impl InstanceProvider for SimProvider {
                 None => out(i32::from(!alive), ""),
             });
         }
-        if script == "cat /etc/passwd" {
-            return Ok(out(0, self.passwd.clone()));
+        if script == crate::install::inspect_script() {
+            return Ok(out(
+                0,
+                format!("{}{}\n", self.passwd, crate::install::INSPECT_MARK),
+            ));
         }
         Ok(out(0, ""))
     }

@@ -659,6 +659,63 @@ async fn jit_mode_runs_jobs_without_visible_secrets() {
     env.teardown().await;
 }
 
+/// An image with an unprivileged `runner` user (busybox-user: no runuser, a busybox setpriv
+/// without --reuid, so the install drops to the user with `su`): the runner, its hooks and its
+/// jobs run as that user, and its files are that user's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn non_root_user_runs_the_runner() {
+    if !enabled() {
+        return;
+    }
+    let env = env_with(0, |c| c.image = "busybox-user".into()).await;
+    env.install_binary().await;
+    let report = env
+        .manager
+        .reconcile(1, &resources())
+        .await
+        .expect("reconcile");
+    assert_eq!(report.created.len(), 1, "{report:?}");
+    env.wait_online(1).await;
+    let name = report.created[0].to_string();
+
+    let ps = env.exec(&name, "ps -o user,args").await;
+    let runner_lines: Vec<&str> = ps
+        .lines()
+        .filter(|l| l.contains("run.sh") || l.contains("runner-agent"))
+        .collect();
+    assert!(!runner_lines.is_empty(), "{ps}");
+    for line in &runner_lines {
+        assert!(
+            line.trim_start().starts_with("runner") || line.trim_start().starts_with("1001"),
+            "not run as the runner user: {line}\n{ps}"
+        );
+    }
+    let owners = env
+        .exec(
+            &name,
+            "stat -c '%u %n' /opt/actions-runner/.env /opt/actions-runner/run.sh /var/lib/runner-manager",
+        )
+        .await;
+    assert_eq!(
+        owners.lines().filter(|l| l.starts_with("1001 ")).count(),
+        3,
+        "{owners}"
+    );
+    let dotenv = env.exec(&name, "cat /opt/actions-runner/.env").await;
+    assert!(!dotenv.contains("RUNNER_ALLOW_RUNASROOT"), "{dotenv}");
+    let files = env.exec(&name, "ls -a /opt/actions-runner /tmp").await;
+    assert!(
+        !files.contains("token") && !files.contains("runner-manager-install"),
+        "{files}"
+    );
+
+    let job = env.job("echo uid=$(id -u)");
+    let done = env.wait_job(job, JobStatus::Completed).await;
+    assert_eq!(done.conclusion.as_deref(), Some("success"));
+    assert!(done.output.contains("uid=1001"), "{}", done.output);
+    env.teardown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn vm_mode_reaches_the_create_request_and_cleans_up() {
     if !enabled() {
