@@ -123,6 +123,12 @@ pub enum ManagerError {
     },
     #[error("policy service: {0}")]
     Policy(#[from] PolicyError),
+    #[error("taking the pass lock {path}: {source}")]
+    PassLock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A failed action in a pass. `runner` is `None` for a step shared by all runners.
@@ -351,6 +357,7 @@ impl RunnerManager {
         resources: &Resources,
     ) -> Result<ReconcileReport, ManagerError> {
         let mut pass = self.pass.lock().await;
+        let _lock = self.lock_pass().await?;
         let started = Instant::now();
 
         // 1. The binary first: without it nothing is touched. It is only read (and re-verified)
@@ -496,6 +503,7 @@ impl RunnerManager {
     #[tracing::instrument(skip_all, fields(app = %self.owner.app_name(), unit = self.owner.unit(), ?mode))]
     pub async fn flush(&self, mode: FlushMode) -> Result<FlushReport, ManagerError> {
         let mut pass = self.pass.lock().await;
+        let _lock = self.lock_pass().await?;
         let observed = self.observe(&mut pass, false).await?;
         let removals = plan_flush(
             &observed,
@@ -525,6 +533,51 @@ impl RunnerManager {
             failed = report.failed.len()
         );
         Ok(report)
+    }
+
+    /// The file behind [`Self::lock_pass`]: one per app and unit in the state directory.
+    pub fn pass_lock_path(&self) -> PathBuf {
+        self.config.state_dir.join(format!(
+            "pass-{}-{}.lock",
+            self.owner.app_name(),
+            self.owner.unit()
+        ))
+    }
+
+    /// Waits for, then holds until dropped, an exclusive `flock` on [`Self::pass_lock_path`], so
+    /// that passes of different processes on the same unit (the daemon and a `reconcile` or
+    /// `flush` from the command line) never overlap. The kernel releases it when a process dies.
+    /// Polled (`try_lock`, 100 ms), so a waiting pass can still be cancelled.
+    async fn lock_pass(&self) -> Result<std::fs::File, ManagerError> {
+        let path = self.pass_lock_path();
+        let error = |source| ManagerError::PassLock {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&self.config.state_dir).map_err(error)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(error)?;
+        let mut logged = false;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(file),
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    if !logged {
+                        tracing::info!(
+                            message = "Waiting for another process's pass on this unit to end.",
+                            lock = %path.display()
+                        );
+                        logged = true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(std::fs::TryLockError::Error(source)) => return Err(error(source)),
+            }
+        }
     }
 
     // ---- observe ----

@@ -328,6 +328,44 @@ fn assert_no_secret_in_execs(w: &World) {
     }
 }
 
+/// A pass waits while another process holds the unit's pass lock (here: the lock file locked
+/// through a second open file description, as another process's would be), then runs.
+#[tokio::test]
+async fn passes_wait_for_another_process_holding_the_unit_lock() {
+    let w = world();
+    let path = w.manager.pass_lock_path();
+    std::fs::create_dir_all(path.parent().expect("dir")).expect("mkdir");
+    let other = std::fs::File::create(&path).expect("lock file");
+    other.lock().expect("lock");
+    let resources = resources();
+    let pass = w.manager.reconcile(1, &resources);
+    tokio::pin!(pass);
+    let waited = tokio::time::timeout(Duration::from_millis(500), &mut pass).await;
+    assert!(waited.is_err(), "the pass ran while the lock was held");
+    assert!(w.provider.calls().is_empty(), "{:?}", w.provider.calls());
+    let flush = tokio::time::timeout(
+        Duration::from_millis(300),
+        w.manager.flush(FlushMode::IdleOnly),
+    )
+    .await;
+    assert!(flush.is_err(), "the flush ran while the lock was held");
+    drop(other);
+    let report = tokio::time::timeout(Duration::from_secs(10), pass)
+        .await
+        .expect("the pass runs once the lock is free")
+        .expect("reconcile");
+    assert_eq!(report.created.len(), 1);
+    // Released after the pass: the next one does not wait.
+    let again = tokio::time::timeout(
+        Duration::from_secs(10),
+        w.manager.flush(FlushMode::IdleOnly),
+    )
+    .await
+    .expect("not blocked")
+    .expect("flush");
+    assert_eq!(again.removed.len(), 1);
+}
+
 #[tokio::test]
 async fn missing_binary_refuses_and_touches_nothing() {
     let w = world_with("app", 0, |_| {}, false);
