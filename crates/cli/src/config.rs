@@ -546,13 +546,6 @@ fn parse_raw(text: &str) -> Result<RawConfig, ConfigError> {
 /// Turns a serde error into a key error, naming the unknown key itself for unknown fields.
 fn serde_key_error(path: &str, message: &str) -> KeyError {
     let parent = if path == "." { "" } else { path };
-    let join = |name: &str| {
-        if parent.is_empty() {
-            name.to_owned()
-        } else {
-            format!("{parent}.{name}")
-        }
-    };
     if let Some(rest) = message.strip_prefix("unknown field `") {
         let name = rest.split('`').next().unwrap_or_default();
         let expected = rest
@@ -560,12 +553,26 @@ fn serde_key_error(path: &str, message: &str) -> KeyError {
             .map(|(_, expected)| format!(" ({expected})"))
             .unwrap_or_default();
         // serde_path_to_error already records the unknown key itself as the last segment.
-        let already_named = parent == name || parent.ends_with(&format!(".{name}"));
+        let base = if parent == name {
+            ""
+        } else {
+            parent.strip_suffix(&format!(".{name}")).unwrap_or(parent)
+        };
+        // A key that is not a bare TOML key ("" or "a.b") is shown quoted, as TOML writes it.
+        let bare = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        let shown = if bare {
+            name.to_owned()
+        } else {
+            format!("\"{}\"", name.escape_default())
+        };
         return KeyError {
-            key: if already_named {
-                parent.to_owned()
+            key: if base.is_empty() {
+                shown
             } else {
-                join(name)
+                format!("{base}.{shown}")
             },
             reason: format!("unknown key{expected}"),
         };

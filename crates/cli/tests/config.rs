@@ -627,6 +627,26 @@ fn unknown_keys_are_rejected_everywhere() {
     insta::assert_snapshot!(report);
 }
 
+/// Keys that are not bare TOML keys are named the way TOML writes them, never as an empty name.
+#[test]
+fn unknown_quoted_keys_are_named_quoted() {
+    for (text, key) in [
+        ("\"\" = 1\n", "\"\""),
+        ("\"a.b\" = 1\n", "\"a.b\""),
+        ("[lxd]\n\"\" = 1\n", "lxd.\"\""),
+        ("[runners]\n\"x y\" = 1\n", "runners.\"x y\""),
+    ] {
+        let mut full = format!("{text}\n");
+        if !text.starts_with('[') {
+            full.push_str("[github]\npath = \"o/r\"\ntoken = \"t\"\n");
+        } else {
+            full = format!("[github]\npath = \"o/r\"\ntoken = \"t\"\n{text}");
+        }
+        let err = parse(&full).expect_err("unknown key");
+        assert_eq!(err.keys(), [key], "{err}");
+    }
+}
+
 /// Every key in deploy/config.example.toml (set or commented out) is in the matrix, and back.
 #[test]
 fn matrix_covers_every_documented_key() {

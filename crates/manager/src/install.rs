@@ -207,8 +207,8 @@ echo $? >{EXIT_FILE}
 }
 
 /// `pre-job.sh`, the job-started hook: records job metadata for the manager's metrics, then (when
-/// a policy service is configured) asks it whether the job may run. Runs under busybox sh and
-/// busybox wget (`wget -T` crashes on busybox 1.35, so the timeout comes from `timeout`).
+/// a policy service is configured) asks it whether the job may run, with curl (the token goes in
+/// on stdin) or, without curl, over `nc` (see [`policy_fallback`]). Runs under busybox sh.
 pub fn pre_job_script(policy_url: Option<&str>) -> String {
     let mut out = format!(
         r#"#!/bin/sh
@@ -224,6 +224,7 @@ printf '{{"timestamp":%s,"workflow":"%s","repo":"%s","github_event":"%s"}}\n' \
         out.push_str("exit 0\n");
         return out;
     };
+    let fallback = policy_fallback(url);
     out.push_str(&format!(
         r#"
 POLICY_URL='{url}'
@@ -275,15 +276,56 @@ if command -v curl >/dev/null 2>&1; then
     printf 'header = "Authorization: Bearer %s"\n' "$TOKEN" | curl -fsS --max-time 60 --noproxy '*' \
         --config - -H 'Content-Type: application/json' --data "$BODY" -o /dev/null \
         "$POLICY_URL/$GITHUB_EVENT_NAME/check-run" || deny "policy service refused the job"
-else
-    timeout 60 wget -q -O /dev/null --header "Authorization: Bearer $TOKEN" \
-        --header 'Content-Type: application/json' --post-data "$BODY" \
-        "$POLICY_URL/$GITHUB_EVENT_NAME/check-run" || deny "policy service refused the job"
-fi
+{fallback}fi
 exit 0
 "#
     ));
     out
+}
+
+/// Without curl: HTTP/1.0 over `nc`, the request written by the shell's builtin `printf`, so the
+/// token is never an argument of any process (busybox `wget --header` would put it on a command
+/// line, and `timeout`'s watchdog would keep it there). Only for a plain-HTTP service; otherwise
+/// the hook fails closed.
+fn policy_fallback(policy_url: &str) -> String {
+    let parsed = reqwest::Url::parse(policy_url).ok();
+    let target = parsed.as_ref().and_then(|u| {
+        let host = u.host_str()?;
+        (u.scheme() == "http").then(|| {
+            let port = u.port_or_known_default().unwrap_or(80);
+            (
+                host.to_owned(),
+                port,
+                u.path().trim_end_matches('/').to_owned(),
+            )
+        })
+    });
+    let Some((host, port, path)) = target else {
+        return "else\n    deny \"curl is needed to reach an HTTPS policy service\"\n".to_owned();
+    };
+    format!(
+        r#"elif command -v nc >/dev/null 2>&1; then
+    LEN=$(printf '%s' "$BODY" | wc -c | tr -d ' ')
+    RESPONSE="$META/policy-response"
+    rm -f "$RESPONSE"
+    # The request's side stays open until the answer is in (some servers drop a half-closed
+    # connection before answering); the server closes after its HTTP/1.0 answer.
+    (
+        printf 'POST {path}/%s/check-run HTTP/1.0\r\nHost: {host}:{port}\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: %s\r\nConnection: close\r\n\r\n%s' \
+            "$GITHUB_EVENT_NAME" "$TOKEN" "$LEN" "$BODY"
+        i=0
+        while [ ! -s "$RESPONSE" ] && [ $i -lt 600 ]; do sleep 0.1 2>/dev/null || sleep 1; i=$((i + 1)); done
+    ) | timeout 60 nc -w 10 {host} {port} >"$RESPONSE"
+    STATUS=$(head -n 1 "$RESPONSE")
+    rm -f "$RESPONSE"
+    case "$STATUS" in
+        "HTTP/1."[01]" 2"*) ;;
+        *) deny "policy service refused the job" ;;
+    esac
+else
+    deny "neither curl nor nc to reach the policy service"
+"#
+    )
 }
 
 /// `post-job.sh`, the job-completed hook.
@@ -1251,7 +1293,7 @@ mod tests {
         let bin = dir.join("bb");
         std::fs::create_dir_all(&bin).expect("mkdir");
         for applet in [
-            "sh", "wget", "timeout", "sed", "tr", "cat", "date", "mv", "rm", "grep", "head",
+            "sh", "nc", "wc", "timeout", "sed", "tr", "cat", "date", "mv", "rm", "grep", "head",
             "sleep", "kill", "printf",
         ] {
             std::os::unix::fs::symlink(busybox, bin.join(applet)).expect("symlink");
@@ -1330,7 +1372,7 @@ mod tests {
   }
 }"#;
 
-    /// The pre-job hook under busybox (wget, no jq) and under the host tools (curl, jq).
+    /// The pre-job hook under busybox (nc, no curl, no jq) and under the host tools (curl, jq).
     #[tokio::test]
     async fn pre_job_hook_asks_the_policy_service() {
         let (url, seen) = policy_server().await;
