@@ -566,7 +566,7 @@ fn serde_key_error(path: &str, message: &str) -> KeyError {
         let shown = if bare {
             name.to_owned()
         } else {
-            format!("\"{}\"", name.escape_default())
+            format!("\"{}\"", name.escape_debug())
         };
         return KeyError {
             key: if base.is_empty() {
