@@ -63,6 +63,8 @@ pub struct SimInstance {
 struct SimState {
     instances: BTreeMap<String, SimInstance>,
     execs: Vec<ExecRecord>,
+    /// Every exec ever run (the log above keeps the latest only).
+    exec_total: u64,
     calls: Vec<String>,
     fail_creates: usize,
     fail_configures: usize,
@@ -149,6 +151,11 @@ impl SimProvider {
 
     pub fn execs(&self) -> Vec<ExecRecord> {
         self.state.lock().execs.clone()
+    }
+
+    /// How many execs ran in all.
+    pub fn exec_count(&self) -> u64 {
+        self.state.lock().exec_total
     }
 
     /// `create NAME`, `delete NAME`, `profile NAME`, `pool PATH`, in call order.
@@ -298,6 +305,7 @@ impl InstanceProvider for SimProvider {
         let script = request.argv.last().cloned().unwrap_or_default();
         {
             let mut s = self.state.lock();
+            s.exec_total += 1;
             push_bounded(
                 &mut s.execs,
                 ExecRecord {

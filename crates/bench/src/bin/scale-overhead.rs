@@ -93,7 +93,7 @@ where
 }
 
 /// Heap bytes the SIMULATION provider holds for its own bookkeeping (not the manager's): its
-/// unbounded exec log and every file pushed into its instances. An estimate from lengths.
+/// exec log (the latest 4,096) and every file left in its instances. An estimate from lengths.
 fn simulation_heap_bytes(provider: &manager::sim_provider::SimProvider) -> usize {
     const STRING: usize = 24;
     let execs: usize = provider
@@ -155,7 +155,7 @@ async fn run() -> anyhow::Result<()> {
     // Steady state: N online idle runners, nothing changes.
     let reset = measure::reset_peak_rss();
     let live_before_idle = AllocStats::now().live_bytes;
-    let execs_before = fleet.provider.execs().len();
+    let execs_before = fleet.provider.exec_count();
     let idle = per_pass(idle_passes(), child, || async {
         let report = fleet.manager.reconcile(N, &resources).await?;
         anyhow::ensure!(
@@ -172,7 +172,7 @@ async fn run() -> anyhow::Result<()> {
         / f64::from(idle_passes())
         / 1024.0;
     let sim_held_mib = simulation_heap_bytes(&fleet.provider) as f64 / 1048576.0;
-    let execs_per_pass = (fleet.provider.execs().len() - execs_before) / idle_passes() as usize;
+    let execs_per_pass = (fleet.provider.exec_count() - execs_before) / idle_passes() as u64;
     outside.wait_online_idle(N, Duration::from_secs(5)).await?;
 
     // Baseline 2: the bare conditional list of N runners (⌈N/100⌉ × 304) with a github client.
