@@ -32,6 +32,13 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/_sim/webhooks/deliveries", get(deliveries))
         .route("/_sim/hooks/assign-on-delete", post(assign_on_delete))
         .route("/_sim/rate-limit", post(set_rate_limit))
+        .route("/_sim/secrets", get(issued_secrets))
+}
+
+/// Every registration token, remove token, JIT config and runner credential handed out so far,
+/// for secret scans.
+async fn issued_secrets(AxState(shared): AxState<AppState>) -> Response {
+    to_json(StatusCode::OK, &shared.state.lock().issued_secrets())
 }
 
 fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, Box<Response>> {

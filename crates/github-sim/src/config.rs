@@ -156,6 +156,9 @@ pub struct SimConfig {
     pub runner_tarball: Option<Vec<u8>>,
     /// The version announced for the tarball (and reported by runners).
     pub runner_version: String,
+    /// The `sha256_checksum` the downloads endpoint publishes instead of the tarball's real
+    /// one (tampering tests). Default `None`: the real checksum.
+    pub runner_tarball_sha256: Option<String>,
     /// The GitHub App, if any (default: [`AppConfig::test_app`]).
     pub app: Option<AppConfig>,
     /// Initial webhook target.
@@ -185,6 +188,7 @@ impl Default for SimConfig {
             token_lifetime: Duration::from_secs(3600),
             runner_tarball: None,
             runner_version: "2.329.0".to_owned(),
+            runner_tarball_sha256: None,
             app: Some(AppConfig::test_app()),
             webhook: None,
             list_cache: Duration::ZERO,
@@ -264,6 +268,12 @@ impl SimConfig {
     pub fn with_runner_tarball(mut self, bytes: Vec<u8>, version: impl Into<String>) -> Self {
         self.runner_tarball = Some(bytes);
         self.runner_version = version.into();
+        self
+    }
+
+    /// Publishes `sha256` as the tarball's checksum instead of the real one (tampering tests).
+    pub fn with_published_checksum(mut self, sha256: impl Into<String>) -> Self {
+        self.runner_tarball_sha256 = Some(sha256.into());
         self
     }
 

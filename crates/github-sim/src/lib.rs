@@ -36,7 +36,7 @@ pub use scope::Scope;
 pub use secret::Secret;
 pub use server::{Sim, SimError, SimHandle};
 pub use state::{
-    DeliveryRecord, FaultSpec, JobSpec, JobStatus, JobView, Label, LabelKind, RequestCount,
-    RunnerView, DEFAULT_LABELS,
+    DeliveryRecord, FaultSpec, IssuedSecrets, JobSpec, JobStatus, JobView, Label, LabelKind,
+    RequestCount, RunnerView, DEFAULT_LABELS,
 };
 pub use webhook::sign_webhook;

@@ -531,6 +531,7 @@ async fn generate_jitconfig(
         ".credentials": b64(&credentials),
         ".credentials_rsaparams": b64(&rsa),
     }));
+    shared.state.lock().record_jit_config(&encoded);
     let body = json!({ "runner": runner_json, "encoded_jit_config": encoded });
     with_accepted_permissions(json_response(StatusCode::CREATED, &body), &scope)
 }

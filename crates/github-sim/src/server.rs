@@ -22,8 +22,8 @@ use crate::config::{SimConfig, WebhookTarget};
 use crate::http::{gh_error, gh_error_doc};
 use crate::secret::Secret;
 use crate::state::{
-    Clock, DeliveryRecord, FaultSpec, JobSpec, JobStatus, JobView, RequestCount, RunnerView, State,
-    TokenKind,
+    Clock, DeliveryRecord, FaultSpec, IssuedSecrets, JobSpec, JobStatus, JobView, RequestCount,
+    RunnerView, State, TokenKind,
 };
 use crate::{admin, rest, runner_api, webhook, Scope};
 
@@ -447,8 +447,9 @@ impl Sim {
         let silence = config.silence_timeout;
         let public_url = config.public_url.clone();
         let mut config = config;
+        let published = config.runner_tarball_sha256.take();
         let tarball = config.runner_tarball.take().map(|bytes| Tarball {
-            sha256: hex::encode(Sha256::digest(&bytes)),
+            sha256: published.unwrap_or_else(|| hex::encode(Sha256::digest(&bytes))),
             bytes: bytes.into(),
         });
         let shared = Arc::new(Shared {
@@ -557,6 +558,12 @@ impl SimHandle {
         Ok(Secret::new(
             state.issue_token(TokenKind::Registration, scope).0,
         ))
+    }
+
+    /// Every registration token, remove token, JIT config and runner credential handed out so
+    /// far (also `GET /_sim/secrets`).
+    pub fn issued_secrets(&self) -> IssuedSecrets {
+        self.shared.state.lock().issued_secrets()
     }
 
     /// Enqueues a job; returns its id.

@@ -378,6 +378,20 @@ struct IssuedToken {
     expires: Instant,
 }
 
+/// Every secret the sim has handed out, in issue order, expired or not: what a secret scan
+/// searches for. Never pruned (a few dozen bytes per registration).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuedSecrets {
+    /// Registration tokens (`POST .../registration-token` and [`crate::SimHandle::registration_token`]).
+    pub registration_tokens: Vec<String>,
+    /// Remove tokens (`POST .../remove-token`).
+    pub remove_tokens: Vec<String>,
+    /// `encoded_jit_config` values from `generate-jitconfig`.
+    pub jit_configs: Vec<String>,
+    /// Runner credentials (`simcred_...`), from runner-side registration and JIT configs.
+    pub runner_credentials: Vec<String>,
+}
+
 #[derive(Debug)]
 struct InstallationToken {
     installation_id: u64,
@@ -441,6 +455,8 @@ pub(crate) struct State {
     label_ids: HashMap<String, u64>,
     tokens: HashMap<String, IssuedToken>,
     installation_tokens: HashMap<String, InstallationToken>,
+    /// Every secret handed out so far, for secret scans (`GET /_sim/secrets`).
+    issued: IssuedSecrets,
     jobs: BTreeMap<u64, Job>,
     queue: VecDeque<u64>,
     counters: BTreeMap<String, RequestCount>,
@@ -478,6 +494,7 @@ impl State {
             label_ids: HashMap::new(),
             tokens: HashMap::new(),
             installation_tokens: HashMap::new(),
+            issued: IssuedSecrets::default(),
             jobs: BTreeMap::new(),
             queue: VecDeque::new(),
             counters: BTreeMap::new(),
@@ -624,6 +641,10 @@ impl State {
         let now = self.clock.now();
         self.tokens.retain(|_, t| t.expires > now);
         let token = random_string(UPPER32, 29);
+        match kind {
+            TokenKind::Registration => self.issued.registration_tokens.push(token.clone()),
+            TokenKind::Remove => self.issued.remove_tokens.push(token.clone()),
+        }
         let expires = now + self.config.token_lifetime;
         self.tokens.insert(
             token.clone(),
@@ -643,6 +664,16 @@ impl State {
             .get(token)
             .filter(|t| t.kind == kind && t.expires > now)
             .map(|t| t.scope.clone())
+    }
+
+    /// Records an `encoded_jit_config` handed out.
+    pub(crate) fn record_jit_config(&mut self, encoded: &str) {
+        self.issued.jit_configs.push(encoded.to_owned());
+    }
+
+    /// Every secret handed out so far.
+    pub(crate) fn issued_secrets(&self) -> IssuedSecrets {
+        self.issued.clone()
     }
 
     pub(crate) fn issue_installation_token(
@@ -732,6 +763,9 @@ impl State {
         let id = self.next_runner_id;
         self.next_runner_id += 1;
         let credential = Secret::new(format!("simcred_{}", random_string(ALNUM, 40)));
+        self.issued
+            .runner_credentials
+            .push(credential.expose().to_owned());
         self.names.insert((new.scope.clone(), new.name.clone()), id);
         self.credentials.insert(credential.expose().to_owned(), id);
         self.runners.insert(
