@@ -316,7 +316,7 @@ pub const PHASES: [&str; 6] = [
     "create+start",
     "inspect (ready, user, docker)",
     "push bundle",
-    "unpack (root)",
+    "setup exec (unpack, register, start)",
     "config.sh + start + wait alive",
     "other",
 ];
@@ -374,7 +374,7 @@ fn exec_phase(request: &ExecRequest) -> &'static str {
     if script.contains(manager::install::INSPECT_MARK) {
         "inspect (ready, user, docker)"
     } else if script.contains(manager::install::BUNDLE_PATH) {
-        "unpack (root)"
+        "setup exec (unpack, register, start)"
     } else if script.contains("start.sh") {
         "config.sh + start + wait alive"
     } else {
@@ -524,7 +524,7 @@ mod tests {
         );
         assert_eq!(
             exec_phase(&shell(format!("tar -xf {}", manager::install::BUNDLE_PATH))),
-            "unpack (root)"
+            "setup exec (unpack, register, start)"
         );
         assert_eq!(
             exec_phase(&shell(
@@ -548,7 +548,7 @@ mod tests {
         let calls = [
             call("create+start", 100, 600),
             call("inspect (ready, user, docker)", 600, 650),
-            call("unpack (root)", 850, 900),
+            call("setup exec (unpack, register, start)", 850, 900),
         ];
         let online = BTreeMap::from([("r".to_owned(), Duration::from_millis(1400))]);
         let p = profile(&calls, &online, t0);
@@ -557,7 +557,7 @@ mod tests {
         assert_eq!(get("before first call (observe, token, slot)"), 100);
         assert_eq!(get("create+start"), 500);
         assert_eq!(get("inspect (ready, user, docker)"), 250);
-        assert_eq!(get("unpack (root)"), 50);
+        assert_eq!(get("setup exec (unpack, register, start)"), 50);
         assert_eq!(get("run.sh alive → online in sim"), 500);
     }
 }

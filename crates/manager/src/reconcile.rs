@@ -36,6 +36,9 @@ use crate::provider::{
 };
 use crate::runner_bin::{select_download, CachedBinary, RunnerBinCache, RunnerBinError};
 
+/// How many runners a pass creates at once unless configured otherwise.
+pub const DEFAULT_CREATE_CONCURRENCY: usize = 16;
+
 /// The manager's settings (the seed's `RunnerManagerConfig`, minus the credentials and
 /// connections, which live in the GitHub and LXD backends).
 #[derive(Debug, Clone)]
@@ -86,7 +89,7 @@ impl ManagerConfig {
             issue_metrics: false,
             events_log: PathBuf::from("/var/log/github-runner-metrics.log"),
             policy: None,
-            create_concurrency: 16,
+            create_concurrency: DEFAULT_CREATE_CONCURRENCY,
             boot_grace: Duration::from_secs(300),
             offline_grace: Duration::from_secs(300),
             ready_timeout: Duration::from_secs(300),

@@ -158,8 +158,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let default_label = format!(
         "manager (create_concurrency {})",
-        args.concurrency
-            .map_or_else(|| "4, default".to_owned(), |n| n.to_string())
+        args.concurrency.map_or_else(
+            || format!(
+                "{}, default",
+                manager::reconcile::DEFAULT_CREATE_CONCURRENCY
+            ),
+            |n| n.to_string()
+        )
     );
     let wide_label = format!("manager (create_concurrency {widest})");
     let mut table = Table::new(&[
