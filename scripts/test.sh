@@ -16,3 +16,8 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --all-targets "$@" 2>&1
 fi
+# R4 (incusd restarted in the middle of a reconcile, crates/bench/src/incus_chaos.rs) restarts the
+# shared daemon, so it never runs inside the parallel suite above: one quick iteration here, after
+# it, with the debug build (about a minute).
+cargo build -p runner-manager --bin runner-manager 2>&1
+cargo run -p bench --bin chaos-incus -- --quick r4 2>&1

@@ -667,7 +667,7 @@ async fn r1_mode(
             let name = fleet.manager.owner().new_runner_name().to_string();
             fleet
                 .provider
-                .add_instance(&name, fleet.manager.owner().config_keys(), Duration::ZERO);
+                .add_booting_instance(&name, fleet.manager.owner().config_keys());
             name
         });
         let late_task = match late {
@@ -733,7 +733,7 @@ async fn r1_mode(
             .count();
         counts.add("runners busy right after the pass (race hit)", busy as u64);
         counts.iterations += 1;
-        if counts.iterations % 100 == 0 {
+        if counts.iterations.is_multiple_of(100) {
             eprintln!("  {app}: {} iterations", counts.iterations);
         }
     }

@@ -9,10 +9,13 @@
 //! - [`seed`]: the seed's request pattern, for the comparison.
 
 pub mod agents;
+pub mod bad_input;
 pub mod chaos;
 pub mod fleet;
+pub mod incus_chaos;
 pub mod measure;
 pub mod outside;
 pub mod real;
+pub mod secret_scan;
 pub mod seed;
 pub mod table;

@@ -382,13 +382,18 @@ pub fn shell_quote(value: &str) -> String {
 }
 
 /// The health probe: exit 0 when `run.sh` is alive, [`PROBE_FINISHED`] when it exited 0 (an
-/// ephemeral runner after its job), 1 otherwise.
+/// ephemeral runner after its job), [`PROBE_NOT_STARTED`] before it was ever started (still
+/// installing), 1 otherwise.
 pub fn probe_script() -> String {
     format!(
-        "if [ -s {EXIT_FILE} ]; then [ \"$(cat {EXIT_FILE})\" = 0 ] && exit {PROBE_FINISHED}; exit 1; fi; {}",
+        "if [ -s {EXIT_FILE} ]; then [ \"$(cat {EXIT_FILE})\" = 0 ] && exit {PROBE_FINISHED}; exit 1; fi; \
+         [ -s {PID_FILE} ] || exit {PROBE_NOT_STARTED}; {}",
         alive_check()
     )
 }
+
+/// The probe's exit code for a runner not started yet.
+pub const PROBE_NOT_STARTED: i32 = 4;
 
 /// Exit 0 when the recorded `run.sh` pid is alive.
 fn alive_check() -> String {

@@ -205,7 +205,10 @@ pub fn classify(observed: &Observed, desired: &Desired) -> BTreeMap<RunnerName, 
             (_, InstanceStatus::Running, Probe::Unknown) => {
                 RunnerState::Remove(RemovalReason::Unresponsive)
             }
-            (None, InstanceStatus::Running, Probe::Alive) if booting => RunnerState::Booting,
+            // run.sh only starts once registered (config.sh first; a JIT registration exists
+            // before its instance), so a live runner without a registration was deregistered:
+            // e.g. a removal interrupted between the registration and the instance. It can never
+            // take a job again, whatever its age.
             (None, InstanceStatus::Running, Probe::Alive) => {
                 RunnerState::Remove(RemovalReason::Orphan)
             }
@@ -507,17 +510,22 @@ mod tests {
     }
 
     #[test]
-    fn orphans_after_grace_only() {
-        let young = R {
-            instance: Some((InstanceStatus::Running, Probe::Alive, 5)),
+    fn live_unregistered_runners_are_orphans_at_any_age() {
+        // run.sh starts only once registered: alive without a registration means deregistered
+        // (an interrupted removal), young or not.
+        for age in [5, OLD] {
+            let orphan = R {
+                instance: Some((InstanceStatus::Running, Probe::Alive, age)),
+                registration: None,
+            };
+            check(&[orphan], 1, (&[(0, Orphan)], 1, 1));
+        }
+        // Not started yet and not answering the probe: booting while young.
+        let booting = R {
+            instance: Some((InstanceStatus::Running, Probe::Unknown, 5)),
             registration: None,
         };
-        let old = R {
-            instance: Some((InstanceStatus::Running, Probe::Alive, OLD)),
-            registration: None,
-        };
-        check(&[young], 1, (&[], 0, 0));
-        check(&[old], 1, (&[(0, Orphan)], 1, 1));
+        check(&[booting], 1, (&[], 0, 0));
     }
 
     #[test]

@@ -629,6 +629,8 @@ impl RunnerManager {
                 match self.provider.exec(name.as_str(), &request).await {
                     Ok(out) if out.exit_code == 0 => Probe::Alive,
                     Ok(out) if out.exit_code == install::PROBE_FINISHED => Probe::Finished,
+                    // Still installing: as good as no answer (booting while young).
+                    Ok(out) if out.exit_code == install::PROBE_NOT_STARTED => Probe::Unknown,
                     Ok(_) => Probe::Dead,
                     Err(_) => Probe::Unknown,
                 }
@@ -676,6 +678,7 @@ impl RunnerManager {
     // ---- remove ----
 
     async fn remove_all(&self, removals: &[Removal], mode: FlushMode) -> Vec<RemoveOutcome> {
+        let removals = self.recheck_unregistered(removals).await;
         let removals: Vec<_> = removals
             .iter()
             .map(|removal| self.remove_runner(removal, mode))
@@ -684,6 +687,39 @@ impl RunnerManager {
             .buffered(self.config.create_concurrency.max(1) * 2)
             .collect()
             .await
+    }
+
+    /// An instance planned for removal without a registration may have registered since the
+    /// observation (an install left running by a killed process): look again, once per pass and
+    /// only when there is such a removal, so that it too goes registration-first and a job it
+    /// took is seen as busy. If GitHub cannot be asked, they go ahead as planned.
+    async fn recheck_unregistered(&self, removals: &[Removal]) -> Vec<Removal> {
+        if !removals
+            .iter()
+            .any(|r| r.registration.is_none() && r.has_instance)
+        {
+            return removals.to_vec();
+        }
+        let fresh: std::collections::BTreeMap<RunnerName, u64> = match self
+            .list_owned_registrations()
+            .await
+        {
+            Ok(all) => all.into_iter().map(|(name, r)| (name, r.id)).collect(),
+            Err(error) => {
+                tracing::warn!(message = "Could not re-check registrations before removing.", %error);
+                return removals.to_vec();
+            }
+        };
+        removals
+            .iter()
+            .map(|r| match (r.registration, fresh.get(&r.name)) {
+                (None, Some(&id)) if r.has_instance => Removal {
+                    registration: Some(id),
+                    ..r.clone()
+                },
+                _ => r.clone(),
+            })
+            .collect()
     }
 
     /// Race-free removal: the registration goes first and GitHub's "busy" answer means skip. When

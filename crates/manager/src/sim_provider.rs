@@ -107,6 +107,14 @@ impl SimProvider {
         );
     }
 
+    /// A running instance whose runner is not started yet (still installing).
+    pub fn add_booting_instance(&self, name: &str, config: BTreeMap<String, String>) {
+        self.add_instance(name, config, Duration::ZERO);
+        if let Some(i) = self.state.lock().instances.get_mut(name) {
+            i.runner_alive = false;
+        }
+    }
+
     pub fn instance(&self, name: &str) -> Option<SimInstance> {
         self.state.lock().instances.get(name).cloned()
     }
@@ -394,7 +402,8 @@ impl InstanceProvider for SimProvider {
             return Ok(match exit {
                 Some(0) => out(crate::install::PROBE_FINISHED, ""),
                 Some(_) => out(1, ""),
-                None => out(i32::from(!alive), ""),
+                None if alive => out(0, ""),
+                None => out(crate::install::PROBE_NOT_STARTED, ""),
             });
         }
         if script == crate::install::inspect_script() {

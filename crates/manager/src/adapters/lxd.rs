@@ -1,6 +1,7 @@
 //! `InstanceProvider` over `lxd::Client` (LXD or Incus).
 
 use std::path::Path;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use time::format_description::well_known::Rfc3339;
@@ -210,7 +211,7 @@ impl InstanceProvider for LxdProvider {
                     .map(|p| p.display().to_string())
                     .unwrap_or_else(|| "/".into());
                 let mkdir = lxd::ExecRequest::new(["mkdir", "-p", parent.as_str()])
-                    .timeout(std::time::Duration::from_secs(30));
+                    .timeout(Duration::from_secs(30));
                 let out = self
                     .client
                     .exec(name, &mkdir)
@@ -237,19 +238,38 @@ impl InstanceProvider for LxdProvider {
     }
 
     async fn delete(&self, name: &str) -> Result<(), ProviderError> {
-        match self.client.force_delete_instance(name).await {
-            Ok(_) => Ok(()),
-            // An ephemeral instance can vanish between the stop and the delete; the operation then
-            // fails with "Instance not found" rather than a 404.
-            Err(e)
-                if e.is_not_found()
-                    || e.to_string()
-                        .to_ascii_lowercase()
-                        .contains("instance not found") =>
-            {
-                Ok(())
+        // Incus refuses to stop or delete an instance while another operation on it runs ("is
+        // busy running a 'start' operation"), e.g. the create or start of a process that was
+        // killed: wait for it (1 s steps, at most DELETE_BUSY_WAIT) rather than fail the pass.
+        let started = std::time::Instant::now();
+        loop {
+            match self.client.force_delete_instance(name).await {
+                Ok(_) => return Ok(()),
+                // An ephemeral instance can vanish between the stop and the delete; the operation
+                // then fails with "Instance not found" rather than a 404.
+                Err(e)
+                    if e.is_not_found()
+                        || e.to_string()
+                            .to_ascii_lowercase()
+                            .contains("instance not found") =>
+                {
+                    return Ok(())
+                }
+                Err(e) if is_busy(&e) && started.elapsed() < DELETE_BUSY_WAIT => {
+                    tracing::debug!(message = "Instance busy with another operation, waiting to delete it.", instance = name, error = %e);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(convert(&format!("deleting instance {name}"), e)),
             }
-            Err(e) => Err(convert(&format!("deleting instance {name}"), e)),
         }
     }
+}
+
+/// How long a delete waits for another operation on the instance to end.
+const DELETE_BUSY_WAIT: Duration = Duration::from_secs(120);
+
+/// Incus's answer while another operation holds the instance.
+fn is_busy(error: &lxd::Error) -> bool {
+    let text = error.to_string().to_ascii_lowercase();
+    text.contains("is busy running") || text.contains("busy running a")
 }
