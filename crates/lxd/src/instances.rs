@@ -163,6 +163,17 @@ impl Client {
         self.sync("listing instances", rb).await
     }
 
+    /// The operations still running on the server (creates, starts, stops, deletes...), also
+    /// those started by a client that has gone since.
+    pub async fn running_operations(&self) -> Result<Vec<crate::types::Operation>> {
+        let rb = self
+            .scoped(Method::GET, "/1.0/operations")
+            .query(&[("recursion", "1")]);
+        let mut by_status: std::collections::BTreeMap<String, Vec<crate::types::Operation>> =
+            self.sync("listing operations", rb).await?;
+        Ok(by_status.remove("running").unwrap_or_default())
+    }
+
     /// The instances whose config has `key` = `value` (for example `user.owner`). Filtered here, so
     /// it works on every server version.
     pub async fn list_instances_with_config(

@@ -142,9 +142,23 @@ pub struct Operation {
     pub err: String,
     #[serde(deserialize_with = "nullable")]
     pub location: String,
+    /// What it acts on, by kind: `instances` → `["/1.0/instances/NAME"]`.
+    #[serde(default, deserialize_with = "nullable")]
+    pub resources: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl Operation {
+    /// The names of the instances it acts on.
+    pub fn instance_names(&self) -> Vec<String> {
+        self.resources
+            .get("instances")
+            .into_iter()
+            .flatten()
+            .filter_map(|path| path.split('?').next()?.rsplit('/').next())
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// Success (200), Failure (400) or Cancelled (401).
     pub fn is_final(&self) -> bool {
         matches!(self.status_code, 200 | 400 | 401)

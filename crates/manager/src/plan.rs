@@ -186,7 +186,7 @@ pub fn classify(observed: &Observed, desired: &Desired) -> BTreeMap<RunnerName, 
         let booting = instance.age < desired.boot_grace;
         let state = match (registration, instance.status, instance.probe) {
             (Some(r), _, _) if r.busy => RunnerState::Busy,
-            (_, InstanceStatus::Stopped, _) => {
+            (_, InstanceStatus::Stopped | InstanceStatus::Stopping, _) => {
                 RunnerState::Remove(RemovalReason::InstanceNotRunning)
             }
             (_, InstanceStatus::Other, _) if booting => RunnerState::Booting,
@@ -526,6 +526,20 @@ mod tests {
             registration: None,
         };
         check(&[booting], 1, (&[], 0, 0));
+    }
+
+    #[test]
+    fn instances_being_stopped_are_replaced_at_any_age() {
+        // A stop or delete still running on the server (a killed pass's): going away.
+        for age in [5, OLD] {
+            for probe in [Probe::Alive, Probe::Unknown] {
+                let going = R {
+                    instance: Some((InstanceStatus::Stopping, probe, age)),
+                    registration: None,
+                };
+                check(&[going], 1, (&[(0, InstanceNotRunning)], 1, 1));
+            }
+        }
     }
 
     #[test]

@@ -70,7 +70,10 @@ impl RegistryError {
 pub enum InstanceStatus {
     Running,
     Stopped,
-    /// Starting, stopping, frozen, error...
+    /// Being stopped or deleted by an operation still running on the server (one started by a
+    /// process that has gone since, typically): it is going away, whatever it still reports.
+    Stopping,
+    /// Starting, frozen, error...
     Other,
 }
 

@@ -73,15 +73,36 @@ fn status(s: &str) -> InstanceStatus {
 #[async_trait]
 impl InstanceProvider for LxdProvider {
     async fn list_instances(&self, owner: &Owner) -> Result<Vec<Instance>, ProviderError> {
-        let all = self
-            .client
-            .list_instances_with_config(APP_KEY, owner.app_name())
-            .await
-            .map_err(|e| convert("listing instances", e))?;
+        let (all, operations) = tokio::join!(
+            self.client
+                .list_instances_with_config(APP_KEY, owner.app_name()),
+            self.client.running_operations()
+        );
+        let all = all.map_err(|e| convert("listing instances", e))?;
+        // An instance still "Running" while a stop or delete runs on it (a pass killed in the
+        // middle of a removal) is going away. Without the operations list, statuses stand.
+        let going: std::collections::BTreeSet<String> = match operations {
+            Ok(operations) => operations
+                .iter()
+                .filter(|op| {
+                    let what = op.description.to_ascii_lowercase();
+                    what.contains("delet") || what.contains("stop")
+                })
+                .flat_map(lxd::Operation::instance_names)
+                .collect(),
+            Err(error) => {
+                tracing::debug!(message = "Could not list running operations.", %error);
+                Default::default()
+            }
+        };
         Ok(all
             .into_iter()
             .map(|i| Instance {
-                status: status(&i.status),
+                status: if going.contains(&i.name) {
+                    InstanceStatus::Stopping
+                } else {
+                    status(&i.status)
+                },
                 // An unreadable date counts as old: such an instance is judged, not spared.
                 created_at: OffsetDateTime::parse(&i.created_at, &Rfc3339)
                     .unwrap_or(OffsetDateTime::UNIX_EPOCH),
