@@ -382,17 +382,23 @@ pub fn shell_quote(value: &str) -> String {
 }
 
 /// The health probe: exit 0 when `run.sh` is alive, [`PROBE_FINISHED`] when it exited 0 (an
-/// ephemeral runner after its job), [`PROBE_NOT_STARTED`] before it was ever started (still
-/// installing), 1 otherwise.
+/// ephemeral runner after its job), [`PROBE_NOT_STARTED`] before it was started while the setup
+/// script still runs (installing), 1 otherwise: dead, or never started and nothing installing
+/// it (a creation whose process died before or during the install).
 pub fn probe_script() -> String {
     format!(
         "if [ -s {EXIT_FILE} ]; then [ \"$(cat {EXIT_FILE})\" = 0 ] && exit {PROBE_FINISHED}; exit 1; fi; \
-         [ -s {PID_FILE} ] || exit {PROBE_NOT_STARTED}; {}",
+         if [ ! -s {PID_FILE} ]; then \
+         [ -s {SETUP_PID_FILE} ] && kill -0 \"$(cat {SETUP_PID_FILE})\" 2>/dev/null && exit {PROBE_NOT_STARTED}; \
+         exit 1; fi; {}",
         alive_check()
     )
 }
 
-/// The probe's exit code for a runner not started yet.
+/// The pid of the running setup script (see [`setup_script`]).
+pub const SETUP_PID_FILE: &str = "/var/lib/runner-manager/setup.pid";
+
+/// The probe's exit code for a runner not started yet while its setup script runs.
 pub const PROBE_NOT_STARTED: i32 = 4;
 
 /// Exit 0 when the recorded `run.sh` pid is alive.
@@ -727,6 +733,8 @@ pub fn setup_script(files: &[BundleFile], found: &Inspection) -> String {
     };
     let mut out = format!(
         "set -e\n\
+         mkdir -p {META_DIR}\n\
+         echo $$ >{SETUP_PID_FILE}\n\
          trap 'rm -rf {BUNDLE_PATH} {STAGE_DIR}' EXIT\n\
          rm -rf {STAGE_DIR}\n\
          mkdir -m 0700 {STAGE_DIR}\n\
@@ -1228,13 +1236,52 @@ mod tests {
         assert!(!std::path::Path::new(&rooted(STAGE_DIR)).exists());
     }
 
+    /// The probe's answers, run on a scratch root: installing, abandoned, alive, dead, finished.
+    #[test]
+    fn probe_tells_installing_from_abandoned() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let root = dir.path().display().to_string();
+        let rooted = |p: &str| format!("{root}{p}");
+        std::fs::create_dir_all(rooted(META_DIR)).expect("mkdir");
+        let probe = || {
+            std::process::Command::new("sh")
+                .args(["-c", &reroot(&probe_script(), &root)])
+                .status()
+                .expect("sh runs")
+                .code()
+        };
+        let mut live = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep");
+        let gone = {
+            let mut c = std::process::Command::new("true").spawn().expect("true");
+            let pid = c.id();
+            c.wait().expect("wait");
+            pid
+        };
+        assert_eq!(probe(), Some(1), "nothing there: abandoned");
+        std::fs::write(rooted(SETUP_PID_FILE), live.id().to_string()).expect("write");
+        assert_eq!(probe(), Some(PROBE_NOT_STARTED), "setup running");
+        std::fs::write(rooted(SETUP_PID_FILE), gone.to_string()).expect("write");
+        assert_eq!(probe(), Some(1), "setup gone, never started");
+        std::fs::write(rooted(PID_FILE), live.id().to_string()).expect("write");
+        assert_eq!(probe(), Some(0), "alive");
+        std::fs::write(rooted(PID_FILE), gone.to_string()).expect("write");
+        assert_eq!(probe(), Some(1), "dead");
+        std::fs::write(rooted(EXIT_FILE), "0\n").expect("write");
+        assert_eq!(probe(), Some(PROBE_FINISHED), "finished");
+        live.kill().expect("kill");
+        live.wait().expect("wait");
+    }
+
     /// Prefixes every absolute path of a script (one starting after a space, `>` or `'`) with
-    /// `root`.
+    /// `root`, except `/dev/...`.
     fn reroot(script: &str, root: &str) -> String {
         let mut out = String::with_capacity(script.len() * 2);
         let mut prev = ' ';
-        for c in script.chars() {
-            if c == '/' && matches!(prev, ' ' | '>' | '\'') {
+        for (i, c) in script.char_indices() {
+            if c == '/' && matches!(prev, ' ' | '>' | '\'') && !script[i..].starts_with("/dev/") {
                 out.push_str(root);
             }
             out.push(c);
