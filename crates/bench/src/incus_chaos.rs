@@ -388,34 +388,13 @@ impl World {
     }
 
     fn write_config(&self) -> anyhow::Result<()> {
-        let path = |name: &str| self.dir.path().join(name).display().to_string();
-        let text = format!(
-            r#"app_name = "{app}"
-unit = 0
-state_dir = "{state}"
-
-[github]
-path = "{REPO}"
-token_file = "{token}"
-api_url = "{api}"
-web_url = "{web}"
-
-[lxd]
-image = "busybox"
-instance_type = "container"
-
-[runners]
-quantity = {quantity}
-cpu = 1
-memory = "256MiB"
-disk = "1GiB"
-"#,
-            app = self.app,
-            state = path("state"),
-            token = path("github-token"),
-            api = self.sim.api_url(),
-            web = self.sim.web_url(),
-            quantity = self.quantity,
+        let text = crate::real::binary_config(
+            &self.app,
+            REPO,
+            &self.dir.path().join("state"),
+            &self.dir.path().join("github-token"),
+            &self.sim,
+            self.quantity,
         );
         std::fs::write(&self.config, text).context("writing config.toml")
     }

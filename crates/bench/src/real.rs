@@ -508,6 +508,45 @@ pub fn phase_order() -> Vec<&'static str> {
     order
 }
 
+/// The start of a `config.toml` for the real `runner-manager` binary against github-sim, on
+/// busybox containers of the local Incus: the top level, `[github]`, `[lxd]` and `[runners]`
+/// (last, so a caller may append keys to it, then its own tables). Paths are written as given.
+pub fn binary_config(
+    app: &str,
+    repo: &str,
+    state_dir: &std::path::Path,
+    token_file: &std::path::Path,
+    sim: &github_sim::SimHandle,
+    quantity: u32,
+) -> String {
+    format!(
+        r#"app_name = "{app}"
+unit = 0
+state_dir = "{state}"
+
+[github]
+path = "{repo}"
+token_file = "{token}"
+api_url = "{api}"
+web_url = "{web}"
+
+[lxd]
+image = "busybox"
+instance_type = "container"
+
+[runners]
+quantity = {quantity}
+cpu = 1
+memory = "256MiB"
+disk = "1GiB"
+"#,
+        state = state_dir.display(),
+        token = token_file.display(),
+        api = sim.api_url(),
+        web = sim.web_url(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

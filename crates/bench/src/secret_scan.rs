@@ -915,27 +915,15 @@ async fn cycle(options: &Options, mode: Mode, outcome: &mut Outcome) -> anyhow::
     let config = dir.path().join("config.toml");
     std::fs::write(
         &config,
-        format!(
-            r#"app_name = "{app}"
-unit = 0
-state_dir = "{state}"
-
-[github]
-path = "{REPO}"
-token_file = "{token}"
-api_url = "{api}"
-web_url = "{web}"
-
-[lxd]
-image = "busybox"
-instance_type = "container"
-
-[runners]
-quantity = 2
-cpu = 1
-memory = "256MiB"
-disk = "1GiB"
-registration = "{mode}"
+        crate::real::binary_config(
+            &app,
+            REPO,
+            &dir.path().join("state"),
+            &dir.path().join("github-token"),
+            &sim,
+            2,
+        ) + &format!(
+            r#"registration = "{mode}"
 
 [policy]
 url = "{policy_url}"
@@ -951,10 +939,6 @@ api_token_file = "{api_token_file}"
 webhook_secret_file = "{secret}"
 reconcile_interval_seconds = 3600
 "#,
-            state = path("state"),
-            token = path("github-token"),
-            api = sim.api_url(),
-            web = sim.web_url(),
             mode = mode.as_str(),
             service = path("service-token"),
             events = path("events.log"),
