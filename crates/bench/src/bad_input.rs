@@ -1232,6 +1232,28 @@ struct Case {
     handled: bool,
 }
 
+impl Case {
+    /// A POST with a content-length that reaches the handler.
+    fn plain(
+        kind: &'static str,
+        event: Option<&str>,
+        body: Vec<u8>,
+        signature: Option<String>,
+        expected: StatusCode,
+    ) -> Self {
+        Self {
+            kind,
+            event: event.map(str::to_owned),
+            body,
+            signature,
+            content_length: true,
+            method_get: false,
+            expected,
+            handled: true,
+        }
+    }
+}
+
 fn job_body(rng: &mut StdRng, action: &str, labels: &[String], runner: Option<&str>) -> Vec<u8> {
     serde_json::json!({
         "action": action,
@@ -1268,21 +1290,8 @@ fn webhook_cases(rng: &mut StdRng, scale: usize) -> Vec<Case> {
     let other = Secret::new("another-secret");
     let signed = |body: &[u8]| secret.as_ref().map(|s| sign(s, body));
     let mut cases = Vec::new();
-    let mut add = |kind: &'static str,
-                   event: Option<&str>,
-                   body: Vec<u8>,
-                   signature: Option<String>,
-                   expected: StatusCode| {
-        cases.push(Case {
-            kind,
-            event: event.map(str::to_owned),
-            body,
-            signature,
-            content_length: true,
-            method_get: false,
-            expected,
-            handled: true,
-        });
+    let mut add = |kind, event, body, signature, expected| {
+        cases.push(Case::plain(kind, event, body, signature, expected));
     };
     let wj = Some("workflow_job");
     for _ in 0..40 * scale {
@@ -1567,21 +1576,8 @@ fn webhook_cases(rng: &mut StdRng, scale: usize) -> Vec<Case> {
             handled: true,
         });
     }
-    let mut add = |kind: &'static str,
-                   event: Option<&str>,
-                   body: Vec<u8>,
-                   signature: Option<String>,
-                   expected: StatusCode| {
-        cases.push(Case {
-            kind,
-            event: event.map(str::to_owned),
-            body,
-            signature,
-            content_length: true,
-            method_get: false,
-            expected,
-            handled: true,
-        });
+    let mut add = |kind, event, body, signature, expected| {
+        cases.push(Case::plain(kind, event, body, signature, expected));
     };
     for _ in 0..30 * scale {
         let len = rng.random_range(0..4096);
