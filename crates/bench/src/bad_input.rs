@@ -1843,14 +1843,8 @@ fn runner_tarball(version: &str) -> anyhow::Result<Vec<u8>> {
         Vec::new(),
         flate2::Compression::default(),
     ));
-    let mut add = |name: &str, content: &[u8]| -> anyhow::Result<()> {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(content.len() as u64);
-        header.set_mode(0o755);
-        header.set_cksum();
-        builder.append_data(&mut header, name, content)?;
-        Ok(())
-    };
+    let mut add =
+        |name: &str, content: &[u8]| crate::fleet::append_executable(&mut builder, name, content);
     add("./config.sh", b"#!/bin/sh\necho config\n")?;
     add("./run.sh", b"#!/bin/sh\necho run\n")?;
     add("./bin/version", version.as_bytes())?;

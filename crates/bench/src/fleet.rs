@@ -20,6 +20,20 @@ use crate::outside::Outside;
 pub const REPO: &str = "octo/app";
 pub const RUNNER_VERSION: &str = "2.329.0";
 
+/// Appends one 0755 file to a runner tarball being built.
+pub fn append_executable<W: std::io::Write>(
+    builder: &mut tar::Builder<W>,
+    name: &str,
+    content: &[u8],
+) -> anyhow::Result<()> {
+    let mut header = tar::Header::new_gnu();
+    header.set_size(content.len() as u64);
+    header.set_mode(0o755);
+    header.set_cksum();
+    builder.append_data(&mut header, name, content)?;
+    Ok(())
+}
+
 /// A minimal valid runner tarball (`config.sh`, `run.sh`) padded with `pad_bytes` of
 /// incompressible data, written into `dir`.
 pub fn write_tarball(dir: &Path, pad_bytes: usize) -> anyhow::Result<PathBuf> {
@@ -29,14 +43,7 @@ pub fn write_tarball(dir: &Path, pad_bytes: usize) -> anyhow::Result<PathBuf> {
         file,
         flate2::Compression::fast(),
     ));
-    let mut add = |name: &str, content: &[u8]| -> anyhow::Result<()> {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(content.len() as u64);
-        header.set_mode(0o755);
-        header.set_cksum();
-        builder.append_data(&mut header, name, content)?;
-        Ok(())
-    };
+    let mut add = |name: &str, content: &[u8]| append_executable(&mut builder, name, content);
     add("./config.sh", b"#!/bin/sh\n")?;
     add("./run.sh", b"#!/bin/sh\n")?;
     if pad_bytes > 0 {
