@@ -126,6 +126,8 @@ pub struct Client {
 
 struct Inner {
     http: reqwest::Client,
+    /// The unix socket, where the client talks over one (exec websockets dial it directly).
+    socket: Option<PathBuf>,
     base: String,
     endpoint: String,
     server: ServerInfo,
@@ -148,6 +150,8 @@ impl fmt::Debug for Client {
 pub(crate) struct OperationRef {
     path: String,
     query: Vec<(String, String)>,
+    /// The operation as the creating call described it (exec websockets: `metadata.fds`).
+    pub(crate) metadata: Value,
 }
 
 impl OperationRef {
@@ -159,6 +163,7 @@ impl OperationRef {
         OperationRef {
             path: path.trim_end_matches('/').to_owned(),
             query,
+            metadata: Value::Null,
         }
     }
 
@@ -231,9 +236,14 @@ impl Client {
             }
         };
         let http = http.map_err(|e| Error::Config(format!("building the HTTP client: {e}")))?;
+        let socket = match &endpoint {
+            Endpoint::Unix(path) => Some(path.clone()),
+            Endpoint::Https { .. } => None,
+        };
         let mut client = Client {
             inner: Arc::new(Inner {
                 http,
+                socket,
                 base,
                 endpoint: desc,
                 server: ServerInfo::default(),
@@ -291,6 +301,19 @@ impl Client {
     /// The timeouts in use.
     pub fn timeouts(&self) -> &Timeouts {
         &self.inner.timeouts
+    }
+
+    /// The unix socket, when the client talks over one.
+    pub(crate) fn socket(&self) -> Option<&Path> {
+        self.inner.socket.as_deref()
+    }
+
+    /// Whether [`Client::exec`] can feed a command's standard input ([`ExecRequest::stdin`]):
+    /// over the unix socket, yes; over HTTPS, not yet.
+    ///
+    /// [`ExecRequest::stdin`]: crate::ExecRequest::stdin
+    pub fn streams_stdin(&self) -> bool {
+        self.inner.socket.is_some()
     }
 
     /// `X-Incus-` or `X-LXD-`, for the file headers.
@@ -530,7 +553,9 @@ pub(crate) fn decode_envelope(
                     what: what.to_owned(),
                     message: "async answer without an operation".into(),
                 })?;
-            Ok(Reply::Async(OperationRef::parse(&op)))
+            let mut op = OperationRef::parse(&op);
+            op.metadata = env.metadata;
+            Ok(Reply::Async(op))
         }
         other => Err(Error::Protocol {
             what: what.to_owned(),

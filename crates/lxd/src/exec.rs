@@ -4,15 +4,21 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{json, Value};
+use tokio::net::UnixStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
 
 use crate::client::{Client, OperationRef, Reply};
 use crate::error::{Error, Result};
 use crate::instances::instance_path;
 use crate::names::validate_instance_name;
 
-/// One command to run. Environment values may be secrets: Debug shows only their names.
+/// One command to run. Environment values and the standard input may be secrets: Debug shows
+/// only the names and the length.
 #[derive(Clone)]
 pub struct ExecRequest {
     pub command: Vec<String>,
@@ -22,6 +28,9 @@ pub struct ExecRequest {
     pub group: Option<u32>,
     /// Overrides the client's operation timeout (long commands).
     pub timeout: Option<Duration>,
+    /// Fed to the command's standard input, then closed (needs [`Client::streams_stdin`]).
+    /// Without it the command's standard input is empty.
+    pub stdin: Option<Bytes>,
 }
 
 impl fmt::Debug for ExecRequest {
@@ -33,6 +42,7 @@ impl fmt::Debug for ExecRequest {
             .field("user", &self.user)
             .field("group", &self.group)
             .field("timeout", &self.timeout)
+            .field("stdin", &self.stdin.as_ref().map(|b| b.len()))
             .finish()
     }
 }
@@ -46,6 +56,7 @@ impl ExecRequest {
             user: None,
             group: None,
             timeout: None,
+            stdin: None,
         }
     }
 
@@ -76,6 +87,12 @@ impl ExecRequest {
 
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
+        self
+    }
+
+    /// Feeds `input` to the command's standard input, then closes it.
+    pub fn stdin(mut self, input: impl Into<Bytes>) -> Self {
+        self.stdin = Some(input.into());
         self
     }
 }
@@ -131,9 +148,13 @@ impl ExecOutput {
 
 impl Client {
     /// Runs a command to completion in a running instance. A non-zero exit is not an error: look at
-    /// [`ExecOutput::status`]. A stopped instance gives [`Error::NotRunning`].
+    /// [`ExecOutput::status`]. A stopped instance gives [`Error::NotRunning`], and so does a VM
+    /// whose agent is not up yet: in both cases nothing ran.
     ///
-    /// The output is recorded by the server into log files, read, then deleted.
+    /// Without [`ExecRequest::stdin`], the output is recorded by the server into log files, read,
+    /// then deleted. With it, the command's standard streams are the operation's websockets
+    /// (unix socket only, see [`Client::streams_stdin`]): the input is sent and closed while
+    /// the output is read, in the one operation.
     pub async fn exec(&self, name: &str, req: &ExecRequest) -> Result<ExecOutput> {
         validate_instance_name(name)?;
         if req.command.is_empty() {
@@ -144,12 +165,22 @@ impl Client {
         }
         let program = req.command.first().map(String::as_str).unwrap_or_default();
         let what = format!("exec {program:?} in {name}");
+        let socket = match (&req.stdin, self.socket()) {
+            (None, _) => None,
+            (Some(_), Some(socket)) => Some(socket.to_owned()),
+            (Some(_), None) => {
+                return Err(Error::Invalid {
+                    what: "exec stdin",
+                    message: "feeding a command's standard input needs the unix socket".into(),
+                })
+            }
+        };
         let mut body = json!({
             "command": req.command,
             "environment": req.environment,
-            "wait-for-websocket": false,
+            "wait-for-websocket": socket.is_some(),
             "interactive": false,
-            "record-output": true,
+            "record-output": socket.is_none(),
         });
         if let Some(cwd) = &req.cwd {
             body["cwd"] = json!(cwd);
@@ -172,7 +203,9 @@ impl Client {
                     message: "exec answered without an operation".into(),
                 })
             }
-            Err(Error::Api { message, .. }) if message.contains("not running") => {
+            Err(Error::Api { message, .. })
+                if message.contains("not running") || message.contains("agent isn't") =>
+            {
                 return Err(Error::NotRunning {
                     instance: name.to_owned(),
                 })
@@ -180,28 +213,16 @@ impl Client {
             Err(e) => return Err(e),
         };
         let limit = req.timeout.unwrap_or(self.timeouts().operation);
+        if let (Some(socket), Some(input)) = (socket, &req.stdin) {
+            return self
+                .streamed(&what, &op, &socket, input.clone(), limit)
+                .await;
+        }
         let op = self.wait(&what, &op, limit).await?;
-        let meta = &op.metadata;
-        let code = meta.get("return").and_then(|v| v.as_i64());
-        let status = if op.status_code == 200 {
-            let code = code.ok_or_else(|| Error::Protocol {
-                what: what.clone(),
-                message: "finished exec without a return code".into(),
-            })?;
-            ExecStatus::Exited(i32::try_from(code).unwrap_or(-1))
-        } else if op.err.contains("not found") || code == Some(127) {
-            ExecStatus::CommandNotFound
-        } else if op.err.contains("not executable") || code == Some(126) {
-            ExecStatus::NotExecutable
-        } else {
-            return Err(Error::OperationFailed {
-                what,
-                message: op.err,
-            });
-        };
+        let status = exit_status(&what, &op)?;
         let mut stdout = Vec::new();
         let mut stderr = Vec::new();
-        if let Some(output) = meta.get("output").and_then(|v| v.as_object()) {
+        if let Some(output) = op.metadata.get("output").and_then(|v| v.as_object()) {
             for (fd, buf) in [("1", &mut stdout), ("2", &mut stderr)] {
                 if let Some(url) = output.get(fd).and_then(|v| v.as_str()) {
                     *buf = self.take_log(&what, url).await?;
@@ -215,6 +236,121 @@ impl Client {
         })
     }
 
+    /// The websocket half of [`Client::exec`]: dials the operation's stdin, stdout, stderr and
+    /// control sockets, sends `input` in chunks and closes stdin, reads stdout and stderr, and
+    /// waits for the operation. Output still arriving [`OUTPUT_GRACE`] after the command
+    /// finished (a background child holding the streams) is cut off there.
+    async fn streamed(
+        &self,
+        what: &str,
+        op: &OperationRef,
+        socket: &std::path::Path,
+        input: Bytes,
+        limit: Duration,
+    ) -> Result<ExecOutput> {
+        let fds = op
+            .metadata
+            .pointer("/metadata/fds")
+            .and_then(Value::as_object)
+            .ok_or_else(|| Error::Protocol {
+                what: what.to_owned(),
+                message: "exec operation without websocket fds".into(),
+            })?;
+        let secret = |fd: &str| {
+            fds.get(fd)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| Error::Protocol {
+                    what: what.to_owned(),
+                    message: format!("exec operation without a secret for fd {fd}"),
+                })
+        };
+        let secrets = [secret("0")?, secret("1")?, secret("2")?, secret("control")?];
+        let dial = |secret: String| self.dial(what, socket, op.path(), secret);
+        let [s0, s1, s2, sc] = secrets;
+        let dialed = futures::future::try_join4(dial(s0), dial(s1), dial(s2), dial(sc)).await;
+        let (mut stdin, stdout, stderr, control) = match dialed {
+            Ok(sockets) => sockets,
+            Err(e) => {
+                // Nothing can run without its streams: do not leave the operation waiting.
+                let _ = self.raw(what, self.req(Method::DELETE, op.path())).await;
+                return Err(e);
+            }
+        };
+        let stdout = tokio::spawn(read_stream(stdout));
+        let stderr = tokio::spawn(read_stream(stderr));
+        let feed = async move {
+            for chunk in input.chunks(STDIN_CHUNK) {
+                if stdin
+                    .send(Message::Binary(input.slice_ref(chunk)))
+                    .await
+                    .is_err()
+                {
+                    // The command stopped reading (it exited): its status tells the rest.
+                    return;
+                }
+            }
+            let _ = stdin.close(None).await;
+        };
+        let (_, finished) = tokio::join!(feed, self.wait(what, op, limit));
+        drop(control);
+        let finished = finished?;
+        let status = exit_status(what, &finished)?;
+        let take = async |task: tokio::task::JoinHandle<Vec<u8>>| {
+            let abort = task.abort_handle();
+            match tokio::time::timeout(OUTPUT_GRACE, task).await {
+                Ok(Ok(bytes)) => bytes,
+                Ok(Err(_)) => Vec::new(),
+                Err(_) => {
+                    abort.abort();
+                    tracing::debug!(message = "Exec output still open after the command ended.", %what);
+                    Vec::new()
+                }
+            }
+        };
+        let stdout = take(stdout).await;
+        let stderr = take(stderr).await;
+        Ok(ExecOutput {
+            status,
+            stdout,
+            stderr,
+        })
+    }
+
+    /// Opens one of an operation's websockets over the unix socket.
+    async fn dial(
+        &self,
+        what: &str,
+        socket: &std::path::Path,
+        op_path: &str,
+        secret: String,
+    ) -> Result<WebSocketStream<UnixStream>> {
+        let timeouts = self.timeouts();
+        let url = format!("ws://localhost{op_path}/websocket?secret={secret}");
+        let failed = |message: String| Error::Protocol {
+            what: format!("{what}: opening its websocket"),
+            message,
+        };
+        let stream = tokio::time::timeout(timeouts.connect, UnixStream::connect(socket))
+            .await
+            .map_err(|_| Error::Timeout {
+                what: format!("{what}: connecting to {}", socket.display()),
+                after: timeouts.connect,
+            })?
+            .map_err(|e| failed(e.to_string()))?;
+        let (ws, _) = tokio::time::timeout(
+            timeouts.request,
+            tokio_tungstenite::client_async(url, stream),
+        )
+        .await
+        .map_err(|_| Error::Timeout {
+            what: format!("{what}: opening its websocket"),
+            after: timeouts.request,
+        })?
+        .map_err(|e| failed(e.to_string()))?;
+        Ok(ws)
+    }
+
     /// Reads one recorded log, then deletes it. The log URL lacks `?project=`: it is added here.
     async fn take_log(&self, what: &str, url: &str) -> Result<Vec<u8>> {
         let log = OperationRef::parse(url);
@@ -224,6 +360,46 @@ impl Client {
             tracing::warn!(message = "Deleting an exec log failed.", log = %path, error = %e);
         }
         Ok(body.to_vec())
+    }
+}
+
+/// How much of the standard input goes in one websocket message.
+const STDIN_CHUNK: usize = 256 * 1024;
+/// How long output may still arrive after the command ended.
+const OUTPUT_GRACE: Duration = Duration::from_secs(5);
+
+/// Everything one output websocket carries, until the server closes it.
+async fn read_stream(mut ws: WebSocketStream<UnixStream>) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(Ok(message)) = ws.next().await {
+        match message {
+            Message::Binary(b) => out.extend_from_slice(&b),
+            Message::Text(t) => out.extend_from_slice(t.as_bytes()),
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    out
+}
+
+/// How a finished exec operation ended.
+fn exit_status(what: &str, op: &crate::types::Operation) -> Result<ExecStatus> {
+    let code = op.metadata.get("return").and_then(|v| v.as_i64());
+    if op.status_code == 200 {
+        let code = code.ok_or_else(|| Error::Protocol {
+            what: what.to_owned(),
+            message: "finished exec without a return code".into(),
+        })?;
+        Ok(ExecStatus::Exited(i32::try_from(code).unwrap_or(-1)))
+    } else if op.err.contains("not found") || code == Some(127) {
+        Ok(ExecStatus::CommandNotFound)
+    } else if op.err.contains("not executable") || code == Some(126) {
+        Ok(ExecStatus::NotExecutable)
+    } else {
+        Err(Error::OperationFailed {
+            what: what.to_owned(),
+            message: op.err.clone(),
+        })
     }
 }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{busybox, client, Cleanup};
+use sha2::Digest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use lxd::{
@@ -384,6 +385,105 @@ async fn exec_output_exit_codes_env_cwd_user() {
             assert!(left.is_empty(), "exec logs left in {dir}: {left:?}");
         }
     }
+}
+
+/// Standard input over the exec websockets: the bytes arrive whole (several chunks, binary),
+/// stdout and stderr come back apart, the exit code is kept, and a command that never reads its
+/// input still finishes. A background child that keeps the streams open does not hold the call.
+#[tokio::test]
+async fn exec_with_stdin() {
+    let c = client().await;
+    assert!(c.streams_stdin(), "the tests use the unix socket");
+    let g = Cleanup::new();
+    let name = g.name("stdin");
+    c.create_instance(&busybox(&name).started())
+        .await
+        .expect("create");
+
+    let input: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+    let out = c
+        .exec(
+            &name,
+            &ExecRequest::shell("cat >/tmp/in; wc -c </tmp/in; sha256sum </tmp/in >&2; exit 4")
+                .stdin(input.clone()),
+        )
+        .await
+        .expect("exec with stdin");
+    assert_eq!(out.status, ExecStatus::Exited(4), "{out:?}");
+    assert_eq!(out.stdout_text().trim(), "1000000");
+    let pulled = c.pull_file(&name, "/tmp/in").await.expect("pull");
+    assert!(pulled.bytes == input, "the input arrived changed");
+    let digest: String = sha2::Sha256::digest(&input)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert!(out.stderr_text().starts_with(&digest), "{out:?}");
+
+    // The input is closed after it is sent: `cat` ends.
+    let out = c
+        .exec(&name, &ExecRequest::new(["cat"]).stdin(&b"hello\n"[..]))
+        .await
+        .expect("cat");
+    assert!(out.success(), "{out:?}");
+    assert_eq!(out.stdout_text(), "hello\n");
+
+    // A command that exits without reading a large input.
+    let out = c
+        .exec(
+            &name,
+            &ExecRequest::shell("echo early; exit 0").stdin(vec![b'z'; 4_000_000]),
+        )
+        .await
+        .expect("early exit");
+    assert!(out.success(), "{out:?}");
+    assert_eq!(out.stdout_text(), "early\n");
+
+    // A detached child keeps stdout open: the call returns once the command has ended.
+    let started = std::time::Instant::now();
+    let out = c
+        .exec(
+            &name,
+            &ExecRequest::shell("sleep 60 & echo $! >/tmp/child; echo parent").stdin(&b""[..]),
+        )
+        .await
+        .expect("detached child");
+    assert!(out.success(), "{out:?}");
+    assert!(out.stdout_text().starts_with("parent"), "{out:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "held by the child: {:?}",
+        started.elapsed()
+    );
+    let out = c
+        .exec(&name, &ExecRequest::shell("kill $(cat /tmp/child)"))
+        .await
+        .expect("pkill");
+    assert!(out.success(), "{out:?}");
+
+    // Environment and user apply as in the recorded mode; a missing command is a result.
+    let out = c
+        .exec(
+            &name,
+            &ExecRequest::shell("read line; echo \"$line $FOO $(id -u)\"")
+                .env("FOO", "bar")
+                .user(1000)
+                .stdin(&b"in\n"[..]),
+        )
+        .await
+        .expect("env");
+    assert_eq!(out.stdout_text(), "in bar 1000\n");
+    let out = c
+        .exec(&name, &ExecRequest::new(["/no/such"]).stdin(&b"x"[..]))
+        .await
+        .expect("missing command");
+    assert_eq!(out.exit_code(), 127);
+
+    c.stop_instance(&name, Stop::Force).await.expect("stop");
+    let err = c
+        .exec(&name, &ExecRequest::new(["cat"]).stdin(&b"x"[..]))
+        .await
+        .expect_err("not running");
+    assert!(matches!(err, Error::NotRunning { .. }), "{err:?}");
 }
 
 #[tokio::test]
