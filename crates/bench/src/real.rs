@@ -312,10 +312,9 @@ impl Drop for Guard {
 }
 
 /// The install phases, in the order a runner goes through them (`manager::install_runner`).
-pub const PHASES: [&str; 6] = [
+pub const PHASES: [&str; 5] = [
     "create+start",
-    "inspect (ready, user, docker)",
-    "push bundle",
+    "push bundle (providers without stdin)",
     "setup exec (unpack, register, start)",
     "config.sh + start + wait alive",
     "other",
@@ -371,9 +370,7 @@ impl Timeline {
 /// Which install phase an exec belongs to (by its script; see `manager::install`).
 fn exec_phase(request: &ExecRequest) -> &'static str {
     let script = request.argv.join(" ");
-    if script.contains(manager::install::INSPECT_MARK) {
-        "inspect (ready, user, docker)"
-    } else if script.contains(manager::install::BUNDLE_PATH) {
+    if script.contains(manager::install::BUNDLE_PATH) {
         "setup exec (unpack, register, start)"
     } else if script.contains("start.sh") {
         "config.sh + start + wait alive"
@@ -420,6 +417,10 @@ impl InstanceProvider for TimingProvider {
         result
     }
 
+    fn streams_stdin(&self) -> bool {
+        self.inner.streams_stdin()
+    }
+
     async fn exec(&self, name: &str, request: &ExecRequest) -> Result<ExecOutput, ProviderError> {
         let start = Instant::now();
         let result = self.inner.exec(name, request).await;
@@ -431,7 +432,7 @@ impl InstanceProvider for TimingProvider {
         let start = Instant::now();
         let result = self.inner.push_file(name, file).await;
         let phase = if file.path == manager::install::BUNDLE_PATH {
-            "push bundle"
+            "push bundle (providers without stdin)"
         } else {
             "other"
         };
@@ -558,10 +559,6 @@ mod tests {
         assert_eq!(median(&[]), Duration::ZERO);
         let shell = |script: String| ExecRequest::shell(script, d(1));
         assert_eq!(
-            exec_phase(&shell(manager::install::inspect_script())),
-            "inspect (ready, user, docker)"
-        );
-        assert_eq!(
             exec_phase(&shell(format!("tar -xf {}", manager::install::BUNDLE_PATH))),
             "setup exec (unpack, register, start)"
         );
@@ -586,7 +583,7 @@ mod tests {
         };
         let calls = [
             call("create+start", 100, 600),
-            call("inspect (ready, user, docker)", 600, 650),
+            call("push bundle (providers without stdin)", 600, 650),
             call("setup exec (unpack, register, start)", 850, 900),
         ];
         let online = BTreeMap::from([("r".to_owned(), Duration::from_millis(1400))]);
@@ -595,7 +592,7 @@ mod tests {
         let get = |k| (p.mean[k] * 1000.0).round() as i64;
         assert_eq!(get("before first call (observe, token, slot)"), 100);
         assert_eq!(get("create+start"), 500);
-        assert_eq!(get("inspect (ready, user, docker)"), 250);
+        assert_eq!(get("push bundle (providers without stdin)"), 250);
         assert_eq!(get("setup exec (unpack, register, start)"), 50);
         assert_eq!(get("run.sh alive → online in sim"), 500);
     }

@@ -5,10 +5,12 @@
 //! token) travel only in 0600 files that the consuming script reads into its environment and
 //! deletes: never a command line, never instance config, never a log line.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
 
 use crate::model::{GitHubPath, ProxySettings, RunnerName, Secret};
-use crate::provider::{ExecRequest, FilePush, InstanceProvider, ProviderError};
+use crate::provider::{ExecOutput, ExecRequest, FilePush, InstanceProvider, ProviderError};
 
 /// Where the runner tarball is extracted.
 pub const RUNNER_DIR: &str = "/opt/actions-runner";
@@ -50,54 +52,6 @@ pub enum InstallError {
     },
     #[error("runner in {name} did not start: {detail}")]
     NotStarted { name: String, detail: String },
-}
-
-/// The user the runner runs as.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunnerUser {
-    pub name: String,
-    pub uid: u32,
-    pub gid: u32,
-    pub home: String,
-}
-
-impl RunnerUser {
-    pub fn is_root(&self) -> bool {
-        self.uid == 0
-    }
-}
-
-/// Picks `runner`, else `ubuntu`, else root from `/etc/passwd`.
-pub fn pick_user(passwd: &str) -> RunnerUser {
-    let entries: Vec<RunnerUser> = passwd
-        .lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split(':').collect();
-            match fields.as_slice() {
-                [name, _, uid, gid, _, home, ..] => Some(RunnerUser {
-                    name: (*name).to_owned(),
-                    uid: uid.parse().ok()?,
-                    gid: gid.parse().ok()?,
-                    home: (*home).to_owned(),
-                }),
-                _ => None,
-            }
-        })
-        .collect();
-    ["runner", "ubuntu"]
-        .iter()
-        .find_map(|wanted| {
-            entries
-                .iter()
-                .find(|u| u.name == *wanted && u.uid != 0)
-                .cloned()
-        })
-        .unwrap_or_else(|| RunnerUser {
-            name: "root".into(),
-            uid: 0,
-            gid: 0,
-            home: "/root".into(),
-        })
 }
 
 /// Settings shared by every runner of a manager.
@@ -409,84 +363,14 @@ fn alive_check() -> String {
 /// The probe's exit code for a runner that finished normally.
 pub const PROBE_FINISHED: i32 = 3;
 
-/// Separates `/etc/passwd` from the rest of [`inspect_script`]'s output.
-pub const INSPECT_MARK: &str = "--runner-manager-inspect--";
-
-/// The first exec into a new instance: its users, and whether docker is installed.
-pub fn inspect_script() -> String {
-    format!(
-        "cat /etc/passwd && echo {INSPECT_MARK} && \
-         {{ command -v docker >/dev/null 2>&1 && echo docker || true; }}"
-    )
-}
-
-/// What [`inspect_script`] found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Inspection {
-    pub user: RunnerUser,
-    pub has_docker: bool,
-}
-
-/// Parses [`inspect_script`]'s output; `None` when the marker is missing (a truncated answer).
-pub fn parse_inspection(stdout: &str) -> Option<Inspection> {
-    let (passwd, rest) = stdout.split_once(INSPECT_MARK)?;
-    Some(Inspection {
-        user: pick_user(passwd),
-        has_docker: rest.lines().any(|l| l.trim() == "docker"),
-    })
-}
-
-/// Growing pauses from 100 ms up to 2 s between attempts, within `timeout` of `started`.
-struct Backoff {
-    started: Instant,
-    timeout: Duration,
-    delay: Duration,
-}
-
-impl Backoff {
-    fn new(timeout: Duration) -> Self {
-        Self {
-            started: Instant::now(),
-            timeout,
-            delay: Duration::from_millis(100),
-        }
-    }
-
-    /// Sleeps before the next attempt, or returns false when that would pass the deadline.
-    async fn pause(&mut self) -> bool {
-        if self.started.elapsed() + self.delay > self.timeout {
-            return false;
-        }
-        tokio::time::sleep(self.delay).await;
-        self.delay = (self.delay * 2).min(Duration::from_secs(2));
-        true
-    }
-}
-
-/// Runs [`inspect_script`] until the instance answers it (a VM's agent, or a container's init,
-/// may need a moment after start).
-async fn inspect(
-    provider: &dyn InstanceProvider,
-    name: &str,
-    timeout: Duration,
-) -> Result<Inspection, InstallError> {
-    let mut backoff = Backoff::new(timeout);
-    let probe = ExecRequest::shell(inspect_script(), Duration::from_secs(10));
-    loop {
-        if let Ok(out) = provider.exec(name, &probe).await {
-            if out.exit_code == 0 {
-                if let Some(found) = parse_inspection(&out.stdout) {
-                    return Ok(found);
-                }
-            }
-        }
-        if !backoff.pause().await {
-            return Err(InstallError::NotReady {
-                name: name.to_owned(),
-                waited: backoff.started.elapsed(),
-            });
-        }
-    }
+/// Growing pauses from 100 ms up to 2 s, for `timeout` in all: how a new instance is retried
+/// until it can take calls (a container's init, or a VM's agent, may need a moment after start).
+fn until_ready(timeout: Duration) -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(2))
+        .without_max_times()
+        .with_total_delay(Some(timeout))
 }
 
 /// Pushes the bundle, retrying while the instance cannot take files yet (a VM before its agent).
@@ -503,28 +387,29 @@ async fn push_bundle(
         uid: 0,
         gid: 0,
     };
-    let mut backoff = Backoff::new(timeout);
-    loop {
-        match provider.push_file(name, &file).await {
-            Ok(()) => return Ok(()),
-            Err(source @ ProviderError::NotFound(_)) => {
-                return Err(InstallError::Provider {
-                    name: name.to_owned(),
-                    step: "pushing the install bundle",
-                    source,
-                })
-            }
-            Err(source) => {
-                if !backoff.pause().await {
-                    return Err(InstallError::Provider {
-                        name: name.to_owned(),
-                        step: "pushing the install bundle",
-                        source,
-                    });
-                }
-            }
-        }
-    }
+    (|| provider.push_file(name, &file))
+        .retry(until_ready(timeout))
+        .when(|e| !matches!(e, ProviderError::NotFound(_)))
+        .await
+        .map_err(|source| InstallError::Provider {
+            name: name.to_owned(),
+            step: "pushing the install bundle",
+            source,
+        })
+}
+
+/// Runs the setup exec with the bundle on its standard input, repeating it only while the
+/// instance is not ready for it (then nothing ran).
+async fn exec_when_ready(
+    provider: &dyn InstanceProvider,
+    name: &str,
+    setup: &ExecRequest,
+    timeout: Duration,
+) -> Result<ExecOutput, ProviderError> {
+    (|| provider.exec(name, setup))
+        .retry(until_ready(timeout))
+        .when(|e| matches!(e, ProviderError::NotReady { .. }))
+        .await
 }
 
 /// The install bundle's path inside the instance while it is pushed (0600, root).
@@ -571,11 +456,11 @@ impl BundleFile {
         self.path == DOCKER_DROPIN || self.path == DOCKER_CLIENT_CONFIG
     }
 
-    /// Where it goes for `user`.
-    fn destination(&self, user: &RunnerUser) -> String {
+    /// Where it goes, as a shell word: the runner's home is `$RM_HOME` (see [`setup_script`]).
+    fn destination(&self) -> String {
         match self.path.strip_prefix(HOME) {
-            Some(rest) => format!("{}/{rest}", user.home.trim_end_matches('/')),
-            None => self.path.clone(),
+            Some(rest) => format!("\"$RM_HOME\"/{}", shell_quote(rest)),
+            None => shell_quote(&self.path),
         }
     }
 
@@ -589,8 +474,7 @@ impl BundleFile {
 /// Every file a runner needs besides the runner tarball: the runner's `.env`,
 /// `/etc/environment`, the manager's scripts, docker's proxy settings (when proxies are set;
 /// installed only where docker is), the one-time policy token and the registration secret (0600,
-/// the runner's user). Independent of the instance, so the bundle is pushed while the instance is
-/// inspected.
+/// the runner's user). Independent of the instance: the setup script finds the user and docker.
 pub fn install_files(
     settings: &InstallSettings,
     name: &RunnerName,
@@ -692,100 +576,148 @@ const UNPACKED: &str = "unpacked";
 /// Printed by [`register_script`] when `config.sh` fails, before its exit code.
 const CONFIG_FAILED: &str = "config-failed";
 
-/// The one exec, as root, after the bundle is pushed: unpacks it, extracts the runner, moves
-/// each file into place (over the runner's own, so ours win) and hands the runner's files to its
-/// user, restarts docker when its proxy settings were written, then runs [`REGISTER_SCRIPT`] as
-/// the runner's user (`runuser`, util-linux `setpriv`, or `su`, whichever the image has). The bundle and the
-/// stage (they hold secrets) are removed whatever happens.
-pub fn setup_script(files: &[BundleFile], found: &Inspection) -> String {
-    let user = &found.user;
+/// How the bundle reaches [`setup_script`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BundleSource {
+    /// On the setup exec's standard input: one round trip in all.
+    Stdin,
+    /// Pushed to [`BUNDLE_PATH`] before the setup exec (providers that cannot feed stdin).
+    Pushed,
+}
+
+/// Picks the runner's user from `/etc/passwd` into `RM_USER`, `RM_UID`, `RM_GID` and
+/// `RM_HOME`: `runner`, else `ubuntu` (either only if its uid is not 0), else root.
+const PICK_USER: &str = r#"RM_USER=root RM_UID=0 RM_GID=0 RM_HOME=/root
+while IFS=: read -r n x u g x h x || [ -n "$n" ]; do
+    case "$n" in runner|ubuntu) ;; *) continue ;; esac
+    case "$u:$g" in *[!0-9:]*|:*|*:) continue ;; esac
+    [ "$u" != 0 ] || continue
+    if [ "$n" = runner ] || [ "$RM_USER" = root ]; then RM_USER=$n RM_UID=$u RM_GID=$g RM_HOME=${h:-/home/$n}; fi
+done </etc/passwd
+"#;
+
+/// The one exec, as root: takes the bundle (from stdin, or where it was pushed), unpacks it,
+/// extracts the runner, picks the runner's user ([`PICK_USER`]), moves each file into place
+/// (over the runner's own, so ours win; docker's files only where docker is) and hands the
+/// runner's files to its user, restarts docker when its proxy settings were written, then runs
+/// [`REGISTER_SCRIPT`] as the runner's user (`runuser`, util-linux `setpriv`, or `su`, whichever
+/// the image has). The bundle and the stage (they hold secrets) are removed whatever happens.
+/// The same for every instance: nothing is asked of the instance beforehand.
+pub fn setup_script(files: &[BundleFile], source: BundleSource) -> String {
     let mut dirs: Vec<String> = vec![RUNNER_DIR.into(), SCRIPT_DIR.into(), META_DIR.into()];
-    let mut chown = vec![RUNNER_DIR.to_owned(), META_DIR.to_owned()];
     let mut moves = String::new();
-    let wanted = files.iter().filter(|f| found.has_docker || !f.is_docker());
-    for f in wanted.clone() {
-        let dest = f.destination(user);
-        if let Some((dir, _)) = dest.rsplit_once('/') {
-            if !dir.is_empty() && !dirs.iter().any(|d| d == dir) {
-                dirs.push(dir.to_owned());
+    let mut docker_moves = String::new();
+    let mut chown = vec![RUNNER_DIR.to_owned(), META_DIR.to_owned()];
+    let mut docker_chown = Vec::new();
+    for f in files {
+        let dest = f.destination();
+        let line = format!("mv -f {STAGE_DIR}/{} {dest}\n", shell_quote(&f.staged()));
+        let (out, owned) = if f.is_docker() {
+            (&mut docker_moves, &mut docker_chown)
+        } else {
+            (&mut moves, &mut chown)
+        };
+        let parent = match f.path.strip_prefix(HOME) {
+            // A file below the home directory: create its directory and hand it over.
+            Some(rest) => rest.rsplit_once('/').map(|(dir, _)| {
+                let dir = format!("\"$RM_HOME\"/{}", shell_quote(dir));
+                if f.runner_owned && !owned.contains(&dir) {
+                    owned.push(dir.clone());
+                }
+                dir
+            }),
+            None => {
+                if f.runner_owned
+                    && ![RUNNER_DIR, META_DIR]
+                        .iter()
+                        .any(|d| f.path.starts_with(&format!("{d}/")))
+                {
+                    owned.push(dest.clone());
+                }
+                f.path
+                    .rsplit_once('/')
+                    .map(|(dir, _)| dir.to_owned())
+                    .filter(|d| !d.is_empty())
             }
-        }
-        moves.push_str(&format!(
-            "mv -f {STAGE_DIR}/{} {}\n",
-            shell_quote(&f.staged()),
-            shell_quote(&dest)
-        ));
-        if f.runner_owned && !chown.iter().any(|d| dest.starts_with(&format!("{d}/"))) {
-            // A file in the home directory: hand over the directory created for it too.
-            let owned = match (f.path.starts_with(HOME), dest.rsplit_once('/')) {
-                (true, Some((dir, _))) if dir != user.home.trim_end_matches('/') => dir.to_owned(),
-                _ => dest,
-            };
-            chown.push(owned);
+        };
+        match parent {
+            Some(dir) if f.is_docker() => out.push_str(&format!("mkdir -p {dir}\n{line}")),
+            Some(dir) => {
+                if !dirs.contains(&dir) {
+                    dirs.push(dir);
+                }
+                out.push_str(&line);
+            }
+            None => out.push_str(&line),
         }
     }
-    let quoted = |paths: &[String]| {
+    let words = |paths: &[String]| {
         paths
             .iter()
-            .map(|p| shell_quote(p))
+            .map(|p| {
+                if p.starts_with('"') {
+                    p.clone()
+                } else {
+                    shell_quote(p)
+                }
+            })
             .collect::<Vec<_>>()
             .join(" ")
+    };
+    let take = match source {
+        BundleSource::Stdin => format!("(umask 077 && cat >{BUNDLE_PATH})\n"),
+        BundleSource::Pushed => String::new(),
     };
     let mut out = format!(
         "set -e\n\
          mkdir -p {META_DIR}\n\
          echo $$ >{SETUP_PID_FILE}\n\
          trap 'rm -rf {BUNDLE_PATH} {STAGE_DIR}' EXIT\n\
+         {take}\
          rm -rf {STAGE_DIR}\n\
          mkdir -m 0700 {STAGE_DIR}\n\
          tar -xf {BUNDLE_PATH} -C {STAGE_DIR}\n\
          rm -f {BUNDLE_PATH}\n\
+         {PICK_USER}\
          mkdir -p {dirs}\n\
          tar -xzf {STAGE_DIR}/{STAGED_TARBALL} -C {RUNNER_DIR}\n\
          test -f {RUNNER_DIR}/config.sh\n\
          test -f {RUNNER_DIR}/run.sh\n\
-         {moves}",
-        dirs = quoted(&dirs),
+         {moves}\
+         if [ \"$RM_UID\" = 0 ]; then echo RUNNER_ALLOW_RUNASROOT=1 >>{RUNNER_DIR}/.env; fi\n\
+         date +%s >{INSTALLED_FILE}\n\
+         chown -R \"$RM_UID:$RM_GID\" {chown}\n",
+        dirs = words(&dirs),
+        chown = words(&chown),
     );
-    if user.is_root() {
+    if !docker_moves.is_empty() {
         out.push_str(&format!(
-            "echo RUNNER_ALLOW_RUNASROOT=1 >>{RUNNER_DIR}/.env\n"
+            "if command -v docker >/dev/null 2>&1; then\n{docker_moves}"
         ));
-    }
-    out.push_str(&format!(
-        "date +%s >{INSTALLED_FILE}\n\
-         chown -R {uid}:{gid} {chown}\n",
-        uid = user.uid,
-        gid = user.gid,
-        chown = quoted(&chown),
-    ));
-    if found.has_docker && !wanted.clone().all(|f| !f.is_docker()) {
+        if !docker_chown.is_empty() {
+            out.push_str(&format!(
+                "chown -R \"$RM_UID:$RM_GID\" {}\n",
+                words(&docker_chown)
+            ));
+        }
         out.push_str(
-            "if command -v systemctl >/dev/null; then systemctl daemon-reload && systemctl restart docker; fi\n",
+            "if command -v systemctl >/dev/null; then systemctl daemon-reload && systemctl restart docker; fi\nfi\n",
         );
     }
-    out.push_str(&format!("rm -rf {STAGE_DIR}\necho {UNPACKED}\nset +e\n"));
-    let home = shell_quote(&user.home);
     let register = format!("sh {REGISTER_SCRIPT}");
-    if user.is_root() {
-        out.push_str(&format!(
-            "HOME={home} RUNNER_ALLOW_RUNASROOT=1 {register}\n"
-        ));
-    } else {
-        out.push_str(&format!(
-            "if command -v runuser >/dev/null 2>&1; then\n\
-             \x20   runuser -u {name} -- env HOME={home} {register}\n\
-             elif setpriv --help 2>&1 | grep -q -- --reuid; then\n\
-             \x20   setpriv --reuid={uid} --regid={gid} --init-groups env HOME={home} {register}\n\
-             else\n\
-             \x20   su -s /bin/sh {name} -c {quoted_register}\n\
-             fi\n",
-            uid = user.uid,
-            gid = user.gid,
-            name = shell_quote(&user.name),
-            quoted_register = shell_quote(&register),
-        ));
-    }
+    out.push_str(&format!(
+        "rm -rf {STAGE_DIR}\necho {UNPACKED}\nset +e\n\
+         if [ \"$RM_UID\" = 0 ]; then\n\
+         \x20   HOME=\"$RM_HOME\" RUNNER_ALLOW_RUNASROOT=1 {register}\n\
+         elif command -v runuser >/dev/null 2>&1; then\n\
+         \x20   runuser -u \"$RM_USER\" -- env HOME=\"$RM_HOME\" {register}\n\
+         elif setpriv --help 2>&1 | grep -q -- --reuid; then\n\
+         \x20   setpriv --reuid=\"$RM_UID\" --regid=\"$RM_GID\" --init-groups env HOME=\"$RM_HOME\" {register}\n\
+         else\n\
+         \x20   su -s /bin/sh \"$RM_USER\" -c {quoted_register}\n\
+         fi\n",
+        quoted_register = shell_quote(&register),
+    ));
     out
 }
 
@@ -833,9 +765,9 @@ fn tail(s: &str, max: usize) -> String {
     }
 }
 
-/// Installs, registers and starts a runner in a started instance. Two round trips: the bundle
-/// is pushed while the instance is inspected (both retried until the instance answers), then
-/// one exec unpacks, registers and starts it.
+/// Installs, registers and starts a runner in a started instance: one exec as root with the
+/// bundle on its standard input (repeated only while the instance is not ready for it), or,
+/// where the provider cannot feed stdin, a push of the bundle and then that exec.
 pub async fn install_runner(
     provider: &dyn InstanceProvider,
     name: &RunnerName,
@@ -850,25 +782,21 @@ pub async fn install_runner(
         step: "building the install bundle",
         source: ProviderError::failed("tar", e),
     })?;
-    let (found, pushed) = tokio::join!(
-        inspect(provider, name.as_str(), settings.ready_timeout),
-        push_bundle(provider, name.as_str(), bundle, settings.ready_timeout),
-    );
-    let found = found?;
-    pushed?;
-
-    let setup = ExecRequest::shell(
-        setup_script(&files, &found),
-        Duration::from_secs(300) + settings.ready_timeout,
-    );
-    let out = provider
-        .exec(name.as_str(), &setup)
-        .await
-        .map_err(|source| InstallError::Provider {
-            name: name.to_string(),
-            step: "installing the runner",
-            source,
-        })?;
+    let limit = Duration::from_secs(300) + settings.ready_timeout;
+    let out = if provider.streams_stdin() {
+        let setup =
+            ExecRequest::shell(setup_script(&files, BundleSource::Stdin), limit).with_stdin(bundle);
+        exec_when_ready(provider, name.as_str(), &setup, settings.ready_timeout).await
+    } else {
+        push_bundle(provider, name.as_str(), bundle, settings.ready_timeout).await?;
+        let setup = ExecRequest::shell(setup_script(&files, BundleSource::Pushed), limit);
+        provider.exec(name.as_str(), &setup).await
+    }
+    .map_err(|source| InstallError::Provider {
+        name: name.to_string(),
+        step: "installing the runner",
+        source,
+    })?;
     let stdout = out.stdout.trim();
     if out.exit_code != 0 {
         let step = if stdout.lines().any(|l| l.starts_with(CONFIG_FAILED)) {
@@ -921,24 +849,56 @@ mod tests {
         }
     }
 
-    fn ubuntu() -> RunnerUser {
-        pick_user("root:x:0:0:root:/root:/bin/bash\nubuntu:x:1000:1000::/home/ubuntu:/bin/bash\n")
+    /// Runs [`PICK_USER`] over `passwd` (rerooted) and prints what it picked.
+    fn picked(passwd: &str) -> String {
+        let dir = tempfile::tempdir().expect("tmp");
+        let root = dir.path().display().to_string();
+        std::fs::create_dir_all(format!("{root}/etc")).expect("mkdir");
+        std::fs::write(format!("{root}/etc/passwd"), passwd).expect("write");
+        let script = format!(
+            "{}echo \"$RM_USER $RM_UID $RM_GID $RM_HOME\"",
+            reroot(PICK_USER, &root)
+        );
+        let out = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .output()
+            .expect("sh runs");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
     #[test]
     fn picks_unprivileged_user_when_present() {
-        assert_eq!(ubuntu().name, "ubuntu");
-        assert_eq!((ubuntu().uid, ubuntu().gid), (1000, 1000));
-        let both =
-            "ubuntu:x:1000:1000::/home/ubuntu:/bin/sh\nrunner:x:1001:1002::/home/runner:/bin/sh\n";
-        assert_eq!(pick_user(both).name, "runner");
-        let only_root = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n";
-        assert!(pick_user(only_root).is_root());
-        assert!(pick_user("garbage\n").is_root());
-        assert!(
-            pick_user("ubuntu:x:0:0::/root:/bin/sh\n").is_root(),
-            "uid 0 is root"
-        );
+        let root = "root:x:0:0:root:/root:/bin/bash\n";
+        for (passwd, expected) in [
+            (
+                format!("{root}ubuntu:x:1000:1000::/home/ubuntu:/bin/bash\n"),
+                "ubuntu 1000 1000 /home/ubuntu",
+            ),
+            (
+                "ubuntu:x:1000:1000::/home/ubuntu:/bin/sh\nrunner:x:1001:1002::/home/runner:/bin/sh\n"
+                    .to_owned(),
+                "runner 1001 1002 /home/runner",
+            ),
+            (
+                "runner:x:1001:1002::/srv/r:/bin/sh\nubuntu:x:1000:1000::/home/ubuntu:/bin/sh\n"
+                    .to_owned(),
+                "runner 1001 1002 /srv/r",
+            ),
+            (
+                format!("{root}nobody:x:65534:65534::/:/bin/false\n"),
+                "root 0 0 /root",
+            ),
+            ("garbage\n".to_owned(), "root 0 0 /root"),
+            ("".to_owned(), "root 0 0 /root"),
+            ("ubuntu:x:0:0::/root:/bin/sh\n".to_owned(), "root 0 0 /root"),
+            ("ubuntu:x:abc:1000::/home/u:/bin/sh\n".to_owned(), "root 0 0 /root"),
+            ("ubuntu:x::1000::/home/u:/bin/sh\n".to_owned(), "root 0 0 /root"),
+            // No trailing newline; an empty home falls back to /home/NAME.
+            ("runner:x:1001:1001:::/bin/sh".to_owned(), "runner 1001 1001 /home/runner"),
+        ] {
+            assert_eq!(picked(&passwd), expected, "{passwd:?}");
+        }
     }
 
     #[test]
@@ -1004,18 +964,13 @@ mod tests {
         let token = RegistrationSecret::Token(Secret::new("tok"));
         let jit = RegistrationSecret::Jit(Secret::new("jit"));
         let files = install_files(&s, &name, &token, None);
-        let docker = |user| Inspection {
-            user,
-            has_docker: true,
-        };
         for script in [
             start_script(),
             pre_job_script(None),
             pre_job_script(Some("http://h:8080")),
             post_job_script(),
-            inspect_script(),
-            setup_script(&files, &docker(ubuntu())),
-            setup_script(&files, &docker(pick_user(""))),
+            setup_script(&files, BundleSource::Stdin),
+            setup_script(&files, BundleSource::Pushed),
             register_script(&s, &name, &token, Duration::from_secs(30)),
             register_script(&s, &name, &jit, Duration::from_secs(30)),
         ] {
@@ -1029,22 +984,6 @@ mod tests {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-    }
-
-    #[test]
-    fn inspection() {
-        let out = format!("root:x:0:0::/root:/bin/sh\nubuntu:x:1000:1000::/home/ubuntu:/bin/sh\n{INSPECT_MARK}\ndocker\n");
-        let found = parse_inspection(&out).expect("marker");
-        assert_eq!(found.user, ubuntu());
-        assert!(found.has_docker);
-        let found = parse_inspection(&format!("root:x:0:0::/root:/bin/sh\n{INSPECT_MARK}\n"))
-            .expect("marker");
-        assert!(found.user.is_root() && !found.has_docker);
-        assert_eq!(
-            parse_inspection("root:x:0:0::/root:/bin/sh\n"),
-            None,
-            "truncated"
-        );
     }
 
     fn bundle_entries(bundle: &[u8]) -> Vec<(String, u32, u64, u64, Vec<u8>)> {
@@ -1080,10 +1019,6 @@ mod tests {
     fn bundle_contents_and_secrets() {
         let s = settings(proxies(), true);
         let name = runner_name();
-        let found = Inspection {
-            user: ubuntu(),
-            has_docker: true,
-        };
         let token = RegistrationSecret::Token(Secret::new("REGTOKEN-123"));
         let policy = Secret::new("POLICYTOKEN-456");
         let files = install_files(&s, &name, &token, Some(&policy));
@@ -1123,29 +1058,35 @@ mod tests {
         }) {
             assert_eq!(*mode, 0o600, "{path} holds a secret");
         }
-        let setup = setup_script(&files, &found);
+        let setup = setup_script(&files, BundleSource::Stdin);
         let register = register_script(&s, &name, &token, Duration::from_secs(5));
         for script in [&setup, &register] {
             assert!(!script.contains("REGTOKEN") && !script.contains("POLICYTOKEN"));
         }
-        assert!(setup.contains("/home/ubuntu/.docker/config.json"));
-        assert!(setup.contains(
-            "chown -R 1000:1000 /opt/actions-runner /var/lib/runner-manager /home/ubuntu/.docker\n"
-        ));
-        assert!(setup.contains("systemctl restart docker"));
-        assert!(setup.contains("setpriv --reuid=1000 --regid=1000"));
-        assert!(!setup.contains("RUNNER_ALLOW_RUNASROOT"));
+        assert!(setup.contains(&format!("cat >{BUNDLE_PATH}")));
+        assert!(!setup_script(&files, BundleSource::Pushed).contains("cat >"));
+        // Docker's files only where docker is; its client config below the user's home.
+        let docker = &setup[setup.find("if command -v docker").expect("docker block")..];
+        assert!(docker.contains("mkdir -p \"$RM_HOME\"/.docker\n"));
+        assert!(docker.contains("\"$RM_HOME\"/.docker/config.json\n"));
+        assert!(docker.contains("chown -R \"$RM_UID:$RM_GID\" \"$RM_HOME\"/.docker\n"));
+        assert!(docker.contains("systemctl restart docker"));
+        assert!(
+            setup.contains(
+                "chown -R \"$RM_UID:$RM_GID\" /opt/actions-runner /var/lib/runner-manager\n"
+            ),
+            "{setup}"
+        );
+        assert!(setup.contains("setpriv --reuid=\"$RM_UID\""));
         assert!(register.contains("./config.sh"));
-
-        // No docker: its files are not installed and it is not restarted. Root: allowed in .env.
-        let plain = Inspection {
-            user: pick_user(""),
-            has_docker: false,
-        };
-        let setup = setup_script(&files, &plain);
-        assert!(!setup.contains("docker"), "{setup}");
-        assert!(setup.contains("RUNNER_ALLOW_RUNASROOT=1 >>/opt/actions-runner/.env"));
-        assert!(!setup.contains("setpriv"));
+        // Without proxies there is nothing for docker.
+        let plain = install_files(
+            &settings(ProxySettings::default(), false),
+            &name,
+            &token,
+            None,
+        );
+        assert!(!setup_script(&plain, BundleSource::Stdin).contains("docker"));
         // JIT: the config file instead of config.sh; 5 s in 50 ms steps.
         let jit = RegistrationSecret::Jit(Secret::new("JITCONFIG-789"));
         let files = install_files(&s, &name, &jit, None);
@@ -1158,17 +1099,20 @@ mod tests {
     }
 
     /// The setup script does what it says on a scratch root: run with its paths moved into a
-    /// temporary directory, it leaves each file in place with its mode, no bundle and no stage,
-    /// and runs the register script (here a stand-in, since the runner is not real).
+    /// temporary directory, with the bundle on its standard input or pushed, it leaves each file
+    /// in place with its mode, no bundle and no stage, and runs the register script (here a
+    /// stand-in, since the runner is not real) as the user it picked (root here).
     #[test]
     fn setup_script_runs() {
+        for source in [BundleSource::Stdin, BundleSource::Pushed] {
+            setup_script_runs_with(source);
+        }
+    }
+
+    fn setup_script_runs_with(source: BundleSource) {
         let dir = tempfile::tempdir().expect("tmp");
         let root = dir.path().display().to_string();
         let s = settings(ProxySettings::default(), false);
-        let found = Inspection {
-            user: pick_user(""),
-            has_docker: false,
-        };
         let token = RegistrationSecret::Token(Secret::new("tok"));
         let mut files = install_files(&s, &runner_name(), &token, None);
         for f in files.iter_mut().filter(|f| f.path == REGISTER_SCRIPT) {
@@ -1195,18 +1139,32 @@ mod tests {
         let rooted = |p: &str| format!("{root}{p}");
         std::fs::create_dir_all(rooted("/tmp")).expect("mkdir");
         std::fs::create_dir_all(rooted("/etc")).expect("mkdir");
-        std::fs::write(rooted(BUNDLE_PATH), &bundle).expect("write");
-        let script = reroot(&setup_script(&files, &found), &root)
-            .replace("chown -R 0:0", &format!("chown -R {}", own_ids(dir.path())));
-        let out = std::process::Command::new("sh")
+        std::fs::write(rooted("/etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").expect("write");
+        if source == BundleSource::Pushed {
+            std::fs::write(rooted(BUNDLE_PATH), &bundle).expect("write");
+        }
+        let script = reroot(&setup_script(&files, source), &root).replace(
+            "chown -R \"$RM_UID:$RM_GID\"",
+            &format!("chown -R {}", own_ids(dir.path())),
+        );
+        let mut child = std::process::Command::new("sh")
             .args(["-c", &script])
-            .output()
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .expect("sh runs");
+        let mut stdin = child.stdin.take().expect("stdin");
+        if source == BundleSource::Stdin {
+            std::io::Write::write_all(&mut stdin, &bundle).expect("feed");
+        }
+        drop(stdin);
+        let out = child.wait_with_output().expect("sh ends");
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert_eq!(
             out.status.code(),
             Some(7),
-            "the register script's exit code: {}",
+            "{source:?}: the register script's exit code: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         assert_eq!(
@@ -1281,7 +1239,10 @@ mod tests {
         let mut out = String::with_capacity(script.len() * 2);
         let mut prev = ' ';
         for (i, c) in script.char_indices() {
-            if c == '/' && matches!(prev, ' ' | '>' | '\'') && !script[i..].starts_with("/dev/") {
+            if c == '/'
+                && matches!(prev, ' ' | '>' | '<' | '\'')
+                && !script[i..].starts_with("/dev/")
+            {
                 out.push_str(root);
             }
             out.push(c);

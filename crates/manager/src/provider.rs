@@ -20,6 +20,10 @@ pub enum ProviderError {
     NotFound(String),
     #[error("{what} timed out")]
     Timeout { what: String },
+    /// The instance cannot take the call yet (not running, or a VM whose agent is not up):
+    /// nothing was done, so the call may be repeated.
+    #[error("{what}: the instance is not ready")]
+    NotReady { what: String },
     #[error("{what} failed: {message}")]
     Failed { what: String, message: String },
 }
@@ -101,7 +105,8 @@ pub struct InstanceSpec {
 }
 
 /// A command run inside an instance. The argv is visible to `ps`: never put a secret in it.
-#[derive(Debug, Clone, Default)]
+/// The standard input may hold secrets: Debug shows only its length.
+#[derive(Clone, Default)]
 pub struct ExecRequest {
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
@@ -110,6 +115,22 @@ pub struct ExecRequest {
     pub cwd: Option<String>,
     /// How long the command may run.
     pub timeout: Duration,
+    /// Fed to the command's standard input, then closed. Only for providers whose
+    /// [`InstanceProvider::streams_stdin`] is true.
+    pub stdin: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for ExecRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecRequest")
+            .field("argv", &self.argv)
+            .field("env", &self.env.iter().map(|(k, _)| k).collect::<Vec<_>>())
+            .field("user", &self.user)
+            .field("cwd", &self.cwd)
+            .field("timeout", &self.timeout)
+            .field("stdin", &self.stdin.as_ref().map(Vec::len))
+            .finish()
+    }
 }
 
 impl ExecRequest {
@@ -129,6 +150,11 @@ impl ExecRequest {
 
     pub fn in_dir(mut self, dir: impl Into<String>) -> Self {
         self.cwd = Some(dir.into());
+        self
+    }
+
+    pub fn with_stdin(mut self, input: Vec<u8>) -> Self {
+        self.stdin = Some(input);
         self
     }
 }
@@ -186,6 +212,12 @@ pub trait InstanceProvider: Send + Sync {
 
     /// Runs a command; a non-zero exit is an `Ok` with that exit code.
     async fn exec(&self, name: &str, request: &ExecRequest) -> Result<ExecOutput, ProviderError>;
+
+    /// Whether [`Self::exec`] can feed [`ExecRequest::stdin`]. When it cannot, files travel by
+    /// [`Self::push_file`].
+    fn streams_stdin(&self) -> bool {
+        false
+    }
 
     async fn push_file(&self, name: &str, file: &FilePush) -> Result<(), ProviderError>;
 

@@ -185,12 +185,23 @@ fn world_with(
     edit: impl FnOnce(&mut ManagerConfig),
     with_binary: bool,
 ) -> World {
+    world_on(app, unit, edit, with_binary, |p| p)
+}
+
+/// [`world_with`] on a simulated provider adjusted by `provider`.
+fn world_on(
+    app: &str,
+    unit: u32,
+    edit: impl FnOnce(&mut ManagerConfig),
+    with_binary: bool,
+    provider: impl FnOnce(SimProvider) -> SimProvider,
+) -> World {
     let dir = tempfile::tempdir().expect("tempdir");
     let registry = Arc::new(FakeRegistry::default());
-    let provider = Arc::new(SimProvider::new(
+    let provider = Arc::new(provider(SimProvider::new(
         SimLatency::default(),
         Some(registry.clone() as Arc<dyn SimRunnerHooks>),
-    ));
+    )));
     assert!(registry.provider.set(provider.clone()).is_ok());
     let mut config = ManagerConfig::new(
         GitHubPath::parse("octo/repo", "").expect("valid"),
@@ -316,6 +327,53 @@ async fn reconcile_from_empty_then_steady() {
         );
     }
     assert_no_secret_in_execs(&w);
+}
+
+/// The install is one exec with the bundle on its standard input; a provider that cannot feed
+/// stdin gets the bundle pushed first, then the same exec without input. Both come up.
+#[tokio::test]
+async fn install_feeds_the_bundle_on_stdin_or_pushes_it() {
+    for stdin in [true, false] {
+        let w = world_on(
+            "app",
+            0,
+            |_| {},
+            true,
+            |p| {
+                if stdin {
+                    p
+                } else {
+                    p.without_stdin()
+                }
+            },
+        );
+        let report = w.reconcile(2).await;
+        assert_eq!(
+            report.created.len(),
+            2,
+            "stdin {stdin}: {:?}",
+            report.failed
+        );
+        let setups: Vec<_> = w
+            .provider
+            .execs()
+            .into_iter()
+            .filter(|e| e.argv.join(" ").contains(crate::install::BUNDLE_PATH))
+            .collect();
+        assert_eq!(setups.len(), 2, "one setup exec per runner");
+        for e in &setups {
+            assert_eq!(e.stdin.is_some(), stdin, "{e:?}");
+            assert!(e.stdin.is_none_or(|n| n > 1024), "the bundle: {e:?}");
+        }
+        assert_eq!(
+            w.provider.execs().len(),
+            2,
+            "stdin {stdin}: nothing but the setup exec ran"
+        );
+        let info = w.manager.get_github_info().await.expect("info");
+        assert!(info.iter().all(|r| r.status() == "online"), "{info:?}");
+        assert_no_secret_in_execs(&w);
+    }
 }
 
 fn assert_no_secret_in_execs(w: &World) {

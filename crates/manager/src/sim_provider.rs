@@ -45,6 +45,8 @@ pub struct ExecRecord {
     pub instance: String,
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// How many bytes were fed to its standard input.
+    pub stdin: Option<usize>,
 }
 
 /// A simulated instance.
@@ -76,7 +78,8 @@ struct SimState {
 pub struct SimProvider {
     state: Mutex<SimState>,
     latency: SimLatency,
-    passwd: String,
+    /// Whether exec feeds standard input (else the install bundle is pushed as a file).
+    stdin: bool,
     hooks: Option<Arc<dyn SimRunnerHooks>>,
 }
 
@@ -85,10 +88,16 @@ impl SimProvider {
         Self {
             state: Mutex::default(),
             latency,
-            passwd: "root:x:0:0:root:/root:/bin/sh\nubuntu:x:1000:1000::/home/ubuntu:/bin/sh\n"
-                .into(),
+            stdin: true,
             hooks,
         }
+    }
+
+    /// A provider whose exec cannot feed standard input, as over HTTPS: the manager pushes
+    /// the install bundle as a file first.
+    pub fn without_stdin(mut self) -> Self {
+        self.stdin = false;
+        self
     }
 
     /// Adds an instance as if someone else had made it.
@@ -320,6 +329,7 @@ impl InstanceProvider for SimProvider {
                     instance: name.to_owned(),
                     argv: request.argv.clone(),
                     env: request.env.clone(),
+                    stdin: request.stdin.as_ref().map(Vec::len),
                 },
             );
             match s.instances.get(name) {
@@ -341,6 +351,15 @@ impl InstanceProvider for SimProvider {
             return Ok(out(0, ""));
         }
         if script.contains(crate::install::BUNDLE_PATH) {
+            if let Some(input) = request.stdin.as_ref().filter(|_| self.stdin) {
+                // What `cat >BUNDLE_PATH` does with the standard input.
+                if let Some(i) = self.state.lock().instances.get_mut(name) {
+                    i.files.insert(
+                        crate::install::BUNDLE_PATH.to_owned(),
+                        (input.clone(), 0o600),
+                    );
+                }
+            }
             if let Err(e) = self.unpack_bundle(name) {
                 return Ok(out(2, e));
             }
@@ -406,13 +425,11 @@ impl InstanceProvider for SimProvider {
                 None => out(crate::install::PROBE_NOT_STARTED, ""),
             });
         }
-        if script == crate::install::inspect_script() {
-            return Ok(out(
-                0,
-                format!("{}{}\n", self.passwd, crate::install::INSPECT_MARK),
-            ));
-        }
         Ok(out(0, ""))
+    }
+
+    fn streams_stdin(&self) -> bool {
+        self.stdin
     }
 
     async fn push_file(&self, name: &str, file: &FilePush) -> Result<(), ProviderError> {

@@ -58,6 +58,9 @@ fn convert(what: &str, error: lxd::Error) -> ProviderError {
         lxd::Error::Timeout { .. } => ProviderError::Timeout {
             what: what.to_owned(),
         },
+        lxd::Error::NotRunning { .. } => ProviderError::NotReady {
+            what: what.to_owned(),
+        },
         other => ProviderError::failed(what, other),
     }
 }
@@ -200,6 +203,9 @@ impl InstanceProvider for LxdProvider {
         if let Some((uid, gid)) = request.user {
             lxd_request = lxd_request.user(uid).group(gid);
         }
+        if let Some(input) = &request.stdin {
+            lxd_request = lxd_request.stdin(input.clone());
+        }
         let out = self
             .client
             .exec(name, &lxd_request)
@@ -210,6 +216,10 @@ impl InstanceProvider for LxdProvider {
             stdout: out.stdout_text(),
             stderr: out.stderr_text(),
         })
+    }
+
+    fn streams_stdin(&self) -> bool {
+        self.client.streams_stdin()
     }
 
     async fn push_file(&self, name: &str, file: &FilePush) -> Result<(), ProviderError> {
