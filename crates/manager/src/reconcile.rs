@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use backon::{ExponentialBuilder, Retryable};
 use futures::{stream, StreamExt};
 use time::OffsetDateTime;
 
@@ -934,18 +935,35 @@ impl RunnerManager {
         // The instance boots while GitHub issues the runner's credentials; a JIT registration
         // made for an instance that then fails is removed by `cleanup_failed` (via `jit_id`).
         let create = async {
-            // One retry: a start can fail transiently on a loaded host (the seed retried 5×).
-            if let Err(first) = self.provider.create_and_start(&spec).await {
-                tracing::warn!(message = "Instance creation failed, retrying once.", runner = %name, error = %first);
-                self.provider.delete(name.as_str()).await.map_err(|e| {
-                    format!("creating instance: {first}; removing the failed one: {e}")
-                })?;
-                self.provider
-                    .create_and_start(&spec)
-                    .await
-                    .map_err(|e| format!("creating instance: {e}"))?;
-            }
-            Ok::<(), String>(())
+            // A start can fail transiently on a loaded host (measured on Incus 6.0: `forkstart`
+            // failing while other instances are being deleted); the seed retried 5×. Up to
+            // CREATE_ATTEMPTS, each failed instance removed before the next attempt.
+            (|| async {
+                match self.provider.create_and_start(&spec).await {
+                    Ok(()) => Ok(()),
+                    Err(error) => {
+                        let removed = self.provider.delete(name.as_str()).await;
+                        Err(match removed {
+                            Ok(()) => CreateError::Retry(format!("creating instance: {error}")),
+                            Err(e) => CreateError::Stop(format!(
+                                "creating instance: {error}; removing the failed one: {e}"
+                            )),
+                        })
+                    }
+                }
+            })
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(500))
+                    .with_max_times(CREATE_ATTEMPTS - 1),
+            )
+            .when(|e| matches!(e, CreateError::Retry(_)))
+            .notify(|e, pause| {
+                tracing::warn!(message = "Instance creation failed, retrying.", runner = %name,
+                    error = %e, ?pause);
+            })
+            .await
+            .map_err(|e| e.to_string())
         };
         let credentials = async {
             let secret = match &prepared.registration_token {
@@ -1093,6 +1111,24 @@ pub fn job_events(name: &str, records: &JobRecords, now: i64) -> Option<(RunnerS
         job_duration: u64::try_from(end - pre.timestamp).unwrap_or(0),
     };
     Some((start, stop))
+}
+
+/// How many times a runner's instance is created before its creation counts as failed.
+const CREATE_ATTEMPTS: usize = 3;
+
+/// A failed instance creation: worth another attempt, or not (its remains could not be removed).
+#[derive(Debug)]
+enum CreateError {
+    Retry(String),
+    Stop(String),
+}
+
+impl std::fmt::Display for CreateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Retry(e) | Self::Stop(e) => f.write_str(e),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -570,19 +570,26 @@ async fn failed_creation_is_cleaned_and_others_come_up() {
     assert!(!w.registry.names().contains(failed_name.as_str()));
     assert_eq!(w.owned_instances().len(), 2);
 
-    // One failed start is retried; two in a row fail that runner only.
-    w.provider.fail_next_creates(1);
+    // Failed starts are retried, up to three attempts; three in a row fail that runner only.
+    w.provider.fail_next_creates(2);
     let report = w.reconcile(3).await;
     assert_eq!(
         (report.created.len(), report.failed.len()),
         (1, 0),
         "{report:?}"
     );
-    w.provider.fail_next_creates(2);
+    w.provider.fail_next_creates(3);
     let report = w.reconcile(5).await;
     assert_eq!((report.created.len(), report.failed.len()), (1, 1));
     assert!(report.failed[0].error.contains("creating instance"));
     assert_eq!(w.owned_instances().len(), 4);
+    let deletes = w
+        .provider
+        .calls()
+        .iter()
+        .filter(|c| c.starts_with("delete "))
+        .count();
+    assert!(deletes >= 5, "each failed attempt is removed: {deletes}");
 }
 
 #[tokio::test]
