@@ -721,8 +721,22 @@ pub fn setup_script(files: &[BundleFile], source: BundleSource) -> String {
     out
 }
 
-/// [`REGISTER_SCRIPT`]: registers (token mode), starts `start.sh` detached and waits in the
-/// instance, in 50 ms steps up to `wait`, until `run.sh` is alive. The last line printed is
+/// Waits, in 50 ms steps for at most 10 s, until the instance has an IPv4 route or a global
+/// IPv6 address: a container is started before its address is configured (measured: 40–80 ms
+/// on Incus), and a `config.sh` run before that fails to reach GitHub (the real one exits, the
+/// simulator's retries after 1 s). After 10 s it goes on regardless (a network without either).
+const NETWORK_WAIT: &str = r#"i=0
+while [ $i -lt 200 ]; do
+    if [ -r /proc/net/route ] && [ "$(wc -l </proc/net/route)" -gt 1 ]; then break; fi
+    if grep -q '^[0-9a-f]* [0-9a-f]* [0-9a-f]* 00 ' /proc/net/if_inet6 2>/dev/null; then break; fi
+    i=$((i + 1))
+    sleep 0.05 2>/dev/null || sleep 1
+done
+"#;
+
+/// [`REGISTER_SCRIPT`]: waits for the network ([`NETWORK_WAIT`]), registers (token mode), starts
+/// `start.sh` detached and waits in the instance, in 50 ms steps up to `wait`, until `run.sh` is
+/// alive. The last line printed is
 /// `alive`, `exited CODE` (then the log's tail), or `waiting`.
 pub fn register_script(
     settings: &InstallSettings,
@@ -742,6 +756,7 @@ pub fn register_script(
         "#!/bin/sh\n\
          # Written by runner-manager: registers and starts the runner, as its user.\n\
          cd {RUNNER_DIR} || exit 1\n\
+         {NETWORK_WAIT}\
          {configure}\
          if command -v setsid >/dev/null; then setsid sh {SCRIPT_DIR}/start.sh </dev/null >/dev/null 2>&1 &\n\
          else nohup sh {SCRIPT_DIR}/start.sh </dev/null >/dev/null 2>&1 & fi\n\
@@ -1192,6 +1207,41 @@ mod tests {
         assert_eq!(mode(&format!("{SCRIPT_DIR}/start.sh")), 0o755);
         assert!(!std::path::Path::new(&rooted(BUNDLE_PATH)).exists());
         assert!(!std::path::Path::new(&rooted(STAGE_DIR)).exists());
+    }
+
+    /// The network wait ends at once with an IPv4 route or a global IPv6 address, and after its
+    /// bound without either (here 3 steps instead of 200).
+    #[test]
+    fn network_wait() {
+        let header = "Iface\tDestination\tGateway \tFlags\n";
+        let route = "eth0\t002D7B0A\t00000000\t0001\n";
+        let link_local = "fe800000000000000216 02 40 20 80 eth0\n";
+        let global = "fd420000000000000216 02 40 00 00 eth0\n";
+        for (routes, inet6, steps) in [
+            (format!("{header}{route}"), "", 0),
+            (header.to_owned(), global, 0),
+            (header.to_owned(), link_local, 3),
+            (header.to_owned(), "", 3),
+        ] {
+            let dir = tempfile::tempdir().expect("tmp");
+            let root = dir.path().display().to_string();
+            std::fs::create_dir_all(format!("{root}/proc/net")).expect("mkdir");
+            std::fs::write(format!("{root}/proc/net/route"), &routes).expect("write");
+            std::fs::write(format!("{root}/proc/net/if_inet6"), inet6).expect("write");
+            let script = format!(
+                "{}echo $i",
+                reroot(NETWORK_WAIT, &root).replace("-lt 200", "-lt 3")
+            );
+            let out = std::process::Command::new("sh")
+                .args(["-c", &script])
+                .output()
+                .expect("sh runs");
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout).trim(),
+                steps.to_string(),
+                "{routes:?} {inet6:?}"
+            );
+        }
     }
 
     /// The probe's answers, run on a scratch root: installing, abandoned, alive, dead, finished.
