@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use async_trait::async_trait;
+use backon::Retryable;
 use futures::future::join_all;
 use manager::adapters::LxdProvider;
 use manager::events::Metrics;
@@ -187,15 +188,22 @@ impl Rig {
                     .profiles(self.profiles.iter().cloned())
                     .ephemeral()
                     .started();
-                // One retry, as the manager does: a start can fail transiently on a busy host.
-                if let Err(first) = self.lxd.create_instance(&spec).await {
-                    eprintln!("floor: launching {name} failed, retrying once: {first}");
-                    self.lxd.force_delete_instance(&name).await.ok();
-                    self.lxd
-                        .create_instance(&spec)
-                        .await
-                        .with_context(|| format!("floor: launching {name}"))?;
-                }
+                // Up to 3 attempts, as the manager: a start can fail transiently on a busy host.
+                (|| async {
+                    let created = self.lxd.create_instance(&spec).await;
+                    if let Err(e) = &created {
+                        eprintln!("floor: launching {name} failed: {e}");
+                        self.lxd.force_delete_instance(&name).await.ok();
+                    }
+                    created
+                })
+                .retry(
+                    backon::ExponentialBuilder::default()
+                        .with_min_delay(Duration::from_millis(500))
+                        .with_max_times(2),
+                )
+                .await
+                .with_context(|| format!("floor: launching {name}"))?;
                 let out = self
                     .lxd
                     .exec(
