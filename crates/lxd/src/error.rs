@@ -14,6 +14,11 @@ pub enum Error {
     /// The instance must be running for this call (exec on a stopped instance).
     #[error("instance {instance} is not running")]
     NotRunning { instance: String },
+    /// An exec's standard streams could not be connected, so the command was not started (the
+    /// server runs it only once its stdin, stdout and stderr are connected, and gives up after
+    /// 10 s): the exec may be repeated.
+    #[error("{what}: its streams could not be connected: {message}")]
+    StreamsNotConnected { what: String, message: String },
     /// A background operation finished with `Failure` or `Cancelled`.
     #[error("operation {what} failed: {message}")]
     OperationFailed { what: String, message: String },

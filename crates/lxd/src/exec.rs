@@ -268,15 +268,25 @@ impl Client {
         let secrets = [secret("0")?, secret("1")?, secret("2")?, secret("control")?];
         let dial = |secret: String| self.dial(what, socket, op.path(), secret);
         let [s0, s1, s2, sc] = secrets;
-        let dialed = futures::future::try_join4(dial(s0), dial(s1), dial(s2), dial(sc)).await;
-        let (mut stdin, stdout, stderr, control) = match dialed {
+        // The control socket is optional for a non-interactive exec: the command runs without it.
+        let (required, control) = tokio::join!(
+            futures::future::try_join3(dial(s0), dial(s1), dial(s2)),
+            dial(sc)
+        );
+        let (mut stdin, stdout, stderr) = match required {
             Ok(sockets) => sockets,
             Err(e) => {
-                // Nothing can run without its streams: do not leave the operation waiting.
+                // The server does not start the command without these: cancel the operation.
                 let _ = self.raw(what, self.req(Method::DELETE, op.path())).await;
-                return Err(e);
+                return Err(Error::StreamsNotConnected {
+                    what: what.to_owned(),
+                    message: e.to_string(),
+                });
             }
         };
+        if let Err(error) = &control {
+            tracing::debug!(message = "Exec control socket not connected.", %what, %error);
+        }
         let stdout = tokio::spawn(read_stream(stdout));
         let stderr = tokio::spawn(read_stream(stderr));
         let feed = async move {
@@ -326,6 +336,8 @@ impl Client {
         secret: String,
     ) -> Result<WebSocketStream<UnixStream>> {
         let timeouts = self.timeouts();
+        // The server waits 10 s for the streams, then fails the operation.
+        let handshake = timeouts.request.min(DIAL_TIMEOUT);
         let url = format!("ws://localhost{op_path}/websocket?secret={secret}");
         let failed = |message: String| Error::Protocol {
             what: format!("{what}: opening its websocket"),
@@ -338,16 +350,13 @@ impl Client {
                 after: timeouts.connect,
             })?
             .map_err(|e| failed(e.to_string()))?;
-        let (ws, _) = tokio::time::timeout(
-            timeouts.request,
-            tokio_tungstenite::client_async(url, stream),
-        )
-        .await
-        .map_err(|_| Error::Timeout {
-            what: format!("{what}: opening its websocket"),
-            after: timeouts.request,
-        })?
-        .map_err(|e| failed(e.to_string()))?;
+        let (ws, _) = tokio::time::timeout(handshake, tokio_tungstenite::client_async(url, stream))
+            .await
+            .map_err(|_| Error::Timeout {
+                what: format!("{what}: opening its websocket"),
+                after: handshake,
+            })?
+            .map_err(|e| failed(e.to_string()))?;
         Ok(ws)
     }
 
@@ -365,6 +374,8 @@ impl Client {
 
 /// How much of the standard input goes in one websocket message.
 const STDIN_CHUNK: usize = 256 * 1024;
+/// How long opening one of an exec's websockets may take: the server gives up on them after 10 s.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(12);
 /// How long output may still arrive after the command ended.
 const OUTPUT_GRACE: Duration = Duration::from_secs(5);
 

@@ -4,6 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use backon::{ConstantBuilder, Retryable};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -58,9 +59,11 @@ fn convert(what: &str, error: lxd::Error) -> ProviderError {
         lxd::Error::Timeout { .. } => ProviderError::Timeout {
             what: what.to_owned(),
         },
-        lxd::Error::NotRunning { .. } => ProviderError::NotReady {
-            what: what.to_owned(),
-        },
+        lxd::Error::NotRunning { .. } | lxd::Error::StreamsNotConnected { .. } => {
+            ProviderError::NotReady {
+                what: what.to_owned(),
+            }
+        }
         other => ProviderError::failed(what, other),
     }
 }
@@ -271,28 +274,35 @@ impl InstanceProvider for LxdProvider {
     async fn delete(&self, name: &str) -> Result<(), ProviderError> {
         // Incus refuses to stop or delete an instance while another operation on it runs ("is
         // busy running a 'start' operation"), e.g. the create or start of a process that was
-        // killed: wait for it (1 s steps, at most DELETE_BUSY_WAIT) rather than fail the pass.
-        let started = std::time::Instant::now();
-        loop {
+        // killed, and that start can also win the race with our stop ("Instance is running"):
+        // wait for it (1 s steps, about DELETE_BUSY_WAIT in all) rather than fail the pass.
+        (|| async {
             match self.client.force_delete_instance(name).await {
-                Ok(_) => return Ok(()),
-                // An ephemeral instance can vanish between the stop and the delete; the operation
-                // then fails with "Instance not found" rather than a 404.
+                Ok(_) => Ok(()),
+                // An ephemeral instance can vanish between the stop and the delete; the
+                // operation then fails with "Instance not found" rather than a 404.
                 Err(e)
                     if e.is_not_found()
                         || e.to_string()
                             .to_ascii_lowercase()
                             .contains("instance not found") =>
                 {
-                    return Ok(())
+                    Ok(())
                 }
-                Err(e) if is_busy(&e) && started.elapsed() < DELETE_BUSY_WAIT => {
-                    tracing::debug!(message = "Instance busy with another operation, waiting to delete it.", instance = name, error = %e);
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                Err(e) => return Err(convert(&format!("deleting instance {name}"), e)),
+                Err(e) => Err(e),
             }
-        }
+        })
+        .retry(
+            ConstantBuilder::default()
+                .with_delay(Duration::from_secs(1))
+                .with_max_times(DELETE_BUSY_WAIT.as_secs() as usize),
+        )
+        .when(is_busy)
+        .notify(|error, _| {
+            tracing::debug!(message = "Instance busy with another operation, waiting to delete it.", instance = name, %error);
+        })
+        .await
+        .map_err(|e| convert(&format!("deleting instance {name}"), e))
     }
 }
 
@@ -302,5 +312,7 @@ const DELETE_BUSY_WAIT: Duration = Duration::from_secs(120);
 /// Incus's answer while another operation holds the instance.
 fn is_busy(error: &lxd::Error) -> bool {
     let text = error.to_string().to_ascii_lowercase();
-    text.contains("is busy running") || text.contains("busy running a")
+    text.contains("is busy running")
+        || text.contains("busy running a")
+        || text.contains("instance is running")
 }
