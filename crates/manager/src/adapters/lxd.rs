@@ -316,3 +316,47 @@ fn is_busy(error: &lxd::Error) -> bool {
         || text.contains("busy running a")
         || text.contains("instance is running")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The errors after which nothing ran map to `NotReady` (the install repeats the exec);
+    /// the answers of an instance held by another operation are "busy" (the delete waits).
+    #[test]
+    fn error_mapping() {
+        let what = || "exec \"sh\" in r-1".to_owned();
+        let not_ready = [
+            lxd::Error::NotRunning {
+                instance: "r-1".into(),
+            },
+            lxd::Error::StreamsNotConnected {
+                what: what(),
+                message: "timed out".into(),
+            },
+        ];
+        for e in not_ready {
+            assert!(
+                matches!(convert("exec in r-1", e), ProviderError::NotReady { .. }),
+                "not ready"
+            );
+        }
+        let failed = lxd::Error::OperationFailed {
+            what: what(),
+            message: "boom".into(),
+        };
+        assert!(matches!(
+            convert("exec in r-1", failed),
+            ProviderError::Failed { .. }
+        ));
+        let op = |message: &str| lxd::Error::OperationFailed {
+            what: "deleting instance r-1".into(),
+            message: message.into(),
+        };
+        assert!(is_busy(&op(
+            "Instance is busy running a \"start\" operation"
+        )));
+        assert!(is_busy(&op("Instance is running")));
+        assert!(!is_busy(&op("Failed to delete storage volume")));
+    }
+}
