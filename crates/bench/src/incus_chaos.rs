@@ -616,6 +616,18 @@ fn random_app() -> String {
     format!("chaos{s}")
 }
 
+/// The evidence key a failed clean pass counts under: Incus failing to start a container (its
+/// `forkstart` pre-start hook timing out) is told apart from the manager's own failures.
+fn failure_kind(reason: &str) -> &'static str {
+    if reason.contains("forkstart") {
+        "failures: Incus could not start a container (forkstart)"
+    } else if reason.starts_with("clean reconcile") {
+        "failures: the clean pass exited non-zero, other causes"
+    } else {
+        "failures: the clean pass exited 0 but the fleet was wrong"
+    }
+}
+
 /// Keeps the larger of the evidence `key` and `value` (milliseconds).
 fn max_evidence(tally: &mut Tally, key: &str, value: Duration) {
     let ms = u64::try_from(value.as_millis()).unwrap_or(u64::MAX);
@@ -775,6 +787,7 @@ pub async fn r2_create(world: &World, options: &Options) -> anyhow::Result<Tally
             view.at_kill.summary()
         ));
         if let Err(reason) = world.clean_pass(&mut tally, &registered_before).await {
+            tally.add(failure_kind(&reason), 1);
             tally.fail(format!(
                 "create kill {} (from {start}, at {:.2} s of {:.2} s; at kill: {}): {reason}",
                 i + 1,
@@ -891,6 +904,7 @@ pub async fn r2_flush(world: &World, options: &Options) -> anyhow::Result<Tally>
             view.at_kill.summary()
         ));
         if let Err(reason) = world.clean_pass(&mut tally, &registered_before).await {
+            tally.add(failure_kind(&reason), 1);
             tally.fail(format!(
                 "flush kill {}{} (at {:.2} s of {:.2} s; at kill: {}): {reason}",
                 i + 1,
@@ -1179,4 +1193,20 @@ pub async fn run(options: &Options, which: &str) -> anyhow::Result<Vec<Tally>> {
     }
     tallies.push(leak);
     Ok(tallies)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::failure_kind;
+
+    #[test]
+    fn failures_are_told_apart_by_cause() {
+        let incus = "clean reconcile: reconcile exited Some(1) ({}): creating instance x failed: \
+                     Failed to run: /usr/libexec/incus/incusd forkstart x /var/lib/incus/containers";
+        assert!(failure_kind(incus).contains("forkstart"));
+        let other = "clean reconcile: reconcile exited Some(1) ({}): listing runners: 502";
+        assert!(failure_kind(other).contains("other causes"));
+        let fleet = "not converged 30s after the pass: expected 3: 0 owned instances";
+        assert!(failure_kind(fleet).contains("exited 0"));
+    }
 }
