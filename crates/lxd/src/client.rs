@@ -205,8 +205,20 @@ impl Client {
             .pool_idle_timeout(Duration::from_secs(30))
             .user_agent(concat!("runner-manager-lxd/", env!("CARGO_PKG_VERSION")));
         let (http, base, desc) = match &endpoint {
+            // No idle connections on the socket. The HTTP pool races a new connection against
+            // a busy one; when the busy one frees first, the new one is parked in the pool
+            // without a byte sent. Incus (6.0.4) and LXD read the first bytes of each accepted
+            // unix connection inside their accept loop (STARTTLS detection), so one silent
+            // connection holds up every other client of the daemon, its own hooks included,
+            // until it speaks or closes: measured 20–90 s stalls and containers failing to start
+            // (`forkstart`: the pre-start hook cannot reach the daemon). A connect on the local
+            // socket costs microseconds; TLS endpoints keep their pool.
             Endpoint::Unix(path) => (
-                builder.unix_socket(path.as_path()).no_proxy().build(),
+                builder
+                    .pool_max_idle_per_host(0)
+                    .unix_socket(path.as_path())
+                    .no_proxy()
+                    .build(),
                 "http://lxd".to_owned(),
                 format!("unix:{}", path.display()),
             ),
@@ -252,9 +264,8 @@ impl Client {
             project: None,
         };
         let what = format!("GET /1.0 on {}", client.inner.endpoint);
-        // `GET /1.0` renders the daemon's config under its database lock: measured on Incus 6.0.4,
-        // it can stall for up to a minute while several instances stop, when every other call
-        // stays fast. It runs once per client, so it gets the operation timeout.
+        // Another client's silent connection can hold up the daemon's accept loop (see above);
+        // this runs once per client, so it gets the operation timeout.
         let server: ServerInfo = client
             .sync(
                 &what,
