@@ -207,12 +207,13 @@ impl Client {
         let (http, base, desc) = match &endpoint {
             // No idle connections on the socket. The HTTP pool races a new connection against
             // a busy one; when the busy one frees first, the new one is parked in the pool
-            // without a byte sent. Incus (6.0.4) and LXD read the first bytes of each accepted
-            // unix connection inside their accept loop (STARTTLS detection), so one silent
-            // connection holds up every other client of the daemon, its own hooks included,
-            // until it speaks or closes: measured 20–90 s stalls and containers failing to start
-            // (`forkstart`: the pre-start hook cannot reach the daemon). A connect on the local
-            // socket costs microseconds; TLS endpoints keep their pool.
+            // without a byte sent. Incus 6.0 and LXD 5.0 read the first bytes of each accepted
+            // unix connection inside their accept loop (STARTTLS detection; later releases do it
+            // per connection, with a deadline), so one silent connection holds up every other
+            // client of the daemon, its own hooks included, until it speaks or closes: measured
+            // 20–90 s stalls and containers failing to start (`forkstart`: the pre-start hook
+            // cannot reach the daemon). A connect on the local socket costs microseconds; TLS
+            // endpoints keep their pool.
             Endpoint::Unix(path) => (
                 builder
                     .pool_max_idle_per_host(0)

@@ -174,6 +174,25 @@ impl Client {
         Ok(by_status.remove("running").unwrap_or_default())
     }
 
+    /// Waits, at most `limit`, for an operation listed by [`Client::running_operations`] to end;
+    /// its final state.
+    pub async fn wait_operation(
+        &self,
+        operation: &crate::types::Operation,
+        limit: std::time::Duration,
+    ) -> Result<crate::types::Operation> {
+        let mut path = format!("/1.0/operations/{}", operation.id);
+        if let Some(project) = self.project() {
+            path = format!("{path}?project={project}");
+        }
+        let what = format!(
+            "waiting for operation {} ({})",
+            operation.id, operation.description
+        );
+        self.wait(&what, &crate::client::OperationRef::parse(&path), limit)
+            .await
+    }
+
     /// The instances whose config has `key` = `value` (for example `user.owner`). Filtered here, so
     /// it works on every server version.
     pub async fn list_instances_with_config(

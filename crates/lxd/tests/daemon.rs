@@ -103,8 +103,7 @@ async fn instance_lifecycle() {
         .expect_err("running instances cannot be deleted");
     assert!(matches!(err, Error::Api { .. }), "{err:?}");
 
-    // The busybox init exits on SIGPWR at once; the generous bound is for Incus itself, which
-    // was measured stalling stops for tens of seconds while other tests churn containers.
+    // The busybox init exits on SIGPWR at once; the bound is generous for a loaded shared host.
     c.stop_instance(
         &name,
         Stop::Graceful {

@@ -866,3 +866,91 @@ async fn policy_check_allows_and_blocks() {
     assert_eq!(checks.load(Ordering::SeqCst), 2);
     env.teardown().await;
 }
+
+/// A pass that died after asking for an instance leaves the creation running on the daemon, and
+/// until it gets far enough the instance is not listed: an observation made then would count
+/// without it, and the instance would appear after the pass. The LXD provider waits for such a
+/// creation before it answers. Here the creation is held by an image server that accepts and
+/// never answers, then fails when the server goes away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn observation_waits_for_a_creation_left_in_flight() {
+    use manager::provider::InstanceProvider;
+    if !enabled() {
+        return;
+    }
+    let app = random_app();
+    let owner = manager::model::Owner::new(&app, 0).expect("owner");
+    let name = owner.new_runner_name();
+    let lxd = lxd::Client::discover().await.expect("incus is up");
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (release, mut released) = tokio::sync::oneshot::channel::<()>();
+    let image_server = tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            tokio::select! {
+                _ = &mut released => break,
+                Ok((socket, _)) = listener.accept() => held.push(socket),
+            }
+        }
+        held.len()
+    });
+
+    // The dead pass's request.
+    let spec = lxd::InstanceSpec::new(
+        name.as_str(),
+        lxd::ImageSource::Remote {
+            server: format!("https://{addr}"),
+            alias: "never".into(),
+        },
+    )
+    .config(APP_KEY, &app)
+    .config(UNIT_KEY, "0");
+    let creation = {
+        let lxd = lxd.clone();
+        tokio::spawn(async move { lxd.create_instance(&spec).await })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let ops = lxd.running_operations().await.expect("operations");
+        if ops
+            .iter()
+            .any(|op| op.instance_names().iter().any(|n| n == name.as_str()))
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the creation never showed as running"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let provider = manager::adapters::LxdProvider::new(lxd.clone());
+    let observation = tokio::spawn(async move { provider.list_instances(&owner).await });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(
+        !observation.is_finished(),
+        "the observation answered while a creation of one of its names was running: {:?}",
+        observation.await
+    );
+
+    release.send(()).expect("image server running");
+    let held = image_server.await.expect("image server");
+    assert!(held >= 1, "the daemon never reached the image server");
+    let listed = tokio::time::timeout(Duration::from_secs(90), observation)
+        .await
+        .expect("the observation ends once the creation has")
+        .expect("task")
+        .expect("listing");
+    assert!(
+        listed.iter().all(|i| i.name != name.as_str()),
+        "the failed creation left an instance: {listed:?}"
+    );
+    let created = creation.await.expect("task");
+    assert!(created.is_err(), "the creation cannot succeed: {created:?}");
+    let _ = lxd.force_delete_instance(name.as_str()).await;
+}

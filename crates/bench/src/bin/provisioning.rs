@@ -194,9 +194,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args.reps
     );
     print!("{}", table.render());
-    println!(
-        "\nRounds repeated after a failed creation (Incus `forkstart` errors on the shared host): {failed_rounds}"
-    );
+    println!("\nRounds repeated after a failed creation: {failed_rounds}");
 
     for (label, pick) in [
         (

@@ -79,28 +79,47 @@ fn status(s: &str) -> InstanceStatus {
 #[async_trait]
 impl InstanceProvider for LxdProvider {
     async fn list_instances(&self, owner: &Owner) -> Result<Vec<Instance>, ProviderError> {
-        let (all, operations) = tokio::join!(
-            self.client
-                .list_instances_with_config(APP_KEY, owner.app_name()),
-            self.client.running_operations()
-        );
-        let all = all.map_err(|e| convert("listing instances", e))?;
-        // An instance still "Running" while a stop or delete runs on it (a pass killed in the
-        // middle of a removal) is going away. Without the operations list, statuses stand.
-        let going: std::collections::BTreeSet<String> = match operations {
-            Ok(operations) => operations
-                .iter()
-                .filter(|op| {
-                    let what = op.description.to_ascii_lowercase();
-                    what.contains("delet") || what.contains("stop")
-                })
-                .flat_map(lxd::Operation::instance_names)
-                .collect(),
-            Err(error) => {
+        let mut waited = false;
+        let (all, operations) = loop {
+            let (all, operations) = tokio::join!(
+                self.client
+                    .list_instances_with_config(APP_KEY, owner.app_name()),
+                self.client.running_operations()
+            );
+            let all = all.map_err(|e| convert("listing instances", e))?;
+            let operations = operations.unwrap_or_else(|error| {
                 tracing::debug!(message = "Could not list running operations.", %error);
-                Default::default()
+                Vec::new()
+            });
+            // A creation of one of our names still running on the daemon, its instance not
+            // listed yet, was sent by a pass that died (a live pass holds the unit's lock): the
+            // instance would appear after this pass has counted. Wait for it (once, bounded)
+            // and look again, so it is judged like any instance left by a dead pass.
+            let creating = creations_in_flight(&operations, owner, &all);
+            if waited || creating.is_empty() {
+                break (all, operations);
+            }
+            waited = true;
+            tracing::info!(
+                message = "Waiting for instance creations left in flight by an interrupted pass.",
+                instances = ?creating.iter().flat_map(|op| op.instance_names()).collect::<Vec<_>>()
+            );
+            for op in creating {
+                if let Err(error) = self.client.wait_operation(op, IN_FLIGHT_WAIT).await {
+                    tracing::debug!(message = "Waiting for an operation failed.", %error);
+                }
             }
         };
+        // An instance still "Running" while a stop or delete runs on it (a pass killed in the
+        // middle of a removal) is going away. Without the operations list, statuses stand.
+        let going: std::collections::BTreeSet<String> = operations
+            .iter()
+            .filter(|op| {
+                let what = op.description.to_ascii_lowercase();
+                what.contains("delet") || what.contains("stop")
+            })
+            .flat_map(lxd::Operation::instance_names)
+            .collect();
         Ok(all
             .into_iter()
             .map(|i| Instance {
@@ -309,6 +328,26 @@ impl InstanceProvider for LxdProvider {
 /// How long a delete waits for another operation on the instance to end.
 const DELETE_BUSY_WAIT: Duration = Duration::from_secs(120);
 
+/// How long an observation waits for a creation left in flight by a dead pass.
+const IN_FLIGHT_WAIT: Duration = Duration::from_secs(60);
+
+/// The running creations of names `owner` would own whose instance is not in `listed`.
+fn creations_in_flight<'a>(
+    operations: &'a [lxd::Operation],
+    owner: &Owner,
+    listed: &[lxd::Instance],
+) -> Vec<&'a lxd::Operation> {
+    operations
+        .iter()
+        .filter(|op| op.description.to_ascii_lowercase().contains("creat"))
+        .filter(|op| {
+            op.instance_names().iter().any(|name| {
+                owner.parse_name(name).is_some() && !listed.iter().any(|i| &i.name == name)
+            })
+        })
+        .collect()
+}
+
 /// Incus's answer while another operation holds the instance.
 fn is_busy(error: &lxd::Error) -> bool {
     let text = error.to_string().to_ascii_lowercase();
@@ -320,6 +359,42 @@ fn is_busy(error: &lxd::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Only running creations of this owner's names whose instance is not listed are waited for.
+    #[test]
+    fn creations_in_flight_are_ours_and_unlisted() {
+        let owner = Owner::new("app", 0).expect("owner");
+        let op = |description: &str, name: &str| lxd::Operation {
+            id: format!("{description}-{name}"),
+            description: description.into(),
+            resources: [(
+                "instances".to_owned(),
+                vec![format!("/1.0/instances/{name}")],
+            )]
+            .into(),
+            ..Default::default()
+        };
+        let ops = [
+            op("Creating instance", "app-0-unlisted"),
+            op("Creating instance", "app-0-listed00"),
+            op("Creating instance", "app-1-unlisted"),
+            op("Creating instance", "other-0-abcdefgh"),
+            op("Creating instance", "app-0-notasuffix"),
+            op("Starting instance", "app-0-startin1"),
+            op("Executing command", "app-0-execing1"),
+            op("Deleting instance", "app-0-deletin1"),
+        ];
+        let listed = [lxd::Instance {
+            name: "app-0-listed00".into(),
+            ..Default::default()
+        }];
+        let found: Vec<&str> = creations_in_flight(&ops, &owner, &listed)
+            .iter()
+            .map(|op| op.id.as_str())
+            .collect();
+        assert_eq!(found, ["Creating instance-app-0-unlisted"]);
+        assert!(creations_in_flight(&ops, &owner, &[]).len() == 2);
+    }
 
     /// The errors after which nothing ran map to `NotReady` (the install repeats the exec);
     /// the answers of an instance held by another operation are "busy" (the delete waits).
