@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The real Incus (and optionally Debian's LXD 5.0) daemon that every test and the demo use.
 #
-#   sudo ./scripts/incus-env.sh up [--debian]   install if needed, start incusd, pool, bridge, profile, images
-#   sudo ./scripts/incus-env.sh status          what is running
-#   sudo ./scripts/incus-env.sh down            `incus admin shutdown`, then stop the pid we started
-#   sudo ./scripts/incus-env.sh restart         restart incusd only (SIGTERM: instances keep running)
-#   sudo ./scripts/incus-env.sh lxd-up | lxd-down | lxd-status   Debian's LXD 5.0 on its own socket and bridge
-#
-# Works on a fresh Debian 12 without systemd, as root, without standard input. Idempotent: a second `up`
-# only checks and exits (well under a second). Concurrent runs serialise on a lock file.
+#   ./scripts/incus-env.sh up         install if needed, start incusd, pool, bridge, profile, images
+#   ./scripts/incus-env.sh status     what is running
+#   ./scripts/incus-env.sh down       `incus admin shutdown`, then stop the pid we started
+#   ./scripts/incus-env.sh restart    restart incusd only (SIGTERM: instances keep running)
+#   ./scripts/incus-env.sh lxd-up | lxd-down | lxd-status   Debian's LXD 5.0 on its own socket and bridge
+# As root (from a non-root shell, prefix with sudo). `up --debian` is accepted: Debian is always built.
+# Works on a fresh Debian 12 without systemd, without standard input. Idempotent: a second `up`
+# only checks and exits (well under a second); the first builds the Debian image (about 2 minutes,
+# cached in $BUILD_DIR). Concurrent runs serialise on a lock file.
 # The steps follow a measured recipe (numbered alike below); run `status` to see what is up.
 #
 # Facts used by the rest of the project:
@@ -16,7 +17,9 @@
 #   bridge   incusbr0 10.123.45.1/24 without NAT (containers reach host services on 10.123.45.1)
 #            lxdbr0   10.123.46.1/24 without NAT (LXD)
 #   images   `busybox` (static busybox, ~1 MB, writable /tmp), `busybox-user` (the same plus an
-#            unprivileged user `runner`, uid 1001); `debian/bookworm` with `up --debian`
+#            unprivileged user `runner`, uid 1001), `debian/bookworm` (debootstrap minbase with
+#            systemd as PID 1, udev, networkd DHCP on eth0, dash as /bin/sh, user `ubuntu` uid 1000,
+#            hostname templates: like the server images operators run)
 #   https    127.0.0.1:18443 (Incus), 127.0.0.1:18444 (LXD): loopback only, for the TLS client tests
 set -euo pipefail
 exec </dev/null
@@ -33,6 +36,8 @@ INCUS_HTTPS=127.0.0.1:18443
 LXD_HTTPS=127.0.0.1:18444
 # Bump when the image content changes: `up` then rebuilds and re-aliases the image.
 BUSYBOX_RECIPE=2
+DEBIAN_RECIPE=3
+DEBIAN_ALIAS=debian/bookworm
 export DEBIAN_FRONTEND=noninteractive
 
 log() { printf 'incus-env: %s\n' "$*" >&2; }
@@ -44,7 +49,7 @@ api() { # api SOCKET PATH
 }
 alive() { [ -S "$1" ] && api "$1" /1.0 >/dev/null; }
 
-need_root() { [ "$(id -u)" -eq 0 ] || die "run as root: sudo $0 $*"; }
+need_root() { [ "$(id -u)" -eq 0 ] || die "run as root (from a non-root shell: sudo $0 $*)"; }
 
 take_lock() {
   exec 9>"$LOCK"
@@ -53,12 +58,18 @@ take_lock() {
 }
 
 # ---- 1-2. packages ---------------------------------------------------------------------------------
-add_backports() {
-  grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/ && return 0
+# The machine's own Debian mirror (the main archive, not -security).
+debian_mirror() {
   local mirror
   mirror=$(awk '/^URIs:/ && $2 !~ /security/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
   [ -n "$mirror" ] || mirror=$(awk '$1=="deb" && $2 !~ /security/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
-  [ -n "$mirror" ] || mirror=http://deb.debian.org/debian
+  printf '%s' "${mirror:-http://deb.debian.org/debian}"
+}
+
+add_backports() {
+  grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/ && return 0
+  local mirror
+  mirror=$(debian_mirror)
   log "adding bookworm-backports from $mirror"
   printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: %s\n' \
     "$mirror" /usr/share/keyrings/debian-archive-keyring.gpg >/etc/apt/sources.list.d/bookworm-backports.sources
@@ -87,6 +98,8 @@ install_incus() {
   command -v jq >/dev/null || missing+=(jq)
   command -v nft >/dev/null || missing+=(nftables)
   command -v flock >/dev/null || missing+=(util-linux)
+  command -v debootstrap >/dev/null || missing+=(debootstrap) # the Debian image
+  command -v shellcheck >/dev/null || missing+=(shellcheck)   # the scripts' lint test
   [ ${#missing[@]} -eq 0 ] && return 0
   log "installing ${missing[*]}"
   add_backports
@@ -192,6 +205,7 @@ build_busybox() { # build_busybox ALIAS [user]: with "user", also an unprivilege
     printf '%s\n' '#!/bin/sh' 'ip link set lo up' \
       '[ -e /sys/class/net/eth0 ] && ip link set eth0 up && udhcpc -i eth0 -b -t 5 -T 1 -s /usr/share/udhcpc/default.script >/dev/null 2>&1 &' \
       >etc/init.d/rcS
+    # shellcheck disable=SC2016 # the script's own variables, expanded when it runs
     printf '%s\n' '#!/bin/sh' 'case "$1" in' '  deconfig) ip addr flush dev "$interface" ;;' \
       '  bound|renew) ip addr flush dev "$interface"; ip addr add "$ip/${mask:-24}" dev "$interface"' \
       '    [ -n "$router" ] && ip route replace default via ${router%% *} dev "$interface"' \
@@ -216,23 +230,22 @@ build_busybox() { # build_busybox ALIAS [user]: with "user", also an unprivilege
   rm -rf "$w"
 }
 
-busybox_current() { # busybox_current SOCKET ALIAS
+# The alias as a URL path segment (`debian/bookworm` -> `debian%2Fbookworm`).
+alias_path() { printf '%s' "${1//\//%2F}"; }
+
+image_current() { # image_current SOCKET ALIAS RECIPE: the alias names an image of that recipe
   local fp
-  fp=$(api "$1" "/1.0/images/aliases/$2" | jq -r '.target') || return 1
-  [ "$(api "$1" "/1.0/images/$fp" | jq -r '.properties.recipe // empty')" = "$BUSYBOX_RECIPE" ]
+  fp=$(api "$1" "/1.0/images/aliases/$(alias_path "$2")" | jq -r '.target') || return 1
+  [ "$(api "$1" "/1.0/images/$fp" | jq -r '.properties.recipe // empty')" = "$3" ]
 }
 
-import_busybox() { # import_busybox CLI SOCKET [ALIAS user]
-  local cli=$1 sock=$2 alias=${3:-busybox} with_user=${4:-} old=
-  busybox_current "$sock" "$alias" && return 0
-  mkdir -p "$BUILD_DIR"
-  build_busybox "$alias" "$with_user"
-  old=$(api "$sock" "/1.0/images/aliases/$alias" | jq -r '.target' || true)
-  log "$cli: importing image $alias (recipe $BUSYBOX_RECIPE)"
+import_tarball() { # import_tarball CLI SOCKET ALIAS TARBALL RECIPE
+  local cli=$1 sock=$2 alias=$3 tarball=$4 recipe=$5 old fp
+  old=$(api "$sock" "/1.0/images/aliases/$(alias_path "$alias")" | jq -r '.target' || true)
+  log "$cli: importing image $alias (recipe $recipe)"
   # A unified image's fingerprint is the sha256 of its tarball.
-  local fp
-  fp=$(sha256sum "$BUILD_DIR/$alias.tar.gz" | cut -d' ' -f1)
-  $cli image import "$BUILD_DIR/$alias.tar.gz" >/dev/null
+  fp=$(sha256sum "$tarball" | cut -d' ' -f1)
+  api "$sock" "/1.0/images/$fp" >/dev/null || $cli image import "$tarball" >/dev/null
   if [ -n "$old" ] && [ "$old" != null ]; then
     # Move the alias: instances created meanwhile keep working, the old image goes.
     $cli image alias delete "$alias" >/dev/null 2>&1 || true
@@ -243,56 +256,130 @@ import_busybox() { # import_busybox CLI SOCKET [ALIAS user]
   fi
 }
 
-# ---- 8. optional Debian minbase image ------------------------------------------------------------------
+import_busybox() { # import_busybox CLI SOCKET [ALIAS user]
+  local cli=$1 sock=$2 alias=${3:-busybox} with_user=${4:-}
+  image_current "$sock" "$alias" "$BUSYBOX_RECIPE" && return 0
+  mkdir -p "$BUILD_DIR"
+  build_busybox "$alias" "$with_user"
+  import_tarball "$cli" "$sock" "$alias" "$BUILD_DIR/$alias.tar.gz" "$BUSYBOX_RECIPE"
+}
+
+# ---- 8. Debian bookworm image, like the server images operators run -------------------------------
+# systemd as PID 1 with udev, systemd-networkd (DHCP on eth0) and systemd-resolved, dash as /bin/sh, an unprivileged
+# user `ubuntu` (uid 1000) with a home, an empty machine-id (each instance makes its own, so each
+# gets its own DHCP lease), and image templates that write /etc/hostname and /etc/hosts from the
+# instance name on create and copy. The tarball is cached in $BUILD_DIR under its recipe number:
+# it is built once (debootstrap, 60-90 s) and rebuilt only when DEBIAN_RECIPE changes.
+build_debian() { # build_debian TARBALL
+  local out=$1 d=$BUILD_DIR/debian.build r mirror started
+  r=$d/rootfs
+  command -v debootstrap >/dev/null || apt_install debootstrap
+  mirror=$(debian_mirror)
+  started=$(date +%s)
+  log "building image $DEBIAN_ALIAS (recipe $DEBIAN_RECIPE): debootstrap from $mirror (60-90 s)"
+  rm -rf "$d"
+  mkdir -p "$d/templates"
+  # procps (ps, pkill), curl and systemd-resolved (DNS from DHCP) are in every server image too.
+  timeout 900 debootstrap --variant=minbase \
+    --include=systemd-sysv,dbus,udev,iproute2,procps,curl,systemd-resolved bookworm "$r" "$mirror" \
+    >"$BUILD_DIR/debootstrap.log" 2>&1 \
+    || { tail -n 20 "$BUILD_DIR/debootstrap.log" >&2; die "debootstrap failed; see $BUILD_DIR/debootstrap.log"; }
+  # Without udev, networkd leaves eth0 `pending`: udev is in the package list above.
+  printf '[Match]\nName=eth0\n\n[Network]\nDHCP=yes\n' >"$r/etc/systemd/network/eth0.network"
+  chroot "$r" systemctl enable systemd-networkd systemd-resolved >/dev/null 2>&1 \
+    || die "enabling systemd-networkd failed"
+  # No console login in a container: nobody reads it.
+  chroot "$r" systemctl mask console-getty.service >/dev/null 2>&1 || true
+  chroot "$r" useradd --create-home --uid 1000 --user-group --shell /bin/bash ubuntu \
+    || die "adding user ubuntu failed"
+  [ "$(readlink -f "$r/bin/sh")" = "$r/usr/bin/dash" ] || die "/bin/sh is not dash in the Debian image"
+  # debootstrap copies the host's: the templates write the instance's own.
+  printf 'localhost\n' >"$r/etc/hostname"
+  printf '127.0.0.1 localhost\n' >"$r/etc/hosts"
+  ln -sfn ../run/systemd/resolve/stub-resolv.conf "$r/etc/resolv.conf"
+  # Empty: systemd makes one per instance at first boot (networkd's DHCP client id derives from it).
+  : >"$r/etc/machine-id"
+  rm -f "$r/var/lib/dbus/machine-id"
+  rm -rf "$r"/var/cache/apt/archives/*.deb "$r"/var/lib/apt/lists/* "$r"/var/log/*.log
+  printf '{{ instance.name }}\n' >"$d/templates/hostname.tpl"
+  printf '%s\n' '127.0.0.1 localhost' '127.0.1.1 {{ instance.name }}' \
+    '::1 localhost ip6-localhost ip6-loopback' 'ff02::1 ip6-allnodes' 'ff02::2 ip6-allrouters' \
+    >"$d/templates/hosts.tpl"
+  cat >"$d/metadata.yaml" <<YAML
+architecture: $(uname -m)
+creation_date: $(date +%s)
+properties:
+  os: debian
+  release: bookworm
+  variant: default
+  description: Debian bookworm minbase with systemd (incus-env recipe $DEBIAN_RECIPE)
+  recipe: "$DEBIAN_RECIPE"
+templates:
+  /etc/hostname:
+    when:
+    - create
+    - copy
+    template: hostname.tpl
+  /etc/hosts:
+    when:
+    - create
+    - copy
+    template: hosts.tpl
+YAML
+  tar -C "$d" --numeric-owner -czf "$out.tmp" metadata.yaml templates rootfs
+  mv -f "$out.tmp" "$out"
+  rm -rf "$d"
+  log "built $out in $(($(date +%s) - started)) s"
+}
+
 import_debian() { # import_debian CLI SOCKET
-  local cli=$1 sock=$2 d=$BUILD_DIR/debian mirror
-  api "$sock" /1.0/images/aliases/debian%2Fbookworm >/dev/null && return 0
-  if [ ! -s "$BUILD_DIR/debian-bookworm.tar.gz" ]; then
-    command -v debootstrap >/dev/null || apt_install debootstrap
-    mirror=$(awk '/^URIs:/ && $2 !~ /security/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
-    [ -n "$mirror" ] || mirror=http://deb.debian.org/debian
-    log "debootstrap bookworm minbase from $mirror (about 30 s)"
-    rm -rf "$d"
-    mkdir -p "$d"
-    timeout 900 debootstrap --variant=minbase bookworm "$d/rootfs" "$mirror" >/dev/null || die "debootstrap failed"
-    printf '%s\n' '#!/bin/sh' "trap 'exit 0' PWR TERM INT" 'mount -t tmpfs tmpfs /run' \
-      'while :; do sleep 3600 & wait $!; done' >"$d/rootfs/sbin/init"
-    chmod +x "$d/rootfs/sbin/init"
-    rm -f "$d"/rootfs/var/cache/apt/archives/*.deb
-    printf 'architecture: %s\ncreation_date: %s\nproperties:\n  os: debian\n  release: bookworm\n' \
-      "$(uname -m)" "$(date +%s)" >"$d/metadata.yaml"
-    tar -C "$d" --numeric-owner -czf "$BUILD_DIR/debian-bookworm.tar.gz" metadata.yaml rootfs
-    rm -rf "$d"
+  local cli=$1 sock=$2 tarball=$BUILD_DIR/debian-bookworm-recipe$DEBIAN_RECIPE.tar.gz f
+  image_current "$sock" "$DEBIAN_ALIAS" "$DEBIAN_RECIPE" && return 0
+  mkdir -p "$BUILD_DIR"
+  if [ ! -s "$tarball" ]; then
+    for f in "$BUILD_DIR"/debian-bookworm*.tar.gz; do [ -e "$f" ] && rm -f "$f"; done
+    build_debian "$tarball"
   fi
-  log "$cli: importing image debian/bookworm"
-  $cli image import "$BUILD_DIR/debian-bookworm.tar.gz" --alias debian/bookworm >/dev/null
+  import_tarball "$cli" "$sock" "$DEBIAN_ALIAS" "$tarball" "$DEBIAN_RECIPE"
 }
 
 # ---- commands ----------------------------------------------------------------------------------------
-# Ready = daemon answers, HTTPS on, pool, bridge, profile devices and the current busybox image.
-# Two curl and two jq runs only: `up` on a ready machine must stay well under a second.
-daemon_ready() { # daemon_ready SOCKET BRIDGE
-  local sock=$1 br=$2 fp
+# Ready = daemon answers, HTTPS on, pool, bridge, profile devices, and each ALIAS=RECIPE image
+# alias naming an image of that recipe. Two curl and two jq runs only: `up` on a ready machine
+# must stay well under a second.
+daemon_ready() { # daemon_ready SOCKET BRIDGE ALIAS=RECIPE...
+  local sock=$1 br=$2 spec fps fp urls=() want=() got
+  shift 2
   [ -S "$sock" ] || return 1
-  fp=$(curl -sf --max-time 5 --unix-socket "$sock" http://local/1.0 http://local/1.0/storage-pools/default \
-    "http://local/1.0/networks/$br" http://local/1.0/profiles/default http://local/1.0/images/aliases/busybox \
-    2>/dev/null | jq -rs 'if length == 5 and all(.[]; .type == "sync")
+  for spec in "$@"; do
+    urls+=("http://local/1.0/images/aliases/$(alias_path "${spec%=*}")")
+    want+=("${spec##*=}")
+  done
+  fps=$(curl -sf --max-time 5 --unix-socket "$sock" http://local/1.0 http://local/1.0/storage-pools/default \
+    "http://local/1.0/networks/$br" http://local/1.0/profiles/default "${urls[@]}" \
+    2>/dev/null | jq -rs --argjson n $((4 + $#)) 'if length == $n and all(.[]; .type == "sync")
       and .[0].metadata.config["core.https_address"] and .[3].metadata.devices.root and .[3].metadata.devices.eth0
-      then .[4].metadata.target else empty end' 2>/dev/null) || return 1
-  [ -n "$fp" ] || return 1
-  [ "$(api "$sock" "/1.0/images/$fp" | jq -r '.properties.recipe // empty')" = "$BUSYBOX_RECIPE" ]
+      then [.[4:][].metadata.target] | join(" ") else empty end' 2>/dev/null) || return 1
+  [ -n "$fps" ] || return 1
+  urls=()
+  for fp in $fps; do urls+=("http://local/1.0/images/$fp"); done
+  got=$(curl -sf --max-time 5 --unix-socket "$sock" "${urls[@]}" 2>/dev/null \
+    | jq -rs '[.[].metadata.properties.recipe // "none"] | join(" ")' 2>/dev/null) || return 1
+  [ "$got" = "${want[*]}" ]
 }
-incus_ready() { daemon_ready "$INCUS_SOCK" incusbr0; }
+incus_ready() {
+  daemon_ready "$INCUS_SOCK" incusbr0 "busybox=$BUSYBOX_RECIPE" "busybox-user=$BUSYBOX_RECIPE" \
+    "$DEBIAN_ALIAS=$DEBIAN_RECIPE"
+}
 
 cmd_up() {
-  local debian=
   for a in "$@"; do
     case $a in
-      --debian) debian=1 ;;
+      --debian) ;; # the Debian image is always built now; the option stays accepted
       *) die "unknown option $a" ;;
     esac
   done
-  if incus_ready && busybox_current "$INCUS_SOCK" busybox-user && { [ -z "$debian" ] || api "$INCUS_SOCK" /1.0/images/aliases/debian%2Fbookworm >/dev/null; }; then
+  if incus_ready && command -v shellcheck >/dev/null; then
     return 0 # fast path: nothing to do
   fi
   need_root up
@@ -305,9 +392,9 @@ cmd_up() {
   import_busybox incus "$INCUS_SOCK"
   # The same with an unprivileged `runner` user, for the non-root install path.
   import_busybox incus "$INCUS_SOCK" busybox-user user
-  [ -z "$debian" ] || import_debian incus "$INCUS_SOCK"
+  import_debian incus "$INCUS_SOCK"
   incus_ready || die "incus is up but not complete; see $0 status"
-  log "incus ready: socket $INCUS_SOCK, bridge incusbr0 10.123.45.1/24, images busybox, busybox-user"
+  log "incus ready: socket $INCUS_SOCK, bridge incusbr0 10.123.45.1/24, images busybox, busybox-user, $DEBIAN_ALIAS"
 }
 
 # Waits for PID to exit (a zombie counts as exited: PID 1 may not reap it).
@@ -355,7 +442,7 @@ cmd_down() {
 cmd_restart() {
   need_root restart
   take_lock
-  local pid= started
+  local pid='' started
   [ -s "$INCUS_PID" ] && pid=$(cat "$INCUS_PID")
   if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; then
     pid=$(pgrep -x incusd | head -n1 || true)
@@ -383,10 +470,15 @@ cmd_status() {
   if alive "$INCUS_SOCK"; then
     api "$INCUS_SOCK" /1.0 | jq -r '"incus: running, \(.environment.server) \(.environment.server_version), driver \(.environment.driver), storage \(.environment.storage)"'
     [ -s "$INCUS_PID" ] && echo "incus: pid $(cat "$INCUS_PID") (started by this script)"
-    incus_ready && echo "incus: pool, bridge, profile and busybox image ready" || { echo "incus: NOT complete (run: sudo $0 up)"; rc=1; }
+    if incus_ready; then
+      echo "incus: pool, bridge, profile and images ready"
+    else
+      echo "incus: NOT complete (run as root: $0 up)"
+      rc=1
+    fi
     api "$INCUS_SOCK" '/1.0/instances?recursion=0' | jq -r '"incus: \(length) instance(s)"'
   else
-    echo "incus: not running (run: sudo $0 up)"
+    echo "incus: not running (run as root: $0 up)"
     rc=1
   fi
   if alive "$LXD_SOCK"; then
@@ -396,7 +488,7 @@ cmd_status() {
 }
 
 # ---- Debian's LXD 5.0 (bookworm main) ------------------------------------------------------------------
-lxd_ready() { daemon_ready "$LXD_SOCK" lxdbr0; }
+lxd_ready() { daemon_ready "$LXD_SOCK" lxdbr0 "busybox=$BUSYBOX_RECIPE"; }
 
 cmd_lxd_up() {
   lxd_ready && return 0
@@ -436,6 +528,6 @@ case ${1:-} in
   status) cmd_status ;;
   lxd-up) cmd_lxd_up ;;
   lxd-down) cmd_lxd_down ;;
-  lxd-status) lxd_ready && echo "lxd: ready" || { echo "lxd: not ready (run: sudo $0 lxd-up)"; exit 1; } ;;
-  *) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  lxd-status) if lxd_ready; then echo "lxd: ready"; else echo "lxd: not ready (run as root: $0 lxd-up)"; exit 1; fi ;;
+  *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

@@ -7,6 +7,10 @@
 //!   task at a random delay into the pass); the pass scales down or runs `flush(IdleOnly)`.
 //!   A *killed* job is one whose runner's instance was deleted while the job was assigned to it,
 //!   or one that ended `failure`/`cancelled`.
+//! - R1-lie ([`r1_busy_lie`]): R1 with the sim's busy-lie fault armed (`POST
+//!   /_sim/faults/busy-lie`): GitHub reports runners that run a job as idle and lets their
+//!   `DELETE` through, as operators of other managers have seen. Only a look inside the instance
+//!   can then save the job; the sim counts the jobs killed by deletion.
 //! - R3: fault storms on the REST endpoints the manager uses (5xx bursts, 403/429 with
 //!   `retry-after`, timeouts, dropped connections) during N passes, with runners finishing jobs,
 //!   busy and dying around them. Checked: no healthy or busy runner deleted, instances never above
@@ -22,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use async_trait::async_trait;
-use github_sim::{FaultSpec, JobStatus, JobView, RunnerView};
+use github_sim::{BusyLieSpec, BusyLieStatus, FaultSpec, JobStatus, JobView, RunnerView};
 use manager::adapters::GithubRegistry;
 use manager::events::Metrics;
 use manager::sim_provider::{SimLatency, SimProvider, SimRunnerHooks};
@@ -165,11 +169,14 @@ pub struct ChaosAgents {
     agents: SimAgents,
     /// Runners that register late: `true` once deleted.
     late: Mutex<HashMap<String, Arc<tokio::sync::Mutex<bool>>>>,
+    /// The sim's truth about jobs (what a real instance's hook records would show).
+    admin: Admin,
 }
 
 impl ChaosAgents {
     pub fn new(outside: Arc<Outside>) -> anyhow::Result<Self> {
         Ok(Self {
+            admin: Admin::new(&outside)?,
             agents: SimAgents::new(outside, REPO)?,
             late: Mutex::default(),
         })
@@ -224,6 +231,43 @@ impl SimRunnerHooks for ChaosAgents {
             None => None,
         };
         self.agents.stop_agent(name).await;
+    }
+
+    /// What a real instance's hook records show: the job the runner picked up and has not
+    /// completed. A job only assigned is not running (not acquired yet). When the sim cannot be
+    /// asked, a job is assumed, as an unanswered look inside keeps the runner too.
+    async fn job_running(&self, name: &str) -> bool {
+        let held = async {
+            let runners = self.admin.runners().await?;
+            let Some(job_id) = runners
+                .iter()
+                .find(|r| r.name == name)
+                .and_then(|r| r.job_id)
+            else {
+                return Ok::<_, anyhow::Error>(false);
+            };
+            Ok(self.admin.job(job_id).await?.status == JobStatus::InProgress)
+        };
+        held.await.unwrap_or(true)
+    }
+
+    /// `guest/quiesce.sh`: freezes the runner (the sim then hands it no job), then looks for a
+    /// running job; with one, thaws it and answers busy. Freezing first models the script's
+    /// check and `kill -STOP` being one process inside the instance, with no job message
+    /// acquired in between.
+    async fn quiesce(&self, name: &str) -> bool {
+        if self.admin.freeze(name, true).await.is_err() {
+            return false;
+        }
+        if self.job_running(name).await {
+            let _ = self.admin.freeze(name, false).await;
+            return false;
+        }
+        true
+    }
+
+    async fn resume(&self, name: &str) {
+        let _ = self.admin.freeze(name, false).await;
     }
 }
 
@@ -282,6 +326,28 @@ impl Admin {
             .await?)
     }
 
+    /// Freezes or thaws a runner (`POST /_sim/runners/freeze`).
+    pub async fn freeze(&self, name: &str, frozen: bool) -> anyhow::Result<()> {
+        self.http
+            .post(format!("{}/_sim/runners/freeze", self.base))
+            .json(&serde_json::json!({ "name": name, "frozen": frozen }))
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(())
+    }
+
+    pub async fn job(&self, id: u64) -> anyhow::Result<JobView> {
+        Ok(self
+            .http
+            .get(format!("{}/_sim/jobs/{id}", self.base))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?)
+    }
+
     pub async fn runners(&self) -> anyhow::Result<Vec<RunnerView>> {
         Ok(self
             .http
@@ -318,6 +384,30 @@ impl Admin {
         Ok(())
     }
 
+    /// Arms the busy-lie fault (`POST /_sim/faults/busy-lie`).
+    pub async fn busy_lie(&self, spec: &BusyLieSpec) -> anyhow::Result<()> {
+        self.http
+            .post(format!("{}/_sim/faults/busy-lie", self.base))
+            .json(spec)
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(())
+    }
+
+    /// The busy-lie fault and its counters (`jobs_killed_by_deletion`, …).
+    pub async fn busy_lie_status(&self) -> anyhow::Result<BusyLieStatus> {
+        Ok(self
+            .http
+            .get(format!("{}/_sim/faults/busy-lie", self.base))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?)
+    }
+
+    /// Clears every fault, the busy-lie fault included.
     pub async fn clear_faults(&self) -> anyhow::Result<()> {
         self.http
             .delete(format!("{}/_sim/faults", self.base))
@@ -540,11 +630,16 @@ async fn killed_jobs(
         if bad_end || orphaned {
             counted.insert(job.job_id);
             killed.push(format!(
-                "job {} on {runner}: status {:?}, conclusion {:?}, instance {}",
+                "job {} on {runner}: status {:?}, conclusion {:?}, instance {}{}",
                 job.job_id,
                 job.status,
                 job.conclusion,
-                if orphaned { "deleted" } else { "present" }
+                if orphaned { "deleted" } else { "present" },
+                if job.killed_by_deletion {
+                    ", killed by the DELETE of its busy runner (busy-lie fault)"
+                } else {
+                    ""
+                }
             ));
         }
     }
@@ -588,9 +683,88 @@ pub async fn r1(
         (RegistrationMode::Token, apps[0], token, 0x1111),
         (RegistrationMode::Jit, apps[1], jit, 0x2222),
     ] {
-        total.merge(r1_mode(outside, mode, app, n, seed ^ salt, booting_race).await?);
+        total.merge(r1_mode(outside, mode, app, n, seed ^ salt, booting_race, None).await?);
     }
     Ok(total)
+}
+
+/// R1-lie: R1 (`token` iterations in token mode, `jit` in JIT mode) with the sim's busy-lie fault
+/// armed for `rate` (0..=1) of the jobs: GitHub's list says `busy: false` for a runner that runs
+/// a job, and its `DELETE` answers 204 and kills the job. The manager's GitHub-side checks cannot
+/// see the job; only a look inside the instance can. Every job killed is a failure; the detail
+/// "jobs killed by deletion (sim counter)" is read from `GET /_sim/faults/busy-lie`.
+pub async fn r1_busy_lie(
+    outside: &Arc<Outside>,
+    token: u64,
+    jit: u64,
+    seed: u64,
+    rate: f64,
+) -> anyhow::Result<Counts> {
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&rate),
+        "busy-lie rate {rate} is not within 0..=1"
+    );
+    let mut total = Counts::new(&format!(
+        "R1-lie busy runners, GitHub's busy flag lies for {:.0}% of jobs",
+        rate * 100.0
+    ));
+    let detected = busy_lie_control(outside).await?;
+    total.add(
+        "detector control: kills counted when a busy runner is deleted through the lie (expect 1)",
+        detected,
+    );
+    if detected != 1 {
+        total.fail(format!(
+            "the busy-lie kill counter saw {detected} kills in its control, not 1"
+        ));
+    }
+    for (mode, app, n, salt) in [
+        (RegistrationMode::Token, "r1ltok", token, 0x3333),
+        (RegistrationMode::Jit, "r1ljit", jit, 0x4444),
+    ] {
+        total.merge(r1_mode(outside, mode, app, n, seed ^ salt, false, Some(rate)).await?);
+    }
+    Ok(total)
+}
+
+/// Control of the busy-lie counter: one `DELETE` of a runner running a job, straight through the
+/// GitHub client while the lie is armed, must be counted as exactly one job killed by deletion,
+/// by the sim and by [`killed_jobs`].
+async fn busy_lie_control(outside: &Arc<Outside>) -> anyhow::Result<u64> {
+    let admin = Admin::new(outside)?;
+    let fleet = ChaosFleet::new(outside, "r1lcontrol", RegistrationMode::Token).await?;
+    fleet.settle(&admin, 2).await?;
+    let before = admin.busy_lie_status().await?.jobs_killed_by_deletion;
+    let job = admin.enqueue(&fleet.label).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let runner_id = loop {
+        let view = admin.jobs().await?.into_iter().find(|j| j.job_id == job);
+        if let Some(j) = view.filter(|j| j.status == JobStatus::InProgress) {
+            break j.runner_id.context("a running job without a runner")?;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the control job was never picked up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    admin.busy_lie(&BusyLieSpec::all()).await?;
+    let listed = fleet.client.get_runner(github::RunnerId(runner_id)).await?;
+    anyhow::ensure!(!listed.busy, "the armed lie still reports the runner busy");
+    fleet
+        .client
+        .delete_runner(github::RunnerId(runner_id))
+        .await?;
+    admin.clear_faults().await?;
+    let counted = admin.busy_lie_status().await?.jobs_killed_by_deletion - before;
+    let mut seen = BTreeSet::new();
+    let detected = killed_jobs(&fleet, &admin, &mut seen).await?.len() as u64;
+    fleet.drain_leaks(&admin).await?;
+    anyhow::ensure!(
+        counted == detected,
+        "the sim counted {counted} kills by deletion, the job views show {detected}"
+    );
+    Ok(counted)
 }
 
 /// Negative control: deleting the instance of a runner that holds a job (what a buggy manager
@@ -623,12 +797,27 @@ async fn r1_mode(
     iterations: u64,
     seed: u64,
     booting_race: bool,
+    busy_lie: Option<f64>,
 ) -> anyhow::Result<Counts> {
     let started = Instant::now();
     let mut counts = Counts::new("R1");
     let admin = Admin::new(outside)?;
     admin.lift_rate_limit().await?;
     let fleet = ChaosFleet::new(outside, app, mode).await?;
+    let lie_before = match busy_lie {
+        Some(rate) => {
+            let before = admin.busy_lie_status().await?;
+            admin
+                .busy_lie(&BusyLieSpec {
+                    rate: Some(rate),
+                    count: None,
+                    seed: Some(seed),
+                })
+                .await?;
+            Some(before)
+        }
+        None => None,
+    };
     let mut rng = Rng::new(seed);
     let mut counted = BTreeSet::new();
     let mut pass_us: u64 = 5_000;
@@ -732,10 +921,34 @@ async fn r1_mode(
             .filter(|r| r.busy)
             .count();
         counts.add("runners busy right after the pass (race hit)", busy as u64);
+        if busy_lie.is_some() {
+            // The measurement is void if anything disarmed the lie (`DELETE /_sim/faults` does).
+            let status = admin.busy_lie_status().await?;
+            anyhow::ensure!(
+                status.fault.is_some(),
+                "iteration {i}: the busy-lie fault was disarmed"
+            );
+        }
         counts.iterations += 1;
         if counts.iterations.is_multiple_of(100) {
             eprintln!("  {app}: {} iterations", counts.iterations);
         }
+    }
+    if let Some(before) = lie_before {
+        // Read before the drain, which disarms the lie (the drain must not kill anything).
+        let after = admin.busy_lie_status().await?;
+        counts.add(
+            "jobs killed by deletion (sim counter)",
+            after.jobs_killed_by_deletion - before.jobs_killed_by_deletion,
+        );
+        counts.add(
+            "busy runners deleted through the lie (sim counter)",
+            after.busy_runners_deleted - before.busy_runners_deleted,
+        );
+        counts.add(
+            "assigned jobs requeued by such a deletion (not killed)",
+            after.jobs_requeued_by_deletion - before.jobs_requeued_by_deletion,
+        );
     }
     counts.leaks += fleet.drain_leaks(&admin).await?;
     for note in killed_jobs(&fleet, &admin, &mut counted).await? {

@@ -17,7 +17,8 @@ use futures::future::join_all;
 use manager::adapters::LxdProvider;
 use manager::events::Metrics;
 use manager::provider::{
-    ExecOutput, ExecRequest, FilePush, Instance, InstanceProvider, InstanceSpec, ProviderError,
+    ExecOutput, ExecPurpose, ExecRequest, FilePush, Instance, InstanceProvider, InstanceSpec,
+    ProviderError,
 };
 use manager::{
     Backends, FlushMode, GitHubPath, InstanceType, ManagerConfig, Owner, ProxySettings, Resources,
@@ -320,11 +321,10 @@ impl Drop for Guard {
 }
 
 /// The install phases, in the order a runner goes through them (`manager::install_runner`).
-pub const PHASES: [&str; 5] = [
+pub const PHASES: [&str; 4] = [
     "create+start",
     "push bundle (providers without stdin)",
     "setup exec (unpack, register, start)",
-    "config.sh + start + wait alive",
     "other",
 ];
 
@@ -375,15 +375,13 @@ impl Timeline {
     }
 }
 
-/// Which install phase an exec belongs to (by its script; see `manager::install`).
+/// Which phase an exec belongs to, by its purpose.
 fn exec_phase(request: &ExecRequest) -> &'static str {
-    let script = request.argv.join(" ");
-    if script.contains(manager::install::BUNDLE_PATH) {
-        "setup exec (unpack, register, start)"
-    } else if script.contains("start.sh") {
-        "config.sh + start + wait alive"
-    } else {
-        "other"
+    match request.purpose {
+        ExecPurpose::Setup => "setup exec (unpack, register, start)",
+        ExecPurpose::Probe => "probe",
+        ExecPurpose::Quiesce | ExecPurpose::Resume => "quiesce",
+        ExecPurpose::Stop | ExecPurpose::Other => "other",
     }
 }
 
@@ -396,7 +394,10 @@ pub struct TimingProvider {
 #[async_trait]
 impl InstanceProvider for TimingProvider {
     async fn list_instances(&self, owner: &Owner) -> Result<Vec<Instance>, ProviderError> {
-        self.inner.list_instances(owner).await
+        let start = Instant::now();
+        let result = self.inner.list_instances(owner).await;
+        self.timeline.record("", "list", start);
+        result
     }
 
     async fn ensure_pool(&self, path: &Path) -> Result<(), ProviderError> {
@@ -482,6 +483,10 @@ pub fn profile(calls: &[Call], online: &BTreeMap<String, Duration>, t0: Instant)
     let mut sums: BTreeMap<&'static str, f64> = BTreeMap::new();
     let mut runners = 0;
     for (instance, mut list) in per {
+        // Calls of no instance (the list) are not a runner's.
+        if instance.is_empty() {
+            continue;
+        }
         list.sort_by_key(|c| c.start);
         let (Some(first), Some(last)) = (list.first(), list.last()) else {
             continue;
@@ -565,18 +570,14 @@ mod tests {
         let d = |ms| Duration::from_millis(ms);
         assert_eq!(median(&[d(3), d(1), d(2)]), d(2));
         assert_eq!(median(&[]), Duration::ZERO);
-        let shell = |script: String| ExecRequest::shell(script, d(1));
+        let shell = |purpose| ExecRequest::shell("true", d(1)).for_purpose(purpose);
         assert_eq!(
-            exec_phase(&shell(format!("tar -xf {}", manager::install::BUNDLE_PATH))),
+            exec_phase(&shell(ExecPurpose::Setup)),
             "setup exec (unpack, register, start)"
         );
-        assert_eq!(
-            exec_phase(&shell(
-                "./config.sh --url x; setsid sh /opt/runner-manager/start.sh".into()
-            )),
-            "config.sh + start + wait alive"
-        );
-        assert_eq!(exec_phase(&shell("cat /etc/passwd".into())), "other");
+        assert_eq!(exec_phase(&shell(ExecPurpose::Probe)), "probe");
+        assert_eq!(exec_phase(&shell(ExecPurpose::Quiesce)), "quiesce");
+        assert_eq!(exec_phase(&shell(ExecPurpose::Other)), "other");
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! converge (exactly `quantity` runners, no orphan, no dangling registration, all online), and
 //! nothing is left at the end.
 //!
-//! Runs when `RUNNER_MANAGER_TEST_INCUS=1` (set by `scripts/test.sh`); otherwise it says so and
-//! returns. The binary under test is `runner-manager` in this test's target profile directory
+//! Needs Incus, so it is `#[ignore]`d (a plain `cargo test` reports it as ignored, never as
+//! passed); `scripts/test.sh` runs it with `--run-ignored all`. The binary under test is `runner-manager` in this test's target profile directory
 //! (built by `cargo nextest run --workspace --all-targets`), or `RUNNER_MANAGER_BIN`.
 //! R4 (incusd restart) is not here: it would break the tests running beside it; `scripts/test.sh`
 //! runs it after the test suite (`chaos-incus --quick r4`).
@@ -14,12 +14,13 @@ use std::path::PathBuf;
 
 use bench::incus_chaos::{render, run, Options};
 
-fn enabled() -> bool {
-    let on = std::env::var("RUNNER_MANAGER_TEST_INCUS").is_ok_and(|v| v == "1");
-    if !on {
-        eprintln!("skipped: set RUNNER_MANAGER_TEST_INCUS=1 (scripts/test.sh) to run on Incus");
-    }
-    on
+#[path = "../../../test-support/incus_ignored.rs"]
+mod incus_ignored;
+
+/// A plain `cargo test` (no daemon) must report the Incus test as ignored, not as passed.
+#[test]
+fn incus_tests_are_ignored_by_default() {
+    incus_ignored::assert_only_these_run_by_default(&["incus_tests_are_ignored_by_default"]);
 }
 
 /// `RUNNER_MANAGER_BIN`, else `runner-manager` in this test's profile directory
@@ -43,10 +44,8 @@ fn binary() -> PathBuf {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Incus: run by scripts/test.sh"]
 async fn r2_kill_9_during_create_and_flush_then_one_pass_converges() {
-    if !enabled() {
-        return;
-    }
     let incus_env = PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../scripts/incus-env.sh"

@@ -1,18 +1,25 @@
 //! R6 in CI: the secret scan of a full cycle (token and JIT mode) of the real binary on real
-//! Incus. Runs when `RUNNER_MANAGER_TEST_INCUS=1` (scripts/test.sh); needs the runner-manager
-//! binary of this profile (a workspace test run builds it).
+//! Incus, so it is `#[ignore]`d (a plain `cargo test` reports it as ignored, never as passed);
+//! `scripts/test.sh` runs it with `--run-ignored all`. Needs the runner-manager binary of this
+//! profile (a workspace test run builds it).
 
 use std::time::Duration;
 
 use bench::bad_input::runner_manager_binary;
 use bench::secret_scan::{run, Mode, Options};
 
+#[path = "../../../test-support/incus_ignored.rs"]
+mod incus_ignored;
+
+/// A plain `cargo test` (no daemon) must report the Incus test as ignored, not as passed.
+#[test]
+fn incus_tests_are_ignored_by_default() {
+    incus_ignored::assert_only_these_run_by_default(&["incus_tests_are_ignored_by_default"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs Incus: run by scripts/test.sh"]
 async fn no_secret_in_logs_configs_processes_or_endpoints() {
-    if std::env::var("RUNNER_MANAGER_TEST_INCUS").as_deref() != Ok("1") {
-        eprintln!("skipped: set RUNNER_MANAGER_TEST_INCUS=1 (scripts/test.sh) to run on Incus");
-        return;
-    }
     let binary = runner_manager_binary(false).expect("the runner-manager binary");
     let options = Options {
         binary,

@@ -130,7 +130,7 @@ async fn run_command(
             let mode = if idle_only {
                 FlushMode::IdleOnly
             } else {
-                FlushMode::All
+                FlushMode::IncludingBusy
             };
             let result = {
                 let _spinner = console.spinner("flushing runners");

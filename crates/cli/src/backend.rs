@@ -1,6 +1,9 @@
 //! Where the commands meet `manager::RunnerManager`: builds the GitHub and LXD clients from the
 //! [`Config`], wraps them in the manager's adapters, and maps the manager's reports to the
 //! command-line / HTTP output types.
+//!
+//! The config already holds the manager's types (scope and group, sizes, instance type,
+//! registration mode, proxies): they are handed over as they are, never re-parsed from strings.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,15 +14,12 @@ use manager::adapters::{GithubRegistry, LxdProvider};
 use manager::events::Metrics;
 use manager::policy::PolicyConfig;
 use manager::provider::{InstanceProvider, RunnerDownload, RunnerRegistry};
-use manager::{
-    Backends, GitHubPath, InstanceType, ManagerConfig, Owner, ProxySettings, RegistrationMode,
-    Resources, RunnerManager,
-};
+use manager::{Backends, GitHubPath, ManagerConfig, Owner, Resources, RunnerManager};
 use prometheus_client::registry::Registry;
 use time::OffsetDateTime;
 
 use crate::app::Backend;
-use crate::config::{self, Config, GithubCredentials, LxdEndpoint};
+use crate::config::{Config, GithubCredentials, LxdEndpoint};
 use crate::ops::{
     FlushMode, FlushOutput, Operations, ReconcileOutput, RunnerBinCheckOutput, RunnerBinOutput,
     RunnerBinUpdateOutput, RunnerStatus, StatusOutput,
@@ -36,11 +36,9 @@ impl Backend for ManagerBackend {
         registry: &mut Registry,
     ) -> anyhow::Result<Arc<dyn Operations>> {
         let metrics = Metrics::new(registry);
-        let github = github_client(config)?;
-        let group = match &config.github.path {
-            config::GithubPath::Repository { .. } => None,
-            _ => Some(config.github.runner_group.clone()),
-        };
+        let github = github::Client::new(github_client_config(config))
+            .context("building the github client")?;
+        let group = config.github.path.group().map(str::to_owned);
         let registry: Arc<dyn RunnerRegistry> = Arc::new(GithubRegistry::new(
             github,
             group,
@@ -48,11 +46,11 @@ impl Backend for ManagerBackend {
         ));
         let lxd = lxd_client(&config.lxd.endpoint).await?;
         let provider: Arc<dyn InstanceProvider> = Arc::new(LxdProvider::new(lxd));
-        let manager_config = manager_config(config)?;
-        let resources = Resources::new(
+        let manager_config = manager_config(config);
+        let resources = Resources::from_sizes(
             config.runners.cpu,
-            config.runners.memory.as_str(),
-            config.runners.disk.as_str(),
+            config.runners.memory.clone(),
+            config.runners.disk.clone(),
         )
         .context("runners: invalid resources")?;
         let owner = Owner::new(&config.app_name, config.unit).context("app_name")?;
@@ -60,7 +58,7 @@ impl Backend for ManagerBackend {
             &config.app_name,
             config.unit,
             manager_config,
-            &proxies(config),
+            &config.proxy,
             Backends {
                 provider: Arc::clone(&provider),
                 registry: Arc::clone(&registry),
@@ -79,9 +77,22 @@ impl Backend for ManagerBackend {
     }
 }
 
-fn github_client(config: &Config) -> anyhow::Result<github::Client> {
-    let scope = github::Scope::parse(&config.github.path.to_string())
-        .with_context(|| format!("github.path: {}", config.github.path))?;
+/// The GitHub client's scope: the wire-side twin of the manager's [`GitHubPath`], built from it
+/// directly (the runner group is resolved by the registry adapter, not part of the scope).
+pub fn github_scope(path: &GitHubPath) -> github::Scope {
+    match path {
+        GitHubPath::Repo { owner, repo } => github::Scope::Repo {
+            owner: owner.clone(),
+            repo: repo.clone(),
+        },
+        GitHubPath::Org { org, .. } => github::Scope::Org { org: org.clone() },
+        GitHubPath::Enterprise { slug, .. } => github::Scope::Enterprise { slug: slug.clone() },
+    }
+}
+
+/// The GitHub client's settings. The proxy URLs are exposed here, credentials included: this is
+/// where the manager's own GitHub traffic needs them.
+pub fn github_client_config(config: &Config) -> github::ClientConfig {
     let auth = match &config.github.credentials {
         GithubCredentials::Token { token, .. } => {
             github::Auth::Token(github::Secret::new(token.expose().to_owned()))
@@ -100,18 +111,18 @@ fn github_client(config: &Config) -> anyhow::Result<github::Client> {
     let mut client_config = github::ClientConfig::new(
         config.github.api_url.clone(),
         config.github.web_url.clone(),
-        scope,
+        github_scope(&config.github.path),
         auth,
     );
     let proxy = &config.proxy;
-    if proxy.http.is_some() || proxy.https.is_some() {
+    if !proxy.is_empty() {
         client_config.proxy = Some(github::ProxyConfig {
-            http: proxy.http.as_ref().map(|u| u.to_string()),
-            https: proxy.https.as_ref().map(|u| u.to_string()),
+            http: proxy.expose_http().map(str::to_owned),
+            https: proxy.expose_https().map(str::to_owned),
             no_proxy: proxy.no_proxy.clone(),
         });
     }
-    github::Client::new(client_config).context("building the github client")
+    client_config
 }
 
 async fn lxd_client(endpoint: &LxdEndpoint) -> anyhow::Result<lxd::Client> {
@@ -146,21 +157,17 @@ async fn lxd_client(endpoint: &LxdEndpoint) -> anyhow::Result<lxd::Client> {
         .context("connecting to lxd")
 }
 
-fn manager_config(config: &Config) -> anyhow::Result<ManagerConfig> {
-    let path = GitHubPath::parse(&config.github.path.to_string(), &config.github.runner_group)
-        .context("github.path")?;
-    let web_url = config.github.web_url.as_str().trim_end_matches('/');
-    let mut manager_config =
-        ManagerConfig::new(path, web_url, &config.lxd.image, &config.state_dir);
-    manager_config.instance_type = match config.lxd.instance_type {
-        config::InstanceType::Container => InstanceType::Container,
-        config::InstanceType::VirtualMachine => InstanceType::VirtualMachine,
-    };
+/// The manager's settings, from the config's values as they are.
+pub fn manager_config(config: &Config) -> ManagerConfig {
+    let mut manager_config = ManagerConfig::new(
+        config.github.path.clone(),
+        config.github.web_url.as_str(),
+        &config.lxd.image,
+        &config.state_dir,
+    );
+    manager_config.instance_type = config.lxd.instance_type;
     manager_config.extra_labels = config.runners.labels.clone();
-    manager_config.registration_mode = match config.runners.registration {
-        config::Registration::Token => RegistrationMode::Token,
-        config::Registration::Jit => RegistrationMode::Jit,
-    };
+    manager_config.registration_mode = config.runners.registration;
     manager_config.lxd_storage_path = config.lxd.storage_path.clone();
     manager_config.issue_metrics = config.metrics.issue_metrics;
     manager_config.events_log = config.metrics.events_log.clone();
@@ -172,15 +179,7 @@ fn manager_config(config: &Config) -> anyhow::Result<ManagerConfig> {
             service_token: manager::Secret::new(policy.service_token.expose().to_owned()),
         }
     });
-    Ok(manager_config)
-}
-
-fn proxies(config: &Config) -> ProxySettings {
-    ProxySettings {
-        http: config.proxy.http.as_ref().map(|u| u.to_string()),
-        https: config.proxy.https.as_ref().map(|u| u.to_string()),
-        no_proxy: config.proxy.no_proxy.clone(),
-    }
+    manager_config
 }
 
 /// [`Operations`] over a [`RunnerManager`].
@@ -226,10 +225,6 @@ impl Operations for ManagerOps {
     }
 
     async fn flush(&self, mode: FlushMode) -> anyhow::Result<FlushOutput> {
-        let mode = match mode {
-            FlushMode::IdleOnly => manager::FlushMode::IdleOnly,
-            FlushMode::All => manager::FlushMode::IncludingBusy,
-        };
         let report = self.manager.flush(mode).await.context("flushing")?;
         if let Some(failure) = report.failed.first() {
             anyhow::bail!(

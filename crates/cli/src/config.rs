@@ -9,6 +9,12 @@
 //! the App private key) can also come from a `*_file` key or an environment variable. A key in the
 //! file wins over the environment. Their values are held in [`Secret`] and never appear in
 //! errors. Relative paths are resolved against the config file's directory.
+//!
+//! Values the manager uses are parsed straight into the manager's own types, with the manager's
+//! rules, so there is one definition of each and nothing is turned back into a string to be
+//! parsed again: the scope and its runner group ([`GitHubPath`]), sizes ([`Size`]),
+//! [`InstanceType`], [`RegistrationMode`] and the proxies ([`ProxySettings`], whose URLs keep their
+//! credentials for where they are used and mask them everywhere else).
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -20,7 +26,9 @@ use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::bytesize::ByteSize;
+pub use manager::model::DEFAULT_RUNNER_GROUP;
+pub use manager::{GitHubPath, InstanceType, ProxySettings, ProxyUrl, RegistrationMode, Size};
+
 use crate::secret::Secret;
 
 /// Where the config file is read from when `--config` is not given.
@@ -57,7 +65,8 @@ pub struct Config {
     pub github: GithubConfig,
     pub lxd: LxdConfig,
     pub runners: RunnersConfig,
-    pub proxy: ProxyConfig,
+    /// Proxies for the manager's GitHub traffic and the runners' environment.
+    pub proxy: ProxySettings,
     /// The pre-job policy check service; `None` when `policy.url` is empty.
     pub policy: Option<PolicyConfig>,
     pub metrics: MetricsConfig,
@@ -66,42 +75,14 @@ pub struct Config {
 
 #[derive(Debug, Clone)]
 pub struct GithubConfig {
-    pub path: GithubPath,
-    /// The runner group; `"default"` unless set (organisation and enterprise scope only).
-    pub runner_group: String,
+    /// Where runners register, with the runner group of an organisation or enterprise
+    /// (`github.path` and `github.runner_group`).
+    pub path: GitHubPath,
     pub credentials: GithubCredentials,
     /// REST base URL, e.g. `https://api.github.com/` or `https://HOST/api/v3`.
     pub api_url: Url,
     /// What `config.sh --url` is built from, e.g. `https://github.com/`.
     pub web_url: Url,
-}
-
-/// Where runners register.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GithubPath {
-    Repository { owner: String, repo: String },
-    Organization { org: String },
-    Enterprise { slug: String },
-}
-
-impl fmt::Display for GithubPath {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Repository { owner, repo } => write!(f, "{owner}/{repo}"),
-            Self::Organization { org } => f.write_str(org),
-            Self::Enterprise { slug } => write!(f, "enterprises/{slug}"),
-        }
-    }
-}
-
-impl GithubPath {
-    fn kind(&self) -> &'static str {
-        match self {
-            Self::Repository { .. } => "repository",
-            Self::Organization { .. } => "organisation",
-            Self::Enterprise { .. } => "enterprise",
-        }
-    }
 }
 
 /// How runner-manager authenticates to GitHub.
@@ -142,6 +123,9 @@ pub struct LxdConfig {
     pub endpoint: LxdEndpoint,
     /// Image alias on the server (or `remote:alias`).
     pub image: String,
+    /// The default is `virtual-machine`, as in the seed's charm: a VM isolates untrusted jobs
+    /// (and their Docker daemon) from the host. `container` starts faster and needs no KVM; the
+    /// demo uses it.
     pub instance_type: InstanceType,
     /// The seed's `lxd_storage_path`: a dir pool `runner` there; `None` = the default pool.
     pub storage_path: Option<PathBuf>,
@@ -163,92 +147,17 @@ pub enum LxdEndpoint {
     },
 }
 
-/// The LXD instance type. The default is `virtual-machine`, as in the seed's charm: a VM
-/// isolates untrusted jobs (and their Docker daemon) from the host. `container` starts faster
-/// and needs no KVM; the demo uses it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum InstanceType {
-    Container,
-    #[default]
-    VirtualMachine,
-}
-
-impl InstanceType {
-    /// The value of LXD's `type` field.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Container => "container",
-            Self::VirtualMachine => "virtual-machine",
-        }
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct RunnersConfig {
     /// Target number of runners (the seed's `virtual-machines`).
     pub quantity: u32,
     pub cpu: u32,
-    pub memory: ByteSize,
-    pub disk: ByteSize,
+    pub memory: Size,
+    pub disk: Size,
     /// Extra labels beside `self-hosted`, `app_name` and `image`.
     pub labels: Vec<String>,
-    pub registration: Registration,
-}
-
-/// How a runner registers with GitHub.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Registration {
-    /// `config.sh --token <registration token>`, as the seed does.
-    #[default]
-    Token,
-    /// `run.sh --jitconfig`, from `generate-jitconfig`.
-    Jit,
-}
-
-impl Registration {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Token => "token",
-            Self::Jit => "jit",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct ProxyConfig {
-    pub http: Option<ProxyUrl>,
-    pub https: Option<ProxyUrl>,
-    pub no_proxy: Option<String>,
-}
-
-/// A proxy URL, which may carry credentials: its password is masked in `Debug` and `Display`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ProxyUrl(Url);
-
-impl ProxyUrl {
-    /// The full URL, credentials included, for the environment of the runner.
-    pub fn expose(&self) -> &Url {
-        &self.0
-    }
-}
-
-impl fmt::Display for ProxyUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut shown = self.0.clone();
-        if shown.password().is_some() {
-            // Cannot fail: the URL already has a password, so it has a host.
-            let _ = shown.set_password(Some(REDACTED_PASSWORD));
-        }
-        f.write_str(shown.as_str())
-    }
-}
-
-impl fmt::Debug for ProxyUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ProxyUrl({self})")
-    }
+    /// `token` (the default, as the seed does) or `jit`.
+    pub registration: RegistrationMode,
 }
 
 #[derive(Debug, Clone)]
@@ -421,10 +330,10 @@ struct RawLxd {
 struct RawRunners {
     quantity: Option<u32>,
     cpu: Option<u32>,
-    memory: Option<ByteSize>,
-    disk: Option<ByteSize>,
+    memory: Option<Size>,
+    disk: Option<Size>,
     labels: Option<Vec<String>>,
-    registration: Option<Registration>,
+    registration: Option<RegistrationMode>,
 }
 
 #[derive(Deserialize, Default)]
@@ -794,6 +703,12 @@ impl Validator<'_> {
     }
 
     fn github(&mut self, raw: RawGithub) -> Option<GithubConfig> {
+        // The group is checked first (the path is parsed with it) but reported after the path.
+        let group = match raw.runner_group.as_deref() {
+            None => Some(DEFAULT_RUNNER_GROUP),
+            Some(group) if group.trim().is_empty() || group.chars().any(char::is_control) => None,
+            Some(group) => Some(group),
+        };
         let path = match raw.path.as_deref() {
             None => {
                 self.errors.push(
@@ -802,33 +717,32 @@ impl Validator<'_> {
                 );
                 None
             }
-            Some(path) => match parse_github_path(path) {
+            Some(path) => match GitHubPath::parse(path, group.unwrap_or(DEFAULT_RUNNER_GROUP)) {
                 Ok(path) => Some(path),
-                Err(reason) => {
-                    self.errors.push("github.path", reason);
+                Err(err) => {
+                    self.errors.push("github.path", err.to_string());
                     None
                 }
             },
         };
-        let runner_group = match raw.runner_group {
-            None => Some("default".to_owned()),
-            Some(group) if group.trim().is_empty() || group.chars().any(char::is_control) => {
+        let group_ok = match (group, &path) {
+            (None, _) => {
                 self.errors
                     .push("github.runner_group", "must be a non-empty group name");
-                None
+                false
             }
-            Some(group) => match &path {
-                Some(path @ GithubPath::Repository { .. }) if group != "default" => {
-                    self.errors.push(
-                        "github.runner_group",
-                        format!(
-                            "runner groups exist only for an organisation or enterprise, but github.path \"{path}\" is a repository"
-                        ),
-                    );
-                    None
-                }
-                _ => Some(group),
-            },
+            (Some(group), Some(path @ GitHubPath::Repo { .. }))
+                if group != DEFAULT_RUNNER_GROUP =>
+            {
+                self.errors.push(
+                    "github.runner_group",
+                    format!(
+                        "runner groups exist only for an organisation or enterprise, but github.path \"{path}\" is a repository"
+                    ),
+                );
+                false
+            }
+            _ => true,
         };
         let credentials = self.github_credentials(raw.token, raw.token_file, raw.app);
         let api_url = match raw.api_url.as_deref() {
@@ -841,8 +755,7 @@ impl Validator<'_> {
             (None, None) => None,
         };
         Some(GithubConfig {
-            path: path?,
-            runner_group: runner_group?,
+            path: path.filter(|_| group_ok)?,
             credentials: credentials?,
             api_url: api_url?,
             web_url: web_url?,
@@ -959,7 +872,7 @@ impl Validator<'_> {
         Some(LxdConfig {
             endpoint: endpoint?,
             image: image?,
-            instance_type: raw.instance_type.unwrap_or_default(),
+            instance_type: raw.instance_type.unwrap_or(InstanceType::VirtualMachine),
             storage_path: storage_path?,
             target: target?,
         })
@@ -1085,30 +998,17 @@ impl Validator<'_> {
             memory: raw.memory.unwrap_or_else(|| size("7GiB")),
             disk: raw.disk.unwrap_or_else(|| size("10GiB")),
             labels,
-            registration: raw.registration.unwrap_or_default(),
+            registration: raw.registration.unwrap_or(RegistrationMode::Token),
         })
     }
 
-    fn proxy(&mut self, raw: RawProxy) -> ProxyConfig {
+    fn proxy(&mut self, raw: RawProxy) -> ProxySettings {
         let mut proxy_url = |key: &str, value: Option<RawSecret>| {
             let value = value.map(|v| v.0).filter(|v| !v.trim().is_empty())?;
-            match Url::parse(value.trim()) {
-                Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => {
-                    Some(ProxyUrl(url))
-                }
-                // The value may hold credentials: the reason does not echo it.
-                Ok(_) => {
-                    self.errors.push(
-                        key,
-                        "unsupported proxy URL: expected http://HOST:PORT or https://HOST:PORT",
-                    );
-                    None
-                }
-                Err(err) => {
-                    self.errors.push(key, format!("invalid proxy URL: {err}"));
-                    None
-                }
-            }
+            // The value may hold credentials: the manager's reasons never echo it.
+            ProxyUrl::parse(&value)
+                .map_err(|err| self.errors.push(key, err.to_string()))
+                .ok()
         };
         let http = proxy_url("proxy.http", raw.http);
         let https = proxy_url("proxy.https", raw.https);
@@ -1127,7 +1027,7 @@ impl Validator<'_> {
             Some(value) => Some(value.replace(' ', "")).filter(|v| !v.is_empty()),
             None => None,
         };
-        ProxyConfig {
+        ProxySettings {
             http,
             https,
             no_proxy,
@@ -1236,7 +1136,7 @@ impl Validator<'_> {
     }
 }
 
-fn size(text: &str) -> ByteSize {
+fn size(text: &str) -> Size {
     text.parse().expect("built-in default sizes are valid")
 }
 
@@ -1262,49 +1162,6 @@ fn redact_url(url: &Url) -> String {
         let _ = shown.set_password(Some(REDACTED_PASSWORD));
     }
     shown.to_string()
-}
-
-fn valid_owner(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 39
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        && !name.starts_with('-')
-}
-
-fn valid_repo(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 100
-        && name != "."
-        && name != ".."
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-}
-
-/// Parses `owner/repo`, `org` or `enterprises/<slug>`.
-pub fn parse_github_path(path: &str) -> Result<GithubPath, String> {
-    let parts: Vec<&str> = path.split('/').collect();
-    match parts.as_slice() {
-        [""] => Err("must not be empty: set \"owner/repo\", an organisation or \"enterprises/<slug>\"".into()),
-        ["enterprises", slug] if valid_owner(slug) => Ok(GithubPath::Enterprise {
-            slug: (*slug).to_owned(),
-        }),
-        [owner, repo] if valid_owner(owner) && valid_repo(repo) => Ok(GithubPath::Repository {
-            owner: (*owner).to_owned(),
-            repo: (*repo).to_owned(),
-        }),
-        [org] if valid_owner(org) => Ok(GithubPath::Organization {
-            org: (*org).to_owned(),
-        }),
-        [_] | [_, _] => Err(format!(
-            "invalid path \"{}\": expected \"owner/repo\", an organisation or \"enterprises/<slug>\" (letters, digits, '-'; repositories also '_' and '.')",
-            path.escape_debug()
-        )),
-        _ => Err(format!(
-            "invalid path \"{}\": more than one '/' (expected \"owner/repo\", an organisation or \"enterprises/<slug>\")",
-            path.escape_debug()
-        )),
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1356,7 +1213,12 @@ impl Config {
             state_dir: self.state_dir.display().to_string(),
             github_path: self.github.path.to_string(),
             github_scope: self.github.path.kind(),
-            runner_group: self.github.runner_group.clone(),
+            runner_group: self
+                .github
+                .path
+                .group()
+                .unwrap_or(DEFAULT_RUNNER_GROUP)
+                .to_owned(),
             github_auth: match &self.github.credentials {
                 GithubCredentials::Token { source, .. } => format!("token from {source}"),
                 GithubCredentials::App {

@@ -3,7 +3,6 @@
 
 pub mod app;
 pub mod backend;
-pub mod bytesize;
 pub mod cli;
 pub mod config;
 pub mod daemon;

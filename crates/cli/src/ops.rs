@@ -15,7 +15,7 @@ pub trait Operations: Send + Sync + 'static {
     /// One reconcile pass towards `quantity` runners.
     async fn reconcile(&self, quantity: u32) -> anyhow::Result<ReconcileOutput>;
     /// Removes owned runners: idle ones with [`FlushMode::IdleOnly`], busy ones too with
-    /// [`FlushMode::All`].
+    /// [`FlushMode::IncludingBusy`].
     async fn flush(&self, mode: FlushMode) -> anyhow::Result<FlushOutput>;
     /// The owned runners, and the dangling and orphan items.
     async fn status(&self) -> anyhow::Result<StatusOutput>;
@@ -27,15 +27,9 @@ pub trait Operations: Send + Sync + 'static {
     async fn runner_bin_check(&self) -> anyhow::Result<RunnerBinCheckOutput>;
 }
 
-/// Which runners `flush` removes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FlushMode {
-    /// Idle runners only; busy ones finish their job.
-    IdleOnly,
-    /// Every runner the manager owns.
-    All,
-}
+/// Which runners `flush` removes: the manager's own type (`IdleOnly`: busy ones finish their
+/// job; `IncludingBusy`: every runner the manager owns).
+pub use manager::FlushMode;
 
 /// `reconcile --json` and `POST /reconcile`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -249,7 +249,7 @@ async fn flush(
     let mode = if query.idle_only {
         FlushMode::IdleOnly
     } else {
-        FlushMode::All
+        FlushMode::IncludingBusy
     };
     info!(message = "Flush requested over HTTP.", mode = ?mode);
     match state.daemon.flush(mode).await {

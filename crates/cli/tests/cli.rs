@@ -53,17 +53,21 @@ fn write_config(dir: &TempDir, text: &str) -> String {
     path.display().to_string()
 }
 
+/// Variables removed from the binary's environment.
+const CLEAN_ENV: [&str; 7] = [
+    "RUNNER_MANAGER_CONFIG",
+    "RUNNER_MANAGER_GITHUB_TOKEN",
+    "RUNNER_MANAGER_SERVICE_TOKEN",
+    "RUNNER_MANAGER_API_TOKEN",
+    "RUNNER_MANAGER_WEBHOOK_SECRET",
+    "RUST_LOG",
+    "NO_COLOR",
+];
+
 /// The binary with a clean environment (no secret or config path leaking in from outside).
 fn runner_manager() -> Command {
     let mut cmd = Command::cargo_bin("runner-manager").unwrap();
-    for var in [
-        "RUNNER_MANAGER_CONFIG",
-        "RUNNER_MANAGER_GITHUB_TOKEN",
-        "RUNNER_MANAGER_SERVICE_TOKEN",
-        "RUNNER_MANAGER_API_TOKEN",
-        "RUNNER_MANAGER_WEBHOOK_SECRET",
-        "RUST_LOG",
-    ] {
+    for var in CLEAN_ENV {
         cmd.env_remove(var);
     }
     cmd
@@ -262,6 +266,121 @@ fn json_logs_are_json() {
         "text logs: {}",
         out.stderr
     );
+}
+
+/// Text logs on a pipe (journald, a file) carry no ANSI escape codes; neither do they with
+/// `NO_COLOR`. Secrets stay out of the logs even at trace level.
+#[test]
+fn logs_are_plain_text_off_a_terminal() {
+    let dir = TempDir::new().unwrap();
+    let text = valid_config().replace(
+        "socket = \"/var/lib/incus/unix.socket\"",
+        &format!("socket = \"{}\"", dir.path().join("no.socket").display()),
+    );
+    let path = write_config(&dir, &text);
+    for no_color in [None, Some("1")] {
+        for level in ["debug", "trace"] {
+            let mut cmd = runner_manager();
+            cmd.env("RUST_LOG", level)
+                .args(["--config", &path, "status"]);
+            if let Some(value) = no_color {
+                cmd.env("NO_COLOR", value);
+            }
+            // `run` checks that no secret (token, proxy password, ...) is printed.
+            let out = run(&mut cmd, dir.path());
+            assert_ne!(out.code, 0, "no lxd socket: {}", out.stderr);
+            assert!(
+                out.stderr.contains("Config loaded."),
+                "no log line: {}",
+                out.stderr
+            );
+            assert!(
+                !out.stderr.contains('\x1b'),
+                "ANSI codes with NO_COLOR={no_color:?} on a pipe: {:?}",
+                out.stderr
+            );
+        }
+    }
+}
+
+/// On a terminal, text logs are coloured unless `NO_COLOR` is set (a pty via `script(1)`).
+#[test]
+fn logs_are_coloured_on_a_terminal_unless_no_color() {
+    let dir = TempDir::new().unwrap();
+    let path = write_config(&dir, &valid_config());
+    let bin = assert_cmd::cargo::cargo_bin("runner-manager");
+    let line = format!("{} --config {path} check-config", bin.display());
+    for (no_color, coloured) in [(None, true), (Some(""), true), (Some("1"), false)] {
+        let mut cmd = std::process::Command::new("script");
+        cmd.args(["-qec", &line, "/dev/null"]);
+        for var in CLEAN_ENV {
+            cmd.env_remove(var);
+        }
+        cmd.env("RUST_LOG", "debug");
+        if let Some(value) = no_color {
+            cmd.env("NO_COLOR", value);
+        }
+        let Ok(output) = cmd.output() else {
+            eprintln!("skipped: script(1) is not installed");
+            return;
+        };
+        let shown = String::from_utf8_lossy(&output.stdout);
+        if !output.status.success() && !shown.contains("Config loaded") {
+            eprintln!(
+                "skipped: no pseudo-terminal: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            return;
+        }
+        assert!(shown.contains("Config loaded."), "{shown}");
+        assert_eq!(
+            shown.contains("\x1b["),
+            coloured,
+            "NO_COLOR={no_color:?}: {shown:?}"
+        );
+    }
+}
+
+/// The release binary ships no debug info (it was 72 MB, 53 MB of it dependencies' debug info)
+/// but keeps its symbol table, so a panic's backtrace still names functions. A release build is
+/// too slow for CI: this reads the workspace's release profile instead.
+#[test]
+fn release_profile_ships_no_debuginfo_but_keeps_symbols() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
+    let manifest: toml::Table = toml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let release = manifest
+        .get("profile")
+        .and_then(|p| p.get("release"))
+        .and_then(toml::Value::as_table)
+        .expect("a [profile.release] section");
+    let no_debuginfo = |table: &toml::Table| match table.get("debug") {
+        None => None,
+        Some(toml::Value::Boolean(on)) => Some(!on),
+        Some(toml::Value::Integer(level)) => Some(*level == 0),
+        Some(toml::Value::String(level)) => Some(level == "none"),
+        Some(other) => panic!("unexpected debug = {other}"),
+    };
+    let strip = release.get("strip").cloned();
+    let strips_debuginfo = matches!(&strip, Some(toml::Value::String(s)) if s == "debuginfo");
+    assert!(
+        !matches!(&strip, Some(toml::Value::Boolean(true)))
+            && !matches!(&strip, Some(toml::Value::String(s)) if s == "symbols"),
+        "strip = {strip:?} removes the symbol names backtraces need"
+    );
+    // Cargo's release default is no debug info.
+    let ours = no_debuginfo(release).unwrap_or(true);
+    assert!(
+        ours || strips_debuginfo,
+        "[profile.release] ships debug info: set debug = false or strip = \"debuginfo\""
+    );
+    let packages = release.get("package").and_then(toml::Value::as_table);
+    for (name, settings) in packages.into_iter().flatten() {
+        let settings = settings.as_table().expect("a table");
+        assert!(
+            no_debuginfo(settings).unwrap_or(true) || strips_debuginfo,
+            "[profile.release.package.{name}] ships debug info"
+        );
+    }
 }
 
 /// The command line is an outside contract: a rename shows up here.

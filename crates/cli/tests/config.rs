@@ -3,11 +3,15 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use manager::install::{configure_script, etc_environment, runner_env, InstallSettings};
+use manager::Owner;
 
 use proptest::prelude::*;
 use runner_manager::config::{
-    Config, ConfigError, Environment, GithubCredentials, GithubPath, InstanceType, LxdEndpoint,
-    Registration, SecretSource,
+    Config, ConfigError, Environment, GitHubPath, GithubCredentials, InstanceType, LxdEndpoint,
+    RegistrationMode, SecretSource,
 };
 
 const PEM: &str = "-----BEGIN RSA PRIVATE KEY-----\nMIIB\n-----END RSA PRIVATE KEY-----\n";
@@ -83,7 +87,7 @@ fn defaults_match_the_charm() {
     assert_eq!(config.runners.memory.as_str(), "7GiB");
     assert_eq!(config.runners.memory.bytes(), 7 << 30);
     assert_eq!(config.runners.disk.as_str(), "10GiB");
-    assert_eq!(config.runners.registration, Registration::Token);
+    assert_eq!(config.runners.registration, RegistrationMode::Token);
     assert_eq!(config.server.reconcile_interval.as_secs(), 300);
     assert_eq!(config.server.listen.to_string(), "127.0.0.1:9464");
     assert!(config.server.api_token.is_none());
@@ -91,7 +95,12 @@ fn defaults_match_the_charm() {
     assert_eq!(config.lxd.instance_type, InstanceType::VirtualMachine);
     assert_eq!(config.lxd.image, "jammy");
     assert_eq!(config.lxd.endpoint, LxdEndpoint::Discover);
-    assert_eq!(config.github.runner_group, "default");
+    assert_eq!(
+        config.github.path.group(),
+        None,
+        "a repository has no group"
+    );
+    assert_eq!(config.summary().runner_group, "default");
     assert_eq!(config.github.api_url.as_str(), "https://api.github.com/");
     assert_eq!(config.github.web_url.as_str(), "https://github.com/");
     assert!(config.policy.is_none());
@@ -122,7 +131,7 @@ fn the_example_config_is_valid() {
 
 #[test]
 fn github_paths() {
-    let check = |path: &str, expected: Option<GithubPath>| {
+    let check = |path: &str, expected: Option<GitHubPath>| {
         let text = format!("[github]\npath = \"{path}\"\ntoken = \"t\"\n");
         match (parse(&text), expected) {
             (Ok(config), Some(expected)) => assert_eq!(config.github.path, expected, "{path}"),
@@ -132,28 +141,30 @@ fn github_paths() {
     };
     check(
         "owner/repo",
-        Some(GithubPath::Repository {
+        Some(GitHubPath::Repo {
             owner: "owner".into(),
             repo: "repo".into(),
         }),
     );
     check(
         "Octo-Org/my_app.rs",
-        Some(GithubPath::Repository {
+        Some(GitHubPath::Repo {
             owner: "Octo-Org".into(),
             repo: "my_app.rs".into(),
         }),
     );
     check(
         "octo-org",
-        Some(GithubPath::Organization {
+        Some(GitHubPath::Org {
             org: "octo-org".into(),
+            group: "default".into(),
         }),
     );
     check(
         "enterprises/acme",
-        Some(GithubPath::Enterprise {
+        Some(GitHubPath::Enterprise {
             slug: "acme".into(),
+            group: "default".into(),
         }),
     );
     check("", None);
@@ -168,9 +179,18 @@ fn github_paths() {
 #[test]
 fn runner_group_applies_to_organisations() {
     let org = "[github]\npath = \"octo-org\"\nrunner_group = \"gpu\"\ntoken = \"t\"\n";
-    assert_eq!(parse(org).expect("valid").github.runner_group, "gpu");
+    assert_eq!(parse(org).expect("valid").github.path.group(), Some("gpu"));
+    let enterprise =
+        "[github]\npath = \"enterprises/acme\"\nrunner_group = \"gpu\"\ntoken = \"t\"\n";
+    assert_eq!(
+        parse(enterprise).expect("valid").github.path,
+        GitHubPath::Enterprise {
+            slug: "acme".into(),
+            group: "gpu".into()
+        }
+    );
     let repo = "[github]\npath = \"o/r\"\nrunner_group = \"default\"\ntoken = \"t\"\n";
-    assert_eq!(parse(repo).expect("valid").github.runner_group, "default");
+    assert_eq!(parse(repo).expect("valid").github.path.group(), None);
     let repo = "[github]\npath = \"o/r\"\nrunner_group = \"gpu\"\ntoken = \"t\"\n";
     assert_eq!(invalid_keys(repo), ["github.runner_group"]);
 }
@@ -313,7 +333,8 @@ fn proxy_credentials_are_masked() {
     let text = format!("{MINIMAL}[proxy]\nhttp = \"http://user:PROXYPASS@proxy:3128\"\nno_proxy = \"localhost, 10.0.0.0/8\"\n");
     let config = parse(&text).expect("valid");
     let http = config.proxy.http.as_ref().expect("set");
-    assert_eq!(http.expose().password(), Some("PROXYPASS"));
+    assert_eq!(http.expose(), "http://user:PROXYPASS@proxy:3128");
+    assert_eq!(http.to_string(), "http://user:redacted@proxy:3128");
     assert!(!format!("{config:?}").contains("PROXYPASS"));
     assert!(!format!("{:?}", config.summary()).contains("PROXYPASS"));
     assert_eq!(
@@ -373,6 +394,160 @@ fn secrets_never_appear_in_debug_errors_or_summary() {
         "{err:?}"
     );
     assert!(!err.to_string().contains("ghp_UNTERMINATED"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Config → manager: the values reach the manager and the GitHub client as they were parsed
+// ---------------------------------------------------------------------------------------------
+
+/// The install settings the manager builds from its config (as `RunnerManager::new` does).
+fn install_settings(config: &Config) -> InstallSettings {
+    let manager = runner_manager::backend::manager_config(config);
+    InstallSettings {
+        registration_url: format!("{}/{}", manager.web_url, manager.path.path()),
+        path: manager.path.clone(),
+        labels: config.runner_labels(),
+        proxies: config.proxy.clone(),
+        policy_url: None,
+        ready_timeout: Duration::from_secs(60),
+    }
+}
+
+/// `enterprises/acme` is an enterprise (not a repository `enterprises`/`acme`), and its runner
+/// group reaches `config.sh --runnergroup` in token mode.
+#[test]
+fn enterprise_scope_keeps_its_runner_group_down_to_config_sh() {
+    let text = "[github]\npath = \"enterprises/acme\"\nrunner_group = \"gpu-fleet\"\ntoken = \"t\"\n[runners]\nregistration = \"token\"\n";
+    let config = parse(text).expect("valid");
+    let manager = runner_manager::backend::manager_config(&config);
+    assert_eq!(manager.registration_mode, RegistrationMode::Token);
+    assert_eq!(
+        manager.path,
+        GitHubPath::Enterprise {
+            slug: "acme".into(),
+            group: "gpu-fleet".into()
+        }
+    );
+    let settings = install_settings(&config);
+    assert_eq!(
+        settings.registration_url,
+        "https://github.com/enterprises/acme"
+    );
+    let name = Owner::new("github-runner", 0)
+        .expect("valid")
+        .new_runner_name();
+    let script = configure_script(&settings, &name);
+    assert!(
+        script.contains("--runnergroup gpu-fleet"),
+        "no runner group in:\n{script}"
+    );
+    assert!(script.contains("--url https://github.com/enterprises/acme"));
+    // The GitHub client gets the enterprise scope, built without re-parsing a string.
+    assert_eq!(
+        runner_manager::backend::github_client_config(&config).scope,
+        github::Scope::Enterprise {
+            slug: "acme".into()
+        }
+    );
+    let summary = config.summary();
+    assert_eq!(
+        (
+            summary.github_scope,
+            summary.github_path.as_str(),
+            summary.runner_group.as_str()
+        ),
+        ("enterprise", "enterprises/acme", "gpu-fleet")
+    );
+}
+
+const PROXY_TEXT: &str = "[proxy]\nhttp = \"http://proxy-user:PROXY_S3CRET@127.0.0.1:3128\"\nhttps = \"http://proxy-user:PROXY_S3CRET@127.0.0.1:3129/\"\nno_proxy = \"localhost\"\n";
+
+/// The proxy password reaches the GitHub client and the runner's environment, unmasked, and
+/// nothing else: not Debug, not the summary that `check-config` prints.
+#[test]
+fn authenticated_proxy_reaches_github_and_runners_but_is_shown_nowhere() {
+    let config = parse(&format!("{MINIMAL}{PROXY_TEXT}")).expect("valid");
+    let full = "http://proxy-user:PROXY_S3CRET@127.0.0.1:3128";
+
+    let client = runner_manager::backend::github_client_config(&config);
+    let proxy = client.proxy.as_ref().expect("a proxy for github");
+    assert_eq!(proxy.http.as_deref(), Some(full));
+    assert_eq!(
+        proxy.https.as_deref(),
+        Some("http://proxy-user:PROXY_S3CRET@127.0.0.1:3129")
+    );
+    assert_eq!(proxy.no_proxy.as_deref(), Some("localhost"));
+
+    let settings = install_settings(&config);
+    let env = runner_env(&settings);
+    assert!(env.contains(&format!("http_proxy={full}\n")), "{env}");
+    assert!(env.contains(&format!("HTTP_PROXY={full}\n")), "{env}");
+    let etc = etc_environment(&settings.proxies);
+    assert!(
+        etc.contains("https_proxy=\"http://proxy-user:PROXY_S3CRET@127.0.0.1:3129\""),
+        "{etc}"
+    );
+
+    let summary = config.summary();
+    let shown = format!(
+        "{config:?}\n{:?}\n{}\n{}\n{:?}\n{:?}",
+        summary,
+        serde_json::to_string(&summary).expect("json"),
+        runner_manager::output::render_config_summary("config.toml", &summary),
+        runner_manager::backend::manager_config(&config),
+        settings,
+    );
+    assert!(!shown.contains("PROXY_S3CRET"), "password shown:\n{shown}");
+    assert!(
+        shown.contains("http://proxy-user:redacted@127.0.0.1:3128"),
+        "{shown}"
+    );
+}
+
+/// The GitHub client really authenticates to the proxy with the configured password.
+#[tokio::test]
+async fn github_client_authenticates_to_the_proxy() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let text = format!(
+        "[github]\npath = \"octo/app\"\ntoken = \"t\"\napi_url = \"http://api.github.test\"\n[proxy]\nhttp = \"http://proxy-user:PROXY_S3CRET@127.0.0.1:{port}\"\n"
+    );
+    let config = parse(&text).expect("valid");
+    let proxy = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.expect("accept");
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buf).await.expect("read");
+            assert!(n > 0, "connection closed early");
+            head.extend_from_slice(&buf[..n]);
+        }
+        let body = r#"{"total_count":0,"runners":[]}"#;
+        let response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(response.as_bytes()).await.expect("write");
+        String::from_utf8_lossy(&head).to_lowercase()
+    });
+    let client = github::Client::new(runner_manager::backend::github_client_config(&config))
+        .expect("client");
+    let runners = client.list_runners(None).await.expect("through the proxy");
+    assert!(runners.is_empty());
+    let head = proxy.await.expect("proxy task");
+    assert!(
+        head.starts_with("get http://api.github.test/repos/octo/app/actions/runners"),
+        "{head}"
+    );
+    // base64("proxy-user:PROXY_S3CRET")
+    assert!(
+        head.contains("proxy-authorization: basic chjvehktdxnlcjpquk9ywv9tm0nsrvq="),
+        "no proxy credentials in:\n{head}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -239,7 +239,7 @@ async fn shutdown_lets_the_in_flight_pass_finish() {
     assert_eq!(waiter.await.unwrap(), Err(PassError::ShuttingDown));
     // New work is refused.
     assert!(!running.handle.trigger(TriggerSource::Webhook, "after"));
-    assert!(running.handle.flush(FlushMode::All).await.is_err());
+    assert!(running.handle.flush(FlushMode::IncludingBusy).await.is_err());
     assert!(running.handle.state().shutting_down);
 }
 
@@ -360,7 +360,7 @@ async fn shutdown_does_not_wait_for_a_flush_to_release_the_lock() {
     sleep(Duration::from_secs(1)).await; // startup pass done
     let flushing = {
         let handle = handle.clone();
-        tokio::spawn(async move { handle.flush(FlushMode::All).await })
+        tokio::spawn(async move { handle.flush(FlushMode::IncludingBusy).await })
     };
     sleep(Duration::from_secs(1)).await;
     assert!(handle.trigger(TriggerSource::Webhook, "job")); // the pass waits for the flush

@@ -1,11 +1,15 @@
 //! End to end: the `runner-manager` binary (commands and the `run` daemon) against the GitHub
-//! simulator (in-process, on the Incus bridge) and real Incus containers (busybox image, fake
-//! runner tarball).
+//! simulator (in-process, on the Incus bridge) and real Incus containers (fake runner tarball),
+//! on both images `scripts/incus-env.sh up` imports: `busybox` and `debian/bookworm` (systemd as
+//! PID 1, dash as /bin/sh, a `ubuntu` user: like the server images operators run). Each test
+//! exists once per image, `busybox::<name>` and `debian::<name>`.
 //!
-//! Runs when `RUNNER_MANAGER_TEST_INCUS=1` (set by `scripts/test.sh`, which brings Incus up and
-//! builds the static fake runner); otherwise each test says so and returns. Every test has its own
-//! simulator, state dir and app name (`e2ec<5 letters>`), so tests run in parallel; a guard
-//! deletes every instance of that app, and kills the daemon, even when a test fails.
+//! The tests that need Incus are `#[ignore]`d, so a plain `cargo test` reports them as ignored,
+//! never as passed: `scripts/test.sh` (which brings Incus up and builds the static fake runner)
+//! runs them with `--run-ignored all`. `incus_tests_are_ignored_by_default` keeps it that way.
+//! Every test has its own simulator, state dir and app name (`e2ec<5 letters>`), so tests run in
+//! parallel; a guard deletes every instance of that app, and kills the daemon, even when a test
+//! fails.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -27,12 +31,51 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(240);
 /// Upper bound of waiting for runners, passes and processes.
 const WAIT: Duration = Duration::from_secs(180);
 
-fn enabled() -> bool {
-    let on = std::env::var("RUNNER_MANAGER_TEST_INCUS").is_ok_and(|v| v == "1");
-    if !on {
-        eprintln!("skipped: set RUNNER_MANAGER_TEST_INCUS=1 (scripts/test.sh) to run on Incus");
-    }
-    on
+#[path = "../../../test-support/incus_ignored.rs"]
+mod incus_ignored;
+
+const BUSYBOX: &str = "busybox";
+const DEBIAN: &str = "debian/bookworm";
+
+/// Generates `busybox::$name` and `debian::$name`, two `#[ignore]`d tests (they need Incus) that
+/// run `async fn $name(image: &str)` on each image.
+macro_rules! on_both_images {
+    ($($name:ident),+ $(,)?) => {
+        mod busybox {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[ignore = "needs Incus: run by scripts/test.sh"]
+                async fn $name() {
+                    super::$name(super::BUSYBOX).await;
+                }
+            )+
+        }
+        mod debian {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[ignore = "needs Incus: run by scripts/test.sh"]
+                async fn $name() {
+                    super::$name(super::DEBIAN).await;
+                }
+            )+
+        }
+    };
+}
+
+on_both_images!(
+    commands_reconcile_status_and_flush_real_runners,
+    daemon_webhook_metrics_and_auth,
+    sigterm_during_reconcile_leaves_no_half_created_runner,
+    daemon_replaces_a_finished_runner_on_the_completed_webhook,
+);
+
+/// A plain `cargo test` (no daemon) must report the Incus tests as ignored, not as passed.
+#[test]
+fn incus_tests_are_ignored_by_default() {
+    incus_ignored::assert_only_these_run_by_default(&[
+        "incus_tests_are_ignored_by_default",
+        "the_openmetrics_parser_rejects_broken_expositions",
+    ]);
 }
 
 /// The host's address on the Incus bridge: containers reach the simulator there.
@@ -112,6 +155,8 @@ struct ServerSection {
 /// daemon if started. Dropping it kills the daemon and deletes the app's instances.
 struct Env {
     app: String,
+    /// The image alias written into the config (`[lxd] image`).
+    image: String,
     sim: SimHandle,
     lxd: lxd::Client,
     dir: tempfile::TempDir,
@@ -121,7 +166,7 @@ struct Env {
 }
 
 impl Env {
-    async fn new() -> Self {
+    async fn new(image: &str) -> Self {
         let app = random_app();
         let clock = Clock {
             app: app.clone(),
@@ -154,9 +199,10 @@ impl Env {
         std::fs::write(dir.path().join("github-token"), sim.token().expose()).expect("token");
         std::fs::write(dir.path().join("api-token"), API_TOKEN).expect("api token");
         std::fs::write(dir.path().join("webhook-secret"), WEBHOOK_SECRET).expect("secret");
-        clock.mark(&format!("simulator at {}", sim.base_url()));
+        clock.mark(&format!("simulator at {} (image {image})", sim.base_url()));
         Self {
             app,
+            image: image.to_owned(),
             sim,
             lxd,
             dir,
@@ -184,7 +230,7 @@ api_url = "{api}"
 web_url = "{web}"
 
 [lxd]
-image = "busybox"
+image = "{image}"
 instance_type = "container"
 
 [runners]
@@ -194,6 +240,7 @@ memory = "256MiB"
 disk = "1GiB"
 "#,
             app = self.app,
+            image = self.image,
             state = path("state"),
             token = path("github-token"),
             api = self.sim.api_url(),
@@ -712,12 +759,8 @@ async fn post_webhook(
 
 /// The commands on their own: binary update, reconcile to 2, status, an idempotent second
 /// reconcile, and flush.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn commands_reconcile_status_and_flush_real_runners() {
-    if !enabled() {
-        return;
-    }
-    let env = Env::new().await;
+async fn commands_reconcile_status_and_flush_real_runners(image: &str) {
+    let env = Env::new(image).await;
     env.write_config(2, None);
 
     let check = env.run(&["runner-bin", "check"]).await;
@@ -791,12 +834,8 @@ async fn commands_reconcile_status_and_flush_real_runners() {
 
 /// The daemon: startup pass, signed and badly signed webhooks, bearer-protected POSTs, metrics
 /// that match the fleet, flush over HTTP and a clean stop.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn daemon_webhook_metrics_and_auth() {
-    if !enabled() {
-        return;
-    }
-    let mut env = Env::new().await;
+async fn daemon_webhook_metrics_and_auth(image: &str) {
+    let mut env = Env::new(image).await;
     let port = free_port();
     env.write_config(
         1,
@@ -1031,13 +1070,9 @@ async fn daemon_webhook_metrics_and_auth() {
 
 /// SIGTERM while the startup pass creates three runners: the pass finishes within the grace
 /// period, the process exits 0, and the next pass finds exactly three whole runners.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_during_reconcile_leaves_no_half_created_runner() {
-    if !enabled() {
-        return;
-    }
+async fn sigterm_during_reconcile_leaves_no_half_created_runner(image: &str) {
     const QUANTITY: usize = 3;
-    let mut env = Env::new().await;
+    let mut env = Env::new(image).await;
     let port = free_port();
     env.write_config(
         u32::try_from(QUANTITY).expect("small"),
@@ -1119,12 +1154,8 @@ async fn sigterm_during_reconcile_leaves_no_half_created_runner() {
 /// The simulator delivers its own signed webhooks for a job: `queued` asks for a pass, the
 /// runner runs the job, and `completed` makes the daemon replace the finished ephemeral runner,
 /// all without the timer (the interval is an hour).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn daemon_replaces_a_finished_runner_on_the_completed_webhook() {
-    if !enabled() {
-        return;
-    }
-    let mut env = Env::new().await;
+async fn daemon_replaces_a_finished_runner_on_the_completed_webhook(image: &str) {
+    let mut env = Env::new(image).await;
     let port = free_port();
     env.write_config(
         1,

@@ -233,7 +233,7 @@ async fn post_endpoints_need_the_bearer_token() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         *h.ops.flushes.lock().unwrap(),
-        [FlushMode::IdleOnly, FlushMode::All]
+        [FlushMode::IdleOnly, FlushMode::IncludingBusy]
     );
     let (status, _, _) = send(&h.app, post("/flush?idle_only=maybe", Some(API_TOKEN))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);

@@ -48,6 +48,14 @@ impl HttpError {
             _ => None,
         }
     }
+
+    /// The server's message of a status error.
+    pub fn message(&self) -> Option<&str> {
+        match self {
+            HttpError::Status { message, .. } => Some(message),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for HttpError {

@@ -227,6 +227,10 @@ fn configure(root: &RunnerRoot, env: &Env, args: ConfigureArgs) -> i32 {
             match e.status() {
                 Some(401) => eprintln!("Http response code: Unauthorized from 'POST {}/_runner/register' (the registration token is invalid or expired)", ServerUrl::parse(&request.url).map(|s| s.base()).unwrap_or_default()),
                 Some(409) => eprintln!("A runner exists with the same name '{name}'. Use --replace to replace it."),
+                // actions/runner's own words for an unknown `--runnergroup`.
+                Some(404) if e.message().is_some_and(|m| m.contains("runner group")) => {
+                    eprintln!("An error occurred: {}", e.message().unwrap_or_default())
+                }
                 Some(404) => eprintln!("An error occurred: the url '{}' is not a known repository, organization or enterprise ({e})", request.url),
                 _ => eprintln!("An error occurred: registering the runner: {e}"),
             }

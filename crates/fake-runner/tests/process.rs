@@ -509,6 +509,50 @@ fn config_refuses_unknown_arguments_root_and_double_configuration() {
     assert!(sim.runner("fr-twice").is_none(), "unregistered");
 }
 
+/// `config.sh --runnergroup` on an organisation and an enterprise: GitHub names the default group
+/// `Default`, and actions/runner matches group names ignoring case, so the manager's default
+/// `--runnergroup default` lands in it. An unknown group fails with actions/runner's message.
+#[test]
+fn runnergroup_matches_ignoring_case_on_org_and_enterprise() {
+    let sim = TestSim::start();
+    for (i, scope) in [Scope::org("octo-org"), Scope::enterprise("acme")]
+        .into_iter()
+        .enumerate()
+    {
+        let url = sim.sim.scope_url(&scope);
+        let token = sim
+            .sim
+            .registration_token(&scope)
+            .expect("token")
+            .expose()
+            .to_string();
+        let name = format!("fr-group-{i}");
+        let runner = Installed::new();
+        let (status, stdout, stderr) =
+            runner.configure(&url, &token, &["--name", &name, "--runnergroup", "default"]);
+        assert!(status.success(), "{url}: {stdout}\n{stderr}");
+        let settings: Value =
+            serde_json::from_slice(&fs::read(runner.root().join(".runner")).expect(".runner"))
+                .expect("json");
+        assert_eq!(settings["poolId"], 1, "{url}");
+        assert_eq!(settings["poolName"], "Default", "{url}");
+        assert_eq!(sim.runner(&name).expect("registered")["runner_group_id"], 1);
+
+        let other = Installed::new();
+        let (status, _, stderr) = other.configure(
+            &url,
+            &token,
+            &["--name", &format!("{name}-x"), "--runnergroup", "gpu"],
+        );
+        assert_eq!(status.code(), Some(1), "{url}: {stderr}");
+        assert!(
+            stderr.contains("Could not find any self-hosted runner group named \"gpu\"."),
+            "{stderr}"
+        );
+        assert!(!other.root().join(".runner").exists());
+    }
+}
+
 /// A root directory holding only a static busybox, `/dev/null` and the runner: no libc, no
 /// `/proc`, no `/etc`, like a minimal container. Needs root (chroot, mknod) and busybox.
 fn busybox_root(runner: &Installed) -> Option<PathBuf> {

@@ -15,17 +15,22 @@ use crate::config::WebhookTarget;
 use crate::http::{json_response, plain_error};
 use crate::secret::Secret;
 use crate::server::AppState;
-use crate::state::{random_string, FaultSpec, JobSpec, ALNUM};
+use crate::state::{random_string, BusyLieSpec, FaultSpec, JobSpec, ALNUM};
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/_sim/jobs", post(enqueue_job).get(list_jobs))
         .route("/_sim/jobs/{id}", get(get_job))
         .route("/_sim/runners", get(list_runners))
+        .route("/_sim/runners/freeze", post(freeze_runner))
         .route("/_sim/requests", get(requests).delete(reset_requests))
         .route(
             "/_sim/faults",
             post(add_fault).get(list_faults).delete(clear_faults),
+        )
+        .route(
+            "/_sim/faults/busy-lie",
+            post(set_busy_lie).get(busy_lie).delete(clear_busy_lie),
         )
         .route("/_sim/tokens/rotate", post(rotate_token))
         .route("/_sim/webhooks", post(set_webhook).delete(clear_webhook))
@@ -127,6 +132,38 @@ async fn clear_faults(AxState(shared): AxState<AppState>) -> Response {
     StatusCode::NO_CONTENT.into_response()
 }
 
+/// Arms the busy-lie fault (`{rate?, count?, seed?}`; `{}` = every busy runner, until cleared)
+/// and answers its status.
+async fn set_busy_lie(AxState(shared): AxState<AppState>, body: Bytes) -> Response {
+    let spec: BusyLieSpec = match parse(&body) {
+        Ok(spec) => spec,
+        Err(response) => return *response,
+    };
+    if spec.rate.is_some_and(|r| !(0.0..=1.0).contains(&r)) {
+        return plain_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "rate must be within 0..=1",
+        );
+    }
+    if spec.count == Some(0) {
+        return plain_error(StatusCode::UNPROCESSABLE_ENTITY, "count must be at least 1");
+    }
+    let mut state = shared.state.lock();
+    state.set_busy_lie(Some(spec));
+    to_json(StatusCode::CREATED, &state.busy_lie_status())
+}
+
+/// The busy-lie fault (`fault`: null when off) and its counters, among them
+/// `jobs_killed_by_deletion`.
+async fn busy_lie(AxState(shared): AxState<AppState>) -> Response {
+    to_json(StatusCode::OK, &shared.state.lock().busy_lie_status())
+}
+
+async fn clear_busy_lie(AxState(shared): AxState<AppState>) -> Response {
+    shared.state.lock().set_busy_lie(None);
+    StatusCode::NO_CONTENT.into_response()
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RotateBody {
@@ -184,6 +221,26 @@ struct AssignOnDeleteBody {
     #[serde(default)]
     runner_name: Option<String>,
     enabled: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FreezeBody {
+    name: String,
+    frozen: bool,
+}
+
+/// `{name, frozen}`: freezes (or thaws) a runner's process as SIGSTOP would; 404 if unknown.
+async fn freeze_runner(AxState(shared): AxState<AppState>, body: Bytes) -> Response {
+    let body: FreezeBody = match parse(&body) {
+        Ok(body) => body,
+        Err(response) => return *response,
+    };
+    if shared.state.lock().set_frozen(&body.name, body.frozen) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        StatusCode::NOT_FOUND.into_response()
+    }
 }
 
 async fn assign_on_delete(AxState(shared): AxState<AppState>, body: Bytes) -> Response {

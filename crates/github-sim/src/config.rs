@@ -9,6 +9,9 @@ use crate::secret::Secret;
 pub const TEST_APP_PRIVATE_KEY_PEM: &str = include_str!("keys/test-app.private.pem");
 /// The public half of [`TEST_APP_PRIVATE_KEY_PEM`].
 pub const TEST_APP_PUBLIC_KEY_PEM: &str = include_str!("keys/test-app.public.pem");
+/// The name GitHub gives the default runner group of an organisation or enterprise (and the
+/// implicit group of a repository). actions/runner compares group names ignoring case.
+pub const DEFAULT_GROUP_NAME: &str = "Default";
 /// The default personal access token accepted by the simulator.
 pub const DEFAULT_TOKEN: &str = "ghp_simDefaultToken0000000000000000000000";
 
@@ -36,6 +39,12 @@ impl GroupConfig {
         }
     }
 
+    /// An organisation's or enterprise's default group as GitHub creates it: id 1, named
+    /// `Default`, visible to all repositories.
+    pub fn default_group() -> Self {
+        Self::new(1, DEFAULT_GROUP_NAME).as_default()
+    }
+
     /// Marks the group as the default one.
     pub fn as_default(mut self) -> Self {
         self.default = true;
@@ -61,12 +70,12 @@ pub struct OwnerConfig {
 }
 
 impl OwnerConfig {
-    /// An owner with the single default group `default` (id 1).
+    /// An owner with the single default group, named as GitHub names it: `Default`, id 1.
     pub fn new(name: impl Into<String>, id: u64) -> Self {
         Self {
             name: name.into(),
             id,
-            groups: vec![GroupConfig::new(1, "default").as_default()],
+            groups: vec![GroupConfig::default_group()],
         }
     }
 }

@@ -30,13 +30,13 @@ mod webhook;
 
 pub use config::{
     AppConfig, GroupConfig, InstallationConfig, OwnerConfig, SimConfig, WebhookTarget,
-    DEFAULT_TOKEN, TEST_APP_PRIVATE_KEY_PEM, TEST_APP_PUBLIC_KEY_PEM,
+    DEFAULT_GROUP_NAME, DEFAULT_TOKEN, TEST_APP_PRIVATE_KEY_PEM, TEST_APP_PUBLIC_KEY_PEM,
 };
 pub use scope::Scope;
 pub use secret::Secret;
 pub use server::{Sim, SimError, SimHandle};
 pub use state::{
-    DeliveryRecord, FaultSpec, IssuedSecrets, JobSpec, JobStatus, JobView, Label, LabelKind,
-    RequestCount, RunnerView, DEFAULT_LABELS,
+    BusyLieSpec, BusyLieStatus, DeliveryRecord, FaultSpec, IssuedSecrets, JobSpec, JobStatus,
+    JobView, Label, LabelKind, RequestCount, RunnerView, DEFAULT_LABELS,
 };
 pub use webhook::sign_webhook;

@@ -31,10 +31,10 @@ struct Cli {
     /// Repositories (`owner/repo`); default `octo/app`.
     #[arg(long = "repo")]
     repos: Vec<String>,
-    /// Organizations (each with runner group `default`, id 1); default `octo-org`.
+    /// Organizations (each with GitHub's default runner group `Default`, id 1); default `octo-org`.
     #[arg(long = "org")]
     orgs: Vec<String>,
-    /// Enterprises; default `acme`.
+    /// Enterprises (each with the runner group `Default`, id 1); default `acme`.
     #[arg(long = "enterprise")]
     enterprises: Vec<String>,
     /// URL handed to runners (JIT configs, download URLs), e.g. `http://10.0.0.1:8080`.

@@ -327,6 +327,10 @@ async fn delete_runner(
         }
     }
     if state.runner(id).is_some_and(|r| r.job.is_some()) {
+        // The busy-lie fault: GitHub says idle and lets the runner go, killing its job.
+        if state.delete_busy_runner(id) {
+            return StatusCode::NO_CONTENT.into_response();
+        }
         let message = format!("Bad request - Runner \"{name}\" is still running a job");
         return validation_error(&message, &[]);
     }

@@ -22,8 +22,8 @@ use crate::config::{SimConfig, WebhookTarget};
 use crate::http::{gh_error, gh_error_doc};
 use crate::secret::Secret;
 use crate::state::{
-    Clock, DeliveryRecord, FaultSpec, IssuedSecrets, JobSpec, JobStatus, JobView, RequestCount,
-    RunnerView, State, TokenKind,
+    BusyLieSpec, BusyLieStatus, Clock, DeliveryRecord, FaultSpec, IssuedSecrets, JobSpec,
+    JobStatus, JobView, RequestCount, RunnerView, State, TokenKind,
 };
 use crate::{admin, rest, runner_api, webhook, Scope};
 
@@ -624,9 +624,21 @@ impl SimHandle {
         self.shared.state.lock().add_fault(fault)
     }
 
-    /// Removes every fault.
+    /// Removes every fault, the busy-lie fault included.
     pub fn clear_faults(&self) {
         self.shared.state.lock().clear_faults();
+    }
+
+    /// Arms (`Some`) or disarms (`None`) the busy-lie fault: runners holding a job are reported
+    /// `busy: false` by the REST list and get, and their `DELETE` succeeds, killing the job (see
+    /// [`BusyLieSpec`]; also `POST /_sim/faults/busy-lie`).
+    pub fn set_busy_lie(&self, spec: Option<BusyLieSpec>) {
+        self.shared.state.lock().set_busy_lie(spec);
+    }
+
+    /// The busy-lie fault and its counters, e.g. the jobs killed by deletion.
+    pub fn busy_lie(&self) -> BusyLieStatus {
+        self.shared.state.lock().busy_lie_status()
     }
 
     /// Sets (or clears) the webhook target.
@@ -637,6 +649,12 @@ impl SimHandle {
     /// Webhook deliveries made so far.
     pub fn webhook_deliveries(&self) -> Vec<DeliveryRecord> {
         self.shared.state.lock().deliveries()
+    }
+
+    /// Freezes or thaws a runner's process (SIGSTOP/SIGCONT): a frozen runner is not handed the
+    /// job assigned to it. `false` if there is no such runner.
+    pub fn set_frozen(&self, name: &str, frozen: bool) -> bool {
+        self.shared.state.lock().set_frozen(name, frozen)
     }
 
     /// Arms (or disarms) the assign-on-delete hook: on the next REST `DELETE` of that runner (any

@@ -111,6 +111,10 @@ pub(crate) struct Runner {
     pub stopped: bool,
     pub active_polls: u32,
     pub job: Option<u64>,
+    /// The runner's process is frozen (SIGSTOP, as a manager does before deregistering it): a
+    /// job assigned to it is not acquired (handed over) until it is thawed; a deletion then
+    /// gives the job back to the queue.
+    pub frozen: bool,
     pub notify: Arc<Notify>,
     pub registered_at: Instant,
 }
@@ -197,6 +201,8 @@ pub(crate) struct Job {
     pub started_at: Option<OffsetDateTime>,
     pub completed_at: Option<OffsetDateTime>,
     pub delivered_at: Option<Instant>,
+    /// Its runner was deregistered by a REST `DELETE` while it ran (the busy-lie fault).
+    pub killed_by_deletion: bool,
 }
 
 /// A job as the admin API shows it.
@@ -228,6 +234,11 @@ pub struct JobView {
     pub started_at: Option<String>,
     /// Completion time.
     pub completed_at: Option<String>,
+    /// The job was killed because its runner was deleted through the REST API while it ran
+    /// (only possible under the busy-lie fault, `POST /_sim/faults/busy-lie`). It then ended
+    /// `failure`, with a `##[error]` line saying so at the end of `output`.
+    #[serde(default)]
+    pub killed_by_deletion: bool,
 }
 
 /// A runner as the admin API shows it (every scope).
@@ -257,6 +268,9 @@ pub struct RunnerView {
     pub last_seen: Option<String>,
     /// Id of the job it holds.
     pub job_id: Option<u64>,
+    /// Frozen: takes no job until thawed (`POST /_sim/runners/freeze`).
+    #[serde(default)]
+    pub frozen: bool,
 }
 
 /// Per-endpoint request counter.
@@ -339,6 +353,84 @@ pub(crate) struct FaultAction {
 struct Fault {
     id: u64,
     spec: FaultSpec,
+}
+
+/// The "busy flag lies" fault (admin API `POST /_sim/faults/busy-lie`): for a runner holding a
+/// job, the REST list and get report `busy: false`, and `DELETE` deregisters it (204) instead of
+/// answering 422. A job the runner had picked up is killed (see [`JobView::killed_by_deletion`]);
+/// one it had not picked up yet goes back to the queue, as when an idle runner is deleted.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusyLieSpec {
+    /// The fraction (0..=1) of jobs the lie covers, decided once per job (so the list, the get
+    /// and the `DELETE` agree about a runner). Default: every job.
+    #[serde(default)]
+    pub rate: Option<f64>,
+    /// Disarm after this many busy runners were deleted through the lie (default: until
+    /// cleared).
+    #[serde(default)]
+    pub count: Option<u32>,
+    /// Seed of the per-job draw (default: random), for repeatable runs.
+    #[serde(default)]
+    pub seed: Option<u64>,
+}
+
+impl BusyLieSpec {
+    /// The lie about every busy runner, until cleared.
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    /// The lie about this fraction (0..=1) of jobs.
+    pub fn rate(rate: f64) -> Self {
+        Self {
+            rate: Some(rate),
+            ..Self::default()
+        }
+    }
+
+    /// Whether the lie covers `job_id`.
+    fn covers(&self, seed: u64, job_id: u64) -> bool {
+        match self.rate {
+            None => true,
+            Some(rate) if rate >= 1.0 => true,
+            Some(rate) if rate <= 0.0 => false,
+            Some(rate) => {
+                let draw = (splitmix64(seed ^ job_id) >> 11) as f64 / (1u64 << 53) as f64;
+                draw < rate
+            }
+        }
+    }
+}
+
+/// The busy-lie fault and what it did, as `GET /_sim/faults/busy-lie` shows it. The counters
+/// cover the simulator's whole life (they survive disarming), so a harness reads deltas.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BusyLieStatus {
+    /// The fault as armed now (`count`: deletions left), `None` when off.
+    pub fault: Option<BusyLieSpec>,
+    /// Busy runners deregistered by a REST `DELETE` through the lie.
+    pub busy_runners_deleted: u64,
+    /// Jobs killed that way (picked up and running when their runner was deleted).
+    pub jobs_killed_by_deletion: u64,
+    /// Their ids, in order.
+    pub killed_job_ids: Vec<u64>,
+    /// Jobs assigned but not yet picked up when their runner was deleted: queued again.
+    pub jobs_requeued_by_deletion: u64,
+}
+
+#[derive(Debug)]
+struct BusyLie {
+    spec: BusyLieSpec,
+    seed: u64,
+}
+
+/// SplitMix64: a well-mixed hash of one word.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// A webhook delivery attempt, as `GET /_sim/webhooks/deliveries` shows it.
@@ -461,6 +553,8 @@ pub(crate) struct State {
     queue: VecDeque<u64>,
     counters: BTreeMap<String, RequestCount>,
     faults: Vec<Fault>,
+    busy_lie: Option<BusyLie>,
+    busy_lie_counts: BusyLieStatus,
     buckets: HashMap<String, Bucket>,
     secondary: HashMap<String, VecDeque<Instant>>,
     deliveries: Vec<DeliveryRecord>,
@@ -499,6 +593,8 @@ impl State {
             queue: VecDeque::new(),
             counters: BTreeMap::new(),
             faults: Vec::new(),
+            busy_lie: None,
+            busy_lie_counts: BusyLieStatus::default(),
             buckets: HashMap::new(),
             secondary: HashMap::new(),
             deliveries: Vec::new(),
@@ -543,7 +639,7 @@ impl State {
     pub(crate) fn groups(&self, scope: &Scope) -> Vec<GroupConfig> {
         match self.owner_config(scope) {
             Some(owner) => owner.groups.clone(),
-            None => vec![GroupConfig::new(1, "Default").as_default()],
+            None => vec![GroupConfig::default_group()],
         }
     }
 
@@ -554,7 +650,7 @@ impl State {
     /// Like [`State::group`] without cloning (job matching runs it for many runners).
     fn group_ref(&self, scope: &Scope, id: u64) -> Option<&GroupConfig> {
         static REPO_DEFAULT: std::sync::LazyLock<GroupConfig> =
-            std::sync::LazyLock::new(|| GroupConfig::new(1, "Default").as_default());
+            std::sync::LazyLock::new(GroupConfig::default_group);
         match self.owner_config(scope) {
             Some(owner) => owner.groups.iter().find(|g| g.id == id),
             None => (id == 1).then(|| &*REPO_DEFAULT),
@@ -784,6 +880,7 @@ impl State {
                 stopped: false,
                 active_polls: 0,
                 job: None,
+                frozen: false,
                 notify: Arc::new(Notify::new()),
                 registered_at: self.clock.now(),
             },
@@ -794,6 +891,11 @@ impl State {
     /// Deregisters a runner. A job it was assigned but had not picked up is queued again; a job it
     /// was running fails.
     pub(crate) fn remove_runner(&mut self, id: u64) -> Option<String> {
+        self.remove_runner_because(id, "The runner has been removed.")
+    }
+
+    /// [`State::remove_runner`], with `reason` appended to the output of a job it was running.
+    fn remove_runner_because(&mut self, id: u64, reason: &str) -> Option<String> {
         let runner = self.runners.remove(&id)?;
         self.names
             .remove(&(runner.scope.clone(), runner.name.clone()));
@@ -801,7 +903,7 @@ impl State {
         runner.notify.notify_waiters();
         runner.notify.notify_one();
         if let Some(job_id) = runner.job {
-            self.release_job(job_id, "The runner has been removed.");
+            self.release_job(job_id, reason);
             self.try_assign();
         }
         Some(runner.name)
@@ -900,6 +1002,7 @@ impl State {
             version: runner.version.clone(),
             last_seen: runner.last_seen.map(|t| rfc3339(self.clock.wall(t))),
             job_id: runner.job,
+            frozen: runner.frozen,
         }
     }
 
@@ -919,7 +1022,7 @@ impl State {
             "name": runner.name,
             "os": "linux",
             "status": if self.runner_online(runner, now) { "online" } else { "offline" },
-            "busy": runner.job.is_some(),
+            "busy": runner.job.is_some() && !self.busy_hidden(runner),
             "ephemeral": runner.ephemeral,
             "labels": runner.labels,
             "version": runner.version,
@@ -984,6 +1087,7 @@ impl State {
                 started_at: None,
                 completed_at: None,
                 delivered_at: None,
+                killed_by_deletion: false,
             },
         );
         self.queue.push_back(id);
@@ -1027,6 +1131,7 @@ impl State {
             created_at: rfc3339(job.created_at),
             started_at: job.started_at.map(rfc3339),
             completed_at: job.completed_at.map(rfc3339),
+            killed_by_deletion: job.killed_by_deletion,
         })
     }
 
@@ -1174,9 +1279,26 @@ impl State {
         }
     }
 
+    /// Freezes or thaws the runner named `name` (see [`Runner::frozen`]); `false` if there is no
+    /// such runner. A thawed runner's waiting poll takes its assigned job at once.
+    pub(crate) fn set_frozen(&mut self, name: &str, frozen: bool) -> bool {
+        let Some(runner) = self.runners.values_mut().find(|r| r.name == name) else {
+            return false;
+        };
+        runner.frozen = frozen;
+        if !frozen {
+            runner.notify.notify_one();
+        }
+        true
+    }
+
     /// Hands the job assigned to `runner_id` to it, once. Returns the runner-protocol `Job`.
     pub(crate) fn take_assigned_job(&mut self, runner_id: u64) -> Option<Value> {
-        let job_id = self.runners.get(&runner_id)?.job?;
+        let runner = self.runners.get(&runner_id)?;
+        if runner.frozen {
+            return None;
+        }
+        let job_id = runner.job?;
         let now = self.clock.now();
         let wall = self.clock.wall(now);
         let repo = {
@@ -1437,8 +1559,78 @@ impl State {
         id
     }
 
+    /// Clears every fault, the busy-lie fault included.
     pub(crate) fn clear_faults(&mut self) {
         self.faults.clear();
+        self.busy_lie = None;
+    }
+
+    /// Arms (`Some`) or disarms the busy-lie fault. Its counters are kept.
+    pub(crate) fn set_busy_lie(&mut self, spec: Option<BusyLieSpec>) {
+        self.busy_lie = spec.map(|spec| BusyLie {
+            seed: spec.seed.unwrap_or_else(rand::random),
+            spec,
+        });
+    }
+
+    pub(crate) fn busy_lie_status(&self) -> BusyLieStatus {
+        BusyLieStatus {
+            fault: self.busy_lie.as_ref().map(|l| l.spec.clone()),
+            ..self.busy_lie_counts.clone()
+        }
+    }
+
+    /// Whether the busy-lie fault hides this runner's job from the REST API.
+    pub(crate) fn busy_hidden(&self, runner: &Runner) -> bool {
+        match (&self.busy_lie, runner.job) {
+            (Some(lie), Some(job_id)) => lie.spec.covers(lie.seed, job_id),
+            _ => false,
+        }
+    }
+
+    /// The REST `DELETE` of a busy runner whose job the busy-lie fault hides: the runner is
+    /// deregistered, and the job it was running is killed (one not picked up yet is queued
+    /// again). Returns `false` (nothing done) when the runner is idle or not hidden.
+    pub(crate) fn delete_busy_runner(&mut self, id: u64) -> bool {
+        let Some(runner) = self.runners.get(&id) else {
+            return false;
+        };
+        let Some(job_id) = runner.job.filter(|_| self.busy_hidden(runner)) else {
+            return false;
+        };
+        let name = runner.name.clone();
+        let running = self
+            .jobs
+            .get(&job_id)
+            .is_some_and(|j| j.delivered_at.is_some() && j.status != JobStatus::Completed);
+        if running {
+            if let Some(job) = self.jobs.get_mut(&job_id) {
+                job.killed_by_deletion = true;
+                if !job.output.is_empty() && !job.output.ends_with('\n') {
+                    job.output.push('\n');
+                }
+            }
+            self.busy_lie_counts.jobs_killed_by_deletion += 1;
+            self.busy_lie_counts.killed_job_ids.push(job_id);
+        } else {
+            self.busy_lie_counts.jobs_requeued_by_deletion += 1;
+        }
+        self.busy_lie_counts.busy_runners_deleted += 1;
+        let reason = format!(
+            "##[error]Killed: the self-hosted runner {name} (id {id}) was deleted through the REST \
+             API (DELETE answered 204) while it ran this job, because GitHub reported it idle \
+             (github-sim busy-lie fault).\n"
+        );
+        self.remove_runner_because(id, &reason);
+        if let Some(lie) = self.busy_lie.as_mut() {
+            if let Some(count) = lie.spec.count.as_mut() {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    self.busy_lie = None;
+                }
+            }
+        }
+        true
     }
 
     pub(crate) fn faults(&self) -> Vec<(u64, FaultSpec)> {
@@ -1572,7 +1764,7 @@ mod tests {
                 name: "octo-org".into(),
                 id: 100,
                 groups: vec![
-                    GroupConfig::new(1, "default").as_default(),
+                    GroupConfig::default_group(),
                     GroupConfig::new(2, "restricted").selected(&["octo-org/other"]),
                 ],
             });
@@ -1825,6 +2017,51 @@ mod tests {
         assert!(state.secondary_charge("pat").is_ok());
         let retry = state.secondary_charge("pat").expect_err("limited");
         assert!((1..=60).contains(&retry));
+    }
+
+    #[test]
+    fn busy_lie_rate_is_a_stable_per_job_draw() {
+        let spec = BusyLieSpec::rate(0.5);
+        let hidden: Vec<bool> = (1..=2000).map(|job| spec.covers(42, job)).collect();
+        let n = hidden.iter().filter(|h| **h).count();
+        assert!((800..=1200).contains(&n), "{n} of 2000 at rate 0.5");
+        let again: Vec<bool> = (1..=2000).map(|job| spec.covers(42, job)).collect();
+        assert_eq!(hidden, again, "same seed, same decisions");
+        let other: Vec<bool> = (1..=2000).map(|job| spec.covers(43, job)).collect();
+        assert_ne!(hidden, other, "another seed, other decisions");
+        assert!((1..100).all(|job| BusyLieSpec::all().covers(1, job)));
+        assert!((1..100).all(|job| BusyLieSpec::rate(1.0).covers(1, job)));
+        assert!((1..100).all(|job| !BusyLieSpec::rate(0.0).covers(1, job)));
+    }
+
+    #[test]
+    fn busy_lie_deletion_kills_a_running_job_only() {
+        let mut state = state();
+        let a = runner(&mut state, "octo/app", 1, &[], false);
+        let (job, _) = state.enqueue(JobSpec::new(&[], "x")).expect("enqueue");
+        state.take_assigned_job(a).expect("picked up");
+        assert!(!state.delete_busy_runner(a), "no fault, no lie");
+        state.set_busy_lie(Some(BusyLieSpec::all()));
+        let now = state.clock.now();
+        let json = state.runner_json(state.runner(a).expect("runner"), now);
+        assert_eq!(json["busy"], false);
+        assert!(
+            state
+                .runner_view(state.runner(a).expect("runner"), now)
+                .busy
+        );
+        assert!(state.delete_busy_runner(a));
+        let view = state.job_view(job).expect("job");
+        assert!(view.killed_by_deletion);
+        assert_eq!(view.conclusion.as_deref(), Some("failure"));
+        let b = runner(&mut state, "octo/app", 1, &[], false);
+        assert!(
+            !state.delete_busy_runner(b),
+            "idle runners go the normal way"
+        );
+        let status = state.busy_lie_status();
+        assert_eq!(status.killed_job_ids, [job]);
+        assert_eq!(status.fault, Some(BusyLieSpec::all()));
     }
 
     #[test]

@@ -468,7 +468,7 @@ async fn runner_groups_of_org_and_enterprise() {
         name: "octo-org".into(),
         id: 100,
         groups: vec![
-            github_sim::GroupConfig::new(1, "default").as_default(),
+            github_sim::GroupConfig::default_group(),
             github_sim::GroupConfig::new(2, "private").selected(&["octo-org/secret"]),
         ],
     });
@@ -481,7 +481,8 @@ async fn runner_groups_of_org_and_enterprise() {
     )
     .await;
     assert_eq!(body["total_count"], 2);
-    assert_eq!(body["runner_groups"][0]["name"], "default");
+    assert_eq!(body["runner_groups"][0]["name"], "Default");
+    assert_eq!(body["runner_groups"][0]["id"], 1);
     assert_eq!(body["runner_groups"][0]["default"], true);
     assert_eq!(body["runner_groups"][0]["visibility"], "all");
     assert_eq!(body["runner_groups"][1]["visibility"], "selected");
@@ -495,6 +496,11 @@ async fn runner_groups_of_org_and_enterprise() {
     .await;
     assert_eq!(body["total_count"], 1);
     assert_eq!(
+        body["runner_groups"][0]["name"], "Default",
+        "as GitHub names it"
+    );
+    assert_eq!(body["runner_groups"][0]["id"], 1);
+    assert_eq!(
         api(&sim, Method::GET, "/orgs/nobody/actions/runner-groups")
             .send()
             .await
@@ -503,7 +509,8 @@ async fn runner_groups_of_org_and_enterprise() {
         404
     );
 
-    // config.sh --runnergroup picks the group by name; an unknown group is refused.
+    // config.sh --runnergroup picks the group by name, ignoring case as actions/runner does; an
+    // unknown group is refused with actions/runner's message.
     let token = registration_token(&sim, &org()).await;
     let response = register_raw(
         &sim,
@@ -519,12 +526,41 @@ async fn runner_groups_of_org_and_enterprise() {
     )
     .await;
     assert_eq!(response.status(), 404);
-    let runner = sim
-        .runners()
-        .into_iter()
-        .find(|r| r.name == "g2")
-        .expect("g2");
-    assert_eq!(runner.runner_group_id, 2);
+    assert_eq!(
+        json(response).await["message"],
+        "Could not find any self-hosted runner group named \"nope\"."
+    );
+    let response = register_raw(
+        &sim,
+        &token,
+        json!({"url": sim.scope_url(&org()), "name": "g4", "runner_group": "PRIVATE"}),
+    )
+    .await;
+    assert_eq!(response.status(), 201);
+    assert_eq!(json(response).await["pool_name"], "private");
+    for (name, group) in [("g5", "default"), ("g6", "DEFAULT")] {
+        let response = register_raw(
+            &sim,
+            &token,
+            json!({"url": sim.scope_url(&org()), "name": name, "runner_group": group}),
+        )
+        .await;
+        assert_eq!(response.status(), 201, "{group}");
+        let body = json(response).await;
+        assert_eq!(
+            (body["pool_id"].as_u64(), body["pool_name"].as_str()),
+            (Some(1), Some("Default"))
+        );
+    }
+    let group_of = |name: &str| {
+        sim.runners()
+            .into_iter()
+            .find(|r| r.name == name)
+            .map(|r| r.runner_group_id)
+    };
+    assert_eq!(group_of("g2"), Some(2));
+    assert_eq!(group_of("g4"), Some(2));
+    assert_eq!(group_of("g5"), Some(1));
 }
 
 #[tokio::test]

@@ -176,7 +176,7 @@ async fn jobs_go_to_the_right_scope_and_group() {
             name: "octo-org".into(),
             id: 100,
             groups: vec![
-                github_sim::GroupConfig::new(1, "default").as_default(),
+                github_sim::GroupConfig::default_group(),
                 github_sim::GroupConfig::new(2, "restricted").selected(&["octo-org/other"]),
             ],
         });

@@ -6,6 +6,7 @@ use url::Url;
 
 use crate::client::{next_link, Call, Client, MAX_PAGES};
 use crate::error::Error;
+use crate::scope::Scope;
 use crate::stats::EndpointKind;
 use crate::types::{
     JitConfig, JitRequest, RegistrationToken, Runner, RunnerApplication, RunnerGroup, RunnerId,
@@ -242,18 +243,117 @@ impl Client {
     }
 
     /// The id of the named runner group; a repository scope always answers
-    /// [`DEFAULT_RUNNER_GROUP_ID`] without a request. `Error::NotFound` if no group has the name.
+    /// [`DEFAULT_RUNNER_GROUP_ID`] without a request.
+    ///
+    /// Names are matched as actions/runner's `config.sh --runnergroup` matches them: ignoring
+    /// case (GitHub calls an organisation's default group `Default`, so `default` finds it). An
+    /// exact match wins over one that differs only by case. Every page of the list is read.
+    /// `Error::NotFound` if no group has the name; its message names the group, the scope, the
+    /// groups that exist and the request that lists them.
     pub async fn runner_group_id(&self, name: &str) -> Result<u64, Error> {
-        if self.inner.scope.runner_groups_path().is_none() {
+        let Some(path) = self.inner.scope.runner_groups_path() else {
             return Ok(DEFAULT_RUNNER_GROUP_ID);
-        }
-        self.list_runner_groups()
-            .await?
-            .into_iter()
-            .find(|g| g.name == name)
-            .map(|g| g.id)
-            .ok_or_else(|| Error::NotFound {
-                message: format!("runner group {name:?} not found"),
+        };
+        let groups = self.list_runner_groups().await?;
+        find_group(&groups, name).ok_or_else(|| Error::NotFound {
+            message: group_not_found(name, &self.inner.scope, &path, &groups),
+        })
+    }
+}
+
+/// The id of the group named `name`: an exact match first, else the first (in GitHub's order)
+/// that differs only by case, as actions/runner compares (`StringComparison.OrdinalIgnoreCase`).
+pub(crate) fn find_group(groups: &[RunnerGroup], name: &str) -> Option<u64> {
+    let same = |a: &str| a.eq_ignore_ascii_case(name) || a.to_uppercase() == name.to_uppercase();
+    groups
+        .iter()
+        .find(|g| g.name == name)
+        .or_else(|| groups.iter().find(|g| same(&g.name)))
+        .map(|g| g.id)
+}
+
+/// The not-found message of [`Client::runner_group_id`].
+fn group_not_found(name: &str, scope: &Scope, path: &str, groups: &[RunnerGroup]) -> String {
+    let owner = match scope {
+        Scope::Org { org } => format!("organisation {org}"),
+        Scope::Enterprise { slug } => format!("enterprise {slug}"),
+        Scope::Repo { owner, repo } => format!("repository {owner}/{repo}"),
+    };
+    let existing = if groups.is_empty() {
+        "it has no runner group these credentials can see".to_owned()
+    } else {
+        let names: Vec<String> = groups
+            .iter()
+            .map(|g| {
+                let default = if g.default { ", default" } else { "" };
+                format!("{:?} (id {}{default})", g.name, g.id)
             })
+            .collect();
+        format!("its runner groups are {}", names.join(", "))
+    };
+    format!(
+        "runner group {name:?} not found in {owner} (names are compared ignoring case); \
+         {existing}. List them with `GET {path}`"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(id: u64, name: &str) -> RunnerGroup {
+        RunnerGroup {
+            id,
+            name: name.to_owned(),
+            default: id == 1,
+        }
+    }
+
+    #[test]
+    fn group_names_match_ignoring_case_exact_first() {
+        let groups = [
+            group(1, "Default"),
+            group(2, "GPU"),
+            group(3, "gpu"),
+            group(4, "Über"),
+        ];
+        assert_eq!(find_group(&groups, "default"), Some(1));
+        assert_eq!(find_group(&groups, "DEFAULT"), Some(1));
+        assert_eq!(find_group(&groups, "Default"), Some(1));
+        assert_eq!(find_group(&groups, "gpu"), Some(3), "exact match wins");
+        assert_eq!(find_group(&groups, "GPU"), Some(2), "exact match wins");
+        assert_eq!(
+            find_group(&groups, "Gpu"),
+            Some(2),
+            "else the first by case"
+        );
+        assert_eq!(find_group(&groups, "über"), Some(4));
+        assert_eq!(find_group(&groups, "defaul"), None);
+        assert_eq!(find_group(&groups, " default"), None);
+        assert_eq!(find_group(&[], "default"), None);
+    }
+
+    #[test]
+    fn group_not_found_names_everything_needed() {
+        let scope = Scope::parse("octo-org").expect("scope");
+        let message = group_not_found(
+            "gpu",
+            &scope,
+            "/orgs/octo-org/actions/runner-groups",
+            &[group(1, "Default"), group(7, "linux")],
+        );
+        assert_eq!(
+            message,
+            "runner group \"gpu\" not found in organisation octo-org (names are compared ignoring \
+             case); its runner groups are \"Default\" (id 1, default), \"linux\" (id 7). List them \
+             with `GET /orgs/octo-org/actions/runner-groups`"
+        );
+        let scope = Scope::parse("enterprises/acme").expect("scope");
+        let message = group_not_found("x", &scope, "/enterprises/acme/actions/runner-groups", &[]);
+        assert!(message.contains("enterprise acme"), "{message}");
+        assert!(
+            message.contains("no runner group these credentials can see"),
+            "{message}"
+        );
     }
 }

@@ -463,6 +463,62 @@ async fn runner_groups_by_scope() {
     server.finish();
 }
 
+/// GitHub names an organisation's default group `Default`; `config.sh --runnergroup` matches
+/// names ignoring case, so must the lookup. The list is paged (`per_page` up to 100, `Link`).
+#[tokio::test]
+async fn runner_group_lookup_ignores_case_and_reads_every_page() {
+    const G: &str = "/orgs/octo-org/actions/runner-groups";
+    let group = |id: u64, name: &str| json!({"id": id, "name": name, "visibility": "all", "default": id == 1});
+    let first = json!({"total_count": 101, "runner_groups": (1..=100)
+        .map(|i| group(i, &if i == 1 { "Default".to_owned() } else { format!("g{i}") }))
+        .collect::<Vec<_>>()});
+    let second = json!({"total_count": 101, "runner_groups": [group(101, "GPU")]});
+    let next = |s: &Server| {
+        format!(
+            "<{}{G}?per_page=100&page=2>; rel=\"next\", <{}{G}?per_page=100&page=2>; rel=\"last\"",
+            s.url.as_str().trim_end_matches('/'),
+            s.url.as_str().trim_end_matches('/')
+        )
+    };
+    // The Link header needs the server's address: start it, then script it.
+    let server = Server::start(vec![]).await;
+    let link = next(&server);
+    server.push(vec![
+        expect("GET", &format!("{G}?per_page=100"))
+            .json(first.clone())
+            .header("link", &link),
+        expect("GET", &format!("{G}?per_page=100&page=2")).json(second.clone()),
+        expect("GET", &format!("{G}?per_page=100"))
+            .json(first.clone())
+            .header("link", &link),
+        expect("GET", &format!("{G}?per_page=100&page=2")).json(second.clone()),
+        expect("GET", &format!("{G}?per_page=100"))
+            .json(first)
+            .header("link", &link),
+        expect("GET", &format!("{G}?per_page=100&page=2")).json(second),
+    ]);
+    let org = pat_client(&server, "octo-org");
+    assert_eq!(org.runner_group_id("default").await.expect("default"), 1);
+    assert_eq!(
+        org.runner_group_id("gpu")
+            .await
+            .expect("on the second page"),
+        101
+    );
+    let err = org.runner_group_id("nope").await.expect_err("missing");
+    assert!(err.is_not_found(), "{err:?}");
+    let message = err.to_string();
+    for part in [
+        "runner group \"nope\" not found in organisation octo-org",
+        "\"Default\" (id 1, default)",
+        "\"GPU\" (id 101)",
+        "GET /orgs/octo-org/actions/runner-groups",
+    ] {
+        assert!(message.contains(part), "{part:?} missing from: {message}");
+    }
+    server.finish();
+}
+
 #[tokio::test]
 async fn org_and_enterprise_prefixes() {
     let server = Server::start(vec![

@@ -241,3 +241,48 @@ async fn wrong_token_is_unauthorized() {
         Err(Error::Unauthorized { .. })
     ));
 }
+
+/// Issue 12: `runner_group = "default"` (the manager's default) on an organisation or enterprise.
+/// GitHub, and so the sim, names the default group `Default` (id 1); actions/runner matches
+/// group names ignoring case, and so must the lookup. Then JIT registration works.
+#[tokio::test]
+async fn default_group_by_lowercase_name_on_org_and_enterprise() {
+    let sim = sim(SimConfig::default()).await;
+    for scope in ["octo-org", "enterprises/acme"] {
+        let client = client_for(&sim, scope, pat(&sim));
+        let groups = client.list_runner_groups().await.expect("groups");
+        assert_eq!(
+            groups
+                .iter()
+                .map(|g| (g.id, g.name.as_str(), g.default))
+                .collect::<Vec<_>>(),
+            [(1, "Default", true)],
+            "{scope}: GitHub's default group"
+        );
+        for name in ["default", "Default", "DEFAULT"] {
+            assert_eq!(
+                client.runner_group_id(name).await.expect("found"),
+                1,
+                "{scope}: {name}"
+            );
+        }
+        let id = client.runner_group_id("default").await.expect("group");
+        let request = JitRequest {
+            runner_group_id: id,
+            ..jit(&format!("jit-{}", scope.replace('/', "-")))
+        };
+        let created = client.generate_jitconfig(&request).await.expect("jit");
+        assert_eq!(created.runner.runner_group_id, Some(1), "{scope}");
+        let err = client
+            .runner_group_id("gpu")
+            .await
+            .expect_err("no such group");
+        let message = err.to_string();
+        assert!(err.is_not_found(), "{err:?}");
+        assert!(
+            message.contains("\"Default\" (id 1, default)")
+                && message.contains("actions/runner-groups"),
+            "{message}"
+        );
+    }
+}

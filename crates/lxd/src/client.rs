@@ -167,6 +167,18 @@ impl OperationRef {
         }
     }
 
+    /// An operation found in a listing, by id, scoped like the client that listed it.
+    pub(crate) fn listed(id: &str, project: Option<&str>) -> OperationRef {
+        OperationRef {
+            path: format!("/1.0/operations/{id}"),
+            query: project
+                .map(|p| ("project".to_owned(), p.to_owned()))
+                .into_iter()
+                .collect(),
+            metadata: Value::Null,
+        }
+    }
+
     pub(crate) fn path(&self) -> &str {
         &self.path
     }
@@ -303,6 +315,17 @@ impl Client {
     /// The project calls are scoped to (`None`: the server's default).
     pub fn project(&self) -> Option<&str> {
         self.project.as_deref()
+    }
+
+    /// Where the daemon is, for messages: `unix:/var/lib/incus/unix.socket` or the HTTPS URL.
+    pub fn endpoint(&self) -> &str {
+        &self.inner.endpoint
+    }
+
+    /// Whether the client talks to the daemon over HTTPS (a remote server, as the `incus` and
+    /// `lxc` command lines call it) rather than over the local unix socket.
+    pub fn is_remote(&self) -> bool {
+        self.inner.socket.is_none()
     }
 
     /// What `GET /1.0` said at connect time.

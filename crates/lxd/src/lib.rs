@@ -27,7 +27,7 @@ mod resources;
 mod types;
 
 pub use client::{discover_socket, Client, Endpoint, PrivateKeyPem, Timeouts};
-pub use error::{Error, Result};
+pub use error::{Error, Object, ObjectKind, Result};
 pub use exec::{ExecOutput, ExecRequest, ExecStatus};
 pub use files::{FileContent, FilePerms};
 pub use instances::{ImageSource, InstanceSpec, Stop};

@@ -171,16 +171,20 @@ async fn force_delete_removes_a_running_instance() {
 }
 
 #[tokio::test]
-async fn missing_image_alias_is_not_found() {
+async fn missing_image_alias_is_missing() {
     let c = client().await;
     let g = Cleanup::new();
     let name = g.name("noimg");
     let spec = InstanceSpec::new(&name, ImageSource::Alias("no-such-image-alias".into()));
     let err = c.create_instance(&spec).await.expect_err("no such alias");
     match &err {
-        Error::NotFound { what, .. } => assert!(what.contains("no-such-image-alias"), "{err}"),
-        other => panic!("expected NotFound, got {other:?}"),
+        Error::Missing { object, .. } => {
+            assert_eq!(object.kind, lxd::ObjectKind::ImageAlias, "{err}");
+            assert_eq!(object.name.as_deref(), Some("no-such-image-alias"), "{err}");
+        }
+        other => panic!("expected Missing, got {other:?}"),
     }
+    assert!(err.is_permanent(), "{err:?}");
     assert!(c
         .get_instance(&name)
         .await

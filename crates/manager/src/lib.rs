@@ -5,6 +5,7 @@
 //!   [`provider::RunnerRegistry`] for GitHub), in the manager's own types.
 //! - [`plan`]: the pure decision function.
 //! - [`reconcile`]: the [`RunnerManager`] façade and the reconcile loop, top to bottom.
+//! - [`guest`]: every path inside an instance and the shell scripts that run there.
 //! - [`install`]: what goes into an instance.
 //! - [`runner_bin`]: the verified runner tarball cache.
 //! - [`events`]: typed telemetry (logs, Prometheus metrics, the metrics events log).
@@ -13,6 +14,7 @@
 
 pub mod adapters;
 pub mod events;
+pub mod guest;
 pub mod install;
 pub mod model;
 pub mod plan;
@@ -23,7 +25,8 @@ pub mod runner_bin;
 pub mod sim_provider;
 
 pub use model::{
-    GitHubPath, InstanceType, Owner, ProxySettings, RegistrationMode, Resources, RunnerName, Secret,
+    GitHubPath, InstanceType, ModelError, Owner, PathError, ProxySettings, ProxyUrl,
+    RegistrationMode, Resources, RunnerName, Secret, Size, SizeError,
 };
 pub use reconcile::{
     Backends, FlushMode, FlushReport, ManagerConfig, ManagerError, ReconcileReport, RunnerInfo,

@@ -34,8 +34,25 @@ pub enum ModelError {
     Cpu(u32),
     #[error("invalid {what} size {value:?}: expected a positive integer with a unit such as 7GiB or 512MiB")]
     Size { what: &'static str, value: String },
-    #[error("invalid github path {0:?}: expected an org or owner/repo")]
-    Path(String),
+    #[error(transparent)]
+    Path(#[from] PathError),
+    /// The message never holds the URL: it may carry credentials.
+    #[error("unsupported proxy URL: expected http://HOST:PORT or https://HOST:PORT")]
+    ProxyScheme,
+    /// The URL parser's reason (which never quotes the input).
+    #[error("invalid proxy URL: {0}")]
+    ProxyUrl(String),
+}
+
+/// Why a GitHub path was rejected (the config shows the message under `github.path`).
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum PathError {
+    #[error("must not be empty: set \"owner/repo\", an organisation or \"enterprises/<slug>\"")]
+    Empty,
+    #[error("invalid path \"{}\": expected \"owner/repo\", an organisation or \"enterprises/<slug>\" (letters, digits, '-'; repositories also '_' and '.')", .0.escape_debug())]
+    Invalid(String),
+    #[error("invalid path \"{}\": more than one '/' (expected \"owner/repo\", an organisation or \"enterprises/<slug>\")", .0.escape_debug())]
+    TooManySlashes(String),
 }
 
 /// Who owns a set of runners: one unit of one application.
@@ -136,53 +153,113 @@ impl fmt::Display for RunnerName {
     }
 }
 
-/// A byte size as LXD writes it (`7GiB`, `512MiB`, `10GB`); the original text is kept for the
-/// profile name.
+/// A positive byte size as LXD writes it (`7GiB`, `512MiB`, `10GB`). The operator's spelling is
+/// kept: LXD accepts the same syntax, and the resource profile is named after it
+/// (`cpu-2-mem-7GiB-disk-10GiB`). The config's `runners.memory` and `runners.disk` deserialise
+/// into it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Size {
     text: String,
     bytes: u64,
 }
 
+const SIZE_UNITS: &[(&str, u64)] = &[
+    ("B", 1),
+    ("kB", 1_000),
+    ("KB", 1_000),
+    ("MB", 1_000_000),
+    ("GB", 1_000_000_000),
+    ("TB", 1_000_000_000_000),
+    ("KiB", 1 << 10),
+    ("MiB", 1 << 20),
+    ("GiB", 1 << 30),
+    ("TiB", 1 << 40),
+];
+
+/// Why a byte size did not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SizeError {
+    #[error("expected a size such as \"7GiB\" (a whole number and a unit: B, kB, MB, GB, TB, KiB, MiB, GiB, TiB)")]
+    Syntax,
+    #[error("unknown unit \"{0}\" (use B, kB, MB, GB, TB, KiB, MiB, GiB or TiB)")]
+    Unit(String),
+    #[error("must be greater than zero")]
+    Zero,
+    #[error("is too large")]
+    Overflow,
+}
+
 impl Size {
+    /// Parses `value`, naming `what` (`memory`, `disk`) in the error.
     pub fn parse(what: &'static str, value: &str) -> Result<Self, ModelError> {
-        let err = || ModelError::Size {
+        value.parse().map_err(|_| ModelError::Size {
             what,
             value: value.to_owned(),
-        };
-        let digits_end = value
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(value.len());
-        let (number, unit) = value.split_at(digits_end);
-        let number: u64 = number.parse().map_err(|_| err())?;
-        let multiplier: u64 = match unit {
-            "B" => 1,
-            "kB" | "KB" => 1_000,
-            "MB" => 1_000_000,
-            "GB" => 1_000_000_000,
-            "TB" => 1_000_000_000_000,
-            "KiB" => 1 << 10,
-            "MiB" => 1 << 20,
-            "GiB" => 1 << 30,
-            "TiB" => 1 << 40,
-            _ => return Err(err()),
-        };
-        let bytes = number.checked_mul(multiplier).ok_or_else(err)?;
-        if bytes == 0 {
-            return Err(err());
-        }
-        Ok(Self {
-            text: value.to_owned(),
-            bytes,
         })
     }
 
+    /// The size as written, e.g. `7GiB`.
     pub fn as_str(&self) -> &str {
         &self.text
     }
 
     pub fn bytes(&self) -> u64 {
         self.bytes
+    }
+}
+
+impl std::str::FromStr for Size {
+    type Err = SizeError;
+
+    fn from_str(text: &str) -> Result<Self, SizeError> {
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        if number.is_empty() || unit.is_empty() {
+            return Err(SizeError::Syntax);
+        }
+        let multiplier = SIZE_UNITS
+            .iter()
+            .find(|(name, _)| *name == unit)
+            .map(|(_, multiplier)| *multiplier)
+            .ok_or_else(|| SizeError::Unit(unit.to_owned()))?;
+        let number: u64 = number.parse().map_err(|_| SizeError::Overflow)?;
+        if number == 0 {
+            return Err(SizeError::Zero);
+        }
+        let bytes = number.checked_mul(multiplier).ok_or(SizeError::Overflow)?;
+        Ok(Self {
+            text: text.to_owned(),
+            bytes,
+        })
+    }
+}
+
+impl fmt::Display for Size {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SizeVisitor;
+        impl serde::de::Visitor<'_> for SizeVisitor {
+            type Value = Size;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size string such as \"7GiB\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Size, E> {
+                value.parse().map_err(|err| {
+                    E::custom(format_args!(
+                        "invalid size \"{}\": {err}",
+                        value.escape_debug()
+                    ))
+                })
+            }
+        }
+        deserializer.deserialize_str(SizeVisitor)
     }
 }
 
@@ -197,14 +274,19 @@ pub struct Resources {
 impl Resources {
     /// `Resources::new(2, "7GiB", "10GiB")`; bad values are rejected before anything is created.
     pub fn new(cpu: u32, memory: &str, disk: &str) -> Result<Self, ModelError> {
+        Self::from_sizes(
+            cpu,
+            Size::parse("memory", memory)?,
+            Size::parse("disk", disk)?,
+        )
+    }
+
+    /// From sizes that are already parsed (the config's).
+    pub fn from_sizes(cpu: u32, memory: Size, disk: Size) -> Result<Self, ModelError> {
         if cpu == 0 {
             return Err(ModelError::Cpu(cpu));
         }
-        Ok(Self {
-            cpu,
-            memory: Size::parse("memory", memory)?,
-            disk: Size::parse("disk", disk)?,
-        })
+        Ok(Self { cpu, memory, disk })
     }
 
     /// `cpu-{cpu}-mem-{memory}-disk-{disk}`, the resource profile's name.
@@ -218,7 +300,7 @@ impl Resources {
     }
 }
 
-/// Container or virtual machine.
+/// Container or virtual machine (the config's `lxd.instance_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum InstanceType {
@@ -226,7 +308,17 @@ pub enum InstanceType {
     VirtualMachine,
 }
 
-/// How a runner registers with GitHub.
+impl InstanceType {
+    /// The value of LXD's `type` field, as the config spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Container => "container",
+            Self::VirtualMachine => "virtual-machine",
+        }
+    }
+}
+
+/// How a runner registers with GitHub (the config's `runners.registration`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RegistrationMode {
@@ -236,63 +328,207 @@ pub enum RegistrationMode {
     Jit,
 }
 
-/// Where runners register: a repository, or an organisation with a runner group.
-#[derive(Debug, Clone, PartialEq, Eq)]
+impl RegistrationMode {
+    /// As the config spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Token => "token",
+            Self::Jit => "jit",
+        }
+    }
+}
+
+/// The runner group used when none is given.
+pub const DEFAULT_RUNNER_GROUP: &str = "default";
+
+/// Where runners register: a repository, or an organisation or enterprise with a runner group.
+/// The config's `github.path` (and `github.runner_group`) are parsed into it once, by
+/// [`GitHubPath::parse`]; the GitHub client's scope is built from it directly.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum GitHubPath {
     Repo { owner: String, repo: String },
     Org { org: String, group: String },
+    Enterprise { slug: String, group: String },
 }
 
 impl GitHubPath {
-    /// `owner/repo` or `org` (with `group` used for orgs only); more than one `/` is invalid.
+    /// Parses `owner/repo`, `org` or `enterprises/<slug>`. `group` applies to organisations and
+    /// enterprises (empty means `default`); a repository has none. Owners, organisations and
+    /// slugs are 1-39 letters, digits and `-` (not first); repositories also allow `_` and `.`.
     pub fn parse(path: &str, group: &str) -> Result<Self, ModelError> {
-        let valid_part =
-            |s: &str| !s.is_empty() && !s.chars().any(|c| c.is_whitespace() || c == '/');
-        match path.split_once('/') {
-            Some((owner, repo)) if valid_part(owner) && valid_part(repo) => Ok(Self::Repo {
-                owner: owner.to_owned(),
-                repo: repo.to_owned(),
-            }),
-            None if valid_part(path) => Ok(Self::Org {
-                org: path.to_owned(),
-                group: if group.is_empty() {
-                    "default".to_owned()
-                } else {
-                    group.to_owned()
-                },
-            }),
-            _ => Err(ModelError::Path(path.to_owned())),
-        }
+        let group = if group.is_empty() {
+            DEFAULT_RUNNER_GROUP
+        } else {
+            group
+        };
+        let parts: Vec<&str> = path.split('/').collect();
+        let parsed = match parts.as_slice() {
+            [""] => return Err(PathError::Empty.into()),
+            ["enterprises", slug] if valid_owner(slug) => Self::Enterprise {
+                slug: (*slug).to_owned(),
+                group: group.to_owned(),
+            },
+            [owner, repo] if valid_owner(owner) && valid_repo(repo) => Self::Repo {
+                owner: (*owner).to_owned(),
+                repo: (*repo).to_owned(),
+            },
+            [org] if valid_owner(org) => Self::Org {
+                org: (*org).to_owned(),
+                group: group.to_owned(),
+            },
+            [_] | [_, _] => return Err(PathError::Invalid(path.to_owned()).into()),
+            _ => return Err(PathError::TooManySlashes(path.to_owned()).into()),
+        };
+        Ok(parsed)
     }
 
-    /// `owner/repo` or `org`.
+    /// The URL path: `owner/repo`, `org` or `enterprises/slug` (`config.sh --url <web>/<path>`).
     pub fn path(&self) -> String {
         match self {
             Self::Repo { owner, repo } => format!("{owner}/{repo}"),
             Self::Org { org, .. } => org.clone(),
+            Self::Enterprise { slug, .. } => format!("enterprises/{slug}"),
         }
     }
 
-    /// The runner group, for orgs.
+    /// The runner group, for organisations and enterprises (`config.sh --runnergroup`).
     pub fn group(&self) -> Option<&str> {
         match self {
             Self::Repo { .. } => None,
-            Self::Org { group, .. } => Some(group),
+            Self::Org { group, .. } | Self::Enterprise { group, .. } => Some(group),
+        }
+    }
+
+    /// `repository`, `organisation` or `enterprise`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Repo { .. } => "repository",
+            Self::Org { .. } => "organisation",
+            Self::Enterprise { .. } => "enterprise",
         }
     }
 }
 
-/// Proxy settings from the caller. Never mutated: per-runner additions make a new value.
+/// The URL path, as [`GitHubPath::path`].
+impl fmt::Display for GitHubPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.path())
+    }
+}
+
+fn valid_owner(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 39
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        && !name.starts_with('-')
+}
+
+fn valid_repo(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 100
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// Shown instead of a proxy password (`[redacted]` would be percent-encoded in a URL).
+const REDACTED_PASSWORD: &str = "redacted";
+
+/// An `http://` or `https://` proxy URL, which may carry `user:password@`. `Debug` and `Display`
+/// mask the password; the full URL is reachable only through [`ProxyUrl::expose`], for the places
+/// that must use it (the GitHub client's proxy, the runner's environment, docker's settings).
+///
+/// The URL is kept in its parsed, normalised form (no stray whitespace or control characters can
+/// reach an environment file), without the trailing `/` of an empty path: `http://proxy:3128`.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ProxyUrl {
+    full: String,
+    shown: String,
+}
+
+impl ProxyUrl {
+    /// Parses a proxy URL. Errors never quote the value (it may hold a password).
+    pub fn parse(value: &str) -> Result<Self, ModelError> {
+        let url = reqwest::Url::parse(value.trim())
+            .map_err(|err| ModelError::ProxyUrl(err.to_string()))?;
+        if !matches!(url.scheme(), "http" | "https") || !url.has_host() {
+            return Err(ModelError::ProxyScheme);
+        }
+        // The password is masked; a user name alone (a token as user name) is masked instead.
+        // Neither can fail: a URL with credentials has a host.
+        let mut shown = url.clone();
+        if shown.password().is_some() {
+            let _ = shown.set_password(Some(REDACTED_PASSWORD));
+        } else if !shown.username().is_empty() {
+            let _ = shown.set_username(REDACTED_PASSWORD);
+        }
+        Ok(Self {
+            full: without_root_slash(&url),
+            shown: without_root_slash(&shown),
+        })
+    }
+
+    /// The full URL, credentials included. Only for where the proxy is used.
+    pub fn expose(&self) -> &str {
+        &self.full
+    }
+}
+
+fn without_root_slash(url: &reqwest::Url) -> String {
+    let text = url.as_str();
+    if url.path() == "/" && url.query().is_none() && url.fragment().is_none() {
+        text.strip_suffix('/').unwrap_or(text).to_owned()
+    } else {
+        text.to_owned()
+    }
+}
+
+impl std::str::FromStr for ProxyUrl {
+    type Err = ModelError;
+
+    fn from_str(value: &str) -> Result<Self, ModelError> {
+        Self::parse(value)
+    }
+}
+
+/// The URL with its password masked.
+impl fmt::Display for ProxyUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.shown)
+    }
+}
+
+impl fmt::Debug for ProxyUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ProxyUrl({})", self.shown)
+    }
+}
+
+/// Proxy settings from the caller (the config's `[proxy]`). Never mutated: per-runner additions
+/// make a new value. `Debug` masks proxy passwords.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProxySettings {
-    pub http: Option<String>,
-    pub https: Option<String>,
+    pub http: Option<ProxyUrl>,
+    pub https: Option<ProxyUrl>,
+    /// Comma-separated hosts, domains and CIDRs that bypass the proxy.
     pub no_proxy: Option<String>,
 }
 
 impl ProxySettings {
     pub fn is_empty(&self) -> bool {
         self.http.is_none() && self.https.is_none()
+    }
+
+    /// The full http proxy URL, credentials included (see [`ProxyUrl::expose`]).
+    pub fn expose_http(&self) -> Option<&str> {
+        self.http.as_ref().map(ProxyUrl::expose)
+    }
+
+    /// The full https proxy URL, credentials included (see [`ProxyUrl::expose`]).
+    pub fn expose_https(&self) -> Option<&str> {
+        self.https.as_ref().map(ProxyUrl::expose)
     }
 
     /// A copy whose `no_proxy` also lists `extra` (deduplicated), for the runner's environment.
@@ -317,20 +553,22 @@ impl ProxySettings {
         }
     }
 
-    /// The variables in both casings, in a stable order; empty when no proxy is set.
+    /// The environment variables in both casings, in a stable order, with the full URLs
+    /// (credentials included: this is what the runner's environment needs); empty when no proxy
+    /// is set.
     pub fn env_pairs(&self) -> Vec<(String, String)> {
         if self.is_empty() {
             return Vec::new();
         }
         let mut out = Vec::new();
         for (name, value) in [
-            ("http_proxy", &self.http),
-            ("https_proxy", &self.https),
-            ("no_proxy", &self.no_proxy),
+            ("http_proxy", self.expose_http()),
+            ("https_proxy", self.expose_https()),
+            ("no_proxy", self.no_proxy.as_deref()),
         ] {
             if let Some(v) = value {
-                out.push((name.to_owned(), v.clone()));
-                out.push((name.to_uppercase(), v.clone()));
+                out.push((name.to_owned(), v.to_owned()));
+                out.push((name.to_uppercase(), v.to_owned()));
             }
         }
         out
@@ -431,18 +669,102 @@ mod tests {
 
     #[test]
     fn github_paths() {
-        assert_eq!(GitHubPath::parse("o/r", "g").expect("valid").path(), "o/r");
+        let repo = GitHubPath::parse("o/r", "g").expect("valid");
+        assert_eq!((repo.path(), repo.group()), ("o/r".to_owned(), None));
         let org = GitHubPath::parse("org", "").expect("valid");
         assert_eq!(org.group(), Some("default"));
-        for bad in ["", "a/b/c", "/r", "o/", "a b"] {
+        assert_eq!(org.kind(), "organisation");
+        for bad in ["", "a/b/c", "/r", "o/", "a b", "-o", "o/..", "enterprises/"] {
             assert!(GitHubPath::parse(bad, "").is_err(), "{bad:?} accepted");
         }
+        assert_eq!(
+            GitHubPath::parse("a/b/c", "").map_err(|e| e.to_string()),
+            Err("invalid path \"a/b/c\": more than one '/' (expected \"owner/repo\", an organisation or \"enterprises/<slug>\")".to_owned())
+        );
+    }
+
+    /// An enterprise is neither a repository `enterprises`/`acme` nor loses its group.
+    #[test]
+    fn enterprise_paths_keep_their_group() {
+        let enterprise = GitHubPath::parse("enterprises/acme", "gpu").expect("valid");
+        assert_eq!(
+            enterprise,
+            GitHubPath::Enterprise {
+                slug: "acme".into(),
+                group: "gpu".into()
+            }
+        );
+        assert_eq!(enterprise.path(), "enterprises/acme");
+        assert_eq!(enterprise.to_string(), "enterprises/acme");
+        assert_eq!(enterprise.group(), Some("gpu"));
+        assert_eq!(enterprise.kind(), "enterprise");
+        let default = GitHubPath::parse("enterprises/acme", "").expect("valid");
+        assert_eq!(default.group(), Some("default"));
+    }
+
+    #[test]
+    fn proxy_urls_mask_credentials_but_expose_them() {
+        let url = ProxyUrl::parse(" http://user:pa%40ss@proxy:3128 ").expect("valid");
+        assert_eq!(url.expose(), "http://user:pa%40ss@proxy:3128");
+        assert_eq!(url.to_string(), "http://user:redacted@proxy:3128");
+        assert_eq!(
+            format!("{url:?}"),
+            "ProxyUrl(http://user:redacted@proxy:3128)"
+        );
+        let token = ProxyUrl::parse("https://tok3n@proxy:3129/").expect("valid");
+        assert_eq!(token.expose(), "https://tok3n@proxy:3129");
+        assert!(!format!("{token} {token:?}").contains("tok3n"));
+        let proxies = ProxySettings {
+            http: Some(url),
+            https: Some(token),
+            no_proxy: None,
+        };
+        assert!(!format!("{proxies:?}").contains("pa%40ss"));
+        assert!(!format!("{proxies:?}").contains("tok3n"));
+        assert_eq!(
+            proxies.expose_http(),
+            Some("http://user:pa%40ss@proxy:3128")
+        );
+        let env = proxies.env_pairs();
+        assert!(env.contains(&("HTTP_PROXY".into(), "http://user:pa%40ss@proxy:3128".into())));
+        assert!(env.contains(&("https_proxy".into(), "https://tok3n@proxy:3129".into())));
+        // A control character cannot reach an environment file.
+        let odd = ProxyUrl::parse("http://proxy:3128/a\nB=1").expect("valid");
+        assert!(!odd.expose().contains('\n'));
+        assert_eq!(
+            ProxyUrl::parse("socks5://user:SECRET@proxy:1080").map_err(|e| e.to_string()),
+            Err("unsupported proxy URL: expected http://HOST:PORT or https://HOST:PORT".into())
+        );
+        let err = ProxyUrl::parse("http://user:SECRET@").expect_err("no host");
+        assert!(!err.to_string().contains("SECRET"), "{err}");
+    }
+
+    #[test]
+    fn sizes_parse_with_reasons() {
+        let check = |text: &str, expected: Result<u64, SizeError>| {
+            assert_eq!(text.parse::<Size>().map(|s| s.bytes()), expected, "{text}");
+        };
+        check("512MiB", Ok(512 << 20));
+        check("2GB", Ok(2_000_000_000));
+        check("3kB", Ok(3_000));
+        check("", Err(SizeError::Syntax));
+        check("7", Err(SizeError::Syntax));
+        check("7 GiB", Err(SizeError::Unit(" GiB".into())));
+        check("7XB", Err(SizeError::Unit("XB".into())));
+        check("0GiB", Err(SizeError::Zero));
+        check("99999999999TiB", Err(SizeError::Overflow));
+        check("999999999999999999999B", Err(SizeError::Overflow));
+        let size: Size = "7GiB".parse().expect("valid");
+        assert_eq!(
+            (size.to_string(), size.as_str()),
+            ("7GiB".to_owned(), "7GiB")
+        );
     }
 
     #[test]
     fn proxies_are_never_mutated() {
         let proxies = ProxySettings {
-            http: Some("http://p:3128".into()),
+            http: Some("http://p:3128".parse().expect("valid")),
             https: None,
             no_proxy: None,
         };

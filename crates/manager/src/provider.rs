@@ -26,6 +26,23 @@ pub enum ProviderError {
     NotReady { what: String },
     #[error("{what} failed: {message}")]
     Failed { what: String, message: String },
+    /// The request can never succeed as it is: something it names is missing (an image alias, a
+    /// profile, a storage pool, a project...) or the server refuses it (forbidden, invalid).
+    /// Repeating it cannot help until an operator changes the configuration: never retried.
+    #[error(transparent)]
+    Permanent(Box<PermanentError>),
+}
+
+/// What [`ProviderError::Permanent`] tells: `server` says which server answered, `message` what
+/// it said, `hint` what to do (how to list what is there).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what}: {problem} on {server} (the server said: {message}); {hint}")]
+pub struct PermanentError {
+    pub what: String,
+    pub problem: Problem,
+    pub server: String,
+    pub message: String,
+    pub hint: String,
 }
 
 impl ProviderError {
@@ -33,6 +50,72 @@ impl ProviderError {
         Self::Failed {
             what: what.into(),
             message: message.to_string(),
+        }
+    }
+
+    /// True for [`ProviderError::Permanent`]: an error the same request will meet again.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Self::Permanent(_))
+    }
+
+    /// The details of a [`ProviderError::Permanent`].
+    pub fn permanent(&self) -> Option<&PermanentError> {
+        match self {
+            Self::Permanent(details) => Some(details),
+            _ => None,
+        }
+    }
+}
+
+/// Why a request can never succeed as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    /// A named object the request needs does not exist. `name` is `None` when neither the
+    /// request nor the server named it.
+    Missing {
+        kind: ResourceKind,
+        name: Option<String>,
+    },
+    /// The server refuses this client the request (HTTP 403).
+    Forbidden,
+    /// The server rejected the request as invalid.
+    Invalid,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Missing {
+                kind,
+                name: Some(name),
+            } => write!(f, "{} {name:?} not found", kind.as_str()),
+            Self::Missing { kind, name: None } => write!(f, "{} not found", kind.as_str()),
+            Self::Forbidden => f.write_str("forbidden"),
+            Self::Invalid => f.write_str("rejected as invalid"),
+        }
+    }
+}
+
+/// The kinds of provider objects a creation names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ResourceKind {
+    ImageAlias,
+    Image,
+    Profile,
+    StoragePool,
+    Project,
+    Network,
+}
+
+impl ResourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ImageAlias => "image alias",
+            Self::Image => "image",
+            Self::Profile => "profile",
+            Self::StoragePool => "storage pool",
+            Self::Project => "project",
+            Self::Network => "network",
         }
     }
 }
@@ -104,10 +187,30 @@ pub struct InstanceSpec {
     pub ephemeral: bool,
 }
 
+/// What an exec is for. Providers may act on it (the simulated provider answers by purpose); a
+/// real provider runs the command whatever it is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ExecPurpose {
+    /// The health probe (`guest/probe.sh`).
+    Probe,
+    /// The install: unpack the bundle, register and start the runner.
+    Setup,
+    /// Stop the runner (`guest/stop.sh`).
+    Stop,
+    /// Whether a job runs in the instance; if not, freeze the runner (`guest/quiesce.sh`).
+    Quiesce,
+    /// Thaw a frozen runner (`guest/resume.sh`).
+    Resume,
+    /// Anything else (tests, benchmarks).
+    #[default]
+    Other,
+}
+
 /// A command run inside an instance. The argv is visible to `ps`: never put a secret in it.
 /// The standard input may hold secrets: Debug shows only its length.
 #[derive(Clone, Default)]
 pub struct ExecRequest {
+    pub purpose: ExecPurpose,
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
     /// `(uid, gid)`; root when `None`.
@@ -123,6 +226,7 @@ pub struct ExecRequest {
 impl std::fmt::Debug for ExecRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ExecRequest")
+            .field("purpose", &self.purpose)
             .field("argv", &self.argv)
             .field("env", &self.env.iter().map(|(k, _)| k).collect::<Vec<_>>())
             .field("user", &self.user)
@@ -155,6 +259,11 @@ impl ExecRequest {
 
     pub fn with_stdin(mut self, input: Vec<u8>) -> Self {
         self.stdin = Some(input);
+        self
+    }
+
+    pub fn for_purpose(mut self, purpose: ExecPurpose) -> Self {
+        self.purpose = purpose;
         self
     }
 }
@@ -207,7 +316,22 @@ pub trait InstanceProvider: Send + Sync {
         with_pool: bool,
     ) -> Result<String, ProviderError>;
 
-    /// Creates the instance and starts it; returns once LXD reports it started.
+    /// Checks, creating nothing, that instances can be created from `image` (see
+    /// [`InstanceSpec::image`]): a missing one gives [`ProviderError::Permanent`] naming it and
+    /// saying how to list what is there. Called once per pass that creates, before anything is
+    /// registered or created. The default finds nothing to check.
+    async fn check_image(&self, _image: &str) -> Result<(), ProviderError> {
+        Ok(())
+    }
+
+    /// Checks, creating nothing, that each profile exists, like [`Self::check_image`].
+    async fn check_profiles(&self, _profiles: &[String]) -> Result<(), ProviderError> {
+        Ok(())
+    }
+
+    /// Creates the instance and starts it; returns once LXD reports it started. A failure that
+    /// a new attempt would meet again (a missing image or profile...) is
+    /// [`ProviderError::Permanent`].
     async fn create_and_start(&self, spec: &InstanceSpec) -> Result<(), ProviderError>;
 
     /// Runs a command; a non-zero exit is an `Ok` with that exit code.

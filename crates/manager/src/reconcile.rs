@@ -18,10 +18,8 @@ use crate::events::{
     Metrics, Reconciliation, RunnerCounts, RunnerInstalled, RunnerRemoved, RunnerStart, RunnerStop,
     Telemetry,
 };
-use crate::install::{
-    self, InstallSettings, RegistrationSecret, INSTALLED_FILE, META_DIR, PID_FILE, POST_JOB_FILE,
-    PRE_JOB_FILE,
-};
+use crate::guest::{self, INSTALLED_FILE, POLICY_REFUSED_FILE, POST_JOB_FILE, PRE_JOB_FILE};
+use crate::install::{self, InstallSettings, RegistrationSecret};
 use crate::model::{
     GitHubPath, InstanceType, ModelError, Owner, ProxySettings, RegistrationMode, Resources,
     RunnerName, Secret,
@@ -32,8 +30,8 @@ use crate::plan::{
 };
 use crate::policy::{PolicyClient, PolicyConfig, PolicyError};
 use crate::provider::{
-    DeleteOutcome, ExecRequest, InstanceProvider, InstanceSpec, InstanceStatus, ProviderError,
-    RegistryError, RunnerDownload, RunnerRegistry,
+    DeleteOutcome, InstanceProvider, InstanceSpec, InstanceStatus, ProviderError, RegistryError,
+    RunnerDownload, RunnerRegistry,
 };
 use crate::runner_bin::{select_download, CachedBinary, RunnerBinCache, RunnerBinError};
 
@@ -454,8 +452,9 @@ impl RunnerManager {
             .count();
         plan.create = plan.create.saturating_sub(still_there);
 
-        // 5. Create the shortfall, in parallel.
-        if let Some(tarball) = tarball {
+        // 5. Create the shortfall, in parallel (nothing to prepare when removals that failed
+        // took the whole shortfall).
+        if let Some(tarball) = tarball.filter(|_| plan.create > 0) {
             match self.prepare_creation(resources).await {
                 Ok(prepared) => {
                     let results: Vec<Result<RunnerName, Failure>> = stream::iter(0..plan.create)
@@ -618,22 +617,35 @@ impl RunnerManager {
             .filter_map(|i| self.owner.parse_name(&i.name).map(|name| (name, i)))
             .collect();
 
+        // A runner that GitHub reports online is alive: it polls GitHub. Only the others
+        // (booting, offline, unregistered) are probed, so an idle pass over a healthy fleet
+        // makes no exec at all. A dead runner goes offline on GitHub and is probed then.
+        let online: std::collections::BTreeSet<&RunnerName> = registrations
+            .iter()
+            .filter(|(_, r)| r.online)
+            .map(|(name, _)| name)
+            .collect();
         // The futures are collected first: a stream over a borrowing closure would make the
         // pass's future not `Send` for every lifetime (rust-lang/rust#102211).
         let probe_futures: Vec<_> = owned
             .iter()
-            .map(|(name, instance)| async move {
-                if !probe || instance.status != InstanceStatus::Running {
-                    return Probe::Unknown;
-                }
-                let request = ExecRequest::shell(install::probe_script(), Duration::from_secs(15));
-                match self.provider.exec(name.as_str(), &request).await {
-                    Ok(out) if out.exit_code == 0 => Probe::Alive,
-                    Ok(out) if out.exit_code == install::PROBE_FINISHED => Probe::Finished,
-                    // Still installing: as good as no answer (booting while young).
-                    Ok(out) if out.exit_code == install::PROBE_NOT_STARTED => Probe::Unknown,
-                    Ok(_) => Probe::Dead,
-                    Err(_) => Probe::Unknown,
+            .map(|(name, instance)| {
+                let online = online.contains(name);
+                async move {
+                    if !probe || instance.status != InstanceStatus::Running {
+                        return Probe::Unknown;
+                    }
+                    if online {
+                        return Probe::Alive;
+                    }
+                    match self.provider.exec(name.as_str(), &guest::probe()).await {
+                        Ok(out) if out.exit_code == 0 => Probe::Alive,
+                        Ok(out) if out.exit_code == guest::PROBE_FINISHED => Probe::Finished,
+                        // Still installing: as good as no answer (booting while young).
+                        Ok(out) if out.exit_code == guest::PROBE_NOT_STARTED => Probe::Unknown,
+                        Ok(_) => Probe::Dead,
+                        Err(_) => Probe::Unknown,
+                    }
                 }
             })
             .collect();
@@ -723,14 +735,37 @@ impl RunnerManager {
             .collect()
     }
 
-    /// Race-free removal: the registration goes first and GitHub's "busy" answer means skip. When
-    /// flushing busy runners, the runner is stopped inside its instance (it cancels its job and
-    /// reports it, and GitHub then lets the registration go) before the registration is deleted;
-    /// only then the instance.
+    /// Race-free removal: the registration goes first and GitHub's "busy" answer means skip. A
+    /// healthy runner (scale-down, idle-only flush) is first quiesced in its instance: a job
+    /// running there means busy whatever GitHub says, and otherwise the runner is frozen so that
+    /// it takes no job while its registration goes; it is thawed again if the registration
+    /// stays. When flushing busy runners, the runner is stopped inside its instance (it cancels
+    /// its job and reports it, and GitHub then lets the registration go) before the registration
+    /// is deleted; only then the instance.
     async fn remove_runner(&self, removal: &Removal, mode: FlushMode) -> RemoveOutcome {
         let name = removal.name.as_str();
         let mut still_busy = None;
         if let Some(id) = removal.registration {
+            let quiesced = removal.has_instance && needs_job_check(removal.reason, mode);
+            if quiesced {
+                match self.quiesce(name).await {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        tracing::warn!(
+                            message = "GitHub reports the runner idle but a job runs in its instance; keeping it.",
+                            runner = name
+                        );
+                        return RemoveOutcome::SkippedBusy;
+                    }
+                    Err(error) => {
+                        tracing::warn!(message = "Could not look for a job inside the instance; keeping the runner.", runner = name, %error);
+                        self.resume(name).await;
+                        return RemoveOutcome::Failed(format!(
+                            "looking for a running job inside the instance before deregistering: {error}"
+                        ));
+                    }
+                }
+            }
             match self.registry.delete_registration(id).await {
                 Ok(DeleteOutcome::Deleted | DeleteOutcome::NotFound) => {}
                 Ok(DeleteOutcome::Busy) if mode == FlushMode::IdleOnly => {
@@ -738,6 +773,9 @@ impl RunnerManager {
                         message = "Runner is busy, skipping its removal.",
                         runner = name
                     );
+                    if quiesced {
+                        self.resume(name).await;
+                    }
                     return RemoveOutcome::SkippedBusy;
                 }
                 Ok(DeleteOutcome::Busy) => {
@@ -756,6 +794,9 @@ impl RunnerManager {
                 }
                 Err(error) => {
                     tracing::warn!(message = "Runner removal failed.", runner = name, %error);
+                    if quiesced {
+                        self.resume(name).await;
+                    }
                     return RemoveOutcome::Failed(format!(
                         "deleting github registration {id}: {error}"
                     ));
@@ -786,15 +827,35 @@ impl RunnerManager {
         RemoveOutcome::Removed
     }
 
+    /// `Ok(true)` when a job runs inside the instance (its job-started record without a
+    /// job-completed one, or a live `Runner.Worker`), whatever GitHub's busy flag says: operators
+    /// of other managers report it reading `false`, and the delete succeeding, while a job runs.
+    /// `Ok(false)`: no job, and the runner is frozen until [`Self::resume`] or its deletion.
+    async fn quiesce(&self, name: &str) -> Result<bool, String> {
+        match self.provider.exec(name, &guest::quiesce()).await {
+            Ok(out) if out.exit_code == guest::JOB_RUNNING => Ok(true),
+            Ok(out) if out.exit_code == 0 => Ok(false),
+            Ok(out) => Err(format!(
+                "the check exited with {}: {}",
+                out.exit_code,
+                out.stderr.trim()
+            )),
+            Err(error) => Err(error.to_string()),
+        }
+    }
+
+    /// Thaws a runner [`Self::quiesce`] froze whose registration stays. If this fails, the probe
+    /// thaws it once GitHub shows it offline.
+    async fn resume(&self, name: &str) {
+        if let Err(error) = self.provider.exec(name, &guest::resume()).await {
+            tracing::warn!(message = "Thawing the runner failed.", runner = name, %error);
+        }
+    }
+
     /// Asks the runner to stop: SIGTERM to its process group (start.sh runs in its own session).
     /// actions/runner and the fake runner cancel the running job and report it on SIGTERM.
     async fn stop_runner_inside(&self, name: &str) {
-        let script = format!(
-            "if [ -s {META_DIR}/runner.pgid ]; then kill -TERM -- \"-$(cat {META_DIR}/runner.pgid)\"; fi; \
-             if [ -s {PID_FILE} ]; then kill -TERM \"$(cat {PID_FILE})\"; fi; true"
-        );
-        let request = ExecRequest::shell(script, Duration::from_secs(15));
-        if let Err(error) = self.provider.exec(name, &request).await {
+        if let Err(error) = self.provider.exec(name, &guest::stop()).await {
             tracing::warn!(message = "Stopping the runner failed.", runner = name, %error);
         }
     }
@@ -827,7 +888,7 @@ impl RunnerManager {
         let (pre, post, refused, installed) = tokio::join!(
             pull(PRE_JOB_FILE),
             pull(POST_JOB_FILE),
-            pull("/var/lib/runner-manager/policy-refused"),
+            pull(POLICY_REFUSED_FILE),
             pull(INSTALLED_FILE)
         );
         let records = JobRecords {
@@ -850,6 +911,12 @@ impl RunnerManager {
             action: "prepare",
             error,
         };
+        // Preflight, creating nothing: a missing image (or profile, below) would fail every
+        // creation of the pass alike. One clear error, before any registration or instance.
+        self.provider
+            .check_image(&self.config.image)
+            .await
+            .map_err(|e| prepare_failure(e.to_string()))?;
         if let Some(path) = &self.config.lxd_storage_path {
             self.provider
                 .ensure_pool(path)
@@ -865,6 +932,11 @@ impl RunnerManager {
             )
             .await
             .map_err(|e| prepare_failure(format!("ensuring resource profile: {e}")))?;
+        let profiles = vec!["default".to_owned(), profile];
+        self.provider
+            .check_profiles(&profiles)
+            .await
+            .map_err(|e| prepare_failure(e.to_string()))?;
         let registration_token = match self.config.registration_mode {
             RegistrationMode::Token => Some(
                 self.registry
@@ -875,7 +947,7 @@ impl RunnerManager {
             RegistrationMode::Jit => None,
         };
         Ok(Prepared {
-            profiles: vec!["default".to_owned(), profile],
+            profiles,
             registration_token,
         })
     }
@@ -944,6 +1016,8 @@ impl RunnerManager {
                     Err(error) => {
                         let removed = self.provider.delete(name.as_str()).await;
                         Err(match removed {
+                            // A missing image, profile... would fail every attempt alike.
+                            Ok(()) if error.is_permanent() => CreateError::Stop(error.to_string()),
                             Ok(()) => CreateError::Retry(format!("creating instance: {error}")),
                             Err(e) => CreateError::Stop(format!(
                                 "creating instance: {error}; removing the failed one: {e}"
@@ -1026,6 +1100,17 @@ impl RunnerManager {
         } else {
             Err(errors.join("; "))
         }
+    }
+}
+
+/// Whether a removal looks inside the instance for a running job before deregistering: the
+/// runners removed although healthy (scale-down, an idle-only flush). Only these candidates are
+/// looked at, so it costs a few execs, not one per runner.
+fn needs_job_check(reason: RemovalReason, mode: FlushMode) -> bool {
+    match reason {
+        RemovalReason::ScaleDown => true,
+        RemovalReason::Flush => mode == FlushMode::IdleOnly,
+        _ => false,
     }
 }
 

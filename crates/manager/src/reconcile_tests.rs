@@ -27,6 +27,8 @@ struct RegistryState {
     fail_delete: bool,
     /// `(name, instance existed at that moment)` per DELETE.
     deletes: Vec<(String, bool)>,
+    /// Runners whose instance runs a job (what `guest/job-check.sh` would find).
+    jobs_inside: BTreeSet<String>,
 }
 
 #[derive(Default)]
@@ -59,6 +61,20 @@ impl FakeRegistry {
                 r.busy = true;
             }
         }
+    }
+
+    /// GitHub stops hearing from the runner: it shows offline.
+    fn set_offline(&self, name: &str) {
+        for r in self.state.lock().runners.values_mut() {
+            if r.name == name {
+                r.online = false;
+            }
+        }
+    }
+
+    /// GitHub drops an ephemeral runner's registration after its job.
+    fn deregister(&self, name: &str) {
+        self.state.lock().runners.retain(|_, r| r.name != name);
     }
 
     fn names(&self) -> BTreeSet<String> {
@@ -165,6 +181,10 @@ impl SimRunnerHooks for FakeRegistry {
         // An ephemeral runner that reports its cancelled job is deregistered by GitHub.
         self.state.lock().runners.retain(|_, r| r.name != name);
     }
+
+    async fn job_running(&self, name: &str) -> bool {
+        self.state.lock().jobs_inside.contains(name)
+    }
 }
 
 struct World {
@@ -229,7 +249,7 @@ fn world_on(
         metrics: Metrics::new(&mut prometheus),
     };
     let proxies = ProxySettings {
-        http: Some("http://proxy:3128".into()),
+        http: Some("http://proxy:3128".parse().expect("valid")),
         https: None,
         no_proxy: None,
     };
@@ -250,6 +270,18 @@ fn world() -> World {
 }
 
 impl World {
+    /// The runner process dies; GitHub, no longer hearing from it, shows it offline.
+    fn runner_dies(&self, name: &str) {
+        self.provider.kill_runner(name);
+        self.registry.set_offline(name);
+    }
+
+    /// An ephemeral runner ends after its job; GitHub drops its registration.
+    fn runner_finishes(&self, name: &str) {
+        self.provider.finish_runner(name);
+        self.registry.deregister(name);
+    }
+
     async fn reconcile(&self, quantity: usize) -> ReconcileReport {
         self.manager
             .reconcile(quantity, &resources())
@@ -486,7 +518,7 @@ async fn job_assigned_during_delete_is_never_killed() {
 async fn dead_runner_is_replaced() {
     let w = world();
     let created = w.reconcile(2).await.created;
-    w.provider.kill_runner(created[0].as_str());
+    w.runner_dies(created[0].as_str());
     let report = w.reconcile(2).await;
     assert_eq!(report.delta, 1);
     assert_eq!(
@@ -612,7 +644,7 @@ async fn github_failure_touches_nothing() {
 async fn github_failure_mid_pass_keeps_instances_and_reports() {
     let w = world();
     let created = w.reconcile(3).await.created;
-    w.provider.kill_runner(created[0].as_str());
+    w.runner_dies(created[0].as_str());
     w.registry.state.lock().fail_delete = true;
     let report = w.reconcile(2).await;
     // The dead runner could not be unregistered: its instance stays, the healthy ones too.
@@ -636,7 +668,7 @@ async fn github_failure_mid_pass_keeps_instances_and_reports() {
 async fn finished_runner_is_not_a_crash() {
     let w = world_with("app", 0, |c| c.issue_metrics = true, true);
     let created = w.reconcile(1).await.created;
-    w.provider.finish_runner(created[0].as_str());
+    w.runner_finishes(created[0].as_str());
     let report = w.reconcile(1).await;
     assert_eq!(
         report.removed,
@@ -726,7 +758,7 @@ async fn metrics_events_for_a_full_cycle() {
         POST_JOB_FILE,
         r#"{"timestamp":1070,"status":"normal"}"#,
     );
-    w.provider.kill_runner(name);
+    w.runner_dies(name);
     w.reconcile(0).await;
     let events = w.events();
     let kinds: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
@@ -804,4 +836,99 @@ fn job_events_statuses() {
     let (start, stop) = job_events("n", &refused, 130).expect("events");
     assert_eq!(start.idle, 10);
     assert_eq!(stop.status, "repo-policy-check-failure");
+}
+
+/// An idle pass over a healthy fleet makes no exec: runners GitHub reports online are alive.
+#[tokio::test]
+async fn idle_pass_makes_no_exec() {
+    let w = world();
+    let created = w.reconcile(3).await.created;
+    assert_eq!(created.len(), 3);
+    let before = w.provider.exec_count();
+    let report = w.reconcile(3).await;
+    assert!(
+        report.created.is_empty() && report.removed.is_empty(),
+        "{report:?}"
+    );
+    assert_eq!(
+        w.provider.exec_count(),
+        before,
+        "an idle pass probed instances"
+    );
+    // A runner GitHub no longer hears from is probed, and found dead.
+    w.runner_dies(created[1].as_str());
+    let report = w.reconcile(3).await;
+    assert_eq!(
+        report.removed,
+        vec![(created[1].clone(), RemovalReason::ProcessDead)]
+    );
+    let probes = w
+        .provider
+        .execs()
+        .iter()
+        .filter(|e| e.argv.join(" ").contains("RM_EXIT_FILE"))
+        .filter(|e| e.instance != created[1].as_str())
+        .count();
+    assert_eq!(probes, 0, "only the offline runner is probed");
+}
+
+/// GitHub's busy flag can read false while a job runs: before a scale-down deregisters a runner,
+/// the manager looks inside its instance, and a job there keeps it.
+#[tokio::test]
+async fn scale_down_keeps_a_runner_with_a_job_inside() {
+    let w = world();
+    let created = w.reconcile(3).await.created;
+    w.registry
+        .state
+        .lock()
+        .jobs_inside
+        .insert(created[0].to_string());
+    let before = w.provider.exec_count();
+    let report = w.reconcile(0).await;
+    assert_eq!(report.skipped_busy, vec![created[0].clone()], "{report:?}");
+    assert_eq!(report.removed.len(), 2, "{report:?}");
+    assert!(w.provider.instance(created[0].as_str()).is_some());
+    assert!(w.registry.names().contains(created[0].as_str()));
+    // One look per removal candidate, nothing else.
+    assert_eq!(w.provider.exec_count() - before, 3);
+    assert!(!w
+        .registry
+        .state
+        .lock()
+        .deletes
+        .iter()
+        .any(|(name, _)| name == created[0].as_str()));
+}
+
+/// The same for an idle-only flush; a flush of busy runners stops them regardless.
+#[tokio::test]
+async fn idle_flush_keeps_a_runner_with_a_job_inside() {
+    let w = world();
+    let created = w.reconcile(2).await.created;
+    w.registry
+        .state
+        .lock()
+        .jobs_inside
+        .insert(created[1].to_string());
+    let report = w.manager.flush(FlushMode::IdleOnly).await.expect("flush");
+    assert_eq!(report.removed, vec![created[0].clone()]);
+    assert_eq!(report.skipped_busy, vec![created[1].clone()]);
+    assert!(w.provider.instance(created[1].as_str()).is_some());
+}
+
+#[test]
+fn only_healthy_removals_look_inside() {
+    use RemovalReason as R;
+    for (reason, mode, looks) in [
+        (R::ScaleDown, FlushMode::IdleOnly, true),
+        (R::Flush, FlushMode::IdleOnly, true),
+        (R::Flush, FlushMode::IncludingBusy, false),
+        (R::ProcessDead, FlushMode::IdleOnly, false),
+        (R::Offline, FlushMode::IdleOnly, false),
+        (R::Orphan, FlushMode::IdleOnly, false),
+        (R::Dangling, FlushMode::IdleOnly, false),
+        (R::Finished, FlushMode::IdleOnly, false),
+    ] {
+        assert_eq!(needs_job_check(reason, mode), looks, "{reason:?} {mode:?}");
+    }
 }

@@ -16,8 +16,8 @@ use time::OffsetDateTime;
 
 use crate::model::{InstanceType, Owner, Resources};
 use crate::provider::{
-    ExecOutput, ExecRequest, FilePush, Instance, InstanceProvider, InstanceSpec, InstanceStatus,
-    ProviderError,
+    ExecOutput, ExecPurpose, ExecRequest, FilePush, Instance, InstanceProvider, InstanceSpec,
+    InstanceStatus, ProviderError,
 };
 
 /// What a simulated runner does when it is configured and started.
@@ -29,6 +29,19 @@ pub trait SimRunnerHooks: Send + Sync {
     async fn start(&self, name: &str, jit: Option<&str>) -> bool;
     /// The runner was sent SIGTERM: it cancels its job, reports it and exits.
     async fn stop(&self, name: &str);
+    /// Whether the runner is running a job, as the instance itself would tell (its hooks'
+    /// records).
+    async fn job_running(&self, _name: &str) -> bool {
+        false
+    }
+    /// `guest/quiesce.sh`: `false` when a job runs; else the runner is frozen (takes no job)
+    /// and `true`. The script is one process in the instance: the check and the freeze are
+    /// atomic here.
+    async fn quiesce(&self, name: &str) -> bool {
+        !self.job_running(name).await
+    }
+    /// `guest/resume.sh`: thaws a frozen runner.
+    async fn resume(&self, _name: &str) {}
 }
 
 /// Latencies of the simulated operations.
@@ -319,7 +332,6 @@ impl InstanceProvider for SimProvider {
 
     async fn exec(&self, name: &str, request: &ExecRequest) -> Result<ExecOutput, ProviderError> {
         Self::pause(self.latency.exec).await;
-        let script = request.argv.last().cloned().unwrap_or_default();
         {
             let mut s = self.state.lock();
             s.exec_total += 1;
@@ -340,7 +352,20 @@ impl InstanceProvider for SimProvider {
                 Some(_) => {}
             }
         }
-        if script.contains("kill -TERM") {
+        if request.purpose == ExecPurpose::Quiesce {
+            let idle = match &self.hooks {
+                Some(h) => h.quiesce(name).await,
+                None => true,
+            };
+            return Ok(out(if idle { 0 } else { crate::guest::JOB_RUNNING }, ""));
+        }
+        if request.purpose == ExecPurpose::Resume {
+            if let Some(h) = &self.hooks {
+                h.resume(name).await;
+            }
+            return Ok(out(0, ""));
+        }
+        if request.purpose == ExecPurpose::Stop {
             if let Some(i) = self.state.lock().instances.get_mut(name) {
                 i.runner_alive = false;
                 i.runner_exit = Some(143);
@@ -350,7 +375,7 @@ impl InstanceProvider for SimProvider {
             }
             return Ok(out(0, ""));
         }
-        if script.contains(crate::install::BUNDLE_PATH) {
+        if request.purpose == ExecPurpose::Setup {
             if let Some(input) = request.stdin.as_ref().filter(|_| self.stdin) {
                 // What `cat >BUNDLE_PATH` does with the standard input.
                 if let Some(i) = self.state.lock().instances.get_mut(name) {
@@ -417,7 +442,7 @@ impl InstanceProvider for SimProvider {
             .get(name)
             .map(|i| (i.runner_alive, i.runner_exit))
             .unwrap_or((false, None));
-        if script.contains("kill -0") {
+        if request.purpose == ExecPurpose::Probe {
             return Ok(match exit {
                 Some(0) => out(crate::install::PROBE_FINISHED, ""),
                 Some(_) => out(1, ""),

@@ -2,15 +2,18 @@
 //! SIMULATION instance provider (`manager::sim_provider`): the checks are about the manager's
 //! logic against GitHub, not about LXD.
 //!
-//! `cargo run --release -p bench --bin chaos -- [--quick] [--seed N] [r1|r1b|r3|all]`
+//! `cargo run --release -p bench --bin chaos -- [--quick] [--seed N] [--busy-lie-rate R]
+//! [r1|r1b|r1lie|r3|all]`
 //!
 //! R1b is R1 plus an owned instance with no registration yet (a creation in flight in another
-//! process, or interrupted) that registers and takes a job during the pass.
+//! process, or interrupted) that registers and takes a job during the pass. R1-lie (`r1lie`, not
+//! part of `all`) is R1 with the sim's busy-lie fault armed for a fraction R of the jobs (default
+//! 1: all): GitHub reports busy runners idle and lets their `DELETE` through, killing the job.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use bench::chaos::{r1, r3, Counts};
+use bench::chaos::{r1, r1_busy_lie, r3, Counts};
 use bench::fleet::{write_tarball, RUNNER_VERSION};
 use bench::outside::{Outside, OutsideOptions};
 
@@ -18,17 +21,33 @@ fn main() -> anyhow::Result<()> {
     if let Some(child) = bench::outside::run_child_if_requested() {
         return child;
     }
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .init();
+    }
     let mut quick = false;
     let mut which = "all".to_owned();
     let mut seed = None;
+    let mut lie_rate = 1.0;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => quick = true,
             "--seed" => seed = args.next().and_then(|s| s.parse::<u64>().ok()),
-            "r1" | "r1b" | "r3" | "all" => which = arg,
+            "--busy-lie-rate" => {
+                lie_rate = args
+                    .next()
+                    .and_then(|s| s.parse::<f64>().ok())
+                    .filter(|r| (0.0..=1.0).contains(r))
+                    .ok_or_else(|| anyhow::anyhow!("--busy-lie-rate needs a number in 0..=1"))?;
+            }
+            "r1" | "r1b" | "r1lie" | "r3" | "all" => which = arg,
             other => anyhow::bail!(
-                "unknown argument {other:?}; usage: chaos [--quick] [--seed N] [r1|r1b|r3|all]"
+                "unknown argument {other:?}; usage: chaos [--quick] [--seed N] \
+                 [--busy-lie-rate R] [r1|r1b|r1lie|r3|all]"
             ),
         }
     }
@@ -41,7 +60,7 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?
-        .block_on(run(quick, &which, seed))?;
+        .block_on(run(quick, &which, seed, lie_rate))?;
     let failed: u64 = counts.iter().map(|c| c.failures + c.leaks).sum();
     if failed > 0 {
         anyhow::bail!("{failed} failures or leaks");
@@ -49,7 +68,7 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(quick: bool, which: &str, seed: u64) -> anyhow::Result<Vec<Counts>> {
+async fn run(quick: bool, which: &str, seed: u64, lie_rate: f64) -> anyhow::Result<Vec<Counts>> {
     let dir = tempfile::tempdir()?;
     let tarball = write_tarball(dir.path(), 0)?;
     let options = OutsideOptions {
@@ -78,6 +97,12 @@ async fn run(quick: bool, which: &str, seed: u64) -> anyhow::Result<Vec<Counts>>
     }
     if which == "r1b" || which == "all" {
         let counts = r1(&outside, r1b_iterations.0, r1b_iterations.1, seed, true).await?;
+        print!("{}", counts.render());
+        all.push(counts);
+    }
+    if which == "r1lie" {
+        let counts =
+            r1_busy_lie(&outside, r1_iterations.0, r1_iterations.1, seed, lie_rate).await?;
         print!("{}", counts.render());
         all.push(counts);
     }

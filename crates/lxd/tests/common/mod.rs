@@ -17,7 +17,7 @@ pub fn socket() -> PathBuf {
         Ok(Endpoint::Unix(p)) => p,
         _ => panic!(
             "no LXD or Incus daemon socket found. These integration tests need a real daemon: \
-             run `sudo ./scripts/incus-env.sh up` (or set INCUS_SOCKET / LXD_SOCKET). \
+             run `./scripts/incus-env.sh up` as root (or set INCUS_SOCKET / LXD_SOCKET). \
              For unit tests only: cargo test -p lxd --lib"
         ),
     }
@@ -29,8 +29,8 @@ pub async fn client() -> Client {
     let c = match Client::connect(Endpoint::Unix(sock.clone()), Timeouts::default()).await {
         Ok(c) => c,
         Err(e) => panic!(
-            "cannot reach the daemon at {}: {e}. Run `sudo ./scripts/incus-env.sh up` \
-             (or `sudo ./scripts/incus-env.sh lxd-up` with LXD_SOCKET=/var/lib/lxd/unix.socket)",
+            "cannot reach the daemon at {}: {e}. Run `./scripts/incus-env.sh up` as root \
+             (or `./scripts/incus-env.sh lxd-up` with LXD_SOCKET=/var/lib/lxd/unix.socket)",
             sock.display()
         ),
     };

@@ -14,7 +14,8 @@ use crate::provider::{
 #[derive(Debug, Clone)]
 pub struct GithubRegistry {
     client: github::Client,
-    /// The runner group of an org scope (`default` when `None`).
+    /// The runner group of an organisation or enterprise scope (`default` when `None`; names
+    /// match ignoring case, so that finds GitHub's `Default`). Resolved once, in `group_id`.
     group: Option<String>,
     group_id: Arc<tokio::sync::OnceCell<u64>>,
     metrics: Option<Arc<Metrics>>,
@@ -171,5 +172,131 @@ impl RunnerRegistry for GithubRegistry {
                 temp_download_token: d.temp_download_token.map(|t| Secret::new(t.expose())),
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use github_sim::{Sim, SimConfig, SimHandle};
+
+    use super::*;
+
+    const GROUPS: &str = "GET /orgs/{org}/actions/runner-groups";
+    const ENTERPRISE_GROUPS: &str = "GET /enterprises/{enterprise}/actions/runner-groups";
+
+    fn registry(sim: &SimHandle, scope: &str, group: Option<&str>) -> GithubRegistry {
+        let mut config = github::ClientConfig::new(
+            url::Url::parse(&sim.api_url()).expect("api url"),
+            url::Url::parse(&sim.web_url()).expect("web url"),
+            github::Scope::parse(scope).expect("scope"),
+            github::Auth::Token(github::Secret::new(sim.token().expose())),
+        );
+        config.timeout = Duration::from_secs(10);
+        let client = github::Client::new(config).expect("client");
+        GithubRegistry::new(client, group.map(str::to_owned), None)
+    }
+
+    /// A fresh runner name (`app-0-xxxxxxxx`).
+    fn name() -> RunnerName {
+        crate::model::Owner::new("app", 0)
+            .expect("owner")
+            .new_runner_name()
+    }
+
+    fn labels() -> Vec<String> {
+        vec!["self-hosted".to_owned(), "jammy".to_owned()]
+    }
+
+    /// Issue 12: the manager's default `runner_group = "default"` on an organisation and an
+    /// enterprise. GitHub names the default group `Default`; the lookup ignores case, as
+    /// actions/runner does, so JIT registration works with the default config.
+    #[tokio::test]
+    async fn jit_with_the_default_group_on_org_and_enterprise() {
+        let sim = Sim::start(SimConfig::default()).await.expect("sim");
+        for (scope, endpoint) in [
+            ("octo-org", GROUPS),
+            ("enterprises/acme", ENTERPRISE_GROUPS),
+        ] {
+            for group in [Some("default"), None] {
+                sim.reset_request_counts();
+                let registry = registry(&sim, scope, group);
+                let jit = registry
+                    .generate_jit(&name(), &labels())
+                    .await
+                    .unwrap_or_else(|e| panic!("{scope} group {group:?}: {e}"));
+                let runner = sim
+                    .runners()
+                    .into_iter()
+                    .find(|r| r.id == jit.runner_id)
+                    .expect("registered");
+                assert_eq!(runner.runner_group_id, 1, "{scope}: GitHub's Default group");
+                assert_eq!(sim.request_counts()[endpoint].count, 1, "{scope}");
+                registry
+                    .delete_registration(jit.runner_id)
+                    .await
+                    .expect("delete");
+            }
+        }
+    }
+
+    /// The group id is resolved once per registry, not once per created runner, even when the
+    /// registrations run concurrently.
+    #[tokio::test]
+    async fn the_runner_group_is_looked_up_once_for_many_registrations() {
+        let sim = Sim::start(SimConfig::default()).await.expect("sim");
+        let registry = registry(&sim, "octo-org", Some("default"));
+        // Concurrent first, while nothing is cached yet; then one after the other.
+        let concurrent: Vec<_> = (0..10)
+            .map(|_| {
+                let registry = registry.clone();
+                tokio::spawn(async move { registry.generate_jit(&name(), &labels()).await })
+            })
+            .collect();
+        for task in concurrent {
+            task.await.expect("task").expect("concurrent jit");
+        }
+        for _ in 0..5 {
+            registry
+                .generate_jit(&name(), &labels())
+                .await
+                .expect("sequential jit");
+        }
+        let counts = sim.request_counts();
+        assert_eq!(
+            counts["POST /orgs/{org}/actions/runners/generate-jitconfig"].count,
+            15
+        );
+        assert_eq!(
+            counts[GROUPS].count, 1,
+            "one runner-groups request for 15 runners"
+        );
+    }
+
+    /// An unknown group fails the creation with a message that says what exists and how to
+    /// check, and is looked up again on the next creation (nothing wrong is cached).
+    #[tokio::test]
+    async fn an_unknown_group_names_the_groups_that_exist() {
+        let sim = Sim::start(SimConfig::default()).await.expect("sim");
+        let registry = registry(&sim, "octo-org", Some("gpu"));
+        let error = registry
+            .generate_jit(&name(), &labels())
+            .await
+            .expect_err("no such group")
+            .to_string();
+        for part in [
+            "runner group \"gpu\" not found in organisation octo-org",
+            "\"Default\" (id 1, default)",
+            "GET /orgs/octo-org/actions/runner-groups",
+        ] {
+            assert!(error.contains(part), "{part:?} missing from: {error}");
+        }
+        registry
+            .generate_jit(&name(), &labels())
+            .await
+            .expect_err("still no such group");
+        assert_eq!(sim.request_counts()[GROUPS].count, 2);
+        assert!(sim.runners().is_empty(), "nothing registered");
     }
 }

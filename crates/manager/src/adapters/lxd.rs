@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use crate::model::{InstanceType, Owner, Resources, APP_KEY};
 use crate::provider::{
     ExecOutput, ExecRequest, FilePush, Instance, InstanceProvider, InstanceSpec, InstanceStatus,
-    ProviderError,
+    PermanentError, Problem, ProviderError, ResourceKind,
 };
 
 /// The storage pool made at `lxd_storage_path`.
@@ -33,13 +33,15 @@ impl LxdProvider {
     }
 
     /// The pool of the default profile's root disk, for profiles made without the runner pool.
+    /// A pool that does not exist is a permanent error: no instance could be created on it.
     async fn default_pool(&self) -> Result<String, ProviderError> {
+        let what = "reading the default profile";
         let profile = self
             .client
             .get_profile("default")
             .await
-            .map_err(|e| convert("reading the default profile", e))?;
-        profile
+            .map_err(|e| self.error(what, e, Some((ResourceKind::Profile, "default"))))?;
+        let pool = profile
             .devices
             .values()
             .find(|d| {
@@ -47,9 +49,202 @@ impl LxdProvider {
                     && d.get("path").map(String::as_str) == Some("/")
             })
             .and_then(|d| d.get("pool").cloned())
-            .ok_or_else(|| {
-                ProviderError::failed("reading the default profile", "it has no root disk")
-            })
+            .ok_or_else(|| ProviderError::failed(what, "it has no root disk"))?;
+        let what = format!("reading storage pool {pool} (the default profile's root disk)");
+        self.client
+            .get_storage_pool(&pool)
+            .await
+            .map_err(|e| self.error(&what, e, Some((ResourceKind::StoragePool, &pool))))?;
+        Ok(pool)
+    }
+
+    /// An LXD error as the manager sees it: see [`Server::error`].
+    fn error(
+        &self,
+        what: &str,
+        error: lxd::Error,
+        asked: Option<(ResourceKind, &str)>,
+    ) -> ProviderError {
+        let info = self.client.server();
+        let server = Server {
+            flavour: info.flavour,
+            version: &info.version,
+            endpoint: self.client.endpoint(),
+            project: self.client.project().unwrap_or("default"),
+            remote: self.client.is_remote(),
+        };
+        server.error(what, error, asked)
+    }
+}
+
+/// The server an error came from, as the operator's messages name it.
+struct Server<'a> {
+    flavour: lxd::Flavour,
+    version: &'a str,
+    /// `unix:/var/lib/incus/unix.socket` or the HTTPS URL.
+    endpoint: &'a str,
+    project: &'a str,
+    /// Over HTTPS: a remote, in the command line's terms.
+    remote: bool,
+}
+
+impl Server<'_> {
+    /// An LXD error as the manager sees it. A permanent one (something missing, a refusal, a
+    /// create rejected as invalid) becomes [`ProviderError::Permanent`], naming the server and
+    /// saying how to list what it has; so does a 404 of the object `asked` (the GET of that very
+    /// object), and any 404 that names a missing project. The rest as [`convert`].
+    fn error(
+        &self,
+        what: &str,
+        error: lxd::Error,
+        asked: Option<(ResourceKind, &str)>,
+    ) -> ProviderError {
+        let problem = match &error {
+            lxd::Error::Missing { object, .. } => Problem::Missing {
+                kind: resource_kind(object.kind),
+                name: object.name.clone(),
+            },
+            lxd::Error::Forbidden { .. } => Problem::Forbidden,
+            lxd::Error::BadRequest { .. } => Problem::Invalid,
+            lxd::Error::NotFound { message, .. } => {
+                match (lxd::ObjectKind::from_message(message), asked) {
+                    (Some((lxd::ObjectKind::Project, name)), _) => Problem::Missing {
+                        kind: ResourceKind::Project,
+                        name: name.or_else(|| Some(self.project.to_owned())),
+                    },
+                    (_, Some((kind, name))) => Problem::Missing {
+                        kind,
+                        name: Some(name.to_owned()),
+                    },
+                    _ => return convert(what, error),
+                }
+            }
+            _ => return convert(what, error),
+        };
+        ProviderError::Permanent(Box::new(PermanentError {
+            what: what.to_owned(),
+            hint: self.hint(&problem),
+            problem,
+            server: self.description(),
+            message: error.server_message().unwrap_or_default().to_owned(),
+        }))
+    }
+
+    /// `Incus 6.0.4 at unix:/var/lib/incus/unix.socket`, and the project unless `default`.
+    fn description(&self) -> String {
+        let flavour = match self.flavour {
+            lxd::Flavour::Incus => "Incus",
+            lxd::Flavour::Lxd => "LXD",
+        };
+        let mut description = format!("{flavour} {} at {}", self.version, self.endpoint);
+        if self.project != "default" {
+            description.push_str(&format!(", project {}", self.project));
+        }
+        description
+    }
+
+    /// `incus` or `lxc`.
+    fn cli(&self) -> &'static str {
+        match self.flavour {
+            lxd::Flavour::Incus => "incus",
+            lxd::Flavour::Lxd => "lxc",
+        }
+    }
+
+    /// The command line that lists what the server has of `kind`: `incus image list` (`lxc` on
+    /// LXD), with `--project` and, over HTTPS, the operator's name for the remote.
+    fn list_command(&self, kind: ResourceKind) -> String {
+        let noun = match kind {
+            ResourceKind::ImageAlias | ResourceKind::Image => "image",
+            ResourceKind::Profile => "profile",
+            ResourceKind::StoragePool => "storage",
+            ResourceKind::Project => "project",
+            ResourceKind::Network => "network",
+        };
+        let mut command = format!("{} {noun} list", self.cli());
+        if self.remote {
+            command.push_str(" <remote>:");
+        }
+        if self.project != "default"
+            && !matches!(kind, ResourceKind::Project | ResourceKind::StoragePool)
+        {
+            command.push_str(&format!(" --project {}", self.project));
+        }
+        command
+    }
+
+    fn hint(&self, problem: &Problem) -> String {
+        let remote = if self.remote {
+            format!(" (<remote>: your name for {})", self.endpoint)
+        } else {
+            String::new()
+        };
+        match problem {
+            Problem::Missing { kind, name } => {
+                let list = self.list_command(*kind);
+                let mut hint = match kind {
+                    ResourceKind::ImageAlias | ResourceKind::Image => format!(
+                        "list the images there with `{list}`{remote} and set lxd.image to one of \
+                         their aliases, or give an image that alias"
+                    ),
+                    _ => format!("list the {}s there with `{list}`{remote}", kind.as_str()),
+                };
+                if *kind == ResourceKind::ImageAlias
+                    && name.as_deref().is_some_and(|n| n.contains(':'))
+                {
+                    hint.push_str(&format!(
+                        "; runner-manager does not read the command line's remotes: a \
+                         `remote:alias` image must be copied to this server under a local alias \
+                         first (`{} image copy images:debian/12 local: --alias debian-12`, then \
+                         lxd.image = \"debian-12\")",
+                        self.cli()
+                    ));
+                }
+                hint
+            }
+            Problem::Forbidden => format!(
+                "the server refuses this client: check its certificate's trust and restrictions \
+                 (`{} config trust list`{remote}) and the project's limits",
+                self.cli()
+            ),
+            Problem::Invalid => {
+                "check the instance settings (image, instance type, profiles)".to_owned()
+            }
+        }
+    }
+}
+
+fn resource_kind(kind: lxd::ObjectKind) -> ResourceKind {
+    match kind {
+        lxd::ObjectKind::ImageAlias => ResourceKind::ImageAlias,
+        lxd::ObjectKind::Image => ResourceKind::Image,
+        lxd::ObjectKind::Profile => ResourceKind::Profile,
+        lxd::ObjectKind::StoragePool => ResourceKind::StoragePool,
+        lxd::ObjectKind::Project => ResourceKind::Project,
+        lxd::ObjectKind::Network => ResourceKind::Network,
+        // `ObjectKind` may grow; an unknown kind is still a missing object of some sort.
+        _ => ResourceKind::Image,
+    }
+}
+
+impl LxdProvider {
+    /// The owner's instances and the daemon's running operations, read together. Without the
+    /// operations list (an error is only logged), statuses stand as listed.
+    async fn instances_and_operations(
+        &self,
+        owner: &Owner,
+    ) -> Result<(Vec<lxd::Instance>, Vec<lxd::Operation>), ProviderError> {
+        let (all, operations) = tokio::join!(
+            self.client
+                .list_instances_with_config(APP_KEY, owner.app_name()),
+            self.client.running_operations()
+        );
+        let all = all.map_err(|e| self.error("listing instances", e, None))?;
+        let operations = operations.unwrap_or_else(|error| {
+            tracing::debug!(message = "Could not list running operations.", %error);
+            Vec::new()
+        });
+        Ok((all, operations))
     }
 }
 
@@ -79,39 +274,29 @@ fn status(s: &str) -> InstanceStatus {
 #[async_trait]
 impl InstanceProvider for LxdProvider {
     async fn list_instances(&self, owner: &Owner) -> Result<Vec<Instance>, ProviderError> {
-        let mut waited = false;
-        let (all, operations) = loop {
-            let (all, operations) = tokio::join!(
-                self.client
-                    .list_instances_with_config(APP_KEY, owner.app_name()),
-                self.client.running_operations()
-            );
-            let all = all.map_err(|e| convert("listing instances", e))?;
-            let operations = operations.unwrap_or_else(|error| {
-                tracing::debug!(message = "Could not list running operations.", %error);
-                Vec::new()
-            });
-            // A creation of one of our names still running on the daemon, its instance not
-            // listed yet, was sent by a pass that died (a live pass holds the unit's lock): the
-            // instance would appear after this pass has counted. Wait for it (once, bounded)
-            // and look again, so it is judged like any instance left by a dead pass.
-            let creating = creations_in_flight(&operations, owner, &all);
-            if waited || creating.is_empty() {
-                break (all, operations);
-            }
-            waited = true;
+        let (mut all, mut operations) = self.instances_and_operations(owner).await?;
+        // A creation of one of our names still running on the daemon, its instance not listed
+        // yet, was sent by a pass that died (a live pass holds the unit's lock): the instance
+        // would appear after this pass has counted. Wait for it (at most IN_FLIGHT_WAIT) and
+        // look again, so it is judged like any instance left by a dead pass.
+        let creating = creations_in_flight(&operations, owner, &all);
+        if !creating.is_empty() {
             tracing::info!(
                 message = "Waiting for instance creations left in flight by an interrupted pass.",
                 instances = ?creating.iter().flat_map(|op| op.instance_names()).collect::<Vec<_>>()
             );
-            for op in creating {
-                if let Err(error) = self.client.wait_operation(op, IN_FLIGHT_WAIT).await {
+            let waits = creating
+                .iter()
+                .map(|op| self.client.wait_operation(op, IN_FLIGHT_WAIT));
+            for result in futures::future::join_all(waits).await {
+                if let Err(error) = result {
                     tracing::debug!(message = "Waiting for an operation failed.", %error);
                 }
             }
-        };
+            (all, operations) = self.instances_and_operations(owner).await?;
+        }
         // An instance still "Running" while a stop or delete runs on it (a pass killed in the
-        // middle of a removal) is going away. Without the operations list, statuses stand.
+        // middle of a removal) is going away.
         let going: std::collections::BTreeSet<String> = operations
             .iter()
             .filter(|op| {
@@ -141,14 +326,14 @@ impl InstanceProvider for LxdProvider {
         match self.client.get_storage_pool(RUNNER_POOL).await {
             Ok(_) => return Ok(()),
             Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(convert("reading storage pool runner", e)),
+            Err(e) => return Err(self.error("reading storage pool runner", e, None)),
         }
         std::fs::create_dir_all(path)
             .map_err(|e| ProviderError::failed(format!("creating {}", path.display()), e))?;
         match self.client.create_dir_pool(RUNNER_POOL, path).await {
             Ok(()) => Ok(()),
             Err(e) if e.is_conflict() => Ok(()),
-            Err(e) => Err(convert("creating storage pool runner", e)),
+            Err(e) => Err(self.error("creating storage pool runner", e, None)),
         }
     }
 
@@ -187,7 +372,7 @@ impl InstanceProvider for LxdProvider {
         self.client
             .ensure_profile(&profile)
             .await
-            .map_err(|e| convert(&format!("ensuring profile {name}"), e))?;
+            .map_err(|e| self.error(&format!("ensuring profile {name}"), e, None))?;
         Ok(name)
     }
 
@@ -210,7 +395,27 @@ impl InstanceProvider for LxdProvider {
         self.client
             .create_instance(&lxd_spec)
             .await
-            .map_err(|e| convert(&format!("creating instance {}", spec.name), e))
+            .map_err(|e| self.error(&format!("creating instance {}", spec.name), e, None))
+    }
+
+    async fn check_image(&self, image: &str) -> Result<(), ProviderError> {
+        self.client
+            .check_image(&lxd::ImageSource::Alias(image.to_owned()))
+            .await
+            .map_err(|e| {
+                self.error(
+                    "checking the image for new runners",
+                    e,
+                    Some((ResourceKind::ImageAlias, image)),
+                )
+            })
+    }
+
+    async fn check_profiles(&self, profiles: &[String]) -> Result<(), ProviderError> {
+        self.client
+            .check_profiles(profiles)
+            .await
+            .map_err(|e| self.error("checking the profiles for new runners", e, None))
     }
 
     async fn exec(&self, name: &str, request: &ExecRequest) -> Result<ExecOutput, ProviderError> {
@@ -394,6 +599,177 @@ mod tests {
             .collect();
         assert_eq!(found, ["Creating instance-app-0-unlisted"]);
         assert!(creations_in_flight(&ops, &owner, &[]).len() == 2);
+    }
+
+    const INCUS: Server<'static> = Server {
+        flavour: lxd::Flavour::Incus,
+        version: "6.0.4",
+        endpoint: "unix:/var/lib/incus/unix.socket",
+        project: "default",
+        remote: false,
+    };
+
+    fn missing(kind: lxd::ObjectKind, name: Option<&str>, message: &str) -> lxd::Error {
+        lxd::Error::Missing {
+            what: "creating instance app-0-abcdefgh".into(),
+            object: lxd::Object {
+                kind,
+                name: name.map(str::to_owned),
+            },
+            message: message.into(),
+        }
+    }
+
+    /// A permanent LXD error names what is missing, the server, and how to list what it has.
+    #[test]
+    fn permanent_errors_name_the_object_the_server_and_a_listing() {
+        let what = "creating instance app-0-abcdefgh";
+        let e = INCUS.error(
+            what,
+            missing(
+                lxd::ObjectKind::ImageAlias,
+                Some("nosuch"),
+                "Image not provided for instance creation",
+            ),
+            None,
+        );
+        assert!(e.is_permanent(), "{e:?}");
+        assert_eq!(
+            e.permanent().map(|p| &p.problem),
+            Some(&Problem::Missing {
+                kind: ResourceKind::ImageAlias,
+                name: Some("nosuch".into())
+            })
+        );
+        assert_eq!(
+            e.to_string(),
+            "creating instance app-0-abcdefgh: image alias \"nosuch\" not found on Incus 6.0.4 at \
+             unix:/var/lib/incus/unix.socket (the server said: Image not provided for instance \
+             creation); list the images there with `incus image list` and set lxd.image to one \
+             of their aliases, or give an image that alias"
+        );
+        let e = INCUS.error(
+            what,
+            missing(
+                lxd::ObjectKind::Profile,
+                Some("runner"),
+                "Requested profile \"runner\" doesn't exist",
+            ),
+            None,
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains("profile \"runner\" not found on Incus 6.0.4")
+                && text.contains("`incus profile list`"),
+            "{text}"
+        );
+        let e = INCUS.error(
+            what,
+            missing(lxd::ObjectKind::StoragePool, None, "Storage pool not found"),
+            None,
+        );
+        assert!(
+            e.to_string()
+                .contains("storage pool not found on Incus 6.0.4")
+                && e.to_string().contains("`incus storage list`"),
+            "{e}"
+        );
+
+        // LXD over HTTPS in a project: `lxc`, the remote and the project.
+        let lxd = Server {
+            flavour: lxd::Flavour::Lxd,
+            version: "5.0.2",
+            endpoint: "https://10.0.0.5:8443/",
+            project: "ci",
+            remote: true,
+        };
+        let e = lxd.error(
+            what,
+            missing(
+                lxd::ObjectKind::ImageAlias,
+                Some("images:debian/12"),
+                "Image alias not found",
+            ),
+            None,
+        );
+        let text = e.to_string();
+        for part in [
+            "on LXD 5.0.2 at https://10.0.0.5:8443/, project ci",
+            "`lxc image list <remote>: --project ci` (<remote>: your name for https://10.0.0.5:8443/)",
+            "`lxc image copy images:debian/12 local: --alias debian-12`",
+        ] {
+            assert!(text.contains(part), "{part:?} not in {text}");
+        }
+
+        // A 404 of the object asked for, and a 404 naming the project, are permanent too.
+        let not_found = |message: &str| lxd::Error::NotFound {
+            what: "image alias nosuch".into(),
+            message: message.into(),
+        };
+        let e = INCUS.error(
+            "checking the image for new runners",
+            not_found("Image alias not found"),
+            Some((ResourceKind::ImageAlias, "nosuch")),
+        );
+        assert!(
+            e.to_string().starts_with(
+                "checking the image for new runners: image alias \"nosuch\" not found on Incus"
+            ),
+            "{e}"
+        );
+        let e = INCUS.error(
+            "listing instances",
+            not_found("Failed loading project \"gone\": Project not found"),
+            None,
+        );
+        assert_eq!(
+            e.permanent().map(|p| &p.problem),
+            Some(&Problem::Missing {
+                kind: ResourceKind::Project,
+                name: Some("gone".into())
+            }),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("`incus project list`"), "{e}");
+        // Any other 404 stays what it was: an instance gone is not a configuration error.
+        let e = INCUS.error("exec in r-1", not_found("Instance not found"), None);
+        assert!(matches!(e, ProviderError::NotFound(_)), "{e:?}");
+
+        let forbidden = lxd::Error::Forbidden {
+            what: what.into(),
+            message: "Certificate is restricted".into(),
+        };
+        let e = INCUS.error(what, forbidden, None);
+        assert!(
+            e.permanent().map(|p| &p.problem) == Some(&Problem::Forbidden)
+                && e.to_string().contains("`incus config trust list`"),
+            "{e}"
+        );
+        let bad = lxd::Error::BadRequest {
+            what: what.into(),
+            message: "Invalid instance name".into(),
+        };
+        assert!(INCUS.error(what, bad, None).is_permanent());
+
+        // Transient or unknown failures are not permanent: the create may be tried again.
+        for transient in [
+            lxd::Error::Timeout {
+                what: what.into(),
+                after: Duration::from_secs(1),
+            },
+            lxd::Error::OperationFailed {
+                what: what.into(),
+                message: "Failed to run: forkstart".into(),
+            },
+            lxd::Error::Api {
+                what: what.into(),
+                code: 500,
+                message: "boom".into(),
+            },
+        ] {
+            let e = INCUS.error(what, transient, None);
+            assert!(!e.is_permanent(), "{e:?}");
+        }
     }
 
     /// The errors after which nothing ran map to `NotReady` (the install repeats the exec);
