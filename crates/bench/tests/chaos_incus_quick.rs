@@ -14,13 +14,15 @@ use std::path::PathBuf;
 
 use bench::incus_chaos::{render, run, Options};
 
-#[path = "../../../test-support/incus_ignored.rs"]
-mod incus_ignored;
+use test_support::incus_ignored;
 
 /// A plain `cargo test` (no daemon) must report the Incus test as ignored, not as passed.
 #[test]
 fn incus_tests_are_ignored_by_default() {
-    incus_ignored::assert_only_these_run_by_default(&["incus_tests_are_ignored_by_default"]);
+    incus_ignored::assert_only_these_run_by_default(
+        &std::env::current_exe().expect("the test binary"),
+        &["incus_tests_are_ignored_by_default"],
+    );
 }
 
 /// `RUNNER_MANAGER_BIN`, else `runner-manager` in this test's profile directory

@@ -21,8 +21,8 @@ use time::OffsetDateTime;
 use crate::app::Backend;
 use crate::config::{Config, GithubCredentials, LxdEndpoint};
 use crate::ops::{
-    FlushMode, FlushOutput, Operations, ReconcileOutput, RunnerBinCheckOutput, RunnerBinOutput,
-    RunnerBinUpdateOutput, RunnerStatus, StatusOutput,
+    FlushMode, FlushOutput, Operations, PassOutput, ReconcileOutput, RunnerBinCheckOutput,
+    RunnerBinOutput, RunnerBinUpdateOutput, RunnerStatus, StatusOutput,
 };
 
 /// The production backend.
@@ -205,6 +205,10 @@ fn bin_output(download: &RunnerDownload) -> RunnerBinOutput {
 #[async_trait]
 impl Operations for ManagerOps {
     async fn reconcile(&self, quantity: u32) -> anyhow::Result<ReconcileOutput> {
+        Ok(self.reconcile_pass(quantity).await?.output)
+    }
+
+    async fn reconcile_pass(&self, quantity: u32) -> anyhow::Result<PassOutput> {
         let report = self
             .manager
             .reconcile(quantity as usize, &self.resources)
@@ -212,15 +216,18 @@ impl Operations for ManagerOps {
             .context("reconciling")?;
         for failure in &report.failed {
             let runner = failure.runner.as_ref().map_or("-", |r| r.as_str());
-            tracing::warn!(message = "Reconcile step failed.", runner, action = failure.action, error = %failure.error);
+            tracing::warn!(message = "Reconcile step failed.", runner, action = failure.action.as_str(), error = %failure.error);
         }
-        Ok(ReconcileOutput {
-            quantity,
-            delta: report.delta,
-            created: count(report.created.len()),
-            removed: count(report.removed.len()),
-            skipped_busy: count(report.skipped_busy.len()),
-            failed: count(report.failed.len()),
+        Ok(PassOutput {
+            output: ReconcileOutput {
+                quantity,
+                delta: report.delta,
+                created: count(report.created.len()),
+                removed: count(report.removed.len()),
+                skipped_busy: count(report.skipped_busy.len()),
+                failed: count(report.failed.len()),
+            },
+            requeue_after: report.requeue_after,
         })
     }
 

@@ -7,6 +7,13 @@
 //!   at once, and `flush` waits for the running pass (the same work lock).
 //! - A failed or timed-out pass is logged and retried after a capped exponential backoff; while
 //!   backing off, requests wait for the retry instead of hammering a failing GitHub or LXD.
+//! - A pass that leaves work for later returns a requeue hint (kube-rs's `Action::requeue`):
+//!   JIT pacing held creations back, or a step failed. The next pass then comes after the hint
+//!   instead of the daemon's own delay (the interval, or the backoff), never sooner than
+//!   [`REQUEUE_FLOOR`] nor later than the interval; requests still coalesce into it.
+//! - A partial pass (a step failed) counts as a failed pass, everywhere: `/health`'s
+//!   `consecutive_failures` and `last_error`, and the consecutive-failures gauge, agree; only a
+//!   pass without a failed step is a success (`last_success_unix`, counts back to 0).
 //! - Shutdown stops new work; the in-flight pass may finish within `shutdown_grace`.
 
 use std::future::Future;
@@ -24,7 +31,10 @@ use tokio::sync::{oneshot, Notify};
 use tokio::time::{sleep_until, timeout, Instant};
 use tracing::{error, info, warn, Instrument};
 
-use crate::ops::{FlushMode, FlushOutput, Operations, ReconcileOutput};
+use crate::ops::{FlushMode, FlushOutput, Operations, PassOutput, ReconcileOutput};
+
+/// The soonest a requeue hint brings the next pass.
+pub const REQUEUE_FLOOR: Duration = Duration::from_secs(1);
 
 /// Timing of the loop.
 #[derive(Debug, Clone)]
@@ -69,6 +79,11 @@ impl DaemonSettings {
             .min(self.backoff_max)
     }
 
+    /// When a hinted pass comes: after `hint`, within [`REQUEUE_FLOOR`] and the interval.
+    fn requeue(&self, hint: Duration) -> Duration {
+        hint.max(REQUEUE_FLOOR).min(self.interval)
+    }
+
     fn jittered_interval(&self) -> Duration {
         if self.jitter <= 0.0 {
             return self.interval;
@@ -86,15 +101,18 @@ pub enum TriggerSource {
     Startup,
     Timer,
     Retry,
+    /// The previous pass asked to come back sooner (its requeue hint).
+    Requeue,
     Webhook,
     Api,
 }
 
 impl TriggerSource {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Startup,
         Self::Timer,
         Self::Retry,
+        Self::Requeue,
         Self::Webhook,
         Self::Api,
     ];
@@ -104,6 +122,7 @@ impl TriggerSource {
             Self::Startup => "startup",
             Self::Timer => "timer",
             Self::Retry => "retry",
+            Self::Requeue => "requeue",
             Self::Webhook => "webhook",
             Self::Api => "api",
         }
@@ -151,7 +170,7 @@ pub enum DaemonExit {
 }
 
 enum Outcome {
-    Done(anyhow::Result<ReconcileOutput>),
+    Done(anyhow::Result<PassOutput>),
     TimedOut,
     Abandoned,
 }
@@ -389,7 +408,7 @@ impl Daemon {
             let pass = async {
                 match timeout(
                     settings.pass_timeout,
-                    shared.ops.reconcile(settings.quantity),
+                    shared.ops.reconcile_pass(settings.quantity),
                 )
                 .await
                 {
@@ -412,27 +431,32 @@ impl Daemon {
                 }
             };
             drop(work);
+            let mut hint = None;
             let result: PassResult = match outcome {
-                Outcome::Done(Ok(output)) => Ok(output),
+                Outcome::Done(Ok(pass)) => {
+                    hint = pass.requeue_after;
+                    Ok(pass.output)
+                }
                 Outcome::Done(Err(err)) => Err(PassError::Failed(format!("{err:#}"))),
                 Outcome::TimedOut => Err(PassError::TimedOut(settings.pass_timeout)),
                 Outcome::Abandoned => Err(PassError::ShuttingDown),
             };
-            self.record(&result, &span);
-            match &result {
-                Ok(output) if output.failed == 0 => {
-                    failures = 0;
-                    next_due = Instant::now() + settings.jittered_interval();
-                    next_source = TriggerSource::Timer;
+            failures = self.record(&result, &span);
+            let (delay, source) = match (&result, hint) {
+                (Ok(output), None) if output.failed == 0 => {
+                    (settings.jittered_interval(), TriggerSource::Timer)
                 }
-                // A partial pass (some creations or removals failed) is retried with backoff
-                // rather than after a whole interval: a missing runner is a missing runner.
-                Ok(_) | Err(_) => {
-                    failures = failures.saturating_add(1);
-                    next_due = Instant::now() + settings.backoff(failures);
-                    next_source = TriggerSource::Retry;
+                (Ok(output), Some(hint)) if output.failed == 0 => {
+                    (settings.requeue(hint), TriggerSource::Requeue)
                 }
-            }
+                // A partial pass (some creations or removals failed) is retried sooner than
+                // after a whole interval, a missing runner being a missing runner: after the
+                // manager's hint, or with the daemon's own backoff without one.
+                (Ok(_), Some(hint)) => (settings.requeue(hint), TriggerSource::Retry),
+                (Ok(_) | Err(_), _) => (settings.backoff(failures), TriggerSource::Retry),
+            };
+            next_due = Instant::now() + delay;
+            next_source = source;
             shared.metrics.consecutive_failures.set(i64::from(failures));
             for waiter in waiters {
                 // A requester that gave up is fine.
@@ -444,7 +468,10 @@ impl Daemon {
         }
     }
 
-    fn record(&self, result: &PassResult, span: &tracing::Span) {
+    /// Records a pass in the state `/health` shows; returns the consecutive failures, which
+    /// the loop's backoff and the gauge use too. A partial pass is a failure (see the module
+    /// docs).
+    fn record(&self, result: &PassResult, span: &tracing::Span) -> u32 {
         let _entered = span.enter();
         let mut state = lock(&self.shared.state);
         state.passes += 1;
@@ -459,12 +486,20 @@ impl Daemon {
                     removed = output.removed,
                     failed = output.failed
                 );
-                state.consecutive_failures = 0;
-                state.last_error = None;
-                state.last_success_unix = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .ok()
-                    .map(|d| d.as_secs());
+                if output.failed == 0 {
+                    state.consecutive_failures = 0;
+                    state.last_error = None;
+                    state.last_success_unix = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .ok()
+                        .map(|d| d.as_secs());
+                } else {
+                    state.consecutive_failures = state.consecutive_failures.saturating_add(1);
+                    state.last_error = Some(format!(
+                        "{} step(s) of the pass failed (the runner-manager log names them)",
+                        output.failed
+                    ));
+                }
             }
             Err(err) => {
                 error!(message = "Reconcile failed; retrying with backoff.", error = %err);
@@ -472,6 +507,7 @@ impl Daemon {
                 state.last_error = Some(err.to_string());
             }
         }
+        state.consecutive_failures
     }
 
     fn close(&self, exit: DaemonExit) -> DaemonExit {

@@ -5,6 +5,8 @@
 //! are tested with a fake, and `backend.rs` plugs the real manager in. The output types are the
 //! `--json` documents of the command line and the bodies of the HTTP API.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +16,14 @@ use serde::{Deserialize, Serialize};
 pub trait Operations: Send + Sync + 'static {
     /// One reconcile pass towards `quantity` runners.
     async fn reconcile(&self, quantity: u32) -> anyhow::Result<ReconcileOutput>;
+    /// One reconcile pass, with the manager's hint of when the next one should run: what the
+    /// daemon calls. The default gives no hint (the daemon keeps its own schedule).
+    async fn reconcile_pass(&self, quantity: u32) -> anyhow::Result<PassOutput> {
+        Ok(PassOutput {
+            output: self.reconcile(quantity).await?,
+            requeue_after: None,
+        })
+    }
     /// Removes owned runners: idle ones with [`FlushMode::IdleOnly`], busy ones too with
     /// [`FlushMode::IncludingBusy`].
     async fn flush(&self, mode: FlushMode) -> anyhow::Result<FlushOutput>;
@@ -46,6 +56,16 @@ pub struct ReconcileOutput {
     pub skipped_busy: u32,
     /// Creations or removals that failed (the next pass retries).
     pub failed: u32,
+}
+
+/// A reconcile pass as the daemon sees it: the document it hands to requesters, and when to
+/// come back (not part of any JSON document).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassOutput {
+    pub output: ReconcileOutput,
+    /// The pass left work for later (JIT pacing held creations back, a step failed): run the
+    /// next pass after this long instead of the daemon's own delay. `None`: no hint.
+    pub requeue_after: Option<Duration>,
 }
 
 /// `flush --json` and `POST /flush`.

@@ -239,7 +239,11 @@ async fn shutdown_lets_the_in_flight_pass_finish() {
     assert_eq!(waiter.await.unwrap(), Err(PassError::ShuttingDown));
     // New work is refused.
     assert!(!running.handle.trigger(TriggerSource::Webhook, "after"));
-    assert!(running.handle.flush(FlushMode::IncludingBusy).await.is_err());
+    assert!(running
+        .handle
+        .flush(FlushMode::IncludingBusy)
+        .await
+        .is_err());
     assert!(running.handle.state().shutting_down);
 }
 
@@ -371,4 +375,145 @@ async fn shutdown_does_not_wait_for_a_flush_to_release_the_lock() {
     assert_eq!(t1.elapsed().as_secs(), 0);
     assert_eq!(fake.passes(), 1, "the triggered pass never started");
     flushing.abort();
+}
+
+/// The fake's passes, each with the next scripted requeue hint (none once the script is out).
+struct Hinted {
+    fake: Arc<FakeOps>,
+    hints: std::sync::Mutex<std::collections::VecDeque<Option<Duration>>>,
+}
+
+impl Hinted {
+    fn new(fake: Arc<FakeOps>, hints: impl IntoIterator<Item = Option<Duration>>) -> Arc<Self> {
+        Arc::new(Self {
+            fake,
+            hints: std::sync::Mutex::new(hints.into_iter().collect()),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl runner_manager::ops::Operations for Hinted {
+    async fn reconcile(
+        &self,
+        quantity: u32,
+    ) -> anyhow::Result<runner_manager::ops::ReconcileOutput> {
+        self.fake.reconcile(quantity).await
+    }
+    async fn reconcile_pass(
+        &self,
+        quantity: u32,
+    ) -> anyhow::Result<runner_manager::ops::PassOutput> {
+        let output = self.fake.reconcile(quantity).await?;
+        let requeue_after = self.hints.lock().unwrap().pop_front().flatten();
+        Ok(runner_manager::ops::PassOutput {
+            output,
+            requeue_after,
+        })
+    }
+    async fn flush(&self, mode: FlushMode) -> anyhow::Result<runner_manager::ops::FlushOutput> {
+        self.fake.flush(mode).await
+    }
+    async fn status(&self) -> anyhow::Result<runner_manager::ops::StatusOutput> {
+        self.fake.status().await
+    }
+    async fn runner_bin_latest(
+        &self,
+        os: &str,
+        arch: &str,
+    ) -> anyhow::Result<runner_manager::ops::RunnerBinOutput> {
+        self.fake.runner_bin_latest(os, arch).await
+    }
+    async fn runner_bin_update(
+        &self,
+    ) -> anyhow::Result<runner_manager::ops::RunnerBinUpdateOutput> {
+        self.fake.runner_bin_update().await
+    }
+    async fn runner_bin_check(&self) -> anyhow::Result<runner_manager::ops::RunnerBinCheckOutput> {
+        self.fake.runner_bin_check().await
+    }
+}
+
+fn start_ops(ops: Arc<dyn runner_manager::ops::Operations>, settings: DaemonSettings) -> Running {
+    let daemon = Daemon::new(ops, settings, DaemonMetrics::default());
+    let handle = daemon.handle();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(daemon.run(async move {
+        let _ = stopped.await;
+    }));
+    Running { handle, stop, task }
+}
+
+/// A pass that leaves work for later (JIT pacing, a failed step) is followed by the next one
+/// after its hint, well before the interval; never sooner than the 1 s floor nor later than
+/// the interval; a request during the wait still coalesces into one prompt pass.
+#[tokio::test(start_paused = true)]
+async fn a_requeue_hint_brings_the_next_pass_before_the_interval() {
+    let t0 = Instant::now();
+    let fake = FakeOps::with_pass_duration(Duration::from_secs(2));
+    let hints = [
+        Some(Duration::from_secs(20)),
+        Some(Duration::ZERO),
+        Some(Duration::from_secs(40)),
+        Some(Duration::from_secs(10_000)),
+    ];
+    let running = start_ops(Hinted::new(fake.clone(), hints), settings());
+    // 0-2, hint 20 s → 22-24, hint 0 → the floor, 25-27, hint 40 s → due at 67.
+    sleep(Duration::from_secs(30)).await;
+    assert_eq!(start_times(&fake, t0), [0, 22, 25]);
+    // A webhook during that wait is served at once, in one pass.
+    for n in 0..3 {
+        assert!(running
+            .handle
+            .trigger(TriggerSource::Webhook, format!("job {n}")));
+    }
+    // 30-32, hint 10 000 s → capped at the interval: 332; then no hint, the interval: 634.
+    sleep(Duration::from_secs(700)).await;
+    assert_eq!(start_times(&fake, t0), [0, 22, 25, 30, 332, 634]);
+    assert_eq!(running.handle.state().consecutive_failures, 0);
+    running.stop.send(()).unwrap();
+    running.task.await.unwrap();
+}
+
+/// A partial pass counts as a failure for `/health` and for the gauge alike, and a clean pass
+/// resets both.
+#[tokio::test(start_paused = true)]
+async fn a_partial_pass_is_a_failure_for_health_and_the_gauge_alike() {
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = DaemonMetrics::register(&mut registry);
+    let gauge = |registry: &prometheus_client::registry::Registry| {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("runner_manager_reconcile_consecutive_failures "))
+            .map(|v| v.parse::<u32>().unwrap())
+            .unwrap()
+    };
+    let ops = FakeOps::new();
+    ops.partial_passes.store(2, Ordering::SeqCst);
+    let daemon = Daemon::new(ops.clone(), settings(), metrics);
+    let handle = daemon.handle();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(daemon.run(async move {
+        let _ = stopped.await;
+    }));
+    sleep(Duration::from_secs(1)).await; // the first partial pass, at 0
+    let state = handle.state();
+    assert_eq!((state.consecutive_failures, gauge(&registry)), (1, 1));
+    assert!(state.last_success_unix.is_none(), "{state:?}");
+    assert!(
+        state.last_error.as_deref().unwrap().contains("1 step(s)"),
+        "{state:?}"
+    );
+    sleep(Duration::from_secs(5)).await; // the second, at 5
+    assert_eq!(
+        (handle.state().consecutive_failures, gauge(&registry)),
+        (2, 2)
+    );
+    sleep(Duration::from_secs(10)).await; // a clean one, at 15
+    let state = handle.state();
+    assert_eq!((state.consecutive_failures, gauge(&registry)), (0, 0));
+    assert!(state.last_success_unix.is_some() && state.last_error.is_none());
+    stop.send(()).unwrap();
+    task.await.unwrap();
 }

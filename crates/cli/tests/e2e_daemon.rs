@@ -12,14 +12,15 @@
 //! fails.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use github_sim::{RunnerView, Sim, SimConfig, SimHandle};
-use rand::Rng;
+use github_sim::{RunnerView, SimHandle};
 use serde_json::{json, Value};
+use test_support::config::BinaryConfig;
+use test_support::incus::{delete_prefixed, random_app};
+use test_support::{incus_ignored, sim};
 
 const BIN: &str = env!("CARGO_BIN_EXE_runner-manager");
 const REPO: &str = "e2e/app";
@@ -31,38 +32,8 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(240);
 /// Upper bound of waiting for runners, passes and processes.
 const WAIT: Duration = Duration::from_secs(180);
 
-#[path = "../../../test-support/incus_ignored.rs"]
-mod incus_ignored;
-
-const BUSYBOX: &str = "busybox";
-const DEBIAN: &str = "debian/bookworm";
-
-/// Generates `busybox::$name` and `debian::$name`, two `#[ignore]`d tests (they need Incus) that
-/// run `async fn $name(image: &str)` on each image.
-macro_rules! on_both_images {
-    ($($name:ident),+ $(,)?) => {
-        mod busybox {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                #[ignore = "needs Incus: run by scripts/test.sh"]
-                async fn $name() {
-                    super::$name(super::BUSYBOX).await;
-                }
-            )+
-        }
-        mod debian {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                #[ignore = "needs Incus: run by scripts/test.sh"]
-                async fn $name() {
-                    super::$name(super::DEBIAN).await;
-                }
-            )+
-        }
-    };
-}
-
-on_both_images!(
+test_support::on_both_images!(
+    worker_threads = 2;
     commands_reconcile_status_and_flush_real_runners,
     daemon_webhook_metrics_and_auth,
     sigterm_during_reconcile_leaves_no_half_created_runner,
@@ -72,27 +43,13 @@ on_both_images!(
 /// A plain `cargo test` (no daemon) must report the Incus tests as ignored, not as passed.
 #[test]
 fn incus_tests_are_ignored_by_default() {
-    incus_ignored::assert_only_these_run_by_default(&[
-        "incus_tests_are_ignored_by_default",
-        "the_openmetrics_parser_rejects_broken_expositions",
-    ]);
-}
-
-/// The host's address on the Incus bridge: containers reach the simulator there.
-fn bridge_ip() -> IpAddr {
-    std::env::var("RUNNER_MANAGER_TEST_BRIDGE_IP")
-        .unwrap_or_else(|_| "10.123.45.1".into())
-        .parse()
-        .expect("RUNNER_MANAGER_TEST_BRIDGE_IP is an IP address")
-}
-
-fn random_app() -> String {
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz";
-    let mut rng = rand::rng();
-    let s: String = (0..5)
-        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
-        .collect();
-    format!("e2ec{s}")
+    incus_ignored::assert_only_these_run_by_default(
+        &std::env::current_exe().expect("the test binary"),
+        &[
+            "incus_tests_are_ignored_by_default",
+            "the_openmetrics_parser_rejects_broken_expositions",
+        ],
+    );
 }
 
 fn free_port() -> u16 {
@@ -167,22 +124,12 @@ struct Env {
 
 impl Env {
     async fn new(image: &str) -> Self {
-        let app = random_app();
+        let app = random_app("e2ec", 5);
         let clock = Clock {
             app: app.clone(),
             start: Instant::now(),
         };
-        let agent = github_sim::tarball::locate_or_build_agent().expect("fake runner agent");
-        let tarball =
-            github_sim::tarball::build_runner_tarball(&agent, RUNNER_VERSION).expect("tarball");
-        let sim = Sim::start(
-            SimConfig::default()
-                .with_listen(SocketAddr::new(bridge_ip(), 0))
-                .with_repo(REPO)
-                .with_runner_tarball(tarball, RUNNER_VERSION),
-        )
-        .await
-        .expect("the simulator starts on the bridge");
+        let sim = sim::start(sim::on_bridge(REPO, RUNNER_VERSION)).await;
         // Generous: Incus's API can stall for a minute while other instances stop on a shared host.
         let lxd = lxd::Client::connect(
             lxd::Endpoint::discover().expect("an incus socket"),
@@ -218,34 +165,16 @@ impl Env {
 
     fn write_config(&self, quantity: u32, server: Option<&ServerSection>) {
         let path = |name: &str| self.dir.path().join(name).display().to_string();
-        let mut text = format!(
-            r#"app_name = "{app}"
-unit = 0
-state_dir = "{state}"
-
-[github]
-path = "{REPO}"
-token_file = "{token}"
-api_url = "{api}"
-web_url = "{web}"
-
-[lxd]
-image = "{image}"
-instance_type = "container"
-
-[runners]
-quantity = {quantity}
-cpu = 1
-memory = "256MiB"
-disk = "1GiB"
-"#,
-            app = self.app,
-            image = self.image,
-            state = path("state"),
-            token = path("github-token"),
-            api = self.sim.api_url(),
-            web = self.sim.web_url(),
-        );
+        let mut text = BinaryConfig {
+            app: &self.app,
+            repo: REPO,
+            image: &self.image,
+            state_dir: &self.dir.path().join("state"),
+            token_file: &self.dir.path().join("github-token"),
+            sim: &self.sim,
+            quantity,
+        }
+        .render();
         if let Some(server) = server {
             text.push_str(&format!(
                 r#"
@@ -298,6 +227,22 @@ reconcile_interval_seconds = {interval}
             started.elapsed().as_secs_f64()
         ));
         output
+    }
+
+    /// Writes the config for `quantity` runners with a `[server]` on a free port and a timer of
+    /// an hour (so only the startup pass, webhooks and POSTs make passes), starts the daemon, and
+    /// returns its base URL.
+    fn start_daemon_on_hourly_timer(&mut self, quantity: u32) -> String {
+        let port = free_port();
+        self.write_config(
+            quantity,
+            Some(&ServerSection {
+                port,
+                interval_seconds: 3600,
+            }),
+        );
+        self.start_daemon();
+        format!("http://127.0.0.1:{port}")
     }
 
     /// Starts `runner-manager run`, logging to `daemon.log`.
@@ -493,25 +438,7 @@ impl Drop for Env {
         if std::thread::panicking() || verbose {
             eprintln!("[{}] daemon log:\n{}", self.app, self.daemon_log());
         }
-        let (lxd, prefix) = (self.lxd.clone(), self.prefix());
-        // Its own runtime on its own thread: this may run inside (or outside) the test's runtime.
-        let cleanup = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async {
-                for instance in lxd.list_instances().await.unwrap_or_default() {
-                    if instance.name.starts_with(&prefix) {
-                        eprintln!("cleanup: deleting {}", instance.name);
-                        let _ = lxd.force_delete_instance(&instance.name).await;
-                    }
-                }
-            });
-        });
-        let _ = cleanup.join();
+        delete_prefixed(&self.lxd, &self.prefix());
     }
 }
 
@@ -836,16 +763,7 @@ async fn commands_reconcile_status_and_flush_real_runners(image: &str) {
 /// that match the fleet, flush over HTTP and a clean stop.
 async fn daemon_webhook_metrics_and_auth(image: &str) {
     let mut env = Env::new(image).await;
-    let port = free_port();
-    env.write_config(
-        1,
-        Some(&ServerSection {
-            port,
-            interval_seconds: 3600,
-        }),
-    );
-    env.start_daemon();
-    let base = format!("http://127.0.0.1:{port}");
+    let base = env.start_daemon_on_hourly_timer(1);
     let client = http();
 
     // The startup pass updates the binary and creates the runner.
@@ -1073,16 +991,7 @@ async fn daemon_webhook_metrics_and_auth(image: &str) {
 async fn sigterm_during_reconcile_leaves_no_half_created_runner(image: &str) {
     const QUANTITY: usize = 3;
     let mut env = Env::new(image).await;
-    let port = free_port();
-    env.write_config(
-        u32::try_from(QUANTITY).expect("small"),
-        Some(&ServerSection {
-            port,
-            interval_seconds: 3600,
-        }),
-    );
-    env.start_daemon();
-    let base = format!("http://127.0.0.1:{port}");
+    let base = env.start_daemon_on_hourly_timer(u32::try_from(QUANTITY).expect("small"));
     let client = http();
 
     // Wait until the startup pass is creating instances.
@@ -1156,16 +1065,7 @@ async fn sigterm_during_reconcile_leaves_no_half_created_runner(image: &str) {
 /// all without the timer (the interval is an hour).
 async fn daemon_replaces_a_finished_runner_on_the_completed_webhook(image: &str) {
     let mut env = Env::new(image).await;
-    let port = free_port();
-    env.write_config(
-        1,
-        Some(&ServerSection {
-            port,
-            interval_seconds: 3600,
-        }),
-    );
-    env.start_daemon();
-    let base = format!("http://127.0.0.1:{port}");
+    let base = env.start_daemon_on_hourly_timer(1);
     let client = http();
     let passes = daemon_fleet(&client, &base, 1, &env).await;
     let first = env.registrations().remove(0);

@@ -35,14 +35,7 @@ async fn status_faults_for_the_next_k_calls() {
         assert_eq!(response.headers()["retry-after"], "7");
         assert_eq!(json(response).await["message"], "Service Unavailable");
     }
-    assert_eq!(
-        api(&sim, Method::GET, &repo().runners_path())
-            .send()
-            .await
-            .expect("send")
-            .status(),
-        200
-    );
+    assert_eq!(get_status(&sim, &repo().runners_path()).await, 200);
     // Other endpoints were never affected; a template without method matches any method.
     sim.inject_fault(
         FaultSpec::status(
@@ -86,14 +79,7 @@ async fn latency_drop_and_rate_faults() {
         ..FaultSpec::default()
     });
     let started = Instant::now();
-    assert_eq!(
-        api(&sim, Method::GET, &repo().runners_path())
-            .send()
-            .await
-            .expect("send")
-            .status(),
-        200
-    );
+    assert_eq!(get_status(&sim, &repo().runners_path()).await, 200);
     assert!(started.elapsed() >= Duration::from_millis(400));
 
     sim.inject_fault(FaultSpec {
@@ -107,14 +93,7 @@ async fn latency_drop_and_rate_faults() {
         .await
         .expect_err("connection dropped");
     assert!(!error.is_status(), "{error}");
-    assert_eq!(
-        api(&sim, Method::GET, &repo().runners_path())
-            .send()
-            .await
-            .expect("send")
-            .status(),
-        200
-    );
+    assert_eq!(get_status(&sim, &repo().runners_path()).await, 200);
 
     // rate 0 never fires, rate 1 always does, until cleared.
     sim.inject_fault(FaultSpec {
@@ -123,14 +102,7 @@ async fn latency_drop_and_rate_faults() {
         rate: Some(0.0),
         ..FaultSpec::default()
     });
-    assert_eq!(
-        api(&sim, Method::GET, &repo().runners_path())
-            .send()
-            .await
-            .expect("send")
-            .status(),
-        200
-    );
+    assert_eq!(get_status(&sim, &repo().runners_path()).await, 200);
     sim.inject_fault(FaultSpec {
         endpoint: "*".into(),
         status: Some(502),
@@ -138,14 +110,7 @@ async fn latency_drop_and_rate_faults() {
         ..FaultSpec::default()
     });
     for _ in 0..3 {
-        assert_eq!(
-            api(&sim, Method::GET, &repo().runners_path())
-                .send()
-                .await
-                .expect("send")
-                .status(),
-            502
-        );
+        assert_eq!(get_status(&sim, &repo().runners_path()).await, 502);
     }
     let response = client()
         .delete(format!("{}/_sim/faults", sim.base_url()))
@@ -157,14 +122,7 @@ async fn latency_drop_and_rate_faults() {
         204,
         "the admin API itself is never faulted"
     );
-    assert_eq!(
-        api(&sim, Method::GET, &repo().runners_path())
-            .send()
-            .await
-            .expect("send")
-            .status(),
-        200
-    );
+    assert_eq!(get_status(&sim, &repo().runners_path()).await, 200);
 }
 
 #[tokio::test]

@@ -95,17 +95,7 @@ async fn published_checksum_can_be_overridden() {
         ),
     ] {
         let sim = start(config).await;
-        let list = json(
-            api(
-                &sim,
-                Method::GET,
-                &format!("{}/downloads", org().runners_path()),
-            )
-            .send()
-            .await
-            .expect("send"),
-        )
-        .await;
+        let list = get_json(&sim, &format!("{}/downloads", org().runners_path())).await;
         let linux = list
             .as_array()
             .expect("array")

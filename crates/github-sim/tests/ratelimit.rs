@@ -53,14 +53,7 @@ async fn primary_budget_is_enforced_and_reported() {
     assert_eq!(json(response).await["resources"]["core"]["remaining"], 0);
     // The admin API can refill the budget.
     sim.set_rate_limit(Some(10), Some(0), None);
-    assert_eq!(
-        api(&sim, Method::GET, &path)
-            .send()
-            .await
-            .expect("send")
-            .status(),
-        200
-    );
+    assert_eq!(get_status(&sim, &path).await, 200);
 }
 
 #[tokio::test]
@@ -98,14 +91,7 @@ async fn secondary_limit_on_content_creation() {
     .await
     .expect("send");
     assert_eq!(jit.status(), 403);
-    assert_eq!(
-        api(&sim, Method::GET, &org().runners_path())
-            .send()
-            .await
-            .expect("send")
-            .status(),
-        200
-    );
+    assert_eq!(get_status(&sim, &org().runners_path()).await, 200);
     // The limit is per minute: a higher limit lets the next request through.
     sim.set_rate_limit(None, None, Some(80));
     assert_eq!(

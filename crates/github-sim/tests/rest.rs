@@ -54,13 +54,7 @@ async fn every_scope_issues_tokens_and_lists_runners_at_both_prefixes() {
             .expect("send");
         assert_eq!(root.status(), 200);
         let root = json(root).await;
-        let v3 = json(
-            api(&sim, Method::GET, &scope.runners_path())
-                .send()
-                .await
-                .expect("send"),
-        )
-        .await;
+        let v3 = get_json(&sim, &scope.runners_path()).await;
         assert_eq!(root["total_count"], 1);
         assert_eq!(root["runners"][0]["name"], v3["runners"][0]["name"]);
         let runner = &v3["runners"][0];
@@ -145,14 +139,7 @@ async fn token_rotation_through_the_admin_api() {
         .await
         .expect("send");
     assert_eq!(stale.status(), 401);
-    assert_eq!(
-        api(&sim, Method::GET, &repo().runners_path())
-            .send()
-            .await
-            .expect("send")
-            .status(),
-        200
-    );
+    assert_eq!(get_status(&sim, &repo().runners_path()).await, 200);
 }
 
 #[tokio::test]
@@ -227,14 +214,7 @@ async fn get_and_delete_runner() {
     let response = api(&sim, Method::DELETE, &path).send().await.expect("send");
     assert_eq!(response.status(), 204);
     assert_eq!(response.bytes().await.expect("body").len(), 0);
-    assert_eq!(
-        api(&sim, Method::GET, &path)
-            .send()
-            .await
-            .expect("send")
-            .status(),
-        404
-    );
+    assert_eq!(get_status(&sim, &path).await, 404);
     assert!(sim.runners().is_empty());
 }
 
@@ -355,17 +335,7 @@ async fn generate_jitconfig_errors_and_config_contents() {
     assert!(file(".credentials_rsaparams")["modulus"].is_string());
 
     // The record exists at once; the same name again is a conflict.
-    let listed = json(
-        api(
-            &sim,
-            Method::GET,
-            &format!("{}?name=jit-1", org().runners_path()),
-        )
-        .send()
-        .await
-        .expect("send"),
-    )
-    .await;
+    let listed = get_json(&sim, &format!("{}?name=jit-1", org().runners_path())).await;
     assert_eq!(listed["total_count"], 1);
     let again = post(json!({"name": "jit-1", "runner_group_id": 1, "labels": ["x"]}))
         .await
@@ -380,13 +350,7 @@ async fn generate_jitconfig_errors_and_config_contents() {
     // The JIT credential works on the runner protocol.
     let response = poll(&sim, id, &credential, 0).await;
     assert_eq!(response.status(), 204);
-    let listed = json(
-        api(&sim, Method::GET, &format!("{}/{id}", org().runners_path()))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let listed = get_json(&sim, &format!("{}/{id}", org().runners_path())).await;
     assert_eq!(listed["status"], "online");
     assert_eq!(listed["version"], "2.329.0");
 }
@@ -404,7 +368,7 @@ async fn labels_endpoints() {
             .map(|l| l["name"].as_str().expect("name").to_owned())
             .collect()
     };
-    let listed = json(api(&sim, Method::GET, &path).send().await.expect("send")).await;
+    let listed = get_json(&sim, &path).await;
     assert_eq!(listed["total_count"], 4);
     let added = api(&sim, Method::POST, &path)
         .json(&json!({"labels": ["two", "ONE"]}))
@@ -473,13 +437,7 @@ async fn runner_groups_of_org_and_enterprise() {
         ],
     });
     let sim = start(config).await;
-    let body = json(
-        api(&sim, Method::GET, "/orgs/octo-org/actions/runner-groups")
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let body = get_json(&sim, "/orgs/octo-org/actions/runner-groups").await;
     assert_eq!(body["total_count"], 2);
     assert_eq!(body["runner_groups"][0]["name"], "Default");
     assert_eq!(body["runner_groups"][0]["id"], 1);
@@ -487,13 +445,7 @@ async fn runner_groups_of_org_and_enterprise() {
     assert_eq!(body["runner_groups"][0]["visibility"], "all");
     assert_eq!(body["runner_groups"][1]["visibility"], "selected");
     assert_eq!(body["runner_groups"][1]["id"], 2);
-    let body = json(
-        api(&sim, Method::GET, "/enterprises/acme/actions/runner-groups")
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let body = get_json(&sim, "/enterprises/acme/actions/runner-groups").await;
     assert_eq!(body["total_count"], 1);
     assert_eq!(
         body["runner_groups"][0]["name"], "Default",
@@ -501,11 +453,7 @@ async fn runner_groups_of_org_and_enterprise() {
     );
     assert_eq!(body["runner_groups"][0]["id"], 1);
     assert_eq!(
-        api(&sim, Method::GET, "/orgs/nobody/actions/runner-groups")
-            .send()
-            .await
-            .expect("send")
-            .status(),
+        get_status(&sim, "/orgs/nobody/actions/runner-groups").await,
         404
     );
 

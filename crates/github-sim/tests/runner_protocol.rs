@@ -510,15 +510,7 @@ async fn list_cache_lags_and_long_offline_runners_are_forgotten() {
         names.sort();
         names
     };
-    let list = || async {
-        json(
-            api(&sim, Method::GET, &repo().runners_path())
-                .send()
-                .await
-                .expect("send"),
-        )
-        .await
-    };
+    let list = || async { get_json(&sim, &repo().runners_path()).await };
     register(&sim, &repo(), "persistent", &[], false).await;
     register(&sim, &repo(), "ephemeral", &[], true).await;
     assert_eq!(names(list().await), ["ephemeral", "persistent"]);

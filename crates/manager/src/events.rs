@@ -324,32 +324,63 @@ pub struct RunnerCounts {
     pub unhealthy: usize,
 }
 
-/// A reconcile pass finished.
+/// How a reconcile pass ended (the `result` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReconcileResult {
+    /// Every step succeeded.
+    Ok,
+    /// The pass ran, but a step (a creation, a removal, the creations' preflight) failed.
+    Partial,
+    /// The pass did nothing: observing failed, the binary is missing, the lock was refused...
+    Error,
+}
+
+impl ReconcileResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Partial => "partial",
+            Self::Error => "error",
+        }
+    }
+}
+
+impl std::fmt::Display for ReconcileResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A reconcile pass finished, whatever its result. An [`ReconcileResult::Error`] pass observed
+/// nothing: it counts in `reconciles_total` and the duration histogram, but leaves the runner
+/// gauges as they were and writes no events-log line (whose counts would be made up).
 #[derive(Debug, Clone)]
 pub struct Reconciliation {
     pub crashed_runners: usize,
     pub idle_runners: usize,
     pub counts: RunnerCounts,
     pub duration: Duration,
-    /// `ok`, `partial` or `error`.
-    pub result: &'static str,
+    pub result: ReconcileResult,
 }
 
 impl Reconciliation {
     pub fn emit(&self, t: &Telemetry) {
         tracing::info!(
             message = "Reconciliation finished.",
-            result = self.result,
+            result = self.result.as_str(),
             crashed_runners = self.crashed_runners,
             idle_runners = self.idle_runners,
             duration_seconds = self.duration.as_secs_f64()
         );
-        let result = labels(&[("result", self.result)]);
+        let result = labels(&[("result", self.result.as_str())]);
         t.metrics.reconciles_total.get_or_create(&result).inc();
         t.metrics
             .reconcile_duration_seconds
             .get_or_create(&result)
             .observe(self.duration.as_secs_f64());
+        if self.result == ReconcileResult::Error {
+            return;
+        }
         for (state, n) in [
             ("busy", self.counts.busy),
             ("idle", self.counts.idle),
@@ -435,7 +466,16 @@ mod tests {
             idle_runners: 2,
             counts: RunnerCounts::default(),
             duration: Duration::from_secs(3),
-            result: "ok",
+            result: ReconcileResult::Ok,
+        }
+        .emit(&t);
+        // A failed pass is counted, but writes no line and leaves the runner gauges alone.
+        Reconciliation {
+            crashed_runners: 0,
+            idle_runners: 0,
+            counts: RunnerCounts::default(),
+            duration: Duration::from_secs(1),
+            result: ReconcileResult::Error,
         }
         .emit(&t);
         assert_eq!(
@@ -457,7 +497,12 @@ mod tests {
             text.contains("runner_manager_reconciles_total{result=\"ok\"} 1"),
             "{text}"
         );
+        assert!(
+            text.contains("runner_manager_reconciles_total{result=\"error\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("runner_manager_events_written_total{event=\"runner_stop\"} 1"));
+        assert!(text.contains("runner_manager_events_written_total{event=\"reconciliation\"} 1"));
     }
 
     #[test]

@@ -349,6 +349,10 @@ mod tests {
     use proptest::prelude::*;
 
     const GRACE: Duration = Duration::from_secs(300);
+    /// `young`: inside the boot grace period.
+    const YOUNG: Duration = Duration::from_secs(5);
+    /// `old`: past every grace period.
+    const OLD: Duration = Duration::from_secs(3600);
 
     fn desired(quantity: usize) -> Desired {
         Desired {
@@ -365,234 +369,500 @@ mod tests {
             .expect("valid name")
     }
 
-    /// A compact description of one runner for table tests.
-    #[derive(Debug, Clone, Copy)]
-    struct R {
-        instance: Option<(InstanceStatus, Probe, u64)>,
-        registration: Option<(bool, bool, u64)>,
+    /// One runner of a fixture: its instance and its registration, either of which may be absent.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    struct Runner {
+        index: u32,
+        instance: Option<Instance>,
+        registration: Option<Registration>,
     }
 
-    const OLD: u64 = 3600;
-
-    fn alive() -> R {
-        R {
-            instance: Some((InstanceStatus::Running, Probe::Alive, OLD)),
-            registration: Some((true, false, 0)),
-        }
-    }
-    fn busy() -> R {
-        R {
-            registration: Some((true, true, 0)),
-            ..alive()
-        }
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    struct Instance {
+        status: InstanceStatus,
+        probe: Probe,
+        age: Duration,
     }
 
-    fn observe(runners: &[R]) -> Observed {
-        let mut observed = Observed::default();
-        for (i, r) in runners.iter().enumerate() {
-            let n = name(i as u32);
-            if let Some((status, probe, age)) = r.instance {
-                observed.instances.push(ObservedInstance {
-                    name: n.clone(),
-                    status,
-                    age: Duration::from_secs(age),
-                    probe,
-                });
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    struct Registration {
+        online: bool,
+        busy: bool,
+        offline_for: Duration,
+    }
+
+    /// Parses a fixture, one runner a line:
+    ///
+    /// ```text
+    /// r0 running alive old   registered online idle
+    /// r1 stopping unknown young  unregistered
+    /// r2 no-instance         registered offline=1h busy
+    /// ```
+    ///
+    /// - `r<n>` names the runner `app-0-<n>`; its registration id is `100 + n`;
+    /// - the instance is `no-instance`, or its status (`running`, `stopped`, `stopping`, `other`),
+    ///   its probe (`alive`, `finished`, `dead`, `unknown`) and its age (`young`: 5 s, inside the
+    ///   boot grace; `old`: an hour; or seconds, `300s`);
+    /// - the registration is `unregistered`, or `registered`, `online` or `offline` (for 0 s;
+    ///   `offline=10s`, `offline=1h`: seen offline that long), and `idle` or `busy`.
+    fn parse(fixture: &str) -> Vec<Runner> {
+        fixture
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty())
+            .map(parse_runner)
+            .collect()
+    }
+
+    fn parse_runner(line: &str) -> Runner {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let index = words[0]
+            .strip_prefix('r')
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{line:?}: a runner is named r<n>"));
+        let (instance, rest) = match &words[1..] {
+            ["no-instance", rest @ ..] => (None, rest),
+            [status, probe, age, rest @ ..] => {
+                let instance = Instance {
+                    status: match *status {
+                        "running" => InstanceStatus::Running,
+                        "stopped" => InstanceStatus::Stopped,
+                        "stopping" => InstanceStatus::Stopping,
+                        "other" => InstanceStatus::Other,
+                        _ => panic!("{line:?}: unknown instance status {status:?}"),
+                    },
+                    probe: match *probe {
+                        "alive" => Probe::Alive,
+                        "finished" => Probe::Finished,
+                        "dead" => Probe::Dead,
+                        "unknown" => Probe::Unknown,
+                        _ => panic!("{line:?}: unknown probe {probe:?}"),
+                    },
+                    age: parse_duration(line, age),
+                };
+                (Some(instance), rest)
             }
-            if let Some((online, busy, offline_for)) = r.registration {
-                observed.registrations.push(ObservedRegistration {
-                    id: 100 + i as u64,
-                    name: n,
+            _ => panic!("{line:?}: an instance is `no-instance` or `<status> <probe> <age>`"),
+        };
+        let registration = match rest {
+            ["unregistered"] => None,
+            ["registered", presence, activity] => {
+                let (online, offline_for) = match presence.split_once('=') {
+                    _ if *presence == "online" => (true, Duration::ZERO),
+                    _ if *presence == "offline" => (false, Duration::ZERO),
+                    Some(("offline", d)) => (false, parse_duration(line, d)),
+                    _ => panic!("{line:?}: `online`, `offline` or `offline=<duration>`"),
+                };
+                let busy = match *activity {
+                    "idle" => false,
+                    "busy" => true,
+                    _ => panic!("{line:?}: a registration is `idle` or `busy`"),
+                };
+                Some(Registration {
                     online,
                     busy,
-                    offline_for: Duration::from_secs(offline_for),
+                    offline_for,
+                })
+            }
+            _ => panic!(
+                "{line:?}: a registration is `unregistered` or `registered <online|offline> <idle|busy>`"
+            ),
+        };
+        assert!(
+            instance.is_some() || registration.is_some(),
+            "{line:?}: a runner with neither an instance nor a registration"
+        );
+        Runner {
+            index,
+            instance,
+            registration,
+        }
+    }
+
+    /// `young`, `old`, `<n>s`, `<n>h`.
+    fn parse_duration(line: &str, word: &str) -> Duration {
+        match word {
+            "young" => YOUNG,
+            "old" => OLD,
+            _ => {
+                let secs = |n: &str| n.parse::<u64>().ok();
+                word.strip_suffix('s')
+                    .and_then(secs)
+                    .map(Duration::from_secs)
+                    .or_else(|| {
+                        word.strip_suffix('h')
+                            .and_then(secs)
+                            .map(|h| Duration::from_secs(h * 3600))
+                    })
+                    .unwrap_or_else(|| panic!("{line:?}: unknown duration {word:?}"))
+            }
+        }
+    }
+
+    fn observe(runners: &[Runner]) -> Observed {
+        let mut observed = Observed::default();
+        for r in runners {
+            if let Some(i) = r.instance {
+                observed.instances.push(ObservedInstance {
+                    name: name(r.index),
+                    status: i.status,
+                    age: i.age,
+                    probe: i.probe,
+                });
+            }
+            if let Some(reg) = r.registration {
+                observed.registrations.push(ObservedRegistration {
+                    id: 100 + u64::from(r.index),
+                    name: name(r.index),
+                    online: reg.online,
+                    busy: reg.busy,
+                    offline_for: reg.offline_for,
                 });
             }
         }
         observed
     }
 
-    /// `(removals as (index, reason), create, delta)`
-    fn check(runners: &[R], quantity: usize, expected: (&[(u32, RemovalReason)], usize, i64)) {
-        let plan = plan(&observe(runners), &desired(quantity));
-        let removals: Vec<(RunnerName, RemovalReason)> = plan
+    /// The plan as text: a `remove r<n> <reason>` line a removal, in name order, then
+    /// `create <n>, delta <n>`.
+    fn render(plan: &Plan) -> String {
+        let mut lines: Vec<String> = plan
             .removals
             .iter()
-            .map(|r| (r.name.clone(), r.reason))
+            .map(|r| {
+                let n: u32 = r.name.as_str()["app-0-".len()..]
+                    .parse()
+                    .expect("a fixture name");
+                format!("remove r{n} {}", r.reason)
+            })
             .collect();
-        let want: Vec<(RunnerName, RemovalReason)> = expected
-            .0
-            .iter()
-            .map(|(i, reason)| (name(*i), *reason))
-            .collect();
-        assert_eq!(removals, want, "removals for {runners:?}");
-        assert_eq!(plan.create, expected.1, "create for {runners:?}");
-        assert_eq!(plan.delta, expected.2, "delta for {runners:?}");
+        lines.push(format!("create {}, delta {}", plan.create, plan.delta));
+        lines.join("\n")
     }
 
-    use RemovalReason::*;
+    /// Plans `fixture` (see [`parse`]) for `quantity` runners and compares the plan with
+    /// `expected` (see [`render`]; indentation and blank lines are ignored).
+    #[track_caller]
+    fn check(fixture: &str, quantity: usize, expected: &str) {
+        let plan = plan(&observe(&parse(fixture)), &desired(quantity));
+        let expected: Vec<&str> = expected
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        assert_eq!(
+            render(&plan),
+            expected.join("\n"),
+            "quantity {quantity}, fixture:\n{fixture}"
+        );
+    }
 
     #[test]
     fn from_empty() {
-        check(&[], 0, (&[], 0, 0));
-        check(&[], 2, (&[], 2, 2));
+        check("", 0, "create 0, delta 0");
+        check("", 2, "create 2, delta 2");
     }
 
     #[test]
     fn steady_state_plans_nothing() {
-        check(&[alive(), alive()], 2, (&[], 0, 0));
-        check(&[alive(), busy()], 2, (&[], 0, 0));
+        check(
+            "
+            r0 running alive old  registered online idle
+            r1 running alive old  registered online idle
+            ",
+            2,
+            "create 0, delta 0",
+        );
+        check(
+            "
+            r0 running alive old  registered online idle
+            r1 running alive old  registered online busy
+            ",
+            2,
+            "create 0, delta 0",
+        );
     }
 
     #[test]
     fn scale_down_spares_busy() {
-        check(&[busy(), alive()], 1, (&[(1, ScaleDown)], 0, -1));
-        check(&[busy(), busy(), alive()], 1, (&[(2, ScaleDown)], 0, -2));
-        check(&[alive(), alive(), alive()], 2, (&[(0, ScaleDown)], 0, -1));
-        check(&[busy(), busy()], 0, (&[], 0, -2));
+        check(
+            "
+            r0 running alive old  registered online busy
+            r1 running alive old  registered online idle
+            ",
+            1,
+            "
+            remove r1 scale_down
+            create 0, delta -1
+            ",
+        );
+        check(
+            "
+            r0 running alive old  registered online busy
+            r1 running alive old  registered online busy
+            r2 running alive old  registered online idle
+            ",
+            1,
+            "
+            remove r2 scale_down
+            create 0, delta -2
+            ",
+        );
+        check(
+            "
+            r0 running alive old  registered online idle
+            r1 running alive old  registered online idle
+            r2 running alive old  registered online idle
+            ",
+            2,
+            "
+            remove r0 scale_down
+            create 0, delta -1
+            ",
+        );
+        check(
+            "
+            r0 running alive old  registered online busy
+            r1 running alive old  registered online busy
+            ",
+            0,
+            "create 0, delta -2",
+        );
     }
 
     #[test]
     fn scale_down_prefers_offline_idle() {
-        let offline = R {
-            registration: Some((false, false, 10)),
-            ..alive()
-        };
-        check(&[alive(), offline], 1, (&[(1, ScaleDown)], 0, -1));
+        check(
+            "
+            r0 running alive old  registered online idle
+            r1 running alive old  registered offline=10s idle
+            ",
+            1,
+            "
+            remove r1 scale_down
+            create 0, delta -1
+            ",
+        );
     }
 
     #[test]
     fn finished_runners_are_removed_not_crashed() {
-        let finished = R {
-            instance: Some((InstanceStatus::Running, Probe::Finished, OLD)),
-            registration: None,
-        };
-        check(&[finished, alive()], 2, (&[(0, Finished)], 1, 1));
+        check(
+            "
+            r0 running finished old  unregistered
+            r1 running alive old     registered online idle
+            ",
+            2,
+            "
+            remove r0 finished
+            create 1, delta 1
+            ",
+        );
         assert!(!Finished.is_crash() && ProcessDead.is_crash());
     }
 
     #[test]
     fn dead_process_is_replaced_unless_busy() {
-        let dead = R {
-            instance: Some((InstanceStatus::Running, Probe::Dead, 5)),
-            ..alive()
-        };
-        check(&[dead, alive()], 2, (&[(0, ProcessDead)], 1, 1));
-        let busy_dead = R {
-            registration: Some((false, true, 0)),
-            ..dead
-        };
-        check(&[busy_dead], 1, (&[], 0, 0));
+        check(
+            "
+            r0 running dead young  registered online idle
+            r1 running alive old   registered online idle
+            ",
+            2,
+            "
+            remove r0 process_dead
+            create 1, delta 1
+            ",
+        );
+        check(
+            "r0 running dead young  registered offline busy",
+            1,
+            "create 0, delta 0",
+        );
     }
 
     #[test]
     fn stopped_and_unresponsive_instances() {
-        let stopped = R {
-            instance: Some((InstanceStatus::Stopped, Probe::Unknown, 5)),
-            ..alive()
-        };
-        check(&[stopped], 1, (&[(0, InstanceNotRunning)], 1, 1));
-        let young_unknown = R {
-            instance: Some((InstanceStatus::Running, Probe::Unknown, 5)),
-            registration: None,
-        };
-        check(&[young_unknown], 1, (&[], 0, 0));
-        let online_unknown = R {
-            instance: Some((InstanceStatus::Running, Probe::Unknown, OLD)),
-            ..alive()
-        };
-        check(&[online_unknown], 1, (&[], 0, 0));
-        let old_unknown = R {
-            instance: Some((InstanceStatus::Running, Probe::Unknown, OLD)),
-            registration: Some((false, false, 0)),
-        };
-        check(&[old_unknown], 1, (&[(0, Unresponsive)], 1, 1));
+        check(
+            "r0 stopped unknown young  registered online idle",
+            1,
+            "
+            remove r0 instance_not_running
+            create 1, delta 1
+            ",
+        );
+        // Young and not answering the probe: booting.
+        check(
+            "r0 running unknown young  unregistered",
+            1,
+            "create 0, delta 0",
+        );
+        // The probe failed, but GitHub hears from the runner: alive.
+        check(
+            "r0 running unknown old  registered online idle",
+            1,
+            "create 0, delta 0",
+        );
+        check(
+            "r0 running unknown old  registered offline idle",
+            1,
+            "
+            remove r0 unresponsive
+            create 1, delta 1
+            ",
+        );
     }
 
     #[test]
     fn live_unregistered_runners_are_orphans_at_any_age() {
         // run.sh starts only once registered: alive without a registration means deregistered
         // (an interrupted removal), young or not.
-        for age in [5, OLD] {
-            let orphan = R {
-                instance: Some((InstanceStatus::Running, Probe::Alive, age)),
-                registration: None,
-            };
-            check(&[orphan], 1, (&[(0, Orphan)], 1, 1));
+        for age in ["young", "old"] {
+            check(
+                &format!("r0 running alive {age}  unregistered"),
+                1,
+                "
+                remove r0 orphan
+                create 1, delta 1
+                ",
+            );
         }
         // Not started yet and not answering the probe: booting while young.
-        let booting = R {
-            instance: Some((InstanceStatus::Running, Probe::Unknown, 5)),
-            registration: None,
-        };
-        check(&[booting], 1, (&[], 0, 0));
+        check(
+            "r0 running unknown young  unregistered",
+            1,
+            "create 0, delta 0",
+        );
     }
 
     #[test]
     fn instances_being_stopped_are_replaced_at_any_age() {
         // A stop or delete still running on the server (a killed pass's): going away.
-        for age in [5, OLD] {
-            for probe in [Probe::Alive, Probe::Unknown] {
-                let going = R {
-                    instance: Some((InstanceStatus::Stopping, probe, age)),
-                    registration: None,
-                };
-                check(&[going], 1, (&[(0, InstanceNotRunning)], 1, 1));
+        for age in ["young", "old"] {
+            for probe in ["alive", "unknown"] {
+                check(
+                    &format!("r0 stopping {probe} {age}  unregistered"),
+                    1,
+                    "
+                    remove r0 instance_not_running
+                    create 1, delta 1
+                    ",
+                );
             }
         }
     }
 
     #[test]
     fn dangling_registrations_are_deleted_unless_busy() {
-        let dangling = R {
-            instance: None,
-            registration: Some((false, false, 0)),
-        };
-        check(&[dangling], 1, (&[(0, Dangling)], 1, 1));
-        let busy_dangling = R {
-            instance: None,
-            registration: Some((true, true, 0)),
-        };
-        check(&[busy_dangling], 1, (&[], 1, 1));
+        check(
+            "r0 no-instance  registered offline idle",
+            1,
+            "
+            remove r0 dangling
+            create 1, delta 1
+            ",
+        );
+        check(
+            "r0 no-instance  registered online busy",
+            1,
+            "create 1, delta 1",
+        );
     }
 
     #[test]
     fn offline_live_runners_are_kept_until_offline_grace() {
         // upstream #281: healthy locally, offline on GitHub: keep.
-        let briefly_offline = R {
-            registration: Some((false, false, 10)),
-            ..alive()
-        };
-        check(&[briefly_offline], 1, (&[], 0, 0));
-        let long_offline = R {
-            registration: Some((false, false, OLD)),
-            ..alive()
-        };
-        check(&[long_offline], 1, (&[(0, Offline)], 1, 1));
+        check(
+            "r0 running alive old  registered offline=10s idle",
+            1,
+            "create 0, delta 0",
+        );
+        check(
+            "r0 running alive old  registered offline=1h idle",
+            1,
+            "
+            remove r0 offline
+            create 1, delta 1
+            ",
+        );
     }
 
     #[test]
     fn flush_spares_busy_unless_asked() {
-        let dangling = R {
-            instance: None,
-            registration: Some((false, false, 0)),
-        };
-        let observed = observe(&[alive(), busy(), dangling]);
-        let idle: Vec<_> = plan_flush(&observed, false, Duration::from_secs(300))
+        let observed = observe(&parse(
+            "
+            r0 running alive old  registered online idle
+            r1 running alive old  registered online busy
+            r2 no-instance        registered offline idle
+            ",
+        ));
+        let idle: Vec<_> = plan_flush(&observed, false, GRACE)
             .into_iter()
             .map(|r| r.name)
             .collect();
         assert_eq!(idle, vec![name(0), name(2)]);
-        let all = plan_flush(&observed, true, Duration::from_secs(300));
+        let all = plan_flush(&observed, true, GRACE);
         assert_eq!(all.len(), 3);
         assert_eq!(all[1].registration, Some(101));
         assert!(!all[2].has_instance);
     }
 
-    fn arb_runner() -> impl Strategy<Value = R> {
+    #[test]
+    fn fixtures_parse_into_observations() {
+        let runners = parse(
+            "
+            r3 stopping finished 300s  registered offline=2h busy
+            r4 other dead young        unregistered
+            r5 no-instance             registered online idle
+            ",
+        );
+        assert_eq!(
+            runners,
+            [
+                Runner {
+                    index: 3,
+                    instance: Some(Instance {
+                        status: InstanceStatus::Stopping,
+                        probe: Probe::Finished,
+                        age: GRACE,
+                    }),
+                    registration: Some(Registration {
+                        online: false,
+                        busy: true,
+                        offline_for: Duration::from_secs(7200),
+                    }),
+                },
+                Runner {
+                    index: 4,
+                    instance: Some(Instance {
+                        status: InstanceStatus::Other,
+                        probe: Probe::Dead,
+                        age: YOUNG,
+                    }),
+                    registration: None,
+                },
+                Runner {
+                    index: 5,
+                    instance: None,
+                    registration: Some(Registration {
+                        online: true,
+                        busy: false,
+                        offline_for: Duration::ZERO,
+                    }),
+                },
+            ]
+        );
+    }
+
+    use RemovalReason::*;
+
+    /// Every instance status and probe, ages and offline times on both sides of each grace
+    /// period (and exactly at it).
+    fn arb_runner() -> impl Strategy<Value = (Option<Instance>, Option<Registration>)> {
         let status = prop_oneof![
             Just(InstanceStatus::Running),
             Just(InstanceStatus::Stopped),
+            Just(InstanceStatus::Stopping),
             Just(InstanceStatus::Other)
         ];
         let probe = prop_oneof![
@@ -601,20 +871,43 @@ mod tests {
             Just(Probe::Dead),
             Just(Probe::Unknown)
         ];
-        let instance = proptest::option::of((status, probe, prop_oneof![Just(5u64), Just(OLD)]));
-        let registration = proptest::option::of((
-            any::<bool>(),
-            any::<bool>(),
-            prop_oneof![Just(0u64), Just(OLD)],
-        ));
-        (instance, registration)
-            .prop_filter("a runner exists somewhere", |(i, r)| {
-                i.is_some() || r.is_some()
-            })
-            .prop_map(|(instance, registration)| R {
-                instance,
-                registration,
-            })
+        let around_grace = || prop_oneof![Just(YOUNG), Just(GRACE), Just(OLD)];
+        let instance = proptest::option::of(
+            (status, probe, around_grace()).prop_map(|(status, probe, age)| Instance {
+                status,
+                probe,
+                age,
+            }),
+        );
+        let registration = proptest::option::of(
+            (
+                any::<bool>(),
+                any::<bool>(),
+                prop_oneof![Just(Duration::ZERO), around_grace()],
+            )
+                .prop_map(|(online, busy, offline_for)| Registration {
+                    online,
+                    busy,
+                    offline_for,
+                }),
+        );
+        (instance, registration).prop_filter("a runner exists somewhere", |(i, r)| {
+            i.is_some() || r.is_some()
+        })
+    }
+
+    fn arb_runners() -> impl Strategy<Value = Vec<Runner>> {
+        proptest::collection::vec(arb_runner(), 0..12).prop_map(|runners| {
+            runners
+                .into_iter()
+                .zip(0..)
+                .map(|((instance, registration), index)| Runner {
+                    index,
+                    instance,
+                    registration,
+                })
+                .collect()
+        })
     }
 
     /// What the world looks like after a plan is carried out exactly.
@@ -655,7 +948,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn never_removes_busy(runners in proptest::collection::vec(arb_runner(), 0..12), quantity in 0usize..8) {
+        fn never_removes_busy(runners in arb_runners(), quantity in 0usize..8) {
             let observed = observe(&runners);
             let busy: BTreeSet<&RunnerName> =
                 observed.registrations.iter().filter(|r| r.busy).map(|r| &r.name).collect();
@@ -666,7 +959,7 @@ mod tests {
         }
 
         #[test]
-        fn never_exceeds_quantity_except_busy(runners in proptest::collection::vec(arb_runner(), 0..12), quantity in 0usize..8) {
+        fn never_exceeds_quantity_except_busy(runners in arb_runners(), quantity in 0usize..8) {
             let observed = observe(&runners);
             let plan = plan(&observed, &desired(quantity));
             // Busy runners, and booting instances GitHub does not know yet, are never scaled down.
@@ -685,7 +978,7 @@ mod tests {
         }
 
         #[test]
-        fn planning_is_idempotent(runners in proptest::collection::vec(arb_runner(), 0..12), quantity in 0usize..8) {
+        fn planning_is_idempotent(runners in arb_runners(), quantity in 0usize..8) {
             let observed = observe(&runners);
             let d = desired(quantity);
             let first = plan(&observed, &d);
@@ -694,12 +987,28 @@ mod tests {
         }
 
         #[test]
-        fn only_touches_observed_runners(runners in proptest::collection::vec(arb_runner(), 0..12), quantity in 0usize..8) {
+        fn only_touches_observed_runners(runners in arb_runners(), quantity in 0usize..8) {
             let observed = observe(&runners);
             let known: BTreeSet<&RunnerName> = observed.instances.iter().map(|i| &i.name)
                 .chain(observed.registrations.iter().map(|r| &r.name)).collect();
             for removal in plan(&observed, &desired(quantity)).removals {
                 prop_assert!(known.contains(&removal.name));
+            }
+        }
+
+        #[test]
+        fn every_stopping_instance_is_replaced_unless_busy(runners in arb_runners(), quantity in 0usize..8) {
+            let observed = observe(&runners);
+            let plan = plan(&observed, &desired(quantity));
+            for runner in &runners {
+                let stopping = runner.instance.is_some_and(|i| i.status == InstanceStatus::Stopping);
+                let busy = runner.registration.is_some_and(|r| r.busy);
+                if stopping && !busy {
+                    prop_assert_eq!(
+                        plan.states.get(&name(runner.index)),
+                        Some(&RunnerState::Remove(InstanceNotRunning))
+                    );
+                }
             }
         }
     }

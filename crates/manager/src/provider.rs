@@ -24,8 +24,14 @@ pub enum ProviderError {
     /// nothing was done, so the call may be repeated.
     #[error("{what}: the instance is not ready")]
     NotReady { what: String },
-    #[error("{what} failed: {message}")]
-    Failed { what: String, message: String },
+    /// Anything else; `source` says why (an LXD error with its own chain, or the provider's
+    /// words).
+    #[error("{what} failed")]
+    Failed {
+        what: String,
+        #[source]
+        source: BoxError,
+    },
     /// The request can never succeed as it is: something it names is missing (an image alias, a
     /// profile, a storage pool, a project...) or the server refuses it (forbidden, invalid).
     /// Repeating it cannot help until an operator changes the configuration: never retried.
@@ -45,11 +51,48 @@ pub struct PermanentError {
     pub hint: String,
 }
 
+/// The cause behind a provider or registry error: whatever the adapter got, its own chain kept.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// An error and its `source()` chain, joined with ": " (`creating instance r-1 failed: ...:
+/// connection refused`). Errors in this crate leave their source out of their own message, so
+/// each cause is written once, here, where a report or a log line is made.
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+/// [`Chain`] as a `String`.
+pub fn render_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    Chain(error).to_string()
+}
+
 impl ProviderError {
+    /// A failure the provider describes in words.
     pub fn failed(what: impl Into<String>, message: impl ToString) -> Self {
         Self::Failed {
             what: what.into(),
-            message: message.to_string(),
+            source: message.to_string().into(),
+        }
+    }
+
+    /// A failure caused by `source`, whose chain is kept.
+    pub fn caused_by(
+        what: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Failed {
+            what: what.into(),
+            source: Box::new(source),
         }
     }
 
@@ -122,22 +165,41 @@ impl ResourceKind {
 
 /// A failure of the runner registry (GitHub).
 #[derive(Debug, thiserror::Error)]
+/// Each variant keeps GitHub's error as its `source` (the message GitHub gave with a refusal,
+/// the DNS, connection or TLS failure behind a failed request); render with [`Chain`].
 pub enum RegistryError {
     #[error("github rate limit exhausted while {what}")]
-    RateLimited { what: String },
+    RateLimited {
+        what: String,
+        #[source]
+        source: BoxError,
+    },
     #[error("github refused the credentials while {what}")]
-    Unauthorized { what: String },
+    Unauthorized {
+        what: String,
+        #[source]
+        source: BoxError,
+    },
     #[error("{what} timed out")]
-    Timeout { what: String },
-    #[error("{what} failed: {message}")]
-    Failed { what: String, message: String },
+    Timeout {
+        what: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("{what} failed")]
+    Failed {
+        what: String,
+        #[source]
+        source: BoxError,
+    },
 }
 
 impl RegistryError {
+    /// A failure the registry describes in words.
     pub fn failed(what: impl Into<String>, message: impl ToString) -> Self {
         Self::Failed {
             what: what.into(),
-            message: message.to_string(),
+            source: message.to_string().into(),
         }
     }
 

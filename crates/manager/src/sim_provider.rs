@@ -391,7 +391,7 @@ impl InstanceProvider for SimProvider {
             let register = self
                 .file_text(name, crate::install::REGISTER_SCRIPT)
                 .unwrap_or_default();
-            if register.contains("./config.sh") {
+            if register.contains("RM_REGISTER=token") {
                 let token_file = format!("{}/.registration-token", crate::install::RUNNER_DIR);
                 let token = self.file_text(name, &token_file);
                 self.remove_file(name, &token_file);

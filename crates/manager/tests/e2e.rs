@@ -12,12 +12,9 @@
 //! a failed test deletes the instances named after its app.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use github_sim::{JobSpec, JobStatus, Sim, SimConfig, SimHandle};
+use github_sim::{JobSpec, JobStatus, SimHandle};
 use manager::events::Metrics;
 use manager::model::{APP_KEY, UNIT_KEY};
 use manager::policy::PolicyConfig;
@@ -25,44 +22,16 @@ use manager::{
     Backends, FlushMode, GitHubPath, ManagerConfig, ProxySettings, RegistrationMode, Resources,
     RunnerManager,
 };
-use rand::Rng;
+use test_support::incus::{bridge_ip, random_app, CleanupOnPanic, BUSYBOX};
+use test_support::policy::PolicyService;
+use test_support::{incus_ignored, sim};
 
 const REPO: &str = "octo/repo";
 
-#[path = "../../../test-support/incus_ignored.rs"]
-mod incus_ignored;
-
-const BUSYBOX: &str = "busybox";
-const DEBIAN: &str = "debian/bookworm";
-
-/// Generates `busybox::$name` and `debian::$name`, two `#[ignore]`d tests (they need Incus) that
-/// run `async fn $name(image: &str)` on each image.
-macro_rules! on_both_images {
-    ($($name:ident),+ $(,)?) => {
-        mod busybox {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                #[ignore = "needs Incus: run by scripts/test.sh"]
-                async fn $name() {
-                    super::$name(super::BUSYBOX).await;
-                }
-            )+
-        }
-        mod debian {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                #[ignore = "needs Incus: run by scripts/test.sh"]
-                async fn $name() {
-                    super::$name(super::DEBIAN).await;
-                }
-            )+
-        }
-    };
-}
-
 // What runs inside the instances depends on the image (shell, init, users, tools): these run on
 // both. The three other Incus tests below never run anything inside an instance, so they run once.
-on_both_images!(
+test_support::on_both_images!(
+    worker_threads = 4;
     reconcile_job_scale_down_keeps_busy_and_flush,
     job_assigned_during_delete_is_never_killed,
     dead_dangling_orphan_cleaned_and_foreign_untouched,
@@ -75,22 +44,15 @@ on_both_images!(
 /// A plain `cargo test` (no daemon) must report the Incus tests as ignored, not as passed.
 #[test]
 fn incus_tests_are_ignored_by_default() {
-    incus_ignored::assert_only_these_run_by_default(&["incus_tests_are_ignored_by_default"]);
+    incus_ignored::assert_only_these_run_by_default(
+        &std::env::current_exe().expect("the test binary"),
+        &["incus_tests_are_ignored_by_default"],
+    );
 }
 
 /// Every process's command line. `-e`: without it procps (Debian) lists only the caller's own
 /// processes, and the runner runs as `ubuntu` there; busybox's ps accepts it too.
 const ALL_PROCESSES: &str = "ps -eo args 2>/dev/null || ps";
-
-/// The host's address on the Incus bridge: containers reach the simulator there.
-fn bridge_ip() -> String {
-    std::env::var("RUNNER_MANAGER_TEST_BRIDGE_IP").unwrap_or_else(|_| "10.123.45.1".into())
-}
-
-fn tarball() -> Vec<u8> {
-    let agent = github_sim::tarball::locate_or_build_agent().expect("fake runner agent");
-    github_sim::tarball::build_runner_tarball(&agent, "2.330.0").expect("tarball")
-}
 
 fn resources() -> Resources {
     Resources::new(1, "256MiB", "1GiB").expect("valid")
@@ -105,29 +67,21 @@ struct Env {
     manager: RunnerManager,
     _state: tempfile::TempDir,
     events_log: std::path::PathBuf,
+    /// A failed test still removes its instances (every name it makes starts with its app name).
+    _cleanup: CleanupOnPanic,
 }
 
 async fn start_sim() -> SimHandle {
-    let listen: SocketAddr = format!("{}:0", bridge_ip()).parse().expect("addr");
-    let config = SimConfig::default()
-        .with_listen(listen)
-        .with_repo(REPO)
-        .with_runner_tarball(tarball(), "2.330.0")
-        .with_silence_timeout(Duration::from_secs(10));
-    Sim::start(config).await.expect("sim starts")
+    sim::start(sim::on_bridge(REPO, "2.330.0").with_silence_timeout(Duration::from_secs(10))).await
 }
 
-fn random_app() -> String {
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz";
-    let mut rng = rand::rng();
-    let s: String = (0..6)
-        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
-        .collect();
-    format!("e2e{s}")
+/// `e2e` and 6 letters.
+fn new_app() -> String {
+    random_app("e2e", 6)
 }
 
 async fn env_with(image: &str, unit: u32, edit: impl FnOnce(&mut ManagerConfig)) -> Env {
-    env_for(random_app(), image, unit, start_sim().await, edit).await
+    env_for(new_app(), image, unit, start_sim().await, edit).await
 }
 
 async fn env_for(
@@ -164,11 +118,12 @@ async fn env_for(
     let proxies = ProxySettings {
         http: Some(format!("http://{}:9", bridge_ip()).parse().expect("valid")),
         https: None,
-        no_proxy: Some(bridge_ip()),
+        no_proxy: Some(bridge_ip().to_string()),
     };
     let backends = Backends::real(client, None, lxd.clone(), metrics);
     let manager = RunnerManager::new(&app, unit, config, &proxies, backends).expect("manager");
     Env {
+        _cleanup: CleanupOnPanic::new(&lxd, format!("{app}-")),
         app,
         image,
         sim,
@@ -179,48 +134,15 @@ async fn env_for(
     }
 }
 
-/// A failed test still removes its instances (every name it makes starts with its app name).
-impl Drop for Env {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            delete_prefixed(self.lxd.clone(), format!("{}-", self.app));
-        }
-    }
-}
-
-/// Force-deletes every instance whose name starts with `prefix`, on its own thread and runtime
-/// (this runs while a test's runtime unwinds).
-fn delete_prefixed(lxd: lxd::Client, prefix: String) {
-    let cleanup = std::thread::spawn(move || {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            return;
-        };
-        rt.block_on(async {
-            for i in lxd.list_instances().await.unwrap_or_default() {
-                if i.name.starts_with(&prefix) {
-                    let _ = lxd.force_delete_instance(&i.name).await;
-                }
-            }
-        });
-    });
-    let _ = cleanup.join();
-}
-
-/// Calls [`delete_prefixed`] when a test that has no [`Env`] fails.
-struct CleanupOnPanic(lxd::Client, String);
-
-impl Drop for CleanupOnPanic {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            delete_prefixed(self.0.clone(), self.1.clone());
-        }
-    }
-}
-
 impl Env {
+    /// One pass for `quantity` runners of [`resources`], which must not fail.
+    async fn reconcile(&self, quantity: usize) -> manager::ReconcileReport {
+        self.manager
+            .reconcile(quantity, &resources())
+            .await
+            .expect("reconcile")
+    }
+
     async fn install_binary(&self) {
         let download = self
             .manager
@@ -329,11 +251,7 @@ async fn reconcile_job_scale_down_keeps_busy_and_flush(image: &str) {
     let env = env_with(image, 0, |c| c.issue_metrics = true).await;
     env.install_binary().await;
 
-    let first = env
-        .manager
-        .reconcile(2, &resources())
-        .await
-        .expect("reconcile");
+    let first = env.reconcile(2).await;
     assert_eq!(first.delta, 2);
     assert_eq!(first.created.len(), 2, "{:?}", first.failed);
     env.wait_online(2).await;
@@ -352,11 +270,7 @@ async fn reconcile_job_scale_down_keeps_busy_and_flush(image: &str) {
         .exec(&name, "ls -a /opt/actions-runner /var/lib/runner-manager")
         .await;
     assert!(!files.contains("token"), "{files}");
-    let second = env
-        .manager
-        .reconcile(2, &resources())
-        .await
-        .expect("reconcile");
+    let second = env.reconcile(2).await;
     assert_eq!(second.delta, 0);
     assert!(
         second.created.is_empty() && second.removed.is_empty(),
@@ -369,11 +283,7 @@ async fn reconcile_job_scale_down_keeps_busy_and_flush(image: &str) {
     let busy = running.runner_name.clone().expect("assigned");
 
     // reconcile(1) while one is busy: the busy one and its job survive, the idle one goes.
-    let third = env
-        .manager
-        .reconcile(1, &resources())
-        .await
-        .expect("reconcile");
+    let third = env.reconcile(1).await;
     assert_eq!(third.delta, -1);
     assert_eq!(third.removed.len(), 1, "{third:?}");
     assert_ne!(third.removed[0].0.as_str(), busy);
@@ -400,11 +310,7 @@ async fn reconcile_job_scale_down_keeps_busy_and_flush(image: &str) {
     );
 
     // The finished ephemeral runner is replaced; its job metadata becomes events.
-    let fourth = env
-        .manager
-        .reconcile(1, &resources())
-        .await
-        .expect("reconcile");
+    let fourth = env.reconcile(1).await;
     assert_eq!(fourth.removed.len(), 1, "{fourth:?}");
     assert_eq!(fourth.removed[0].1.as_str(), "finished", "{fourth:?}");
     assert_eq!(fourth.created.len(), 1, "{fourth:?}");
@@ -445,10 +351,7 @@ async fn reconcile_job_scale_down_keeps_busy_and_flush(image: &str) {
         .await
         .runner_name
         .expect("assigned");
-    env.manager
-        .reconcile(2, &resources())
-        .await
-        .expect("reconcile");
+    env.reconcile(2).await;
     env.wait_online(2).await;
     let idle_flush = env.manager.flush(FlushMode::IdleOnly).await.expect("flush");
     assert_eq!(idle_flush.removed.len(), 1, "{idle_flush:?}");
@@ -476,11 +379,7 @@ async fn job_assigned_during_delete_is_never_killed(image: &str) {
     for round in 0..rounds {
         // Creation may fail on a loaded machine; the next pass retries (not what is tested here).
         for attempt in 0..3 {
-            let report = env
-                .manager
-                .reconcile(1, &resources())
-                .await
-                .expect("reconcile");
+            let report = env.reconcile(1).await;
             if report.failed.is_empty() {
                 break;
             }
@@ -493,11 +392,7 @@ async fn job_assigned_during_delete_is_never_killed(image: &str) {
         assert_eq!(idle.len(), 1, "round {round}: {info:?}");
         let name = idle[0].name.to_string();
         env.sim.set_assign_on_delete(Some(&name), true);
-        let report = env
-            .manager
-            .reconcile(0, &resources())
-            .await
-            .expect("reconcile");
+        let report = env.reconcile(0).await;
         assert_eq!(report.skipped_busy.len(), 1, "round {round}: {report:?}");
         assert!(report.removed.is_empty(), "round {round}: {report:?}");
         let names: Vec<String> = env.instances().await.into_iter().map(|i| i.name).collect();
@@ -525,11 +420,7 @@ async fn job_assigned_during_delete_is_never_killed(image: &str) {
 async fn a_lying_busy_flag_never_kills_a_running_job(image: &str) {
     let env = env_with(image, 0, |_| {}).await;
     env.install_binary().await;
-    let report = env
-        .manager
-        .reconcile(2, &resources())
-        .await
-        .expect("reconcile");
+    let report = env.reconcile(2).await;
     assert_eq!(report.created.len(), 2, "{report:?}");
     env.wait_online(2).await;
     let job = env.job("sleep 4; echo lived");
@@ -557,11 +448,7 @@ async fn a_lying_busy_flag_never_kills_a_running_job(image: &str) {
     let info = env.manager.get_github_info().await.expect("info");
     assert!(info.iter().all(|r| !r.busy), "the lie is armed: {info:?}");
 
-    let report = env
-        .manager
-        .reconcile(0, &resources())
-        .await
-        .expect("reconcile");
+    let report = env.reconcile(0).await;
     assert_eq!(
         report
             .skipped_busy
@@ -588,11 +475,7 @@ async fn dead_dangling_orphan_cleaned_and_foreign_untouched(image: &str) {
     // App "<x>" unit 1 next to app "<x>-1" unit 0: the prefix collides, ownership must not.
     let env = env_with(image, 1, |c| c.boot_grace = Duration::from_secs(3)).await;
     env.install_binary().await;
-    let report = env
-        .manager
-        .reconcile(1, &resources())
-        .await
-        .expect("reconcile");
+    let report = env.reconcile(1).await;
     let victim = report.created[0].to_string();
     env.wait_online(1).await;
 
@@ -665,11 +548,7 @@ async fn dead_dangling_orphan_cleaned_and_foreign_untouched(image: &str) {
                                                       // probed once GitHub stops hearing from it.
     env.wait_offline(&victim).await;
 
-    let report = env
-        .manager
-        .reconcile(1, &resources())
-        .await
-        .expect("reconcile");
+    let report = env.reconcile(1).await;
     let removed: BTreeMap<String, String> = report
         .removed
         .iter()
@@ -753,11 +632,7 @@ async fn runner_binary_mismatch_keeps_old_and_missing_binary_refuses() {
 async fn jit_mode_runs_jobs_without_visible_secrets(image: &str) {
     let env = env_with(image, 0, |c| c.registration_mode = RegistrationMode::Jit).await;
     env.install_binary().await;
-    let report = env
-        .manager
-        .reconcile(1, &resources())
-        .await
-        .expect("reconcile");
+    let report = env.reconcile(1).await;
     assert_eq!(report.created.len(), 1, "{report:?}");
     env.wait_online(1).await;
     let name = report.created[0].to_string();
@@ -811,11 +686,7 @@ async fn non_root_user_runs_the_runner(image: &str) {
     };
     let env = env_with(image, 0, |_| {}).await;
     env.install_binary().await;
-    let report = env
-        .manager
-        .reconcile(1, &resources())
-        .await
-        .expect("reconcile");
+    let report = env.reconcile(1).await;
     assert_eq!(report.created.len(), 1, "{report:?}");
     env.wait_online(1).await;
     let name = report.created[0].to_string();
@@ -875,11 +746,7 @@ async fn vm_mode_reaches_the_create_request_and_cleans_up() {
     })
     .await;
     env.install_binary().await;
-    let report = env
-        .manager
-        .reconcile(1, &resources())
-        .await
-        .expect("reconcile");
+    let report = env.reconcile(1).await;
     assert!(report.created.is_empty(), "{report:?}");
     assert_eq!(report.failed.len(), 1, "{report:?}");
     assert!(
@@ -907,78 +774,19 @@ async fn vm_mode_reaches_the_create_request_and_cleans_up() {
     env.teardown().await;
 }
 
-/// A policy service double: one-time tokens, and a switch that allows or refuses jobs.
-async fn policy_service(allow: Arc<AtomicBool>) -> (String, Arc<AtomicU64>) {
-    use axum::http::{HeaderMap, StatusCode};
-    let checks = Arc::new(AtomicU64::new(0));
-    let issued = Arc::new(parking_lot::Mutex::new(Vec::<String>::new()));
-    let app = axum::Router::new()
-        .route(
-            "/one-time-token",
-            axum::routing::get({
-                let issued = issued.clone();
-                move |headers: HeaderMap| async move {
-                    if headers.get("authorization").and_then(|v| v.to_str().ok())
-                        != Some("Bearer svc-token")
-                    {
-                        return (StatusCode::UNAUTHORIZED, String::new());
-                    }
-                    let token = format!("ott-{}", rand::rng().random::<u64>());
-                    issued.lock().push(token.clone());
-                    (StatusCode::OK, token)
-                }
-            }),
-        )
-        .route(
-            "/{event}/check-run",
-            axum::routing::post({
-                let checks = checks.clone();
-                move |headers: HeaderMap| async move {
-                    checks.fetch_add(1, Ordering::SeqCst);
-                    let auth = headers
-                        .get("authorization")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.strip_prefix("Bearer "))
-                        .unwrap_or_default()
-                        .to_owned();
-                    let known = {
-                        let mut issued = issued.lock();
-                        let found = issued.iter().position(|t| *t == auth);
-                        found.map(|i| issued.remove(i)).is_some()
-                    };
-                    if known && allow.load(Ordering::SeqCst) {
-                        StatusCode::NO_CONTENT
-                    } else {
-                        StatusCode::FORBIDDEN
-                    }
-                }
-            }),
-        );
-    let listener = tokio::net::TcpListener::bind(format!("{}:0", bridge_ip()))
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (format!("http://{addr}"), checks)
-}
-
 async fn policy_check_allows_and_blocks(image: &str) {
-    let allow = Arc::new(AtomicBool::new(true));
-    let (url, checks) = policy_service(allow.clone()).await;
+    let policy = PolicyService::start(bridge_ip(), "svc-token").await;
     let env = env_with(image, 0, |c| {
         c.policy = Some(PolicyConfig {
-            manager_url: url.clone(),
-            runner_url: url.clone(),
+            manager_url: policy.url().to_owned(),
+            runner_url: policy.url().to_owned(),
             service_token: manager::Secret::new("svc-token"),
         })
     })
     .await;
     env.install_binary().await;
 
-    env.manager
-        .reconcile(1, &resources())
-        .await
-        .expect("reconcile");
+    env.reconcile(1).await;
     env.wait_online(1).await;
     let allowed = env.job("echo allowed-job-ran");
     let done = env.wait_job(allowed, JobStatus::Completed).await;
@@ -989,14 +797,10 @@ async fn policy_check_allows_and_blocks(image: &str) {
         done.output
     );
     assert!(done.output.contains("allowed-job-ran"));
-    assert_eq!(checks.load(Ordering::SeqCst), 1);
+    assert_eq!(policy.checks(), 1);
 
-    allow.store(false, Ordering::SeqCst);
-    let report = env
-        .manager
-        .reconcile(1, &resources())
-        .await
-        .expect("reconcile");
+    policy.allow(false);
+    let report = env.reconcile(1).await;
     assert_eq!(report.created.len(), 1, "{report:?}");
     env.wait_online(1).await;
     let blocked = env.job("echo blocked-job-ran");
@@ -1008,7 +812,7 @@ async fn policy_check_allows_and_blocks(image: &str) {
         done.output
     );
     assert!(!done.output.contains("blocked-job-ran"), "{}", done.output);
-    assert_eq!(checks.load(Ordering::SeqCst), 2);
+    assert_eq!(policy.checks(), 2);
     env.teardown().await;
 }
 
@@ -1021,11 +825,11 @@ async fn policy_check_allows_and_blocks(image: &str) {
 #[ignore = "needs Incus: run by scripts/test.sh"]
 async fn observation_waits_for_a_creation_left_in_flight() {
     use manager::provider::InstanceProvider;
-    let app = random_app();
+    let app = new_app();
     let owner = manager::model::Owner::new(&app, 0).expect("owner");
     let name = owner.new_runner_name();
     let lxd = lxd::Client::discover().await.expect("incus is up");
-    let _cleanup = CleanupOnPanic(lxd.clone(), format!("{app}-"));
+    let _cleanup = CleanupOnPanic::new(&lxd, format!("{app}-"));
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

@@ -7,14 +7,13 @@
 //! Every test uses its own app name (`e2eerr…`): its instances and registrations start with it,
 //! and a failing test deletes its instances on the way out.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use github_sim::{Sim, SimConfig, SimHandle};
+use github_sim::SimHandle;
 use manager::adapters::{GithubRegistry, LxdProvider};
 use manager::events::Metrics;
 use manager::model::{InstanceType, Owner, APP_KEY};
@@ -27,35 +26,22 @@ use manager::{
     Backends, FlushMode, GitHubPath, ManagerConfig, ProxySettings, RegistrationMode, Resources,
     RunnerManager,
 };
-use rand::Rng;
+use test_support::incus::{bridge_ip, delete_prefixed, random_app};
+use test_support::{incus_ignored, sim};
 
 const REPO: &str = "octo/repo";
-
-#[path = "../../../test-support/incus_ignored.rs"]
-mod incus_ignored;
 
 /// A plain `cargo test` (no daemon) must report the Incus tests as ignored, not as passed.
 #[test]
 fn incus_tests_are_ignored_by_default() {
-    incus_ignored::assert_only_these_run_by_default(&["incus_tests_are_ignored_by_default"]);
-}
-
-/// The host's address on the Incus bridge: containers reach the simulator there.
-fn bridge_ip() -> String {
-    std::env::var("RUNNER_MANAGER_TEST_BRIDGE_IP").unwrap_or_else(|_| "10.123.45.1".into())
+    incus_ignored::assert_only_these_run_by_default(
+        &std::env::current_exe().expect("the test binary"),
+        &["incus_tests_are_ignored_by_default"],
+    );
 }
 
 fn resources() -> Resources {
     Resources::new(1, "256MiB", "1GiB").expect("valid")
-}
-
-fn random_app() -> String {
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz";
-    let mut rng = rand::rng();
-    let s: String = (0..6)
-        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
-        .collect();
-    format!("e2eerr{s}")
 }
 
 /// The real LXD provider, counting creation attempts. Without `preflight` it does not forward
@@ -151,19 +137,10 @@ struct Env {
 
 impl Env {
     async fn new() -> Env {
-        let listen: SocketAddr = format!("{}:0", bridge_ip()).parse().expect("addr");
-        let agent = github_sim::tarball::locate_or_build_agent().expect("fake runner agent");
-        let tarball =
-            github_sim::tarball::build_runner_tarball(&agent, "2.330.0").expect("tarball");
-        let sim = Sim::start(
-            SimConfig::default()
-                .with_listen(listen)
-                .with_repo(REPO)
-                .with_runner_tarball(tarball, "2.330.0")
-                .with_silence_timeout(Duration::from_secs(10)),
+        let sim = sim::start(
+            sim::on_bridge(REPO, "2.330.0").with_silence_timeout(Duration::from_secs(10)),
         )
-        .await
-        .expect("sim starts");
+        .await;
         let lxd = lxd::Client::discover().await.expect("incus is up");
         let github = github::Client::new(github::ClientConfig::new(
             url::Url::parse(&sim.api_url()).expect("url"),
@@ -172,7 +149,7 @@ impl Env {
             github::Auth::Token(github::Secret::new(sim.token().expose())),
         ))
         .expect("github client");
-        let app = random_app();
+        let app = random_app("e2eerr", 6);
         Env {
             owner: Owner::new(&app, 0).expect("owner"),
             app,
@@ -220,7 +197,7 @@ impl Env {
                 manager::ProxyUrl::parse(&format!("http://{}:9", bridge_ip())).expect("proxy url"),
             ),
             https: None,
-            no_proxy: Some(bridge_ip()),
+            no_proxy: Some(bridge_ip().to_string()),
         };
         let manager =
             RunnerManager::new(&self.app, 0, config, &proxies, backends).expect("manager");
@@ -275,23 +252,7 @@ impl Env {
 
 impl Drop for Env {
     fn drop(&mut self) {
-        let (lxd, prefix) = (self.lxd.clone(), format!("{}-", self.app));
-        let cleanup = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async {
-                for i in lxd.list_instances().await.unwrap_or_default() {
-                    if i.name.starts_with(&prefix) {
-                        let _ = lxd.force_delete_instance(&i.name).await;
-                    }
-                }
-            });
-        });
-        let _ = cleanup.join();
+        delete_prefixed(&self.lxd, &format!("{}-", self.app));
     }
 }
 

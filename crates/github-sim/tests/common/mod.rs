@@ -36,6 +36,20 @@ pub fn api(sim: &SimHandle, method: Method, path: &str) -> RequestBuilder {
         .header("x-github-api-version", "2022-11-28")
 }
 
+/// The status of `GET <path>` with the sim's PAT.
+pub async fn get_status(sim: &SimHandle, path: &str) -> reqwest::StatusCode {
+    api(sim, Method::GET, path)
+        .send()
+        .await
+        .expect("send")
+        .status()
+}
+
+/// The JSON body of `GET <path>` with the sim's PAT.
+pub async fn get_json(sim: &SimHandle, path: &str) -> Value {
+    json(api(sim, Method::GET, path).send().await.expect("send")).await
+}
+
 pub async fn json(response: Response) -> Value {
     response.json().await.expect("json body")
 }

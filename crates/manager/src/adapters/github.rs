@@ -68,20 +68,29 @@ impl GithubRegistry {
     }
 }
 
+/// GitHub's error stays the source: the message behind a refusal, the connection or TLS
+/// failure behind a failed request.
 fn convert(what: &str, error: github::Error) -> RegistryError {
+    let what = what.to_owned();
     match error {
         github::Error::Unauthorized { .. } | github::Error::Forbidden { .. } => {
             RegistryError::Unauthorized {
-                what: what.to_owned(),
+                what,
+                source: Box::new(error),
             }
         }
         github::Error::RateLimited { .. } => RegistryError::RateLimited {
-            what: what.to_owned(),
+            what,
+            source: Box::new(error),
         },
         github::Error::Timeout { .. } => RegistryError::Timeout {
-            what: what.to_owned(),
+            what,
+            source: Box::new(error),
         },
-        other => RegistryError::failed(what, other),
+        other => RegistryError::Failed {
+            what,
+            source: Box::new(other),
+        },
     }
 }
 
@@ -283,8 +292,8 @@ mod tests {
         let error = registry
             .generate_jit(&name(), &labels())
             .await
-            .expect_err("no such group")
-            .to_string();
+            .expect_err("no such group");
+        let error = crate::provider::render_chain(&error);
         for part in [
             "runner group \"gpu\" not found in organisation octo-org",
             "\"Default\" (id 1, default)",
@@ -298,5 +307,59 @@ mod tests {
             .expect_err("still no such group");
         assert_eq!(sim.request_counts()[GROUPS].count, 2);
         assert!(sim.runners().is_empty(), "nothing registered");
+    }
+
+    /// Issue 13: the cause stays in the chain. A refused connection still says so (the OS
+    /// text, under "request to github failed"), and an authorisation error keeps GitHub's
+    /// message.
+    #[tokio::test]
+    async fn errors_keep_their_cause() {
+        // A port nothing listens on: bind one, then free it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let url = format!("http://127.0.0.1:{port}/");
+        let mut config = github::ClientConfig::new(
+            url::Url::parse(&url).expect("api url"),
+            url::Url::parse(&url).expect("web url"),
+            github::Scope::parse("octo-org").expect("scope"),
+            github::Auth::Token(github::Secret::new("t0ken")),
+        );
+        config.retry.max_retries = 0;
+        let refused = GithubRegistry::new(github::Client::new(config).expect("client"), None, None);
+        let error = refused.list_runners().await.expect_err("nothing listens");
+        assert!(matches!(error, RegistryError::Failed { .. }), "{error:?}");
+        let text = crate::provider::render_chain(&error);
+        assert!(
+            text.starts_with("listing runners failed: request to github failed: ")
+                && text.to_ascii_lowercase().contains("connection refused"),
+            "{text}"
+        );
+
+        let sim = Sim::start(SimConfig::default()).await.expect("sim");
+        let mut config = github::ClientConfig::new(
+            url::Url::parse(&sim.api_url()).expect("api url"),
+            url::Url::parse(&sim.web_url()).expect("web url"),
+            github::Scope::parse("octo-org").expect("scope"),
+            github::Auth::Token(github::Secret::new("not-the-token")),
+        );
+        config.timeout = Duration::from_secs(10);
+        let unauthorized =
+            GithubRegistry::new(github::Client::new(config).expect("client"), None, None);
+        let error = unauthorized
+            .list_runners()
+            .await
+            .expect_err("bad credentials");
+        assert!(
+            matches!(error, RegistryError::Unauthorized { .. }),
+            "{error:?}"
+        );
+        assert_eq!(
+            crate::provider::render_chain(&error),
+            "github refused the credentials while listing runners: \
+             github rejected the credentials: Bad credentials"
+        );
     }
 }

@@ -259,7 +259,7 @@ fn convert(what: &str, error: lxd::Error) -> ProviderError {
                 what: what.to_owned(),
             }
         }
-        other => ProviderError::failed(what, other),
+        other => ProviderError::caused_by(what, other),
     }
 }
 
@@ -329,7 +329,7 @@ impl InstanceProvider for LxdProvider {
             Err(e) => return Err(self.error("reading storage pool runner", e, None)),
         }
         std::fs::create_dir_all(path)
-            .map_err(|e| ProviderError::failed(format!("creating {}", path.display()), e))?;
+            .map_err(|e| ProviderError::caused_by(format!("creating {}", path.display()), e))?;
         match self.client.create_dir_pool(RUNNER_POOL, path).await {
             Ok(()) => Ok(()),
             Err(e) if e.is_conflict() => Ok(()),

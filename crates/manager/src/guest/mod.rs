@@ -39,8 +39,6 @@ pub const SETUP_PID_FILE: &str = "/var/lib/runner-manager/setup.pid";
 pub const TOKEN_FILE: &str = "/opt/actions-runner/.registration-token";
 /// The JIT config, 0600, read and deleted by the runner (or `start.sh`).
 pub const JIT_FILE: &str = "/opt/actions-runner/.jitconfig";
-/// The one-time policy token's file name in [`META_DIR`].
-pub const POLICY_TOKEN_NAME: &str = "policy-token";
 /// The one-time policy token, 0600, read and deleted by the job-started hook.
 pub const POLICY_TOKEN_FILE: &str = "/var/lib/runner-manager/policy-token";
 /// The job-started hook.
@@ -75,6 +73,16 @@ const QUIESCE_SH: &str = include_str!("quiesce.sh");
 const RESUME_SH: &str = include_str!("resume.sh");
 const START_SH: &str = include_str!("start.sh");
 const POST_JOB_SH: &str = include_str!("post-job.sh");
+const PRE_JOB_SH: &str = include_str!("pre-job.sh");
+const NETWORK_WAIT_SH: &str = include_str!("network-wait.sh");
+const REGISTER_SH: &str = include_str!("register-and-start.sh");
+const PICK_USER_SH: &str = include_str!("pick-user.sh");
+const SETUP_SH: &str = include_str!("setup.sh");
+
+/// The runner tarball inside the stage (`setup.sh` extracts it from there).
+pub const STAGED_TARBALL: &str = "actions-runner.tar.gz";
+/// The list of the stage's files and where each goes (see `setup.sh`).
+pub const STAGED_MANIFEST: &str = "manifest";
 
 /// The variables a script body reads, of the paths above, as `RM_*` assignments.
 pub fn preamble(body: &str) -> String {
@@ -93,6 +101,12 @@ fn preamble_at(root: &str, body: &str) -> String {
         ("RM_JIT_FILE", JIT_FILE),
         ("RM_TOKEN_FILE", TOKEN_FILE),
         ("RM_PROC", "/proc"),
+        ("RM_PASSWD", "/etc/passwd"),
+        ("RM_ROOT", ""),
+        ("RM_INSTALLED_FILE", INSTALLED_FILE),
+        ("RM_BUNDLE_PATH", BUNDLE_PATH),
+        ("RM_STAGE_DIR", STAGE_DIR),
+        ("RM_REGISTER_SCRIPT", REGISTER_SCRIPT),
     ]
     .iter()
     .filter(|(k, _)| reads(body, k))
@@ -111,6 +125,29 @@ fn reads(body: &str, name: &str) -> bool {
 /// A script file installed in the instance: shebang, preamble, then the file's body.
 fn installed(body: &str) -> String {
     format!("#!/bin/sh\n{}{body}", preamble(body))
+}
+
+/// [`installed`] with more parameters, each a shell-quoted assignment after the paths.
+fn installed_with(body: &str, parameters: &[(&str, String)]) -> String {
+    let mut out = format!("#!/bin/sh\n{}", preamble(body));
+    for (name, value) in parameters {
+        out.push_str(&format!("{name}={}\n", shell_quote(value)));
+    }
+    out.push_str(body);
+    out
+}
+
+/// Single-quotes a value for sh (bare when it is made of safe characters only).
+pub fn shell_quote(value: &str) -> String {
+    if !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:,=@".contains(c))
+    {
+        value.to_owned()
+    } else {
+        format!("'{}'", value.replace('\'', r"'\''"))
+    }
 }
 
 /// A script run through exec: the preamble then the body, as `sh -c`.
@@ -151,6 +188,100 @@ pub fn post_job_script() -> String {
     installed(POST_JOB_SH)
 }
 
+/// `pre-job.sh`, the job-started hook, installed at [`PRE_JOB_SCRIPT`]: records the job's
+/// metadata, then, with a policy service (as runners reach it, e.g. `http://10.1.2.1:8080`), asks
+/// it whether the job may run: with curl, or over nc for a plain-HTTP service.
+pub fn pre_job_script(policy_url: Option<&str>) -> String {
+    let url = policy_url.unwrap_or_default().trim_end_matches('/');
+    let plain_http = policy_url
+        .and_then(|u| reqwest::Url::parse(u).ok())
+        .filter(|u| u.scheme() == "http")
+        .and_then(|u| {
+            let host = u.host_str()?.to_owned();
+            let port = u.port_or_known_default().unwrap_or(80);
+            Some((host, port, u.path().trim_end_matches('/').to_owned()))
+        });
+    let (host, port, path) = plain_http
+        .map(|(h, p, path)| (h, p.to_string(), path))
+        .unwrap_or_default();
+    installed_with(
+        PRE_JOB_SH,
+        &[
+            ("RM_POLICY_URL", url.to_owned()),
+            ("RM_POLICY_HOST", host),
+            ("RM_POLICY_PORT", port),
+            ("RM_POLICY_PATH", path),
+        ],
+    )
+}
+
+/// The setup exec's script (`guest/setup.sh` after `guest/pick-user.sh`): `stdin` when the
+/// bundle comes on the exec's standard input, else it was pushed to [`BUNDLE_PATH`].
+pub fn setup_script(stdin: bool) -> String {
+    let body = format!("{PICK_USER_SH}{SETUP_SH}");
+    let source = if stdin { "stdin" } else { "pushed" };
+    format!("{}RM_BUNDLE_SOURCE={source}\n{body}", preamble(&body))
+}
+
+/// `pick-user.sh` alone with the passwd file below `root`, then the pick printed (tests).
+#[cfg(test)]
+pub(crate) fn pick_user_at(root: &str) -> String {
+    format!(
+        "{}{PICK_USER_SH}echo \"$RM_USER $RM_UID $RM_GID $RM_HOME\"\n",
+        preamble_at(root, PICK_USER_SH)
+    )
+}
+
+/// [`setup_script`] with every path below `root` (tests).
+#[cfg(test)]
+pub(crate) fn setup_script_at(root: &str, stdin: bool) -> String {
+    let body = format!("{PICK_USER_SH}{SETUP_SH}");
+    let source = if stdin { "stdin" } else { "pushed" };
+    format!(
+        "{}RM_BUNDLE_SOURCE={source}\n{body}",
+        preamble_at(root, &body)
+    )
+}
+
+/// `config.sh`'s arguments as the script's positional parameters: `set -- ARG...`.
+pub fn set_arguments(args: &[String]) -> String {
+    let words: Vec<String> = args.iter().map(|a| shell_quote(a)).collect();
+    format!("set -- {}\n", words.join(" "))
+}
+
+/// `register-and-start.sh`, installed at [`REGISTER_SCRIPT`] and run as the runner's user: waits
+/// for the network, registers with `config.sh` and `config_args` when `token` is set (the token
+/// in [`TOKEN_FILE`]; JIT runners are registered already), starts `start.sh` detached and waits
+/// up to `wait` for `run.sh` to be alive.
+pub fn register_script(config_args: &[String], token: bool, wait: Duration) -> String {
+    let body = format!("{NETWORK_WAIT_SH}{REGISTER_SH}");
+    let steps = (wait.as_millis() / 50).max(1);
+    let mut out = installed_with(
+        "",
+        &[
+            (
+                "RM_REGISTER",
+                if token { "token" } else { "jit" }.to_owned(),
+            ),
+            ("RM_WAIT_STEPS", steps.to_string()),
+        ],
+    );
+    out.push_str(&preamble(&body));
+    out.push_str(&set_arguments(if token { config_args } else { &[] }));
+    out.push_str(&body);
+    out
+}
+
+/// `network-wait.sh` alone, with every path below `root` and at most `steps` steps, then
+/// `echo $i` (tests).
+#[cfg(test)]
+pub(crate) fn network_wait_at(root: &str, steps: u32) -> String {
+    format!(
+        "{}RM_NETWORK_STEPS={steps}\n{NETWORK_WAIT_SH}echo \"$i\"\n",
+        preamble_at(root, NETWORK_WAIT_SH)
+    )
+}
+
 /// Every script kept as a file here, with its name, for the shell tests.
 pub fn all_scripts() -> Vec<(&'static str, String)> {
     vec![
@@ -160,6 +291,15 @@ pub fn all_scripts() -> Vec<(&'static str, String)> {
         ("resume.sh", installed(RESUME_SH)),
         ("start.sh", start_script()),
         ("post-job.sh", post_job_script()),
+        ("pre-job.sh", pre_job_script(None)),
+        (
+            "pre-job.sh (policy)",
+            pre_job_script(Some("http://10.1.2.1:8080/p/")),
+        ),
+        (
+            "pre-job.sh (https policy)",
+            pre_job_script(Some("https://policy")),
+        ),
     ]
 }
 

@@ -121,6 +121,27 @@ fn probe_tells_installing_from_abandoned_under_every_shell() {
     }
 }
 
+/// A process started under `setsid` (like start.sh), returned once it leads its own process
+/// group (a signal to the group sent before that would miss it).
+pub(crate) fn session_leader(argv: &[&str]) -> std::process::Child {
+    let leader = Command::new("setsid").args(argv).spawn().expect("setsid");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", leader.id()))
+            .expect("stat of the leader");
+        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split(' ').collect();
+        let pgid: u32 = fields.get(3).and_then(|f| f.parse().ok()).unwrap_or(0);
+        if pgid == leader.id() {
+            return leader;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "setsid never made {argv:?} a group leader"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Waits up to 5 s for `child` to exit.
 fn exits(child: &mut std::process::Child) -> bool {
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -140,23 +161,8 @@ fn stop_signals_the_process_group_under_every_shell() {
     for shell in SHELLS {
         let (dir, at) = scratch();
         // A session leader (like start.sh under setsid) with a child in its group.
-        let mut leader = Command::new("setsid")
-            .args(["sh", "-c", "sleep 60 & wait"])
-            .spawn()
-            .expect("setsid");
-        // setsid forks when the caller leads a group; read the group id the child ended in.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let pgid = loop {
-            let stat = std::fs::read_to_string(format!("/proc/{}/stat", leader.id()))
-                .expect("stat of the leader");
-            let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split(' ').collect();
-            let pgid: u32 = fields.get(3).and_then(|f| f.parse().ok()).unwrap_or(0);
-            if pgid == leader.id() || Instant::now() > deadline {
-                break pgid;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        assert_eq!(pgid, leader.id(), "{shell:?}: the leader leads its group");
+        let mut leader = session_leader(&["sh", "-c", "sleep 60 & wait"]);
+        let pgid = leader.id();
         std::fs::write(at(&format!("{META_DIR}/runner.pgid")), pgid.to_string()).expect("write");
         assert_eq!(run(shell, &rooted(STOP_SH, dir.path())), 0, "{shell:?}");
         assert!(
@@ -251,10 +257,7 @@ fn reaches(pid: u32, want: char) -> bool {
 fn quiesce_freezes_and_resume_thaws_under_every_shell() {
     for shell in SHELLS {
         let (dir, at) = scratch();
-        let mut runner = Command::new("setsid")
-            .args(["sleep", "60"])
-            .spawn()
-            .expect("setsid");
+        let mut runner = session_leader(&["sleep", "60"]);
         let pid = runner.id();
         std::fs::write(at(&format!("{META_DIR}/runner.pgid")), pid.to_string()).expect("write");
         std::fs::write(at(PID_FILE), pid.to_string()).expect("write");

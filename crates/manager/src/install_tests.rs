@@ -1,0 +1,714 @@
+//! Tests of `install.rs`: the files, the bundle and its manifest, the generated scripts run on
+//! a scratch root and under every shell, and the policy hook against a service double.
+use super::*;
+use crate::guest::STAGE_DIR;
+
+fn settings(proxies: ProxySettings, policy: bool) -> InstallSettings {
+    InstallSettings {
+        registration_url: "http://10.0.0.1:8000/octo/repo".into(),
+        path: GitHubPath::parse("octo/repo", "").expect("valid"),
+        labels: vec!["app".into(), "jammy".into(), "gpu x".into()],
+        proxies,
+        policy_url: policy.then(|| "http://10.0.0.1:8080".to_owned()),
+        ready_timeout: Duration::from_secs(60),
+    }
+}
+
+fn proxies() -> ProxySettings {
+    ProxySettings {
+        http: Some("http://proxy:3128".parse().expect("valid")),
+        https: Some("http://proxy:3129".parse().expect("valid")),
+        no_proxy: Some("localhost".into()),
+    }
+}
+
+/// Runs `guest/pick-user.sh` over `passwd` (on a scratch root) and prints what it picked.
+fn picked(passwd: &str) -> String {
+    let dir = tempfile::tempdir().expect("tmp");
+    let root = dir.path().display().to_string();
+    std::fs::create_dir_all(format!("{root}/etc")).expect("mkdir");
+    std::fs::write(format!("{root}/etc/passwd"), passwd).expect("write");
+    let script = crate::guest::pick_user_at(&root);
+    let out = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .output()
+        .expect("sh runs");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn picks_unprivileged_user_when_present() {
+    let root = "root:x:0:0:root:/root:/bin/bash\n";
+    for (passwd, expected) in [
+        (
+            format!("{root}ubuntu:x:1000:1000::/home/ubuntu:/bin/bash\n"),
+            "ubuntu 1000 1000 /home/ubuntu",
+        ),
+        (
+            "ubuntu:x:1000:1000::/home/ubuntu:/bin/sh\nrunner:x:1001:1002::/home/runner:/bin/sh\n"
+                .to_owned(),
+            "runner 1001 1002 /home/runner",
+        ),
+        (
+            "runner:x:1001:1002::/srv/r:/bin/sh\nubuntu:x:1000:1000::/home/ubuntu:/bin/sh\n"
+                .to_owned(),
+            "runner 1001 1002 /srv/r",
+        ),
+        (
+            format!("{root}nobody:x:65534:65534::/:/bin/false\n"),
+            "root 0 0 /root",
+        ),
+        ("garbage\n".to_owned(), "root 0 0 /root"),
+        ("".to_owned(), "root 0 0 /root"),
+        ("ubuntu:x:0:0::/root:/bin/sh\n".to_owned(), "root 0 0 /root"),
+        (
+            "ubuntu:x:abc:1000::/home/u:/bin/sh\n".to_owned(),
+            "root 0 0 /root",
+        ),
+        (
+            "ubuntu:x::1000::/home/u:/bin/sh\n".to_owned(),
+            "root 0 0 /root",
+        ),
+        // No trailing newline; an empty home falls back to /home/NAME.
+        (
+            "runner:x:1001:1001:::/bin/sh".to_owned(),
+            "runner 1001 1001 /home/runner",
+        ),
+    ] {
+        assert_eq!(picked(&passwd), expected, "{passwd:?}");
+    }
+}
+
+#[test]
+fn env_files() {
+    let s = settings(proxies().with_no_proxy(&["10.0.0.1"]), false);
+    insta::assert_snapshot!("runner_env_ubuntu", runner_env(&s));
+    let env = runner_env(&settings(ProxySettings::default(), false));
+    assert!(!env.contains("RUNNER_ALLOW_RUNASROOT"));
+    assert!(!env.contains("proxy"));
+    insta::assert_snapshot!("etc_environment", etc_environment(&s.proxies));
+    insta::assert_snapshot!("docker_dropin", docker_service_dropin(&s.proxies));
+    insta::assert_snapshot!("docker_client", docker_client_config(&s.proxies));
+}
+
+#[test]
+fn scripts() {
+    insta::assert_snapshot!("start_sh", start_script());
+    insta::assert_snapshot!("pre_job_no_policy", pre_job_script(None));
+    insta::assert_snapshot!(
+        "pre_job_policy",
+        pre_job_script(Some("http://10.0.0.1:8080"))
+    );
+    insta::assert_snapshot!("post_job", post_job_script());
+}
+
+#[test]
+fn configure_never_carries_the_token() {
+    let name = crate::model::Owner::new("app", 0)
+        .expect("valid")
+        .new_runner_name();
+    let mut s = settings(ProxySettings::default(), false);
+    let script = configure_script(&s, &name);
+    assert!(script.contains(&format!("--name {name}")));
+    assert!(script.contains("--labels 'app,jammy,gpu x'"));
+    assert!(script.contains("--ephemeral --unattended"));
+    assert!(!script.contains("--runnergroup"));
+    assert!(!script.contains("--token"));
+    let token = RegistrationSecret::Token(Secret::new("s3cr3t-token"));
+    let register = register_script(&s, &name, &token, Duration::from_secs(1));
+    assert!(register.contains(&script), "{register}");
+    assert!(register.contains("RM_REGISTER=token"));
+    assert!(!register.contains("s3cr3t-token"));
+    let jit = RegistrationSecret::Jit(Secret::new("s3cr3t-jit"));
+    let register = register_script(&s, &name, &jit, Duration::from_secs(1));
+    assert!(register.contains("RM_REGISTER=jit") && !register.contains("--url"));
+    s.path = GitHubPath::parse("org", "builders").expect("valid");
+    assert!(configure_script(&s, &name).ends_with("--runnergroup builders\n"));
+}
+
+#[test]
+fn quoting() {
+    assert_eq!(shell_quote("abc-1"), "abc-1");
+    assert_eq!(shell_quote("a b"), "'a b'");
+    assert_eq!(shell_quote("it's"), r"'it'\''s'");
+    assert_eq!(shell_quote(""), "''");
+}
+
+/// The generated scripts parse under `sh -n` (dash/busybox on the host).
+#[test]
+fn scripts_are_valid_sh() {
+    let s = settings(proxies(), true);
+    let name = runner_name();
+    let token = RegistrationSecret::Token(Secret::new("tok"));
+    let jit = RegistrationSecret::Jit(Secret::new("jit"));
+    for script in [
+        start_script(),
+        pre_job_script(None),
+        pre_job_script(Some("http://h:8080")),
+        post_job_script(),
+        setup_script(BundleSource::Stdin),
+        setup_script(BundleSource::Pushed),
+        register_script(&s, &name, &token, Duration::from_secs(30)),
+        register_script(&s, &name, &jit, Duration::from_secs(30)),
+    ] {
+        let out = std::process::Command::new("sh")
+            .args(["-n", "-c", &script])
+            .output()
+            .expect("sh runs");
+        assert!(
+            out.status.success(),
+            "{}\n{script}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Every generated script passes `shellcheck --shell=sh` and parses under dash, bash and
+/// busybox sh.
+#[test]
+fn generated_scripts_pass_shellcheck_under_every_shell() {
+    use crate::guest::tests::{parses, shellcheck, SHELLS};
+    let s = settings(proxies(), true);
+    let name = runner_name();
+    let token = RegistrationSecret::Token(Secret::new("tok"));
+    let jit = RegistrationSecret::Jit(Secret::new("jit"));
+    let mut with_shebang = vec![
+        ("pre-job.sh", pre_job_script(None)),
+        ("pre-job.sh (policy)", pre_job_script(Some("http://h:8080"))),
+        (
+            "pre-job.sh (https policy)",
+            pre_job_script(Some("https://h")),
+        ),
+        (
+            "register-and-start.sh (token)",
+            register_script(&s, &name, &token, Duration::from_secs(30)),
+        ),
+        (
+            "register-and-start.sh (jit)",
+            register_script(&s, &name, &jit, Duration::from_secs(30)),
+        ),
+    ];
+    for (what, script) in [
+        ("setup (stdin)", setup_script(BundleSource::Stdin)),
+        ("setup (pushed)", setup_script(BundleSource::Pushed)),
+    ] {
+        with_shebang.push((what, format!("#!/bin/sh\n{script}")));
+    }
+    for (what, script) in &with_shebang {
+        shellcheck(what, script);
+        for shell in SHELLS {
+            assert!(parses(shell, script), "{what} under {shell:?}");
+        }
+    }
+}
+
+/// A job the policy service refuses stops the runner: SIGINT to its process group, in a form
+/// every shell accepts (dash rejects `kill -INT -- -PGID`, and then nothing is stopped).
+#[test]
+fn policy_refusal_stops_the_runner_under_every_shell() {
+    use crate::guest::tests::SHELLS;
+    for shell in SHELLS {
+        let dir = tempfile::tempdir().expect("tmp");
+        let meta = dir.path().join("meta");
+        std::fs::create_dir_all(&meta).expect("mkdir");
+        let mut runner = crate::guest::tests::session_leader(&["sh", "-c", "sleep 60 & wait"]);
+        std::fs::write(meta.join("runner.pgid"), runner.id().to_string()).expect("write");
+        let script = dir.path().join("pre-job.sh");
+        std::fs::write(&script, pre_job_script(Some("http://127.0.0.1:9"))).expect("write");
+        let out = std::process::Command::new(shell[0])
+            .args(&shell[1..])
+            .arg(&script)
+            .env("RUNNER_MANAGER_META", &meta)
+            .env("RUNNER_MANAGER_DENY_DELAY", "0")
+            .env("GITHUB_EVENT_NAME", "push")
+            .env("GITHUB_REPOSITORY", "octo/repo")
+            .output()
+            .expect("hook runs");
+        assert_eq!(out.status.code(), Some(1), "{shell:?}: refused (no token)");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let stopped = loop {
+            if runner.try_wait().expect("wait").is_some() {
+                break true;
+            }
+            if std::time::Instant::now() > deadline {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        if !stopped {
+            let _ = runner.kill();
+        }
+        assert!(
+            stopped,
+            "{shell:?}: the runner's process group was not signalled: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+fn bundle_entries(bundle: &[u8]) -> Vec<(String, u32, u64, u64, Vec<u8>)> {
+    let mut archive = tar::Archive::new(bundle);
+    archive
+        .entries()
+        .expect("tar")
+        .map(|e| {
+            let mut e = e.expect("entry");
+            let h = e.header().clone();
+            let mut content = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut content).expect("read");
+            (
+                e.path().expect("path").display().to_string(),
+                h.mode().expect("mode"),
+                h.uid().expect("uid"),
+                h.gid().expect("gid"),
+                content,
+            )
+        })
+        .collect()
+}
+
+fn runner_name() -> RunnerName {
+    crate::model::Owner::new("app", 0)
+        .expect("valid")
+        .new_runner_name()
+}
+
+/// The bundle carries the tarball and every file with its mode; the secrets are only in 0600
+/// files handed to the runner's user, never in a script that becomes a command line.
+#[test]
+fn bundle_contents_and_secrets() {
+    let s = settings(proxies(), true);
+    let name = runner_name();
+    let token = RegistrationSecret::Token(Secret::new("REGTOKEN-123"));
+    let policy = Secret::new("POLICYTOKEN-456");
+    let files = install_files(&s, &name, &token, Some(&policy));
+    let bundle = build_bundle(b"TARBALL", &files).expect("bundle");
+    let entries = bundle_entries(&bundle);
+    assert_eq!(entries[0].0, STAGED_TARBALL);
+    assert_eq!((entries[0].1, &entries[0].4[..]), (0o600, &b"TARBALL"[..]));
+    assert_eq!(
+        entries.len(),
+        files.len() + 2,
+        "the tarball, the manifest, the files"
+    );
+    let by_path = |p: &str| {
+        let f = files
+            .iter()
+            .find(|f| f.path == p)
+            .unwrap_or_else(|| panic!("{p}"));
+        entries
+            .iter()
+            .find(|e| e.0 == f.staged())
+            .unwrap_or_else(|| panic!("{p} in the bundle"))
+    };
+    assert_eq!(by_path(TOKEN_FILE).1, 0o600);
+    assert_eq!(by_path(TOKEN_FILE).4, b"REGTOKEN-123");
+    assert_eq!(by_path(POLICY_TOKEN_FILE).1, 0o600);
+    assert_eq!(by_path(POLICY_TOKEN_FILE).4, b"POLICYTOKEN-456");
+    assert_eq!(by_path(&format!("{SCRIPT_DIR}/start.sh")).1, 0o755);
+    assert_eq!(by_path(REGISTER_SCRIPT).1, 0o755);
+    assert_eq!(by_path(DOCKER_DROPIN).1, 0o644);
+    assert_eq!(
+        by_path(DOCKER_CLIENT_CONFIG).0,
+        "files/home/.docker/config.json"
+    );
+    assert!(
+        entries.iter().all(|e| (e.2, e.3) == (0, 0)),
+        "root until moved"
+    );
+    for (path, mode, ..) in entries.iter().filter(|e| {
+        let text = String::from_utf8_lossy(&e.4);
+        text.contains("REGTOKEN") || text.contains("POLICYTOKEN")
+    }) {
+        assert_eq!(*mode, 0o600, "{path} holds a secret");
+    }
+    let setup = setup_script(BundleSource::Stdin);
+    let register = register_script(&s, &name, &token, Duration::from_secs(5));
+    let manifest_text = manifest(&files);
+    for script in [&setup, &register, &manifest_text] {
+        assert!(!script.contains("REGTOKEN") && !script.contains("POLICYTOKEN"));
+    }
+    assert!(setup.contains("RM_BUNDLE_SOURCE=stdin"));
+    assert!(setup_script(BundleSource::Pushed).contains("RM_BUNDLE_SOURCE=pushed"));
+    // The manifest: docker's files marked (moved only where docker is), the client config
+    // below the user's home and the user's; the secrets the user's.
+    let line = |path: &str| {
+        manifest_text
+            .lines()
+            .find(|l| l.ends_with(&format!(" {path}")))
+            .unwrap_or_else(|| panic!("{path} in {manifest_text}"))
+            .to_owned()
+    };
+    assert_eq!(
+        line(DOCKER_CLIENT_CONFIG),
+        "docker runner files/home/.docker/config.json ~/.docker/config.json"
+    );
+    assert!(line(DOCKER_DROPIN).starts_with("docker root "));
+    assert!(line(TOKEN_FILE).starts_with("plain runner "));
+    assert!(line("/etc/environment").starts_with("plain root "));
+    assert_eq!(
+        bundle_entries(&bundle)
+            .iter()
+            .find(|e| e.0 == STAGED_MANIFEST)
+            .map(|e| e.4.clone()),
+        Some(manifest_text.clone().into_bytes())
+    );
+    assert!(register.contains("./config.sh"));
+    // Without proxies there is nothing for docker.
+    let plain = install_files(
+        &settings(ProxySettings::default(), false),
+        &name,
+        &token,
+        None,
+    );
+    assert!(!manifest(&plain).contains("docker"));
+    // JIT: the config file instead of config.sh; 5 s in 50 ms steps.
+    let jit = RegistrationSecret::Jit(Secret::new("JITCONFIG-789"));
+    let files = install_files(&s, &name, &jit, None);
+    assert!(files
+        .iter()
+        .any(|f| f.path == JIT_FILE && f.content == b"JITCONFIG-789" && f.mode == 0o600));
+    let register = register_script(&s, &name, &jit, Duration::from_secs(5));
+    assert!(register.contains("RM_REGISTER=jit") && !register.contains("--url"));
+    assert!(!register.contains("JITCONFIG"));
+    assert!(register.contains("RM_WAIT_STEPS=100\n"));
+}
+
+/// The setup script does what it says on a scratch root: run with its paths moved into a
+/// temporary directory, with the bundle on its standard input or pushed, it leaves each file
+/// in place with its mode, no bundle and no stage, and runs the register script (here a
+/// stand-in, since the runner is not real) as the user it picked (root here).
+#[test]
+fn setup_script_runs() {
+    for source in [BundleSource::Stdin, BundleSource::Pushed] {
+        setup_script_runs_with(source);
+    }
+}
+
+fn setup_script_runs_with(source: BundleSource) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let root = dir.path().display().to_string();
+    let s = settings(ProxySettings::default(), false);
+    let token = RegistrationSecret::Token(Secret::new("tok"));
+    let mut files = install_files(&s, &runner_name(), &token, None);
+    for f in files.iter_mut().filter(|f| f.path == REGISTER_SCRIPT) {
+        f.content = b"echo registered as $HOME; exit 7\n".to_vec();
+    }
+    let mut runner = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    for (path, content) in [
+        ("config.sh", "#!/bin/sh\n"),
+        ("run.sh", "#!/bin/sh\n"),
+        (".env", "theirs\n"),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(content.len() as u64);
+        h.set_mode(0o755);
+        runner
+            .append_data(&mut h, path, content.as_bytes())
+            .expect("append");
+    }
+    let tarball = runner.into_inner().expect("tar").finish().expect("gz");
+    let bundle = build_bundle(&tarball, &files).expect("bundle");
+    let rooted = |p: &str| format!("{root}{p}");
+    std::fs::create_dir_all(rooted("/tmp")).expect("mkdir");
+    std::fs::create_dir_all(rooted("/etc")).expect("mkdir");
+    std::fs::write(rooted("/etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").expect("write");
+    if source == BundleSource::Pushed {
+        std::fs::write(rooted(BUNDLE_PATH), &bundle).expect("write");
+    }
+    // Not root: the files go to this process's own ids.
+    let ids = own_ids(dir.path());
+    let script = crate::guest::setup_script_at(&root, source == BundleSource::Stdin)
+        .replace("chown -R \"$RM_UID:$RM_GID\"", &format!("chown -R {ids}"))
+        .replace("chown \"$RM_UID:$RM_GID\"", &format!("chown {ids}"));
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("sh runs");
+    let mut stdin = child.stdin.take().expect("stdin");
+    if source == BundleSource::Stdin {
+        std::io::Write::write_all(&mut stdin, &bundle).expect("feed");
+    }
+    drop(stdin);
+    let out = child.wait_with_output().expect("sh ends");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "{source:?}: the register script's exit code: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        [UNPACKED, "registered as /root"]
+    );
+    let read = |p: &str| std::fs::read_to_string(rooted(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+    let env = read(&format!("{RUNNER_DIR}/.env"));
+    assert!(env.starts_with("PATH="), "ours win over the tarball's");
+    assert!(env.ends_with("RUNNER_ALLOW_RUNASROOT=1\n"), "{env}");
+    assert_eq!(read(TOKEN_FILE), "tok");
+    assert!(read(&format!("{SCRIPT_DIR}/start.sh")).contains("run.sh"));
+    assert!(read("/etc/environment").starts_with("PATH="));
+    assert!(read(INSTALLED_FILE).trim().parse::<u64>().is_ok());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &str| {
+        std::fs::metadata(rooted(p))
+            .expect("stat")
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(TOKEN_FILE), 0o600);
+    assert_eq!(mode(&format!("{SCRIPT_DIR}/start.sh")), 0o755);
+    assert!(!std::path::Path::new(&rooted(BUNDLE_PATH)).exists());
+    assert!(!std::path::Path::new(&rooted(STAGE_DIR)).exists());
+}
+
+/// The network wait ends at once with an IPv4 route or a global IPv6 address, and after its
+/// bound without either (here 3 steps instead of 200).
+#[test]
+fn network_wait() {
+    let header = "Iface\tDestination\tGateway \tFlags\n";
+    let route = "eth0\t002D7B0A\t00000000\t0001\n";
+    let link_local = "fe800000000000000216 02 40 20 80 eth0\n";
+    let global = "fd420000000000000216 02 40 00 00 eth0\n";
+    for (routes, inet6, steps) in [
+        (format!("{header}{route}"), "", 0),
+        (header.to_owned(), global, 0),
+        (header.to_owned(), link_local, 3),
+        (header.to_owned(), "", 3),
+    ] {
+        let dir = tempfile::tempdir().expect("tmp");
+        let root = dir.path().display().to_string();
+        std::fs::create_dir_all(format!("{root}/proc/net")).expect("mkdir");
+        std::fs::write(format!("{root}/proc/net/route"), &routes).expect("write");
+        std::fs::write(format!("{root}/proc/net/if_inet6"), inet6).expect("write");
+        let script = crate::guest::network_wait_at(&root, 3);
+        let out = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .output()
+            .expect("sh runs");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            steps.to_string(),
+            "{routes:?} {inet6:?}"
+        );
+    }
+}
+
+/// `uid:gid` of the test process, so `chown` works without root.
+fn own_ids(dir: &std::path::Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(dir).expect("stat");
+    format!("{}:{}", meta.uid(), meta.gid())
+}
+
+/// A policy service double: allows `ott-good` unless the repository is `evil/repo`.
+async fn policy_server() -> (
+    String,
+    std::sync::Arc<parking_lot::Mutex<Vec<(String, String, serde_json::Value)>>>,
+) {
+    use axum::http::{HeaderMap, StatusCode, Uri};
+    use std::sync::Arc;
+    type Seen = Arc<parking_lot::Mutex<Vec<(String, String, serde_json::Value)>>>;
+    let seen: Seen = Arc::default();
+    let app = axum::Router::new()
+        .fallback(
+            |axum::extract::State(seen): axum::extract::State<Seen>,
+             uri: Uri,
+             headers: HeaderMap,
+             body: String| async move {
+                let auth = headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                let body: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                let allowed = auth == "Bearer ott-good" && body["repository_name"] != "evil/repo";
+                seen.lock().push((uri.path().to_owned(), auth, body));
+                if allowed {
+                    StatusCode::NO_CONTENT
+                } else {
+                    StatusCode::FORBIDDEN
+                }
+            },
+        )
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), seen)
+}
+
+/// A PATH holding only busybox applets (busybox wget, no curl, no jq).
+fn busybox_path(dir: &std::path::Path) -> Option<String> {
+    let busybox = ["/usr/bin/busybox", "/bin/busybox"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())?;
+    let bin = dir.join("bb");
+    std::fs::create_dir_all(&bin).expect("mkdir");
+    for applet in [
+        "sh", "nc", "wc", "timeout", "sed", "tr", "cat", "date", "mv", "rm", "grep", "head",
+        "sleep", "kill", "printf",
+    ] {
+        std::os::unix::fs::symlink(busybox, bin.join(applet)).expect("symlink");
+    }
+    Some(bin.display().to_string())
+}
+
+struct HookRun {
+    code: i32,
+    stderr: String,
+    meta: std::path::PathBuf,
+}
+
+async fn run_hook(
+    url: &str,
+    path_env: &str,
+    event: &str,
+    repo: &str,
+    token: Option<&str>,
+    event_json: &str,
+) -> HookRun {
+    let dir = tempfile::tempdir().expect("tempdir").keep();
+    let meta = dir.join("meta");
+    std::fs::create_dir_all(&meta).expect("mkdir");
+    if let Some(token) = token {
+        std::fs::write(meta.join("policy-token"), token).expect("write");
+    }
+    let event_path = dir.join("event.json");
+    std::fs::write(&event_path, event_json).expect("write");
+    let script = dir.join("pre-job.sh");
+    std::fs::write(&script, pre_job_script(Some(url))).expect("write");
+    let sh = format!("{}/sh", path_env.split(':').next().unwrap_or("/bin"));
+    let sh = if std::path::Path::new(&sh).exists() {
+        sh
+    } else {
+        "sh".to_owned()
+    };
+    let out = tokio::process::Command::new(sh)
+        .arg(&script)
+        .env_clear()
+        .env("PATH", path_env)
+        .env("RUNNER_MANAGER_META", &meta)
+        .env("GITHUB_EVENT_NAME", event)
+        .env("GITHUB_REPOSITORY", repo)
+        .env("GITHUB_WORKFLOW", "CI \"main\"")
+        .env("GITHUB_REF", "refs/heads/main")
+        .env("GITHUB_SHA", "abc123")
+        .env("GITHUB_EVENT_PATH", &event_path)
+        .env("http_proxy", "http://127.0.0.1:9")
+        .output()
+        .await
+        .expect("hook runs");
+    HookRun {
+        code: out.status.code().unwrap_or(-1),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        meta,
+    }
+}
+
+const PR_EVENT: &str = r#"{
+  "action": "opened",
+  "pull_request": {
+"head": {
+  "label": "fork:feature",
+  "ref": "feature",
+  "sha": "headsha1",
+  "user": {"login": "someone"},
+  "repo": {"name": "repo", "full_name": "fork/repo"}
+},
+"base": {
+  "label": "octo:main",
+  "ref": "main",
+  "sha": "basesha2",
+  "repo": {"name": "repo", "full_name": "octo/repo"}
+}
+  }
+}"#;
+
+/// The pre-job hook under busybox (nc, no curl, no jq) and under the host tools (curl, jq).
+#[tokio::test]
+async fn pre_job_hook_asks_the_policy_service() {
+    let (url, seen) = policy_server().await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut paths = vec!["/usr/local/bin:/usr/bin:/bin".to_owned()];
+    paths.extend(busybox_path(tmp.path()));
+    for path in paths {
+        seen.lock().clear();
+        let ok = run_hook(&url, &path, "push", "octo/repo", Some("ott-good"), "{}").await;
+        assert_eq!(ok.code, 0, "{path}: {}", ok.stderr);
+        assert!(
+            !ok.meta.join("policy-token").exists(),
+            "one-time token not deleted"
+        );
+        let record: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(ok.meta.join("pre-job.json")).expect("record"))
+                .expect("json");
+        assert_eq!(record["workflow"], "CI \"main\"");
+        assert_eq!(record["repo"], "octo/repo");
+        assert_eq!(record["github_event"], "push");
+        assert_eq!(
+            seen.lock()[0],
+            (
+                "/push/check-run".to_owned(),
+                "Bearer ott-good".to_owned(),
+                serde_json::json!({"repository_name":"octo/repo","branch_name":"main","commit_sha":"abc123"})
+            ),
+            "{path}"
+        );
+
+        let pr = run_hook(
+            &url,
+            &path,
+            "pull_request",
+            "octo/repo",
+            Some("ott-good"),
+            PR_EVENT,
+        )
+        .await;
+        assert_eq!(pr.code, 0, "{path}: {}", pr.stderr);
+        assert_eq!(
+            seen.lock()[1].2,
+            serde_json::json!({"repository_name":"octo/repo","source_repository_name":"fork/repo",
+                "target_branch_name":"main","source_branch_name":"feature","commit_sha":"headsha1"}),
+            "{path}"
+        );
+
+        let refused = run_hook(&url, &path, "push", "evil/repo", Some("ott-good"), "{}").await;
+        assert_eq!(refused.code, 1, "{path}");
+        assert!(
+            refused.stderr.contains("not compliant with policies"),
+            "{}",
+            refused.stderr
+        );
+        assert!(refused.meta.join("policy-refused").exists());
+
+        let no_token = run_hook(&url, &path, "push", "octo/repo", None, "{}").await;
+        assert_eq!(no_token.code, 1);
+        let other = run_hook(
+            &url,
+            &path,
+            "issue_comment",
+            "octo/repo",
+            Some("ott-good"),
+            "{}",
+        )
+        .await;
+        assert_eq!(other.code, 1);
+        assert_eq!(
+            seen.lock().len(),
+            3,
+            "{path}: refused cases must not all reach the service"
+        );
+    }
+}

@@ -1,0 +1,659 @@
+//! `RunnerManager`: the seed's API, and the reconcile pass read top to bottom.
+//!
+//! One pass: check the runner binary → observe both sides concurrently (`observe.rs`) →
+//! [`plan`] (pure) → execute removals (registration first, GitHub's "busy" means skip;
+//! `remove.rs`) → create the shortfall in parallel (`create.rs`) → emit telemetry → return a
+//! report with a requeue hint. Passes (reconcile and flush) never overlap: a mutex serialises
+//! them in the process, a `flock` across processes (`pass_lock.rs`). A pass is level-triggered
+//! and idempotent.
+
+mod create;
+mod jit_pacer;
+mod job_events;
+mod observe;
+mod pass_lock;
+mod remove;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{stream, StreamExt};
+
+pub use self::create::{CreateError, PrepareError};
+use self::jit_pacer::JitPacer;
+pub use self::jit_pacer::JIT_PER_MINUTE;
+pub use self::job_events::{job_events, JobRecords};
+use self::remove::RemoveOutcome;
+pub use self::remove::{JobCheckError, RemoveError};
+use crate::events::{Metrics, ReconcileResult, Reconciliation, RunnerCounts, Telemetry};
+use crate::install::InstallSettings;
+use crate::model::{
+    GitHubPath, InstanceType, ModelError, Owner, ProxySettings, RegistrationMode, Resources,
+    RunnerName,
+};
+use crate::plan::{plan, plan_flush, Desired, RemovalReason, RunnerState};
+use crate::policy::{PolicyClient, PolicyConfig, PolicyError};
+use crate::provider::{
+    render_chain, InstanceProvider, ProviderError, RegistryError, RunnerDownload, RunnerRegistry,
+};
+use crate::runner_bin::{select_download, CachedBinary, RunnerBinCache, RunnerBinError};
+
+/// How many runners a pass creates at once unless configured otherwise.
+pub const DEFAULT_CREATE_CONCURRENCY: usize = 16;
+
+/// The manager's settings (the seed's `RunnerManagerConfig`, minus the credentials and
+/// connections, which live in the GitHub and LXD backends).
+#[derive(Debug, Clone)]
+pub struct ManagerConfig {
+    pub path: GitHubPath,
+    /// `https://github.com` or the simulator's `http://host:port`.
+    pub web_url: String,
+    /// Image alias; also a runner label.
+    pub image: String,
+    pub instance_type: InstanceType,
+    /// Labels besides `<app_name>` and `<image>`.
+    pub extra_labels: Vec<String>,
+    pub registration_mode: RegistrationMode,
+    /// When set, a `dir` pool `runner` at this path holds the root disks.
+    pub lxd_storage_path: Option<PathBuf>,
+    /// Holds the runner binary cache.
+    pub state_dir: PathBuf,
+    pub issue_metrics: bool,
+    pub events_log: PathBuf,
+    pub policy: Option<PolicyConfig>,
+    /// How many runners are created at once.
+    pub create_concurrency: usize,
+    pub boot_grace: Duration,
+    pub offline_grace: Duration,
+    /// How long a started instance may take to answer exec.
+    pub ready_timeout: Duration,
+    /// How long `flush` with busy runners waits for GitHub to release a stopped runner.
+    pub busy_stop_timeout: Duration,
+}
+
+impl ManagerConfig {
+    /// The defaults: container, token mode, no metrics, 16 parallel creations, 5 min graces.
+    pub fn new(
+        path: GitHubPath,
+        web_url: &str,
+        image: &str,
+        state_dir: impl Into<PathBuf>,
+    ) -> Self {
+        Self {
+            path,
+            web_url: web_url.trim_end_matches('/').to_owned(),
+            image: image.to_owned(),
+            instance_type: InstanceType::Container,
+            extra_labels: Vec::new(),
+            registration_mode: RegistrationMode::Token,
+            lxd_storage_path: None,
+            state_dir: state_dir.into(),
+            issue_metrics: false,
+            events_log: PathBuf::from("/var/log/github-runner-metrics.log"),
+            policy: None,
+            create_concurrency: DEFAULT_CREATE_CONCURRENCY,
+            boot_grace: Duration::from_secs(300),
+            offline_grace: Duration::from_secs(300),
+            ready_timeout: Duration::from_secs(300),
+            busy_stop_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// The two outside systems and the metrics registry the manager reports into.
+#[derive(Clone)]
+pub struct Backends {
+    pub provider: Arc<dyn InstanceProvider>,
+    pub registry: Arc<dyn RunnerRegistry>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Why a call did nothing. Each message leaves its cause out and keeps it as the `source`:
+/// render the chain with [`crate::provider::Chain`] (or anyhow's `{:#}`), so each cause is
+/// written once.
+#[derive(Debug, thiserror::Error)]
+pub enum ManagerError {
+    #[error("invalid configuration")]
+    Config(#[from] ModelError),
+    #[error("no runner binary is cached: run update_runner_bin before reconciling")]
+    MissingRunnerBinary,
+    /// Its messages all name the runner binary.
+    #[error(transparent)]
+    RunnerBinary(#[from] RunnerBinError),
+    #[error("no runner binary for os {os} and arch {arch} in github's downloads list")]
+    NoMatchingDownload { os: String, arch: String },
+    #[error("listing instances")]
+    ListInstances(#[source] ProviderError),
+    #[error("{what}")]
+    Registry {
+        what: &'static str,
+        #[source]
+        source: RegistryError,
+    },
+    #[error("policy service")]
+    Policy(#[from] PolicyError),
+    #[error("taking the pass lock {path}")]
+    PassLock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A step of a pass, as failures, logs and the `errors_total{kind}` metric name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Step {
+    /// The preflight shared by a pass's creations (image, pool, profiles, registration token).
+    Prepare,
+    /// Creating, installing and starting one runner.
+    Create,
+    /// Removing one runner.
+    Remove,
+}
+
+impl Step {
+    /// `prepare`, `create` or `remove`: the metric label and the word logs and the CLI use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Prepare => "prepare",
+            Self::Create => "create",
+            Self::Remove => "remove",
+        }
+    }
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Compares with the label, so that `assert_eq!(failure.action, "create")` reads as it did
+/// when the step was a string.
+impl PartialEq<&str> for Step {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+/// A failed step of a pass. `runner` is `None` exactly for [`Step::Prepare`], a step shared
+/// by all runners (the constructors keep it so). `error` is the step's error with its causes,
+/// rendered once, here (see [`crate::provider::Chain`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub runner: Option<RunnerName>,
+    pub action: Step,
+    pub error: String,
+}
+
+impl Failure {
+    fn prepare(error: &PrepareError) -> Self {
+        Self {
+            runner: None,
+            action: Step::Prepare,
+            error: render_chain(error),
+        }
+    }
+
+    /// `error` is already rendered: a creation adds its cleanup's failure to it.
+    fn create(runner: RunnerName, error: String) -> Self {
+        Self {
+            runner: Some(runner),
+            action: Step::Create,
+            error,
+        }
+    }
+
+    fn remove(runner: RunnerName, error: &RemoveError) -> Self {
+        Self {
+            runner: Some(runner),
+            action: Step::Remove,
+            error: render_chain(error),
+        }
+    }
+}
+
+/// What a reconcile pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReconcileReport {
+    /// The seed's return value: quantity minus the healthy runners before acting.
+    pub delta: i64,
+    pub created: Vec<RunnerName>,
+    pub removed: Vec<(RunnerName, RemovalReason)>,
+    /// Planned for removal but GitHub said busy: left running.
+    pub skipped_busy: Vec<RunnerName>,
+    pub failed: Vec<Failure>,
+    pub counts: RunnerCounts,
+    /// The pass left work for later: run the next one after this long rather than after the
+    /// full interval (kube-rs's `Action::requeue`). Set when JIT pacing held creations back
+    /// (until the pacing window frees a slot) or when a step failed (a short backoff that
+    /// doubles with each failing pass in a row, from [`FAILED_STEP_REQUEUE`] up to
+    /// [`FAILED_STEP_REQUEUE_MAX`]); the sooner of the two. `None`: nothing is left to do.
+    pub requeue_after: Option<Duration>,
+}
+
+impl ReconcileReport {
+    /// `ok` without failed steps, else `partial`.
+    pub fn result(&self) -> ReconcileResult {
+        if self.failed.is_empty() {
+            ReconcileResult::Ok
+        } else {
+            ReconcileResult::Partial
+        }
+    }
+}
+
+/// The requeue hint after the first pass with a failed step.
+pub const FAILED_STEP_REQUEUE: Duration = Duration::from_secs(5);
+/// The longest requeue hint after failed steps.
+pub const FAILED_STEP_REQUEUE_MAX: Duration = Duration::from_secs(300);
+
+/// The hint after `failing_passes` (≥ 1) passes in a row with a failed step.
+fn failed_step_requeue(failing_passes: u32) -> Duration {
+    let factor = 2u32.saturating_pow(failing_passes.saturating_sub(1).min(20));
+    FAILED_STEP_REQUEUE
+        .saturating_mul(factor)
+        .min(FAILED_STEP_REQUEUE_MAX)
+}
+
+/// What a flush did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlushReport {
+    pub removed: Vec<RunnerName>,
+    pub skipped_busy: Vec<RunnerName>,
+    pub failed: Vec<Failure>,
+}
+
+/// Which runners `flush` removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushMode {
+    /// Spare runners GitHub reports busy (the seed's `flush_busy=False`).
+    IdleOnly,
+    /// Also stop busy ones (the seed's `flush_busy=True`).
+    IncludingBusy,
+}
+
+/// A runner as GitHub reports it (the seed's `RunnerInfo`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunnerInfo {
+    pub name: RunnerName,
+    pub online: bool,
+    pub busy: bool,
+}
+
+impl RunnerInfo {
+    /// `online` or `offline`, as GitHub writes it.
+    pub fn status(&self) -> &'static str {
+        if self.online {
+            "online"
+        } else {
+            "offline"
+        }
+    }
+}
+
+/// State carried between passes.
+#[derive(Debug, Default)]
+struct PassState {
+    /// When each registration was first seen offline, for `offline_grace`.
+    offline_since: HashMap<RunnerName, Instant>,
+    /// Recent `generate-jitconfig` requests, for [`JIT_PER_MINUTE`].
+    jit: JitPacer,
+    /// Passes in a row with a failed step, for [`ReconcileReport::requeue_after`].
+    failing_passes: u32,
+}
+
+/// Manages the runners of one unit of one application.
+pub struct RunnerManager {
+    owner: Owner,
+    config: ManagerConfig,
+    install: InstallSettings,
+    provider: Arc<dyn InstanceProvider>,
+    registry: Arc<dyn RunnerRegistry>,
+    runner_bin: RunnerBinCache,
+    policy: Option<PolicyClient>,
+    telemetry: Telemetry,
+    pass: tokio::sync::Mutex<PassState>,
+}
+
+impl RunnerManager {
+    /// The seed's `RunnerManager(app_name, unit, config, proxies)`, with the backends injected.
+    /// `proxies` is copied, never modified.
+    pub fn new(
+        app_name: &str,
+        unit: u32,
+        config: ManagerConfig,
+        proxies: &ProxySettings,
+        backends: Backends,
+    ) -> Result<Self, ManagerError> {
+        let owner = Owner::new(app_name, unit)?;
+        let policy = config.policy.clone().map(PolicyClient::new).transpose()?;
+        let policy_host = config.policy.as_ref().and_then(|p| {
+            reqwest::Url::parse(&p.runner_url)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_owned))
+        });
+        let runner_proxies = match &policy_host {
+            Some(host) if !proxies.is_empty() => proxies.with_no_proxy(&[host.as_str()]),
+            _ => proxies.clone(),
+        };
+        let mut labels = vec![app_name.to_owned(), config.image.clone()];
+        labels.extend(config.extra_labels.iter().cloned());
+        let install = InstallSettings {
+            registration_url: format!("{}/{}", config.web_url, config.path.path()),
+            path: config.path.clone(),
+            labels,
+            proxies: runner_proxies,
+            policy_url: config.policy.as_ref().map(|p| p.runner_url.clone()),
+            ready_timeout: config.ready_timeout,
+        };
+        let runner_bin = RunnerBinCache::new(config.state_dir.join("runner-binary"))?;
+        let events_log = config.issue_metrics.then(|| config.events_log.clone());
+        let telemetry = Telemetry::new(backends.metrics, app_name, events_log);
+        if let Some(current) = runner_bin.current() {
+            telemetry.metrics.set_runner_binary(&current.filename);
+        }
+        Ok(Self {
+            owner,
+            config,
+            install,
+            provider: backends.provider,
+            registry: backends.registry,
+            runner_bin,
+            policy,
+            telemetry,
+            pass: tokio::sync::Mutex::new(PassState::default()),
+        })
+    }
+
+    pub fn owner(&self) -> &Owner {
+        &self.owner
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.telemetry.metrics
+    }
+
+    /// Replaces the telemetry clock (tests).
+    pub fn with_clock(mut self, clock: impl Fn() -> i64 + Send + Sync + 'static) -> Self {
+        self.telemetry = self.telemetry.with_clock(clock);
+        self
+    }
+
+    /// Whether a verified runner binary is cached.
+    pub fn check_runner_bin(&self) -> bool {
+        self.runner_bin.check()
+    }
+
+    /// The cached binary, if any.
+    pub fn runner_bin(&self) -> Option<CachedBinary> {
+        self.runner_bin.current()
+    }
+
+    /// The first of GitHub's downloads for `os`/`arch` (`linux`, `x64`).
+    pub async fn get_latest_runner_bin_url(
+        &self,
+        os: &str,
+        arch: &str,
+    ) -> Result<RunnerDownload, ManagerError> {
+        let downloads =
+            self.registry
+                .runner_downloads()
+                .await
+                .map_err(|source| ManagerError::Registry {
+                    what: "listing runner downloads",
+                    source,
+                })?;
+        select_download(&downloads, os, arch)
+            .cloned()
+            .ok_or_else(|| ManagerError::NoMatchingDownload {
+                os: os.to_owned(),
+                arch: arch.to_owned(),
+            })
+    }
+
+    /// Downloads, verifies and switches to `download`; on error the old binary stays in use.
+    pub async fn update_runner_bin(
+        &self,
+        download: &RunnerDownload,
+    ) -> Result<CachedBinary, ManagerError> {
+        match self.runner_bin.update(download).await {
+            Ok(cached) => {
+                tracing::info!(message = "Runner binary updated.", filename = %cached.filename, sha256 = %cached.sha256);
+                self.telemetry.metrics.set_runner_binary(&cached.filename);
+                Ok(cached)
+            }
+            Err(error) => {
+                self.telemetry.metrics.error("runner_binary");
+                Err(error.into())
+            }
+        }
+    }
+
+    /// This manager's runners as GitHub reports them.
+    pub async fn get_github_info(&self) -> Result<Vec<RunnerInfo>, ManagerError> {
+        let registrations = self.list_owned_registrations().await?;
+        Ok(registrations
+            .into_iter()
+            .map(|(name, r)| RunnerInfo {
+                name,
+                online: r.online,
+                busy: r.busy,
+            })
+            .collect())
+    }
+
+    /// Brings this manager's runners to `quantity`. Every pass, failed or not, emits one
+    /// [`Reconciliation`] event: `ok`, `partial` (a step failed) or `error` (nothing was done).
+    #[tracing::instrument(skip_all, fields(app = %self.owner.app_name(), unit = self.owner.unit(), quantity))]
+    pub async fn reconcile(
+        &self,
+        quantity: usize,
+        resources: &Resources,
+    ) -> Result<ReconcileReport, ManagerError> {
+        let mut pass = self.pass.lock().await;
+        let started = Instant::now();
+        let result = self.reconcile_pass(&mut pass, quantity, resources).await;
+        let event = match &result {
+            Ok(report) => {
+                let scaled_down = report
+                    .removed
+                    .iter()
+                    .filter(|(_, r)| *r == RemovalReason::ScaleDown)
+                    .count();
+                Reconciliation {
+                    crashed_runners: report.removed.iter().filter(|(_, r)| r.is_crash()).count(),
+                    idle_runners: (report.counts.idle + report.created.len())
+                        .saturating_sub(scaled_down),
+                    counts: report.counts,
+                    duration: started.elapsed(),
+                    result: report.result(),
+                }
+            }
+            Err(error) => {
+                tracing::warn!(message = "Reconciliation failed.", error = %crate::provider::Chain(error));
+                Reconciliation {
+                    crashed_runners: 0,
+                    idle_runners: 0,
+                    counts: RunnerCounts::default(),
+                    duration: started.elapsed(),
+                    result: ReconcileResult::Error,
+                }
+            }
+        };
+        event.emit(&self.telemetry);
+        result
+    }
+
+    /// The pass itself, with the in-process lock held; [`Self::reconcile`] reports it.
+    async fn reconcile_pass(
+        &self,
+        pass: &mut PassState,
+        quantity: usize,
+        resources: &Resources,
+    ) -> Result<ReconcileReport, ManagerError> {
+        let _lock = self.lock_pass().await?;
+
+        // 1. The binary first: without it nothing is touched. It is only read (and re-verified)
+        // when the plan creates runners, so an idle pass costs no disk reads.
+        if !self.runner_bin.check() {
+            return Err(ManagerError::MissingRunnerBinary);
+        }
+
+        // 2. Observe both sides; a failure here touches nothing.
+        let observed = self.observe(pass, true).await?;
+
+        // 3. Plan; JIT registrations are paced, the rest of the shortfall waits.
+        let desired = Desired {
+            quantity,
+            boot_grace: self.config.boot_grace,
+            offline_grace: self.config.offline_grace,
+        };
+        let mut plan = plan(&observed, &desired);
+        let mut paced = None;
+        if self.config.registration_mode == RegistrationMode::Jit {
+            let pacing = pass.jit.admit(plan.create, Instant::now());
+            plan.create = pacing.admitted;
+            paced = pacing.wait;
+        }
+        // A corrupt cached tarball fails the pass here, before anything is touched.
+        let tarball = if plan.create > 0 {
+            match self.runner_bin.load().await {
+                Ok((_, tarball)) => Some(tarball),
+                Err(RunnerBinError::Missing) => return Err(ManagerError::MissingRunnerBinary),
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            None
+        };
+        let mut report = ReconcileReport {
+            delta: plan.delta,
+            counts: count_states(plan.states.values()),
+            ..ReconcileReport::default()
+        };
+        tracing::info!(
+            message = "Planned.",
+            delta = plan.delta,
+            removals = plan.removals.len(),
+            create = plan.create
+        );
+
+        // 4. Remove unhealthy, orphan, dangling and surplus runners; registration first.
+        let outcomes = self.remove_all(&plan.removals, FlushMode::IdleOnly).await;
+        for (removal, outcome) in plan.removals.iter().zip(outcomes) {
+            match outcome {
+                RemoveOutcome::Removed => {
+                    report.removed.push((removal.name.clone(), removal.reason))
+                }
+                RemoveOutcome::SkippedBusy => report.skipped_busy.push(removal.name.clone()),
+                RemoveOutcome::Failed(error) => report
+                    .failed
+                    .push(Failure::remove(removal.name.clone(), &error)),
+            }
+        }
+
+        // A runner whose removal failed still has its instance: creating its replacement now
+        // would take the fleet above `quantity`, so the replacement waits for the next pass.
+        let still_there = plan
+            .removals
+            .iter()
+            .filter(|removal| removal.has_instance)
+            .filter(|removal| {
+                report
+                    .failed
+                    .iter()
+                    .any(|f| f.runner.as_ref() == Some(&removal.name))
+            })
+            .count();
+        plan.create = plan.create.saturating_sub(still_there);
+
+        // 5. Create the shortfall, in parallel (nothing to prepare when removals that failed
+        // took the whole shortfall).
+        if let Some(tarball) = tarball.filter(|_| plan.create > 0) {
+            match self.prepare_creation(resources).await {
+                Ok(prepared) => {
+                    let results: Vec<_> = stream::iter(0..plan.create)
+                        .map(|_| self.create_runner(&prepared, &tarball))
+                        .buffer_unordered(self.config.create_concurrency.max(1))
+                        .collect()
+                        .await;
+                    for result in results {
+                        match result {
+                            Ok(name) => report.created.push(name),
+                            Err((name, error)) => report.failed.push(Failure::create(name, error)),
+                        }
+                    }
+                    report.created.sort();
+                }
+                Err(error) => report.failed.push(Failure::prepare(&error)),
+            }
+        }
+
+        // 6. Failures counted, and when to come back.
+        for failure in &report.failed {
+            self.telemetry.metrics.error(failure.action.as_str());
+        }
+        let failed = if report.failed.is_empty() {
+            pass.failing_passes = 0;
+            None
+        } else {
+            pass.failing_passes = pass.failing_passes.saturating_add(1);
+            Some(failed_step_requeue(pass.failing_passes))
+        };
+        report.requeue_after = [paced, failed].into_iter().flatten().min();
+        Ok(report)
+    }
+
+    /// Removes this manager's runners; busy ones only with [`FlushMode::IncludingBusy`].
+    #[tracing::instrument(skip_all, fields(app = %self.owner.app_name(), unit = self.owner.unit(), ?mode))]
+    pub async fn flush(&self, mode: FlushMode) -> Result<FlushReport, ManagerError> {
+        let mut pass = self.pass.lock().await;
+        let _lock = self.lock_pass().await?;
+        let observed = self.observe(&mut pass, false).await?;
+        let removals = plan_flush(
+            &observed,
+            mode == FlushMode::IncludingBusy,
+            self.config.boot_grace,
+        );
+        let outcomes = self.remove_all(&removals, mode).await;
+        let mut report = FlushReport::default();
+        for (removal, outcome) in removals.iter().zip(outcomes) {
+            match outcome {
+                RemoveOutcome::Removed => report.removed.push(removal.name.clone()),
+                RemoveOutcome::SkippedBusy => report.skipped_busy.push(removal.name.clone()),
+                RemoveOutcome::Failed(error) => {
+                    self.telemetry.metrics.error(Step::Remove.as_str());
+                    report
+                        .failed
+                        .push(Failure::remove(removal.name.clone(), &error))
+                }
+            }
+        }
+        tracing::info!(
+            message = "Flushed.",
+            removed = report.removed.len(),
+            skipped_busy = report.skipped_busy.len(),
+            failed = report.failed.len()
+        );
+        Ok(report)
+    }
+}
+
+fn count_states<'a>(states: impl Iterator<Item = &'a RunnerState>) -> RunnerCounts {
+    let mut counts = RunnerCounts::default();
+    for state in states {
+        match state {
+            RunnerState::Busy => counts.busy += 1,
+            RunnerState::Idle { .. } => counts.idle += 1,
+            RunnerState::Booting => counts.booting += 1,
+            RunnerState::Remove(_) => counts.unhealthy += 1,
+            RunnerState::BusyDangling => {}
+        }
+    }
+    counts
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,122 @@
+//! Observe: both sides listed concurrently, ownership checked, and only the instances GitHub
+//! does not report online probed.
+
+use std::time::{Duration, Instant};
+
+use futures::{stream, StreamExt};
+use time::OffsetDateTime;
+
+use super::{ManagerError, PassState, RunnerManager};
+use crate::guest;
+use crate::model::RunnerName;
+use crate::plan::{Observed, ObservedInstance, ObservedRegistration, Probe};
+use crate::provider::{InstanceStatus, Registration};
+
+impl RunnerManager {
+    pub(super) async fn list_owned_registrations(
+        &self,
+    ) -> Result<Vec<(RunnerName, Registration)>, ManagerError> {
+        let all = self
+            .registry
+            .list_runners()
+            .await
+            .map_err(|source| ManagerError::Registry {
+                what: "listing github runners",
+                source,
+            })?;
+        Ok(all
+            .into_iter()
+            .filter_map(|r| self.owner.parse_name(&r.name).map(|name| (name, r)))
+            .collect())
+    }
+
+    /// Lists both sides concurrently, keeps what this owner owns, probes running instances.
+    pub(super) async fn observe(
+        &self,
+        pass: &mut PassState,
+        probe: bool,
+    ) -> Result<Observed, ManagerError> {
+        let (instances, registrations) = tokio::join!(
+            self.provider.list_instances(&self.owner),
+            self.list_owned_registrations()
+        );
+        let instances = instances.map_err(ManagerError::ListInstances)?;
+        let registrations = registrations?;
+        let now = OffsetDateTime::now_utc();
+        let owned: Vec<_> = instances
+            .into_iter()
+            .filter(|i| self.owner.owns_instance(&i.name, &i.config))
+            .filter_map(|i| self.owner.parse_name(&i.name).map(|name| (name, i)))
+            .collect();
+
+        // A runner that GitHub reports online is alive: it polls GitHub. Only the others
+        // (booting, offline, unregistered) are probed, so an idle pass over a healthy fleet
+        // makes no exec at all. A dead runner goes offline on GitHub and is probed then.
+        let online: std::collections::BTreeSet<&RunnerName> = registrations
+            .iter()
+            .filter(|(_, r)| r.online)
+            .map(|(name, _)| name)
+            .collect();
+        // The futures are collected first: a stream over a borrowing closure would make the
+        // pass's future not `Send` for every lifetime (rust-lang/rust#102211).
+        let probe_futures: Vec<_> = owned
+            .iter()
+            .map(|(name, instance)| {
+                let online = online.contains(name);
+                async move {
+                    if !probe || instance.status != InstanceStatus::Running {
+                        return Probe::Unknown;
+                    }
+                    if online {
+                        return Probe::Alive;
+                    }
+                    match self.provider.exec(name.as_str(), &guest::probe()).await {
+                        Ok(out) if out.exit_code == 0 => Probe::Alive,
+                        Ok(out) if out.exit_code == guest::PROBE_FINISHED => Probe::Finished,
+                        // Still installing: as good as no answer (booting while young).
+                        Ok(out) if out.exit_code == guest::PROBE_NOT_STARTED => Probe::Unknown,
+                        Ok(_) => Probe::Dead,
+                        Err(_) => Probe::Unknown,
+                    }
+                }
+            })
+            .collect();
+        let probes: Vec<Probe> = stream::iter(probe_futures).buffered(16).collect().await;
+
+        let instances = owned
+            .into_iter()
+            .zip(probes)
+            .map(|((name, i), probe)| ObservedInstance {
+                name,
+                status: i.status,
+                age: (now - i.created_at).try_into().unwrap_or(Duration::ZERO),
+                probe,
+            })
+            .collect();
+
+        let seen_now = Instant::now();
+        pass.offline_since
+            .retain(|name, _| registrations.iter().any(|(n, r)| n == name && !r.online));
+        let registrations = registrations
+            .into_iter()
+            .map(|(name, r)| {
+                let offline_for = if r.online {
+                    Duration::ZERO
+                } else {
+                    seen_now - *pass.offline_since.entry(name.clone()).or_insert(seen_now)
+                };
+                ObservedRegistration {
+                    id: r.id,
+                    name,
+                    online: r.online,
+                    busy: r.busy,
+                    offline_for,
+                }
+            })
+            .collect();
+        Ok(Observed {
+            instances,
+            registrations,
+        })
+    }
+}

@@ -1,0 +1,57 @@
+//! The `runner-manager` binary's config file for a test: the simulator as GitHub, real Incus.
+
+use std::path::Path;
+
+use github_sim::SimHandle;
+
+/// Where the binary's config points.
+pub struct BinaryConfig<'a> {
+    pub app: &'a str,
+    /// The repository the runners serve (`[github] path`).
+    pub repo: &'a str,
+    /// The image alias the runners' instances are created from (`[lxd] image`).
+    pub image: &'a str,
+    pub state_dir: &'a Path,
+    /// A file holding the simulator's token.
+    pub token_file: &'a Path,
+    pub sim: &'a SimHandle,
+    pub quantity: u32,
+}
+
+impl BinaryConfig<'_> {
+    /// The config text: unit 0, containers of 1 CPU, 256 MiB and 1 GiB. `[runners]` is the last
+    /// table, so a caller may append keys to it, then tables of its own (`[server]`, ...).
+    /// Paths are written as given.
+    pub fn render(&self) -> String {
+        format!(
+            r#"app_name = "{app}"
+unit = 0
+state_dir = "{state}"
+
+[github]
+path = "{repo}"
+token_file = "{token}"
+api_url = "{api}"
+web_url = "{web}"
+
+[lxd]
+image = "{image}"
+instance_type = "container"
+
+[runners]
+quantity = {quantity}
+cpu = 1
+memory = "256MiB"
+disk = "1GiB"
+"#,
+            app = self.app,
+            repo = self.repo,
+            image = self.image,
+            quantity = self.quantity,
+            state = self.state_dir.display(),
+            token = self.token_file.display(),
+            api = self.sim.api_url(),
+            web = self.sim.web_url(),
+        )
+    }
+}
