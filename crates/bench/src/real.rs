@@ -356,9 +356,10 @@ impl Timeline {
     }
 
     fn error(&self, instance: &str, phase: &str, error: &ProviderError) {
-        self.errors
-            .lock()
-            .push(format!("{instance} {phase}: {error}"));
+        self.errors.lock().push(format!(
+            "{instance} {phase}: {}",
+            manager::provider::Chain(error)
+        ));
     }
 
     pub fn calls(&self) -> Vec<Call> {

@@ -26,9 +26,16 @@ pub enum RunnerBinError {
     NotATarball(String),
     #[error("runner binary has no {0} at its root")]
     MissingScript(&'static str),
+    /// A blocking task (hashing, verifying) died before it answered.
+    #[error("{what} did not finish")]
+    Task {
+        what: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
     #[error("downloading runner binary from {url}: {message}")]
     Download { url: String, message: String },
-    #[error("{what} {path}: {source}")]
+    #[error("{what} {path}")]
     Io {
         what: &'static str,
         path: PathBuf,
@@ -111,7 +118,10 @@ impl RunnerBinCache {
         let (actual, bytes) =
             tokio::task::spawn_blocking(move || (hex::encode(Sha256::digest(&bytes)), bytes))
                 .await
-                .map_err(|e| RunnerBinError::NotATarball(e.to_string()))?;
+                .map_err(|source| RunnerBinError::Task {
+                    what: "hashing the cached runner binary",
+                    source,
+                })?;
         if actual != current.sha256 {
             return Err(RunnerBinError::Corrupt { path });
         }
@@ -167,7 +177,10 @@ impl RunnerBinCache {
         let check_path = tmp.path().to_owned();
         tokio::task::spawn_blocking(move || verify_tarball(&check_path))
             .await
-            .map_err(|e| RunnerBinError::NotATarball(e.to_string()))??;
+            .map_err(|source| RunnerBinError::Task {
+                what: "verifying the downloaded runner binary",
+                source,
+            })??;
 
         let final_path = self.path_for(&expected);
         tmp.persist(&final_path).map_err(|e| RunnerBinError::Io {

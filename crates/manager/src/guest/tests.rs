@@ -124,9 +124,9 @@ fn probe_tells_installing_from_abandoned_under_every_shell() {
 /// A process started under `setsid` (like start.sh), returned once it leads its own process
 /// group (a signal to the group sent before that would miss it).
 pub(crate) fn session_leader(argv: &[&str]) -> std::process::Child {
-    let leader = Command::new("setsid").args(argv).spawn().expect("setsid");
+    let mut leader = Command::new("setsid").args(argv).spawn().expect("setsid");
     let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
+    while Instant::now() < deadline {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", leader.id()))
             .expect("stat of the leader");
         let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split(' ').collect();
@@ -134,12 +134,11 @@ pub(crate) fn session_leader(argv: &[&str]) -> std::process::Child {
         if pgid == leader.id() {
             return leader;
         }
-        assert!(
-            Instant::now() < deadline,
-            "setsid never made {argv:?} a group leader"
-        );
         std::thread::sleep(Duration::from_millis(5));
     }
+    let _ = leader.kill();
+    let _ = leader.wait();
+    panic!("setsid never made {argv:?} a group leader");
 }
 
 /// Waits up to 5 s for `child` to exit.
