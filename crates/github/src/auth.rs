@@ -1,6 +1,5 @@
 //! Credentials: a personal access token, or a GitHub App (JWT → installation token, cached).
 
-use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -26,62 +25,6 @@ pub enum Auth {
         installation_id: Option<u64>,
         private_key_pem: Secret,
     },
-}
-
-/// Why no PAT could be found.
-#[derive(Debug, thiserror::Error)]
-pub enum TokenSourceError {
-    #[error("both `token` and `token_file` are set; give only one")]
-    Ambiguous,
-    #[error("no github token: set `token`, `token_file` or {TOKEN_ENV_VAR}")]
-    Missing,
-    #[error("the github token from {source_name} is empty")]
-    Empty { source_name: String },
-    #[error("reading github token file {path}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-/// Finds the PAT: `token`, else `token_file`, else the `RUNNER_MANAGER_GITHUB_TOKEN` variable.
-pub fn resolve_token(
-    token: Option<Secret>,
-    token_file: Option<&Path>,
-) -> Result<Secret, TokenSourceError> {
-    resolve_token_from(
-        token,
-        token_file,
-        std::env::var(TOKEN_ENV_VAR).ok().map(Secret::from),
-    )
-}
-
-/// [`resolve_token`] with the environment value passed in (testable without touching the env).
-pub fn resolve_token_from(
-    token: Option<Secret>,
-    token_file: Option<&Path>,
-    env: Option<Secret>,
-) -> Result<Secret, TokenSourceError> {
-    let (secret, source_name) = match (token, token_file) {
-        (Some(_), Some(_)) => return Err(TokenSourceError::Ambiguous),
-        (Some(t), None) => (t, "`token`".to_owned()),
-        (None, Some(path)) => {
-            let secret = Secret::from_file(path).map_err(|source| TokenSourceError::Read {
-                path: path.display().to_string(),
-                source,
-            })?;
-            (secret, path.display().to_string())
-        }
-        (None, None) => (
-            env.ok_or(TokenSourceError::Missing)?,
-            TOKEN_ENV_VAR.to_owned(),
-        ),
-    };
-    if secret.expose().trim().is_empty() {
-        return Err(TokenSourceError::Empty { source_name });
-    }
-    Ok(secret)
 }
 
 /// Signs App JWTs.
@@ -155,42 +98,6 @@ impl CachedToken {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn token_sources() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let file = dir.path().join("t");
-        std::fs::write(&file, "from-file\n").expect("write");
-        let got = |t: Option<&str>, f: Option<&Path>, e: Option<&str>| {
-            resolve_token_from(t.map(Secret::from), f, e.map(Secret::from))
-                .map(|s| s.expose().to_owned())
-        };
-        assert_eq!(
-            got(Some("direct"), None, Some("env")).expect("token"),
-            "direct"
-        );
-        assert_eq!(
-            got(None, Some(&file), Some("env")).expect("file"),
-            "from-file"
-        );
-        assert_eq!(got(None, None, Some("env")).expect("env"), "env");
-        assert!(matches!(
-            got(Some("a"), Some(&file), None),
-            Err(TokenSourceError::Ambiguous)
-        ));
-        assert!(matches!(
-            got(None, None, None),
-            Err(TokenSourceError::Missing)
-        ));
-        assert!(matches!(
-            got(Some(" "), None, None),
-            Err(TokenSourceError::Empty { .. })
-        ));
-        assert!(matches!(
-            got(None, Some(&dir.path().join("nope")), None),
-            Err(TokenSourceError::Read { .. })
-        ));
-    }
 
     #[test]
     fn bad_pem_is_a_config_error() {

@@ -19,10 +19,7 @@ mod stats;
 mod types;
 mod wire;
 
-pub use auth::{
-    resolve_token, resolve_token_from, Auth, TokenSourceError, APP_TOKEN_REFRESH_MARGIN,
-    TOKEN_ENV_VAR,
-};
+pub use auth::{Auth, APP_TOKEN_REFRESH_MARGIN, TOKEN_ENV_VAR};
 pub use client::{Client, ClientConfig, ProxyConfig, RetryPolicy, API_VERSION};
 pub use endpoints::DEFAULT_RUNNER_GROUP_ID;
 pub use error::Error;

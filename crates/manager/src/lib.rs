@@ -10,7 +10,8 @@
 //! - [`runner_bin`]: the verified runner tarball cache.
 //! - [`events`]: typed telemetry (logs, Prometheus metrics, the metrics events log).
 //! - [`adapters`]: `lxd::Client` and `github::Client` behind the two traits.
-//! - [`sim_provider`]: SIMULATION — an in-memory provider for scale benchmarks only.
+//! - `sim_provider` (feature `simulation`): SIMULATION — an in-memory provider for scale
+//!   benchmarks only; the production build does not have it.
 
 pub mod adapters;
 pub mod events;
@@ -22,6 +23,7 @@ pub mod policy;
 pub mod provider;
 pub mod reconcile;
 pub mod runner_bin;
+#[cfg(any(test, feature = "simulation"))]
 pub mod sim_provider;
 
 pub use model::{

@@ -460,8 +460,6 @@ pub trait RunnerRegistry: Send + Sync {
 
     async fn registration_token(&self) -> Result<Secret, RegistryError>;
 
-    async fn remove_token(&self) -> Result<Secret, RegistryError>;
-
     /// Registers a JIT runner in the configured group.
     async fn generate_jit(
         &self,

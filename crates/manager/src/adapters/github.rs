@@ -119,13 +119,6 @@ impl RunnerRegistry for GithubRegistry {
         Ok(Secret::new(token.token.expose()))
     }
 
-    async fn remove_token(&self) -> Result<Secret, RegistryError> {
-        let result = self.client.create_remove_token().await;
-        self.record("remove_token", &result);
-        let token = result.map_err(|e| convert("creating a remove token", e))?;
-        Ok(Secret::new(token.token.expose()))
-    }
-
     async fn generate_jit(
         &self,
         name: &RunnerName,

@@ -117,10 +117,6 @@ impl RunnerRegistry for FakeRegistry {
         Ok(Secret::new(REG_TOKEN))
     }
 
-    async fn remove_token(&self) -> Result<Secret, RegistryError> {
-        Ok(Secret::new("remove-token-s3cr3t"))
-    }
-
     async fn generate_jit(
         &self,
         name: &RunnerName,

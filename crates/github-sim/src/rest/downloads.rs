@@ -1,0 +1,55 @@
+//! The runner tarball downloads.
+
+use super::*;
+
+/// Asset file names of the runner tarball for a version.
+pub(crate) fn asset_names(version: &str) -> Vec<(&'static str, &'static str, String)> {
+    [
+        ("linux", "x64"),
+        ("linux", "arm64"),
+        ("osx", "x64"),
+        ("osx", "arm64"),
+    ]
+    .into_iter()
+    .map(|(os, arch)| {
+        (
+            os,
+            arch,
+            format!("actions-runner-{os}-{arch}-{version}.tar.gz"),
+        )
+    })
+    .collect()
+}
+
+pub(super) async fn downloads(
+    AxState(shared): AxState<AppState>,
+    Extension(identity): Extension<Identity>,
+    params: ScopeParams,
+    headers: HeaderMap,
+) -> Response {
+    let (scope, version) = {
+        let state = shared.state.lock();
+        match authorize(&state, &identity, &params.scope) {
+            Ok(scope) => (scope, state.config.runner_version.clone()),
+            Err(response) => return *response,
+        }
+    };
+    let base = base_url(shared.public_url.as_deref(), &headers);
+    let body: Vec<Value> = match &shared.tarball {
+        None => Vec::new(),
+        Some(tarball) => asset_names(&version)
+            .into_iter()
+            .map(|(os, arch, filename)| {
+                json!({
+                    "os": os,
+                    "architecture": arch,
+                    "download_url": format!("{base}/actions/runner/releases/download/v{version}/{filename}"),
+                    "filename": filename,
+                    "temp_download_token": random_string(ALNUM, 40),
+                    "sha256_checksum": tarball.sha256,
+                })
+            })
+            .collect(),
+    };
+    with_accepted_permissions(json_response(StatusCode::OK, &Value::Array(body)), &scope)
+}

@@ -1,0 +1,161 @@
+//! Runner registrations: list, get and delete, and the runner groups of a scope.
+
+use super::*;
+
+pub(super) async fn list_runners(
+    AxState(shared): AxState<AppState>,
+    Extension(identity): Extension<Identity>,
+    params: ScopeParams,
+    Query(query): Query<HashMap<String, String>>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+) -> Response {
+    let (page, per_page) = paging(&query);
+    let name = query.get("name");
+    let mut state = shared.state.lock();
+    let scope = match authorize(&state, &identity, &params.scope) {
+        Ok(scope) => scope,
+        Err(response) => return *response,
+    };
+    let cache_key = format!(
+        "{}?{}",
+        scope.runners_path(),
+        uri.query().unwrap_or_default()
+    );
+    let body = match state.cached_list(&cache_key) {
+        Some(body) => body,
+        None => {
+            let now = state.clock.now();
+            let matching: Vec<_> = state
+                .scope_runners(&scope)
+                .filter(|r| name.is_none_or(|n| r.name == *n))
+                .collect();
+            let total = matching.len();
+            let runners: Vec<Value> = matching
+                .iter()
+                .skip((page - 1).saturating_mul(per_page))
+                .take(per_page)
+                .map(|r| state.runner_json(r, now))
+                .collect();
+            let body = json!({ "total_count": total, "runners": runners });
+            state.cache_list(cache_key, body.clone());
+            body
+        }
+    };
+    drop(state);
+    let total = body["total_count"].as_u64().unwrap_or_default() as usize;
+    let mut response = json_response(StatusCode::OK, &body);
+    let last = total.div_ceil(per_page).max(1);
+    let url = format!("{}{}", base_url(None, &headers), uri.path());
+    let extra: Vec<(&str, &str)> = name.map(|n| vec![("name", n.as_str())]).unwrap_or_default();
+    if let Some(link) = link_header(&url, &extra, page, per_page, last) {
+        if let Ok(value) = HeaderValue::from_str(&link) {
+            response.headers_mut().insert("link", value);
+        }
+    }
+    with_accepted_permissions(response, &scope)
+}
+
+pub(super) async fn get_runner(
+    AxState(shared): AxState<AppState>,
+    Extension(identity): Extension<Identity>,
+    params: ScopeParams,
+) -> Response {
+    let state = shared.state.lock();
+    let result = authorize(&state, &identity, &params.scope).and_then(|scope| {
+        let id = scope_runner_id(&state, &scope, params.runner_id.as_deref())?;
+        let runner = state.runner(id).ok_or_else(boxed_not_found)?;
+        let body = state.runner_json(runner, state.clock.now());
+        Ok(with_accepted_permissions(
+            json_response(StatusCode::OK, &body),
+            &scope,
+        ))
+    });
+    result.unwrap_or_else(|response| *response)
+}
+
+pub(super) async fn delete_runner(
+    AxState(shared): AxState<AppState>,
+    Extension(identity): Extension<Identity>,
+    params: ScopeParams,
+) -> Response {
+    let mut state = shared.state.lock();
+    let scope = match authorize(&state, &identity, &params.scope) {
+        Ok(scope) => scope,
+        Err(response) => return *response,
+    };
+    let id = match scope_runner_id(&state, &scope, params.runner_id.as_deref()) {
+        Ok(id) => id,
+        Err(response) => return *response,
+    };
+    let name = state.runner(id).map(|r| r.name.clone()).unwrap_or_default();
+    if let Some(hook) = state.assign_on_delete.clone() {
+        if hook.as_ref().is_none_or(|n| *n == name) {
+            state.assign_on_delete = None;
+            state.force_assign(id);
+        }
+    }
+    if state.runner(id).is_some_and(|r| r.job.is_some()) {
+        // The busy-lie fault: GitHub says idle and lets the runner go, killing its job.
+        if state.delete_busy_runner(id) {
+            return StatusCode::NO_CONTENT.into_response();
+        }
+        let message = format!("Bad request - Runner \"{name}\" is still running a job");
+        return validation_error(&message, &[]);
+    }
+    state.remove_runner(id);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+pub(super) async fn runner_groups(
+    AxState(shared): AxState<AppState>,
+    Extension(identity): Extension<Identity>,
+    params: ScopeParams,
+    Query(query): Query<HashMap<String, String>>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+) -> Response {
+    let (page, per_page) = paging(&query);
+    let state = shared.state.lock();
+    let scope = match authorize(&state, &identity, &params.scope) {
+        Ok(scope) => scope,
+        Err(response) => return *response,
+    };
+    let api = api_base(&headers, &uri);
+    let prefix = match &scope {
+        Scope::Enterprise(e) => format!("{api}/enterprises/{e}/actions/runner-groups"),
+        other => format!("{api}/orgs/{}/actions/runner-groups", other.path()),
+    };
+    let groups = state.groups(&scope);
+    let total = groups.len();
+    let list: Vec<Value> = groups
+        .into_iter()
+        .skip((page - 1).saturating_mul(per_page))
+        .take(per_page)
+        .map(|g| {
+            let mut group = json!({
+                "id": g.id,
+                "name": g.name,
+                "visibility": if g.selected_repositories.is_some() { "selected" } else { "all" },
+                "default": g.default,
+                "runners_url": format!("{prefix}/{}/runners", g.id),
+                "hosted_runners_url": format!("{prefix}/{}/hosted-runners", g.id),
+                "network_configuration_id": null,
+                "inherited": false,
+                "allows_public_repositories": false,
+                "restricted_to_workflows": false,
+                "selected_workflows": [],
+                "workflow_restrictions_read_only": false,
+            });
+            if g.selected_repositories.is_some() {
+                group["selected_repositories_url"] =
+                    json!(format!("{prefix}/{}/repositories", g.id));
+            }
+            group
+        })
+        .collect();
+    json_response(
+        StatusCode::OK,
+        &json!({ "total_count": total, "runner_groups": list }),
+    )
+}

@@ -1,0 +1,138 @@
+//! Registration and remove tokens, and JIT configs.
+
+use super::*;
+
+/// `expires_at` of registration/remove tokens, e.g. `2026-01-22T12:13:35.123+00:00`.
+fn token_time(t: time::OffsetDateTime) -> String {
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]+00:00"
+    );
+    t.format(&format).unwrap_or_else(|_| rfc3339(t))
+}
+
+fn issue_token(shared: &AppState, identity: &Identity, scope: &Scope, kind: TokenKind) -> Response {
+    let mut state = shared.state.lock();
+    match authorize(&state, identity, scope) {
+        Ok(scope) => {
+            let (token, expires) = state.issue_token(kind, scope.clone());
+            let body = json!({ "token": token, "expires_at": token_time(expires) });
+            with_accepted_permissions(json_response(StatusCode::CREATED, &body), &scope)
+        }
+        Err(response) => *response,
+    }
+}
+
+pub(super) async fn registration_token(
+    AxState(shared): AxState<AppState>,
+    Extension(identity): Extension<Identity>,
+    params: ScopeParams,
+) -> Response {
+    issue_token(&shared, &identity, &params.scope, TokenKind::Registration)
+}
+
+pub(super) async fn remove_token(
+    AxState(shared): AxState<AppState>,
+    Extension(identity): Extension<Identity>,
+    params: ScopeParams,
+) -> Response {
+    issue_token(&shared, &identity, &params.scope, TokenKind::Remove)
+}
+
+pub(super) async fn generate_jitconfig(
+    AxState(shared): AxState<AppState>,
+    Extension(identity): Extension<Identity>,
+    params: ScopeParams,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let body = match parse_json(&body) {
+        Ok(body) => body,
+        Err(response) => return *response,
+    };
+    let Some(name) = body.get("name").and_then(Value::as_str).map(str::to_owned) else {
+        return missing_key("name");
+    };
+    let Some(group_id) = body.get("runner_group_id").and_then(Value::as_u64) else {
+        return missing_key("runner_group_id");
+    };
+    let Some(labels) = string_list(body.get("labels")) else {
+        return missing_key("labels");
+    };
+    if labels.is_empty() || labels.len() > 100 {
+        return validation_error(
+            "Invalid input: labels must have between 1 and 100 items.",
+            &[],
+        );
+    }
+    let work_folder = body
+        .get("work_folder")
+        .and_then(Value::as_str)
+        .unwrap_or("_work")
+        .to_owned();
+    let server_url = base_url(shared.public_url.as_deref(), &headers);
+    let mut state = shared.state.lock();
+    let scope = match authorize(&state, &identity, &params.scope) {
+        Ok(scope) => scope,
+        Err(response) => return *response,
+    };
+    let Some(group) = state.group(&scope, group_id) else {
+        return not_found();
+    };
+    let labels = state.make_labels(&labels, true);
+    let new = NewRunner {
+        scope: scope.clone(),
+        name: name.clone(),
+        group_id,
+        labels,
+        ephemeral: true,
+        jit: true,
+    };
+    let (id, credential) = match state.register(new, false) {
+        Ok(registered) => registered,
+        Err(RegisterError::NameExists(_)) => {
+            let message = format!("Already exists - A runner with the name {name} already exists.");
+            return gh_error(StatusCode::CONFLICT, &message);
+        }
+        Err(_) => return not_found(),
+    };
+    let Some(runner) = state.runner(id) else {
+        return not_found();
+    };
+    let runner_json = state.runner_json(runner, state.clock.now());
+    drop(state);
+    let b64 = |v: &Value| base64::engine::general_purpose::STANDARD.encode(v.to_string());
+    let runner_file = json!({
+        "agentId": id,
+        "agentName": name,
+        "poolId": group.id,
+        "poolName": group.name,
+        "serverUrl": server_url,
+        "gitHubUrl": format!("{server_url}/{}", scope.path()),
+        "workFolder": work_folder,
+        "ephemeral": true,
+        "disableUpdate": true,
+        "useV2Flow": false,
+        "serverUrlV2": "",
+    });
+    let credentials = json!({
+        "scheme": "OAuth",
+        "data": {
+            "clientId": credential.expose(),
+            "authorizationUrl": format!("{server_url}/_runner/oauth2/token"),
+            "requireFipsCryptography": "False",
+        },
+    });
+    let rsa_part = |n| base64::engine::general_purpose::STANDARD.encode(random_string(ALNUM, n));
+    let rsa = json!({
+        "d": rsa_part(256), "dp": rsa_part(128), "dq": rsa_part(128), "exponent": "AQAB",
+        "inverseQ": rsa_part(128), "modulus": rsa_part(256), "p": rsa_part(128), "q": rsa_part(128),
+    });
+    let encoded = b64(&json!({
+        ".runner": b64(&runner_file),
+        ".credentials": b64(&credentials),
+        ".credentials_rsaparams": b64(&rsa),
+    }));
+    shared.state.lock().record_jit_config(&encoded);
+    let body = json!({ "runner": runner_json, "encoded_jit_config": encoded });
+    with_accepted_permissions(json_response(StatusCode::CREATED, &body), &scope)
+}
