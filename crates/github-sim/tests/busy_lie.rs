@@ -250,7 +250,11 @@ async fn a_frozen_runner_takes_no_job_until_thawed() {
         .enqueue_job(JobSpec::new(&["frozen"], "true"))
         .expect("enqueue");
     assert_eq!(sim.job(job).expect("job").runner_id, Some(id), "assigned");
-    assert_eq!(poll(&sim, id, &credential, 0).await.status(), 204, "not handed over");
+    assert_eq!(
+        poll(&sim, id, &credential, 0).await.status(),
+        204,
+        "not handed over"
+    );
     assert_eq!(sim.job(job).expect("job").status, JobStatus::Queued);
     assert!(sim.runners().iter().any(|r| r.name == "frozen" && r.frozen));
 
