@@ -534,32 +534,16 @@ pub fn binary_config(
     sim: &github_sim::SimHandle,
     quantity: u32,
 ) -> String {
-    format!(
-        r#"app_name = "{app}"
-unit = 0
-state_dir = "{state}"
-
-[github]
-path = "{repo}"
-token_file = "{token}"
-api_url = "{api}"
-web_url = "{web}"
-
-[lxd]
-image = "busybox"
-instance_type = "container"
-
-[runners]
-quantity = {quantity}
-cpu = 1
-memory = "256MiB"
-disk = "1GiB"
-"#,
-        state = state_dir.display(),
-        token = token_file.display(),
-        api = sim.api_url(),
-        web = sim.web_url(),
-    )
+    test_support::config::BinaryConfig {
+        app,
+        repo,
+        image: IMAGE,
+        state_dir,
+        token_file,
+        sim,
+        quantity,
+    }
+    .render()
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! Fixtures shared by the test binaries of several crates; a dev-dependency only, never shipped.
+//! Fixtures shared by the test binaries of several crates and the benchmarks; never a dependency
+//! of a shipped crate.
 //!
 //! - [`incus_ignored`]: keeps the Incus tests `#[ignore]`d, so a plain `cargo test` reports them
 //!   as ignored, never as passed.
