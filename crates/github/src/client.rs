@@ -34,12 +34,38 @@ pub(crate) const MAX_PAGES: usize = 500;
 
 /// Proxy settings for the manager's own GitHub traffic. With `None` in `ClientConfig`,
 /// no proxy is used (the process environment is deliberately ignored).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The URLs may carry a password: Debug shows them with it masked.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct ProxyConfig {
     pub http: Option<String>,
     pub https: Option<String>,
     /// Comma-separated hosts, domains and CIDRs that bypass the proxy (`NO_PROXY` syntax).
     pub no_proxy: Option<String>,
+}
+
+impl std::fmt::Debug for ProxyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let masked = |url: &Option<String>| {
+            url.as_deref().map(|u| match url::Url::parse(u) {
+                Ok(mut parsed) if parsed.password().is_some() => {
+                    let _ = parsed.set_password(Some("redacted"));
+                    parsed.to_string()
+                }
+                Ok(parsed) if !parsed.username().is_empty() => {
+                    let mut parsed = parsed;
+                    let _ = parsed.set_username("redacted");
+                    parsed.to_string()
+                }
+                Ok(parsed) => parsed.to_string(),
+                Err(_) => "<unparsable>".to_owned(),
+            })
+        };
+        f.debug_struct("ProxyConfig")
+            .field("http", &masked(&self.http))
+            .field("https", &masked(&self.https))
+            .field("no_proxy", &self.no_proxy)
+            .finish()
+    }
 }
 
 /// Bounded exponential backoff for idempotent calls on 5xx, transport errors and timeouts.
@@ -700,6 +726,29 @@ pub(crate) fn next_link(header: &str) -> Option<String> {
         });
         is_next.then(|| target.to_owned())
     })
+}
+
+#[cfg(test)]
+mod proxy_debug_tests {
+    use super::ProxyConfig;
+
+    #[test]
+    fn proxy_credentials_never_show_in_debug() {
+        let config = ProxyConfig {
+            http: Some("http://user:s3cr3t@proxy:3128".into()),
+            https: Some("http://tokenonly@proxy:3128".into()),
+            no_proxy: Some("localhost".into()),
+        };
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("s3cr3t") && !shown.contains("tokenonly"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("proxy:3128") && shown.contains("localhost"),
+            "{shown}"
+        );
+    }
 }
 
 #[cfg(test)]

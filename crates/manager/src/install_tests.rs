@@ -212,7 +212,7 @@ fn policy_refusal_stops_the_runner_under_every_shell() {
         let dir = tempfile::tempdir().expect("tmp");
         let meta = dir.path().join("meta");
         std::fs::create_dir_all(&meta).expect("mkdir");
-        let mut runner = crate::guest::tests::session_leader(&["sh", "-c", "sleep 60 & wait"]);
+        let mut runner = crate::guest::tests::session_leader(&["sleep", "60"]);
         std::fs::write(meta.join("runner.pgid"), runner.id().to_string()).expect("write");
         let script = dir.path().join("pre-job.sh");
         std::fs::write(&script, pre_job_script(Some("http://127.0.0.1:9"))).expect("write");
