@@ -1,378 +1,6 @@
-//! The config file: parsed once into a validated [`Config`].
-//!
-//! Parsing has two steps. Serde reads the TOML into `Raw*` structs that reject unknown keys
-//! (`deny_unknown_fields`), with the key path of any type error tracked by
-//! `serde_path_to_error`. Validation then turns the raw values into closed types, collecting
-//! every problem as a [`KeyError`] that names the full key (`runners.memory`) and the reason.
-//!
-//! Secrets (`github.token`, `policy.service_token`, `server.api_token`, `server.webhook_secret`,
-//! the App private key) can also come from a `*_file` key or an environment variable. A key in the
-//! file wins over the environment. Their values are held in [`Secret`] and never appear in
-//! errors. Relative paths are resolved against the config file's directory.
-//!
-//! Values the manager uses are parsed straight into the manager's own types, with the manager's
-//! rules, so there is one definition of each and nothing is turned back into a string to be
-//! parsed again: the scope and its runner group ([`GitHubPath`]), sizes ([`Size`]),
-//! [`InstanceType`], [`RegistrationMode`] and the proxies ([`ProxySettings`], whose URLs keep their
-//! credentials for where they are used and mask them everywhere else).
+//! Loading: reading the file, then validating the raw values into [`Config`], every problem collected.
 
-use std::collections::BTreeSet;
-use std::fmt;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
-
-use serde::de::{self, Deserializer};
-use serde::{Deserialize, Serialize};
-use url::Url;
-
-pub use manager::model::DEFAULT_RUNNER_GROUP;
-pub use manager::{GitHubPath, InstanceType, ProxySettings, ProxyUrl, RegistrationMode, Size};
-
-use crate::secret::Secret;
-
-/// Where the config file is read from when `--config` is not given.
-pub const DEFAULT_CONFIG_PATH: &str = "/etc/runner-manager/config.toml";
-/// The environment variable that overrides [`DEFAULT_CONFIG_PATH`].
-pub const CONFIG_PATH_ENV: &str = "RUNNER_MANAGER_CONFIG";
-/// Environment fallbacks for secrets that are not set in the file.
-pub const GITHUB_TOKEN_ENV: &str = "RUNNER_MANAGER_GITHUB_TOKEN";
-pub const SERVICE_TOKEN_ENV: &str = "RUNNER_MANAGER_SERVICE_TOKEN";
-pub const API_TOKEN_ENV: &str = "RUNNER_MANAGER_API_TOKEN";
-pub const WEBHOOK_SECRET_ENV: &str = "RUNNER_MANAGER_WEBHOOK_SECRET";
-
-/// Replaces a password in URLs that are shown (`[redacted]` would be percent-encoded).
-const REDACTED_PASSWORD: &str = "redacted";
-const MAX_QUANTITY: u32 = 10_000;
-const MAX_CPU: u32 = 1_024;
-const MAX_UNIT: u32 = 99_999;
-const MAX_APP_NAME: usize = 40;
-const MAX_LABELS: usize = 100;
-const INTERVAL_RANGE: std::ops::RangeInclusive<u64> = 10..=86_400;
-
-// ---------------------------------------------------------------------------------------------
-// Validated types
-// ---------------------------------------------------------------------------------------------
-
-/// The whole, validated configuration.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// Runners are named `<app_name>-<unit>-<suffix>`.
-    pub app_name: String,
-    pub unit: u32,
-    /// Runner binary cache and other local state.
-    pub state_dir: PathBuf,
-    pub github: GithubConfig,
-    pub lxd: LxdConfig,
-    pub runners: RunnersConfig,
-    /// Proxies for the manager's GitHub traffic and the runners' environment.
-    pub proxy: ProxySettings,
-    /// The pre-job policy check service; `None` when `policy.url` is empty.
-    pub policy: Option<PolicyConfig>,
-    pub metrics: MetricsConfig,
-    pub server: ServerConfig,
-}
-
-#[derive(Debug, Clone)]
-pub struct GithubConfig {
-    /// Where runners register, with the runner group of an organisation or enterprise
-    /// (`github.path` and `github.runner_group`).
-    pub path: GitHubPath,
-    pub credentials: GithubCredentials,
-    /// REST base URL, e.g. `https://api.github.com/` or `https://HOST/api/v3`.
-    pub api_url: Url,
-    /// What `config.sh --url` is built from, e.g. `https://github.com/`.
-    pub web_url: Url,
-}
-
-/// How runner-manager authenticates to GitHub.
-#[derive(Debug, Clone)]
-pub enum GithubCredentials {
-    /// A personal access token.
-    Token { token: Secret, source: SecretSource },
-    /// A GitHub App; the installation is looked up when `installation_id` is not given.
-    App {
-        app_id: u64,
-        installation_id: Option<u64>,
-        private_key: Secret,
-        private_key_file: PathBuf,
-    },
-}
-
-/// Where a secret came from (shown instead of the value).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SecretSource {
-    /// The key itself, in the config file.
-    ConfigKey(&'static str),
-    File(PathBuf),
-    Env(&'static str),
-}
-
-impl fmt::Display for SecretSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::ConfigKey(key) => write!(f, "config key {key}"),
-            Self::File(path) => write!(f, "file {}", path.display()),
-            Self::Env(name) => write!(f, "env {name}"),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct LxdConfig {
-    pub endpoint: LxdEndpoint,
-    /// Image alias on the server (or `remote:alias`).
-    pub image: String,
-    /// The default is `virtual-machine`, as in the seed's charm: a VM isolates untrusted jobs
-    /// (and their Docker daemon) from the host. `container` starts faster and needs no KVM; the
-    /// demo uses it.
-    pub instance_type: InstanceType,
-    /// The seed's `lxd_storage_path`: a dir pool `runner` there; `None` = the default pool.
-    pub storage_path: Option<PathBuf>,
-    /// Cluster member to place instances on.
-    pub target: Option<String>,
-}
-
-/// How to reach LXD/Incus.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LxdEndpoint {
-    /// Find the socket: `INCUS_SOCKET`, `LXD_SOCKET`, then the usual paths.
-    Discover,
-    Socket(PathBuf),
-    Https {
-        url: Url,
-        client_cert: PathBuf,
-        client_key: PathBuf,
-        server_cert: Option<PathBuf>,
-    },
-}
-
-#[derive(Debug, Clone)]
-pub struct RunnersConfig {
-    /// Target number of runners (the seed's `virtual-machines`).
-    pub quantity: u32,
-    pub cpu: u32,
-    pub memory: Size,
-    pub disk: Size,
-    /// Extra labels beside `self-hosted`, `app_name` and `image`.
-    pub labels: Vec<String>,
-    /// `token` (the default, as the seed does) or `jit`.
-    pub registration: RegistrationMode,
-}
-
-#[derive(Debug, Clone)]
-pub struct PolicyConfig {
-    pub url: Url,
-    pub service_token: Secret,
-    pub service_token_source: SecretSource,
-}
-
-#[derive(Debug, Clone)]
-pub struct MetricsConfig {
-    /// Append one JSON line per runner event to `events_log` (shipped to Loki).
-    pub issue_metrics: bool,
-    pub events_log: PathBuf,
-}
-
-#[derive(Debug, Clone)]
-pub struct ServerConfig {
-    pub listen: SocketAddr,
-    /// Bearer token for the POST endpoints; `None` disables them (every call gets 401).
-    pub api_token: Option<Secret>,
-    /// Secret of the `workflow_job` webhook; `None` disables `/webhook` (every call gets 401).
-    pub webhook_secret: Option<Secret>,
-    pub reconcile_interval: Duration,
-}
-
-// ---------------------------------------------------------------------------------------------
-// Errors
-// ---------------------------------------------------------------------------------------------
-
-/// One problem with one key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyError {
-    /// The full key, e.g. `runners.memory` or `runners.labels[2]`.
-    pub key: String,
-    pub reason: String,
-}
-
-impl fmt::Display for KeyError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.key, self.reason)
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("reading config file {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("TOML syntax error at line {line}, column {column}: {message}")]
-    Syntax {
-        line: usize,
-        column: usize,
-        message: String,
-    },
-    #[error("{}", join_errors(.0))]
-    Invalid(Vec<KeyError>),
-}
-
-fn join_errors(errors: &[KeyError]) -> String {
-    errors
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
-impl ConfigError {
-    /// The keys this error names (empty for read and syntax errors).
-    pub fn keys(&self) -> Vec<&str> {
-        match self {
-            Self::Invalid(errors) => errors.iter().map(|e| e.key.as_str()).collect(),
-            _ => Vec::new(),
-        }
-    }
-}
-
-#[derive(Default)]
-struct Errors(Vec<KeyError>);
-
-impl Errors {
-    fn push(&mut self, key: impl Into<String>, reason: impl Into<String>) {
-        self.0.push(KeyError {
-            key: key.into(),
-            reason: reason.into(),
-        });
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Raw (serde) types
-// ---------------------------------------------------------------------------------------------
-
-/// A string that may be a secret: a type error never echoes the value.
-struct RawSecret(String);
-
-impl<'de> Deserialize<'de> for RawSecret {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        match toml::Value::deserialize(deserializer)? {
-            toml::Value::String(value) => Ok(Self(value)),
-            other => Err(de::Error::custom(format_args!(
-                "invalid type: {}, expected a string",
-                other.type_str()
-            ))),
-        }
-    }
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    app_name: Option<String>,
-    unit: Option<u32>,
-    state_dir: Option<PathBuf>,
-    #[serde(default)]
-    github: RawGithub,
-    #[serde(default)]
-    lxd: RawLxd,
-    #[serde(default)]
-    runners: RawRunners,
-    #[serde(default)]
-    proxy: RawProxy,
-    #[serde(default)]
-    policy: RawPolicy,
-    #[serde(default)]
-    metrics: RawMetrics,
-    #[serde(default)]
-    server: RawServer,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawGithub {
-    path: Option<String>,
-    runner_group: Option<String>,
-    token: Option<RawSecret>,
-    token_file: Option<PathBuf>,
-    api_url: Option<String>,
-    web_url: Option<String>,
-    app: Option<RawGithubApp>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawGithubApp {
-    app_id: Option<u64>,
-    installation_id: Option<u64>,
-    private_key_file: Option<PathBuf>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawLxd {
-    socket: Option<PathBuf>,
-    url: Option<String>,
-    client_cert: Option<PathBuf>,
-    client_key: Option<PathBuf>,
-    server_cert: Option<PathBuf>,
-    image: Option<String>,
-    instance_type: Option<InstanceType>,
-    storage_path: Option<PathBuf>,
-    target: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawRunners {
-    quantity: Option<u32>,
-    cpu: Option<u32>,
-    memory: Option<Size>,
-    disk: Option<Size>,
-    labels: Option<Vec<String>>,
-    registration: Option<RegistrationMode>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawProxy {
-    http: Option<RawSecret>,
-    https: Option<RawSecret>,
-    no_proxy: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawPolicy {
-    url: Option<String>,
-    service_token: Option<RawSecret>,
-    service_token_file: Option<PathBuf>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawMetrics {
-    issue_metrics: Option<bool>,
-    events_log: Option<PathBuf>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawServer {
-    listen: Option<String>,
-    api_token: Option<RawSecret>,
-    api_token_file: Option<PathBuf>,
-    webhook_secret: Option<RawSecret>,
-    webhook_secret_file: Option<PathBuf>,
-    reconcile_interval_seconds: Option<u64>,
-}
-
-// ---------------------------------------------------------------------------------------------
-// Loading
-// ---------------------------------------------------------------------------------------------
+use super::*;
 
 /// Reads the outside world for [`Config::parse`]: the environment and secret files.
 pub trait Environment {
@@ -443,7 +71,7 @@ impl Config {
     }
 }
 
-fn parse_raw(text: &str) -> Result<RawConfig, ConfigError> {
+pub(super) fn parse_raw(text: &str) -> Result<RawConfig, ConfigError> {
     let deserializer =
         toml::de::Deserializer::parse(text).map_err(|err| syntax_error(text, &err))?;
     serde_path_to_error::deserialize(deserializer).map_err(|err| {
@@ -453,7 +81,7 @@ fn parse_raw(text: &str) -> Result<RawConfig, ConfigError> {
 }
 
 /// Turns a serde error into a key error, naming the unknown key itself for unknown fields.
-fn serde_key_error(path: &str, message: &str) -> KeyError {
+pub(super) fn serde_key_error(path: &str, message: &str) -> KeyError {
     let parent = if path == "." { "" } else { path };
     if let Some(rest) = message.strip_prefix("unknown field `") {
         let name = rest.split('`').next().unwrap_or_default();
@@ -497,7 +125,7 @@ fn serde_key_error(path: &str, message: &str) -> KeyError {
 }
 
 /// Rewords serde messages that name our internal types.
-fn friendly_serde_message(message: &str) -> String {
+pub(super) fn friendly_serde_message(message: &str) -> String {
     if message == "wanted string or table" {
         return "invalid type, expected a string".to_owned();
     }
@@ -512,7 +140,7 @@ fn friendly_serde_message(message: &str) -> String {
 
 /// A syntax error with line and column, without the offending source line (which could hold a
 /// secret).
-fn syntax_error(text: &str, err: &toml::de::Error) -> ConfigError {
+pub(super) fn syntax_error(text: &str, err: &toml::de::Error) -> ConfigError {
     let offset = err
         .span()
         .map(|span| span.start)
@@ -533,7 +161,7 @@ fn syntax_error(text: &str, err: &toml::de::Error) -> ConfigError {
     }
 }
 
-struct Validator<'a> {
+pub(super) struct Validator<'a> {
     base_dir: &'a Path,
     env: &'a dyn Environment,
     errors: &'a mut Errors,
@@ -1136,13 +764,13 @@ impl Validator<'_> {
     }
 }
 
-fn size(text: &str) -> Size {
+pub(super) fn size(text: &str) -> Size {
     text.parse().expect("built-in default sizes are valid")
 }
 
 /// The web URL that goes with an API URL: github.com for api.github.com, `https://HOST` for a
 /// GitHub Enterprise Server API (`https://HOST/api/v3`), else the API URL itself (a simulator).
-fn default_web_url(api_url: &Url) -> Url {
+pub(super) fn default_web_url(api_url: &Url) -> Url {
     if api_url.host_str() == Some("api.github.com") {
         if let Ok(url) = Url::parse("https://github.com") {
             return url;
@@ -1156,130 +784,10 @@ fn default_web_url(api_url: &Url) -> Url {
     web
 }
 
-fn redact_url(url: &Url) -> String {
+pub(super) fn redact_url(url: &Url) -> String {
     let mut shown = url.clone();
     if shown.password().is_some() {
         let _ = shown.set_password(Some(REDACTED_PASSWORD));
     }
     shown.to_string()
-}
-
-// ---------------------------------------------------------------------------------------------
-// Summary (what `check-config` prints): no secret values
-// ---------------------------------------------------------------------------------------------
-
-/// A redacted view of the config, for `check-config` and logs.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct ConfigSummary {
-    pub runner_name_prefix: String,
-    pub state_dir: String,
-    pub github_path: String,
-    pub github_scope: &'static str,
-    pub runner_group: String,
-    pub github_auth: String,
-    pub api_url: String,
-    pub web_url: String,
-    pub lxd_endpoint: String,
-    pub image: String,
-    pub instance_type: &'static str,
-    pub storage: String,
-    pub target: Option<String>,
-    pub quantity: u32,
-    pub cpu: u32,
-    pub memory: String,
-    pub disk: String,
-    pub labels: Vec<String>,
-    pub registration: &'static str,
-    pub proxy: Vec<String>,
-    pub policy: String,
-    pub events_log: Option<String>,
-    pub listen: String,
-    pub api_token: &'static str,
-    pub webhook_secret: &'static str,
-    pub reconcile_interval_seconds: u64,
-}
-
-impl Config {
-    pub fn summary(&self) -> ConfigSummary {
-        let set = |secret: &Option<Secret>| {
-            if secret.is_some() {
-                "set"
-            } else {
-                "not set (disabled)"
-            }
-        };
-        ConfigSummary {
-            runner_name_prefix: self.runner_name_prefix(),
-            state_dir: self.state_dir.display().to_string(),
-            github_path: self.github.path.to_string(),
-            github_scope: self.github.path.kind(),
-            runner_group: self
-                .github
-                .path
-                .group()
-                .unwrap_or(DEFAULT_RUNNER_GROUP)
-                .to_owned(),
-            github_auth: match &self.github.credentials {
-                GithubCredentials::Token { source, .. } => format!("token from {source}"),
-                GithubCredentials::App {
-                    app_id,
-                    installation_id,
-                    private_key_file,
-                    ..
-                } => format!(
-                    "GitHub App {app_id}, installation {}, key {}",
-                    installation_id.map_or("looked up".to_owned(), |id| id.to_string()),
-                    private_key_file.display()
-                ),
-            },
-            api_url: self.github.api_url.to_string(),
-            web_url: self.github.web_url.to_string(),
-            lxd_endpoint: match &self.lxd.endpoint {
-                LxdEndpoint::Discover => "unix socket, discovered".to_owned(),
-                LxdEndpoint::Socket(path) => format!("unix socket {}", path.display()),
-                LxdEndpoint::Https { url, .. } => format!("{url} (TLS client certificate)"),
-            },
-            image: self.lxd.image.clone(),
-            instance_type: self.lxd.instance_type.as_str(),
-            storage: self.lxd.storage_path.as_ref().map_or_else(
-                || "default pool".to_owned(),
-                |path| format!("dir pool \"runner\" at {}", path.display()),
-            ),
-            target: self.lxd.target.clone(),
-            quantity: self.runners.quantity,
-            cpu: self.runners.cpu,
-            memory: self.runners.memory.to_string(),
-            disk: self.runners.disk.to_string(),
-            labels: self.runner_labels(),
-            registration: self.runners.registration.as_str(),
-            proxy: [
-                self.proxy.http.as_ref().map(|url| format!("http={url}")),
-                self.proxy.https.as_ref().map(|url| format!("https={url}")),
-                self.proxy
-                    .no_proxy
-                    .as_ref()
-                    .map(|hosts| format!("no_proxy={hosts}")),
-            ]
-            .into_iter()
-            .flatten()
-            .collect(),
-            policy: self.policy.as_ref().map_or_else(
-                || "disabled".to_owned(),
-                |policy| {
-                    format!(
-                        "{} (token from {})",
-                        policy.url, policy.service_token_source
-                    )
-                },
-            ),
-            events_log: self
-                .metrics
-                .issue_metrics
-                .then(|| self.metrics.events_log.display().to_string()),
-            listen: self.server.listen.to_string(),
-            api_token: set(&self.server.api_token),
-            webhook_secret: set(&self.server.webhook_secret),
-            reconcile_interval_seconds: self.server.reconcile_interval.as_secs(),
-        }
-    }
 }

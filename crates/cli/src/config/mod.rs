@@ -1,0 +1,195 @@
+//! The config file: parsed once into a validated [`Config`].
+//!
+//! Parsing has two steps. Serde reads the TOML into `Raw*` structs that reject unknown keys
+//! (`deny_unknown_fields`), with the key path of any type error tracked by
+//! `serde_path_to_error`. Validation then turns the raw values into closed types, collecting
+//! every problem as a [`KeyError`] that names the full key (`runners.memory`) and the reason.
+//!
+//! Secrets (`github.token`, `policy.service_token`, `server.api_token`, `server.webhook_secret`,
+//! the App private key) can also come from a `*_file` key or an environment variable. A key in the
+//! file wins over the environment. Their values are held in [`Secret`] and never appear in
+//! errors. Relative paths are resolved against the config file's directory.
+//!
+//! Values the manager uses are parsed straight into the manager's own types, with the manager's
+//! rules, so there is one definition of each and nothing is turned back into a string to be
+//! parsed again: the scope and its runner group ([`GitHubPath`]), sizes ([`Size`]),
+//! [`InstanceType`], [`RegistrationMode`] and the proxies ([`ProxySettings`], whose URLs keep their
+//! credentials for where they are used and mask them everywhere else).
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::{self, Deserializer};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+pub use manager::model::DEFAULT_RUNNER_GROUP;
+pub use manager::{GitHubPath, InstanceType, ProxySettings, ProxyUrl, RegistrationMode, Size};
+
+use crate::secret::Secret;
+
+/// Where the config file is read from when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/runner-manager/config.toml";
+/// The environment variable that overrides [`DEFAULT_CONFIG_PATH`].
+pub const CONFIG_PATH_ENV: &str = "RUNNER_MANAGER_CONFIG";
+/// Environment fallbacks for secrets that are not set in the file.
+pub const GITHUB_TOKEN_ENV: &str = "RUNNER_MANAGER_GITHUB_TOKEN";
+pub const SERVICE_TOKEN_ENV: &str = "RUNNER_MANAGER_SERVICE_TOKEN";
+pub const API_TOKEN_ENV: &str = "RUNNER_MANAGER_API_TOKEN";
+pub const WEBHOOK_SECRET_ENV: &str = "RUNNER_MANAGER_WEBHOOK_SECRET";
+
+/// Replaces a password in URLs that are shown (`[redacted]` would be percent-encoded).
+const REDACTED_PASSWORD: &str = "redacted";
+const MAX_QUANTITY: u32 = 10_000;
+const MAX_CPU: u32 = 1_024;
+const MAX_UNIT: u32 = 99_999;
+const MAX_APP_NAME: usize = 40;
+const MAX_LABELS: usize = 100;
+const INTERVAL_RANGE: std::ops::RangeInclusive<u64> = 10..=86_400;
+
+// ---------------------------------------------------------------------------------------------
+// Validated types
+// ---------------------------------------------------------------------------------------------
+
+/// The whole, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Runners are named `<app_name>-<unit>-<suffix>`.
+    pub app_name: String,
+    pub unit: u32,
+    /// Runner binary cache and other local state.
+    pub state_dir: PathBuf,
+    pub github: GithubConfig,
+    pub lxd: LxdConfig,
+    pub runners: RunnersConfig,
+    /// Proxies for the manager's GitHub traffic and the runners' environment.
+    pub proxy: ProxySettings,
+    /// The pre-job policy check service; `None` when `policy.url` is empty.
+    pub policy: Option<PolicyConfig>,
+    pub metrics: MetricsConfig,
+    pub server: ServerConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct GithubConfig {
+    /// Where runners register, with the runner group of an organisation or enterprise
+    /// (`github.path` and `github.runner_group`).
+    pub path: GitHubPath,
+    pub credentials: GithubCredentials,
+    /// REST base URL, e.g. `https://api.github.com/` or `https://HOST/api/v3`.
+    pub api_url: Url,
+    /// What `config.sh --url` is built from, e.g. `https://github.com/`.
+    pub web_url: Url,
+}
+
+/// How runner-manager authenticates to GitHub.
+#[derive(Debug, Clone)]
+pub enum GithubCredentials {
+    /// A personal access token.
+    Token { token: Secret, source: SecretSource },
+    /// A GitHub App; the installation is looked up when `installation_id` is not given.
+    App {
+        app_id: u64,
+        installation_id: Option<u64>,
+        private_key: Secret,
+        private_key_file: PathBuf,
+    },
+}
+
+/// Where a secret came from (shown instead of the value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// The key itself, in the config file.
+    ConfigKey(&'static str),
+    File(PathBuf),
+    Env(&'static str),
+}
+
+impl fmt::Display for SecretSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ConfigKey(key) => write!(f, "config key {key}"),
+            Self::File(path) => write!(f, "file {}", path.display()),
+            Self::Env(name) => write!(f, "env {name}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LxdConfig {
+    pub endpoint: LxdEndpoint,
+    /// Image alias on the server (or `remote:alias`).
+    pub image: String,
+    /// The default is `virtual-machine`, as in the seed's charm: a VM isolates untrusted jobs
+    /// (and their Docker daemon) from the host. `container` starts faster and needs no KVM; the
+    /// demo uses it.
+    pub instance_type: InstanceType,
+    /// The seed's `lxd_storage_path`: a dir pool `runner` there; `None` = the default pool.
+    pub storage_path: Option<PathBuf>,
+    /// Cluster member to place instances on.
+    pub target: Option<String>,
+}
+
+/// How to reach LXD/Incus.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LxdEndpoint {
+    /// Find the socket: `INCUS_SOCKET`, `LXD_SOCKET`, then the usual paths.
+    Discover,
+    Socket(PathBuf),
+    Https {
+        url: Url,
+        client_cert: PathBuf,
+        client_key: PathBuf,
+        server_cert: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct RunnersConfig {
+    /// Target number of runners (the seed's `virtual-machines`).
+    pub quantity: u32,
+    pub cpu: u32,
+    pub memory: Size,
+    pub disk: Size,
+    /// Extra labels beside `self-hosted`, `app_name` and `image`.
+    pub labels: Vec<String>,
+    /// `token` (the default, as the seed does) or `jit`.
+    pub registration: RegistrationMode,
+}
+
+#[derive(Debug, Clone)]
+pub struct PolicyConfig {
+    pub url: Url,
+    pub service_token: Secret,
+    pub service_token_source: SecretSource,
+}
+
+#[derive(Debug, Clone)]
+pub struct MetricsConfig {
+    /// Append one JSON line per runner event to `events_log` (shipped to Loki).
+    pub issue_metrics: bool,
+    pub events_log: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Bearer token for the POST endpoints; `None` disables them (every call gets 401).
+    pub api_token: Option<Secret>,
+    /// Secret of the `workflow_job` webhook; `None` disables `/webhook` (every call gets 401).
+    pub webhook_secret: Option<Secret>,
+    pub reconcile_interval: Duration,
+}
+
+mod errors;
+mod load;
+mod raw;
+mod summary;
+
+pub use errors::*;
+pub use load::*;
+use raw::*;
+pub use summary::*;

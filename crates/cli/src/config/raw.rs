@@ -1,0 +1,119 @@
+//! The raw serde types: what the TOML holds, unknown keys rejected, before validation.
+
+use super::*;
+
+/// A string that may be a secret: a type error never echoes the value.
+pub(super) struct RawSecret(pub(super) String);
+
+impl<'de> Deserialize<'de> for RawSecret {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match toml::Value::deserialize(deserializer)? {
+            toml::Value::String(value) => Ok(Self(value)),
+            other => Err(de::Error::custom(format_args!(
+                "invalid type: {}, expected a string",
+                other.type_str()
+            ))),
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub(super) app_name: Option<String>,
+    pub(super) unit: Option<u32>,
+    pub(super) state_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub(super) github: RawGithub,
+    #[serde(default)]
+    pub(super) lxd: RawLxd,
+    #[serde(default)]
+    pub(super) runners: RawRunners,
+    #[serde(default)]
+    pub(super) proxy: RawProxy,
+    #[serde(default)]
+    pub(super) policy: RawPolicy,
+    #[serde(default)]
+    pub(super) metrics: RawMetrics,
+    #[serde(default)]
+    pub(super) server: RawServer,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawGithub {
+    pub(super) path: Option<String>,
+    pub(super) runner_group: Option<String>,
+    pub(super) token: Option<RawSecret>,
+    pub(super) token_file: Option<PathBuf>,
+    pub(super) api_url: Option<String>,
+    pub(super) web_url: Option<String>,
+    pub(super) app: Option<RawGithubApp>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawGithubApp {
+    pub(super) app_id: Option<u64>,
+    pub(super) installation_id: Option<u64>,
+    pub(super) private_key_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLxd {
+    pub(super) socket: Option<PathBuf>,
+    pub(super) url: Option<String>,
+    pub(super) client_cert: Option<PathBuf>,
+    pub(super) client_key: Option<PathBuf>,
+    pub(super) server_cert: Option<PathBuf>,
+    pub(super) image: Option<String>,
+    pub(super) instance_type: Option<InstanceType>,
+    pub(super) storage_path: Option<PathBuf>,
+    pub(super) target: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRunners {
+    pub(super) quantity: Option<u32>,
+    pub(super) cpu: Option<u32>,
+    pub(super) memory: Option<Size>,
+    pub(super) disk: Option<Size>,
+    pub(super) labels: Option<Vec<String>>,
+    pub(super) registration: Option<RegistrationMode>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawProxy {
+    pub(super) http: Option<RawSecret>,
+    pub(super) https: Option<RawSecret>,
+    pub(super) no_proxy: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPolicy {
+    pub(super) url: Option<String>,
+    pub(super) service_token: Option<RawSecret>,
+    pub(super) service_token_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMetrics {
+    pub(super) issue_metrics: Option<bool>,
+    pub(super) events_log: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawServer {
+    pub(super) listen: Option<String>,
+    pub(super) api_token: Option<RawSecret>,
+    pub(super) api_token_file: Option<PathBuf>,
+    pub(super) webhook_secret: Option<RawSecret>,
+    pub(super) webhook_secret_file: Option<PathBuf>,
+    pub(super) reconcile_interval_seconds: Option<u64>,
+}

@@ -1,0 +1,119 @@
+//! What `check-config` prints: the config with no secret value.
+
+use super::*;
+
+/// A redacted view of the config, for `check-config` and logs.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ConfigSummary {
+    pub runner_name_prefix: String,
+    pub state_dir: String,
+    pub github_path: String,
+    pub github_scope: &'static str,
+    pub runner_group: String,
+    pub github_auth: String,
+    pub api_url: String,
+    pub web_url: String,
+    pub lxd_endpoint: String,
+    pub image: String,
+    pub instance_type: &'static str,
+    pub storage: String,
+    pub target: Option<String>,
+    pub quantity: u32,
+    pub cpu: u32,
+    pub memory: String,
+    pub disk: String,
+    pub labels: Vec<String>,
+    pub registration: &'static str,
+    pub proxy: Vec<String>,
+    pub policy: String,
+    pub events_log: Option<String>,
+    pub listen: String,
+    pub api_token: &'static str,
+    pub webhook_secret: &'static str,
+    pub reconcile_interval_seconds: u64,
+}
+
+impl Config {
+    pub fn summary(&self) -> ConfigSummary {
+        let set = |secret: &Option<Secret>| {
+            if secret.is_some() {
+                "set"
+            } else {
+                "not set (disabled)"
+            }
+        };
+        ConfigSummary {
+            runner_name_prefix: self.runner_name_prefix(),
+            state_dir: self.state_dir.display().to_string(),
+            github_path: self.github.path.to_string(),
+            github_scope: self.github.path.kind(),
+            runner_group: self
+                .github
+                .path
+                .group()
+                .unwrap_or(DEFAULT_RUNNER_GROUP)
+                .to_owned(),
+            github_auth: match &self.github.credentials {
+                GithubCredentials::Token { source, .. } => format!("token from {source}"),
+                GithubCredentials::App {
+                    app_id,
+                    installation_id,
+                    private_key_file,
+                    ..
+                } => format!(
+                    "GitHub App {app_id}, installation {}, key {}",
+                    installation_id.map_or("looked up".to_owned(), |id| id.to_string()),
+                    private_key_file.display()
+                ),
+            },
+            api_url: self.github.api_url.to_string(),
+            web_url: self.github.web_url.to_string(),
+            lxd_endpoint: match &self.lxd.endpoint {
+                LxdEndpoint::Discover => "unix socket, discovered".to_owned(),
+                LxdEndpoint::Socket(path) => format!("unix socket {}", path.display()),
+                LxdEndpoint::Https { url, .. } => format!("{url} (TLS client certificate)"),
+            },
+            image: self.lxd.image.clone(),
+            instance_type: self.lxd.instance_type.as_str(),
+            storage: self.lxd.storage_path.as_ref().map_or_else(
+                || "default pool".to_owned(),
+                |path| format!("dir pool \"runner\" at {}", path.display()),
+            ),
+            target: self.lxd.target.clone(),
+            quantity: self.runners.quantity,
+            cpu: self.runners.cpu,
+            memory: self.runners.memory.to_string(),
+            disk: self.runners.disk.to_string(),
+            labels: self.runner_labels(),
+            registration: self.runners.registration.as_str(),
+            proxy: [
+                self.proxy.http.as_ref().map(|url| format!("http={url}")),
+                self.proxy.https.as_ref().map(|url| format!("https={url}")),
+                self.proxy
+                    .no_proxy
+                    .as_ref()
+                    .map(|hosts| format!("no_proxy={hosts}")),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+            policy: self.policy.as_ref().map_or_else(
+                || "disabled".to_owned(),
+                |policy| {
+                    format!(
+                        "{} (token from {})",
+                        policy.url, policy.service_token_source
+                    )
+                },
+            ),
+            events_log: self
+                .metrics
+                .issue_metrics
+                .then(|| self.metrics.events_log.display().to_string()),
+            listen: self.server.listen.to_string(),
+            api_token: set(&self.server.api_token),
+            webhook_secret: set(&self.server.webhook_secret),
+            reconcile_interval_seconds: self.server.reconcile_interval.as_secs(),
+        }
+    }
+}
