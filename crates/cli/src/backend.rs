@@ -5,7 +5,6 @@
 //! The config already holds the manager's types (scope and group, sizes, instance type,
 //! registration mode, proxies): they are handed over as they are, never re-parsed from strings.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -14,9 +13,8 @@ use manager::adapters::{GithubRegistry, LxdProvider};
 use manager::events::Metrics;
 use manager::policy::PolicyConfig;
 use manager::provider::{InstanceProvider, RunnerDownload, RunnerRegistry};
-use manager::{Backends, GitHubPath, ManagerConfig, Owner, Resources, RunnerManager};
+use manager::{Backends, GitHubPath, ManagerConfig, Resources, RunnerManager};
 use prometheus_client::registry::Registry;
-use time::OffsetDateTime;
 
 use crate::app::Backend;
 use crate::config::{Config, GithubCredentials, LxdEndpoint};
@@ -53,27 +51,19 @@ impl Backend for ManagerBackend {
             config.runners.disk.clone(),
         )
         .context("runners: invalid resources")?;
-        let owner = Owner::new(&config.app_name, config.unit).context("app_name")?;
         let manager = RunnerManager::new(
             &config.app_name,
             config.unit,
             manager_config,
             &config.proxy,
             Backends {
-                provider: Arc::clone(&provider),
-                registry: Arc::clone(&registry),
+                provider,
+                registry,
                 metrics,
             },
         )
         .context("creating the runner manager")?;
-        Ok(Arc::new(ManagerOps {
-            manager,
-            resources,
-            owner,
-            provider,
-            registry,
-            cache_path: config.state_dir.join("runner-binary"),
-        }))
+        Ok(Arc::new(ManagerOps { manager, resources }))
     }
 }
 
@@ -186,10 +176,6 @@ pub fn manager_config(config: &Config) -> ManagerConfig {
 struct ManagerOps {
     manager: RunnerManager,
     resources: Resources,
-    owner: Owner,
-    provider: Arc<dyn InstanceProvider>,
-    registry: Arc<dyn RunnerRegistry>,
-    cache_path: std::path::PathBuf,
 }
 
 fn bin_output(download: &RunnerDownload) -> RunnerBinOutput {
@@ -250,63 +236,40 @@ impl Operations for ManagerOps {
     }
 
     async fn status(&self) -> anyhow::Result<StatusOutput> {
-        let (instances, registrations) = tokio::join!(
-            self.provider.list_instances(&self.owner),
-            self.registry.list_runners()
-        );
-        let instances = instances.context("listing instances")?;
-        let registrations = registrations.context("listing github runners")?;
-        let now = OffsetDateTime::now_utc();
-        let mut runners: BTreeMap<String, RunnerStatus> = BTreeMap::new();
-        for instance in instances
+        // The core observes and classifies exactly as a pass does; here the types are mapped.
+        let fleet = self.manager.status().await.context("observing the fleet")?;
+        let version = fleet.runner_binary.map(|b| b.filename);
+        let dangling = fleet
+            .runners
             .iter()
-            .filter(|i| self.owner.owns_instance(&i.name, &i.config))
-        {
-            let age = (now - instance.created_at).whole_seconds();
-            runners.insert(
-                instance.name.clone(),
-                RunnerStatus {
-                    name: instance.name.clone(),
-                    instance_status: format!("{:?}", instance.status).to_lowercase(),
-                    github_status: None,
-                    busy: None,
-                    age_seconds: u64::try_from(age).ok(),
-                    version: None,
-                },
-            );
-        }
-        let mut dangling = Vec::new();
-        for registration in registrations
-            .iter()
-            .filter(|r| self.owner.parse_name(&r.name).is_some())
-        {
-            let status = if registration.online {
-                "online"
-            } else {
-                "offline"
-            };
-            match runners.get_mut(&registration.name) {
-                Some(runner) => {
-                    runner.github_status = Some(status.to_owned());
-                    runner.busy = Some(registration.busy);
-                }
-                None => dangling.push(registration.name.clone()),
-            }
-        }
-        let orphans = runners
-            .values()
-            .filter(|r| r.github_status.is_none())
-            .map(|r| r.name.clone())
+            .filter(|r| r.is_dangling())
+            .map(|r| r.name.to_string())
             .collect();
-        let version = self.manager.runner_bin().map(|b| b.filename);
-        Ok(StatusOutput {
-            runners: runners
-                .into_values()
-                .map(|mut r| {
-                    r.version.clone_from(&version);
-                    r
+        let orphans = fleet
+            .runners
+            .iter()
+            .filter(|r| r.is_orphan())
+            .map(|r| r.name.to_string())
+            .collect();
+        let runners = fleet
+            .runners
+            .iter()
+            .filter_map(|r| {
+                let status = r.instance?;
+                Some(RunnerStatus {
+                    name: r.name.to_string(),
+                    instance_status: format!("{status:?}").to_lowercase(),
+                    github_status: r
+                        .registration
+                        .map(|(online, _)| if online { "online" } else { "offline" }.to_owned()),
+                    busy: r.registration.map(|(_, busy)| busy),
+                    age_seconds: r.age.map(|a| a.as_secs()),
+                    version: version.clone(),
                 })
-                .collect(),
+            })
+            .collect();
+        Ok(StatusOutput {
+            runners,
             dangling,
             orphans,
         })
@@ -324,7 +287,7 @@ impl Operations for ManagerOps {
     async fn runner_bin_update(&self) -> anyhow::Result<RunnerBinUpdateOutput> {
         let download = self
             .manager
-            .get_latest_runner_bin_url("linux", "x64")
+            .latest_runner_download()
             .await
             .context("finding the latest runner binary")?;
         let current = self.manager.runner_bin();
@@ -340,14 +303,14 @@ impl Operations for ManagerOps {
         Ok(RunnerBinUpdateOutput {
             updated: !up_to_date,
             binary: bin_output(&download),
-            path: self.cache_path.display().to_string(),
+            path: self.manager.runner_bin_dir().display().to_string(),
         })
     }
 
     async fn runner_bin_check(&self) -> anyhow::Result<RunnerBinCheckOutput> {
         Ok(RunnerBinCheckOutput {
             present: self.manager.check_runner_bin(),
-            path: self.cache_path.display().to_string(),
+            path: self.manager.runner_bin_dir().display().to_string(),
         })
     }
 }

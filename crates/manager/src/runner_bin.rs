@@ -266,6 +266,19 @@ fn verify_tarball(path: &Path) -> Result<(), RunnerBinError> {
     Ok(())
 }
 
+/// The `os` and `architecture` of GitHub's runner downloads for the runners of this host: Linux
+/// containers run the host's architecture (`x86_64` → `x64`, `aarch64` → `arm64`, `arm` →
+/// `arm`; VMs of another architecture are not supported).
+pub fn platform() -> (&'static str, &'static str) {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "x64",
+        "aarch64" => "arm64",
+        "arm" => "arm",
+        other => other,
+    };
+    ("linux", arch)
+}
+
 /// Picks the first download matching `os` and `arch`.
 pub fn select_download<'a>(
     downloads: &'a [RunnerDownload],

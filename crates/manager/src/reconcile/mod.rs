@@ -13,6 +13,10 @@ mod job_events;
 mod observe;
 mod pass_lock;
 mod remove;
+mod status;
+
+/// The runner-binary cache below the state directory.
+const RUNNER_BIN_DIR: &str = "runner-binary";
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -27,6 +31,7 @@ pub use self::jit_pacer::JIT_PER_MINUTE;
 pub use self::job_events::{job_events, JobRecords};
 use self::remove::RemoveOutcome;
 pub use self::remove::{JobCheckError, RemoveError};
+pub use self::status::{state_label, FleetStatus, RunnerView};
 use crate::events::{Metrics, ReconcileResult, Reconciliation, RunnerCounts, Telemetry};
 use crate::install::InstallSettings;
 use crate::model::{
@@ -349,7 +354,7 @@ impl RunnerManager {
             policy_url: config.policy.as_ref().map(|p| p.runner_url.clone()),
             ready_timeout: config.ready_timeout,
         };
-        let runner_bin = RunnerBinCache::new(config.state_dir.join("runner-binary"))?;
+        let runner_bin = RunnerBinCache::new(config.state_dir.join(RUNNER_BIN_DIR))?;
         let events_log = config.issue_metrics.then(|| config.events_log.clone());
         let telemetry = Telemetry::new(backends.metrics, app_name, events_log);
         if let Some(current) = runner_bin.current() {
@@ -390,6 +395,18 @@ impl RunnerManager {
     /// The cached binary, if any.
     pub fn runner_bin(&self) -> Option<CachedBinary> {
         self.runner_bin.current()
+    }
+
+    /// Where the verified runner binaries are cached.
+    pub fn runner_bin_dir(&self) -> std::path::PathBuf {
+        self.config.state_dir.join(RUNNER_BIN_DIR)
+    }
+
+    /// The latest runner binary for the platform the runners run on
+    /// ([`crate::runner_bin::platform`]).
+    pub async fn latest_runner_download(&self) -> Result<RunnerDownload, ManagerError> {
+        let (os, arch) = crate::runner_bin::platform();
+        self.get_latest_runner_bin_url(os, arch).await
     }
 
     /// The first of GitHub's downloads for `os`/`arch` (`linux`, `x64`).

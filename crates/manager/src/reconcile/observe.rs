@@ -64,11 +64,14 @@ impl RunnerManager {
             .map(|(name, instance)| {
                 let online = online.contains(name);
                 async move {
-                    if !probe || instance.status != InstanceStatus::Running {
+                    if instance.status != InstanceStatus::Running {
                         return Probe::Unknown;
                     }
                     if online {
                         return Probe::Alive;
+                    }
+                    if !probe {
+                        return Probe::Unknown;
                     }
                     match self.provider.exec(name.as_str(), &guest::probe()).await {
                         Ok(out) if out.exit_code == 0 => Probe::Alive,

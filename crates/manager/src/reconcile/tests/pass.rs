@@ -441,3 +441,49 @@ fn job_events_statuses() {
     assert_eq!(start.idle, 10);
     assert_eq!(stop.status, "repo-policy-check-failure");
 }
+
+/// `status` classifies as the pass does: a booting instance without a registration is booting,
+/// not an orphan; an old one is; a registration without an instance is dangling; no exec runs.
+#[tokio::test]
+async fn status_agrees_with_the_pass() {
+    let w = world();
+    let created = w.reconcile(1).await.created;
+    let keys = w.manager.owner().config_keys();
+    let booting = w.manager.owner().new_runner_name();
+    w.provider
+        .add_booting_instance(booting.as_str(), keys.clone());
+    let old = w.manager.owner().new_runner_name();
+    w.provider
+        .add_instance(old.as_str(), keys, Duration::from_secs(3600));
+    let dangling = w.manager.owner().new_runner_name();
+    w.registry.add(dangling.as_str(), false, false);
+    let execs = w.provider.exec_count();
+    let fleet = w.manager.status().await.expect("status");
+    assert_eq!(w.provider.exec_count(), execs, "status runs no exec");
+    let view = |name: &RunnerName| {
+        fleet
+            .runners
+            .iter()
+            .find(|r| &r.name == name)
+            .unwrap_or_else(|| panic!("{name} in {fleet:?}"))
+            .clone()
+    };
+    assert_eq!(view(&created[0]).state, RunnerState::Idle { online: true });
+    assert_eq!(view(&booting).state, RunnerState::Booting);
+    assert!(!view(&booting).is_orphan(), "booting is not an orphan");
+    assert!(view(&old).is_orphan());
+    assert!(view(&dangling).is_dangling());
+    assert_eq!(
+        view(&dangling).state,
+        RunnerState::Remove(RemovalReason::Dangling)
+    );
+    assert!(fleet.runner_binary.is_some());
+    // The pass agrees: it removes the old orphan and the dangling registration, keeps the rest.
+    let report = w.reconcile(2).await;
+    let removed: Vec<&RunnerName> = report.removed.iter().map(|(n, _)| n).collect();
+    assert!(
+        removed.contains(&&old) && removed.contains(&&dangling),
+        "{report:?}"
+    );
+    assert!(!removed.contains(&&booting) && !removed.contains(&&created[0]));
+}
