@@ -1,4 +1,4 @@
-//! One manager wired to the outside world: `GithubRegistry` over `github::Client` to the sim,
+//! One manager wired to the outside world: `GitHubRegistry` over `github::Client` to the sim,
 //! and the SIMULATION provider `manager::sim_provider::SimProvider` for instances.
 
 use std::io::Write;
@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use manager::adapters::GithubRegistry;
+use manager::adapters::GitHubRegistry;
 use manager::events::Metrics;
 use manager::sim_provider::{SimLatency, SimProvider, SimRunnerHooks};
 use manager::{
@@ -104,7 +104,7 @@ impl Fleet {
         config.create_concurrency = create_concurrency;
         let backends = Backends {
             provider: provider.clone(),
-            registry: Arc::new(GithubRegistry::new(
+            registry: Arc::new(GitHubRegistry::new(
                 client.clone(),
                 None,
                 Some(metrics.clone()),

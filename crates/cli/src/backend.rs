@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
-use manager::adapters::{GithubRegistry, LxdProvider};
+use manager::adapters::{GitHubRegistry, LxdProvider};
 use manager::events::Metrics;
 use manager::policy::PolicyConfig;
 use manager::provider::{InstanceProvider, RunnerDownload, RunnerRegistry};
@@ -17,7 +17,7 @@ use manager::{Backends, GitHubPath, ManagerConfig, Resources, RunnerManager};
 use prometheus_client::registry::Registry;
 
 use crate::app::Backend;
-use crate::config::{Config, GithubCredentials, LxdEndpoint};
+use crate::config::{Config, GitHubCredentials, LxdEndpoint};
 use crate::ops::{
     FlushMode, FlushOutput, Operations, PassOutput, ReconcileOutput, RunnerBinCheckOutput,
     RunnerBinOutput, RunnerBinUpdateOutput, RunnerStatus, StatusOutput,
@@ -37,7 +37,7 @@ impl Backend for ManagerBackend {
         let github = github::Client::new(github_client_config(config))
             .context("building the github client")?;
         let group = config.github.path.group().map(str::to_owned);
-        let registry: Arc<dyn RunnerRegistry> = Arc::new(GithubRegistry::new(
+        let registry: Arc<dyn RunnerRegistry> = Arc::new(GitHubRegistry::new(
             github,
             group,
             Some(Arc::clone(&metrics)),
@@ -84,10 +84,10 @@ pub fn github_scope(path: &GitHubPath) -> github::Scope {
 /// where the manager's own GitHub traffic needs them.
 pub fn github_client_config(config: &Config) -> github::ClientConfig {
     let auth = match &config.github.credentials {
-        GithubCredentials::Token { token, .. } => {
+        GitHubCredentials::Token { token, .. } => {
             github::Auth::Token(github::Secret::new(token.expose().to_owned()))
         }
-        GithubCredentials::App {
+        GitHubCredentials::App {
             app_id,
             installation_id,
             private_key,

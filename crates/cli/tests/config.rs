@@ -10,7 +10,7 @@ use manager::Owner;
 
 use proptest::prelude::*;
 use runner_manager::config::{
-    Config, ConfigError, Environment, GitHubPath, GithubCredentials, InstanceType, LxdEndpoint,
+    Config, ConfigError, Environment, GitHubCredentials, GitHubPath, InstanceType, LxdEndpoint,
     RegistrationMode, SecretSource,
 };
 
@@ -111,7 +111,7 @@ fn defaults_match_the_charm() {
     );
     assert!(matches!(
         &config.github.credentials,
-        GithubCredentials::Token { token, source: SecretSource::ConfigKey("github.token") }
+        GitHubCredentials::Token { token, source: SecretSource::ConfigKey("github.token") }
             if token.expose() == "ghp_SECRET_TOKEN_VALUE"
     ));
 }
@@ -208,8 +208,8 @@ fn secrets_come_from_key_file_or_env_in_that_order() {
     );
 
     let token_of = |config: &Config| match &config.github.credentials {
-        GithubCredentials::Token { token, source } => (token.expose().to_owned(), source.clone()),
-        GithubCredentials::App { .. } => panic!("expected a token"),
+        GitHubCredentials::Token { token, source } => (token.expose().to_owned(), source.clone()),
+        GitHubCredentials::App { .. } => panic!("expected a token"),
     };
     let from_env = parse_with("[github]\npath = \"o/r\"\ntoken = \"\"\n", &env).expect("valid");
     assert_eq!(
@@ -264,7 +264,7 @@ fn github_app_credentials() {
     let text = "[github]\npath = \"octo-org\"\n[github.app]\napp_id = 12\nprivate_key_file = \"app.pem\"\n";
     let config = parse(text).expect("valid");
     match &config.github.credentials {
-        GithubCredentials::App {
+        GitHubCredentials::App {
             app_id,
             installation_id,
             private_key,

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use github_sim::SimHandle;
-use manager::adapters::{GithubRegistry, LxdProvider};
+use manager::adapters::{GitHubRegistry, LxdProvider};
 use manager::events::Metrics;
 use manager::model::{InstanceType, Owner, APP_KEY};
 use manager::plan::RemovalReason;
@@ -132,7 +132,7 @@ struct Env {
     owner: Owner,
     sim: SimHandle,
     lxd: lxd::Client,
-    registry: Arc<GithubRegistry>,
+    registry: Arc<GitHubRegistry>,
 }
 
 impl Env {
@@ -154,7 +154,7 @@ impl Env {
             owner: Owner::new(&app, 0).expect("owner"),
             app,
             sim,
-            registry: Arc::new(GithubRegistry::new(github, None, None)),
+            registry: Arc::new(GitHubRegistry::new(github, None, None)),
             lxd,
         }
     }

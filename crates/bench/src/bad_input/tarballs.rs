@@ -83,7 +83,7 @@ fn manager_for(
     ));
     let backends = manager::Backends {
         provider: provider.clone(),
-        registry: Arc::new(manager::adapters::GithubRegistry::new(
+        registry: Arc::new(manager::adapters::GitHubRegistry::new(
             client,
             None,
             Some(metrics.clone()),

@@ -57,7 +57,7 @@ impl ChaosFleet {
         config.busy_stop_timeout = Duration::from_secs(5);
         let backends = Backends {
             provider: provider.clone(),
-            registry: Arc::new(GithubRegistry::new(
+            registry: Arc::new(GitHubRegistry::new(
                 client.clone(),
                 None,
                 Some(metrics.clone()),

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use async_trait::async_trait;
 use github_sim::{BusyLieSpec, BusyLieStatus, FaultSpec, JobStatus, JobView, RunnerView};
-use manager::adapters::GithubRegistry;
+use manager::adapters::GitHubRegistry;
 use manager::events::Metrics;
 use manager::sim_provider::{SimLatency, SimProvider, SimRunnerHooks};
 use manager::{

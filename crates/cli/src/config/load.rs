@@ -330,7 +330,7 @@ impl Validator<'_> {
         }
     }
 
-    fn github(&mut self, raw: RawGithub) -> Option<GithubConfig> {
+    fn github(&mut self, raw: RawGitHub) -> Option<GitHubConfig> {
         // The group is checked first (the path is parsed with it) but reported after the path.
         let group = match raw.runner_group.as_deref() {
             None => Some(DEFAULT_RUNNER_GROUP),
@@ -382,7 +382,7 @@ impl Validator<'_> {
             (None, Some(api_url)) => Some(default_web_url(api_url)),
             (None, None) => None,
         };
-        Some(GithubConfig {
+        Some(GitHubConfig {
             path: path.filter(|_| group_ok)?,
             credentials: credentials?,
             api_url: api_url?,
@@ -394,8 +394,8 @@ impl Validator<'_> {
         &mut self,
         token: Option<RawSecret>,
         token_file: Option<PathBuf>,
-        app: Option<RawGithubApp>,
-    ) -> Option<GithubCredentials> {
+        app: Option<RawGitHubApp>,
+    ) -> Option<GitHubCredentials> {
         let has_token =
             token.as_ref().is_some_and(|t| !t.0.trim().is_empty()) || token_file.is_some();
         if let Some(app) = app {
@@ -416,7 +416,7 @@ impl Validator<'_> {
             token_file,
         )?;
         match secret {
-            Some((token, source)) => Some(GithubCredentials::Token { token, source }),
+            Some((token, source)) => Some(GitHubCredentials::Token { token, source }),
             None => {
                 self.errors.push(
                     "github.token",
@@ -429,7 +429,7 @@ impl Validator<'_> {
         }
     }
 
-    fn github_app(&mut self, app: RawGithubApp) -> Option<GithubCredentials> {
+    fn github_app(&mut self, app: RawGitHubApp) -> Option<GitHubCredentials> {
         let app_id = match app.app_id {
             None => {
                 self.errors.push("github.app.app_id", "missing");
@@ -465,7 +465,7 @@ impl Validator<'_> {
             }
         };
         let (private_key, private_key_file) = private_key?;
-        Some(GithubCredentials::App {
+        Some(GitHubCredentials::App {
             app_id: app_id?,
             installation_id: app.installation_id.filter(|id| *id > 0),
             private_key,

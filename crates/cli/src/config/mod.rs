@@ -62,7 +62,7 @@ pub struct Config {
     pub unit: u32,
     /// Runner binary cache and other local state.
     pub state_dir: PathBuf,
-    pub github: GithubConfig,
+    pub github: GitHubConfig,
     pub lxd: LxdConfig,
     pub runners: RunnersConfig,
     /// Proxies for the manager's GitHub traffic and the runners' environment.
@@ -74,11 +74,11 @@ pub struct Config {
 }
 
 #[derive(Debug, Clone)]
-pub struct GithubConfig {
+pub struct GitHubConfig {
     /// Where runners register, with the runner group of an organisation or enterprise
     /// (`github.path` and `github.runner_group`).
     pub path: GitHubPath,
-    pub credentials: GithubCredentials,
+    pub credentials: GitHubCredentials,
     /// REST base URL, e.g. `https://api.github.com/` or `https://HOST/api/v3`.
     pub api_url: Url,
     /// What `config.sh --url` is built from, e.g. `https://github.com/`.
@@ -87,7 +87,7 @@ pub struct GithubConfig {
 
 /// How runner-manager authenticates to GitHub.
 #[derive(Debug, Clone)]
-pub enum GithubCredentials {
+pub enum GitHubCredentials {
     /// A personal access token.
     Token { token: Secret, source: SecretSource },
     /// A GitHub App; the installation is looked up when `installation_id` is not given.

@@ -24,7 +24,7 @@ pub(super) struct RawConfig {
     pub(super) unit: Option<u32>,
     pub(super) state_dir: Option<PathBuf>,
     #[serde(default)]
-    pub(super) github: RawGithub,
+    pub(super) github: RawGitHub,
     #[serde(default)]
     pub(super) lxd: RawLxd,
     #[serde(default)]
@@ -41,19 +41,19 @@ pub(super) struct RawConfig {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawGithub {
+pub(super) struct RawGitHub {
     pub(super) path: Option<String>,
     pub(super) runner_group: Option<String>,
     pub(super) token: Option<RawSecret>,
     pub(super) token_file: Option<PathBuf>,
     pub(super) api_url: Option<String>,
     pub(super) web_url: Option<String>,
-    pub(super) app: Option<RawGithubApp>,
+    pub(super) app: Option<RawGitHubApp>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawGithubApp {
+pub(super) struct RawGitHubApp {
     pub(super) app_id: Option<u64>,
     pub(super) installation_id: Option<u64>,
     pub(super) private_key_file: Option<PathBuf>,

@@ -54,8 +54,8 @@ impl Config {
                 .unwrap_or(DEFAULT_RUNNER_GROUP)
                 .to_owned(),
             github_auth: match &self.github.credentials {
-                GithubCredentials::Token { source, .. } => format!("token from {source}"),
-                GithubCredentials::App {
+                GitHubCredentials::Token { source, .. } => format!("token from {source}"),
+                GitHubCredentials::App {
                     app_id,
                     installation_id,
                     private_key_file,

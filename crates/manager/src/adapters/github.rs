@@ -12,7 +12,7 @@ use crate::provider::{
 
 /// GitHub as a [`RunnerRegistry`]; reports calls and the rate-limit budget into [`Metrics`].
 #[derive(Debug, Clone)]
-pub struct GithubRegistry {
+pub struct GitHubRegistry {
     client: github::Client,
     /// The runner group of an organisation or enterprise scope (`default` when `None`; names
     /// match ignoring case, so that finds GitHub's `Default`). Resolved once, in `group_id`.
@@ -21,7 +21,7 @@ pub struct GithubRegistry {
     metrics: Option<Arc<Metrics>>,
 }
 
-impl GithubRegistry {
+impl GitHubRegistry {
     pub fn new(
         client: github::Client,
         group: Option<String>,
@@ -95,7 +95,7 @@ fn convert(what: &str, error: github::Error) -> RegistryError {
 }
 
 #[async_trait]
-impl RunnerRegistry for GithubRegistry {
+impl RunnerRegistry for GitHubRegistry {
     async fn list_runners(&self) -> Result<Vec<Registration>, RegistryError> {
         let result = self.client.list_runners(None).await;
         self.record("list_runners", &result);
@@ -188,7 +188,7 @@ mod tests {
     const GROUPS: &str = "GET /orgs/{org}/actions/runner-groups";
     const ENTERPRISE_GROUPS: &str = "GET /enterprises/{enterprise}/actions/runner-groups";
 
-    fn registry(sim: &SimHandle, scope: &str, group: Option<&str>) -> GithubRegistry {
+    fn registry(sim: &SimHandle, scope: &str, group: Option<&str>) -> GitHubRegistry {
         let mut config = github::ClientConfig::new(
             url::Url::parse(&sim.api_url()).expect("api url"),
             url::Url::parse(&sim.web_url()).expect("web url"),
@@ -197,7 +197,7 @@ mod tests {
         );
         config.timeout = Duration::from_secs(10);
         let client = github::Client::new(config).expect("client");
-        GithubRegistry::new(client, group.map(str::to_owned), None)
+        GitHubRegistry::new(client, group.map(str::to_owned), None)
     }
 
     /// A fresh runner name (`app-0-xxxxxxxx`).
@@ -321,7 +321,7 @@ mod tests {
             github::Auth::Token(github::Secret::new("t0ken")),
         );
         config.retry.max_retries = 0;
-        let refused = GithubRegistry::new(github::Client::new(config).expect("client"), None, None);
+        let refused = GitHubRegistry::new(github::Client::new(config).expect("client"), None, None);
         let error = refused.list_runners().await.expect_err("nothing listens");
         assert!(matches!(error, RegistryError::Failed { .. }), "{error:?}");
         let text = crate::provider::render_chain(&error);
@@ -340,7 +340,7 @@ mod tests {
         );
         config.timeout = Duration::from_secs(10);
         let unauthorized =
-            GithubRegistry::new(github::Client::new(config).expect("client"), None, None);
+            GitHubRegistry::new(github::Client::new(config).expect("client"), None, None);
         let error = unauthorized
             .list_runners()
             .await

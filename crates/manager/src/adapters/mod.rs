@@ -1,11 +1,11 @@
 //! Thin adapters from the wire crates to the manager's traits: [`LxdProvider`] wraps
-//! `lxd::Client`, [`GithubRegistry`] wraps `github::Client`. Conversions are written by hand; no
+//! `lxd::Client`, [`GitHubRegistry`] wraps `github::Client`. Conversions are written by hand; no
 //! wire type crosses into the core.
 
 mod github;
 mod lxd;
 
-pub use self::github::GithubRegistry;
+pub use self::github::GitHubRegistry;
 pub use self::lxd::{LxdProvider, RUNNER_POOL};
 
 use std::sync::Arc;
@@ -24,7 +24,7 @@ impl Backends {
     ) -> Self {
         Self {
             provider: Arc::new(LxdProvider::new(lxd)),
-            registry: Arc::new(GithubRegistry::new(github, group, Some(metrics.clone()))),
+            registry: Arc::new(GitHubRegistry::new(github, group, Some(metrics.clone()))),
             metrics,
         }
     }
