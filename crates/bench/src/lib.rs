@@ -19,3 +19,15 @@ pub mod real;
 pub mod secret_scan;
 pub mod seed;
 pub mod table;
+
+/// Runs a benchmark's async body on the runtime every benchmark uses (two worker threads, as the
+/// machine has two cores).
+pub fn block_on<T>(
+    body: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(body)
+}

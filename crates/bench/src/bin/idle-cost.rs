@@ -34,11 +34,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?
-        .block_on(run(args))
+    bench::block_on(run(args))
 }
 
 /// Lines of an `incus monitor` child, collected by a thread.

@@ -37,11 +37,7 @@ fn main() -> anyhow::Result<()> {
     if let Some(child) = bench::outside::run_child_if_requested() {
         return child;
     }
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?
-        .block_on(run())
+    bench::block_on(run())
 }
 
 async fn spawn_outside(dir: &Path) -> anyhow::Result<Arc<Outside>> {
