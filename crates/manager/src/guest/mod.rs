@@ -122,19 +122,20 @@ fn reads(body: &str, name: &str) -> bool {
     })
 }
 
-/// A script file installed in the instance: shebang, preamble, then the file's body.
-fn installed(body: &str) -> String {
-    format!("#!/bin/sh\n{}{body}", preamble(body))
-}
-
-/// [`installed`] with more parameters, each a shell-quoted assignment after the paths.
-fn installed_with(body: &str, parameters: &[(&str, String)]) -> String {
-    let mut out = format!("#!/bin/sh\n{}", preamble(body));
+/// The one way a script is put together: the paths its body reads (below `root`, empty but in
+/// tests), then its parameters as shell-quoted assignments, then the body.
+fn assemble(root: &str, body: &str, parameters: &[(&str, String)]) -> String {
+    let mut out = preamble_at(root, body);
     for (name, value) in parameters {
         out.push_str(&format!("{name}={}\n", shell_quote(value)));
     }
     out.push_str(body);
     out
+}
+
+/// A script file installed in the instance: a shebang, then [`assemble`]d.
+fn installed(body: &str, parameters: &[(&str, String)]) -> String {
+    format!("#!/bin/sh\n{}", assemble("", body, parameters))
 }
 
 /// Single-quotes a value for sh (bare when it is made of safe characters only).
@@ -150,11 +151,9 @@ pub fn shell_quote(value: &str) -> String {
     }
 }
 
-/// A script run through exec: the preamble then the body, as `sh -c`.
+/// A script run through exec, as `sh -c`.
 fn exec(body: &str, purpose: ExecPurpose, timeout: Duration) -> ExecRequest {
-    let mut request = ExecRequest::shell(format!("{}{body}", preamble(body)), timeout);
-    request.purpose = purpose;
-    request
+    ExecRequest::shell(assemble("", body, &[]), timeout).for_purpose(purpose)
 }
 
 /// The health probe (exit codes: 0 alive, [`PROBE_FINISHED`], [`PROBE_NOT_STARTED`], 1 dead).
@@ -180,12 +179,12 @@ pub fn resume() -> ExecRequest {
 
 /// `start.sh`, installed at [`START_SCRIPT`].
 pub fn start_script() -> String {
-    installed(START_SH)
+    installed(START_SH, &[])
 }
 
 /// `post-job.sh`, the job-completed hook, installed at [`POST_JOB_SCRIPT`].
 pub fn post_job_script() -> String {
-    installed(POST_JOB_SH)
+    installed(POST_JOB_SH, &[])
 }
 
 /// `pre-job.sh`, the job-started hook, installed at [`PRE_JOB_SCRIPT`]: records the job's
@@ -204,7 +203,7 @@ pub fn pre_job_script(policy_url: Option<&str>) -> String {
     let (host, port, path) = plain_http
         .map(|(h, p, path)| (h, p.to_string(), path))
         .unwrap_or_default();
-    installed_with(
+    installed(
         PRE_JOB_SH,
         &[
             ("RM_POLICY_URL", url.to_owned()),
@@ -218,29 +217,24 @@ pub fn pre_job_script(policy_url: Option<&str>) -> String {
 /// The setup exec's script (`guest/setup.sh` after `guest/pick-user.sh`): `stdin` when the
 /// bundle comes on the exec's standard input, else it was pushed to [`BUNDLE_PATH`].
 pub fn setup_script(stdin: bool) -> String {
-    let body = format!("{PICK_USER_SH}{SETUP_SH}");
+    setup_script_at("", stdin)
+}
+
+/// [`setup_script`] with every path below `root` (tests use a scratch root).
+pub(crate) fn setup_script_at(root: &str, stdin: bool) -> String {
     let source = if stdin { "stdin" } else { "pushed" };
-    format!("{}RM_BUNDLE_SOURCE={source}\n{body}", preamble(&body))
+    assemble(
+        root,
+        &format!("{PICK_USER_SH}{SETUP_SH}"),
+        &[("RM_BUNDLE_SOURCE", source.to_owned())],
+    )
 }
 
 /// `pick-user.sh` alone with the passwd file below `root`, then the pick printed (tests).
 #[cfg(test)]
 pub(crate) fn pick_user_at(root: &str) -> String {
-    format!(
-        "{}{PICK_USER_SH}echo \"$RM_USER $RM_UID $RM_GID $RM_HOME\"\n",
-        preamble_at(root, PICK_USER_SH)
-    )
-}
-
-/// [`setup_script`] with every path below `root` (tests).
-#[cfg(test)]
-pub(crate) fn setup_script_at(root: &str, stdin: bool) -> String {
-    let body = format!("{PICK_USER_SH}{SETUP_SH}");
-    let source = if stdin { "stdin" } else { "pushed" };
-    format!(
-        "{}RM_BUNDLE_SOURCE={source}\n{body}",
-        preamble_at(root, &body)
-    )
+    let printed = "echo \"$RM_USER $RM_UID $RM_GID $RM_HOME\"\n";
+    format!("{}{printed}", assemble(root, PICK_USER_SH, &[]))
 }
 
 /// `config.sh`'s arguments as the script's positional parameters: `set -- ARG...`.
@@ -254,10 +248,10 @@ pub fn set_arguments(args: &[String]) -> String {
 /// in [`TOKEN_FILE`]; JIT runners are registered already), starts `start.sh` detached and waits
 /// up to `wait` for `run.sh` to be alive.
 pub fn register_script(config_args: &[String], token: bool, wait: Duration) -> String {
-    let body = format!("{NETWORK_WAIT_SH}{REGISTER_SH}");
+    let arguments = set_arguments(if token { config_args } else { &[] });
     let steps = (wait.as_millis() / 50).max(1);
-    let mut out = installed_with(
-        "",
+    installed(
+        &format!("{arguments}{NETWORK_WAIT_SH}{REGISTER_SH}"),
         &[
             (
                 "RM_REGISTER",
@@ -265,30 +259,27 @@ pub fn register_script(config_args: &[String], token: bool, wait: Duration) -> S
             ),
             ("RM_WAIT_STEPS", steps.to_string()),
         ],
-    );
-    out.push_str(&preamble(&body));
-    out.push_str(&set_arguments(if token { config_args } else { &[] }));
-    out.push_str(&body);
-    out
+    )
 }
 
 /// `network-wait.sh` alone, with every path below `root` and at most `steps` steps, then
 /// `echo $i` (tests).
 #[cfg(test)]
 pub(crate) fn network_wait_at(root: &str, steps: u32) -> String {
+    let parameters = [("RM_NETWORK_STEPS", steps.to_string())];
     format!(
-        "{}RM_NETWORK_STEPS={steps}\n{NETWORK_WAIT_SH}echo \"$i\"\n",
-        preamble_at(root, NETWORK_WAIT_SH)
+        "{}echo \"$i\"\n",
+        assemble(root, NETWORK_WAIT_SH, &parameters)
     )
 }
 
 /// Every script kept as a file here, with its name, for the shell tests.
 pub fn all_scripts() -> Vec<(&'static str, String)> {
     vec![
-        ("probe.sh", installed(PROBE_SH)),
-        ("stop.sh", installed(STOP_SH)),
-        ("quiesce.sh", installed(QUIESCE_SH)),
-        ("resume.sh", installed(RESUME_SH)),
+        ("probe.sh", installed(PROBE_SH, &[])),
+        ("stop.sh", installed(STOP_SH, &[])),
+        ("quiesce.sh", installed(QUIESCE_SH, &[])),
+        ("resume.sh", installed(RESUME_SH, &[])),
         ("start.sh", start_script()),
         ("post-job.sh", post_job_script()),
         ("pre-job.sh", pre_job_script(None)),

@@ -51,7 +51,7 @@ pub(crate) fn shellcheck(name: &str, script: &str) {
 
 /// An exec script (preamble + body) with every path below `root`.
 fn rooted(body: &str, root: &std::path::Path) -> String {
-    format!("{}{body}", preamble_at(&root.display().to_string(), body))
+    assemble(&root.display().to_string(), body, &[])
 }
 
 fn scratch() -> (tempfile::TempDir, impl Fn(&str) -> std::path::PathBuf) {
