@@ -30,8 +30,8 @@ use self::jit_pacer::JitPacer;
 pub use self::jit_pacer::JIT_PER_MINUTE;
 pub use self::job_events::{job_events, JobRecords};
 use self::remove::RemoveOutcome;
-pub use self::remove::{JobCheckError, RemoveError};
-pub use self::status::{state_label, FleetStatus, RunnerView};
+pub use self::remove::{QuiesceError, RemoveError};
+pub use self::status::{FleetStatus, RunnerView};
 use crate::events::{Metrics, ReconcileResult, Reconciliation, RunnerCounts, Telemetry};
 use crate::install::InstallSettings;
 use crate::model::{

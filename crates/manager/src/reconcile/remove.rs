@@ -24,7 +24,7 @@ pub(super) enum RemoveOutcome {
 #[derive(Debug, thiserror::Error)]
 pub enum RemoveError {
     #[error("looking for a running job inside the instance before deregistering")]
-    JobCheck(#[source] JobCheckError),
+    Quiesce(#[source] QuiesceError),
     #[error("deleting github registration {id}")]
     Registration {
         id: u64,
@@ -39,17 +39,17 @@ pub enum RemoveError {
 
 /// Why `guest/quiesce.sh` could not say whether a job runs.
 #[derive(Debug, thiserror::Error)]
-pub enum JobCheckError {
+pub enum QuiesceError {
     #[error("the check exited with {exit_code}: {stderr}")]
     Exit { exit_code: i32, stderr: String },
     #[error(transparent)]
     Provider(ProviderError),
 }
 
-/// Whether a removal looks inside the instance for a running job before deregistering: the
-/// runners removed although healthy (scale-down, an idle-only flush). Only these candidates are
-/// looked at, so it costs a few execs, not one per runner.
-pub(super) fn needs_job_check(reason: RemovalReason, mode: FlushMode) -> bool {
+/// Whether a removal is quiesced (looked inside for a running job, then frozen) before it is
+/// deregistered: the runners removed although healthy (scale-down, an idle-only flush). Only
+/// these candidates are looked at, so it costs a few execs, not one per runner.
+pub(super) fn needs_quiesce(reason: RemovalReason, mode: FlushMode) -> bool {
     match reason {
         RemovalReason::ScaleDown => true,
         RemovalReason::Flush => mode == FlushMode::IdleOnly,
@@ -118,7 +118,7 @@ impl RunnerManager {
         let name = removal.name.as_str();
         let mut still_busy = None;
         if let Some(id) = removal.registration {
-            let quiesced = removal.has_instance && needs_job_check(removal.reason, mode);
+            let quiesced = removal.has_instance && needs_quiesce(removal.reason, mode);
             if quiesced {
                 match self.quiesce(name).await {
                     Ok(false) => {}
@@ -132,7 +132,7 @@ impl RunnerManager {
                     Err(error) => {
                         tracing::warn!(message = "Could not look for a job inside the instance; keeping the runner.", runner = name, error = %crate::provider::Chain(&error));
                         self.resume(name).await;
-                        return RemoveOutcome::Failed(RemoveError::JobCheck(error));
+                        return RemoveOutcome::Failed(RemoveError::Quiesce(error));
                     }
                 }
             }
@@ -197,15 +197,15 @@ impl RunnerManager {
     /// job-completed one, or a live `Runner.Worker`), whatever GitHub's busy flag says: operators
     /// of other managers report it reading `false`, and the delete succeeding, while a job runs.
     /// `Ok(false)`: no job, and the runner is frozen until [`Self::resume`] or its deletion.
-    async fn quiesce(&self, name: &str) -> Result<bool, JobCheckError> {
+    async fn quiesce(&self, name: &str) -> Result<bool, QuiesceError> {
         match self.provider.exec(name, &guest::quiesce()).await {
             Ok(out) if out.exit_code == guest::JOB_RUNNING => Ok(true),
             Ok(out) if out.exit_code == 0 => Ok(false),
-            Ok(out) => Err(JobCheckError::Exit {
+            Ok(out) => Err(QuiesceError::Exit {
                 exit_code: out.exit_code,
                 stderr: out.stderr.trim().to_owned(),
             }),
-            Err(error) => Err(JobCheckError::Provider(error)),
+            Err(error) => Err(QuiesceError::Provider(error)),
         }
     }
 

@@ -1,7 +1,7 @@
 //! Removals: registration first, busy runners kept, jobs looked for inside, flush modes.
 
 use super::*;
-use crate::reconcile::remove::needs_job_check;
+use crate::reconcile::remove::needs_quiesce;
 
 #[tokio::test]
 async fn scale_down_keeps_busy_and_removes_idle_registration_first() {
@@ -259,6 +259,6 @@ fn only_healthy_removals_look_inside() {
         (R::Dangling, FlushMode::IdleOnly, false),
         (R::Finished, FlushMode::IdleOnly, false),
     ] {
-        assert_eq!(needs_job_check(reason, mode), looks, "{reason:?} {mode:?}");
+        assert_eq!(needs_quiesce(reason, mode), looks, "{reason:?} {mode:?}");
     }
 }
