@@ -2,11 +2,12 @@
 //! probes: no exec) and the same classification as [`crate::plan`], so `status` and `reconcile`
 //! never disagree on what a runner is.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::{ManagerError, PassState, RunnerManager};
 use crate::model::RunnerName;
-use crate::plan::{classify, Desired, RemovalReason, RunnerState};
+use crate::plan::{classify, Desired, RunnerState};
 use crate::provider::InstanceStatus;
 use crate::runner_bin::CachedBinary;
 
@@ -60,12 +61,17 @@ impl RunnerManager {
             boot_grace: self.config.boot_grace,
             offline_grace: self.config.offline_grace,
         };
-        let states = classify(&observed, &desired);
-        let runners = states
+        let instances: BTreeMap<_, _> = observed.instances.iter().map(|i| (&i.name, i)).collect();
+        let registrations: BTreeMap<_, _> = observed
+            .registrations
+            .iter()
+            .map(|r| (&r.name, r))
+            .collect();
+        let runners = classify(&observed, &desired)
             .into_iter()
             .map(|(name, state)| {
-                let instance = observed.instances.iter().find(|i| i.name == name);
-                let registration = observed.registrations.iter().find(|r| r.name == name);
+                let instance = instances.get(&name);
+                let registration = registrations.get(&name);
                 RunnerView {
                     instance: instance.map(|i| i.status),
                     age: instance.map(|i| i.age),
@@ -79,17 +85,5 @@ impl RunnerManager {
             runners,
             runner_binary: self.runner_bin(),
         })
-    }
-}
-
-/// A label for a runner's class (`busy`, `idle`, `booting`, `remove:<reason>`, `busy-dangling`).
-pub fn state_label(state: &RunnerState) -> String {
-    match state {
-        RunnerState::Busy => "busy".to_owned(),
-        RunnerState::Idle { online: true } => "idle".to_owned(),
-        RunnerState::Idle { online: false } => "idle-offline".to_owned(),
-        RunnerState::Booting => "booting".to_owned(),
-        RunnerState::Remove(reason) => format!("remove:{}", RemovalReason::as_str(*reason)),
-        RunnerState::BusyDangling => "busy-dangling".to_owned(),
     }
 }
