@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use bench::chaos::{r1, r1_busy_lie, r3};
+use bench::chaos::{r1, r1_busy_lie, r3, Counts};
 use bench::fleet::{write_tarball, RUNNER_VERSION};
 use bench::outside::{Outside, OutsideOptions};
 
@@ -18,6 +18,19 @@ async fn outside(dir: &std::path::Path) -> Arc<Outside> {
     Arc::new(Outside::spawn_with(exe, &options).await.expect("child"))
 }
 
+/// Prints the counts; every iteration ran, with no failure, no leak and no busy job killed.
+fn assert_clean_run(counts: &Counts, iterations: u64) {
+    println!("{}", counts.render());
+    assert_eq!(counts.iterations, iterations);
+    assert_eq!(
+        (counts.failures, counts.leaks),
+        (0, 0),
+        "{}",
+        counts.render()
+    );
+    assert_eq!(counts.detail("busy jobs killed"), 0, "{}", counts.render());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r1_no_busy_job_is_killed() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -25,15 +38,7 @@ async fn r1_no_busy_job_is_killed() {
     let counts = r1(&outside, 20, 10, 0x5eed_0001, false)
         .await
         .expect("r1 runs");
-    println!("{}", counts.render());
-    assert_eq!(counts.iterations, 30);
-    assert_eq!(
-        (counts.failures, counts.leaks),
-        (0, 0),
-        "{}",
-        counts.render()
-    );
-    assert_eq!(counts.detail("busy jobs killed"), 0);
+    assert_clean_run(&counts, 30);
     // The races were exercised: GitHub refused some removals because a job had just landed.
     assert!(
         counts.detail("removals skipped because GitHub said busy") > 0,
@@ -52,15 +57,7 @@ async fn r1_lie_no_busy_job_is_killed_when_github_lies() {
     let counts = r1_busy_lie(&outside, 20, 10, 0x5eed_0003, 1.0)
         .await
         .expect("r1-lie runs");
-    println!("{}", counts.render());
-    assert_eq!(counts.iterations, 30);
-    assert_eq!(
-        (counts.failures, counts.leaks),
-        (0, 0),
-        "{}",
-        counts.render()
-    );
-    assert_eq!(counts.detail("busy jobs killed"), 0, "{}", counts.render());
+    assert_clean_run(&counts, 30);
     assert_eq!(
         counts.detail("jobs killed by deletion (sim counter)"),
         0,
@@ -85,15 +82,7 @@ async fn r1b_booting_instance_registering_mid_pass_keeps_its_job() {
     let counts = r1(&outside, 5, 5, 0x5eed_0002, true)
         .await
         .expect("r1b runs");
-    println!("{}", counts.render());
-    assert_eq!(counts.iterations, 10);
-    assert_eq!(counts.detail("busy jobs killed"), 0, "{}", counts.render());
-    assert_eq!(
-        (counts.failures, counts.leaks),
-        (0, 0),
-        "{}",
-        counts.render()
-    );
+    assert_clean_run(&counts, 10);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
