@@ -87,10 +87,13 @@ async fn run_command(
     console: &mut Console,
     backend: &dyn Backend,
 ) -> anyhow::Result<u8> {
-    if let Command::CheckConfig { json } = command {
-        let summary = config.summary();
+    if let Command::CheckConfig { json, route } = command {
+        let mut summary = config.summary();
+        summary.route = route.map(|labels| config.route(&labels));
         let path = path.display().to_string();
-        console.result(json, &summary, |s| output::render_config_summary(&path, s))?;
+        console.result(json, &summary, |s| {
+            output::render_config_summary(&path, s) + &s.render_pools()
+        })?;
         return Ok(EXIT_OK);
     }
     let mut registry = Registry::default();
@@ -112,12 +115,34 @@ async fn run_command(
                 DaemonExit::Idle | DaemonExit::PassFinished => EXIT_OK,
             })
         }
-        Command::Reconcile { quantity, json } => {
-            let quantity = quantity.unwrap_or(config.runners.quantity);
-            let result = {
-                let _spinner =
-                    console.spinner(&format!("reconciling towards {quantity} runner(s)"));
-                ops.reconcile(quantity).await.context("reconciling")?
+        Command::Reconcile {
+            quantity,
+            pool,
+            json,
+        } => {
+            if !config.pools.is_empty() && quantity.is_some() {
+                anyhow::bail!(
+                    "--quantity: not used with [[pools]]; each pool is sized by min_idle, max \
+                     and its queued jobs (reconcile --pool NAME acts on one pool)"
+                );
+            }
+            let result = match pool {
+                Some(pool) => {
+                    let _spinner = console.spinner(&format!("reconciling pool {pool}"));
+                    ops.reconcile_pool(&pool)
+                        .await
+                        .with_context(|| format!("reconciling pool {pool}"))?
+                }
+                None if !config.pools.is_empty() => {
+                    let _spinner = console.spinner("reconciling every pool");
+                    ops.reconcile(0).await.context("reconciling")?
+                }
+                None => {
+                    let quantity = quantity.unwrap_or(config.runners.quantity);
+                    let _spinner =
+                        console.spinner(&format!("reconciling towards {quantity} runner(s)"));
+                    ops.reconcile(quantity).await.context("reconciling")?
+                }
             };
             console.result(json, &result, output::render_reconcile)?;
             Ok(if result.failed > 0 {
@@ -126,15 +151,27 @@ async fn run_command(
                 EXIT_OK
             })
         }
-        Command::Flush { idle_only, json } => {
+        Command::Flush {
+            idle_only,
+            pool,
+            json,
+        } => {
             let mode = if idle_only {
                 FlushMode::IdleOnly
             } else {
                 FlushMode::IncludingBusy
             };
-            let result = {
-                let _spinner = console.spinner("flushing runners");
-                ops.flush(mode).await.context("flushing runners")?
+            let result = match pool {
+                Some(pool) => {
+                    let _spinner = console.spinner(&format!("flushing pool {pool}"));
+                    ops.flush_pool(mode, &pool)
+                        .await
+                        .with_context(|| format!("flushing pool {pool}"))?
+                }
+                None => {
+                    let _spinner = console.spinner("flushing runners");
+                    ops.flush(mode).await.context("flushing runners")?
+                }
             };
             console.result(json, &result, output::render_flush)?;
             Ok(EXIT_OK)
@@ -184,7 +221,7 @@ pub async fn run_daemon(
     let daemon_metrics = DaemonMetrics::register(&mut registry);
     let server_metrics = ServerMetrics::register(&mut registry);
     let settings = DaemonSettings::new(config.runners.quantity, config.server.reconcile_interval);
-    let daemon = Daemon::new(ops, settings, daemon_metrics);
+    let daemon = Daemon::new(Arc::clone(&ops), settings, daemon_metrics);
     if config.server.api_token.is_none() {
         warn!(message = "server.api_token is not set: POST /reconcile and /flush answer 401.");
     }
@@ -196,7 +233,7 @@ pub async fn run_daemon(
         registry: Arc::new(registry),
         api_token: config.server.api_token.clone(),
         webhook_secret: config.server.webhook_secret.clone(),
-        labels: LabelMatcher::new(config.runner_labels()),
+        labels: LabelMatcher::any_of(config.pool_demands().into_iter().map(|p| p.labels)),
         runner_prefix: config.runner_name_prefix(),
         metrics: server_metrics,
     };
@@ -214,6 +251,16 @@ pub async fn run_daemon(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    // GitHub keeps its delivery log for about three days; the job table drops queued jobs
+    // after `queued_expiry`: the first check reads back as far as both allow.
+    const DELIVERY_LOG_KEPT: Duration = Duration::from_secs(3 * 24 * 3600);
+    tokio::spawn(crate::deliveries::recovery_loop(
+        ops,
+        daemon.handle(),
+        config.demand.delivery_check_interval,
+        config.demand.queued_expiry.min(DELIVERY_LOG_KEPT),
+        stop_rx.clone(),
+    ));
     let server = tokio::spawn(
         axum::serve(listener, server::router(state))
             .with_graceful_shutdown(stopped(stop_rx.clone()))

@@ -11,16 +11,21 @@ use anyhow::Context as _;
 use async_trait::async_trait;
 use manager::adapters::{GitHubRegistry, LxdProvider};
 use manager::events::Metrics;
+use manager::jobs::Recorded;
+use manager::plan::RunnerState;
 use manager::policy::PolicyConfig;
+use manager::pool::{PoolName, PoolSpec, Sizing};
 use manager::provider::{InstanceProvider, RunnerDownload, RunnerRegistry};
 use manager::{Backends, GitHubPath, ManagerConfig, Resources, RunnerManager};
 use prometheus_client::registry::Registry;
 
 use crate::app::Backend;
 use crate::config::{Config, GitHubCredentials, LxdEndpoint};
+use crate::deliveries::{recover, resolve_hook, HookRef, RecoveryReport};
 use crate::ops::{
-    FlushMode, FlushOutput, Operations, PassOutput, ReconcileOutput, RunnerBinCheckOutput,
-    RunnerBinOutput, RunnerBinUpdateOutput, RunnerStatus, StatusOutput,
+    FlushMode, FlushOutput, JobEvent, JobRecord, Operations, PassOutput, PoolPassOutput,
+    PoolStatus, ReconcileOutput, RunnerBinCheckOutput, RunnerBinOutput, RunnerBinUpdateOutput,
+    RunnerStatus, StatusOutput,
 };
 
 /// The production backend.
@@ -38,10 +43,15 @@ impl Backend for ManagerBackend {
             .context("building the github client")?;
         let group = config.github.path.group().map(str::to_owned);
         let registry: Arc<dyn RunnerRegistry> = Arc::new(GitHubRegistry::new(
-            github,
+            github.clone(),
             group,
             Some(Arc::clone(&metrics)),
         ));
+        let hook = match (config.server.hook_id, &config.server.public_url) {
+            (Some(id), _) => Some(HookRef::Id(id)),
+            (None, Some(url)) => Some(HookRef::Url(url.to_string())),
+            (None, None) => None,
+        };
         let lxd = lxd_client(&config.lxd.endpoint).await?;
         let provider: Arc<dyn InstanceProvider> = Arc::new(LxdProvider::new(lxd));
         let manager_config = manager_config(config);
@@ -63,7 +73,13 @@ impl Backend for ManagerBackend {
             },
         )
         .context("creating the runner manager")?;
-        Ok(Arc::new(ManagerOps { manager, resources }))
+        Ok(Arc::new(ManagerOps {
+            manager,
+            resources,
+            github,
+            hook,
+            hook_id: tokio::sync::OnceCell::new(),
+        }))
     }
 }
 
@@ -84,9 +100,7 @@ pub fn github_scope(path: &GitHubPath) -> github::Scope {
 /// where the manager's own GitHub traffic needs them.
 pub fn github_client_config(config: &Config) -> github::ClientConfig {
     let auth = match &config.github.credentials {
-        GitHubCredentials::Token { token, .. } => {
-            github::Auth::Token(github::Secret::new(token.expose().to_owned()))
-        }
+        GitHubCredentials::Token { token, .. } => github::Auth::Token(token.clone()),
         GitHubCredentials::App {
             app_id,
             installation_id,
@@ -95,7 +109,7 @@ pub fn github_client_config(config: &Config) -> github::ClientConfig {
         } => github::Auth::App {
             app_id: *app_id,
             installation_id: *installation_id,
-            private_key_pem: github::Secret::new(private_key.expose().to_owned()),
+            private_key_pem: private_key.clone(),
         },
     };
     let mut client_config = github::ClientConfig::new(
@@ -161,12 +175,15 @@ pub fn manager_config(config: &Config) -> ManagerConfig {
     manager_config.lxd_storage_path = config.lxd.storage_path.clone();
     manager_config.issue_metrics = config.metrics.issue_metrics;
     manager_config.events_log = config.metrics.events_log.clone();
+    manager_config.pools = config.pools.clone();
+    manager_config.demand = config.demand.settings;
+    manager_config.queued_expiry = config.demand.queued_expiry;
     manager_config.policy = config.policy.as_ref().map(|policy| {
         let url = policy.url.as_str().trim_end_matches('/').to_owned();
         PolicyConfig {
             manager_url: url.clone(),
             runner_url: url,
-            service_token: manager::Secret::new(policy.service_token.expose().to_owned()),
+            service_token: policy.service_token.clone(),
         }
     });
     manager_config
@@ -176,6 +193,12 @@ pub fn manager_config(config: &Config) -> ManagerConfig {
 struct ManagerOps {
     manager: RunnerManager,
     resources: Resources,
+    /// For the webhook delivery log.
+    github: github::Client,
+    /// The hook whose delivery log is read; `None`: none configured.
+    hook: Option<HookRef>,
+    /// Resolved once.
+    hook_id: tokio::sync::OnceCell<u64>,
 }
 
 fn bin_output(download: &RunnerDownload) -> RunnerBinOutput {
@@ -195,44 +218,77 @@ impl Operations for ManagerOps {
     }
 
     async fn reconcile_pass(&self, quantity: u32) -> anyhow::Result<PassOutput> {
-        let report = self
-            .manager
-            .reconcile(quantity as usize, &self.resources)
-            .await
-            .context("reconciling")?;
-        for failure in &report.failed {
-            let runner = failure.runner.as_ref().map_or("-", |r| r.as_str());
-            tracing::warn!(message = "Reconcile step failed.", runner, action = failure.action.as_str(), error = %failure.error);
+        // With [[pools]], demand sizes the fleet and `quantity` does not apply.
+        let report = if self.manager.pools().is_empty() {
+            self.manager
+                .reconcile(quantity as usize, &self.resources)
+                .await
+        } else {
+            self.manager.reconcile_demand(None).await
         }
+        .context("reconciling")?;
         Ok(PassOutput {
-            output: ReconcileOutput {
-                quantity,
-                delta: report.delta,
-                created: count(report.created.len()),
-                removed: count(report.removed.len()),
-                skipped_busy: count(report.skipped_busy.len()),
-                failed: count(report.failed.len()),
-            },
+            output: reconcile_output(&report, quantity, !self.manager.pools().is_empty()),
             requeue_after: report.requeue_after,
         })
     }
 
+    async fn reconcile_pool(&self, pool: &str) -> anyhow::Result<ReconcileOutput> {
+        let name = PoolName::new(pool).with_context(|| format!("--pool {pool:?}"))?;
+        let report = self
+            .manager
+            .reconcile_demand(Some(&name))
+            .await
+            .with_context(|| format!("reconciling pool {pool}"))?;
+        Ok(reconcile_output(&report, 0, true))
+    }
+
+    async fn record_job(&self, event: &JobEvent) -> anyhow::Result<JobRecord> {
+        let recorded = self
+            .manager
+            .record_job(event)
+            .context("recording the job in the job table")?;
+        Ok(match recorded {
+            Recorded::Applied { .. } => JobRecord::Applied,
+            Recorded::Duplicate => JobRecord::Duplicate,
+            Recorded::Stale { .. } => JobRecord::Stale,
+        })
+    }
+
+    async fn recover_deliveries(
+        &self,
+        since: time::OffsetDateTime,
+    ) -> anyhow::Result<Option<RecoveryReport>> {
+        let Some(hook) = &self.hook else {
+            return Ok(None);
+        };
+        let hook_id = *self
+            .hook_id
+            .get_or_try_init(|| resolve_hook(&self.github, hook))
+            .await?;
+        Ok(Some(recover(&self.github, hook_id, self, since).await?))
+    }
+
+    async fn seen_delivery(&self, guid: &str) -> anyhow::Result<bool> {
+        self.manager
+            .jobs()
+            .seen_delivery(guid)
+            .context("reading the job table")
+    }
+
     async fn flush(&self, mode: FlushMode) -> anyhow::Result<FlushOutput> {
         let report = self.manager.flush(mode).await.context("flushing")?;
-        if let Some(failure) = report.failed.first() {
-            anyhow::bail!(
-                "flush removed {} runner(s) but {} removal(s) failed; first: {} {}: {}",
-                report.removed.len(),
-                report.failed.len(),
-                failure.action,
-                failure.runner.as_ref().map_or("-", |r| r.as_str()),
-                failure.error
-            );
-        }
-        Ok(FlushOutput {
-            removed: count(report.removed.len()),
-            skipped_busy: count(report.skipped_busy.len()),
-        })
+        flush_output(&report)
+    }
+
+    async fn flush_pool(&self, mode: FlushMode, pool: &str) -> anyhow::Result<FlushOutput> {
+        let name = PoolName::new(pool).with_context(|| format!("--pool {pool:?}"))?;
+        let report = self
+            .manager
+            .flush_pool(mode, Some(&name))
+            .await
+            .with_context(|| format!("flushing pool {pool}"))?;
+        flush_output(&report)
     }
 
     async fn status(&self) -> anyhow::Result<StatusOutput> {
@@ -258,6 +314,7 @@ impl Operations for ManagerOps {
                 let status = r.instance?;
                 Some(RunnerStatus {
                     name: r.name.to_string(),
+                    pool: r.pool.to_string(),
                     instance_status: format!("{status:?}").to_lowercase(),
                     github_status: r
                         .registration
@@ -270,6 +327,7 @@ impl Operations for ManagerOps {
             .collect();
         Ok(StatusOutput {
             runners,
+            pools: pool_statuses(self.manager.pools(), &fleet.runners),
             dangling,
             orphans,
         })
@@ -312,6 +370,127 @@ impl Operations for ManagerOps {
             present: self.manager.check_runner_bin(),
             path: self.manager.runner_bin_dir().display().to_string(),
         })
+    }
+}
+
+/// The runners by pool: the configured pools in order (each even when empty), then pools that
+/// only have runners left (the single-pool form's `default`, or a removed pool draining).
+fn pool_statuses(configured: &[PoolSpec], runners: &[manager::RunnerView]) -> Vec<PoolStatus> {
+    let mut pools: Vec<PoolStatus> = configured
+        .iter()
+        .map(|spec| {
+            let (min_idle, max) = match spec.sizing {
+                Sizing::Demand { min_idle, max } => (Some(count(min_idle)), Some(count(max))),
+                Sizing::Fixed(quantity) => (None, Some(count(quantity))),
+            };
+            PoolStatus {
+                name: spec.name.to_string(),
+                min_idle,
+                max,
+                idle: 0,
+                busy: 0,
+                booting: 0,
+                unhealthy: 0,
+                runners: Vec::new(),
+                configured: true,
+            }
+        })
+        .collect();
+    for runner in runners {
+        let index = match pools.iter().position(|p| p.name == runner.pool.as_str()) {
+            Some(index) => index,
+            None => {
+                pools.push(PoolStatus {
+                    name: runner.pool.to_string(),
+                    min_idle: None,
+                    max: None,
+                    idle: 0,
+                    busy: 0,
+                    booting: 0,
+                    unhealthy: 0,
+                    runners: Vec::new(),
+                    configured: false,
+                });
+                pools.len() - 1
+            }
+        };
+        let pool = &mut pools[index];
+        match runner.state {
+            RunnerState::Busy | RunnerState::BusyDangling => pool.busy += 1,
+            RunnerState::Idle { .. } => pool.idle += 1,
+            RunnerState::Booting => pool.booting += 1,
+            RunnerState::Remove(_) => pool.unhealthy += 1,
+        }
+        pool.runners.push(runner.name.to_string());
+    }
+    pools
+}
+
+fn flush_output(report: &manager::FlushReport) -> anyhow::Result<FlushOutput> {
+    if let Some(failure) = report.failed.first() {
+        anyhow::bail!(
+            "flush removed {} runner(s) but {} removal(s) failed; first: {} {}: {}",
+            report.removed.len(),
+            report.failed.len(),
+            failure.action,
+            failure.runner.as_ref().map_or("-", |r| r.as_str()),
+            failure.error
+        );
+    }
+    Ok(FlushOutput {
+        removed: count(report.removed.len()),
+        skipped_busy: count(report.skipped_busy.len()),
+    })
+}
+
+/// The `reconcile --json` document of a pass; `quantity` for the single-pool form, the sum of
+/// the pools' targets with [[pools]].
+fn reconcile_output(
+    report: &manager::ReconcileReport,
+    quantity: u32,
+    pools_mode: bool,
+) -> ReconcileOutput {
+    for failure in &report.failed {
+        let runner = failure.runner.as_ref().map_or("-", |r| r.as_str());
+        tracing::warn!(message = "Reconcile step failed.", runner, action = failure.action.as_str(), error = %failure.error);
+    }
+    let pools: Vec<PoolPassOutput> = report
+        .pools
+        .iter()
+        // The single-pool form shows only pools left over from a [[pools]] config.
+        .filter(|p| pools_mode || p.draining)
+        .map(|p| PoolPassOutput {
+            name: p.pool.to_string(),
+            desired: count(p.target),
+            idle: count(p.counts.idle),
+            busy: count(p.counts.busy),
+            booting: count(p.counts.booting),
+            queued: count(p.queued),
+            created: count(p.created),
+            removed: count(p.removed),
+            draining: p.draining,
+        })
+        .collect();
+    ReconcileOutput {
+        quantity: if pools_mode {
+            count(
+                report
+                    .pools
+                    .iter()
+                    .filter(|p| !p.draining)
+                    .map(|p| p.target)
+                    .sum(),
+            )
+        } else {
+            quantity
+        },
+        delta: report.delta,
+        created: count(report.created.len()),
+        removed: count(report.removed.len()),
+        skipped_busy: count(report.skipped_busy.len()),
+        failed: count(report.failed.len()),
+        pools,
+        unmatched_jobs: count(report.unmatched_jobs),
     }
 }
 

@@ -44,6 +44,9 @@ pub enum Command {
         /// Target this many runners instead of runners.quantity.
         #[arg(long, value_name = "N")]
         quantity: Option<u32>,
+        /// Act on this pool only (with [[pools]]); the others are left as they are.
+        #[arg(long, value_name = "NAME", conflicts_with = "quantity")]
+        pool: Option<String>,
         /// Print one JSON document on stdout.
         #[arg(long)]
         json: bool,
@@ -53,6 +56,9 @@ pub enum Command {
         /// Remove idle runners only; busy ones finish their job.
         #[arg(long)]
         idle_only: bool,
+        /// Remove this pool's runners only.
+        #[arg(long, value_name = "NAME")]
+        pool: Option<String>,
         /// Print one JSON document on stdout.
         #[arg(long)]
         json: bool,
@@ -71,6 +77,10 @@ pub enum Command {
         /// Print the (redacted) summary as one JSON document on stdout.
         #[arg(long)]
         json: bool,
+        /// Also show which pool a job with these `runs-on` labels (comma-separated, e.g.
+        /// self-hosted,small) goes to, and the other pools that match, best first.
+        #[arg(long, value_name = "LABELS", value_delimiter = ',')]
+        route: Option<Vec<String>>,
     },
 }
 
@@ -126,6 +136,7 @@ mod tests {
             cli.command,
             Command::Reconcile {
                 quantity: Some(3),
+                pool: None,
                 json: true
             }
         ));
@@ -136,6 +147,7 @@ mod tests {
             cli.command,
             Command::Flush {
                 idle_only: true,
+                pool: None,
                 json: false
             }
         ));
@@ -167,6 +179,23 @@ mod tests {
         assert!(matches!(
             parse(&["run"]).expect("valid").command,
             Command::Run
+        ));
+        match parse(&["check-config", "--route", "self-hosted,small", "--json"])
+            .expect("valid")
+            .command
+        {
+            Command::CheckConfig { json, route } => {
+                assert!(json);
+                assert_eq!(route, Some(vec!["self-hosted".into(), "small".into()]));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(matches!(
+            parse(&["check-config"]).expect("valid").command,
+            Command::CheckConfig {
+                json: false,
+                route: None
+            }
         ));
         // --config is global: it may follow the subcommand too.
         let cli = parse(&["check-config", "--config", "/x.toml"]).expect("valid");

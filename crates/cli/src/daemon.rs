@@ -105,16 +105,19 @@ pub enum TriggerSource {
     Requeue,
     Webhook,
     Api,
+    /// Deliveries recovered from GitHub's webhook delivery log.
+    Recovery,
 }
 
 impl TriggerSource {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Startup,
         Self::Timer,
         Self::Retry,
         Self::Requeue,
         Self::Webhook,
         Self::Api,
+        Self::Recovery,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -125,6 +128,7 @@ impl TriggerSource {
             Self::Requeue => "requeue",
             Self::Webhook => "webhook",
             Self::Api => "api",
+            Self::Recovery => "recovery",
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod deliveries;
 pub mod logging;
 pub mod ops;
 pub mod output;

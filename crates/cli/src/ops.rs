@@ -24,9 +24,35 @@ pub trait Operations: Send + Sync + 'static {
             requeue_after: None,
         })
     }
+    /// One reconcile pass acting on one pool only (`reconcile --pool NAME`). The default:
+    /// the backend has no pools.
+    async fn reconcile_pool(&self, pool: &str) -> anyhow::Result<ReconcileOutput> {
+        anyhow::bail!("no pool {pool:?}: pools are declared with [[pools]] in the config")
+    }
     /// Removes owned runners: idle ones with [`FlushMode::IdleOnly`], busy ones too with
     /// [`FlushMode::IncludingBusy`].
     async fn flush(&self, mode: FlushMode) -> anyhow::Result<FlushOutput>;
+    /// [`Self::flush`] of one pool's runners (`flush --pool NAME`).
+    async fn flush_pool(&self, _mode: FlushMode, pool: &str) -> anyhow::Result<FlushOutput> {
+        anyhow::bail!("no pool {pool:?}: pools are declared with [[pools]] in the config")
+    }
+    /// Records a `workflow_job` delivery in the job table. The default keeps no table.
+    async fn record_job(&self, _event: &JobEvent) -> anyhow::Result<JobRecord> {
+        Ok(JobRecord::NotKept)
+    }
+    /// Applies the `workflow_job` deliveries GitHub logged since `since` that the job table
+    /// has not seen (see `deliveries.rs`). `None`: the backend reads no delivery log (no hook
+    /// is configured, or it keeps no job table).
+    async fn recover_deliveries(
+        &self,
+        _since: time::OffsetDateTime,
+    ) -> anyhow::Result<Option<crate::deliveries::RecoveryReport>> {
+        Ok(None)
+    }
+    /// Whether a delivery (by GUID) was recorded already. The default keeps no table.
+    async fn seen_delivery(&self, _guid: &str) -> anyhow::Result<bool> {
+        Ok(false)
+    }
     /// The owned runners, and the dangling and orphan items.
     async fn status(&self) -> anyhow::Result<StatusOutput>;
     /// The newest runner binary for `os`/`arch` (GitHub's downloads list).
@@ -35,6 +61,22 @@ pub trait Operations: Send + Sync + 'static {
     async fn runner_bin_update(&self) -> anyhow::Result<RunnerBinUpdateOutput>;
     /// Whether the runner binary is in the cache.
     async fn runner_bin_check(&self) -> anyhow::Result<RunnerBinCheckOutput>;
+}
+
+/// A `workflow_job` delivery, in the manager's terms.
+pub use manager::jobs::JobEvent;
+
+/// What recording a delivery did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobRecord {
+    /// The job is new or moved forward.
+    Applied,
+    /// This delivery was recorded before (a redelivery, or recovered already).
+    Duplicate,
+    /// Older than what the table knows (deliveries out of order).
+    Stale,
+    /// The backend keeps no job table.
+    NotKept,
 }
 
 /// Which runners `flush` removes: the manager's own type (`IdleOnly`: busy ones finish their
@@ -56,6 +98,33 @@ pub struct ReconcileOutput {
     pub skipped_busy: u32,
     /// Creations or removals that failed (the next pass retries).
     pub failed: u32,
+    /// Each pool planned (empty for backends without pools).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pools: Vec<PoolPassOutput>,
+    /// Queued jobs that no pool matches.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unmatched_jobs: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// One pool in a reconcile pass.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolPassOutput {
+    pub name: String,
+    /// Runners wanted: `min(max, busy + queued + min_idle)`.
+    pub desired: u32,
+    pub idle: u32,
+    pub busy: u32,
+    pub booting: u32,
+    /// Queued jobs routed to the pool.
+    pub queued: u32,
+    pub created: u32,
+    pub removed: u32,
+    /// No longer configured: idle runners go, busy ones finish first.
+    pub draining: bool,
 }
 
 /// A reconcile pass as the daemon sees it: the document it hands to requesters, and when to
@@ -81,6 +150,9 @@ pub struct FlushOutput {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusOutput {
     pub runners: Vec<RunnerStatus>,
+    /// The runners by pool (configured pools, then pools that only have runners left).
+    #[serde(default)]
+    pub pools: Vec<PoolStatus>,
     /// Registrations of ours on GitHub without an instance.
     pub dangling: Vec<String>,
     /// Instances of ours without a GitHub registration.
@@ -91,6 +163,9 @@ pub struct StatusOutput {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunnerStatus {
     pub name: String,
+    /// The pool it belongs to (`default` for the single-pool form).
+    #[serde(default = "default_pool")]
+    pub pool: String,
     /// LXD's status, e.g. `Running`, `Stopped`.
     pub instance_status: String,
     /// `online` or `offline`; `None` when GitHub has no registration for it.
@@ -101,6 +176,27 @@ pub struct RunnerStatus {
     pub age_seconds: Option<u64>,
     /// The runner application version, when known.
     pub version: Option<String>,
+}
+
+fn default_pool() -> String {
+    manager::pool::PoolName::DEFAULT.to_owned()
+}
+
+/// One pool in `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolStatus {
+    pub name: String,
+    /// `None` for a pool that is no longer configured (draining) or the single-pool form.
+    pub min_idle: Option<u32>,
+    pub max: Option<u32>,
+    pub idle: u32,
+    pub busy: u32,
+    pub booting: u32,
+    /// Runners to be removed (unhealthy, dangling, orphan).
+    pub unhealthy: u32,
+    /// Its runners' names.
+    pub runners: Vec<String>,
+    pub configured: bool,
 }
 
 /// `runner-bin latest --json`: one item of GitHub's downloads list.

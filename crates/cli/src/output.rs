@@ -160,6 +160,28 @@ pub fn render_reconcile(output: &ReconcileOutput) -> String {
     if output.failed > 0 {
         let _ = write!(text, ", {} failed (the next pass retries)", output.failed);
     }
+    for pool in &output.pools {
+        let _ = write!(
+            text,
+            "\n  pool {}: desired {}, idle {}, busy {}, booting {}, queued {}, created {}, removed {}{}",
+            pool.name,
+            pool.desired,
+            pool.idle,
+            pool.busy,
+            pool.booting,
+            pool.queued,
+            pool.created,
+            pool.removed,
+            if pool.draining { " (draining)" } else { "" }
+        );
+    }
+    if output.unmatched_jobs > 0 {
+        let _ = write!(
+            text,
+            "\n  {} queued job(s) match no pool",
+            output.unmatched_jobs
+        );
+    }
     text
 }
 
@@ -192,15 +214,20 @@ pub fn render_age(seconds: u64) -> String {
 
 pub fn render_status(status: &StatusOutput) -> String {
     let mut text = String::new();
+    // Pools are shown when there is more than the single-pool form's `default`.
+    let single =
+        status.pools.len() == 1 && status.pools[0].name == manager::pool::PoolName::DEFAULT;
+    let show_pools = !status.pools.is_empty() && !single;
     if status.runners.is_empty() {
         text.push_str("no runners\n");
     } else {
-        let rows: Vec<[String; 6]> = status
+        let rows: Vec<Vec<String>> = status
             .runners
             .iter()
             .map(|r| {
                 [
                     r.name.clone(),
+                    r.pool.clone(),
                     r.instance_status.clone(),
                     r.github_status.clone().unwrap_or_else(|| "-".into()),
                     r.busy
@@ -208,10 +235,23 @@ pub fn render_status(status: &StatusOutput) -> String {
                     r.age_seconds.map_or("-".into(), render_age),
                     r.version.clone().unwrap_or_else(|| "-".into()),
                 ]
+                .into_iter()
+                // The POOL column only when there are pools to tell apart.
+                .enumerate()
+                .filter(|(i, _)| *i != 1 || show_pools)
+                .map(|(_, cell)| cell)
+                .collect()
             })
             .collect();
-        let header = ["NAME", "INSTANCE", "GITHUB", "BUSY", "AGE", "VERSION"].map(String::from);
-        let mut widths = header.clone().map(|h| h.len());
+        let header: Vec<String> = [
+            "NAME", "POOL", "INSTANCE", "GITHUB", "BUSY", "AGE", "VERSION",
+        ]
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 1 || show_pools)
+        .map(|(_, h)| h.to_owned())
+        .collect();
+        let mut widths: Vec<usize> = header.iter().map(String::len).collect();
         for row in &rows {
             for (width, cell) in widths.iter_mut().zip(row) {
                 *width = (*width).max(cell.chars().count());
@@ -220,7 +260,7 @@ pub fn render_status(status: &StatusOutput) -> String {
         for row in std::iter::once(&header).chain(&rows) {
             let line = row
                 .iter()
-                .zip(widths)
+                .zip(&widths)
                 .map(|(cell, width)| format!("{cell:<width$}"))
                 .collect::<Vec<_>>()
                 .join("  ");
@@ -232,6 +272,21 @@ pub fn render_status(status: &StatusOutput) -> String {
             .filter(|r| r.busy == Some(true))
             .count();
         let _ = writeln!(text, "{} runner(s), {busy} busy", status.runners.len());
+    }
+    if show_pools {
+        for pool in &status.pools {
+            let bounds = match (pool.min_idle, pool.max) {
+                (Some(min_idle), Some(max)) => format!(" (min_idle {min_idle}, max {max})"),
+                (None, Some(max)) => format!(" (max {max})"),
+                _ if !pool.configured => " (not configured: draining)".to_owned(),
+                _ => String::new(),
+            };
+            let _ = writeln!(
+                text,
+                "pool {}{bounds}: {} idle, {} busy, {} booting, {} to remove",
+                pool.name, pool.idle, pool.busy, pool.booting, pool.unhealthy
+            );
+        }
     }
     let list = |items: &[String]| {
         if items.is_empty() {
@@ -372,6 +427,7 @@ mod tests {
             runners: vec![
                 RunnerStatus {
                     name: "github-runner-0-a1b2c3".into(),
+                    pool: "default".into(),
                     instance_status: "Running".into(),
                     github_status: Some("online".into()),
                     busy: Some(true),
@@ -380,6 +436,7 @@ mod tests {
                 },
                 RunnerStatus {
                     name: "github-runner-0-d4e5f6".into(),
+                    pool: "default".into(),
                     instance_status: "Starting".into(),
                     github_status: None,
                     busy: None,
@@ -387,6 +444,7 @@ mod tests {
                     version: None,
                 },
             ],
+            pools: vec![],
             dangling: vec!["github-runner-0-0ld".into()],
             orphans: vec![],
         }
@@ -399,6 +457,7 @@ mod tests {
             "status_empty",
             render_status(&StatusOutput {
                 runners: vec![],
+                pools: vec![],
                 dangling: vec![],
                 orphans: vec![]
             })
@@ -411,7 +470,9 @@ mod tests {
                 created: 2,
                 removed: 0,
                 skipped_busy: 1,
-                failed: 1
+                failed: 1,
+                pools: vec![],
+                unmatched_jobs: 0,
             })
         );
         insta::assert_snapshot!(

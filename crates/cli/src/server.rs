@@ -31,8 +31,10 @@ use tracing::{info, warn};
 
 use crate::daemon::{DaemonHandle, PassError, TriggerSource};
 use crate::ops::FlushMode;
-use crate::secret::Secret;
-use crate::webhook::{job_action, signature_is_valid, JobAction, LabelMatcher, WorkflowJobEvent};
+use crate::secret::{Secret, SecretExt};
+use crate::webhook::{
+    job_action, job_event, signature_is_valid, JobAction, LabelMatcher, WorkflowJobEvent,
+};
 
 /// The largest request body accepted (GitHub caps payloads at 25 MB, but `workflow_job`
 /// deliveries are a few KiB).
@@ -269,7 +271,7 @@ async fn webhook(State(state): State<ServerState>, headers: HeaderMap, body: Byt
         "ping" => EventLabel::Ping,
         _ => EventLabel::Other,
     };
-    let (outcome, response) = webhook_outcome(&state, &headers, &event_name, event, &body);
+    let (outcome, response) = webhook_outcome(&state, &headers, &event_name, event, &body).await;
     state
         .metrics
         .deliveries
@@ -281,7 +283,7 @@ async fn webhook(State(state): State<ServerState>, headers: HeaderMap, body: Byt
     response
 }
 
-fn webhook_outcome(
+async fn webhook_outcome(
     state: &ServerState,
     headers: &HeaderMap,
     event_name: &str,
@@ -338,6 +340,23 @@ fn webhook_outcome(
             )
         }
     };
+    // The job table first: demand survives a restart, and a delivery GitHub sees failing
+    // (a 500) is one the recovery from GitHub's delivery log picks up later.
+    let delivery = headers
+        .get("x-github-delivery")
+        .and_then(|v| v.to_str().ok());
+    if let Some(job) = job_event(&payload, delivery, time::OffsetDateTime::now_utc()) {
+        if let Err(err) = state.daemon.ops().record_job(&job).await {
+            warn!(message = "Recording a workflow_job delivery failed.", job_id = job.job_id, error = %format!("{err:#}"));
+            return (
+                OutcomeLabel::Unavailable,
+                error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("recording the job: {err:#}"),
+                ),
+            );
+        }
+    }
     let (source_detail, label, text) =
         match job_action(&payload, &state.labels, &state.runner_prefix) {
             JobAction::Reconcile { job_id } => (

@@ -46,39 +46,85 @@ pub struct WorkflowJobEvent {
 #[derive(Debug, Clone, Deserialize)]
 pub struct WorkflowJob {
     pub id: u64,
+    #[serde(default)]
+    pub run_id: u64,
+    /// RFC 3339; when GitHub queued the job.
+    #[serde(default)]
+    pub created_at: Option<String>,
+    /// RFC 3339; when a runner picked it up (GitHub repeats `created_at` while queued).
+    #[serde(default)]
+    pub started_at: Option<String>,
+    #[serde(default)]
+    pub completed_at: Option<String>,
     /// The `runs-on` labels.
     pub labels: Vec<String>,
     /// `None` while queued.
     pub runner_name: Option<String>,
 }
 
-/// The labels of this manager's runners, compared case-insensitively.
+/// The label sets of this manager's runners (one per pool), compared case-insensitively.
 #[derive(Debug, Clone)]
 pub struct LabelMatcher {
-    labels: BTreeSet<String>,
+    pools: Vec<BTreeSet<String>>,
 }
 
 impl LabelMatcher {
+    /// One set of labels (one pool).
     pub fn new<I, S>(labels: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
+        Self::any_of([labels
+            .into_iter()
+            .map(|l| l.as_ref().to_ascii_lowercase())
+            .collect()])
+    }
+
+    /// Several pools' label sets (already lowercased, as [`manager::pool::PoolDemand`] holds
+    /// them): a job matches when one pool has all its labels.
+    pub fn any_of(pools: impl IntoIterator<Item = BTreeSet<String>>) -> Self {
         Self {
-            labels: labels
-                .into_iter()
-                .map(|l| l.as_ref().to_ascii_lowercase())
-                .collect(),
+            pools: pools.into_iter().collect(),
         }
     }
 
-    /// Whether our runners can take a job with these `runs-on` labels: every label is ours.
+    /// Whether one of our pools can take a job with these `runs-on` labels: it has every one.
     pub fn matches(&self, job_labels: &[String]) -> bool {
-        !job_labels.is_empty()
-            && job_labels
-                .iter()
-                .all(|l| self.labels.contains(&l.to_ascii_lowercase()))
+        self.pools
+            .iter()
+            .any(|labels| manager::pool::labels_match(labels, job_labels))
     }
+}
+
+/// The job-table event of a delivery; `None` for actions that want no runner (`waiting`) or
+/// that the table does not track. Timestamps that are missing or unreadable fall back to
+/// `now` (created) or to nothing (started, completed).
+pub fn job_event(
+    payload: &WorkflowJobEvent,
+    delivery: Option<&str>,
+    now: time::OffsetDateTime,
+) -> Option<manager::jobs::JobEvent> {
+    let state = manager::jobs::JobState::from_action(&payload.action)?;
+    let job = &payload.workflow_job;
+    let parse = |value: &Option<String>| {
+        value.as_deref().and_then(|v| {
+            time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339).ok()
+        })
+    };
+    let queued = state == manager::jobs::JobState::Queued;
+    Some(manager::jobs::JobEvent {
+        delivery: delivery.map(str::to_owned),
+        job_id: job.id,
+        run_id: job.run_id,
+        state,
+        labels: job.labels.clone(),
+        runner_name: job.runner_name.clone().filter(|n| !n.is_empty()),
+        created_at: parse(&job.created_at).unwrap_or(now),
+        // While queued, GitHub's `started_at` repeats `created_at`: not a start.
+        started_at: if queued { None } else { parse(&job.started_at) },
+        completed_at: parse(&job.completed_at),
+    })
 }
 
 /// What a `workflow_job` delivery asks of us.
@@ -120,9 +166,10 @@ pub fn job_action(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secret::SecretExt;
 
     fn secret(value: &str) -> Secret {
-        Secret::new(value).expect("non-empty")
+        Secret::non_empty(value).expect("non-empty")
     }
 
     #[test]
@@ -167,6 +214,10 @@ mod tests {
         WorkflowJobEvent {
             action: action.into(),
             workflow_job: WorkflowJob {
+                run_id: 0,
+                created_at: None,
+                started_at: None,
+                completed_at: None,
                 id: 7,
                 labels: labels.iter().map(|l| (*l).to_owned()).collect(),
                 runner_name: runner.map(str::to_owned),
@@ -227,7 +278,7 @@ mod tests {
             body in proptest::collection::vec(proptest::num::u8::ANY, 0..512),
             flip in proptest::num::usize::ANY,
         ) {
-            let secret = match Secret::new(key) { Some(secret) => secret, None => return Ok(()) };
+            let secret = match Secret::non_empty(key) { Some(secret) => secret, None => return Ok(()) };
             let signature = sign(&secret, &body);
             proptest::prop_assert!(signature_is_valid(&secret, &body, Some(&signature)));
             if !body.is_empty() {

@@ -127,6 +127,17 @@ fn the_example_config_is_valid() {
     );
     assert_eq!(config.lxd.storage_path, Some(PathBuf::from("/storage/ram")));
     assert!(config.proxy.http.is_none());
+    assert!(config.pools.is_empty(), "the single-pool form");
+    assert_eq!(config.server.public_url, None);
+}
+
+#[test]
+fn the_pools_example_is_valid() {
+    let text = include_str!("../../../deploy/config.pools.example.toml");
+    let config = parse(text).expect("deploy/config.pools.example.toml is valid");
+    let names: Vec<&str> = config.pools.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["small", "large"]);
+    assert_eq!(config.pool_demands().len(), 2);
 }
 
 #[test]
@@ -695,6 +706,13 @@ fn cases() -> Vec<Case> {
         },
         case("server.webhook_secret_file", "1", "\"/missing\""),
         case("server.reconcile_interval_seconds", "\"300\"", "0"),
+        case("server.public_url", "1", "\"ftp://hooks.example.com\""),
+        case("server.hook_id", "\"1\"", "0"),
+        case("demand", "1", "{ queued_stale_seconds = 0 }"),
+        case("demand.queued_stale_seconds", "\"600\"", "0"),
+        case("demand.max_idle_age_seconds", "\"0\"", "60"),
+        case("demand.delivery_check_seconds", "\"300\"", "5"),
+        case("demand.queued_expiry_seconds", "\"86400\"", "30"),
     ]
 }
 
@@ -781,6 +799,7 @@ fn unknown_keys_are_rejected_everywhere() {
         "policy.",
         "metrics.",
         "server.",
+        "demand.",
     ] {
         let key = format!("{section}colour");
         let mut table = base_table();
@@ -889,6 +908,12 @@ const KEYS: &[&str] = &[
     "server.webhook_secret",
     "server.webhook_secret_file",
     "server.reconcile_interval_seconds",
+    "server.public_url",
+    "server.hook_id",
+    "demand.queued_stale_seconds",
+    "demand.max_idle_age_seconds",
+    "demand.delivery_check_seconds",
+    "demand.queued_expiry_seconds",
     "github.colour",
     "runners.colour",
     "colour",
@@ -931,6 +956,8 @@ fn top_level_names() -> BTreeSet<&'static str> {
         "policy",
         "metrics",
         "server",
+        "demand",
+        "pools",
         "colour",
     ]
     .into_iter()

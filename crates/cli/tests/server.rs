@@ -15,7 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use runner_manager::daemon::{Daemon, DaemonMetrics, DaemonSettings};
 use runner_manager::ops::FlushMode;
-use runner_manager::secret::Secret;
+use runner_manager::secret::{Secret, SecretExt};
 use runner_manager::server::{
     router, ServerMetrics, ServerState, MAX_BODY_BYTES, OPENMETRICS_CONTENT_TYPE,
 };
@@ -56,8 +56,8 @@ fn harness_with(api_token: Option<&str>, webhook_secret: Option<&str>) -> Harnes
     let state = ServerState {
         daemon: daemon.handle(),
         registry: Arc::new(registry),
-        api_token: api_token.and_then(Secret::new),
-        webhook_secret: webhook_secret.and_then(Secret::new),
+        api_token: api_token.and_then(Secret::non_empty),
+        webhook_secret: webhook_secret.and_then(Secret::non_empty),
         labels: LabelMatcher::new(["self-hosted", "github-runner", "jammy", "gpu"]),
         runner_prefix: "github-runner-0-".into(),
         metrics: server_metrics,
@@ -118,7 +118,7 @@ fn webhook(event: &str, body: &[u8], signature: Option<&str>) -> Request<Body> {
 }
 
 fn signed_webhook(event: &str, body: &str) -> Request<Body> {
-    let signature = sign(&Secret::new(WEBHOOK_SECRET).unwrap(), body.as_bytes());
+    let signature = sign(&Secret::new(WEBHOOK_SECRET), body.as_bytes());
     webhook(event, body.as_bytes(), Some(&signature))
 }
 
@@ -290,7 +290,7 @@ async fn webhook_signature_uses_the_github_test_vector() {
 async fn oversized_bodies_get_413() {
     let h = harness();
     let huge = vec![b'x'; MAX_BODY_BYTES + 1];
-    let signature = sign(&Secret::new(WEBHOOK_SECRET).unwrap(), &huge);
+    let signature = sign(&Secret::new(WEBHOOK_SECRET), &huge);
     let (status, _, _) = send(&h.app, webhook("workflow_job", &huge, Some(&signature))).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     // Also without a Content-Length (a streamed body).

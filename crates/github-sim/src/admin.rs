@@ -15,7 +15,7 @@ use crate::config::WebhookTarget;
 use crate::http::{json_response, plain_error};
 use crate::secret::Secret;
 use crate::server::AppState;
-use crate::state::{random_string, BusyLieSpec, FaultSpec, JobSpec, ALNUM};
+use crate::state::{random_string, BusyLieSpec, FaultSpec, JobSpec, WebhookFaultSpec, ALNUM};
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
@@ -31,6 +31,12 @@ pub(crate) fn routes() -> Router<AppState> {
         .route(
             "/_sim/faults/busy-lie",
             post(set_busy_lie).get(busy_lie).delete(clear_busy_lie),
+        )
+        .route(
+            "/_sim/faults/webhooks",
+            post(set_webhook_fault)
+                .get(webhook_fault)
+                .delete(clear_webhook_fault),
         )
         .route("/_sim/tokens/rotate", post(rotate_token))
         .route("/_sim/webhooks", post(set_webhook).delete(clear_webhook))
@@ -161,6 +167,37 @@ async fn busy_lie(AxState(shared): AxState<AppState>) -> Response {
 
 async fn clear_busy_lie(AxState(shared): AxState<AppState>) -> Response {
     shared.state.lock().set_busy_lie(None);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// Makes the next `count` webhook deliveries fail (`{count, status?}`: a connection failure, or
+/// the receiver "answering" `status`); answers the armed fault.
+async fn set_webhook_fault(AxState(shared): AxState<AppState>, body: Bytes) -> Response {
+    let spec: WebhookFaultSpec = match parse(&body) {
+        Ok(spec) => spec,
+        Err(response) => return *response,
+    };
+    if spec.count == 0 {
+        return plain_error(StatusCode::UNPROCESSABLE_ENTITY, "count must be at least 1");
+    }
+    if spec.status.is_some_and(|s| !(100..=599).contains(&s)) {
+        return plain_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "status must be within 100..=599",
+        );
+    }
+    let mut state = shared.state.lock();
+    state.set_webhook_fault(Some(spec));
+    to_json(StatusCode::CREATED, &state.webhook_fault())
+}
+
+/// The armed webhook fault (`count`: deliveries left), `null` when off.
+async fn webhook_fault(AxState(shared): AxState<AppState>) -> Response {
+    to_json(StatusCode::OK, &shared.state.lock().webhook_fault())
+}
+
+async fn clear_webhook_fault(AxState(shared): AxState<AppState>) -> Response {
+    shared.state.lock().set_webhook_fault(None);
     StatusCode::NO_CONTENT.into_response()
 }
 

@@ -1,7 +1,8 @@
 //! `github-sim`: a stateful GitHub simulator for self-hosted runners.
 //!
 //! It serves GitHub's REST API for runners (repo, org and enterprise scope, at `/` and at
-//! `/api/v3`), GitHub App authentication, rate limits, `workflow_job` webhooks, the runner side of
+//! `/api/v3`), GitHub App authentication, rate limits, `workflow_job` webhooks (with the
+//! repository and organisation hooks and deliveries API: list, get, redeliver), the runner side of
 //! GitHub (`/_runner/`, see `docs/sim-protocol.md`) and an admin API for tests (`/_sim/`).
 //!
 //! State lives behind one lock and is also reachable directly through [`SimHandle`]. Time is
@@ -37,6 +38,7 @@ pub use secret::Secret;
 pub use server::{Sim, SimError, SimHandle};
 pub use state::{
     BusyLieSpec, BusyLieStatus, DeliveryRecord, FaultSpec, IssuedSecrets, JobSpec, JobStatus,
-    JobView, Label, LabelKind, RequestCount, RunnerView, DEFAULT_LABELS,
+    JobView, Label, LabelKind, RequestCount, RunnerView, WebhookFaultSpec, DEFAULT_LABELS,
+    ORG_HOOK_ID_BASE,
 };
 pub use webhook::sign_webhook;

@@ -23,7 +23,7 @@ use crate::http::{gh_error, gh_error_doc};
 use crate::secret::Secret;
 use crate::state::{
     BusyLieSpec, BusyLieStatus, Clock, DeliveryRecord, FaultSpec, IssuedSecrets, JobSpec,
-    JobStatus, JobView, RequestCount, RunnerView, State, TokenKind,
+    JobStatus, JobView, RequestCount, RunnerView, State, TokenKind, WebhookFaultSpec,
 };
 use crate::{admin, rest, runner_api, webhook, Scope};
 
@@ -649,6 +649,12 @@ impl SimHandle {
     /// Webhook deliveries made so far.
     pub fn webhook_deliveries(&self) -> Vec<DeliveryRecord> {
         self.shared.state.lock().deliveries()
+    }
+
+    /// Makes the next deliveries fail without reaching the receiver (`None` disarms; also
+    /// `POST /_sim/faults/webhooks`).
+    pub fn set_webhook_fault(&self, spec: Option<WebhookFaultSpec>) {
+        self.shared.state.lock().set_webhook_fault(spec);
     }
 
     /// Freezes or thaws a runner's process (SIGSTOP/SIGCONT): a frozen runner is not handed the

@@ -25,7 +25,7 @@ impl Client {
     }
 
     /// GETs every page (`per_page=100`, following `Link: rel="next"`), with ETag reuse per page.
-    async fn get_all_pages<W: DeserializeOwned, T>(
+    pub(crate) async fn get_all_pages<W: DeserializeOwned, T>(
         &self,
         kind: EndpointKind,
         mut url: Url,

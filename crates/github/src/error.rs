@@ -62,6 +62,14 @@ pub enum Error {
     /// Signing the GitHub App JWT failed.
     #[error("signing the github app jwt")]
     Jwt(#[source] jsonwebtoken::errors::Error),
+    /// The operation does not exist at the client's scope (e.g. webhooks of an enterprise:
+    /// GitHub has no enterprise hooks API).
+    #[error("{operation} is not available for {scope}: {reason}")]
+    Unsupported {
+        operation: &'static str,
+        scope: String,
+        reason: &'static str,
+    },
     /// The client configuration is unusable.
     #[error("invalid github client configuration: {reason}")]
     Config { reason: String },

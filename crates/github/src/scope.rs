@@ -99,6 +99,15 @@ impl Scope {
         }
     }
 
+    /// The webhooks endpoint (`/repos/o/r/hooks`, `/orgs/o/hooks`); enterprises have none.
+    pub fn hooks_path(&self) -> Option<String> {
+        match self {
+            Self::Repo { owner, repo } => Some(format!("/repos/{owner}/{repo}/hooks")),
+            Self::Org { org } => Some(format!("/orgs/{org}/hooks")),
+            Self::Enterprise { .. } => None,
+        }
+    }
+
     /// The endpoint that finds a GitHub App installation; enterprises cannot use Apps.
     pub fn installation_path(&self) -> Option<String> {
         match self {
@@ -219,6 +228,9 @@ mod tests {
         let ent = Scope::parse("enterprises/e").expect("valid");
         assert_eq!(ent.web_path(), "enterprises/e");
         assert_eq!(ent.installation_path(), None);
+        assert_eq!(ent.hooks_path(), None);
+        assert_eq!(repo.hooks_path().as_deref(), Some("/repos/o/r/hooks"));
+        assert_eq!(org.hooks_path().as_deref(), Some("/orgs/o/hooks"));
     }
 }
 

@@ -19,10 +19,14 @@ pub enum EndpointKind {
     RunnerGroups,
     AppInstallation,
     AppAccessToken,
+    ListHooks,
+    ListDeliveries,
+    GetDelivery,
+    Redeliver,
 }
 
 impl EndpointKind {
-    pub const ALL: [EndpointKind; 11] = [
+    pub const ALL: [EndpointKind; 15] = [
         Self::ListRunners,
         Self::GetRunner,
         Self::DeleteRunner,
@@ -34,6 +38,10 @@ impl EndpointKind {
         Self::RunnerGroups,
         Self::AppInstallation,
         Self::AppAccessToken,
+        Self::ListHooks,
+        Self::ListDeliveries,
+        Self::GetDelivery,
+        Self::Redeliver,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -49,6 +57,10 @@ impl EndpointKind {
             Self::RunnerGroups => "runner_groups",
             Self::AppInstallation => "app_installation",
             Self::AppAccessToken => "app_access_token",
+            Self::ListHooks => "list_hooks",
+            Self::ListDeliveries => "list_deliveries",
+            Self::GetDelivery => "get_delivery",
+            Self::Redeliver => "redeliver",
         }
     }
 }

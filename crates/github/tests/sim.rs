@@ -31,7 +31,7 @@ fn client_for(sim: &SimHandle, scope: &str, auth: Auth) -> Client {
 }
 
 fn pat(sim: &SimHandle) -> Auth {
-    Auth::Token(Secret::from(sim.token().expose()))
+    Auth::Token(sim.token())
 }
 
 fn jit(name: &str) -> JitRequest {

@@ -38,6 +38,16 @@ pub struct Metrics {
     pub github_rate_limit_reset_timestamp_seconds: Gauge,
     pub runner_binary_info: Family<Labels, Gauge>,
     pub events_written_total: Family<Labels, Counter>,
+    /// Per pool: `desired`, `idle`, `busy`, `booting` runners after the last demand pass.
+    pub pool_runners: Family<Labels, Gauge>,
+    /// Per pool: queued jobs routed to it.
+    pub pool_jobs_queued: Family<Labels, Gauge>,
+    /// Per pool: queued → started, from GitHub's timestamps.
+    pub job_queue_seconds: Family<Labels, Histogram>,
+    /// Per pool: instance created → runner online on GitHub.
+    pub runner_boot_seconds: Family<Labels, Histogram>,
+    /// Queued jobs that no pool matches.
+    pub jobs_unmatched_total: Counter,
 }
 
 impl Metrics {
@@ -58,6 +68,15 @@ impl Metrics {
             github_rate_limit_reset_timestamp_seconds: Gauge::default(),
             runner_binary_info: Family::default(),
             events_written_total: Family::default(),
+            pool_runners: Family::default(),
+            pool_jobs_queued: Family::default(),
+            job_queue_seconds: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.5, 2.0, 14))
+            }),
+            runner_boot_seconds: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.5, 2.0, 12))
+            }),
+            jobs_unmatched_total: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("runner_manager");
         r.register(
@@ -115,6 +134,31 @@ impl Metrics {
             "events_written",
             "Metrics events appended to the events log, by event",
             metrics.events_written_total.clone(),
+        );
+        r.register(
+            "pool_runners",
+            "Runners per pool by state (desired, idle, busy, booting) after the last pass",
+            metrics.pool_runners.clone(),
+        );
+        r.register(
+            "pool_jobs_queued",
+            "Queued jobs routed to each pool",
+            metrics.pool_jobs_queued.clone(),
+        );
+        r.register(
+            "job_queue_seconds",
+            "Time from a job queued to a runner picking it up, per pool",
+            metrics.job_queue_seconds.clone(),
+        );
+        r.register(
+            "runner_boot_seconds",
+            "Time from instance creation to the runner online on GitHub, per pool",
+            metrics.runner_boot_seconds.clone(),
+        );
+        r.register(
+            "jobs_unmatched",
+            "Queued jobs whose labels no pool has",
+            metrics.jobs_unmatched_total.clone(),
         );
         Arc::new(metrics)
     }
@@ -267,6 +311,10 @@ pub struct RunnerStart {
     pub github_event: String,
     /// Seconds the runner waited for the job.
     pub idle: u64,
+    /// Seconds the job waited for a runner (GitHub's queued → started), when the job table
+    /// knows the job.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_duration: Option<u64>,
 }
 
 impl RunnerStart {
@@ -449,6 +497,7 @@ mod tests {
             repo: "o/r".into(),
             github_event: "push".into(),
             idle: 7,
+            queue_duration: None,
         }
         .emit(&t);
         RunnerStop {
@@ -529,5 +578,96 @@ mod tests {
             text.contains("runner_manager_errors_total{kind=\"events_log\"} 1"),
             "{text}"
         );
+    }
+}
+
+/// A demand pass sized a pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolSized {
+    pub pool: String,
+    pub desired: usize,
+    pub counts: RunnerCounts,
+    pub queued: usize,
+    pub draining: bool,
+}
+
+impl PoolSized {
+    pub fn emit(&self, t: &Telemetry) {
+        tracing::info!(message = "Pool sized.", pool = %self.pool, desired = self.desired,
+            idle = self.counts.idle, busy = self.counts.busy, booting = self.counts.booting,
+            queued = self.queued, draining = self.draining);
+        for (state, value) in [
+            ("desired", self.desired),
+            ("idle", self.counts.idle),
+            ("busy", self.counts.busy),
+            ("booting", self.counts.booting),
+        ] {
+            t.metrics
+                .pool_runners
+                .get_or_create(&labels(&[("pool", &self.pool), ("state", state)]))
+                .set(i64::try_from(value).unwrap_or(i64::MAX));
+        }
+        t.metrics
+            .pool_jobs_queued
+            .get_or_create(&labels(&[("pool", &self.pool)]))
+            .set(i64::try_from(self.queued).unwrap_or(i64::MAX));
+    }
+}
+
+/// A job of the job table changed state (a webhook delivery, or one recovered from GitHub).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobChanged {
+    pub job_id: u64,
+    /// `queued`, `in_progress` or `completed`.
+    pub state: &'static str,
+    /// The pool its labels route to; `None`: no pool matches.
+    pub pool: Option<String>,
+    /// Set when the job started: GitHub's queued → started.
+    pub queue_time: Option<Duration>,
+    pub runner: Option<String>,
+}
+
+impl JobChanged {
+    pub fn emit(&self, t: &Telemetry) {
+        tracing::info!(
+            message = "Job changed.",
+            job_id = self.job_id,
+            state = self.state,
+            pool = self.pool.as_deref().unwrap_or("-"),
+            runner = self.runner.as_deref().unwrap_or("-"),
+            queue_seconds = self.queue_time.map(|d| d.as_secs_f64())
+        );
+        match (&self.pool, self.queue_time) {
+            (Some(pool), Some(queue_time)) => {
+                t.metrics
+                    .job_queue_seconds
+                    .get_or_create(&labels(&[("pool", pool)]))
+                    .observe(queue_time.as_secs_f64());
+            }
+            (None, _) if self.state == "queued" => {
+                t.metrics.jobs_unmatched_total.inc();
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A new runner was seen online on GitHub for the first time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunnerOnline {
+    pub name: String,
+    pub pool: String,
+    /// Since its instance was created.
+    pub boot_time: Duration,
+}
+
+impl RunnerOnline {
+    pub fn emit(&self, t: &Telemetry) {
+        tracing::info!(message = "Runner online.", runner = %self.name, pool = %self.pool,
+            boot_seconds = self.boot_time.as_secs_f64());
+        t.metrics
+            .runner_boot_seconds
+            .get_or_create(&labels(&[("pool", &self.pool)]))
+            .observe(self.boot_time.as_secs_f64());
     }
 }

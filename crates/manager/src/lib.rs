@@ -14,12 +14,15 @@
 //!   benchmarks only; the production build does not have it.
 
 pub mod adapters;
+pub mod demand;
 pub mod events;
 pub mod guest;
 pub mod install;
+pub mod jobs;
 pub mod model;
 pub mod plan;
 pub mod policy;
+pub mod pool;
 pub mod provider;
 pub mod reconcile;
 pub mod runner_bin;
@@ -31,6 +34,6 @@ pub use model::{
     RegistrationMode, Resources, RunnerName, Secret, Size, SizeError,
 };
 pub use reconcile::{
-    Backends, FlushMode, FlushReport, ManagerConfig, ManagerError, ReconcileReport, RunnerInfo,
-    RunnerManager,
+    Backends, FlushMode, FlushReport, ManagerConfig, ManagerError, PoolReport, ReconcileReport,
+    RunnerInfo, RunnerManager, RunnerView,
 };

@@ -42,6 +42,8 @@ pub enum ModelError {
     /// The URL parser's reason (which never quotes the input).
     #[error("invalid proxy URL: {0}")]
     ProxyUrl(String),
+    #[error("invalid pool name {0:?}: use lowercase letters, digits and '-', starting with a letter, at most 32 characters")]
+    PoolName(String),
 }
 
 /// Why a GitHub path was rejected (the config shows the message under `github.path`).
@@ -396,6 +398,21 @@ impl GitHubPath {
         match self {
             Self::Repo { .. } => None,
             Self::Org { group, .. } | Self::Enterprise { group, .. } => Some(group),
+        }
+    }
+
+    /// The same scope with another runner group (`None`: unchanged). A repository has none.
+    pub fn with_group(&self, group: Option<&str>) -> Self {
+        match (self, group) {
+            (Self::Org { org, .. }, Some(group)) => Self::Org {
+                org: org.clone(),
+                group: group.to_owned(),
+            },
+            (Self::Enterprise { slug, .. }, Some(group)) => Self::Enterprise {
+                slug: slug.clone(),
+                group: group.to_owned(),
+            },
+            _ => self.clone(),
         }
     }
 

@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::model::RunnerName;
+use crate::pool::PoolName;
 use crate::provider::InstanceStatus;
 
 /// Whether the runner process inside an instance is alive.
@@ -32,6 +33,8 @@ pub enum Probe {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObservedInstance {
     pub name: RunnerName,
+    /// From the instance's config keys ([`crate::pool::POOL_KEY`]).
+    pub pool: PoolName,
     pub status: InstanceStatus,
     pub age: Duration,
     pub probe: Probe,
@@ -42,6 +45,8 @@ pub struct ObservedInstance {
 pub struct ObservedRegistration {
     pub id: u64,
     pub name: RunnerName,
+    /// From the registration's labels ([`crate::pool::POOL_LABEL_PREFIX`]).
+    pub pool: PoolName,
     pub online: bool,
     pub busy: bool,
     /// How long the manager has seen it offline (zero when online or first seen offline now).
@@ -63,6 +68,8 @@ pub struct Desired {
     pub boot_grace: Duration,
     /// How long a live runner may show offline on GitHub before it is replaced.
     pub offline_grace: Duration,
+    /// Idle runners whose instance is older than this are replaced; `None`: never.
+    pub max_idle_age: Option<Duration>,
 }
 
 /// Why a runner is removed.
@@ -84,6 +91,8 @@ pub enum RemovalReason {
     Dangling,
     /// More runners than the quantity.
     ScaleDown,
+    /// Idle past `max_idle_age`: replaced by a fresh one.
+    Recycled,
     /// `flush`.
     Flush,
 }
@@ -100,6 +109,7 @@ impl RemovalReason {
             Self::Orphan => "orphan",
             Self::Dangling => "dangling",
             Self::ScaleDown => "scale_down",
+            Self::Recycled => "recycled",
             Self::Flush => "flush",
         }
     }
@@ -219,6 +229,14 @@ pub fn classify(observed: &Observed, desired: &Desired) -> BTreeMap<RunnerName, 
                     RunnerState::Idle { online: r.online }
                 }
             }
+        };
+        // An idle runner past its age is replaced (a fresh image and binary). Only an online
+        // one that GitHub says is idle: the removal asks GitHub first, which refuses a busy one.
+        let state = match (state, desired.max_idle_age) {
+            (RunnerState::Idle { online: true }, Some(max_age)) if instance.age >= max_age => {
+                RunnerState::Remove(RemovalReason::Recycled)
+            }
+            (state, _) => state,
         };
         states.insert(instance.name.clone(), state);
     }

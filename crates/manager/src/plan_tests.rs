@@ -14,6 +14,7 @@ fn desired(quantity: usize) -> Desired {
         quantity,
         boot_grace: GRACE,
         offline_grace: GRACE,
+        max_idle_age: None,
     }
 }
 
@@ -160,6 +161,7 @@ fn observe(runners: &[Runner]) -> Observed {
         if let Some(i) = r.instance {
             observed.instances.push(ObservedInstance {
                 name: name(r.index),
+                pool: PoolName::default_pool(),
                 status: i.status,
                 age: i.age,
                 probe: i.probe,
@@ -169,6 +171,7 @@ fn observe(runners: &[Runner]) -> Observed {
             observed.registrations.push(ObservedRegistration {
                 id: 100 + u64::from(r.index),
                 name: name(r.index),
+                pool: PoolName::default_pool(),
                 online: reg.online,
                 busy: reg.busy,
                 offline_for: reg.offline_for,
@@ -586,6 +589,7 @@ fn apply(observed: &Observed, plan: &Plan) -> Observed {
         let n = name(10_000 + k as u32);
         next.instances.push(ObservedInstance {
             name: n.clone(),
+            pool: PoolName::default_pool(),
             status: InstanceStatus::Running,
             age: Duration::from_secs(1),
             probe: Probe::Alive,
@@ -593,6 +597,7 @@ fn apply(observed: &Observed, plan: &Plan) -> Observed {
         next.registrations.push(ObservedRegistration {
             id: 10_000 + k as u64,
             name: n,
+            pool: PoolName::default_pool(),
             online: true,
             busy: false,
             offline_for: Duration::ZERO,

@@ -460,11 +460,13 @@ pub trait RunnerRegistry: Send + Sync {
 
     async fn registration_token(&self) -> Result<Secret, RegistryError>;
 
-    /// Registers a JIT runner in the configured group.
+    /// Registers a JIT runner in `group` (organisation and enterprise scopes; names match
+    /// ignoring case), or in the configured group when `None`.
     async fn generate_jit(
         &self,
         name: &RunnerName,
         labels: &[String],
+        group: Option<&str>,
     ) -> Result<JitConfig, RegistryError>;
 
     async fn delete_registration(&self, id: u64) -> Result<DeleteOutcome, RegistryError>;

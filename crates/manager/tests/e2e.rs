@@ -100,7 +100,7 @@ async fn env_for(
         url::Url::parse(&sim.api_url()).expect("url"),
         url::Url::parse(&sim.web_url()).expect("url"),
         scope,
-        github::Auth::Token(github::Secret::new(sim.token().expose())),
+        github::Auth::Token(sim.token()),
     ))
     .expect("github client");
     let mut config = ManagerConfig::new(

@@ -292,7 +292,7 @@ async fn a_missing_image_fails_the_pass_once_before_anything_is_made() {
     // A registration without an instance: the pass removes it.
     let dangling = env.owner.new_runner_name();
     env.registry
-        .generate_jit(&dangling, std::slice::from_ref(&env.app))
+        .generate_jit(&dangling, std::slice::from_ref(&env.app), None)
         .await
         .expect("dangling registration");
 

@@ -23,6 +23,14 @@ impl BinaryConfig<'_> {
     /// table, so a caller may append keys to it, then tables of its own (`[server]`, ...).
     /// Paths are written as given.
     pub fn render(&self) -> String {
+        let mut text = self.render_pools();
+        text.push_str(&format!("quantity = {}\n", self.quantity));
+        text
+    }
+
+    /// [`Self::render`] without `[runners] quantity` (which `[[pools]]` forbids): `[runners]`
+    /// holds the pools' default resources, and stays the last table.
+    pub fn render_pools(&self) -> String {
         format!(
             r#"app_name = "{app}"
 unit = 0
@@ -39,7 +47,6 @@ image = "{image}"
 instance_type = "container"
 
 [runners]
-quantity = {quantity}
 cpu = 1
 memory = "256MiB"
 disk = "1GiB"
@@ -47,7 +54,6 @@ disk = "1GiB"
             app = self.app,
             repo = self.repo,
             image = self.image,
-            quantity = self.quantity,
             state = self.state_dir.display(),
             token = self.token_file.display(),
             api = self.sim.api_url(),

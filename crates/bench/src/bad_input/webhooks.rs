@@ -18,7 +18,7 @@ use runner_manager::ops::{
     FlushMode, FlushOutput, Operations, ReconcileOutput, RunnerBinCheckOutput, RunnerBinOutput,
     RunnerBinUpdateOutput, StatusOutput,
 };
-use runner_manager::secret::Secret;
+use runner_manager::secret::{Secret, SecretExt};
 use runner_manager::server::{router, ServerMetrics, ServerState, MAX_BODY_BYTES};
 use runner_manager::webhook::{sign, LabelMatcher};
 use tower::ServiceExt;
@@ -47,6 +47,8 @@ impl Operations for CountingOps {
             removed: 0,
             skipped_busy: 0,
             failed: 0,
+            pools: Vec::new(),
+            unmatched_jobs: 0,
         })
     }
     async fn flush(&self, _mode: FlushMode) -> anyhow::Result<FlushOutput> {
@@ -57,6 +59,7 @@ impl Operations for CountingOps {
     }
     async fn status(&self) -> anyhow::Result<StatusOutput> {
         Ok(StatusOutput {
+            pools: Vec::new(),
             runners: Vec::new(),
             dangling: Vec::new(),
             orphans: Vec::new(),
@@ -141,8 +144,8 @@ fn our_labels(rng: &mut StdRng) -> Vec<String> {
 }
 
 fn webhook_cases(rng: &mut StdRng, scale: usize) -> Vec<Case> {
-    let secret = Secret::new(WEBHOOK_SECRET);
-    let other = Secret::new("another-secret");
+    let secret = Secret::non_empty(WEBHOOK_SECRET);
+    let other = Secret::non_empty("another-secret");
     let signed = |body: &[u8]| secret.as_ref().map(|s| sign(s, body));
     let mut cases = Vec::new();
     let mut add = |kind, event, body, signature, expected| {
@@ -569,8 +572,8 @@ pub(super) async fn webhooks(options: &Options, outcome: &mut Outcome) -> anyhow
     let state = ServerState {
         daemon: daemon.handle(),
         registry: Arc::new(registry),
-        api_token: Secret::new("r5-api-token"),
-        webhook_secret: Secret::new(WEBHOOK_SECRET),
+        api_token: Secret::non_empty("r5-api-token"),
+        webhook_secret: Secret::non_empty(WEBHOOK_SECRET),
         labels: LabelMatcher::new(OUR_LABELS),
         runner_prefix: RUNNER_PREFIX.into(),
         metrics: server_metrics,

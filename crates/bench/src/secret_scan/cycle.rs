@@ -1,6 +1,7 @@
 //! One cycle: a daemon run, jobs, one-shot commands, and the scan of everything collected.
 
 use super::*;
+use runner_manager::secret::SecretExt;
 
 fn random_lower(n: usize) -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz";
@@ -375,7 +376,7 @@ impl Cycle {
             "workflow_job": {"id": jobs[0], "labels": [self.app], "runner_name": runner},
         })
         .to_string();
-        let secret = runner_manager::secret::Secret::new(self.webhook_secret.clone())
+        let secret = runner_manager::secret::Secret::non_empty(self.webhook_secret.clone())
             .context("webhook secret")?;
         let signature = runner_manager::webhook::sign(&secret, body.as_bytes());
         let response = self

@@ -1,6 +1,7 @@
 //! Loading: reading the file, then validating the raw values into [`Config`], every problem collected.
 
 use super::*;
+use crate::secret::SecretExt;
 
 /// Reads the outside world for [`Config::parse`]: the environment and secret files.
 pub trait Environment {
@@ -162,9 +163,9 @@ pub(super) fn syntax_error(text: &str, err: &toml::de::Error) -> ConfigError {
 }
 
 pub(super) struct Validator<'a> {
-    base_dir: &'a Path,
-    env: &'a dyn Environment,
-    errors: &'a mut Errors,
+    pub(super) base_dir: &'a Path,
+    pub(super) env: &'a dyn Environment,
+    pub(super) errors: &'a mut Errors,
 }
 
 impl Validator<'_> {
@@ -180,6 +181,8 @@ impl Validator<'_> {
             raw.state_dir
                 .unwrap_or_else(|| PathBuf::from("/var/lib/runner-manager")),
         );
+        let repo_scope = repo_scope(raw.github.path.as_deref());
+        let quantity_set = raw.runners.quantity.is_some();
         let lxd = self.lxd(raw.lxd);
         let github = self.github(raw.github);
         let runners = self.runners(raw.runners);
@@ -187,6 +190,14 @@ impl Validator<'_> {
         let policy = self.policy(raw.policy);
         let metrics = self.metrics(raw.metrics);
         let server = self.server(raw.server);
+        let defaults = PoolDefaults {
+            lxd: lxd.as_ref(),
+            runners: runners.as_ref(),
+            repo_scope,
+            quantity_set,
+        };
+        let pools = self.pools(raw.pools, &defaults);
+        let demand = self.demand(raw.demand);
         Some(Config {
             app_name: app_name?,
             unit,
@@ -198,6 +209,8 @@ impl Validator<'_> {
             policy: policy?,
             metrics: metrics?,
             server: server?,
+            pools: pools?,
+            demand: demand?,
         })
     }
 
@@ -255,7 +268,7 @@ impl Validator<'_> {
         }
     }
 
-    fn url(&mut self, key: &str, value: &str, schemes: &[&str]) -> Option<Url> {
+    pub(super) fn url(&mut self, key: &str, value: &str, schemes: &[&str]) -> Option<Url> {
         match Url::parse(value) {
             Ok(url) if schemes.contains(&url.scheme()) && url.has_host() => Some(url),
             Ok(url) => {
@@ -283,7 +296,7 @@ impl Validator<'_> {
     fn secret_file(&mut self, key: &str, path: PathBuf) -> Option<(Secret, PathBuf)> {
         let path = self.path(key, path)?;
         match self.env.read_file(&path) {
-            Ok(text) => match Secret::new(text) {
+            Ok(text) => match Secret::non_empty(text) {
                 Some(secret) => Some((secret, path)),
                 None => {
                     self.errors
@@ -309,7 +322,7 @@ impl Validator<'_> {
         inline: Option<RawSecret>,
         file: Option<PathBuf>,
     ) -> Option<Option<(Secret, SecretSource)>> {
-        let inline = inline.and_then(|raw| Secret::new(raw.0));
+        let inline = inline.and_then(|raw| Secret::non_empty(raw.0));
         match (inline, file) {
             (Some(_), Some(_)) => {
                 self.errors
@@ -324,7 +337,7 @@ impl Validator<'_> {
             (None, None) => Some(
                 self.env
                     .var(env_name)
-                    .and_then(Secret::new)
+                    .and_then(Secret::non_empty)
                     .map(|secret| (secret, SecretSource::Env(env_name))),
             ),
         }
@@ -477,16 +490,7 @@ impl Validator<'_> {
         let endpoint = self.lxd_endpoint(&raw);
         let image = match raw.image {
             None => Some("jammy".to_owned()),
-            Some(image)
-                if image.is_empty() || image.chars().any(|c| c.is_whitespace() || c == ',') =>
-            {
-                self.errors.push(
-                    "lxd.image",
-                    format!("invalid image alias \"{image}\": must be non-empty, without spaces or commas"),
-                );
-                None
-            }
-            Some(image) => Some(image),
+            Some(image) => self.image_alias("lxd.image", image),
         };
         let storage_path = self.optional_path("lxd.storage_path", raw.storage_path);
         let target = match raw.target {
@@ -583,38 +587,8 @@ impl Validator<'_> {
             self.errors
                 .push("runners.cpu", format!("must be between 1 and {MAX_CPU}"));
         }
-        let mut labels = Vec::new();
-        let mut labels_ok = true;
-        let raw_labels = raw.labels.unwrap_or_default();
-        if raw_labels.len() > MAX_LABELS - 3 {
-            self.errors.push(
-                "runners.labels",
-                format!(
-                    "at most {} extra labels (GitHub allows {MAX_LABELS})",
-                    MAX_LABELS - 3
-                ),
-            );
-            labels_ok = false;
-        }
-        for (index, label) in raw_labels.into_iter().enumerate() {
-            if label.is_empty()
-                || label.len() > 100
-                || label
-                    .chars()
-                    .any(|c| c.is_whitespace() || c.is_control() || c == ',')
-            {
-                self.errors.push(
-                    format!("runners.labels[{index}]"),
-                    format!(
-                        "invalid label \"{}\": 1 to 100 characters, without spaces or commas",
-                        label.escape_debug()
-                    ),
-                );
-                labels_ok = false;
-            } else {
-                labels.push(label);
-            }
-        }
+        let labels = self.labels("runners.labels", raw.labels.unwrap_or_default(), 3);
+        let labels_ok = labels.is_some();
         let quantity_ok = quantity <= MAX_QUANTITY;
         let cpu_ok = cpu > 0 && cpu <= MAX_CPU;
         if !(quantity_ok && cpu_ok && labels_ok) {
@@ -625,7 +599,7 @@ impl Validator<'_> {
             cpu,
             memory: raw.memory.unwrap_or_else(|| size("7GiB")),
             disk: raw.disk.unwrap_or_else(|| size("10GiB")),
-            labels,
+            labels: labels.unwrap_or_default(),
             registration: raw.registration.unwrap_or(RegistrationMode::Token),
         })
     }
@@ -743,6 +717,7 @@ impl Validator<'_> {
             raw.webhook_secret,
             raw.webhook_secret_file,
         );
+        let delivery = self.delivery(raw.public_url, raw.hook_id);
         let interval = raw.reconcile_interval_seconds.unwrap_or(300);
         if !INTERVAL_RANGE.contains(&interval) {
             self.errors.push(
@@ -760,6 +735,8 @@ impl Validator<'_> {
             api_token: api_token?.map(|(secret, _)| secret),
             webhook_secret: webhook_secret?.map(|(secret, _)| secret),
             reconcile_interval: Duration::from_secs(interval),
+            public_url: delivery.public_url?,
+            hook_id: delivery.hook_id?,
         })
     }
 }

@@ -15,6 +15,11 @@
 //! parsed again: the scope and its runner group ([`GitHubPath`]), sizes ([`Size`]),
 //! [`InstanceType`], [`RegistrationMode`] and the proxies ([`ProxySettings`], whose URLs keep their
 //! credentials for where they are used and mask them everywhere else).
+//!
+//! Runners come in one pool (`[runners] quantity = N`, the seed's form) or in several
+//! (`[[pools]]`, each validated straight into a [`PoolSpec`], in `pools.rs`), sized by the job
+//! demand that `[demand]` tunes (`demand.rs`). [`Config::pool_demands`] is what routing and
+//! sizing read either way; `check-config --route` shows where a job goes (`route.rs`).
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -27,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 pub use manager::model::DEFAULT_RUNNER_GROUP;
+pub use manager::pool::{DemandSettings, PoolDemand, PoolName, PoolSpec, Sizing};
 pub use manager::{GitHubPath, InstanceType, ProxySettings, ProxyUrl, RegistrationMode, Size};
 
 use crate::secret::Secret;
@@ -49,6 +55,9 @@ const MAX_UNIT: u32 = 99_999;
 const MAX_APP_NAME: usize = 40;
 const MAX_LABELS: usize = 100;
 const INTERVAL_RANGE: std::ops::RangeInclusive<u64> = 10..=86_400;
+const DEFAULT_QUEUED_STALE_SECONDS: u64 = 600;
+const DEFAULT_DELIVERY_CHECK_SECONDS: u64 = 300;
+const DEFAULT_QUEUED_EXPIRY_SECONDS: u64 = 86_400;
 
 // ---------------------------------------------------------------------------------------------
 // Validated types
@@ -71,6 +80,11 @@ pub struct Config {
     pub policy: Option<PolicyConfig>,
     pub metrics: MetricsConfig,
     pub server: ServerConfig,
+    /// The pools of `[[pools]]`, in the file's order; empty for the single-pool form
+    /// (`[runners] quantity = N`), which [`Config::pool_specs`] turns into one pool.
+    pub pools: Vec<PoolSpec>,
+    /// `[demand]`: how demand sizing treats queued jobs and idle runners.
+    pub demand: DemandConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -182,14 +196,49 @@ pub struct ServerConfig {
     /// Secret of the `workflow_job` webhook; `None` disables `/webhook` (every call gets 401).
     pub webhook_secret: Option<Secret>,
     pub reconcile_interval: Duration,
+    /// The URL GitHub delivers webhooks to (`server.public_url`), used to find the hook whose
+    /// deliveries are checked; `None` when not set.
+    pub public_url: Option<Url>,
+    /// The repository or organisation webhook to read deliveries from (`server.hook_id`).
+    pub hook_id: Option<u64>,
 }
 
+/// `[demand]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DemandConfig {
+    /// `queued_stale_seconds` and `max_idle_age_seconds`.
+    pub settings: DemandSettings,
+    /// How often GitHub's webhook deliveries are checked for missed `workflow_job` deliveries
+    /// (`delivery_check_seconds`).
+    pub delivery_check_interval: Duration,
+    /// A queued job older than this is dropped (`queued_expiry_seconds`); GitHub cancels it
+    /// after 24 hours.
+    pub queued_expiry: Duration,
+}
+
+impl Default for DemandConfig {
+    fn default() -> Self {
+        Self {
+            settings: DemandSettings::default(),
+            delivery_check_interval: Duration::from_secs(DEFAULT_DELIVERY_CHECK_SECONDS),
+            queued_expiry: Duration::from_secs(DEFAULT_QUEUED_EXPIRY_SECONDS),
+        }
+    }
+}
+
+mod demand;
 mod errors;
 mod load;
+mod pools;
+#[cfg(test)]
+mod pools_tests;
 mod raw;
+mod route;
 mod summary;
 
 pub use errors::*;
 pub use load::*;
+use pools::{repo_scope, PoolDefaults};
 use raw::*;
+pub use route::*;
 pub use summary::*;

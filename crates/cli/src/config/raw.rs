@@ -37,6 +37,11 @@ pub(super) struct RawConfig {
     pub(super) metrics: RawMetrics,
     #[serde(default)]
     pub(super) server: RawServer,
+    /// `[[pools]]`; empty for the single-pool form.
+    #[serde(default)]
+    pub(super) pools: Vec<RawPool>,
+    #[serde(default)]
+    pub(super) demand: RawDemand,
 }
 
 #[derive(Deserialize, Default)]
@@ -116,4 +121,34 @@ pub(super) struct RawServer {
     pub(super) webhook_secret: Option<RawSecret>,
     pub(super) webhook_secret_file: Option<PathBuf>,
     pub(super) reconcile_interval_seconds: Option<u64>,
+    pub(super) public_url: Option<String>,
+    pub(super) hook_id: Option<u64>,
+}
+
+/// One `[[pools]]` table; unset keys fall back to `[lxd]`, `[runners]` and `[github]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPool {
+    pub(super) name: Option<String>,
+    pub(super) image: Option<String>,
+    pub(super) instance_type: Option<InstanceType>,
+    pub(super) cpu: Option<u32>,
+    pub(super) memory: Option<Size>,
+    pub(super) disk: Option<Size>,
+    pub(super) profiles: Option<Vec<String>>,
+    pub(super) labels: Option<Vec<String>>,
+    pub(super) runner_group: Option<String>,
+    pub(super) registration: Option<RegistrationMode>,
+    pub(super) min_idle: Option<u32>,
+    pub(super) max: Option<u32>,
+    pub(super) priority: Option<i32>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDemand {
+    pub(super) queued_stale_seconds: Option<u64>,
+    pub(super) max_idle_age_seconds: Option<u64>,
+    pub(super) delivery_check_seconds: Option<u64>,
+    pub(super) queued_expiry_seconds: Option<u64>,
 }

@@ -31,6 +31,44 @@ pub struct ConfigSummary {
     pub api_token: &'static str,
     pub webhook_secret: &'static str,
     pub reconcile_interval_seconds: u64,
+    /// `server.public_url` (a password masked); `None` when not set.
+    pub public_url: Option<String>,
+    pub hook_id: Option<u64>,
+    /// The pools of `[[pools]]`; empty for the single-pool form.
+    pub pools: Vec<PoolSummary>,
+    pub demand: DemandSummary,
+    /// Where `check-config --route` sends a job; absent without `--route`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<RouteSummary>,
+}
+
+/// One pool of `[[pools]]`, with its fallbacks applied.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PoolSummary {
+    pub name: String,
+    pub image: String,
+    pub instance_type: &'static str,
+    pub cpu: u32,
+    pub memory: String,
+    pub disk: String,
+    pub profiles: Vec<String>,
+    /// Every label its runners have on GitHub (lowercased, sorted), this host's OS and
+    /// architecture included: what a job's `runs-on` is matched against.
+    pub labels: Vec<String>,
+    pub runner_group: String,
+    pub registration: &'static str,
+    pub min_idle: usize,
+    pub max: usize,
+    pub priority: i32,
+}
+
+/// `[demand]`, in seconds (`max_idle_age_seconds` 0: never).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct DemandSummary {
+    pub queued_stale_seconds: u64,
+    pub max_idle_age_seconds: u64,
+    pub delivery_check_seconds: u64,
+    pub queued_expiry_seconds: u64,
 }
 
 impl Config {
@@ -114,6 +152,55 @@ impl Config {
             api_token: set(&self.server.api_token),
             webhook_secret: set(&self.server.webhook_secret),
             reconcile_interval_seconds: self.server.reconcile_interval.as_secs(),
+            public_url: self.server.public_url.as_ref().map(redact_url),
+            hook_id: self.server.hook_id,
+            pools: self
+                .pools
+                .iter()
+                .map(|pool| self.pool_summary(pool))
+                .collect(),
+            demand: DemandSummary {
+                queued_stale_seconds: self.demand.settings.stale_after.as_secs(),
+                max_idle_age_seconds: self
+                    .demand
+                    .settings
+                    .max_idle_age
+                    .map_or(0, |age| age.as_secs()),
+                delivery_check_seconds: self.demand.delivery_check_interval.as_secs(),
+                queued_expiry_seconds: self.demand.queued_expiry.as_secs(),
+            },
+            route: None,
+        }
+    }
+
+    fn pool_summary(&self, pool: &PoolSpec) -> PoolSummary {
+        let (os, arch) = manager::runner_bin::platform();
+        let (min_idle, max) = match pool.sizing {
+            Sizing::Fixed(quantity) => (quantity, quantity),
+            Sizing::Demand { min_idle, max } => (min_idle, max),
+        };
+        PoolSummary {
+            name: pool.name.to_string(),
+            image: pool.image.clone(),
+            instance_type: pool.instance_type.as_str(),
+            cpu: pool.resources.cpu,
+            memory: pool.resources.memory.to_string(),
+            disk: pool.resources.disk.to_string(),
+            profiles: pool.profiles.clone(),
+            labels: pool
+                .all_labels(&self.app_name, os, arch)
+                .into_iter()
+                .collect(),
+            runner_group: pool
+                .runner_group
+                .as_deref()
+                .or(self.github.path.group())
+                .unwrap_or(DEFAULT_RUNNER_GROUP)
+                .to_owned(),
+            registration: pool.registration.as_str(),
+            min_idle,
+            max,
+            priority: pool.priority,
         }
     }
 }

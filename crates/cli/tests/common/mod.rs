@@ -87,6 +87,8 @@ impl Operations for FakeOps {
             removed: 0,
             skipped_busy: 0,
             failed: u32::from(partial),
+            pools: Vec::new(),
+            unmatched_jobs: 0,
         })
     }
 
@@ -102,9 +104,11 @@ impl Operations for FakeOps {
     async fn status(&self) -> anyhow::Result<StatusOutput> {
         self.check_failure("listing runners")?;
         Ok(StatusOutput {
+            pools: vec![],
             runners: vec![
                 RunnerStatus {
                     name: "github-runner-0-a1b2".into(),
+                    pool: "default".into(),
                     instance_status: "Running".into(),
                     github_status: Some("online".into()),
                     busy: Some(false),
@@ -113,6 +117,7 @@ impl Operations for FakeOps {
                 },
                 RunnerStatus {
                     name: "github-runner-0-c3d4".into(),
+                    pool: "default".into(),
                     instance_status: "Running".into(),
                     github_status: Some("online".into()),
                     busy: Some(true),

@@ -1,5 +1,6 @@
 //! GitHub REST handlers: self-hosted runners at repo, org and enterprise scope, runner groups,
-//! App installations and `/rate_limit`.
+//! repository and organisation webhooks and their deliveries, App installations and
+//! `/rate_limit`.
 
 use std::collections::HashMap;
 
@@ -24,6 +25,7 @@ use crate::Scope;
 mod apps;
 mod downloads;
 mod helpers;
+mod hooks;
 mod labels;
 mod runners;
 mod tokens;
@@ -32,9 +34,12 @@ use apps::*;
 pub(crate) use downloads::asset_names;
 use downloads::*;
 use helpers::*;
+use hooks::*;
 use labels::*;
 use runners::*;
 use tokens::*;
+
+const HOOK_PREFIXES: [&str; 2] = ["/repos/{owner}/{repo}/hooks", "/orgs/{org}/hooks"];
 
 const RUNNER_PREFIXES: [&str; 3] = [
     "/repos/{owner}/{repo}/actions/runners",
@@ -71,6 +76,23 @@ pub(crate) fn routes() -> Router<AppState> {
             .route(
                 &format!("{prefix}/{{runner_id}}/labels/{{label}}"),
                 delete(remove_label),
+            );
+    }
+    for prefix in HOOK_PREFIXES {
+        router = router
+            .route(prefix, get(list_hooks))
+            .route(&format!("{prefix}/{{hook_id}}"), get(get_hook))
+            .route(
+                &format!("{prefix}/{{hook_id}}/deliveries"),
+                get(list_deliveries),
+            )
+            .route(
+                &format!("{prefix}/{{hook_id}}/deliveries/{{delivery_id}}"),
+                get(get_delivery),
+            )
+            .route(
+                &format!("{prefix}/{{hook_id}}/deliveries/{{delivery_id}}/attempts"),
+                post(redeliver),
             );
     }
     router

@@ -1,4 +1,5 @@
-//! Injected faults: per-endpoint request faults and the busy-lie fault.
+//! Injected faults: per-endpoint request faults, the busy-lie fault and webhook delivery
+//! failures.
 
 use super::*;
 
@@ -55,6 +56,19 @@ impl FaultSpec {
         key.split_once(' ')
             .is_some_and(|(_, template)| template == self.endpoint)
     }
+}
+
+/// Make the next `count` webhook deliveries fail without reaching the receiver (admin API
+/// `POST /_sim/faults/webhooks`): as a connection failure (`status` absent), or as if the
+/// receiver had answered `status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookFaultSpec {
+    /// How many deliveries (at least 1).
+    pub count: u32,
+    /// The HTTP status to record instead of a connection failure.
+    #[serde(default)]
+    pub status: Option<u16>,
 }
 
 /// What to do to a request hit by a fault.
@@ -159,10 +173,11 @@ impl State {
         id
     }
 
-    /// Clears every fault, the busy-lie fault included.
+    /// Clears every fault, the busy-lie and webhook faults included.
     pub(crate) fn clear_faults(&mut self) {
         self.faults.clear();
         self.busy_lie = None;
+        self.webhook_fault = None;
     }
 
     /// Arms (`Some`) or disarms the busy-lie fault. Its counters are kept.
@@ -231,6 +246,27 @@ impl State {
             }
         }
         true
+    }
+
+    /// Arms (`Some`) or disarms the webhook fault.
+    pub(crate) fn set_webhook_fault(&mut self, spec: Option<WebhookFaultSpec>) {
+        self.webhook_fault = spec.filter(|s| s.count > 0);
+    }
+
+    pub(crate) fn webhook_fault(&self) -> Option<WebhookFaultSpec> {
+        self.webhook_fault.clone()
+    }
+
+    /// The webhook fault hitting the next attempt, if any (consumes one of its `count`):
+    /// `Some(None)` is a connection failure, `Some(Some(status))` an HTTP status.
+    pub(crate) fn take_webhook_fault(&mut self) -> Option<Option<u16>> {
+        let fault = self.webhook_fault.as_mut()?;
+        let status = fault.status;
+        fault.count = fault.count.saturating_sub(1);
+        if fault.count == 0 {
+            self.webhook_fault = None;
+        }
+        Some(status)
     }
 
     pub(crate) fn faults(&self) -> Vec<(u64, FaultSpec)> {
@@ -326,5 +362,23 @@ mod tests {
         assert!(state.take_fault("GET /a/{x}").is_some());
         assert!(state.take_fault("GET /a/{x}").is_none(), "used up");
         assert!(state.faults().is_empty());
+    }
+
+    #[test]
+    fn webhook_fault_counts_down() {
+        let mut state = state();
+        state.set_webhook_fault(Some(WebhookFaultSpec {
+            count: 2,
+            status: None,
+        }));
+        assert_eq!(state.take_webhook_fault(), Some(None));
+        assert_eq!(state.take_webhook_fault(), Some(None));
+        assert_eq!(state.take_webhook_fault(), None);
+        state.set_webhook_fault(Some(WebhookFaultSpec {
+            count: 1,
+            status: Some(503),
+        }));
+        assert_eq!(state.take_webhook_fault(), Some(Some(503)));
+        assert!(state.webhook_fault().is_none());
     }
 }

@@ -32,7 +32,7 @@ mod webhooks;
 
 pub use counters::RequestCount;
 use faults::{BusyLie, Fault};
-pub use faults::{BusyLieSpec, BusyLieStatus, FaultSpec};
+pub use faults::{BusyLieSpec, BusyLieStatus, FaultSpec, WebhookFaultSpec};
 pub(crate) use jobs::Job;
 pub use jobs::{JobSpec, JobStatus, JobView};
 use rate_limit::Bucket;
@@ -41,8 +41,8 @@ pub(crate) use runners::{NewRunner, RegisterError, Runner};
 pub use tokens::IssuedSecrets;
 pub(crate) use tokens::TokenKind;
 use tokens::{InstallationToken, IssuedToken};
-pub use webhooks::DeliveryRecord;
-pub(crate) use webhooks::WebhookEvent;
+pub(crate) use webhooks::{AttemptOutcome, HookDelivery, HookInfo, WebhookEvent};
+pub use webhooks::{DeliveryRecord, ORG_HOOK_ID_BASE};
 
 /// Labels every runner gets unless registered with `--no-default-labels`.
 pub const DEFAULT_LABELS: [&str; 3] = ["self-hosted", "Linux", "X64"];
@@ -70,6 +70,11 @@ impl Clock {
     pub(crate) fn wall(&self, at: Instant) -> OffsetDateTime {
         let offset = at.saturating_duration_since(self.start);
         self.start_wall + offset
+    }
+
+    /// When the simulator started (wall time).
+    pub(crate) fn started(&self) -> OffsetDateTime {
+        self.start_wall
     }
 
     pub(crate) fn epoch_secs(&self, at: Instant) -> i64 {
@@ -149,7 +154,10 @@ pub(crate) struct State {
     busy_lie_counts: BusyLieStatus,
     buckets: HashMap<String, Bucket>,
     secondary: HashMap<String, VecDeque<Instant>>,
-    deliveries: Vec<DeliveryRecord>,
+    /// Every webhook delivery attempt, oldest first (ids increase with the position).
+    deliveries: Vec<webhooks::HookDelivery>,
+    next_delivery_id: u64,
+    webhook_fault: Option<WebhookFaultSpec>,
     /// Cached list answers: request key → (time, body).
     list_cache: HashMap<String, (Instant, Value)>,
     webhook_tx: mpsc::UnboundedSender<WebhookEvent>,
@@ -190,6 +198,8 @@ impl State {
             buckets: HashMap::new(),
             secondary: HashMap::new(),
             deliveries: Vec::new(),
+            next_delivery_id: 1,
+            webhook_fault: None,
             list_cache: HashMap::new(),
             webhook_tx,
         };

@@ -1,5 +1,6 @@
 //! `RunnerRegistry` over `github::Client`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -15,9 +16,10 @@ use crate::provider::{
 pub struct GitHubRegistry {
     client: github::Client,
     /// The runner group of an organisation or enterprise scope (`default` when `None`; names
-    /// match ignoring case, so that finds GitHub's `Default`). Resolved once, in `group_id`.
+    /// match ignoring case, so that finds GitHub's `Default`). Each group a pool names is
+    /// resolved once, in `group_ids` (by lowercased name).
     group: Option<String>,
-    group_id: Arc<tokio::sync::OnceCell<u64>>,
+    group_ids: Arc<parking_lot::Mutex<HashMap<String, Arc<tokio::sync::OnceCell<u64>>>>>,
     metrics: Option<Arc<Metrics>>,
 }
 
@@ -30,7 +32,7 @@ impl GitHubRegistry {
         Self {
             client,
             group,
-            group_id: Arc::default(),
+            group_ids: Arc::default(),
             metrics,
         }
     }
@@ -116,17 +118,26 @@ impl RunnerRegistry for GitHubRegistry {
         let result = self.client.create_registration_token().await;
         self.record("registration_token", &result);
         let token = result.map_err(|e| convert("creating a registration token", e))?;
-        Ok(Secret::new(token.token.expose()))
+        Ok(token.token)
     }
 
     async fn generate_jit(
         &self,
         name: &RunnerName,
         labels: &[String],
+        group: Option<&str>,
     ) -> Result<JitConfig, RegistryError> {
-        let group = self.group.clone().unwrap_or_else(|| "default".to_owned());
-        let group_id = self
-            .group_id
+        let group = group
+            .map(str::to_owned)
+            .or_else(|| self.group.clone())
+            .unwrap_or_else(|| "default".to_owned());
+        let cell = Arc::clone(
+            self.group_ids
+                .lock()
+                .entry(group.to_ascii_lowercase())
+                .or_default(),
+        );
+        let group_id = cell
             .get_or_try_init(|| async {
                 let result = self.client.runner_group_id(&group).await;
                 self.record("runner_group_id", &result);
@@ -144,7 +155,7 @@ impl RunnerRegistry for GitHubRegistry {
         let jit = result.map_err(|e| convert("generating a jit config", e))?;
         Ok(JitConfig {
             runner_id: jit.runner.id.0,
-            encoded: Secret::new(jit.encoded_jit_config.expose()),
+            encoded: jit.encoded_jit_config,
         })
     }
 
@@ -171,7 +182,7 @@ impl RunnerRegistry for GitHubRegistry {
                 download_url: d.download_url,
                 filename: d.filename,
                 sha256: d.sha256_checksum.unwrap_or_default(),
-                temp_download_token: d.temp_download_token.map(|t| Secret::new(t.expose())),
+                temp_download_token: d.temp_download_token,
             })
             .collect())
     }
@@ -193,7 +204,7 @@ mod tests {
             url::Url::parse(&sim.api_url()).expect("api url"),
             url::Url::parse(&sim.web_url()).expect("web url"),
             github::Scope::parse(scope).expect("scope"),
-            github::Auth::Token(github::Secret::new(sim.token().expose())),
+            github::Auth::Token(sim.token()),
         );
         config.timeout = Duration::from_secs(10);
         let client = github::Client::new(config).expect("client");
@@ -225,7 +236,7 @@ mod tests {
                 sim.reset_request_counts();
                 let registry = registry(&sim, scope, group);
                 let jit = registry
-                    .generate_jit(&name(), &labels())
+                    .generate_jit(&name(), &labels(), None)
                     .await
                     .unwrap_or_else(|e| panic!("{scope} group {group:?}: {e}"));
                 let runner = sim
@@ -253,7 +264,7 @@ mod tests {
         let concurrent: Vec<_> = (0..10)
             .map(|_| {
                 let registry = registry.clone();
-                tokio::spawn(async move { registry.generate_jit(&name(), &labels()).await })
+                tokio::spawn(async move { registry.generate_jit(&name(), &labels(), None).await })
             })
             .collect();
         for task in concurrent {
@@ -261,7 +272,7 @@ mod tests {
         }
         for _ in 0..5 {
             registry
-                .generate_jit(&name(), &labels())
+                .generate_jit(&name(), &labels(), None)
                 .await
                 .expect("sequential jit");
         }
@@ -283,7 +294,7 @@ mod tests {
         let sim = Sim::start(SimConfig::default()).await.expect("sim");
         let registry = registry(&sim, "octo-org", Some("gpu"));
         let error = registry
-            .generate_jit(&name(), &labels())
+            .generate_jit(&name(), &labels(), None)
             .await
             .expect_err("no such group");
         let error = crate::provider::render_chain(&error);
@@ -295,7 +306,7 @@ mod tests {
             assert!(error.contains(part), "{part:?} missing from: {error}");
         }
         registry
-            .generate_jit(&name(), &labels())
+            .generate_jit(&name(), &labels(), None)
             .await
             .expect_err("still no such group");
         assert_eq!(sim.request_counts()[GROUPS].count, 2);

@@ -7,17 +7,24 @@ use backon::{ExponentialBuilder, Retryable};
 
 use super::RunnerManager;
 use crate::events::RunnerInstalled;
-use crate::install::{self, InstallError, RegistrationSecret};
-use crate::model::{RegistrationMode, Resources, RunnerName, Secret};
+use crate::install::{self, InstallError, InstallSettings, RegistrationSecret};
+use crate::model::{RegistrationMode, RunnerName, Secret};
 use crate::policy::PolicyError;
+use crate::pool::PoolSpec;
 use crate::provider::{render_chain, InstanceSpec, ProviderError, RegistryError};
 
 /// How many times a runner's instance is created before its creation counts as failed.
 const CREATE_ATTEMPTS: usize = 3;
 
-/// What every creation of a pass shares.
+/// What every creation of one pool in a pass shares.
 pub(super) struct Prepared {
+    image: String,
+    instance_type: crate::model::InstanceType,
     profiles: Vec<String>,
+    /// The owner's and the pool's keys.
+    config: std::collections::BTreeMap<String, String>,
+    /// The pool's labels and runner group.
+    install: InstallSettings,
     registration_token: Option<Secret>,
 }
 
@@ -63,14 +70,17 @@ pub enum CreateError {
 }
 
 impl RunnerManager {
+    /// The preflight of one pool's creations. `token`: the pass's registration token, fetched
+    /// once for every token-mode pool.
     pub(super) async fn prepare_creation(
         &self,
-        resources: &Resources,
+        pool: &PoolSpec,
+        token: &tokio::sync::OnceCell<Secret>,
     ) -> Result<Prepared, PrepareError> {
         // Preflight, creating nothing: a missing image (or profile, below) would fail every
         // creation of the pass alike. One clear error, before any registration or instance.
         self.provider
-            .check_image(&self.config.image)
+            .check_image(&pool.image)
             .await
             .map_err(PrepareError::Image)?;
         if let Some(path) = &self.config.lxd_storage_path {
@@ -82,28 +92,36 @@ impl RunnerManager {
         let profile = self
             .provider
             .ensure_profile(
-                resources,
-                self.config.instance_type,
+                &pool.resources,
+                pool.instance_type,
                 self.config.lxd_storage_path.is_some(),
             )
             .await
             .map_err(PrepareError::Profile)?;
-        let profiles = vec!["default".to_owned(), profile];
+        let mut profiles = vec!["default".to_owned(), profile];
+        profiles.extend(pool.profiles.iter().cloned());
         self.provider
             .check_profiles(&profiles)
             .await
             .map_err(PrepareError::Profiles)?;
-        let registration_token = match self.config.registration_mode {
+        let registration_token = match pool.registration {
             RegistrationMode::Token => Some(
-                self.registry
-                    .registration_token()
+                token
+                    .get_or_try_init(|| self.registry.registration_token())
                     .await
-                    .map_err(PrepareError::RegistrationToken)?,
+                    .map_err(PrepareError::RegistrationToken)?
+                    .clone(),
             ),
             RegistrationMode::Jit => None,
         };
+        let mut config = self.owner.config_keys();
+        config.extend(pool.config_keys());
         Ok(Prepared {
+            image: pool.image.clone(),
+            instance_type: pool.instance_type,
             profiles,
+            config,
+            install: self.install_settings(pool),
             registration_token,
         })
     }
@@ -151,10 +169,10 @@ impl RunnerManager {
     ) -> Result<(), CreateError> {
         let spec = InstanceSpec {
             name: name.clone(),
-            image: self.config.image.clone(),
-            instance_type: self.config.instance_type,
+            image: prepared.image.clone(),
+            instance_type: prepared.instance_type,
             profiles: prepared.profiles.clone(),
-            config: self.owner.config_keys(),
+            config: prepared.config.clone(),
             ephemeral: true,
         };
         // The instance boots while GitHub issues the runner's credentials; a JIT registration
@@ -196,9 +214,16 @@ impl RunnerManager {
             let secret = match &prepared.registration_token {
                 Some(token) => RegistrationSecret::Token(token.clone()),
                 None => {
+                    // A JIT registration has only the labels it is given: GitHub's defaults
+                    // (which `config.sh` adds in token mode) come first.
+                    let (os, arch) = crate::runner_bin::platform();
+                    let labels: Vec<String> = crate::pool::default_labels(os, arch)
+                        .into_iter()
+                        .chain(prepared.install.labels.iter().cloned())
+                        .collect();
                     let jit = self
                         .registry
-                        .generate_jit(name, &self.install.labels)
+                        .generate_jit(name, &labels, prepared.install.path.group())
                         .await
                         .map_err(CreateError::Jit)?;
                     *jit_id = Some(jit.runner_id);
@@ -222,7 +247,7 @@ impl RunnerManager {
         install::install_runner(
             self.provider.as_ref(),
             name,
-            &self.install,
+            &prepared.install,
             tarball,
             &secret,
             policy_token.as_ref(),
@@ -258,6 +283,18 @@ impl RunnerManager {
             Ok(())
         } else {
             Err(errors.join("; "))
+        }
+    }
+}
+
+impl RunnerManager {
+    /// What a runner of `pool` is installed with: the manager's settings with the pool's
+    /// labels and runner group.
+    pub(super) fn install_settings(&self, pool: &PoolSpec) -> InstallSettings {
+        InstallSettings {
+            labels: pool.registration_labels(self.owner.app_name()),
+            path: self.install.path.with_group(pool.runner_group.as_deref()),
+            ..self.install.clone()
         }
     }
 }

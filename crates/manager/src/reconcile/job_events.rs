@@ -28,7 +28,15 @@ impl RunnerManager {
             policy_refused: refused.is_some(),
             installed_at: installed,
         };
-        if let Some((start, stop)) = job_events(name, &records, self.telemetry.now()) {
+        if let Some((mut start, stop)) = job_events(name, &records, self.telemetry.now()) {
+            // The job table knows how long the job waited, from GitHub's timestamps.
+            start.queue_duration = self
+                .jobs
+                .job_on_runner(name)
+                .ok()
+                .flatten()
+                .and_then(|job| job.queue_time())
+                .map(|d| d.as_secs());
             start.emit(&self.telemetry);
             stop.emit(&self.telemetry);
         }
@@ -87,6 +95,7 @@ pub fn job_events(name: &str, records: &JobRecords, now: i64) -> Option<(RunnerS
         repo: pre.repo.clone(),
         github_event: pre.github_event.clone(),
         idle: u64::try_from(idle).unwrap_or(0),
+        queue_duration: None,
     };
     let stop = RunnerStop {
         name: name.to_owned(),

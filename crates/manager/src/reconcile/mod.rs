@@ -11,6 +11,7 @@ mod create;
 mod jit_pacer;
 mod job_events;
 mod observe;
+mod pass;
 mod pass_lock;
 mod remove;
 mod status;
@@ -23,8 +24,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::{stream, StreamExt};
-
 pub use self::create::{CreateError, PrepareError};
 use self::jit_pacer::JitPacer;
 pub use self::jit_pacer::JIT_PER_MINUTE;
@@ -34,12 +33,14 @@ pub use self::remove::{QuiesceError, RemoveError};
 pub use self::status::{FleetStatus, RunnerView};
 use crate::events::{Metrics, ReconcileResult, Reconciliation, RunnerCounts, Telemetry};
 use crate::install::InstallSettings;
+use crate::jobs::{JobStore, JobStoreError, JOB_DB_FILE};
 use crate::model::{
     GitHubPath, InstanceType, ModelError, Owner, ProxySettings, RegistrationMode, Resources,
     RunnerName,
 };
-use crate::plan::{plan, plan_flush, Desired, RemovalReason, RunnerState};
+use crate::plan::{plan_flush, RemovalReason, RunnerState};
 use crate::policy::{PolicyClient, PolicyConfig, PolicyError};
+use crate::pool::{DemandSettings, PoolDemand, PoolName, PoolSpec, Sizing};
 use crate::provider::{
     render_chain, InstanceProvider, ProviderError, RegistryError, RunnerDownload, RunnerRegistry,
 };
@@ -76,6 +77,12 @@ pub struct ManagerConfig {
     pub ready_timeout: Duration,
     /// How long `flush` with busy runners waits for GitHub to release a stopped runner.
     pub busy_stop_timeout: Duration,
+    /// The pools of `[[pools]]`, sized by demand ([`RunnerManager::reconcile_demand`]).
+    /// Empty: the single-pool form, sized by [`RunnerManager::reconcile`]'s quantity.
+    pub pools: Vec<PoolSpec>,
+    pub demand: DemandSettings,
+    /// A queued job older than this leaves the job table (GitHub cancels it after 24 h).
+    pub queued_expiry: Duration,
 }
 
 impl ManagerConfig {
@@ -103,6 +110,9 @@ impl ManagerConfig {
             offline_grace: Duration::from_secs(300),
             ready_timeout: Duration::from_secs(300),
             busy_stop_timeout: Duration::from_secs(120),
+            pools: Vec::new(),
+            demand: DemandSettings::default(),
+            queued_expiry: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -139,6 +149,10 @@ pub enum ManagerError {
     },
     #[error("policy service")]
     Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Jobs(#[from] JobStoreError),
+    #[error("no pool {0:?}: it is neither configured nor has runners")]
+    UnknownPool(String),
     #[error("taking the pass lock {path}")]
     PassLock {
         path: PathBuf,
@@ -237,6 +251,28 @@ pub struct ReconcileReport {
     /// doubles with each failing pass in a row, from [`FAILED_STEP_REQUEUE`] up to
     /// [`FAILED_STEP_REQUEUE_MAX`]); the sooner of the two. `None`: nothing is left to do.
     pub requeue_after: Option<Duration>,
+    /// Each pool planned in the pass (configured ones in order, then draining ones).
+    pub pools: Vec<PoolReport>,
+    /// Queued jobs no pool matches.
+    pub unmatched_jobs: usize,
+    /// Queued jobs whose pools are all at `max`.
+    pub waiting_jobs: usize,
+}
+
+/// One pool in a pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolReport {
+    pub pool: PoolName,
+    /// The runners wanted.
+    pub target: usize,
+    /// Before acting.
+    pub counts: RunnerCounts,
+    /// Queued jobs routed to it.
+    pub queued: usize,
+    pub created: usize,
+    pub removed: usize,
+    /// No longer configured: idle runners go, busy ones finish first.
+    pub draining: bool,
 }
 
 impl ReconcileReport {
@@ -308,6 +344,10 @@ struct PassState {
     jit: JitPacer,
     /// Passes in a row with a failed step, for [`ReconcileReport::requeue_after`].
     failing_passes: u32,
+    /// Runners seen online, for their boot time (reported once, when first seen online).
+    seen_online: std::collections::HashSet<RunnerName>,
+    /// Whether a pass observed before: the first one only learns what is online already.
+    observed_before: bool,
 }
 
 /// Manages the runners of one unit of one application.
@@ -318,6 +358,8 @@ pub struct RunnerManager {
     provider: Arc<dyn InstanceProvider>,
     registry: Arc<dyn RunnerRegistry>,
     runner_bin: RunnerBinCache,
+    /// The job table (`<state_dir>/jobs.sqlite`).
+    jobs: JobStore,
     policy: Option<PolicyClient>,
     telemetry: Telemetry,
     pass: tokio::sync::Mutex<PassState>,
@@ -355,6 +397,7 @@ impl RunnerManager {
             ready_timeout: config.ready_timeout,
         };
         let runner_bin = RunnerBinCache::new(config.state_dir.join(RUNNER_BIN_DIR))?;
+        let jobs = JobStore::open(&config.state_dir.join(JOB_DB_FILE))?;
         let events_log = config.issue_metrics.then(|| config.events_log.clone());
         let telemetry = Telemetry::new(backends.metrics, app_name, events_log);
         if let Some(current) = runner_bin.current() {
@@ -367,6 +410,7 @@ impl RunnerManager {
             provider: backends.provider,
             registry: backends.registry,
             runner_bin,
+            jobs,
             policy,
             telemetry,
             pass: tokio::sync::Mutex::new(PassState::default()),
@@ -470,9 +514,83 @@ impl RunnerManager {
         quantity: usize,
         resources: &Resources,
     ) -> Result<ReconcileReport, ManagerError> {
+        let pools = [self.single_pool(quantity, resources)];
+        self.reconcile_pools(&pools, None).await
+    }
+
+    /// Brings every pool of the config to its demand: `min(max, busy + queued jobs routed to
+    /// it + min_idle)`, from the observation and the job table; a pool no longer configured
+    /// drains. `only`: act on that pool alone. Emits one [`Reconciliation`] event, as
+    /// [`Self::reconcile`] does.
+    #[tracing::instrument(skip_all, fields(app = %self.owner.app_name(), unit = self.owner.unit(), pool = ?only))]
+    pub async fn reconcile_demand(
+        &self,
+        only: Option<&PoolName>,
+    ) -> Result<ReconcileReport, ManagerError> {
+        self.reconcile_pools(&self.config.pools, only).await
+    }
+
+    /// The configured pools (empty in the single-pool form).
+    pub fn pools(&self) -> &[PoolSpec] {
+        &self.config.pools
+    }
+
+    /// The single-pool form's pool: the config's image, type, labels and registration, with
+    /// no pool key or label (its runners look as the seed's), `quantity` runners.
+    pub fn single_pool(&self, quantity: usize, resources: &Resources) -> PoolSpec {
+        PoolSpec {
+            name: PoolName::default_pool(),
+            image: self.config.image.clone(),
+            instance_type: self.config.instance_type,
+            resources: resources.clone(),
+            profiles: Vec::new(),
+            labels: self.config.extra_labels.clone(),
+            runner_group: None,
+            registration: self.config.registration_mode,
+            sizing: Sizing::Fixed(quantity),
+            priority: 0,
+            marked: false,
+        }
+    }
+
+    /// What routing needs of a pool: its sizing, priority and every label of its runners.
+    pub fn pool_demand(&self, pool: &PoolSpec) -> PoolDemand {
+        let (os, arch) = crate::runner_bin::platform();
+        PoolDemand {
+            name: pool.name.clone(),
+            sizing: pool.sizing,
+            priority: pool.priority,
+            labels: pool.all_labels(self.owner.app_name(), os, arch),
+        }
+    }
+
+    /// The configured pool a job with these `runs-on` labels goes to first (by labels and
+    /// priority; at run time a pool at `max` passes it to the next).
+    pub fn route(&self, job_labels: &[String]) -> Option<PoolName> {
+        let demands: Vec<_> = self
+            .config
+            .pools
+            .iter()
+            .map(|p| self.pool_demand(p))
+            .collect();
+        crate::pool::candidates(&demands, job_labels)
+            .first()
+            .map(|p| p.name.clone())
+    }
+
+    /// The job table.
+    pub fn jobs(&self) -> &JobStore {
+        &self.jobs
+    }
+
+    async fn reconcile_pools(
+        &self,
+        pools: &[PoolSpec],
+        only: Option<&PoolName>,
+    ) -> Result<ReconcileReport, ManagerError> {
         let mut pass = self.pass.lock().await;
         let started = Instant::now();
-        let result = self.reconcile_pass(&mut pass, quantity, resources).await;
+        let result = self.reconcile_pass(&mut pass, pools, only).await;
         let event = match &result {
             Ok(report) => {
                 let scaled_down = report
@@ -504,131 +622,25 @@ impl RunnerManager {
         result
     }
 
-    /// The pass itself, with the in-process lock held; [`Self::reconcile`] reports it.
-    async fn reconcile_pass(
-        &self,
-        pass: &mut PassState,
-        quantity: usize,
-        resources: &Resources,
-    ) -> Result<ReconcileReport, ManagerError> {
-        let _lock = self.lock_pass().await?;
-
-        // 1. The binary first: without it nothing is touched. It is only read (and re-verified)
-        // when the plan creates runners, so an idle pass costs no disk reads.
-        if !self.runner_bin.check() {
-            return Err(ManagerError::MissingRunnerBinary);
-        }
-
-        // 2. Observe both sides; a failure here touches nothing.
-        let observed = self.observe(pass, true).await?;
-
-        // 3. Plan; JIT registrations are paced, the rest of the shortfall waits.
-        let desired = Desired {
-            quantity,
-            boot_grace: self.config.boot_grace,
-            offline_grace: self.config.offline_grace,
-        };
-        let mut plan = plan(&observed, &desired);
-        let mut paced = None;
-        if self.config.registration_mode == RegistrationMode::Jit {
-            let pacing = pass.jit.admit(plan.create, Instant::now());
-            plan.create = pacing.admitted;
-            paced = pacing.wait;
-        }
-        // A corrupt cached tarball fails the pass here, before anything is touched.
-        let tarball = if plan.create > 0 {
-            match self.runner_bin.load().await {
-                Ok((_, tarball)) => Some(tarball),
-                Err(RunnerBinError::Missing) => return Err(ManagerError::MissingRunnerBinary),
-                Err(e) => return Err(e.into()),
-            }
-        } else {
-            None
-        };
-        let mut report = ReconcileReport {
-            delta: plan.delta,
-            counts: count_states(plan.states.values()),
-            ..ReconcileReport::default()
-        };
-        tracing::info!(
-            message = "Planned.",
-            delta = plan.delta,
-            removals = plan.removals.len(),
-            create = plan.create
-        );
-
-        // 4. Remove unhealthy, orphan, dangling and surplus runners; registration first.
-        let outcomes = self.remove_all(&plan.removals, FlushMode::IdleOnly).await;
-        for (removal, outcome) in plan.removals.iter().zip(outcomes) {
-            match outcome {
-                RemoveOutcome::Removed => {
-                    report.removed.push((removal.name.clone(), removal.reason))
-                }
-                RemoveOutcome::SkippedBusy => report.skipped_busy.push(removal.name.clone()),
-                RemoveOutcome::Failed(error) => report
-                    .failed
-                    .push(Failure::remove(removal.name.clone(), &error)),
-            }
-        }
-
-        // A runner whose removal failed still has its instance: creating its replacement now
-        // would take the fleet above `quantity`, so the replacement waits for the next pass.
-        let still_there = plan
-            .removals
-            .iter()
-            .filter(|removal| removal.has_instance)
-            .filter(|removal| {
-                report
-                    .failed
-                    .iter()
-                    .any(|f| f.runner.as_ref() == Some(&removal.name))
-            })
-            .count();
-        plan.create = plan.create.saturating_sub(still_there);
-
-        // 5. Create the shortfall, in parallel (nothing to prepare when removals that failed
-        // took the whole shortfall).
-        if let Some(tarball) = tarball.filter(|_| plan.create > 0) {
-            match self.prepare_creation(resources).await {
-                Ok(prepared) => {
-                    let results: Vec<_> = stream::iter(0..plan.create)
-                        .map(|_| self.create_runner(&prepared, &tarball))
-                        .buffer_unordered(self.config.create_concurrency.max(1))
-                        .collect()
-                        .await;
-                    for result in results {
-                        match result {
-                            Ok(name) => report.created.push(name),
-                            Err((name, error)) => report.failed.push(Failure::create(name, error)),
-                        }
-                    }
-                    report.created.sort();
-                }
-                Err(error) => report.failed.push(Failure::prepare(&error)),
-            }
-        }
-
-        // 6. Failures counted, and when to come back.
-        for failure in &report.failed {
-            self.telemetry.metrics.error(failure.action.as_str());
-        }
-        let failed = if report.failed.is_empty() {
-            pass.failing_passes = 0;
-            None
-        } else {
-            pass.failing_passes = pass.failing_passes.saturating_add(1);
-            Some(failed_step_requeue(pass.failing_passes))
-        };
-        report.requeue_after = [paced, failed].into_iter().flatten().min();
-        Ok(report)
+    /// Removes this manager's runners; busy ones only with [`FlushMode::IncludingBusy`].
+    pub async fn flush(&self, mode: FlushMode) -> Result<FlushReport, ManagerError> {
+        self.flush_pool(mode, None).await
     }
 
-    /// Removes this manager's runners; busy ones only with [`FlushMode::IncludingBusy`].
-    #[tracing::instrument(skip_all, fields(app = %self.owner.app_name(), unit = self.owner.unit(), ?mode))]
-    pub async fn flush(&self, mode: FlushMode) -> Result<FlushReport, ManagerError> {
+    /// [`Self::flush`] of one pool's runners (`None`: every pool).
+    #[tracing::instrument(skip_all, fields(app = %self.owner.app_name(), unit = self.owner.unit(), ?mode, pool = ?only))]
+    pub async fn flush_pool(
+        &self,
+        mode: FlushMode,
+        only: Option<&PoolName>,
+    ) -> Result<FlushReport, ManagerError> {
         let mut pass = self.pass.lock().await;
         let _lock = self.lock_pass().await?;
-        let observed = self.observe(&mut pass, false).await?;
+        let mut observed = self.observe(&mut pass, false).await?;
+        if let Some(only) = only {
+            let mut parts = crate::demand::partition(&observed);
+            observed = parts.remove(only).unwrap_or_default();
+        }
         let removals = plan_flush(
             &observed,
             mode == FlushMode::IncludingBusy,

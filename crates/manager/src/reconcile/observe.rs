@@ -10,6 +10,7 @@ use super::{ManagerError, PassState, RunnerManager};
 use crate::guest;
 use crate::model::RunnerName;
 use crate::plan::{Observed, ObservedInstance, ObservedRegistration, Probe};
+use crate::pool::PoolName;
 use crate::provider::{InstanceStatus, Registration};
 
 impl RunnerManager {
@@ -91,6 +92,7 @@ impl RunnerManager {
             .zip(probes)
             .map(|((name, i), probe)| ObservedInstance {
                 name,
+                pool: PoolName::of_instance(&i.config),
                 status: i.status,
                 age: (now - i.created_at).try_into().unwrap_or(Duration::ZERO),
                 probe,
@@ -111,15 +113,46 @@ impl RunnerManager {
                 ObservedRegistration {
                     id: r.id,
                     name,
+                    pool: PoolName::of_labels(&r.labels),
                     online: r.online,
                     busy: r.busy,
                     offline_for,
                 }
             })
             .collect();
-        Ok(Observed {
+        let observed = Observed {
             instances,
             registrations,
-        })
+        };
+        self.report_first_online(pass, &observed);
+        Ok(observed)
+    }
+}
+
+impl RunnerManager {
+    /// Reports the boot time (instance created → online on GitHub) of each runner seen online
+    /// for the first time. The first observation of a manager only learns what is online
+    /// already: those runners booted before it started.
+    fn report_first_online(&self, pass: &mut PassState, observed: &Observed) {
+        let online: std::collections::HashSet<&RunnerName> = observed
+            .registrations
+            .iter()
+            .filter(|r| r.online)
+            .map(|r| &r.name)
+            .collect();
+        if pass.observed_before {
+            for instance in &observed.instances {
+                if online.contains(&instance.name) && !pass.seen_online.contains(&instance.name) {
+                    crate::events::RunnerOnline {
+                        name: instance.name.to_string(),
+                        pool: instance.pool.to_string(),
+                        boot_time: instance.age,
+                    }
+                    .emit(&self.telemetry);
+                }
+            }
+        }
+        pass.seen_online = online.into_iter().cloned().collect();
+        pass.observed_before = true;
     }
 }

@@ -15,6 +15,8 @@ use crate::runner_bin::CachedBinary;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunnerView {
     pub name: RunnerName,
+    /// The pool it belongs to (its instance's key, else its registration's label).
+    pub pool: crate::pool::PoolName,
     /// `None`: a registration without an instance.
     pub instance: Option<InstanceStatus>,
     /// Since the instance was created.
@@ -60,6 +62,7 @@ impl RunnerManager {
             quantity: 0,
             boot_grace: self.config.boot_grace,
             offline_grace: self.config.offline_grace,
+            max_idle_age: None,
         };
         let instances: BTreeMap<_, _> = observed.instances.iter().map(|i| (&i.name, i)).collect();
         let registrations: BTreeMap<_, _> = observed
@@ -72,7 +75,12 @@ impl RunnerManager {
             .map(|(name, state)| {
                 let instance = instances.get(&name);
                 let registration = registrations.get(&name);
+                let pool = instance
+                    .map(|i| i.pool.clone())
+                    .or_else(|| registration.map(|r| r.pool.clone()))
+                    .unwrap_or_else(crate::pool::PoolName::default_pool);
                 RunnerView {
+                    pool,
                     instance: instance.map(|i| i.status),
                     age: instance.map(|i| i.age),
                     registration: registration.map(|r| (r.online, r.busy)),

@@ -121,6 +121,7 @@ impl RunnerRegistry for FakeRegistry {
         &self,
         name: &RunnerName,
         _labels: &[String],
+        _group: Option<&str>,
     ) -> Result<JitConfig, RegistryError> {
         let id = self.add(name.as_str(), false, false);
         Ok(JitConfig {

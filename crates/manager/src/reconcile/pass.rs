@@ -1,0 +1,295 @@
+//! One pass over every pool: observe once, plan each pool ([`crate::demand::plan_fleet`]),
+//! remove, then create every pool's shortfall in one bounded stream.
+
+use std::time::{Duration, Instant};
+
+use futures::{stream, StreamExt};
+use time::OffsetDateTime;
+
+use super::create::Prepared;
+use super::remove::RemoveOutcome;
+use super::{
+    count_states, failed_step_requeue, Failure, FlushMode, ManagerError, PassState, PoolReport,
+    ReconcileReport, RunnerManager,
+};
+use crate::demand::{plan_fleet, FleetPlan};
+use crate::events::{JobChanged, PoolSized};
+use crate::model::{RegistrationMode, Secret};
+use crate::plan::{Desired, Removal};
+use crate::pool::{PoolName, PoolSpec, QueuedJob, Sizing};
+use crate::runner_bin::RunnerBinError;
+
+impl RunnerManager {
+    /// The pass itself, with the in-process lock held; [`Self::reconcile`] and
+    /// [`Self::reconcile_demand`] report it. `only`: act on that pool alone (the others are
+    /// observed and planned, not touched).
+    pub(super) async fn reconcile_pass(
+        &self,
+        pass: &mut PassState,
+        pools: &[PoolSpec],
+        only: Option<&PoolName>,
+    ) -> Result<ReconcileReport, ManagerError> {
+        let _lock = self.lock_pass().await?;
+
+        // 1. The binary first: without it nothing is touched. It is only read (and re-verified)
+        // when the plan creates runners, so an idle pass costs no disk reads.
+        if !self.runner_bin.check() {
+            return Err(ManagerError::MissingRunnerBinary);
+        }
+
+        // 2. The demand (only demand-sized pools read the job table), then both sides; a
+        // failure here touches nothing.
+        let now = OffsetDateTime::now_utc();
+        let jobs = if pools
+            .iter()
+            .any(|p| matches!(p.sizing, Sizing::Demand { .. }))
+        {
+            self.queued_jobs(now)?
+        } else {
+            Vec::new()
+        };
+        let observed = self.observe(pass, true).await?;
+
+        // 3. Plan every pool; JIT registrations are paced, the rest of the shortfall waits.
+        let tolerances = Desired {
+            quantity: 0,
+            boot_grace: self.config.boot_grace,
+            offline_grace: self.config.offline_grace,
+            max_idle_age: self.config.demand.max_idle_age,
+        };
+        let demands: Vec<_> = pools.iter().map(|p| self.pool_demand(p)).collect();
+        let mut fleet = plan_fleet(
+            &observed,
+            &demands,
+            &jobs,
+            &tolerances,
+            self.config.demand.stale_after,
+            now,
+        );
+        if let Some(only) = only {
+            fleet.pools.retain(|p| &p.pool == only);
+            if fleet.pools.is_empty() {
+                return Err(ManagerError::UnknownPool(only.to_string()));
+            }
+        }
+        let mut paced: Option<Duration> = None;
+        for pool_plan in &mut fleet.pools {
+            let jit = pools
+                .iter()
+                .find(|p| p.name == pool_plan.pool)
+                .is_some_and(|p| p.registration == RegistrationMode::Jit);
+            if jit {
+                let pacing = pass.jit.admit(pool_plan.plan.create, Instant::now());
+                pool_plan.plan.create = pacing.admitted;
+                paced = match (paced, pacing.wait) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+        }
+        let creating: usize = fleet.pools.iter().map(|p| p.plan.create).sum();
+        // A corrupt cached tarball fails the pass here, before anything is touched.
+        let tarball = if creating > 0 {
+            match self.runner_bin.load().await {
+                Ok((_, tarball)) => Some(tarball),
+                Err(RunnerBinError::Missing) => return Err(ManagerError::MissingRunnerBinary),
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            None
+        };
+        let mut report = ReconcileReport {
+            delta: fleet
+                .pools
+                .iter()
+                .filter(|p| !p.draining)
+                .map(|p| p.plan.delta)
+                .sum(),
+            counts: count_states(fleet.pools.iter().flat_map(|p| p.plan.states.values())),
+            unmatched_jobs: fleet.unmatched.len(),
+            waiting_jobs: fleet.waiting.len(),
+            ..ReconcileReport::default()
+        };
+        self.report_plan(&fleet);
+
+        // 4. Remove unhealthy, orphan, dangling, surplus and recycled runners of every pool;
+        // registration first.
+        let removals: Vec<(usize, Removal)> = fleet
+            .pools
+            .iter()
+            .enumerate()
+            .flat_map(|(i, p)| p.plan.removals.iter().map(move |r| (i, r.clone())))
+            .collect();
+        let only_removals: Vec<Removal> = removals.iter().map(|(_, r)| r.clone()).collect();
+        let outcomes = self.remove_all(&only_removals, FlushMode::IdleOnly).await;
+        let mut pool_reports: Vec<PoolReport> = fleet
+            .pools
+            .iter()
+            .map(|p| PoolReport {
+                pool: p.pool.clone(),
+                target: p.target,
+                counts: count_states(p.plan.states.values()),
+                queued: p.queued,
+                created: 0,
+                removed: 0,
+                draining: p.draining,
+            })
+            .collect();
+        for ((pool, removal), outcome) in removals.iter().zip(outcomes) {
+            match outcome {
+                RemoveOutcome::Removed => {
+                    pool_reports[*pool].removed += 1;
+                    report.removed.push((removal.name.clone(), removal.reason))
+                }
+                RemoveOutcome::SkippedBusy => report.skipped_busy.push(removal.name.clone()),
+                RemoveOutcome::Failed(error) => {
+                    // A runner whose removal failed still has its instance: creating its
+                    // replacement now would take the pool above its target, so the
+                    // replacement waits for the next pass.
+                    if removal.has_instance {
+                        let plan = &mut fleet.pools[*pool].plan;
+                        plan.create = plan.create.saturating_sub(1);
+                    }
+                    report
+                        .failed
+                        .push(Failure::remove(removal.name.clone(), &error))
+                }
+            }
+        }
+
+        // 5. Create every pool's shortfall in one stream, at most `create_concurrency` at once
+        // (nothing to prepare for a pool whose failed removals took its whole shortfall).
+        if let Some(tarball) = tarball {
+            let token = tokio::sync::OnceCell::<Secret>::new();
+            let mut prepared: Vec<(usize, Prepared)> = Vec::new();
+            for (i, pool_plan) in fleet.pools.iter().enumerate() {
+                if pool_plan.plan.create == 0 {
+                    continue;
+                }
+                let Some(spec) = pools.iter().find(|p| p.name == pool_plan.pool) else {
+                    continue;
+                };
+                match self.prepare_creation(spec, &token).await {
+                    Ok(p) => prepared.push((i, p)),
+                    Err(error) => report.failed.push(Failure::prepare(&error)),
+                }
+            }
+            // The futures are collected first: a stream over a borrowing closure would make the
+            // pass's future not `Send` for every lifetime (rust-lang/rust#102211).
+            let tarball = &tarball;
+            let work: Vec<_> = prepared
+                .iter()
+                .flat_map(|(i, p)| std::iter::repeat_n((*i, p), fleet.pools[*i].plan.create))
+                .map(|(i, p)| async move { (i, self.create_runner(p, tarball).await) })
+                .collect();
+            let results: Vec<_> = stream::iter(work)
+                .buffer_unordered(self.config.create_concurrency.max(1))
+                .collect()
+                .await;
+            for (i, result) in results {
+                match result {
+                    Ok(name) => {
+                        pool_reports[i].created += 1;
+                        report.created.push(name)
+                    }
+                    Err((name, error)) => report.failed.push(Failure::create(name, error)),
+                }
+            }
+            report.created.sort();
+        }
+        report.pools = pool_reports;
+
+        // 6. Failures counted, and when to come back.
+        for failure in &report.failed {
+            self.telemetry.metrics.error(failure.action.as_str());
+        }
+        let failed = if report.failed.is_empty() {
+            pass.failing_passes = 0;
+            None
+        } else {
+            pass.failing_passes = pass.failing_passes.saturating_add(1);
+            Some(failed_step_requeue(pass.failing_passes))
+        };
+        // A stale job is re-examined when it turns stale; a waiting job when a slot may free.
+        let demand = (!jobs.is_empty())
+            .then(|| self.next_stale(&jobs, now))
+            .flatten();
+        report.requeue_after = [paced, failed, demand].into_iter().flatten().min();
+        Ok(report)
+    }
+
+    /// The queued jobs of the table, after dropping those GitHub has cancelled by now.
+    fn queued_jobs(&self, now: OffsetDateTime) -> Result<Vec<QueuedJob>, ManagerError> {
+        let expiry = now - self.config.queued_expiry;
+        let expired = self.jobs.expire_queued(expiry, now)?;
+        if expired > 0 {
+            tracing::info!(
+                message = "Queued jobs expired.",
+                count = expired,
+                older_than_seconds = self.config.queued_expiry.as_secs()
+            );
+        }
+        Ok(self.jobs.queued()?)
+    }
+
+    /// When the youngest job that is not stale yet turns stale.
+    fn next_stale(&self, jobs: &[QueuedJob], now: OffsetDateTime) -> Option<Duration> {
+        jobs.iter()
+            .filter_map(|job| {
+                let age: Duration = (now - job.created_at).try_into().unwrap_or(Duration::ZERO);
+                self.config.demand.stale_after.checked_sub(age)
+            })
+            .filter(|left| !left.is_zero())
+            .min()
+    }
+
+    fn report_plan(&self, fleet: &FleetPlan) {
+        for p in &fleet.pools {
+            PoolSized {
+                pool: p.pool.to_string(),
+                desired: p.target,
+                counts: count_states(p.plan.states.values()),
+                queued: p.queued,
+                draining: p.draining,
+            }
+            .emit(&self.telemetry);
+            tracing::info!(
+                message = "Planned.",
+                pool = %p.pool,
+                delta = p.plan.delta,
+                removals = p.plan.removals.len(),
+                create = p.plan.create
+            );
+        }
+        if !fleet.unmatched.is_empty() {
+            tracing::info!(message = "Queued jobs no pool matches.", jobs = ?fleet.unmatched);
+        }
+        if !fleet.waiting.is_empty() {
+            tracing::info!(message = "Queued jobs wait for a pool below max.", jobs = ?fleet.waiting);
+        }
+    }
+
+    /// Records a `workflow_job` delivery in the job table and reports the change.
+    pub fn record_job(
+        &self,
+        event: &crate::jobs::JobEvent,
+    ) -> Result<crate::jobs::Recorded, ManagerError> {
+        let recorded = self.jobs.record(event, OffsetDateTime::now_utc())?;
+        if let crate::jobs::Recorded::Applied { job, previous } = &recorded {
+            use crate::jobs::JobState;
+            let pool = self.route(&job.labels).map(|p| p.to_string());
+            // Observed once: when the job is first seen started (or finished).
+            let started_now = job.state >= JobState::InProgress
+                && previous.is_none_or(|p| p < JobState::InProgress);
+            JobChanged {
+                job_id: job.id,
+                state: job.state.as_str(),
+                pool,
+                queue_time: started_now.then(|| job.queue_time()).flatten(),
+                runner: job.runner_name.clone(),
+            }
+            .emit(&self.telemetry);
+        }
+        Ok(recorded)
+    }
+}
