@@ -246,15 +246,22 @@ fn pool_metric(samples: &[Sample], name: &str, pool: &str, state: Option<&str>) 
     metric(samples, name, &labels)
 }
 
-async fn pools_route_jobs_drain_and_count_unmatched(image: &str) {
-    let mut env = Env::new(image).await;
+/// Writes a config with `pools` and a `[server]` on a free port (timer every
+/// `interval_seconds`; `public_url` names the webhook, so missed deliveries are recovered),
+/// points the simulator's webhook at the daemon, caches the runner binary, starts the daemon
+/// and waits for its first pass. Returns the daemon's base URL, its `[server]` and a client.
+async fn start_pools_daemon(
+    env: &mut Env,
+    pools: &str,
+    interval_seconds: u64,
+) -> (String, ServerSection, reqwest::Client) {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let server = ServerSection {
         port,
-        interval_seconds: 3600,
+        interval_seconds,
     };
-    env.write_pools_config(&two_pools((1, 2), (0, 1)), &server, "");
+    env.write_pools_config(pools, &server, &public_url(&base));
     env.sim.set_webhook(Some(WebhookTarget {
         url: format!("{base}/webhook"),
         secret: github_sim::Secret::new(WEBHOOK_SECRET),
@@ -263,7 +270,19 @@ async fn pools_route_jobs_drain_and_count_unmatched(image: &str) {
     assert_eq!(bin.code, Some(0), "{bin:#?}");
     env.start_daemon();
     let client = http();
-    wait_passes(&client, &base, 1, &env).await;
+    wait_passes(&client, &base, 1, env).await;
+    (base, server, client)
+}
+
+/// The `[server]` key naming the URL GitHub delivers to (the hook is found by it).
+fn public_url(base: &str) -> String {
+    format!("public_url = \"{base}/webhook\"\n")
+}
+
+async fn pools_route_jobs_drain_and_count_unmatched(image: &str) {
+    let mut env = Env::new(image).await;
+    let (base, server, client) =
+        start_pools_daemon(&mut env, &two_pools((1, 2), (0, 1)), 3600).await;
     wait_pools(&env, &[("small", 1)], WAIT).await;
     let watch = Watch::start(&env);
 
@@ -339,7 +358,7 @@ async fn pools_route_jobs_drain_and_count_unmatched(image: &str) {
     let large_only = &large_only[large_only
         .find("[[pools]]\nname = \"large\"")
         .expect("large")..];
-    env.write_pools_config(large_only, &server, "");
+    env.write_pools_config(large_only, &server, &public_url(&base));
     // `reconcile --pool large` acts on `large` alone: `small` is untouched by it.
     let out = env.run(&["reconcile", "--pool", "large", "--json"]).await;
     let doc: Value = out.json("reconcile --pool");
@@ -370,24 +389,10 @@ async fn pools_route_jobs_drain_and_count_unmatched(image: &str) {
 
 async fn burst_of_30_jobs_over_two_pools(image: &str) {
     let mut env = Env::new(image).await;
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
     let interval = 30;
-    let server = ServerSection {
-        port,
-        interval_seconds: interval,
-    };
     let (small_max, large_max) = (6, 4);
-    env.write_pools_config(&two_pools((0, small_max), (0, large_max)), &server, "");
-    env.sim.set_webhook(Some(WebhookTarget {
-        url: format!("{base}/webhook"),
-        secret: github_sim::Secret::new(WEBHOOK_SECRET),
-    }));
-    let bin = env.run(&["runner-bin", "update", "--json"]).await;
-    assert_eq!(bin.code, Some(0), "{bin:#?}");
-    env.start_daemon();
-    let client = http();
-    wait_passes(&client, &base, 1, &env).await;
+    let pools = two_pools((0, small_max), (0, large_max));
+    let (base, _, client) = start_pools_daemon(&mut env, &pools, interval).await;
     assert!(
         env.instances().await.is_empty(),
         "no idle runner before the burst"
@@ -441,24 +446,8 @@ async fn burst_of_30_jobs_over_two_pools(image: &str) {
 
 async fn daemon_killed_mid_burst_recovers_missed_deliveries(image: &str) {
     let mut env = Env::new(image).await;
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let server = ServerSection {
-        port,
-        interval_seconds: 3600,
-    };
-    // The hook is found by the URL GitHub delivers to.
-    let demand = format!("public_url = \"{base}/webhook\"\n");
-    env.write_pools_config(&two_pools((1, 4), (0, 3)), &server, &demand);
-    env.sim.set_webhook(Some(WebhookTarget {
-        url: format!("{base}/webhook"),
-        secret: github_sim::Secret::new(WEBHOOK_SECRET),
-    }));
-    let bin = env.run(&["runner-bin", "update", "--json"]).await;
-    assert_eq!(bin.code, Some(0), "{bin:#?}");
-    env.start_daemon();
-    let client = http();
-    wait_passes(&client, &base, 1, &env).await;
+    // The hook is found by the URL GitHub delivers to (`public_url`).
+    start_pools_daemon(&mut env, &two_pools((1, 4), (0, 3)), 3600).await;
     wait_pools(&env, &[("small", 1)], WAIT).await;
 
     let labels: [&[&str]; 2] = [&["self-hosted", "small"], &["self-hosted", "large"]];

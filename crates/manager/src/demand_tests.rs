@@ -69,6 +69,11 @@ fn runner(observed: &mut Observed, pool: &str, n: u32, busy: bool) {
     });
 }
 
+/// Plans with the test tolerances, stale after [`STALE`], at [`now`].
+fn fleet(observed: &Observed, pools: &[PoolDemand], jobs: &[QueuedJob]) -> FleetPlan {
+    plan_fleet(observed, pools, jobs, &tolerances(), STALE, now())
+}
+
 fn targets(plan: &FleetPlan) -> Vec<(String, usize, usize)> {
     plan.pools
         .iter()
@@ -82,14 +87,7 @@ fn an_empty_queue_keeps_min_idle_per_pool() {
         pool("small", &["small"], 2, 10, 0),
         pool("large", &["large"], 0, 5, 0),
     ];
-    let plan = plan_fleet(
-        &Observed::default(),
-        &pools,
-        &[],
-        &tolerances(),
-        STALE,
-        now(),
-    );
+    let plan = fleet(&Observed::default(), &pools, &[]);
     assert_eq!(
         targets(&plan),
         [("small".into(), 2, 2), ("large".into(), 0, 0)]
@@ -109,14 +107,7 @@ fn jobs_go_to_the_pool_whose_labels_they_all_match() {
         job(4, &["self-hosted", "gpu"], 5),
         job(5, &["self-hosted"], 5),
     ];
-    let plan = plan_fleet(
-        &Observed::default(),
-        &pools,
-        &jobs,
-        &tolerances(),
-        STALE,
-        now(),
-    );
+    let plan = fleet(&Observed::default(), &pools, &jobs);
     // Job 5 matches both at equal priority: the name decides ("large" < "small").
     assert_eq!(
         targets(&plan),
@@ -133,14 +124,7 @@ fn higher_priority_first_then_the_next_pool_when_full() {
         pool("spare", &["x"], 0, 10, 0),
     ];
     let jobs: Vec<_> = (1..=5).map(|i| job(i, &["x"], 5)).collect();
-    let plan = plan_fleet(
-        &Observed::default(),
-        &pools,
-        &jobs,
-        &tolerances(),
-        STALE,
-        now(),
-    );
+    let plan = fleet(&Observed::default(), &pools, &jobs);
     assert_eq!(
         targets(&plan),
         [("cheap".into(), 2, 2), ("spare".into(), 3, 3)]
@@ -154,7 +138,7 @@ fn busy_runners_take_room_and_count_toward_the_target() {
     runner(&mut observed, "small", 1, true);
     runner(&mut observed, "small", 2, true);
     let jobs = [job(1, &["small"], 5), job(2, &["small"], 4)];
-    let plan = plan_fleet(&observed, &pools, &jobs, &tolerances(), STALE, now());
+    let plan = fleet(&observed, &pools, &jobs);
     // busy 2 + queued 1 (one job has room, the other waits) + min_idle 1 = 4, capped at 3.
     assert_eq!(targets(&plan), [("small".into(), 3, 1)]);
     assert_eq!(plan.waiting, [2]);
@@ -166,23 +150,9 @@ fn a_stale_job_gets_a_runner_of_its_own_within_max() {
     let mut observed = Observed::default();
     runner(&mut observed, "small", 1, false);
     runner(&mut observed, "small", 2, false);
-    let fresh = plan_fleet(
-        &observed,
-        &pools,
-        &[job(1, &["small"], 5)],
-        &tolerances(),
-        STALE,
-        now(),
-    );
+    let fresh = fleet(&observed, &pools, &[job(1, &["small"], 5)]);
     assert_eq!(targets(&fresh), [("small".into(), 2, 0)]);
-    let stale = plan_fleet(
-        &observed,
-        &pools,
-        &[job(1, &["small"], 700)],
-        &tolerances(),
-        STALE,
-        now(),
-    );
+    let stale = fleet(&observed, &pools, &[job(1, &["small"], 700)]);
     assert_eq!(targets(&stale), [("small".into(), 3, 1)]);
 }
 
@@ -192,7 +162,7 @@ fn a_removed_pool_drains_sparing_busy_runners() {
     let mut observed = Observed::default();
     runner(&mut observed, "old", 1, true);
     runner(&mut observed, "old", 2, false);
-    let plan = plan_fleet(&observed, &pools, &[], &tolerances(), STALE, now());
+    let plan = fleet(&observed, &pools, &[]);
     let old = plan.pool("old").expect("draining pool planned");
     assert!(old.draining);
     assert_eq!(old.target, 0);
@@ -229,14 +199,7 @@ fn a_fixed_pool_keeps_its_quantity_whatever_the_queue() {
         ..pool("default", &[], 0, 0, 0)
     }];
     let jobs: Vec<_> = (1..=5).map(|i| job(i, &["self-hosted"], 5)).collect();
-    let plan = plan_fleet(
-        &Observed::default(),
-        &pools,
-        &jobs,
-        &tolerances(),
-        STALE,
-        now(),
-    );
+    let plan = fleet(&Observed::default(), &pools, &jobs);
     assert_eq!(targets(&plan), [("default".into(), 3, 3)]);
 }
 
@@ -291,22 +254,9 @@ fn apply(observed: &Observed, fleet: &FleetPlan) -> Observed {
     let removed: BTreeSet<_> = fleet
         .pools
         .iter()
-        .flat_map(|p| p.plan.removals.iter().map(|r| r.name.clone()))
+        .flat_map(|p| p.plan.removals.iter().map(|r| &r.name))
         .collect();
-    let mut next = Observed {
-        instances: observed
-            .instances
-            .iter()
-            .filter(|i| !removed.contains(&i.name))
-            .cloned()
-            .collect(),
-        registrations: observed
-            .registrations
-            .iter()
-            .filter(|r| !removed.contains(&r.name))
-            .cloned()
-            .collect(),
-    };
+    let mut next = observed.without(&removed);
     let mut n = 50_000;
     for pool in &fleet.pools {
         for _ in 0..pool.plan.create {
@@ -322,7 +272,7 @@ proptest! {
     fn never_above_max_never_a_busy_runner_removed_and_idempotent(
         (observed, pools, jobs) in arb_fleet()
     ) {
-        let fleet = plan_fleet(&observed, &pools, &jobs, &tolerances(), STALE, now());
+        let planned = fleet(&observed, &pools, &jobs);
         let busy: BTreeSet<_> = observed
             .registrations
             .iter()
@@ -330,7 +280,7 @@ proptest! {
             .map(|r| r.name.clone())
             .collect();
         let parts = partition(&observed);
-        for p in &fleet.pools {
+        for p in &planned.pools {
             for removal in &p.plan.removals {
                 prop_assert!(!busy.contains(&removal.name), "busy {} removed", removal.name);
             }
@@ -347,13 +297,13 @@ proptest! {
             prop_assert!(p.target <= pools.iter().find(|c| c.name == p.pool).map_or(0, |c| c.sizing.max()));
         }
         // Every job is routed, waiting or unmatched, once.
-        let routed: usize = fleet.pools.iter().map(|p| p.queued).sum();
-        prop_assert_eq!(routed + fleet.waiting.len() + fleet.unmatched.len(), jobs.len());
+        let routed: usize = planned.pools.iter().map(|p| p.queued).sum();
+        prop_assert_eq!(routed + planned.waiting.len() + planned.unmatched.len(), jobs.len());
         // A second pass over the result plans nothing when the jobs are unchanged and no
         // busy runner exceeds its pool's max.
-        let next = apply(&observed, &fleet);
-        let again = plan_fleet(&next, &pools, &jobs, &tolerances(), STALE, now());
-        let over = fleet.pools.iter().any(|p| {
+        let next = apply(&observed, &planned);
+        let again = fleet(&next, &pools, &jobs);
+        let over = planned.pools.iter().any(|p| {
             pools.iter().find(|c| c.name == p.pool).is_some_and(|c| p.busy > c.sizing.max())
         });
         if !over {

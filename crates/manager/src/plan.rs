@@ -60,6 +60,27 @@ pub struct Observed {
     pub registrations: Vec<ObservedRegistration>,
 }
 
+#[cfg(test)]
+impl Observed {
+    /// The observation without these runners (after their removal).
+    pub(crate) fn without(&self, removed: &BTreeSet<&RunnerName>) -> Self {
+        Self {
+            instances: self
+                .instances
+                .iter()
+                .filter(|i| !removed.contains(&i.name))
+                .cloned()
+                .collect(),
+            registrations: self
+                .registrations
+                .iter()
+                .filter(|r| !removed.contains(&r.name))
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
 /// The target and the tolerances.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Desired {

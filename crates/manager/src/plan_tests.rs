@@ -571,20 +571,7 @@ fn arb_runners() -> impl Strategy<Value = Vec<Runner>> {
 /// What the world looks like after a plan is carried out exactly.
 fn apply(observed: &Observed, plan: &Plan) -> Observed {
     let removed: BTreeSet<&RunnerName> = plan.removals.iter().map(|r| &r.name).collect();
-    let mut next = Observed {
-        instances: observed
-            .instances
-            .iter()
-            .filter(|i| !removed.contains(&i.name))
-            .cloned()
-            .collect(),
-        registrations: observed
-            .registrations
-            .iter()
-            .filter(|r| !removed.contains(&r.name))
-            .cloned()
-            .collect(),
-    };
+    let mut next = observed.without(&removed);
     for k in 0..plan.create {
         let n = name(10_000 + k as u32);
         next.instances.push(ObservedInstance {

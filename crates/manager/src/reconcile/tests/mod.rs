@@ -3,6 +3,7 @@
 //! The doubles and the `World` live here; `pass.rs` tests whole passes, `remove.rs` removals.
 
 mod pass;
+mod pools;
 mod remove;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -39,6 +40,8 @@ struct RegistryState {
     deletes: Vec<(String, bool)>,
     /// Runners whose instance runs a job (what `guest/job-check.sh` would find).
     jobs_inside: BTreeSet<String>,
+    /// The runner group each JIT registration asked for, by runner name.
+    jit_groups: BTreeMap<String, Option<String>>,
 }
 
 #[derive(Default)]
@@ -49,6 +52,10 @@ struct FakeRegistry {
 
 impl FakeRegistry {
     fn add(&self, name: &str, online: bool, busy: bool) -> u64 {
+        self.add_labelled(name, online, busy, Vec::new())
+    }
+
+    fn add_labelled(&self, name: &str, online: bool, busy: bool, labels: Vec<String>) -> u64 {
         let mut s = self.state.lock();
         s.next_id += 1;
         let id = s.next_id;
@@ -59,7 +66,7 @@ impl FakeRegistry {
                 name: name.to_owned(),
                 online,
                 busy,
-                labels: Vec::new(),
+                labels,
             },
         );
         id
@@ -120,10 +127,14 @@ impl RunnerRegistry for FakeRegistry {
     async fn generate_jit(
         &self,
         name: &RunnerName,
-        _labels: &[String],
-        _group: Option<&str>,
+        labels: &[String],
+        group: Option<&str>,
     ) -> Result<JitConfig, RegistryError> {
-        let id = self.add(name.as_str(), false, false);
+        let id = self.add_labelled(name.as_str(), false, false, labels.to_vec());
+        self.state
+            .lock()
+            .jit_groups
+            .insert(name.to_string(), group.map(str::to_owned));
         Ok(JitConfig {
             runner_id: id,
             encoded: Secret::new(format!("{JIT_PREFIX}{id}")),
@@ -171,11 +182,17 @@ impl RunnerRegistry for FakeRegistry {
 
 #[async_trait]
 impl SimRunnerHooks for FakeRegistry {
-    async fn configure(&self, name: &str, _labels: &str, token: &str) -> bool {
+    async fn configure(&self, name: &str, labels: &str, token: &str) -> bool {
         if token != REG_TOKEN {
             return false;
         }
-        self.add(name, true, false);
+        // `config.sh` adds GitHub's default labels to the ones it is given.
+        let labels = ["self-hosted", "Linux", "X64"]
+            .into_iter()
+            .chain(labels.split(',').filter(|l| !l.is_empty()))
+            .map(str::to_owned)
+            .collect();
+        self.add_labelled(name, true, false, labels);
         true
     }
 
