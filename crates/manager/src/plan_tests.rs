@@ -216,6 +216,29 @@ fn check(fixture: &str, quantity: usize, expected: &str) {
 }
 
 #[test]
+fn idle_runners_past_max_idle_age_are_recycled_busy_ones_never() {
+    let fixture = "
+        r0 running alive 7200s registered online idle
+        r1 running alive 7200s registered online busy
+        r2 running alive 60s   registered online idle
+        r3 running alive 7200s registered offline idle
+        ";
+    let desired = Desired {
+        max_idle_age: Some(Duration::from_secs(3600)),
+        ..desired(4)
+    };
+    let plan = plan(&observe(&parse(fixture)), &desired);
+    // r3 is offline: GitHub's word on it is not "idle", so it waits for the offline grace.
+    assert_eq!(
+        render(&plan),
+        "remove r0 recycled\ncreate 1, delta 1",
+        "{fixture}"
+    );
+    // Without the setting, nothing is recycled.
+    check(fixture, 4, "create 0, delta 0");
+}
+
+#[test]
 fn from_empty() {
     check("", 0, "create 0, delta 0");
     check("", 2, "create 2, delta 2");

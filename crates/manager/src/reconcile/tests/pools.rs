@@ -228,3 +228,40 @@ async fn the_single_pool_form_adds_no_pool_key_or_label() {
         );
     }
 }
+
+#[tokio::test]
+async fn runner_start_carries_the_queue_time_from_the_job_table() {
+    let w = world_with("app", 0, |c| c.issue_metrics = true, true);
+    let created = w.reconcile(1).await.created;
+    let name = created[0].as_str();
+    let queued_at = OffsetDateTime::from_unix_timestamp(1_000).expect("valid");
+    for (state, started_at, guid) in [
+        (JobState::Queued, None, "q"),
+        (JobState::InProgress, Some(1_042), "p"),
+    ] {
+        w.manager
+            .record_job(&JobEvent {
+                delivery: Some(guid.into()),
+                state,
+                runner_name: started_at.map(|_| name.to_owned()),
+                created_at: queued_at,
+                started_at: started_at
+                    .map(|t| OffsetDateTime::from_unix_timestamp(t).expect("valid")),
+                ..queued(7, &["self-hosted"])
+            })
+            .expect("recorded");
+    }
+    w.provider.write_file(
+        name,
+        PRE_JOB_FILE,
+        r#"{"timestamp":1042,"workflow":"ci","repo":"octo/repo","github_event":"push"}"#,
+    );
+    w.runner_finishes(name);
+    w.reconcile(0).await;
+    let start = w
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "runner_start")
+        .expect("a runner_start event");
+    assert_eq!(start["queue_duration"], 42, "{start}");
+}
