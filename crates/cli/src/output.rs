@@ -359,21 +359,29 @@ pub fn render_config_summary(path: &str, summary: &ConfigSummary) -> String {
         format!("{} (web {})", summary.api_url, summary.web_url),
     );
     row("lxd", summary.lxd_endpoint.clone());
-    row(
-        "runners",
-        format!(
-            "{} x {} \"{}\": {} cpu, {} memory, {} disk, {} registration",
-            summary.quantity,
-            summary.instance_type,
-            summary.image,
-            summary.cpu,
-            summary.memory,
-            summary.disk,
-            summary.registration
-        ),
+    // With [[pools]], `[runners]` and `[lxd]` only give the pools their defaults.
+    let pools = !summary.pools.is_empty();
+    let flavor = format!(
+        "{} \"{}\": {} cpu, {} memory, {} disk, {} registration",
+        summary.instance_type,
+        summary.image,
+        summary.cpu,
+        summary.memory,
+        summary.disk,
+        summary.registration
     );
+    if pools {
+        row(
+            "runners",
+            format!("sized per pool (below); pool defaults {flavor}"),
+        );
+    } else {
+        row("runners", format!("{} x {flavor}", summary.quantity));
+    }
     row("names", format!("{}<suffix>", summary.runner_name_prefix));
-    row("labels", summary.labels.join(", "));
+    if !pools {
+        row("labels", summary.labels.join(", "));
+    }
     row(
         "storage",
         match &summary.target {
