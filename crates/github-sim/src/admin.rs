@@ -2,7 +2,7 @@
 //! token rotation, webhooks, rate limits and the assign-on-delete hook.
 
 use axum::body::Bytes;
-use axum::extract::{Path, State as AxState};
+use axum::extract::{FromRequest, Path, Request, State as AxState};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -52,15 +52,41 @@ async fn issued_secrets(AxState(shared): AxState<AppState>) -> Response {
     to_json(StatusCode::OK, &shared.state.lock().issued_secrets())
 }
 
-fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, Box<Response>> {
-    let body: &[u8] = if body.is_empty() { b"{}" } else { body };
-    serde_json::from_slice(body).map_err(|error| {
-        Box::new(plain_error(
-            StatusCode::BAD_REQUEST,
-            &format!("invalid body: {error}"),
-        ))
-    })
+/// An admin API body: JSON (an empty body reads as `{}`), refused with 400 `invalid body: …`.
+struct JsonBody<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let body = Bytes::from_request(req, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let body: &[u8] = if body.is_empty() { b"{}" } else { &body };
+        serde_json::from_slice(body).map(JsonBody).map_err(|error| {
+            plain_error(StatusCode::BAD_REQUEST, &format!("invalid body: {error}"))
+        })
+    }
 }
+
+/// 422 with the message of the first check that fails (`(passes, message)`), if any.
+fn refused(checks: &[(bool, &str)]) -> Option<Response> {
+    checks
+        .iter()
+        .find(|(passes, _)| !passes)
+        .map(|(_, message)| plain_error(StatusCode::UNPROCESSABLE_ENTITY, message))
+}
+
+/// The check that a fault's `rate` is a fraction.
+fn rate_check(rate: Option<f64>) -> (bool, &'static str) {
+    (
+        rate.is_none_or(|r| (0.0..=1.0).contains(&r)),
+        "rate must be within 0..=1",
+    )
+}
+
+/// The message of a zero `count`.
+const COUNT_AT_LEAST_1: &str = "count must be at least 1";
 
 fn to_json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response {
     match serde_json::to_value(value) {
@@ -69,11 +95,10 @@ fn to_json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response {
     }
 }
 
-async fn enqueue_job(AxState(shared): AxState<AppState>, body: Bytes) -> Response {
-    let spec: JobSpec = match parse(&body) {
-        Ok(spec) => spec,
-        Err(response) => return *response,
-    };
+async fn enqueue_job(
+    AxState(shared): AxState<AppState>,
+    JsonBody(spec): JsonBody<JobSpec>,
+) -> Response {
     match shared.state.lock().enqueue(spec) {
         Ok((job_id, run_id)) => json_response(
             StatusCode::CREATED,
@@ -107,16 +132,12 @@ async fn reset_requests(AxState(shared): AxState<AppState>) -> Response {
     StatusCode::NO_CONTENT.into_response()
 }
 
-async fn add_fault(AxState(shared): AxState<AppState>, body: Bytes) -> Response {
-    let spec: FaultSpec = match parse(&body) {
-        Ok(spec) => spec,
-        Err(response) => return *response,
-    };
-    if spec.rate.is_some_and(|r| !(0.0..=1.0).contains(&r)) {
-        return plain_error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "rate must be within 0..=1",
-        );
+async fn add_fault(
+    AxState(shared): AxState<AppState>,
+    JsonBody(spec): JsonBody<FaultSpec>,
+) -> Response {
+    if let Some(response) = refused(&[rate_check(spec.rate)]) {
+        return response;
     }
     let id = shared.state.lock().add_fault(spec);
     json_response(StatusCode::CREATED, &json!({ "fault_id": id }))
@@ -140,19 +161,16 @@ async fn clear_faults(AxState(shared): AxState<AppState>) -> Response {
 
 /// Arms the busy-lie fault (`{rate?, count?, seed?}`; `{}` = every busy runner, until cleared)
 /// and answers its status.
-async fn set_busy_lie(AxState(shared): AxState<AppState>, body: Bytes) -> Response {
-    let spec: BusyLieSpec = match parse(&body) {
-        Ok(spec) => spec,
-        Err(response) => return *response,
-    };
-    if spec.rate.is_some_and(|r| !(0.0..=1.0).contains(&r)) {
-        return plain_error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "rate must be within 0..=1",
-        );
-    }
-    if spec.count == Some(0) {
-        return plain_error(StatusCode::UNPROCESSABLE_ENTITY, "count must be at least 1");
+async fn set_busy_lie(
+    AxState(shared): AxState<AppState>,
+    JsonBody(spec): JsonBody<BusyLieSpec>,
+) -> Response {
+    let checks = [
+        rate_check(spec.rate),
+        (spec.count != Some(0), COUNT_AT_LEAST_1),
+    ];
+    if let Some(response) = refused(&checks) {
+        return response;
     }
     let mut state = shared.state.lock();
     state.set_busy_lie(Some(spec));
@@ -172,19 +190,19 @@ async fn clear_busy_lie(AxState(shared): AxState<AppState>) -> Response {
 
 /// Makes the next `count` webhook deliveries fail (`{count, status?}`: a connection failure, or
 /// the receiver "answering" `status`); answers the armed fault.
-async fn set_webhook_fault(AxState(shared): AxState<AppState>, body: Bytes) -> Response {
-    let spec: WebhookFaultSpec = match parse(&body) {
-        Ok(spec) => spec,
-        Err(response) => return *response,
-    };
-    if spec.count == 0 {
-        return plain_error(StatusCode::UNPROCESSABLE_ENTITY, "count must be at least 1");
-    }
-    if spec.status.is_some_and(|s| !(100..=599).contains(&s)) {
-        return plain_error(
-            StatusCode::UNPROCESSABLE_ENTITY,
+async fn set_webhook_fault(
+    AxState(shared): AxState<AppState>,
+    JsonBody(spec): JsonBody<WebhookFaultSpec>,
+) -> Response {
+    let checks = [
+        (spec.count != 0, COUNT_AT_LEAST_1),
+        (
+            spec.status.is_none_or(|s| (100..=599).contains(&s)),
             "status must be within 100..=599",
-        );
+        ),
+    ];
+    if let Some(response) = refused(&checks) {
+        return response;
     }
     let mut state = shared.state.lock();
     state.set_webhook_fault(Some(spec));
@@ -209,11 +227,10 @@ struct RotateBody {
 }
 
 /// Replaces the accepted PAT with `token` (or a new random one) and returns it.
-async fn rotate_token(AxState(shared): AxState<AppState>, body: Bytes) -> Response {
-    let body: RotateBody = match parse(&body) {
-        Ok(body) => body,
-        Err(response) => return *response,
-    };
+async fn rotate_token(
+    AxState(shared): AxState<AppState>,
+    JsonBody(body): JsonBody<RotateBody>,
+) -> Response {
     let token = body
         .token
         .unwrap_or_else(|| format!("ghp_{}", random_string(ALNUM, 36)));
@@ -228,11 +245,10 @@ struct WebhookBody {
     secret: String,
 }
 
-async fn set_webhook(AxState(shared): AxState<AppState>, body: Bytes) -> Response {
-    let body: WebhookBody = match parse(&body) {
-        Ok(body) => body,
-        Err(response) => return *response,
-    };
+async fn set_webhook(
+    AxState(shared): AxState<AppState>,
+    JsonBody(body): JsonBody<WebhookBody>,
+) -> Response {
     if url::Url::parse(&body.url).is_err() {
         return plain_error(StatusCode::UNPROCESSABLE_ENTITY, "url is not a valid URL");
     }
@@ -268,11 +284,10 @@ struct FreezeBody {
 }
 
 /// `{name, frozen}`: freezes (or thaws) a runner's process as SIGSTOP would; 404 if unknown.
-async fn freeze_runner(AxState(shared): AxState<AppState>, body: Bytes) -> Response {
-    let body: FreezeBody = match parse(&body) {
-        Ok(body) => body,
-        Err(response) => return *response,
-    };
+async fn freeze_runner(
+    AxState(shared): AxState<AppState>,
+    JsonBody(body): JsonBody<FreezeBody>,
+) -> Response {
     if shared.state.lock().set_frozen(&body.name, body.frozen) {
         StatusCode::NO_CONTENT.into_response()
     } else {
@@ -280,11 +295,10 @@ async fn freeze_runner(AxState(shared): AxState<AppState>, body: Bytes) -> Respo
     }
 }
 
-async fn assign_on_delete(AxState(shared): AxState<AppState>, body: Bytes) -> Response {
-    let body: AssignOnDeleteBody = match parse(&body) {
-        Ok(body) => body,
-        Err(response) => return *response,
-    };
+async fn assign_on_delete(
+    AxState(shared): AxState<AppState>,
+    JsonBody(body): JsonBody<AssignOnDeleteBody>,
+) -> Response {
     shared.state.lock().assign_on_delete = body.enabled.then_some(body.runner_name);
     StatusCode::NO_CONTENT.into_response()
 }
@@ -300,11 +314,10 @@ struct RateLimitBody {
     secondary_per_minute: Option<u32>,
 }
 
-async fn set_rate_limit(AxState(shared): AxState<AppState>, body: Bytes) -> Response {
-    let body: RateLimitBody = match parse(&body) {
-        Ok(body) => body,
-        Err(response) => return *response,
-    };
+async fn set_rate_limit(
+    AxState(shared): AxState<AppState>,
+    JsonBody(body): JsonBody<RateLimitBody>,
+) -> Response {
     shared
         .state
         .lock()

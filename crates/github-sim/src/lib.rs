@@ -20,6 +20,7 @@ mod admin;
 mod auth;
 mod config;
 mod http;
+mod receiver;
 mod rest;
 mod runner_api;
 mod scope;
@@ -33,6 +34,7 @@ pub use config::{
     AppConfig, GroupConfig, InstallationConfig, OwnerConfig, SimConfig, WebhookTarget,
     DEFAULT_GROUP_NAME, DEFAULT_TOKEN, TEST_APP_PRIVATE_KEY_PEM, TEST_APP_PUBLIC_KEY_PEM,
 };
+pub use receiver::{serve_webhook_receiver, Received};
 pub use scope::Scope;
 pub use secret::Secret;
 pub use server::{Sim, SimError, SimHandle};

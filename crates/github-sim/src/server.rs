@@ -23,7 +23,7 @@ use crate::http::{gh_error, gh_error_doc};
 use crate::secret::Secret;
 use crate::state::{
     BusyLieSpec, BusyLieStatus, Clock, DeliveryRecord, FaultSpec, IssuedSecrets, JobSpec,
-    JobStatus, JobView, RequestCount, RunnerView, State, TokenKind, WebhookFaultSpec,
+    JobStatus, JobView, RateInfo, RequestCount, RunnerView, State, TokenKind, WebhookFaultSpec,
 };
 use crate::{admin, rest, runner_api, webhook, Scope};
 
@@ -220,6 +220,21 @@ fn set_rate_headers(response: &mut Response, limit: u32, remaining: u32, used: u
     headers.insert("x-ratelimit-resource", HeaderValue::from_static("core"));
 }
 
+/// The `x-ratelimit-*` headers of `info` and GitHub's other headers, on an authenticated answer.
+fn budget_headers(response: &mut Response, info: RateInfo) {
+    set_rate_headers(response, info.limit, info.remaining, info.used, info.reset);
+    github_headers(response);
+}
+
+/// The budget of `bucket`, after giving this request's charge back if `refund`.
+fn budget_after(shared: &Shared, bucket: &str, refund: bool) -> RateInfo {
+    let mut state = shared.state.lock();
+    if refund {
+        state.rate_refund(bucket);
+    }
+    state.rate_info(bucket)
+}
+
 fn github_headers(response: &mut Response) {
     let headers = response.headers_mut();
     headers.insert(
@@ -288,21 +303,20 @@ async fn github_gate(AxState(shared): AxState<AppState>, mut req: Request, next:
             };
             let message = format!("API rate limit exceeded for {who}. If you reach out to GitHub Support for help, please include the request ID.");
             let mut response = gh_error_doc(StatusCode::FORBIDDEN, &message, RATE_DOCS);
-            set_rate_headers(&mut response, info.limit, 0, info.used, info.reset);
-            github_headers(&mut response);
+            budget_headers(
+                &mut response,
+                RateInfo {
+                    remaining: 0,
+                    ..info
+                },
+            );
             return response;
         }
     }
     if is_content_creating(req.method(), &template) {
         let secondary = shared.state.lock().secondary_charge(&bucket);
         if let Err(retry_after) = secondary {
-            let info = {
-                let mut state = shared.state.lock();
-                if !free {
-                    state.rate_refund(&bucket);
-                }
-                state.rate_info(&bucket)
-            };
+            let info = budget_after(&shared, &bucket, !free);
             let mut response = gh_error_doc(
                 StatusCode::FORBIDDEN,
                 "You have exceeded a secondary rate limit. Please wait a few minutes before you try again. If you reach out to GitHub Support for help, please include the request ID.",
@@ -311,14 +325,7 @@ async fn github_gate(AxState(shared): AxState<AppState>, mut req: Request, next:
             response
                 .headers_mut()
                 .insert("retry-after", HeaderValue::from(retry_after));
-            set_rate_headers(
-                &mut response,
-                info.limit,
-                info.remaining,
-                info.used,
-                info.reset,
-            );
-            github_headers(&mut response);
+            budget_headers(&mut response, info);
             return response;
         }
     }
@@ -332,24 +339,11 @@ async fn github_gate(AxState(shared): AxState<AppState>, mut req: Request, next:
         response
     };
     let not_modified = response.status() == StatusCode::NOT_MODIFIED;
-    let info = {
-        let mut state = shared.state.lock();
-        if !free && not_modified {
-            state.rate_refund(&bucket);
-        }
-        state.rate_info(&bucket)
-    };
+    let info = budget_after(&shared, &bucket, !free && not_modified);
     if identity == Identity::Anonymous {
         response = anonymous(response, &shared);
     } else {
-        set_rate_headers(
-            &mut response,
-            info.limit,
-            info.remaining,
-            info.used,
-            info.reset,
-        );
-        github_headers(&mut response);
+        budget_headers(&mut response, info);
     }
     let cost = u64::from(!free && !not_modified);
     response.extensions_mut().insert(RateCost(cost));

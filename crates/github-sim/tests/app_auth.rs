@@ -9,6 +9,9 @@ use github_sim::{SimConfig, TEST_APP_PRIVATE_KEY_PEM};
 use reqwest::Method;
 use serde_json::{json, Value};
 
+/// The organisation's runners, which an installation token of `octo-org` may list.
+const ORG_RUNNERS: &str = "/orgs/octo-org/actions/runners";
+
 fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
@@ -28,25 +31,41 @@ fn good_jwt() -> String {
     jwt(&json!({"iat": now() - 60, "exp": now() + 540, "iss": "Iv1.simclientid00001"}))
 }
 
-fn with_bearer(
+/// Sends `<method> <path>` with `Authorization: Bearer <token>`.
+async fn with_bearer(
     sim: &github_sim::SimHandle,
     method: Method,
     path: &str,
     token: &str,
-) -> reqwest::RequestBuilder {
-    client()
-        .request(method, format!("{}{}", sim.api_url(), path))
-        .header("authorization", format!("Bearer {token}"))
+) -> reqwest::Response {
+    send(
+        client()
+            .request(method, format!("{}{}", sim.api_url(), path))
+            .header("authorization", format!("Bearer {token}")),
+    )
+    .await
+}
+
+/// The status of `GET <path>` with `Authorization: Bearer <token>`.
+async fn bearer_status(sim: &github_sim::SimHandle, path: &str, token: &str) -> u16 {
+    with_bearer(sim, Method::GET, path, token)
+        .await
+        .status()
+        .as_u16()
+}
+
+/// A fresh token of installation 42, exchanged with a good JWT.
+async fn installation_token(sim: &github_sim::SimHandle) -> String {
+    let path = "/app/installations/42/access_tokens";
+    let response = with_bearer(sim, Method::POST, path, &good_jwt()).await;
+    text(&json(response).await, "token")
 }
 
 #[tokio::test]
 async fn installation_lookup_and_token_exchange() {
     let sim = start(SimConfig::default()).await;
     let jwt = good_jwt();
-    let response = with_bearer(&sim, Method::GET, "/orgs/octo-org/installation", &jwt)
-        .send()
-        .await
-        .expect("send");
+    let response = with_bearer(&sim, Method::GET, "/orgs/octo-org/installation", &jwt).await;
     assert_eq!(response.status(), 200);
     let installation = json(response).await;
     assert_eq!(installation["id"], 42);
@@ -59,40 +78,25 @@ async fn installation_lookup_and_token_exchange() {
         tokens_url,
         format!("{}/app/installations/42/access_tokens", sim.api_url())
     );
-    let repo_installation = json(
-        with_bearer(&sim, Method::GET, "/repos/octo/app/installation", &jwt)
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let repo_installation =
+        json(with_bearer(&sim, Method::GET, "/repos/octo/app/installation", &jwt).await).await;
     assert_eq!(repo_installation["id"], 43);
     assert_eq!(
-        with_bearer(&sim, Method::GET, "/repos/octo/missing/installation", &jwt)
-            .send()
-            .await
-            .expect("send")
-            .status(),
+        bearer_status(&sim, "/repos/octo/missing/installation", &jwt).await,
         404
     );
-    let listed = json(
-        with_bearer(&sim, Method::GET, "/app/installations", &jwt)
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let listed = json(with_bearer(&sim, Method::GET, "/app/installations", &jwt).await).await;
     assert_eq!(listed.as_array().map(Vec::len), Some(2));
 
-    let response = client()
-        .post(&tokens_url)
-        .header("authorization", format!("Bearer {jwt}"))
-        .send()
-        .await
-        .expect("send");
+    let response = send(
+        client()
+            .post(&tokens_url)
+            .header("authorization", format!("Bearer {jwt}")),
+    )
+    .await;
     assert_eq!(response.status(), 201);
     let body = json(response).await;
-    let token = body["token"].as_str().expect("token").to_owned();
+    let token = text(&body, "token");
     assert!(token.starts_with("ghs_"));
     assert!(body["expires_at"].as_str().expect("expires").ends_with('Z'));
     assert_eq!(body["repository_selection"], "all");
@@ -103,9 +107,7 @@ async fn installation_lookup_and_token_exchange() {
             "/app/installations/999/access_tokens",
             &jwt
         )
-        .send()
         .await
-        .expect("send")
         .status(),
         404
     );
@@ -117,16 +119,10 @@ async fn installation_lookup_and_token_exchange() {
         "/orgs/octo-org/actions/runners/registration-token",
         &token,
     )
-    .send()
-    .await
-    .expect("send");
+    .await;
     assert_eq!(org_runners.status(), 201);
     assert_eq!(
-        with_bearer(&sim, Method::GET, "/repos/octo/app/actions/runners", &token)
-            .send()
-            .await
-            .expect("send")
-            .status(),
+        bearer_status(&sim, "/repos/octo/app/actions/runners", &token).await,
         404
     );
     let enterprise = with_bearer(
@@ -135,34 +131,20 @@ async fn installation_lookup_and_token_exchange() {
         "/enterprises/acme/actions/runners",
         &token,
     )
-    .send()
-    .await
-    .expect("send");
+    .await;
     assert_error(enterprise, 403, "Resource not accessible by integration").await;
     // Installation tokens have their own budget (4 requests so far: errors after authentication count).
-    let response = with_bearer(&sim, Method::GET, "/orgs/octo-org/actions/runners", &token)
-        .send()
-        .await
-        .expect("send");
+    let response = with_bearer(&sim, Method::GET, ORG_RUNNERS, &token).await;
     assert_eq!(response.headers()["x-ratelimit-used"], "4");
     // The JWT itself is only for App endpoints; a PAT is not accepted there.
-    assert_eq!(
-        with_bearer(&sim, Method::GET, "/orgs/octo-org/actions/runners", &jwt)
-            .send()
-            .await
-            .expect("send")
-            .status(),
-        403
-    );
+    assert_eq!(bearer_status(&sim, ORG_RUNNERS, &jwt).await, 403);
     let pat = with_bearer(
         &sim,
         Method::GET,
         "/orgs/octo-org/installation",
         sim.token().expose(),
     )
-    .send()
-    .await
-    .expect("send");
+    .await;
     assert_error(pat, 401, "A JSON web token could not be decoded").await;
 }
 
@@ -198,27 +180,21 @@ async fn jwt_claims_and_signature_are_verified() {
         (json!({"exp": now() + 540, "iss": 12345}), 401),
     ];
     for (claims, status) in cases {
-        let response = with_bearer(&sim, Method::GET, "/app", &jwt(&claims))
-            .send()
-            .await
-            .expect("send");
+        let response = with_bearer(&sim, Method::GET, "/app", &jwt(&claims)).await;
         assert_eq!(response.status(), status, "claims {claims}");
     }
     let mut tampered = good_jwt();
     let last = tampered.pop().expect("non-empty");
     tampered.push(if last == 'A' { 'B' } else { 'A' });
-    let response = with_bearer(&sim, Method::GET, "/app", &tampered)
-        .send()
-        .await
-        .expect("send");
+    let response = with_bearer(&sim, Method::GET, "/app", &tampered).await;
     assert_error(response, 401, "A JSON web token could not be decoded").await;
     // A JWT must use the Bearer scheme.
-    let response = client()
-        .get(format!("{}/app", sim.api_url()))
-        .header("authorization", format!("token {}", good_jwt()))
-        .send()
-        .await
-        .expect("send");
+    let response = send(
+        client()
+            .get(format!("{}/app", sim.api_url()))
+            .header("authorization", format!("token {}", good_jwt())),
+    )
+    .await;
     assert_eq!(response.status(), 401);
 }
 
@@ -227,54 +203,13 @@ async fn installation_tokens_expire() {
     let sim =
         start(SimConfig::default().with_installation_token_lifetime(Duration::from_millis(600)))
             .await;
-    let response = with_bearer(
-        &sim,
-        Method::POST,
-        "/app/installations/42/access_tokens",
-        &good_jwt(),
-    )
-    .send()
-    .await
-    .expect("send");
-    let token = json(response).await["token"]
-        .as_str()
-        .expect("token")
-        .to_owned();
-    assert_eq!(
-        with_bearer(&sim, Method::GET, "/orgs/octo-org/actions/runners", &token)
-            .send()
-            .await
-            .expect("send")
-            .status(),
-        200
-    );
+    let token = installation_token(&sim).await;
+    assert_eq!(bearer_status(&sim, ORG_RUNNERS, &token).await, 200);
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let expired = with_bearer(&sim, Method::GET, "/orgs/octo-org/actions/runners", &token)
-        .send()
-        .await
-        .expect("send");
+    let expired = with_bearer(&sim, Method::GET, ORG_RUNNERS, &token).await;
     assert_error(expired, 401, "Bad credentials").await;
     // A refresh gives a working token again.
-    let response = with_bearer(
-        &sim,
-        Method::POST,
-        "/app/installations/42/access_tokens",
-        &good_jwt(),
-    )
-    .send()
-    .await
-    .expect("send");
-    let fresh = json(response).await["token"]
-        .as_str()
-        .expect("token")
-        .to_owned();
+    let fresh = installation_token(&sim).await;
     assert_ne!(fresh, token);
-    assert_eq!(
-        with_bearer(&sim, Method::GET, "/orgs/octo-org/actions/runners", &fresh)
-            .send()
-            .await
-            .expect("send")
-            .status(),
-        200
-    );
+    assert_eq!(bearer_status(&sim, ORG_RUNNERS, &fresh).await, 200);
 }

@@ -13,22 +13,13 @@ fn runner_path(id: u64) -> String {
 }
 
 async fn rest_runner(sim: &SimHandle, id: u64) -> Value {
-    let response = api(sim, Method::GET, &runner_path(id))
-        .send()
-        .await
-        .expect("send");
+    let response = api_send(sim, Method::GET, &runner_path(id)).await;
     assert_eq!(response.status(), 200);
     json(response).await
 }
 
 async fn rest_list_busy(sim: &SimHandle, name: &str) -> Value {
-    let body = json(
-        api(sim, Method::GET, &repo().runners_path())
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let body = json(api_send(sim, Method::GET, &repo().runners_path()).await).await;
     body["runners"]
         .as_array()
         .expect("runners")
@@ -39,20 +30,18 @@ async fn rest_list_busy(sim: &SimHandle, name: &str) -> Value {
 }
 
 async fn delete(sim: &SimHandle, id: u64) -> u16 {
-    api(sim, Method::DELETE, &runner_path(id))
-        .send()
+    api_status(sim, Method::DELETE, &runner_path(id))
         .await
-        .expect("send")
-        .status()
         .as_u16()
 }
 
-async fn admin(sim: &SimHandle, method: Method, body: Option<Value>) -> reqwest::Response {
-    let mut request = client().request(method, format!("{}/_sim/faults/busy-lie", sim.base_url()));
+/// `<method> /_sim/faults/busy-lie`, with `body` as JSON if given.
+async fn busy_lie_admin(sim: &SimHandle, method: Method, body: Option<Value>) -> reqwest::Response {
+    let mut request = admin(sim, method, "/faults/busy-lie");
     if let Some(body) = body {
         request = request.json(&body);
     }
-    request.send().await.expect("send")
+    send(request).await
 }
 
 /// A persistent repo runner, online, that has picked up a job (`in_progress`).
@@ -81,7 +70,7 @@ async fn busy_lie_reports_idle_lets_delete_through_and_records_the_kill() {
     assert_eq!(rest_runner(&sim, id).await["busy"], true);
     assert_eq!(delete(&sim, id).await, 422);
 
-    let armed = admin(&sim, Method::POST, Some(json!({}))).await;
+    let armed = busy_lie_admin(&sim, Method::POST, Some(json!({}))).await;
     assert_eq!(armed.status(), 201);
     let armed = json(armed).await;
     assert_eq!(
@@ -115,20 +104,13 @@ async fn busy_lie_reports_idle_lets_delete_through_and_records_the_kill() {
         "{}",
         killed.output
     );
-    let status = json(admin(&sim, Method::GET, None).await).await;
+    let status = json(busy_lie_admin(&sim, Method::GET, None).await).await;
     assert_eq!(status["jobs_killed_by_deletion"], 1);
     assert_eq!(status["busy_runners_deleted"], 1);
     assert_eq!(status["killed_job_ids"], json!([job]));
     assert_eq!(status["jobs_requeued_by_deletion"], 0);
     assert_eq!(sim.busy_lie().jobs_killed_by_deletion, 1);
-    let jobs = json(
-        client()
-            .get(format!("{}/_sim/jobs/{job}", sim.base_url()))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let jobs = admin_json(&sim, &format!("/jobs/{job}")).await;
     assert_eq!(jobs["killed_by_deletion"], true);
 
     // The runner learns it is gone: its poll and its completion are refused.
@@ -183,7 +165,7 @@ async fn rate_zero_never_lies_and_count_disarms() {
     assert_eq!(delete(&sim, a).await, 422);
 
     // One deletion through the lie, then the fault is gone and GitHub is truthful again.
-    let response = admin(&sim, Method::POST, Some(json!({"rate": 1.0, "count": 1}))).await;
+    let response = busy_lie_admin(&sim, Method::POST, Some(json!({"rate": 1.0, "count": 1}))).await;
     assert_eq!(response.status(), 201);
     assert_eq!(rest_runner(&sim, b).await["busy"], false);
     assert_eq!(delete(&sim, a).await, 204);
@@ -205,13 +187,15 @@ async fn admin_api_validates_and_clears() {
         (json!({"sometimes": true}), 400),
     ] {
         assert_eq!(
-            admin(&sim, Method::POST, Some(body.clone())).await.status(),
+            busy_lie_admin(&sim, Method::POST, Some(body.clone()))
+                .await
+                .status(),
             status,
             "{body}"
         );
     }
     assert_eq!(sim.busy_lie().fault, None);
-    let response = admin(&sim, Method::POST, Some(json!({"rate": 0.25, "seed": 7}))).await;
+    let response = busy_lie_admin(&sim, Method::POST, Some(json!({"rate": 0.25, "seed": 7}))).await;
     assert_eq!(response.status(), 201);
     assert_eq!(
         sim.busy_lie().fault,
@@ -221,18 +205,17 @@ async fn admin_api_validates_and_clears() {
             seed: Some(7)
         })
     );
-    assert_eq!(admin(&sim, Method::DELETE, None).await.status(), 204);
     assert_eq!(
-        json(admin(&sim, Method::GET, None).await).await["fault"],
+        busy_lie_admin(&sim, Method::DELETE, None).await.status(),
+        204
+    );
+    assert_eq!(
+        json(busy_lie_admin(&sim, Method::GET, None).await).await["fault"],
         Value::Null
     );
     // `DELETE /_sim/faults` clears it with the other faults.
     sim.set_busy_lie(Some(BusyLieSpec::all()));
-    let response = client()
-        .delete(format!("{}/_sim/faults", sim.base_url()))
-        .send()
-        .await
-        .expect("send");
+    let response = send(admin(&sim, Method::DELETE, "/faults")).await;
     assert_eq!(response.status(), 204);
     assert_eq!(sim.busy_lie().fault, None);
 }

@@ -2,15 +2,11 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::http::HeaderMap;
 use common::*;
 use futures::stream::{self, StreamExt};
-use github_sim::{sign_webhook, FaultSpec, JobSpec, SimConfig};
-use parking_lot::Mutex;
+use github_sim::{serve_webhook_receiver, sign_webhook, FaultSpec, JobSpec, Received, SimConfig};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -19,18 +15,14 @@ const LIST: &str = "GET /repos/{owner}/{repo}/actions/runners";
 #[tokio::test]
 async fn status_faults_for_the_next_k_calls() {
     let sim = start(SimConfig::default()).await;
-    let response = client()
-        .post(format!("{}/_sim/faults", sim.base_url()))
-        .json(&json!({"endpoint": LIST, "status": 503, "count": 2, "retry_after": 7}))
-        .send()
-        .await
-        .expect("send");
+    let response = send(
+        admin(&sim, Method::POST, "/faults")
+            .json(&json!({"endpoint": LIST, "status": 503, "count": 2, "retry_after": 7})),
+    )
+    .await;
     assert_eq!(response.status(), 201);
     for _ in 0..2 {
-        let response = api(&sim, Method::GET, &repo().runners_path())
-            .send()
-            .await
-            .expect("send");
+        let response = api_send(&sim, Method::GET, &repo().runners_path()).await;
         assert_eq!(response.status(), 503);
         assert_eq!(response.headers()["retry-after"], "7");
         assert_eq!(json(response).await["message"], "Service Unavailable");
@@ -45,22 +37,8 @@ async fn status_faults_for_the_next_k_calls() {
         .times(1),
     );
     let path = format!("{}/registration-token", repo().runners_path());
-    assert_eq!(
-        api(&sim, Method::POST, &path)
-            .send()
-            .await
-            .expect("send")
-            .status(),
-        500
-    );
-    assert_eq!(
-        api(&sim, Method::POST, &path)
-            .send()
-            .await
-            .expect("send")
-            .status(),
-        201
-    );
+    assert_eq!(api_status(&sim, Method::POST, &path).await, 500);
+    assert_eq!(api_status(&sim, Method::POST, &path).await, 201);
     let counts = sim.request_counts();
     assert_eq!(counts[LIST].count, 3);
     assert_eq!(
@@ -96,27 +74,19 @@ async fn latency_drop_and_rate_faults() {
     assert_eq!(get_status(&sim, &repo().runners_path()).await, 200);
 
     // rate 0 never fires, rate 1 always does, until cleared.
-    sim.inject_fault(FaultSpec {
+    let bad_gateway_at = |rate: f64| FaultSpec {
         endpoint: "*".into(),
         status: Some(502),
-        rate: Some(0.0),
+        rate: Some(rate),
         ..FaultSpec::default()
-    });
+    };
+    sim.inject_fault(bad_gateway_at(0.0));
     assert_eq!(get_status(&sim, &repo().runners_path()).await, 200);
-    sim.inject_fault(FaultSpec {
-        endpoint: "*".into(),
-        status: Some(502),
-        rate: Some(1.0),
-        ..FaultSpec::default()
-    });
+    sim.inject_fault(bad_gateway_at(1.0));
     for _ in 0..3 {
         assert_eq!(get_status(&sim, &repo().runners_path()).await, 502);
     }
-    let response = client()
-        .delete(format!("{}/_sim/faults", sim.base_url()))
-        .send()
-        .await
-        .expect("send");
+    let response = send(admin(&sim, Method::DELETE, "/faults")).await;
     assert_eq!(
         response.status(),
         204,
@@ -128,51 +98,23 @@ async fn latency_drop_and_rate_faults() {
 #[tokio::test]
 async fn request_counters_over_http() {
     let sim = start(SimConfig::default()).await;
-    api(&sim, Method::GET, &org().runners_path())
-        .send()
-        .await
-        .expect("send");
-    let counts = json(
-        client()
-            .get(format!("{}/_sim/requests", sim.base_url()))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    api_send(&sim, Method::GET, &org().runners_path()).await;
+    let counts = admin_json(&sim, "/requests").await;
     assert_eq!(
         counts["GET /orgs/{org}/actions/runners"],
         json!({"count": 1, "rate_limit_cost": 1, "not_modified": 0})
     );
-    client()
-        .delete(format!("{}/_sim/requests", sim.base_url()))
-        .send()
-        .await
-        .expect("send");
+    send(admin(&sim, Method::DELETE, "/requests")).await;
     assert!(sim.request_counts().is_empty());
 }
 
-type Received = Arc<Mutex<Vec<(HeaderMap, Bytes)>>>;
-
+/// A webhook receiver on a free port: its `/hook` URL and what it receives.
 async fn receiver() -> (String, Received) {
-    let received: Received = Arc::default();
-    let store = received.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |headers: HeaderMap, body: Bytes| {
-            let store = store.clone();
-            async move {
-                store.lock().push((headers, body));
-                "ok"
-            }
-        }),
-    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
-    (url, received)
+    (url, serve_webhook_receiver(listener))
 }
 
 #[tokio::test]
@@ -183,12 +125,9 @@ async fn workflow_job_webhooks_are_signed_and_ordered() {
     );
     let (url, received) = receiver().await;
     let sim = start(SimConfig::default()).await;
-    let response = client()
-        .post(format!("{}/_sim/webhooks", sim.base_url()))
-        .json(&json!({"url": url, "secret": "s3cret"}))
-        .send()
-        .await
-        .expect("send");
+    let response =
+        send(admin(&sim, Method::POST, "/webhooks").json(&json!({"url": url, "secret": "s3cret"})))
+            .await;
     assert_eq!(response.status(), 204);
     let (id, credential) = register(&sim, &repo(), "hooked", &[], true).await;
     let job_id = sim
@@ -253,18 +192,14 @@ async fn concurrent_requests_keep_state_consistent() {
                 // Every name twice: exactly one of each pair wins.
                 let body =
                     json!({"name": format!("c-{}", i / 2), "runner_group_id": 1, "labels": ["x"]});
-                let status = api(sim, Method::POST, &path)
-                    .json(&body)
-                    .send()
+                let status = send(api(sim, Method::POST, &path).json(&body))
                     .await
-                    .expect("send")
                     .status()
                     .as_u16();
-                let list = api(sim, Method::GET, &org().runners_path())
-                    .send()
-                    .await
-                    .expect("send");
-                assert_eq!(list.status(), 200);
+                assert_eq!(
+                    api_status(sim, Method::GET, &org().runners_path()).await,
+                    200
+                );
                 status
             }
         })

@@ -6,21 +6,15 @@ mod common;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::http::HeaderMap;
 use common::*;
 use github_sim::{
-    sign_webhook, JobSpec, Secret, SimConfig, SimHandle, WebhookFaultSpec, WebhookTarget,
-    ORG_HOOK_ID_BASE,
+    serve_webhook_receiver, sign_webhook, JobSpec, Received, Secret, SimConfig, SimHandle,
+    WebhookFaultSpec, WebhookTarget, ORG_HOOK_ID_BASE,
 };
-use parking_lot::Mutex;
 use reqwest::Method;
 use serde_json::{json, Value};
-
-type Received = Arc<Mutex<Vec<(HeaderMap, Bytes)>>>;
 
 const SECRET: &str = "s3cret";
 
@@ -34,21 +28,8 @@ async fn dead_addr() -> SocketAddr {
 
 /// Starts the receiver on `addr` (answers 200 `ok`).
 async fn receiver_on(addr: SocketAddr) -> Received {
-    let received: Received = Arc::default();
-    let store = received.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |headers: HeaderMap, body: Bytes| {
-            let store = store.clone();
-            async move {
-                store.lock().push((headers, body));
-                "ok"
-            }
-        }),
-    );
     let listener = tokio::net::TcpListener::bind(addr).await.expect("rebind");
-    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
-    received
+    serve_webhook_receiver(listener)
 }
 
 async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
@@ -73,10 +54,7 @@ async fn all_pages(sim: &SimHandle, path: &str, per_page: usize) -> Vec<Vec<Valu
     let mut pages = Vec::new();
     let mut query = format!("per_page={per_page}");
     loop {
-        let response = api(sim, Method::GET, &format!("{path}?{query}"))
-            .send()
-            .await
-            .expect("send");
+        let response = api_send(sim, Method::GET, &format!("{path}?{query}")).await;
         assert_eq!(response.status(), 200);
         let link = response
             .headers()
@@ -171,10 +149,7 @@ async fn missed_deliveries_are_listed_paged_and_redelivered() {
         assert!(item["delivered_at"].as_str().expect("time").ends_with('Z'));
     }
     // The default page size holds them all, without a Link.
-    let response = api(&sim, Method::GET, &format!("{base}/deliveries"))
-        .send()
-        .await
-        .expect("send");
+    let response = api_send(&sim, Method::GET, &format!("{base}/deliveries")).await;
     assert!(response.headers().get("link").is_none());
     assert_eq!(json(response).await.as_array().expect("array").len(), 5);
 
@@ -213,25 +188,23 @@ async fn missed_deliveries_are_listed_paged_and_redelivered() {
         get_status(&sim, "/repos/octo/app/hooks/777/deliveries").await,
         404
     );
-    let response = api(
-        &sim,
-        Method::POST,
-        &format!("{base}/deliveries/999999/attempts"),
-    )
-    .send()
-    .await
-    .expect("send");
-    assert_eq!(response.status(), 404);
+    assert_eq!(
+        api_status(
+            &sim,
+            Method::POST,
+            &format!("{base}/deliveries/999999/attempts"),
+        )
+        .await,
+        404
+    );
 
     // Redeliver the missed one: 202, then it arrives with the same guid and payload.
-    let response = api(
+    let response = api_send(
         &sim,
         Method::POST,
         &format!("{base}/deliveries/{missed_id}/attempts"),
     )
-    .send()
-    .await
-    .expect("send");
+    .await;
     assert_eq!(response.status(), 202);
     assert_eq!(json(response).await, json!({}));
     wait_until("the redelivery", || received.lock().len() == 4).await;
@@ -270,23 +243,15 @@ async fn webhook_fault_fails_the_next_deliveries() {
         url: format!("http://{addr}/hook"),
         secret: Secret::new(SECRET),
     }));
-    let response = client()
-        .post(format!("{}/_sim/faults/webhooks", sim.base_url()))
-        .json(&json!({"count": 2}))
-        .send()
-        .await
-        .expect("send");
+    let response =
+        send(admin(&sim, Method::POST, "/faults/webhooks").json(&json!({"count": 2}))).await;
     assert_eq!(response.status(), 201);
     assert_eq!(json(response).await, json!({"count": 2, "status": null}));
     sim.set_webhook_fault(Some(WebhookFaultSpec {
         count: 1,
         status: Some(503),
     }));
-    let response = client()
-        .get(format!("{}/_sim/faults/webhooks", sim.base_url()))
-        .send()
-        .await
-        .expect("send");
+    let response = send(admin(&sim, Method::GET, "/faults/webhooks")).await;
     assert_eq!(json(response).await, json!({"count": 1, "status": 503}));
     enqueue(&sim, 2);
     wait_until("2 attempts", || sim.webhook_deliveries().len() == 2).await;
@@ -295,17 +260,9 @@ async fn webhook_fault_fails_the_next_deliveries() {
     assert_eq!(items[1]["status_code"], 503);
     assert_eq!(items[0]["status"], "OK");
     assert_eq!(received.lock().len(), 1, "the faulty attempt never arrived");
-    let response = client()
-        .get(format!("{}/_sim/faults/webhooks", sim.base_url()))
-        .send()
-        .await
-        .expect("send");
+    let response = send(admin(&sim, Method::GET, "/faults/webhooks")).await;
     assert_eq!(json(response).await, Value::Null, "used up");
-    let admin = client()
-        .get(format!("{}/_sim/webhooks/deliveries", sim.base_url()))
-        .send()
-        .await
-        .expect("send");
+    let admin = send(admin(&sim, Method::GET, "/webhooks/deliveries")).await;
     let admin = json(admin).await;
     assert_eq!(admin[0]["status"], 503);
     assert_eq!(admin[0]["status_message"], "Invalid HTTP Response: 503");
@@ -357,24 +314,20 @@ async fn org_hooks_scopes_and_auth() {
     );
 
     // Auth as for the runner endpoints; unknown scopes and enterprises are 404.
-    let response = client()
-        .get(format!("{}/orgs/octo-org/hooks", sim.api_url()))
-        .send()
-        .await
-        .expect("send");
+    let response = send(client().get(format!("{}/orgs/octo-org/hooks", sim.api_url()))).await;
     assert_eq!(response.status(), 401);
     assert_eq!(get_status(&sim, "/orgs/nope/hooks").await, 404);
     assert_eq!(get_status(&sim, "/repos/octo/nope/hooks").await, 404);
     assert_eq!(get_status(&sim, "/enterprises/acme/hooks").await, 404);
-    let response = api(
-        &sim,
-        Method::GET,
-        &format!("{org_base}/deliveries?cursor=garbage"),
-    )
-    .send()
-    .await
-    .expect("send");
-    assert_eq!(response.status(), 400);
+    assert_eq!(
+        api_status(
+            &sim,
+            Method::GET,
+            &format!("{org_base}/deliveries?cursor=garbage"),
+        )
+        .await,
+        400
+    );
     let counts = sim.request_counts();
     assert_eq!(
         counts["GET /orgs/{org}/hooks/{hook_id}/deliveries"].count,

@@ -43,12 +43,12 @@ async fn a_thousand_runners_list_in_ten_pages_of_100() {
     let mut pages = 0;
     let mut names = Vec::new();
     while let Some(next) = url {
-        let response = client()
-            .get(&next)
-            .header("authorization", format!("Bearer {}", sim.token().expose()))
-            .send()
-            .await
-            .expect("send");
+        let response = send(
+            client()
+                .get(&next)
+                .header("authorization", format!("Bearer {}", sim.token().expose())),
+        )
+        .await;
         assert_eq!(response.status(), 200);
         let header = response
             .headers()
@@ -134,7 +134,7 @@ async fn etag_revalidation_is_free() {
     let sim = start(SimConfig::default().with_rate_limit(50)).await;
     register(&sim, &repo(), "one", &[], false).await;
     let path = repo().runners_path();
-    let first = api(&sim, Method::GET, &path).send().await.expect("send");
+    let first = api_send(&sim, Method::GET, &path).await;
     assert_eq!(first.status(), 200);
     let etag = first.headers()["etag"].to_str().expect("ascii").to_owned();
     assert!(etag.starts_with("W/\""));
@@ -144,11 +144,7 @@ async fn etag_revalidation_is_free() {
         .parse()
         .expect("number");
     for _ in 0..5 {
-        let again = api(&sim, Method::GET, &path)
-            .header("if-none-match", &etag)
-            .send()
-            .await
-            .expect("send");
+        let again = send(api(&sim, Method::GET, &path).header("if-none-match", &etag)).await;
         assert_eq!(again.status(), 304);
         assert_eq!(again.headers()["etag"].to_str().expect("ascii"), etag);
         assert_eq!(
@@ -160,11 +156,7 @@ async fn etag_revalidation_is_free() {
     }
     // A change produces a new ETag and a full, charged answer.
     register(&sim, &repo(), "two", &[], false).await;
-    let changed = api(&sim, Method::GET, &path)
-        .header("if-none-match", &etag)
-        .send()
-        .await
-        .expect("send");
+    let changed = send(api(&sim, Method::GET, &path).header("if-none-match", &etag)).await;
     assert_eq!(changed.status(), 200);
     assert_ne!(changed.headers()["etag"].to_str().expect("ascii"), etag);
     let counts = sim.request_counts();

@@ -15,7 +15,7 @@ async fn primary_budget_is_enforced_and_reported() {
     let sim = start(SimConfig::default().with_rate_limit(5)).await;
     let path = repo().runners_path();
     for used in 1..=5 {
-        let response = api(&sim, Method::GET, &path).send().await.expect("send");
+        let response = api_send(&sim, Method::GET, &path).await;
         assert_eq!(response.status(), 200);
         assert_eq!(header(&response, "x-ratelimit-limit"), "5");
         assert_eq!(header(&response, "x-ratelimit-used"), used.to_string());
@@ -33,22 +33,12 @@ async fn primary_budget_is_enforced_and_reported() {
             "reset {reset} now {now}"
         );
     }
-    let response = api(&sim, Method::POST, &format!("{path}/registration-token"))
-        .send()
-        .await
-        .expect("send");
+    let response = api_send(&sim, Method::POST, &format!("{path}/registration-token")).await;
     assert_eq!(response.status(), 403);
     assert_eq!(header(&response, "x-ratelimit-remaining"), "0");
-    let body = json(response).await;
-    assert!(body["message"]
-        .as_str()
-        .expect("message")
-        .starts_with("API rate limit exceeded"));
+    assert!(text(&json(response).await, "message").starts_with("API rate limit exceeded"));
     // /rate_limit still answers, for free.
-    let response = api(&sim, Method::GET, "/rate_limit")
-        .send()
-        .await
-        .expect("send");
+    let response = api_send(&sim, Method::GET, "/rate_limit").await;
     assert_eq!(response.status(), 200);
     assert_eq!(json(response).await["resources"]["core"]["remaining"], 0);
     // The admin API can refill the budget.
@@ -61,45 +51,27 @@ async fn secondary_limit_on_content_creation() {
     let sim = start(SimConfig::default().with_secondary_limit_per_minute(3)).await;
     let path = format!("{}/registration-token", org().runners_path());
     for _ in 0..3 {
-        assert_eq!(
-            api(&sim, Method::POST, &path)
-                .send()
-                .await
-                .expect("send")
-                .status(),
-            201
-        );
+        assert_eq!(api_status(&sim, Method::POST, &path).await, 201);
     }
-    let response = api(&sim, Method::POST, &path).send().await.expect("send");
+    let response = api_send(&sim, Method::POST, &path).await;
     assert_eq!(response.status(), 403);
     let retry: u64 = header(&response, "retry-after").parse().expect("seconds");
     assert!((1..=60).contains(&retry), "{retry}");
     assert_ne!(header(&response, "x-ratelimit-remaining"), "0");
-    let body = json(response).await;
-    assert!(body["message"]
-        .as_str()
-        .expect("message")
-        .contains("secondary rate limit"));
+    assert!(text(&json(response).await, "message").contains("secondary rate limit"));
     // JIT shares the content-creation limit; reads do not.
-    let jit = api(
-        &sim,
-        Method::POST,
-        &format!("{}/generate-jitconfig", org().runners_path()),
+    let jit = send(
+        api(
+            &sim,
+            Method::POST,
+            &format!("{}/generate-jitconfig", org().runners_path()),
+        )
+        .json(&serde_json::json!({"name": "x", "runner_group_id": 1, "labels": ["a"]})),
     )
-    .json(&serde_json::json!({"name": "x", "runner_group_id": 1, "labels": ["a"]}))
-    .send()
-    .await
-    .expect("send");
+    .await;
     assert_eq!(jit.status(), 403);
     assert_eq!(get_status(&sim, &org().runners_path()).await, 200);
     // The limit is per minute: a higher limit lets the next request through.
     sim.set_rate_limit(None, None, Some(80));
-    assert_eq!(
-        api(&sim, Method::POST, &path)
-            .send()
-            .await
-            .expect("send")
-            .status(),
-        201
-    );
+    assert_eq!(api_status(&sim, Method::POST, &path).await, 201);
 }

@@ -14,14 +14,12 @@ async fn every_scope_issues_tokens_and_lists_runners_at_both_prefixes() {
     let sim = start(SimConfig::default()).await;
     for scope in [repo(), org(), enterprise()] {
         for suffix in ["registration-token", "remove-token"] {
-            let response = api(
+            let response = api_send(
                 &sim,
                 Method::POST,
                 &format!("{}/{suffix}", scope.runners_path()),
             )
-            .send()
-            .await
-            .expect("send");
+            .await;
             assert_eq!(response.status(), 201, "{scope} {suffix}");
             let body = json(response).await;
             assert_eq!(body["token"].as_str().map(str::len), Some(29));
@@ -46,12 +44,12 @@ async fn every_scope_issues_tokens_and_lists_runners_at_both_prefixes() {
         )
         .await;
         // Root prefix (github.com style) and /api/v3 (GHES style) serve the same data.
-        let root = client()
-            .get(format!("{}{}", sim.base_url(), scope.runners_path()))
-            .header("authorization", format!("token {}", sim.token().expose()))
-            .send()
-            .await
-            .expect("send");
+        let root = send(
+            client()
+                .get(format!("{}{}", sim.base_url(), scope.runners_path()))
+                .header("authorization", format!("token {}", sim.token().expose())),
+        )
+        .await;
         assert_eq!(root.status(), 200);
         let root = json(root).await;
         let v3 = get_json(&sim, &scope.runners_path()).await;
@@ -81,19 +79,15 @@ async fn every_scope_issues_tokens_and_lists_runners_at_both_prefixes() {
 async fn authentication_errors() {
     let sim = start(SimConfig::default()).await;
     let path = repo().runners_path();
-    let bad = client()
-        .get(format!("{}{}", sim.api_url(), path))
-        .header("authorization", "Bearer ghp_wrong")
-        .send()
-        .await
-        .expect("send");
+    let bad = send(
+        client()
+            .get(format!("{}{}", sim.api_url(), path))
+            .header("authorization", "Bearer ghp_wrong"),
+    )
+    .await;
     assert!(bad.headers().contains_key("x-ratelimit-limit"));
     assert_error(bad, 401, "Bad credentials").await;
-    let none = client()
-        .get(format!("{}{}", sim.api_url(), path))
-        .send()
-        .await
-        .expect("send");
+    let none = send(client().get(format!("{}{}", sim.api_url(), path))).await;
     assert_error(none, 401, "Requires authentication").await;
     let no_ua = reqwest::Client::builder()
         .no_proxy()
@@ -106,17 +100,14 @@ async fn authentication_errors() {
         .await
         .expect("send");
     assert_eq!(response.status(), 403);
-    assert!(json(response).await["message"]
-        .as_str()
-        .expect("message")
-        .contains("User-Agent"));
-    let version = client()
-        .get(format!("{}{}", sim.api_url(), path))
-        .header("authorization", format!("Bearer {}", sim.token().expose()))
-        .header("x-github-api-version", "2001-01-01")
-        .send()
-        .await
-        .expect("send");
+    assert!(text(&json(response).await, "message").contains("User-Agent"));
+    let version = send(
+        client()
+            .get(format!("{}{}", sim.api_url(), path))
+            .header("authorization", format!("Bearer {}", sim.token().expose()))
+            .header("x-github-api-version", "2001-01-01"),
+    )
+    .await;
     assert_eq!(version.status(), 400);
 }
 
@@ -124,20 +115,17 @@ async fn authentication_errors() {
 async fn token_rotation_through_the_admin_api() {
     let sim = start(SimConfig::default()).await;
     let old = sim.token();
-    let response = client()
-        .post(format!("{}/_sim/tokens/rotate", sim.base_url()))
-        .json(&json!({"token": "ghp_rotated"}))
-        .send()
-        .await
-        .expect("send");
+    let response =
+        send(admin(&sim, Method::POST, "/tokens/rotate").json(&json!({"token": "ghp_rotated"})))
+            .await;
     assert_eq!(response.status(), 200);
     assert_eq!(sim.token().expose(), "ghp_rotated");
-    let stale = client()
-        .get(format!("{}{}", sim.api_url(), repo().runners_path()))
-        .header("authorization", format!("Bearer {}", old.expose()))
-        .send()
-        .await
-        .expect("send");
+    let stale = send(
+        client()
+            .get(format!("{}{}", sim.api_url(), repo().runners_path()))
+            .header("authorization", format!("Bearer {}", old.expose())),
+    )
+    .await;
     assert_eq!(stale.status(), 401);
     assert_eq!(get_status(&sim, &repo().runners_path()).await, 200);
 }
@@ -154,46 +142,38 @@ async fn unknown_scopes_and_runners_are_404() {
         "/orgs/octo-org/actions/runners/999/labels",
         "/no/such/endpoint",
     ] {
-        let response = api(&sim, Method::GET, path).send().await.expect("send");
+        let response = api_send(&sim, Method::GET, path).await;
         assert_error(response, 404, "Not Found").await;
     }
     assert_error(
-        api(&sim, Method::DELETE, "/repos/octo/app/actions/runners/999")
-            .send()
-            .await
-            .expect("send"),
+        api_send(&sim, Method::DELETE, "/repos/octo/app/actions/runners/999").await,
         404,
         "Not Found",
     )
     .await;
     // A known path with another method is 404 too (GitHub has no 405 here), at both prefixes.
     let path = format!("{}/registration-token", repo().runners_path());
-    let response = api(&sim, Method::GET, &path).send().await.expect("send");
+    let response = api_send(&sim, Method::GET, &path).await;
     assert!(response.headers().contains_key("x-ratelimit-limit"));
     assert_error(response, 404, "Not Found").await;
-    let root = client()
-        .get(format!("{}{path}", sim.base_url()))
-        .send()
-        .await
-        .expect("send");
+    let root = send(client().get(format!("{}{path}", sim.base_url()))).await;
     assert_eq!(root.status(), 404);
     // A runner of one scope is not visible from another.
     let (id, _) = register(&sim, &org(), "org-runner", &[], false).await;
-    let response = api(
-        &sim,
-        Method::GET,
-        &format!("{}/{id}", repo().runners_path()),
-    )
-    .send()
-    .await
-    .expect("send");
-    assert_eq!(response.status(), 404);
+    assert_eq!(
+        api_status(
+            &sim,
+            Method::GET,
+            &format!("{}/{id}", repo().runners_path()),
+        )
+        .await,
+        404
+    );
     // The enterprise is addressable by id too.
-    let response = api(&sim, Method::GET, "/enterprises/7/actions/runners")
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(response.status(), 200);
+    assert_eq!(
+        get_status(&sim, "/enterprises/7/actions/runners").await,
+        200
+    );
 }
 
 #[tokio::test]
@@ -201,7 +181,7 @@ async fn get_and_delete_runner() {
     let sim = start(SimConfig::default()).await;
     let (id, _) = register(&sim, &repo(), "gone-soon", &["jammy"], false).await;
     let path = format!("{}/{id}", repo().runners_path());
-    let response = api(&sim, Method::GET, &path).send().await.expect("send");
+    let response = api_send(&sim, Method::GET, &path).await;
     assert_eq!(response.status(), 200);
     assert_eq!(
         response.headers()["x-accepted-github-permissions"],
@@ -211,7 +191,7 @@ async fn get_and_delete_runner() {
     assert_eq!(body["id"], id);
     assert_eq!(body["labels"][3]["name"], "jammy");
     assert_eq!(body["labels"][3]["type"], "custom");
-    let response = api(&sim, Method::DELETE, &path).send().await.expect("send");
+    let response = api_send(&sim, Method::DELETE, &path).await;
     assert_eq!(response.status(), 204);
     assert_eq!(response.bytes().await.expect("body").len(), 0);
     assert_eq!(get_status(&sim, &path).await, 404);
@@ -222,14 +202,12 @@ async fn get_and_delete_runner() {
 async fn downloads_point_at_the_served_tarball() {
     let tarball = b"not really a tarball, but bytes with a checksum".to_vec();
     let sim = start(SimConfig::default().with_runner_tarball(tarball.clone(), "2.330.0")).await;
-    let response = api(
+    let response = api_send(
         &sim,
         Method::GET,
         &format!("{}/downloads", org().runners_path()),
     )
-    .send()
-    .await
-    .expect("send");
+    .await;
     assert_eq!(response.status(), 200);
     let list = json(response).await;
     let linux = list
@@ -245,24 +223,13 @@ async fn downloads_point_at_the_served_tarball() {
         .is_some_and(|t| !t.is_empty()));
     let url = linux["download_url"].as_str().expect("url");
     assert!(url.starts_with(&sim.base_url()), "{url}");
-    let bytes = client()
-        .get(url)
-        .send()
-        .await
-        .expect("send")
-        .bytes()
-        .await
-        .expect("bytes");
+    let bytes = send(client().get(url)).await.bytes().await.expect("bytes");
     assert_eq!(bytes.as_ref(), tarball.as_slice());
     assert_eq!(
         linux["sha256_checksum"],
         hex::encode(Sha256::digest(&bytes))
     );
-    let missing = client()
-        .get(url.replace("2.330.0", "9.9.9"))
-        .send()
-        .await
-        .expect("send");
+    let missing = send(client().get(url.replace("2.330.0", "9.9.9"))).await;
     assert_eq!(missing.status(), 404);
 }
 
@@ -288,11 +255,7 @@ async fn generate_jitconfig_errors_and_config_contents() {
         .await
         .expect("send");
     assert_eq!(unknown_group.status(), 404);
-    let bad_json = api(&sim, Method::POST, &path)
-        .body("{nope")
-        .send()
-        .await
-        .expect("send");
+    let bad_json = send(api(&sim, Method::POST, &path).body("{nope")).await;
     assert_error(bad_json, 400, "Problems parsing JSON").await;
 
     let created =
@@ -370,59 +333,30 @@ async fn labels_endpoints() {
     };
     let listed = get_json(&sim, &path).await;
     assert_eq!(listed["total_count"], 4);
-    let added = api(&sim, Method::POST, &path)
-        .json(&json!({"labels": ["two", "ONE"]}))
-        .send()
-        .await
-        .expect("send");
+    let added = send(api(&sim, Method::POST, &path).json(&json!({"labels": ["two", "ONE"]}))).await;
     assert_eq!(added.status(), 200);
     assert_eq!(
         names(&json(added).await),
         ["self-hosted", "Linux", "X64", "one", "two"]
     );
-    let empty_post = api(&sim, Method::POST, &path)
-        .json(&json!({"labels": []}))
-        .send()
-        .await
-        .expect("send");
+    let empty_post = send(api(&sim, Method::POST, &path).json(&json!({"labels": []}))).await;
     assert_eq!(empty_post.status(), 422);
-    let set = json(
-        api(&sim, Method::PUT, &path)
-            .json(&json!({"labels": ["three"]}))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let set =
+        json(send(api(&sim, Method::PUT, &path).json(&json!({"labels": ["three"]}))).await).await;
     assert_eq!(names(&set), ["self-hosted", "Linux", "X64", "three"]);
-    let removed = api(&sim, Method::DELETE, &format!("{path}/three"))
-        .send()
-        .await
-        .expect("send");
+    let removed = api_send(&sim, Method::DELETE, &format!("{path}/three")).await;
     assert_eq!(removed.status(), 200);
     assert_eq!(names(&json(removed).await), ["self-hosted", "Linux", "X64"]);
     assert_eq!(
-        api(&sim, Method::DELETE, &format!("{path}/three"))
-            .send()
-            .await
-            .expect("send")
-            .status(),
+        api_status(&sim, Method::DELETE, &format!("{path}/three")).await,
         404
     );
     assert_eq!(
-        api(&sim, Method::DELETE, &format!("{path}/self-hosted"))
-            .send()
-            .await
-            .expect("send")
-            .status(),
+        api_status(&sim, Method::DELETE, &format!("{path}/self-hosted")).await,
         422
     );
-    api(&sim, Method::PUT, &path)
-        .json(&json!({"labels": ["a", "b"]}))
-        .send()
-        .await
-        .expect("send");
-    let cleared = json(api(&sim, Method::DELETE, &path).send().await.expect("send")).await;
+    send(api(&sim, Method::PUT, &path).json(&json!({"labels": ["a", "b"]}))).await;
+    let cleared = json(api_send(&sim, Method::DELETE, &path).await).await;
     assert_eq!(names(&cleared), ["self-hosted", "Linux", "X64"]);
 }
 
@@ -514,15 +448,9 @@ async fn runner_groups_of_org_and_enterprise() {
 #[tokio::test]
 async fn rate_limit_endpoint_is_free() {
     let sim = start(SimConfig::default().with_rate_limit(100)).await;
-    api(&sim, Method::GET, &repo().runners_path())
-        .send()
-        .await
-        .expect("send");
+    api_send(&sim, Method::GET, &repo().runners_path()).await;
     for _ in 0..3 {
-        let response = api(&sim, Method::GET, "/rate_limit")
-            .send()
-            .await
-            .expect("send");
+        let response = api_send(&sim, Method::GET, "/rate_limit").await;
         assert_eq!(response.status(), 200);
         assert_eq!(response.headers()["x-ratelimit-remaining"], "99");
         let body = json(response).await;

@@ -10,13 +10,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 async fn rest_runner(sim: &github_sim::SimHandle, scope: &github_sim::Scope, id: u64) -> Value {
-    json(
-        api(sim, Method::GET, &format!("{}/{id}", scope.runners_path()))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await
+    json(api_send(sim, Method::GET, &format!("{}/{id}", scope.runners_path())).await).await
 }
 
 #[tokio::test]
@@ -36,23 +30,19 @@ async fn register_poll_run_complete_and_ephemeral_is_gone() {
         .enqueue_job(JobSpec::new(&["self-hosted", "gpu"], "true"))
         .expect("enqueue");
     // A matching job is assigned at once: the runner is busy before it even polls.
-    let response = client()
-        .post(format!("{}/_sim/jobs", sim.base_url()))
-        .json(&json!({"labels": ["self-hosted", "JAMMY"], "script": "echo hi", "timeout_seconds": 30}))
-        .send()
-        .await
-        .expect("send");
+    let response = send(admin(&sim, Method::POST, "/jobs").json(
+        &json!({"labels": ["self-hosted", "JAMMY"], "script": "echo hi", "timeout_seconds": 30}),
+    ))
+    .await;
     assert_eq!(response.status(), 201);
     let job_id = json(response).await["job_id"].as_u64().expect("job_id");
     assert_eq!(rest_runner(&sim, &repo(), id).await["busy"], true);
-    let busy_delete = api(
+    let busy_delete = api_send(
         &sim,
         Method::DELETE,
         &format!("{}/{id}", repo().runners_path()),
     )
-    .send()
-    .await
-    .expect("send");
+    .await;
     assert_error(
         busy_delete,
         422,
@@ -83,11 +73,7 @@ async fn register_poll_run_complete_and_ephemeral_is_gone() {
             .status(),
         204
     );
-    let response = client()
-        .get(format!("{}/_sim/jobs/{job_id}", sim.base_url()))
-        .send()
-        .await
-        .expect("send");
+    let response = send(admin(&sim, Method::GET, &format!("/jobs/{job_id}"))).await;
     let view = json(response).await;
     assert_eq!(view["status"], "completed");
     assert_eq!(view["conclusion"], "failure");
@@ -97,15 +83,12 @@ async fn register_poll_run_complete_and_ephemeral_is_gone() {
 
     // Ephemeral: deregistered right after its job; its next poll is refused.
     assert_eq!(
-        api(
+        api_status(
             &sim,
             Method::GET,
             &format!("{}/{id}", repo().runners_path())
         )
-        .send()
-        .await
-        .expect("send")
-        .status(),
+        .await,
         404
     );
     assert_eq!(poll(&sim, id, &credential, 0).await.status(), 401);
@@ -241,13 +224,13 @@ async fn silence_makes_a_runner_offline_and_offline_is_immediate() {
     assert_eq!(json(response).await["job_id"], job);
     complete(&sim, &credential, job, 0, "").await;
     poll(&sim, id, &credential, 0).await;
-    let response = client()
-        .post(format!("{}/_runner/offline", sim.base_url()))
-        .header("authorization", format!("Bearer {credential}"))
-        .json(&json!({"agent_id": id}))
-        .send()
-        .await
-        .expect("send");
+    let response = send(
+        client()
+            .post(format!("{}/_runner/offline", sim.base_url()))
+            .header("authorization", format!("Bearer {credential}"))
+            .json(&json!({"agent_id": id})),
+    )
+    .await;
     assert_eq!(response.status(), 204);
     assert_eq!(rest_runner(&sim, &repo(), id).await["status"], "offline");
     assert_eq!(poll(&sim, id, "wrong", 0).await.status(), 401);
@@ -312,14 +295,12 @@ async fn registration_errors_replace_and_remove() {
     assert_eq!(names, ["self-hosted", "Linux", "X64", "a", "b"]);
 
     // config.sh remove --token <remove token>
-    let response = api(
+    let response = api_send(
         &sim,
         Method::POST,
         &format!("{}/remove-token", repo().runners_path()),
     )
-    .send()
-    .await
-    .expect("send");
+    .await;
     let remove_token = json(response).await["token"]
         .as_str()
         .expect("token")
@@ -376,16 +357,14 @@ async fn assign_on_delete_hook_makes_the_delete_lose_the_race() {
     let sim = start(SimConfig::default()).await;
     let (id, credential) = register(&sim, &repo(), "racy", &["jammy"], false).await;
     poll(&sim, id, &credential, 0).await;
-    let response = client()
-        .post(format!("{}/_sim/hooks/assign-on-delete", sim.base_url()))
-        .json(&json!({"runner_name": "racy", "enabled": true}))
-        .send()
-        .await
-        .expect("send");
+    let response = send(
+        admin(&sim, Method::POST, "/hooks/assign-on-delete")
+            .json(&json!({"runner_name": "racy", "enabled": true})),
+    )
+    .await;
     assert_eq!(response.status(), 204);
     let path = format!("{}/{id}", repo().runners_path());
-    let response = api(&sim, Method::DELETE, &path).send().await.expect("send");
-    assert_eq!(response.status(), 422);
+    assert_eq!(api_status(&sim, Method::DELETE, &path).await, 422);
     let job = json(poll(&sim, id, &credential, 1).await).await;
     let job_id = job["job_id"].as_u64().expect("job");
     assert_eq!(
@@ -394,14 +373,7 @@ async fn assign_on_delete_hook_makes_the_delete_lose_the_race() {
     );
     complete(&sim, &credential, job_id, 0, "").await;
     // The hook fired once; the next DELETE succeeds.
-    assert_eq!(
-        api(&sim, Method::DELETE, &path)
-            .send()
-            .await
-            .expect("send")
-            .status(),
-        204
-    );
+    assert_eq!(api_status(&sim, Method::DELETE, &path).await, 204);
 
     // A queued matching job is preferred over a made-up one.
     let (id2, cred2) = register(&sim, &repo(), "racy2", &["jammy"], false).await;
@@ -409,15 +381,15 @@ async fn assign_on_delete_hook_makes_the_delete_lose_the_race() {
         .enqueue_job(JobSpec::new(&["jammy"], "echo queued"))
         .expect("enqueue");
     sim.set_assign_on_delete(None, true);
-    let response = api(
-        &sim,
-        Method::DELETE,
-        &format!("{}/{id2}", repo().runners_path()),
-    )
-    .send()
-    .await
-    .expect("send");
-    assert_eq!(response.status(), 422);
+    assert_eq!(
+        api_status(
+            &sim,
+            Method::DELETE,
+            &format!("{}/{id2}", repo().runners_path()),
+        )
+        .await,
+        422
+    );
     assert_eq!(
         json(poll(&sim, id2, &cred2, 1).await).await["job_id"],
         queued
@@ -427,12 +399,7 @@ async fn assign_on_delete_hook_makes_the_delete_lose_the_race() {
 #[tokio::test]
 async fn admin_job_and_runner_views() {
     let sim = start(SimConfig::default()).await;
-    let post = |body: Value| {
-        client()
-            .post(format!("{}/_sim/jobs", sim.base_url()))
-            .json(&body)
-            .send()
-    };
+    let post = |body: Value| admin(&sim, Method::POST, "/jobs").json(&body).send();
     assert_eq!(
         post(json!({"labels": [], "script": "true", "typo": 1}))
             .await
@@ -452,36 +419,18 @@ async fn admin_job_and_runner_views() {
         .expect("send");
     assert_eq!(created.status(), 201);
     let job_id = json(created).await["job_id"].as_u64().expect("job_id");
-    let jobs = json(
-        client()
-            .get(format!("{}/_sim/jobs", sim.base_url()))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let jobs = admin_json(&sim, "/jobs").await;
     assert_eq!(jobs.as_array().map(Vec::len), Some(1));
     assert_eq!(jobs[0]["status"], "queued");
     assert!(jobs[0]["runner_name"].is_null());
-    let missing = client()
-        .get(format!("{}/_sim/jobs/999", sim.base_url()))
-        .send()
-        .await
-        .expect("send");
+    let missing = send(admin(&sim, Method::GET, "/jobs/999")).await;
     assert_eq!(missing.status(), 404);
 
     let (id, credential) = register(&sim, &enterprise(), "ent-1", &[], false).await;
     let job = json(poll(&sim, id, &credential, 1).await).await;
     assert_eq!(job["job_id"], job_id);
     assert_eq!(job["timeout_seconds"], 5);
-    let runners = json(
-        client()
-            .get(format!("{}/_sim/runners", sim.base_url()))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let runners = admin_json(&sim, "/runners").await;
     let runner = &runners[0];
     assert_eq!(runner["name"], "ent-1");
     assert_eq!(runner["scope"], "enterprises/acme");

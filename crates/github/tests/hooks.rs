@@ -6,15 +6,13 @@ mod common;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::http::HeaderMap;
 use common::*;
 use github::{Auth, Client, ClientConfig, EndpointKind, Error, RetryPolicy, Scope, Secret};
-use github_sim::{JobSpec, Sim, SimConfig, SimHandle, WebhookTarget};
-use parking_lot::Mutex;
+use github_sim::{
+    serve_webhook_receiver, JobSpec, Received, Sim, SimConfig, SimHandle, WebhookTarget,
+};
 use serde_json::json;
 use url::Url;
 
@@ -164,24 +162,10 @@ async fn enterprise_scope_has_no_hooks_api() {
 
 // ---------------------------------------------------------------- against the simulator
 
-type Received = Arc<Mutex<Vec<(HeaderMap, Bytes)>>>;
-
+/// Starts a webhook receiver on `addr` (answers 200 `ok`).
 async fn receiver_on(addr: SocketAddr) -> Received {
-    let received: Received = Arc::default();
-    let store = received.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |headers: HeaderMap, body: Bytes| {
-            let store = store.clone();
-            async move {
-                store.lock().push((headers, body));
-                "ok"
-            }
-        }),
-    );
     let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
-    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
-    received
+    serve_webhook_receiver(listener)
 }
 
 fn sim_client(sim: &SimHandle, scope: &str) -> Client {

@@ -12,6 +12,18 @@ use tokio::time::Instant;
 
 const P: &str = "/repos/o/r/actions/runners";
 
+/// A scripted server answering `script` and a PAT client of the repository `o/r` on it.
+async fn serve(script: Vec<Expect>) -> (Server, github::Client) {
+    let server = Server::start(script).await;
+    let client = pat_client(&server, "o/r");
+    (server, client)
+}
+
+/// `GET {P}/{id}`, answered with runner `id` called `name`.
+fn runner_answer(id: u64, name: &str) -> Expect {
+    expect("GET", &format!("{P}/{id}")).json(runner_json(id, name))
+}
+
 fn elapsed_between(start: Instant, low: u64, high: u64) {
     let elapsed = start.elapsed();
     assert!(
@@ -23,22 +35,16 @@ fn elapsed_between(start: Instant, low: u64, high: u64) {
 #[tokio::test(start_paused = true)]
 async fn primary_limit_waits_until_reset() {
     let reset = now_epoch() + 30;
-    let server = Server::start(vec![
+    let (server, client) = serve(vec![
         budget(
             expect("GET", &format!("{P}/1")).error(403, "API rate limit exceeded for user ID 1."),
             5000,
             0,
             reset,
         ),
-        budget(
-            expect("GET", &format!("{P}/1")).json(runner_json(1, "a")),
-            5000,
-            4999,
-            reset + 3600,
-        ),
+        budget(runner_answer(1, "a"), 5000, 4999, reset + 3600),
     ])
     .await;
-    let client = pat_client(&server, "o/r");
     let start = Instant::now();
     client
         .get_runner(RunnerId(1))
@@ -61,7 +67,7 @@ async fn primary_limit_waits_until_reset() {
 
 #[tokio::test(start_paused = true)]
 async fn retry_after_wins() {
-    let server = Server::start(vec![
+    let (server, client) = serve(vec![
         expect("POST", &format!("{P}/registration-token"))
             .error(429, "You have exceeded a secondary rate limit")
             .header("retry-after", "5"),
@@ -70,7 +76,6 @@ async fn retry_after_wins() {
             .json(json!({"token": "T", "expires_at": "2026-01-22T12:13:35Z"})),
     ])
     .await;
-    let client = pat_client(&server, "o/r");
     let start = Instant::now();
     client
         .create_registration_token()
@@ -91,13 +96,7 @@ async fn secondary_limit_without_hints_waits_60s_then_backs_off() {
             now_epoch() + 3000,
         )
     };
-    let server = Server::start(vec![
-        limited(),
-        limited(),
-        expect("GET", &format!("{P}/1")).json(runner_json(1, "a")),
-    ])
-    .await;
-    let client = pat_client(&server, "o/r");
+    let (server, client) = serve(vec![limited(), limited(), runner_answer(1, "a")]).await;
     let start = Instant::now();
     client
         .get_runner(RunnerId(1))
@@ -109,7 +108,7 @@ async fn secondary_limit_without_hints_waits_60s_then_backs_off() {
 
 #[tokio::test(start_paused = true)]
 async fn jit_post_is_resent_after_a_rate_limit_answer() {
-    let server = Server::start(vec![
+    let (server, client) = serve(vec![
         expect("POST", &format!("{P}/generate-jitconfig"))
             .error(429, "slow down")
             .header("retry-after", "2"),
@@ -120,7 +119,6 @@ async fn jit_post_is_resent_after_a_rate_limit_answer() {
             "encoded_jit_config": "cfg"})),
     ])
     .await;
-    let client = pat_client(&server, "o/r");
     let request = JitRequest {
         name: "j".into(),
         labels: vec!["self-hosted".into()],
@@ -142,14 +140,13 @@ async fn jit_post_is_resent_after_a_rate_limit_answer() {
 #[tokio::test(start_paused = true)]
 async fn a_wait_beyond_the_maximum_fails_fast() {
     let reset = now_epoch() + 7200;
-    let server = Server::start(vec![budget(
+    let (server, client) = serve(vec![budget(
         expect("GET", &format!("{P}/1")).error(403, "API rate limit exceeded"),
         5000,
         0,
         reset,
     )])
     .await;
-    let client = pat_client(&server, "o/r");
     let start = Instant::now();
     let err = client.get_runner(RunnerId(1)).await.expect_err("too long");
     match err {
@@ -175,22 +172,11 @@ async fn a_wait_beyond_the_maximum_fails_fast() {
 #[tokio::test(start_paused = true)]
 async fn a_spent_budget_delays_the_next_request() {
     let reset = now_epoch() + 20;
-    let server = Server::start(vec![
-        budget(
-            expect("GET", &format!("{P}/1")).json(runner_json(1, "a")),
-            60,
-            0,
-            reset,
-        ),
-        budget(
-            expect("GET", &format!("{P}/2")).json(runner_json(2, "b")),
-            60,
-            59,
-            reset + 3600,
-        ),
+    let (server, client) = serve(vec![
+        budget(runner_answer(1, "a"), 60, 0, reset),
+        budget(runner_answer(2, "b"), 60, 59, reset + 3600),
     ])
     .await;
-    let client = pat_client(&server, "o/r");
     client.get_runner(RunnerId(1)).await.expect("first");
     assert_eq!(client.rate_limit().expect("known").remaining, 0);
     let start = Instant::now();
@@ -204,7 +190,7 @@ async fn a_spent_budget_delays_the_next_request() {
 
 #[tokio::test(start_paused = true)]
 async fn not_modified_lists_keep_working_and_count_as_free() {
-    let server = Server::start(vec![
+    let (server, client) = serve(vec![
         budget(
             expect("GET", &format!("{P}?per_page=100"))
                 .json(runner_page(0..3, 3))
@@ -221,7 +207,6 @@ async fn not_modified_lists_keep_working_and_count_as_free() {
         ),
     ])
     .await;
-    let client = pat_client(&server, "o/r");
     assert_eq!(client.list_runners(None).await.expect("first").len(), 3);
     assert_eq!(client.list_runners(None).await.expect("304").len(), 3);
     assert_eq!(client.rate_limit().expect("known").remaining, 4999);

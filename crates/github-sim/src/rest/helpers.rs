@@ -122,6 +122,76 @@ pub(super) fn paging(query: &HashMap<String, String>) -> (usize, usize) {
     (page, per_page)
 }
 
+/// A list request: its query, the page it asks for (see [`paging`]) and the URL its `Link`
+/// header points at.
+pub(super) struct Listing {
+    pub(super) query: HashMap<String, String>,
+    pub(super) page: usize,
+    pub(super) per_page: usize,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Listing {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Query(query) = Query::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let OriginalUri(uri) = OriginalUri::from_request_parts(parts, state)
+            .await
+            .map_err(|never| match never {})?;
+        let (page, per_page) = paging(&query);
+        Ok(Self {
+            query,
+            page,
+            per_page,
+            uri,
+            headers: parts.headers.clone(),
+        })
+    }
+}
+
+impl Listing {
+    /// The items of the page asked for.
+    pub(super) fn page_of<I: Iterator>(&self, items: I) -> impl Iterator<Item = I::Item> {
+        items
+            .skip((self.page - 1).saturating_mul(self.per_page))
+            .take(self.per_page)
+    }
+
+    /// `http://HOST[/api/v3]`: the API base the client used.
+    pub(super) fn api_base(&self) -> String {
+        api_base(&self.headers, &self.uri)
+    }
+
+    /// The request's query string as sent (`""` without one).
+    pub(super) fn query_string(&self) -> &str {
+        self.uri.query().unwrap_or_default()
+    }
+
+    /// The request's URL without its query.
+    pub(super) fn url(&self) -> String {
+        format!("{}{}", base_url(None, &self.headers), self.uri.path())
+    }
+
+    /// Sets `link` (when it is a valid header value) on a list answer.
+    pub(super) fn set_link(response: &mut Response, link: &str) {
+        if let Ok(value) = HeaderValue::from_str(link) {
+            response.headers_mut().insert("link", value);
+        }
+    }
+
+    /// Sets the page-numbered `Link` header of the page asked for, out of `last`, keeping the
+    /// `extra` query pairs; none when everything fits one page.
+    pub(super) fn link_pages(&self, response: &mut Response, extra: &[(&str, &str)], last: usize) {
+        if let Some(link) = link_header(&self.url(), extra, self.page, self.per_page, last) {
+            Self::set_link(response, &link);
+        }
+    }
+}
+
 /// The `Link` header for a page (absent when everything fits one page).
 pub(super) fn link_header(
     url: &str,

@@ -139,33 +139,23 @@ pub(super) async fn list_hooks(
     AxState(shared): AxState<AppState>,
     Extension(identity): Extension<Identity>,
     params: ScopeParams,
-    Query(query): Query<HashMap<String, String>>,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
+    listing: Listing,
 ) -> Response {
-    let (page, per_page) = paging(&query);
     let state = shared.state.lock();
     let scope = match authorize(&state, &identity, &params.scope) {
         Ok(scope) => scope,
         Err(response) => return *response,
     };
-    let api = api_base(&headers, &uri);
+    let api = listing.api_base();
     let hooks = state.hooks_of(&scope);
-    let last = hooks.len().div_ceil(per_page).max(1);
-    let list: Vec<Value> = hooks
-        .iter()
-        .skip((page - 1).saturating_mul(per_page))
-        .take(per_page)
+    let last = hooks.len().div_ceil(listing.per_page).max(1);
+    let list: Vec<Value> = listing
+        .page_of(hooks.iter())
         .map(|h| hook_json(&state, h, &api))
         .collect();
     drop(state);
     let mut response = json_response(StatusCode::OK, &Value::Array(list));
-    let url = format!("{}{}", base_url(None, &headers), uri.path());
-    if let Some(link) = link_header(&url, &[], page, per_page, last) {
-        if let Ok(value) = HeaderValue::from_str(&link) {
-            response.headers_mut().insert("link", value);
-        }
-    }
+    listing.link_pages(&mut response, &[], last);
     with_hook_permissions(response, &scope, false)
 }
 
@@ -192,11 +182,9 @@ pub(super) async fn list_deliveries(
     Extension(identity): Extension<Identity>,
     params: ScopeParams,
     Path(map): Path<HashMap<String, String>>,
-    Query(query): Query<HashMap<String, String>>,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
+    listing: Listing,
 ) -> Response {
-    let (_, per_page) = paging(&query);
+    let (query, per_page) = (&listing.query, listing.per_page);
     let before = match query.get("cursor").filter(|c| !c.is_empty()) {
         None => None,
         Some(cursor) => match decode_cursor(cursor) {
@@ -226,15 +214,13 @@ pub(super) async fn list_deliveries(
     drop(state);
     let mut response = json_response(StatusCode::OK, &Value::Array(items));
     if let Some(cursor) = next {
-        let url = format!("{}{}", base_url(None, &headers), uri.path());
+        let url = listing.url();
         let mut extra = format!("per_page={per_page}");
         if let Some(r) = redelivery {
             extra = format!("{extra}&redelivery={r}");
         }
         let link = format!("<{url}?{extra}&cursor={cursor}>; rel=\"next\"");
-        if let Ok(value) = HeaderValue::from_str(&link) {
-            response.headers_mut().insert("link", value);
-        }
+        Listing::set_link(&mut response, &link);
     }
     with_hook_permissions(response, &hook.scope, false)
 }

@@ -6,22 +6,15 @@ pub(super) async fn list_runners(
     AxState(shared): AxState<AppState>,
     Extension(identity): Extension<Identity>,
     params: ScopeParams,
-    Query(query): Query<HashMap<String, String>>,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
+    listing: Listing,
 ) -> Response {
-    let (page, per_page) = paging(&query);
-    let name = query.get("name");
+    let name = listing.query.get("name");
     let mut state = shared.state.lock();
     let scope = match authorize(&state, &identity, &params.scope) {
         Ok(scope) => scope,
         Err(response) => return *response,
     };
-    let cache_key = format!(
-        "{}?{}",
-        scope.runners_path(),
-        uri.query().unwrap_or_default()
-    );
+    let cache_key = format!("{}?{}", scope.runners_path(), listing.query_string());
     let body = match state.cached_list(&cache_key) {
         Some(body) => body,
         None => {
@@ -31,10 +24,8 @@ pub(super) async fn list_runners(
                 .filter(|r| name.is_none_or(|n| r.name == *n))
                 .collect();
             let total = matching.len();
-            let runners: Vec<Value> = matching
-                .iter()
-                .skip((page - 1).saturating_mul(per_page))
-                .take(per_page)
+            let runners: Vec<Value> = listing
+                .page_of(matching.iter())
                 .map(|r| state.runner_json(r, now))
                 .collect();
             let body = json!({ "total_count": total, "runners": runners });
@@ -45,14 +36,9 @@ pub(super) async fn list_runners(
     drop(state);
     let total = body["total_count"].as_u64().unwrap_or_default() as usize;
     let mut response = json_response(StatusCode::OK, &body);
-    let last = total.div_ceil(per_page).max(1);
-    let url = format!("{}{}", base_url(None, &headers), uri.path());
+    let last = total.div_ceil(listing.per_page).max(1);
     let extra: Vec<(&str, &str)> = name.map(|n| vec![("name", n.as_str())]).unwrap_or_default();
-    if let Some(link) = link_header(&url, &extra, page, per_page, last) {
-        if let Ok(value) = HeaderValue::from_str(&link) {
-            response.headers_mut().insert("link", value);
-        }
-    }
+    listing.link_pages(&mut response, &extra, last);
     with_accepted_permissions(response, &scope)
 }
 
@@ -111,27 +97,22 @@ pub(super) async fn runner_groups(
     AxState(shared): AxState<AppState>,
     Extension(identity): Extension<Identity>,
     params: ScopeParams,
-    Query(query): Query<HashMap<String, String>>,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
+    listing: Listing,
 ) -> Response {
-    let (page, per_page) = paging(&query);
     let state = shared.state.lock();
     let scope = match authorize(&state, &identity, &params.scope) {
         Ok(scope) => scope,
         Err(response) => return *response,
     };
-    let api = api_base(&headers, &uri);
+    let api = listing.api_base();
     let prefix = match &scope {
         Scope::Enterprise(e) => format!("{api}/enterprises/{e}/actions/runner-groups"),
         other => format!("{api}/orgs/{}/actions/runner-groups", other.path()),
     };
     let groups = state.groups(&scope);
     let total = groups.len();
-    let list: Vec<Value> = groups
-        .into_iter()
-        .skip((page - 1).saturating_mul(per_page))
-        .take(per_page)
+    let list: Vec<Value> = listing
+        .page_of(groups.into_iter())
         .map(|g| {
             let mut group = json!({
                 "id": g.id,

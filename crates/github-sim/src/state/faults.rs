@@ -92,18 +92,15 @@ pub(super) struct Fault {
 /// answering 422. A job the runner had picked up is killed (see [`JobView::killed_by_deletion`]);
 /// one it had not picked up yet goes back to the queue, as when an idle runner is deleted.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct BusyLieSpec {
     /// The fraction (0..=1) of jobs the lie covers, decided once per job (so the list, the get
     /// and the `DELETE` agree about a runner). Default: every job.
-    #[serde(default)]
     pub rate: Option<f64>,
     /// Disarm after this many busy runners were deleted through the lie (default: until
     /// cleared).
-    #[serde(default)]
     pub count: Option<u32>,
     /// Seed of the per-job draw (default: random), for repeatable runs.
-    #[serde(default)]
     pub seed: Option<u64>,
 }
 

@@ -17,36 +17,29 @@ pub enum JobStatus {
     Completed,
 }
 
-/// A job to enqueue through the admin API or [`crate::SimHandle::enqueue_job`].
+/// A job to enqueue through the admin API or [`crate::SimHandle::enqueue_job`]. Every field may
+/// be left out.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct JobSpec {
     /// `runs-on` labels; a runner must have all of them (case-insensitive).
-    #[serde(default)]
     pub labels: Vec<String>,
     /// Shell script run with `sh`.
-    #[serde(default)]
     pub script: String,
     /// Job timeout (default 360 s); `timeout` is accepted too.
-    #[serde(default, alias = "timeout")]
+    #[serde(alias = "timeout")]
     pub timeout_seconds: Option<u64>,
     /// `owner/repo`, `org` or `enterprises/slug`; default: any runner of any scope.
-    #[serde(default)]
     pub scope: Option<String>,
     /// Restricts the job to a runner group by name (`runs-on: {group: ...}`).
-    #[serde(default)]
     pub runner_group: Option<String>,
     /// Event name (default `push`).
-    #[serde(default)]
     pub event_name: Option<String>,
     /// Event payload (default: a small push event).
-    #[serde(default)]
     pub event: Option<Value>,
     /// Workflow name (default `CI`).
-    #[serde(default)]
     pub workflow: Option<String>,
     /// Job name (default `build`).
-    #[serde(default)]
     pub name: Option<String>,
 }
 

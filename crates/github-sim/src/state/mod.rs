@@ -36,6 +36,7 @@ pub use faults::{BusyLieSpec, BusyLieStatus, FaultSpec, WebhookFaultSpec};
 pub(crate) use jobs::Job;
 pub use jobs::{JobSpec, JobStatus, JobView};
 use rate_limit::Bucket;
+pub(crate) use rate_limit::RateInfo;
 pub use runners::RunnerView;
 pub(crate) use runners::{NewRunner, RegisterError, Runner};
 pub use tokens::IssuedSecrets;

@@ -36,13 +36,39 @@ pub fn api(sim: &SimHandle, method: Method, path: &str) -> RequestBuilder {
         .header("x-github-api-version", "2022-11-28")
 }
 
+/// Sends a request; panics if it cannot be sent (any answer, error statuses too, is returned).
+pub async fn send(request: RequestBuilder) -> Response {
+    request.send().await.expect("send")
+}
+
+/// Sends `<method> <path>` with the sim's PAT.
+pub async fn api_send(sim: &SimHandle, method: Method, path: &str) -> Response {
+    send(api(sim, method, path)).await
+}
+
+/// The status of `<method> <path>` with the sim's PAT.
+pub async fn api_status(sim: &SimHandle, method: Method, path: &str) -> reqwest::StatusCode {
+    api_send(sim, method, path).await.status()
+}
+
 /// The status of `GET <path>` with the sim's PAT.
 pub async fn get_status(sim: &SimHandle, path: &str) -> reqwest::StatusCode {
-    api(sim, Method::GET, path)
-        .send()
-        .await
-        .expect("send")
-        .status()
+    api_status(sim, Method::GET, path).await
+}
+
+/// A request to the admin API, `<method> /_sim<path>` (no authentication).
+pub fn admin(sim: &SimHandle, method: Method, path: &str) -> RequestBuilder {
+    client().request(method, format!("{}/_sim{path}", sim.base_url()))
+}
+
+/// The JSON body of the admin API's `GET /_sim<path>`.
+pub async fn admin_json(sim: &SimHandle, path: &str) -> Value {
+    json(send(admin(sim, Method::GET, path)).await).await
+}
+
+/// The string `body[key]`, owned; panics if it is not a string.
+pub fn text(body: &Value, key: &str) -> String {
+    body[key].as_str().expect(key).to_owned()
 }
 
 /// The JSON body of `GET <path>` with the sim's PAT.
@@ -54,14 +80,18 @@ pub async fn json(response: Response) -> Value {
     response.json().await.expect("json body")
 }
 
+/// The token of `POST <scope's runners path>/<kind>` (`registration-token` or `remove-token`),
+/// which must answer 201.
+pub async fn scope_token(sim: &SimHandle, scope: &Scope, kind: &str) -> String {
+    let path = format!("{}/{kind}", scope.runners_path());
+    let response = api_send(sim, Method::POST, &path).await;
+    assert_eq!(response.status(), 201, "{kind}");
+    text(&json(response).await, "token")
+}
+
+/// A registration token of `scope`.
 pub async fn registration_token(sim: &SimHandle, scope: &Scope) -> String {
-    let path = format!("{}/registration-token", scope.runners_path());
-    let response = api(sim, Method::POST, &path).send().await.expect("request");
-    assert_eq!(response.status(), 201);
-    json(response).await["token"]
-        .as_str()
-        .expect("token")
-        .to_owned()
+    scope_token(sim, scope, "registration-token").await
 }
 
 /// A runner registered through the runner protocol: `(agent_id, credential)`.
@@ -146,6 +176,21 @@ pub async fn complete(
         .send()
         .await
         .expect("complete request")
+}
+
+/// The `linux`/`x64` asset of a runner downloads list.
+pub fn linux_x64(list: &Value) -> Value {
+    list.as_array()
+        .expect("array")
+        .iter()
+        .find(|a| a["os"] == "linux" && a["architecture"] == "x64")
+        .expect("linux x64")
+        .clone()
+}
+
+/// The body of `GET <url>` (no authentication).
+pub async fn download(url: &str) -> bytes::Bytes {
+    send(client().get(url)).await.bytes().await.expect("bytes")
 }
 
 /// Asserts a GitHub error body.
