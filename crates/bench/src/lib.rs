@@ -10,6 +10,7 @@
 
 pub mod agents;
 pub mod bad_input;
+pub mod burst;
 pub mod chaos;
 pub mod fleet;
 pub mod incus_chaos;

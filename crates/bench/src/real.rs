@@ -47,6 +47,22 @@ pub fn run_tag() -> String {
     format!("b{:06x}", hasher.finish() & 0xff_ffff)
 }
 
+/// Connects to the local Incus (its socket discovered): 10 s to connect, `request` for a
+/// request, `operation` for an operation.
+pub async fn connect_incus(request: Duration, operation: Duration) -> anyhow::Result<lxd::Client> {
+    let timeouts = lxd::Timeouts {
+        connect: Duration::from_secs(10),
+        request,
+        operation,
+    };
+    lxd::Client::connect(
+        lxd::Endpoint::discover().context("an Incus socket")?,
+        timeouts,
+    )
+    .await
+    .context("connecting to Incus")
+}
+
 /// The median of `values` (the upper one of the middle two for an even count).
 pub fn median(values: &[Duration]) -> Duration {
     let mut sorted = values.to_vec();
@@ -380,6 +396,7 @@ impl Timeline {
 fn exec_phase(request: &ExecRequest) -> &'static str {
     match request.purpose {
         ExecPurpose::Setup => "setup exec (unpack, register, start)",
+        ExecPurpose::Bake => "bake exec (image build)",
         ExecPurpose::Probe => "probe",
         ExecPurpose::Quiesce | ExecPurpose::Resume => "quiesce",
         ExecPurpose::Stop | ExecPurpose::Other => "other",

@@ -419,6 +419,11 @@ impl Client {
         }
     }
 
+    /// [`Client::run`] for a request whose only result is success.
+    pub(crate) async fn run_done(&self, what: &str, rb: RequestBuilder) -> Result<()> {
+        self.run(what, rb).await.map(|_| ())
+    }
+
     /// A call that may start an operation: waits for it and requires success.
     pub(crate) async fn run(&self, what: &str, rb: RequestBuilder) -> Result<Operation> {
         let limit = self.inner.timeouts.operation;

@@ -260,42 +260,37 @@ mod tests {
     /// The daemons' own texts (Incus 6.0.4 and LXD 5.0.2, measured) name the missing object.
     #[test]
     fn missing_objects_are_read_from_the_server_text() {
-        assert_eq!(
-            kind("Image alias not found"),
-            Some((ObjectKind::ImageAlias, None))
-        );
-        assert_eq!(
-            kind("Requested profile \"nosuchprof\" doesn't exist"),
-            named(ObjectKind::Profile, "nosuchprof")
-        );
-        assert_eq!(
-            kind("Requested profile \"p1\" doesn't exist in project \"dev\""),
-            named(ObjectKind::Profile, "p1")
-        );
-        assert_eq!(
-            kind("Requested profile 'old' doesn't exist"),
-            named(ObjectKind::Profile, "old")
-        );
-        assert_eq!(
-            kind("Fetch profile: Profile not found"),
-            Some((ObjectKind::Profile, None))
-        );
-        assert_eq!(
-            kind("Failed creating instance record: Failed initializing instance: Failed loading storage pool: Storage pool not found"),
-            Some((ObjectKind::StoragePool, None))
-        );
-        assert_eq!(
-            kind("Failed loading project \"nosuch\": Project not found"),
-            named(ObjectKind::Project, "nosuch")
-        );
-        assert_eq!(
-            kind("Check if project has images: fetch project: Project not found"),
-            Some((ObjectKind::Project, None))
-        );
-        assert_eq!(
-            kind("Failed creating instance record: Failed initializing instance: Invalid devices: Device validation failed for \"eth9\": Failed loading device \"eth9\": Failed to load network \"nosuchnet\" for project \"default\": Network not found"),
-            named(ObjectKind::Network, "nosuchnet")
-        );
+        for (message, expected) in [
+            ("Image alias not found", Some((ObjectKind::ImageAlias, None))),
+            (
+                "Requested profile \"nosuchprof\" doesn't exist",
+                named(ObjectKind::Profile, "nosuchprof"),
+            ),
+            (
+                "Requested profile \"p1\" doesn't exist in project \"dev\"",
+                named(ObjectKind::Profile, "p1"),
+            ),
+            ("Requested profile 'old' doesn't exist", named(ObjectKind::Profile, "old")),
+            ("Fetch profile: Profile not found", Some((ObjectKind::Profile, None))),
+            (
+                "Failed creating instance record: Failed initializing instance: Failed loading storage pool: Storage pool not found",
+                Some((ObjectKind::StoragePool, None)),
+            ),
+            (
+                "Failed loading project \"nosuch\": Project not found",
+                named(ObjectKind::Project, "nosuch"),
+            ),
+            (
+                "Check if project has images: fetch project: Project not found",
+                Some((ObjectKind::Project, None)),
+            ),
+            (
+                "Failed creating instance record: Failed initializing instance: Invalid devices: Device validation failed for \"eth9\": Failed loading device \"eth9\": Failed to load network \"nosuchnet\" for project \"default\": Network not found",
+                named(ObjectKind::Network, "nosuchnet"),
+            ),
+        ] {
+            assert_eq!(kind(message), expected, "{message:?}");
+        }
         // Not about a named object: nothing to report.
         for other in [
             "Instance not found",

@@ -396,9 +396,8 @@ impl Client {
     pub async fn delete_instance(&self, name: &str) -> Result<()> {
         validate_instance_name(name)?;
         let what = format!("deleting instance {name}");
-        self.run(&what, self.scoped(Method::DELETE, &instance_path(name)))
+        self.run_done(&what, self.scoped(Method::DELETE, &instance_path(name)))
             .await
-            .map(|_| ())
     }
 
     /// Deletes an instance whatever its state: force-stops it first if needed. Returns `false` if it

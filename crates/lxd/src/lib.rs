@@ -21,6 +21,7 @@ mod client;
 mod error;
 mod exec;
 mod files;
+mod images;
 mod instances;
 mod names;
 mod resources;
@@ -30,6 +31,7 @@ pub use client::{discover_socket, Client, Endpoint, PrivateKeyPem, Timeouts};
 pub use error::{Error, Object, ObjectKind, Result};
 pub use exec::{ExecOutput, ExecRequest, ExecStatus};
 pub use files::{FileContent, FilePerms};
+pub use images::PublishSpec;
 pub use instances::{ImageSource, InstanceSpec, Stop};
 pub use names::validate_instance_name;
 pub use types::{

@@ -34,12 +34,11 @@ impl Client {
         validate_simple_name("storage pool name", name)?;
         let what = format!("creating storage pool {name}");
         let body = json!({"name": name, "driver": "dir", "config": {"source": source}});
-        self.run(
+        self.run_done(
             &what,
             self.req(Method::POST, "/1.0/storage-pools").json(&body),
         )
         .await
-        .map(|_| ())
     }
 
     /// Deletes a pool; fails while something uses it.
@@ -47,9 +46,7 @@ impl Client {
         validate_simple_name("storage pool name", name)?;
         let what = format!("deleting storage pool {name}");
         let path = format!("/1.0/storage-pools/{}", segment(name));
-        self.run(&what, self.req(Method::DELETE, &path))
-            .await
-            .map(|_| ())
+        self.run_done(&what, self.req(Method::DELETE, &path)).await
     }
 
     // ---- profiles ----
@@ -72,12 +69,11 @@ impl Client {
     pub async fn create_profile(&self, profile: &Profile) -> Result<()> {
         validate_simple_name("profile name", &profile.name)?;
         let what = format!("creating profile {}", profile.name);
-        self.run(
+        self.run_done(
             &what,
             self.scoped(Method::POST, "/1.0/profiles").json(profile),
         )
         .await
-        .map(|_| ())
     }
 
     /// Creates the profile unless a profile of that name exists (which is left as it is). Returns
@@ -99,22 +95,20 @@ impl Client {
             "config": profile.config,
             "devices": profile.devices,
         });
-        self.run(
+        self.run_done(
             &what,
             self.scoped(Method::PUT, &profile_path(&profile.name))
                 .json(&body),
         )
         .await
-        .map(|_| ())
     }
 
     /// Deletes a profile; fails while an instance uses it.
     pub async fn delete_profile(&self, name: &str) -> Result<()> {
         validate_simple_name("profile name", name)?;
         let what = format!("deleting profile {name}");
-        self.run(&what, self.scoped(Method::DELETE, &profile_path(name)))
+        self.run_done(&what, self.scoped(Method::DELETE, &profile_path(name)))
             .await
-            .map(|_| ())
     }
 
     // ---- images ----
@@ -165,29 +159,26 @@ impl Client {
         validate_simple_name("image alias", alias)?;
         let what = format!("creating image alias {alias}");
         let body = json!({"name": alias, "target": fingerprint});
-        self.run(
+        self.run_done(
             &what,
             self.scoped(Method::POST, "/1.0/images/aliases").json(&body),
         )
         .await
-        .map(|_| ())
     }
 
     pub async fn delete_image_alias(&self, alias: &str) -> Result<()> {
         validate_simple_name("image alias", alias)?;
         let what = format!("deleting image alias {alias}");
-        self.run(&what, self.scoped(Method::DELETE, &alias_path(alias)))
+        self.run_done(&what, self.scoped(Method::DELETE, &alias_path(alias)))
             .await
-            .map(|_| ())
     }
 
     pub async fn delete_image(&self, fingerprint: &str) -> Result<()> {
         validate_simple_name("image fingerprint", fingerprint)?;
         let what = format!("deleting image {fingerprint}");
         let path = format!("/1.0/images/{}", segment(fingerprint));
-        self.run(&what, self.scoped(Method::DELETE, &path))
+        self.run_done(&what, self.scoped(Method::DELETE, &path))
             .await
-            .map(|_| ())
     }
 
     // ---- cluster ----

@@ -123,6 +123,15 @@ where
     Option::<T>::deserialize(d).map(Option::unwrap_or_default)
 }
 
+/// A time that servers send as `0001-01-01T00:00:00Z` (Go's zero time) or `null` when unset.
+fn time_or_never<'de, D>(d: D) -> Result<Option<String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let t = Option::<String>::deserialize(d)?;
+    Ok(t.filter(|t| !t.is_empty() && !t.starts_with("0001-01-01")))
+}
+
 /// A background operation.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
@@ -324,6 +333,15 @@ pub struct Image {
     pub public: bool,
     #[serde(deserialize_with = "nullable")]
     pub uploaded_at: String,
+    /// When the image was built (RFC 3339), as the server reports it.
+    #[serde(deserialize_with = "nullable")]
+    pub created_at: String,
+    /// When an instance was last created from it (RFC 3339); `None` when never.
+    #[serde(deserialize_with = "time_or_never")]
+    pub last_used_at: Option<String>,
+    /// Fetched from a remote server to create an instance (not imported or published here).
+    #[serde(deserialize_with = "nullable")]
+    pub cached: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -5,19 +5,13 @@
 
 mod common;
 
-use common::{busybox, client, Cleanup};
+use common::{assert_no_instance, busybox, client, Cleanup};
 
 use lxd::{Error, ImageSource, Object, ObjectKind};
 
 fn missing(err: &Error) -> &Object {
     err.missing()
         .unwrap_or_else(|| panic!("expected Error::Missing, got {err:?}"))
-}
-
-/// Nothing was created under `name`.
-async fn not_created(c: &lxd::Client, name: &str) {
-    let err = c.get_instance(name).await.expect_err("not created");
-    assert!(err.is_not_found(), "{err:?}");
 }
 
 /// Incus 6.0 fails the create operation with "Image not provided for instance creation", LXD 5.0
@@ -41,7 +35,7 @@ async fn create_from_a_missing_alias_names_it() {
         err.server_message().is_some_and(|m| !m.is_empty()),
         "the daemon's own text is kept: {err:?}"
     );
-    not_created(&c, &name).await;
+    assert_no_instance(&c, &name).await;
 
     // The same answer before creating anything.
     let err = c
@@ -70,7 +64,7 @@ async fn create_with_a_missing_profile_names_it() {
     let err = c.create_instance(&spec).await.expect_err("no such profile");
     assert_eq!(missing(&err), &Object::new(ObjectKind::Profile, &profile));
     assert!(err.is_permanent(), "{err:?}");
-    not_created(&c, &name).await;
+    assert_no_instance(&c, &name).await;
 
     let err = c
         .check_profiles(&["default", profile.as_str()])
@@ -99,7 +93,7 @@ async fn create_on_a_missing_storage_pool_names_it() {
     let err = c.create_instance(&spec).await.expect_err("no such pool");
     assert_eq!(missing(&err), &Object::new(ObjectKind::StoragePool, &pool));
     assert!(err.is_permanent(), "{err:?}");
-    not_created(&c, &name).await;
+    assert_no_instance(&c, &name).await;
 }
 
 /// A client scoped to a project that does not exist: every check and the create name the project.
@@ -126,7 +120,7 @@ async fn a_missing_project_is_named() {
         .await
         .expect_err("no such project");
     assert_eq!(missing(&err), &Object::new(ObjectKind::Project, &project));
-    not_created(&c, &name).await;
+    assert_no_instance(&c, &name).await;
 }
 
 /// 403: the server refuses for good (here: the `default` profile cannot be deleted).

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{busybox, client, Cleanup};
+use common::{assert_no_instance, busybox, client, started_instance, Cleanup};
 use sha2::Digest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -156,18 +156,9 @@ async fn create_started_ephemeral_goes_away_on_stop() {
 
 #[tokio::test]
 async fn force_delete_removes_a_running_instance() {
-    let c = client().await;
-    let g = Cleanup::new();
-    let name = g.name("force");
-    c.create_instance(&busybox(&name).started())
-        .await
-        .expect("create");
+    let (c, _g, name) = started_instance("force").await;
     assert!(c.force_delete_instance(&name).await.expect("force delete"));
-    assert!(c
-        .get_instance(&name)
-        .await
-        .expect_err("gone")
-        .is_not_found());
+    assert_no_instance(&c, &name).await;
 }
 
 #[tokio::test]
@@ -185,11 +176,7 @@ async fn missing_image_alias_is_missing() {
         other => panic!("expected Missing, got {other:?}"),
     }
     assert!(err.is_permanent(), "{err:?}");
-    assert!(c
-        .get_instance(&name)
-        .await
-        .expect_err("not created")
-        .is_not_found());
+    assert_no_instance(&c, &name).await;
 }
 
 #[tokio::test]
@@ -297,12 +284,7 @@ async fn invalid_names_are_rejected_before_any_call() {
 
 #[tokio::test]
 async fn exec_output_exit_codes_env_cwd_user() {
-    let c = client().await;
-    let g = Cleanup::new();
-    let name = g.name("exec");
-    c.create_instance(&busybox(&name).started())
-        .await
-        .expect("create");
+    let (c, _g, name) = started_instance("exec").await;
 
     let out = c
         .exec(&name, &ExecRequest::shell("echo out; echo err >&2; exit 3"))
@@ -491,12 +473,7 @@ async fn exec_with_stdin() {
 
 #[tokio::test]
 async fn exec_timeout_and_stopped_instance() {
-    let c = client().await;
-    let g = Cleanup::new();
-    let name = g.name("exect");
-    c.create_instance(&busybox(&name).started())
-        .await
-        .expect("create");
+    let (c, _g, name) = started_instance("exect").await;
     let started = std::time::Instant::now();
     let err = c
         .exec(
@@ -530,12 +507,7 @@ async fn exec_timeout_and_stopped_instance() {
 
 #[tokio::test]
 async fn files_round_trip_with_mode_and_owner() {
-    let c = client().await;
-    let g = Cleanup::new();
-    let name = g.name("files");
-    c.create_instance(&busybox(&name).started())
-        .await
-        .expect("create");
+    let (c, _g, name) = started_instance("files").await;
 
     let data: Vec<u8> = (0..200_000u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
@@ -629,12 +601,7 @@ async fn files_round_trip_with_mode_and_owner() {
 /// server answers 200 and writes an empty file.
 #[tokio::test]
 async fn push_without_octet_stream_writes_an_empty_file() {
-    let c = client().await;
-    let g = Cleanup::new();
-    let name = g.name("ctype");
-    c.create_instance(&busybox(&name).started())
-        .await
-        .expect("create");
+    let (c, _g, name) = started_instance("ctype").await;
     let raw = reqwest::Client::builder()
         .unix_socket(common::socket())
         .timeout(Duration::from_secs(10))
@@ -1043,11 +1010,7 @@ async fn projects_scope_instances_and_exec_logs() {
         .expect("list")
         .iter()
         .any(|i| i.name == name));
-    assert!(c
-        .get_instance(&name)
-        .await
-        .expect_err("other project")
-        .is_not_found());
+    assert_no_instance(&c, &name).await;
     let out = p
         .exec(&name, &ExecRequest::shell("echo in-project; echo e >&2"))
         .await

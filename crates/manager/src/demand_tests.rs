@@ -58,6 +58,8 @@ fn runner(observed: &mut Observed, pool: &str, n: u32, busy: bool) {
         status: InstanceStatus::Running,
         age: Duration::from_secs(3600),
         probe: Probe::Alive,
+        image: None,
+        outdated: false,
     });
     observed.registrations.push(ObservedRegistration {
         id: u64::from(n),

@@ -48,6 +48,8 @@ pub struct Metrics {
     pub runner_boot_seconds: Family<Labels, Histogram>,
     /// Queued jobs that no pool matches.
     pub jobs_unmatched_total: Counter,
+    /// Baked images built, promoted, rolled back and deleted, per pool.
+    pub image_events_total: Family<Labels, Counter>,
 }
 
 impl Metrics {
@@ -77,6 +79,7 @@ impl Metrics {
                 Histogram::new(exponential_buckets(0.5, 2.0, 12))
             }),
             jobs_unmatched_total: Counter::default(),
+            image_events_total: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("runner_manager");
         r.register(
@@ -159,6 +162,11 @@ impl Metrics {
             "jobs_unmatched",
             "Queued jobs whose labels no pool has",
             metrics.jobs_unmatched_total.clone(),
+        );
+        r.register(
+            "image_events",
+            "Baked images built, promoted, rolled back and deleted, per pool",
+            metrics.image_events_total.clone(),
         );
         Arc::new(metrics)
     }
@@ -669,5 +677,49 @@ impl RunnerOnline {
             .runner_boot_seconds
             .get_or_create(&labels(&[("pool", &self.pool)]))
             .observe(self.boot_time.as_secs_f64());
+    }
+}
+
+/// A baked image was built and published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageBuilt {
+    pub pool: String,
+    pub alias: String,
+    pub runner_version: String,
+    pub duration: Duration,
+}
+
+impl ImageBuilt {
+    pub fn emit(&self, t: &Telemetry) {
+        tracing::info!(message = "Image built.", pool = %self.pool, alias = %self.alias,
+            runner_version = %self.runner_version, duration_seconds = self.duration.as_secs_f64());
+        t.metrics
+            .image_events_total
+            .get_or_create(&labels(&[("pool", &self.pool), ("event", "built")]))
+            .inc();
+    }
+}
+
+/// A pool's canary image was judged: promoted to good, or rolled back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageJudged {
+    pub pool: String,
+    pub alias: String,
+    /// `promoted` or `rolled_back`.
+    pub verdict: &'static str,
+}
+
+impl ImageJudged {
+    pub fn emit(&self, t: &Telemetry) {
+        if self.verdict == "rolled_back" {
+            tracing::warn!(message = "Canary image rolled back: its runners did not start; the pool stays on its last good image.",
+                pool = %self.pool, alias = %self.alias);
+        } else {
+            tracing::info!(message = "Canary image promoted.", pool = %self.pool, alias = %self.alias);
+        }
+        t.metrics
+            .image_events_total
+            .get_or_create(&labels(&[("pool", &self.pool), ("event", self.verdict)]))
+            .inc();
     }
 }

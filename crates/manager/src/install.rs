@@ -20,7 +20,7 @@ pub use crate::guest::{
     PROBE_NOT_STARTED, REGISTER_SCRIPT, RUNNER_DIR, SCRIPT_DIR, SETUP_PID_FILE,
 };
 use crate::guest::{
-    DEFAULT_PATH, DOCKER_CLIENT_CONFIG, DOCKER_DROPIN, JIT_FILE, POLICY_TOKEN_FILE,
+    SetupMode, DEFAULT_PATH, DOCKER_CLIENT_CONFIG, DOCKER_DROPIN, JIT_FILE, POLICY_TOKEN_FILE,
     STAGED_MANIFEST, STAGED_TARBALL, TOKEN_FILE,
 };
 
@@ -321,7 +321,14 @@ pub fn install_files(
 /// The bundle pushed in one call: an uncompressed tar of the runner tarball and
 /// [`install_files`] under their stage paths, with their modes (owned by root until moved).
 pub fn build_bundle(tarball: &[u8], files: &[BundleFile]) -> std::io::Result<Vec<u8>> {
-    let mut out = tar::Builder::new(Vec::with_capacity(tarball.len() + 64 * 1024));
+    build_bundle_of(Some(tarball), files)
+}
+
+/// [`build_bundle`], without the runner tarball when `tarball` is `None` (a launch from a
+/// baked image, where the runner is in place already).
+pub fn build_bundle_of(tarball: Option<&[u8]>, files: &[BundleFile]) -> std::io::Result<Vec<u8>> {
+    let capacity = tarball.map_or(0, <[u8]>::len) + 64 * 1024;
+    let mut out = tar::Builder::new(Vec::with_capacity(capacity));
     let mut append = |path: &str, content: &[u8], mode: u32| {
         let mut header = tar::Header::new_gnu();
         header.set_size(content.len() as u64);
@@ -332,7 +339,9 @@ pub fn build_bundle(tarball: &[u8], files: &[BundleFile]) -> std::io::Result<Vec
         header.set_entry_type(tar::EntryType::Regular);
         out.append_data(&mut header, path, content)
     };
-    append(STAGED_TARBALL, tarball, 0o600)?;
+    if let Some(tarball) = tarball {
+        append(STAGED_TARBALL, tarball, 0o600)?;
+    }
     append(STAGED_MANIFEST, manifest(files).as_bytes(), 0o600)?;
     for f in files {
         append(&f.staged(), &f.content, f.mode)?;
@@ -379,6 +388,95 @@ pub fn setup_script(source: BundleSource) -> String {
     crate::guest::setup_script(source == BundleSource::Stdin)
 }
 
+/// The files an image is baked with: the runner's static scripts (everything else is a
+/// runner's own, and may hold a secret: it travels at launch).
+pub fn bake_files() -> Vec<BundleFile> {
+    vec![
+        BundleFile::new(
+            format!("{SCRIPT_DIR}/start.sh"),
+            start_script(),
+            0o755,
+            false,
+        ),
+        BundleFile::new(
+            format!("{SCRIPT_DIR}/post-job.sh"),
+            post_job_script(),
+            0o755,
+            false,
+        ),
+    ]
+}
+
+/// Printed by the setup script when an image's instance is ready to be published.
+const BAKED: &str = "baked";
+
+/// Bakes the runner into a started instance that is to become an image: the runner unpacked,
+/// its user's files and the static scripts in place, nothing registered, no secret.
+pub async fn bake_runner(
+    provider: &dyn InstanceProvider,
+    name: &str,
+    settings: &InstallSettings,
+    tarball: &[u8],
+) -> Result<(), InstallError> {
+    let out = run_setup(
+        provider,
+        name,
+        Some(tarball),
+        &bake_files(),
+        SetupMode::Bake,
+        settings,
+    )
+    .await?;
+    if out.exit_code == 0 && out.stdout.lines().last() == Some(BAKED) {
+        return Ok(());
+    }
+    Err(InstallError::Command {
+        name: name.to_owned(),
+        step: "baking the runner into the image",
+        exit_code: out.exit_code,
+        stderr: tail(&out.stderr, 400),
+    })
+}
+
+/// The setup exec (see [`setup_script`]) in `mode`, with the bundle of `tarball` and `files`
+/// on its standard input or pushed first.
+async fn run_setup(
+    provider: &dyn InstanceProvider,
+    name: &str,
+    tarball: Option<&[u8]>,
+    files: &[BundleFile],
+    mode: SetupMode,
+    settings: &InstallSettings,
+) -> Result<ExecOutput, InstallError> {
+    let bundle = build_bundle_of(tarball, files).map_err(|e| InstallError::Provider {
+        name: name.to_owned(),
+        step: "building the install bundle",
+        source: ProviderError::caused_by("tar", e),
+    })?;
+    let limit = Duration::from_secs(300) + settings.ready_timeout;
+    let script = |stdin| crate::guest::setup_script_for(stdin, mode);
+    let purpose = if mode == SetupMode::Bake {
+        ExecPurpose::Bake
+    } else {
+        ExecPurpose::Setup
+    };
+    if provider.streams_stdin() {
+        let setup = ExecRequest::shell(script(true), limit)
+            .with_stdin(bundle)
+            .for_purpose(purpose);
+        exec_when_ready(provider, name, &setup, settings.ready_timeout).await
+    } else {
+        push_bundle(provider, name, bundle, settings.ready_timeout).await?;
+        let setup = ExecRequest::shell(script(false), limit).for_purpose(purpose);
+        provider.exec(name, &setup).await
+    }
+    .map_err(|source| InstallError::Provider {
+        name: name.to_owned(),
+        step: "installing the runner",
+        source,
+    })
+}
+
 /// [`REGISTER_SCRIPT`] (`guest/register-and-start.sh`): waits for the network, registers
 /// (token mode), starts `start.sh` detached and waits in the instance, in 50 ms steps up to
 /// `wait`, until `run.sh` is alive. The last line printed is `alive`, `exited CODE` (then the
@@ -403,38 +501,24 @@ fn tail(s: &str, max: usize) -> String {
 
 /// Installs, registers and starts a runner in a started instance: one exec as root with the
 /// bundle on its standard input (repeated only while the instance is not ready for it), or,
-/// where the provider cannot feed stdin, a push of the bundle and then that exec.
+/// where the provider cannot feed stdin, a push of the bundle and then that exec. `tarball`
+/// `None`: the instance comes from a baked image, the runner is in place; only the runner's own
+/// files travel.
 pub async fn install_runner(
     provider: &dyn InstanceProvider,
     name: &RunnerName,
     settings: &InstallSettings,
-    tarball: &[u8],
+    tarball: Option<&[u8]>,
     registration: &RegistrationSecret,
     policy_token: Option<&Secret>,
 ) -> Result<(), InstallError> {
     let files = install_files(settings, name, registration, policy_token);
-    let bundle = build_bundle(tarball, &files).map_err(|e| InstallError::Provider {
-        name: name.to_string(),
-        step: "building the install bundle",
-        source: ProviderError::caused_by("tar", e),
-    })?;
-    let limit = Duration::from_secs(300) + settings.ready_timeout;
-    let out = if provider.streams_stdin() {
-        let setup = ExecRequest::shell(setup_script(BundleSource::Stdin), limit)
-            .with_stdin(bundle)
-            .for_purpose(ExecPurpose::Setup);
-        exec_when_ready(provider, name.as_str(), &setup, settings.ready_timeout).await
+    let mode = if tarball.is_some() {
+        SetupMode::Install
     } else {
-        push_bundle(provider, name.as_str(), bundle, settings.ready_timeout).await?;
-        let setup = ExecRequest::shell(setup_script(BundleSource::Pushed), limit)
-            .for_purpose(ExecPurpose::Setup);
-        provider.exec(name.as_str(), &setup).await
-    }
-    .map_err(|source| InstallError::Provider {
-        name: name.to_string(),
-        step: "installing the runner",
-        source,
-    })?;
+        SetupMode::Baked
+    };
+    let out = run_setup(provider, name.as_str(), tarball, &files, mode, settings).await?;
     let stdout = out.stdout.trim();
     if out.exit_code != 0 {
         let step = if stdout.lines().any(|l| l.starts_with(CONFIG_FAILED)) {

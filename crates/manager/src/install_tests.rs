@@ -422,9 +422,13 @@ fn setup_script_runs_with(source: BundleSource) {
     }
     // Not root: the files go to this process's own ids.
     let ids = own_ids(dir.path());
-    let script = crate::guest::setup_script_at(&root, source == BundleSource::Stdin)
-        .replace("chown -R \"$RM_UID:$RM_GID\"", &format!("chown -R {ids}"))
-        .replace("chown \"$RM_UID:$RM_GID\"", &format!("chown {ids}"));
+    let script = crate::guest::setup_script_at(
+        &root,
+        source == BundleSource::Stdin,
+        crate::guest::SetupMode::Install,
+    )
+    .replace("chown -R \"$RM_UID:$RM_GID\"", &format!("chown -R {ids}"))
+    .replace("chown \"$RM_UID:$RM_GID\"", &format!("chown {ids}"));
     let mut child = std::process::Command::new("sh")
         .args(["-c", &script])
         .stdin(std::process::Stdio::piped())

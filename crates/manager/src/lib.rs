@@ -17,6 +17,7 @@ pub mod adapters;
 pub mod demand;
 pub mod events;
 pub mod guest;
+pub mod images;
 pub mod install;
 pub mod jobs;
 pub mod model;

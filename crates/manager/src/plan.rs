@@ -38,6 +38,10 @@ pub struct ObservedInstance {
     pub status: InstanceStatus,
     pub age: Duration,
     pub probe: Probe,
+    /// The baked image it was made from ([`crate::images::IMAGE_KEY`]); `None`: a plain launch.
+    pub image: Option<String>,
+    /// Made from an image its pool no longer launches (a baked image that was replaced).
+    pub outdated: bool,
 }
 
 /// An owned registration.
@@ -114,6 +118,8 @@ pub enum RemovalReason {
     ScaleDown,
     /// Idle past `max_idle_age`: replaced by a fresh one.
     Recycled,
+    /// Idle, made from an image its pool replaced: replaced by one from the new image.
+    Outdated,
     /// `flush`.
     Flush,
 }
@@ -131,6 +137,7 @@ impl RemovalReason {
             Self::Dangling => "dangling",
             Self::ScaleDown => "scale_down",
             Self::Recycled => "recycled",
+            Self::Outdated => "outdated",
             Self::Flush => "flush",
         }
     }
@@ -254,6 +261,9 @@ pub fn classify(observed: &Observed, desired: &Desired) -> BTreeMap<RunnerName, 
         // An idle runner past its age is replaced (a fresh image and binary). Only an online
         // one that GitHub says is idle: the removal asks GitHub first, which refuses a busy one.
         let state = match (state, desired.max_idle_age) {
+            (RunnerState::Idle { online: true }, _) if instance.outdated => {
+                RunnerState::Remove(RemovalReason::Outdated)
+            }
             (RunnerState::Idle { online: true }, Some(max_age)) if instance.age >= max_age => {
                 RunnerState::Remove(RemovalReason::Recycled)
             }

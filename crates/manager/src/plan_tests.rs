@@ -165,6 +165,8 @@ fn observe(runners: &[Runner]) -> Observed {
                 status: i.status,
                 age: i.age,
                 probe: i.probe,
+                image: None,
+                outdated: false,
             });
         }
         if let Some(reg) = r.registration {
@@ -603,6 +605,8 @@ fn apply(observed: &Observed, plan: &Plan) -> Observed {
             status: InstanceStatus::Running,
             age: Duration::from_secs(1),
             probe: Probe::Alive,
+            image: None,
+            outdated: false,
         });
         next.registrations.push(ObservedRegistration {
             id: 10_000 + k as u64,

@@ -102,6 +102,27 @@ impl Sizing {
     }
 }
 
+/// Where a pool's runners come from (the config's `image_mode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageMode {
+    /// The base image; each runner gets the runner tarball pushed and unpacked.
+    #[default]
+    Plain,
+    /// An image the manager built from the base image with the runner installed
+    /// ([`crate::images`]); each runner only registers. Until one exists, as `Plain`.
+    Baked,
+}
+
+impl ImageMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Plain => "plain",
+            Self::Baked => "baked",
+        }
+    }
+}
+
 /// One pool as configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolSpec {
@@ -120,6 +141,7 @@ pub struct PoolSpec {
     pub sizing: Sizing,
     /// Higher first when several pools match a job.
     pub priority: i32,
+    pub image_mode: ImageMode,
     /// Whether runners carry [`POOL_KEY`] and the marker label. A pool declared in
     /// `[[pools]]` does; the single-pool form does not (its runners look as the seed's did).
     pub marked: bool,

@@ -239,7 +239,8 @@ pub struct Instance {
 /// What to create.
 #[derive(Debug, Clone)]
 pub struct InstanceSpec {
-    pub name: RunnerName,
+    /// A runner's name, or a build instance's (see [`crate::images`]).
+    pub name: String,
     /// Image alias.
     pub image: String,
     pub instance_type: InstanceType,
@@ -257,6 +258,8 @@ pub enum ExecPurpose {
     Probe,
     /// The install: unpack the bundle, register and start the runner.
     Setup,
+    /// Baking an image: unpack the runner and the static files; nothing registered.
+    Bake,
     /// Stop the runner (`guest/stop.sh`).
     Stop,
     /// Whether a job runs in the instance; if not, freeze the runner (`guest/quiesce.sh`).
@@ -412,6 +415,63 @@ pub trait InstanceProvider: Send + Sync {
 
     /// Force-stops and deletes; `Ok` when it is already gone.
     async fn delete(&self, name: &str) -> Result<(), ProviderError>;
+
+    // ----------------------------------------------------------------- images (baked pools)
+
+    /// The fingerprint an image alias points at; `None` when there is no such alias.
+    async fn image_fingerprint(&self, _alias: &str) -> Result<Option<String>, ProviderError> {
+        Ok(None)
+    }
+
+    /// The server's images (the manager keeps those whose properties name it).
+    async fn list_images(&self) -> Result<Vec<ImageInfo>, ProviderError> {
+        Ok(Vec::new())
+    }
+
+    /// Stops an instance (cleanly, then forced after a while); it stays, stopped.
+    async fn stop(&self, name: &str) -> Result<(), ProviderError> {
+        Err(unsupported("stopping an instance", name))
+    }
+
+    /// Publishes a stopped instance as an image with `alias` and `properties`; its fingerprint.
+    async fn publish(
+        &self,
+        name: &str,
+        _alias: &str,
+        _properties: &BTreeMap<String, String>,
+    ) -> Result<String, ProviderError> {
+        Err(unsupported("publishing an image", name))
+    }
+
+    /// Replaces an image's properties.
+    async fn set_image_properties(
+        &self,
+        fingerprint: &str,
+        _properties: &BTreeMap<String, String>,
+    ) -> Result<(), ProviderError> {
+        Err(unsupported("updating image properties", fingerprint))
+    }
+
+    /// Deletes an image and its aliases; `Ok` when it is already gone.
+    async fn delete_image(&self, fingerprint: &str) -> Result<(), ProviderError> {
+        Err(unsupported("deleting an image", fingerprint))
+    }
+}
+
+fn unsupported(what: &str, name: &str) -> ProviderError {
+    ProviderError::failed(
+        format!("{what} {name}"),
+        "this instance provider has no image support",
+    )
+}
+
+/// An image as the provider lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageInfo {
+    pub fingerprint: String,
+    pub aliases: Vec<String>,
+    pub properties: BTreeMap<String, String>,
+    pub size: u64,
 }
 
 /// A runner registration as GitHub reports it.

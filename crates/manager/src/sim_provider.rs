@@ -72,6 +72,24 @@ pub struct SimInstance {
     pub files: HashMap<String, (Vec<u8>, u32)>,
     pub runner_alive: bool,
     pub runner_exit: Option<i32>,
+    /// Launched from an image whose runner cannot start ([`SimProvider::break_image`]).
+    pub broken: bool,
+}
+
+/// A simulated image (published from an instance).
+#[derive(Debug, Clone)]
+pub struct SimImage {
+    pub aliases: Vec<String>,
+    pub properties: BTreeMap<String, String>,
+    pub files: HashMap<String, (Vec<u8>, u32)>,
+    /// Its runner cannot start.
+    pub broken: bool,
+}
+
+/// Where a runner's `config.sh` is once the runner tarball is unpacked (the simulation's sign
+/// that the runner is in place).
+fn runner_marker() -> String {
+    format!("{}/config.sh", crate::install::RUNNER_DIR)
 }
 
 #[derive(Default)]
@@ -85,6 +103,8 @@ struct SimState {
     fail_configures: usize,
     profiles: Vec<String>,
     pools: Vec<String>,
+    images: BTreeMap<String, SimImage>,
+    next_image: u64,
 }
 
 /// The simulated provider.
@@ -125,6 +145,7 @@ impl SimProvider {
                 files: HashMap::new(),
                 runner_alive: true,
                 runner_exit: None,
+                broken: false,
             },
         );
     }
@@ -223,6 +244,11 @@ impl SimProvider {
             let mode = entry.header().mode().map_err(|e| e.to_string())?;
             let mut content = Vec::new();
             std::io::Read::read_to_end(&mut entry, &mut content).map_err(|e| e.to_string())?;
+            if path.to_str() == Some(crate::guest::STAGED_TARBALL) {
+                instance
+                    .files
+                    .insert(runner_marker(), (b"#!/bin/sh\n".to_vec(), 0o755));
+            }
             if let Ok(rest) = path.strip_prefix(crate::install::STAGED_FILES) {
                 instance
                     .files
@@ -230,6 +256,20 @@ impl SimProvider {
             }
         }
         Ok(())
+    }
+
+    /// Launches from the image with `alias` start no runner from now on (a broken image).
+    pub fn break_image(&self, alias: &str) {
+        for image in self.state.lock().images.values_mut() {
+            if image.aliases.iter().any(|a| a == alias) {
+                image.broken = true;
+            }
+        }
+    }
+
+    /// The simulated images by fingerprint.
+    pub fn images(&self) -> BTreeMap<String, SimImage> {
+        self.state.lock().images.clone()
     }
 
     fn remove_file(&self, name: &str, path: &str) {
@@ -315,6 +355,11 @@ impl InstanceProvider for SimProvider {
         if s.instances.contains_key(spec.name.as_str()) {
             return Err(ProviderError::failed("creating instance", "already exists"));
         }
+        let image = s
+            .images
+            .values()
+            .find(|i| i.aliases.contains(&spec.image))
+            .cloned();
         s.instances.insert(
             spec.name.to_string(),
             SimInstance {
@@ -322,9 +367,10 @@ impl InstanceProvider for SimProvider {
                 created_at: OffsetDateTime::now_utc(),
                 config: spec.config.clone(),
                 profiles: spec.profiles.clone(),
-                files: HashMap::new(),
+                files: image.as_ref().map(|i| i.files.clone()).unwrap_or_default(),
                 runner_alive: false,
                 runner_exit: None,
+                broken: image.is_some_and(|i| i.broken),
             },
         );
         Ok(())
@@ -375,6 +421,20 @@ impl InstanceProvider for SimProvider {
             }
             return Ok(out(0, ""));
         }
+        if request.purpose == ExecPurpose::Bake {
+            if let Some(input) = request.stdin.as_ref().filter(|_| self.stdin) {
+                if let Some(i) = self.state.lock().instances.get_mut(name) {
+                    i.files.insert(
+                        crate::install::BUNDLE_PATH.to_owned(),
+                        (input.clone(), 0o600),
+                    );
+                }
+            }
+            if let Err(e) = self.unpack_bundle(name) {
+                return Ok(out(2, e));
+            }
+            return Ok(out(0, "unpacked\nbaked"));
+        }
         if request.purpose == ExecPurpose::Setup {
             if let Some(input) = request.stdin.as_ref().filter(|_| self.stdin) {
                 // What `cat >BUNDLE_PATH` does with the standard input.
@@ -387,6 +447,22 @@ impl InstanceProvider for SimProvider {
             }
             if let Err(e) = self.unpack_bundle(name) {
                 return Ok(out(2, e));
+            }
+            let (in_place, broken) = self
+                .state
+                .lock()
+                .instances
+                .get(name)
+                .map(|i| (i.files.contains_key(&runner_marker()), i.broken))
+                .unwrap_or_default();
+            if !in_place {
+                return Ok(out(2, "config.sh: not found"));
+            }
+            if broken {
+                if let Some(i) = self.state.lock().instances.get_mut(name) {
+                    i.runner_exit = Some(1);
+                }
+                return Ok(out(0, "unpacked\nexited 1"));
             }
             let register = self
                 .file_text(name, crate::install::REGISTER_SCRIPT)
@@ -484,6 +560,106 @@ impl InstanceProvider for SimProvider {
         let mut s = self.state.lock();
         push_bounded(&mut s.calls, format!("delete {name}"));
         s.instances.remove(name);
+        Ok(())
+    }
+
+    async fn image_fingerprint(&self, alias: &str) -> Result<Option<String>, ProviderError> {
+        let s = self.state.lock();
+        // A published image by its alias; any other alias is a base image that exists.
+        Ok(Some(
+            s.images
+                .iter()
+                .find(|(_, i)| i.aliases.iter().any(|a| a == alias))
+                .map_or_else(|| format!("base-{alias}"), |(fp, _)| fp.clone()),
+        ))
+    }
+
+    async fn list_images(&self) -> Result<Vec<crate::provider::ImageInfo>, ProviderError> {
+        Ok(self
+            .state
+            .lock()
+            .images
+            .iter()
+            .map(|(fp, i)| crate::provider::ImageInfo {
+                fingerprint: fp.clone(),
+                aliases: i.aliases.clone(),
+                properties: i.properties.clone(),
+                size: i.files.values().map(|(c, _)| c.len() as u64).sum(),
+            })
+            .collect())
+    }
+
+    async fn stop(&self, name: &str) -> Result<(), ProviderError> {
+        let mut s = self.state.lock();
+        push_bounded(&mut s.calls, format!("stop {name}"));
+        let instance = s
+            .instances
+            .get_mut(name)
+            .ok_or_else(|| ProviderError::NotFound(name.to_owned()))?;
+        instance.status = InstanceStatus::Stopped;
+        instance.runner_alive = false;
+        Ok(())
+    }
+
+    async fn publish(
+        &self,
+        name: &str,
+        alias: &str,
+        properties: &BTreeMap<String, String>,
+    ) -> Result<String, ProviderError> {
+        let mut s = self.state.lock();
+        push_bounded(&mut s.calls, format!("publish {name} as {alias}"));
+        let files = match s.instances.get(name) {
+            None => return Err(ProviderError::NotFound(name.to_owned())),
+            Some(i) if i.status != InstanceStatus::Stopped => {
+                return Err(ProviderError::failed(
+                    "publishing",
+                    "Cannot export a running instance as an image",
+                ))
+            }
+            Some(i) => i.files.clone(),
+        };
+        if s.images
+            .values()
+            .any(|i| i.aliases.iter().any(|a| a == alias))
+        {
+            return Err(ProviderError::failed(
+                "publishing",
+                format!("Alias \"{alias}\" already exists"),
+            ));
+        }
+        s.next_image += 1;
+        let fingerprint = format!("{:064x}", s.next_image);
+        s.images.insert(
+            fingerprint.clone(),
+            SimImage {
+                aliases: vec![alias.to_owned()],
+                properties: properties.clone(),
+                files,
+                broken: false,
+            },
+        );
+        Ok(fingerprint)
+    }
+
+    async fn set_image_properties(
+        &self,
+        fingerprint: &str,
+        properties: &BTreeMap<String, String>,
+    ) -> Result<(), ProviderError> {
+        let mut s = self.state.lock();
+        let image = s
+            .images
+            .get_mut(fingerprint)
+            .ok_or_else(|| ProviderError::NotFound(fingerprint.to_owned()))?;
+        image.properties = properties.clone();
+        Ok(())
+    }
+
+    async fn delete_image(&self, fingerprint: &str) -> Result<(), ProviderError> {
+        let mut s = self.state.lock();
+        push_bounded(&mut s.calls, format!("delete image {fingerprint}"));
+        s.images.remove(fingerprint);
         Ok(())
     }
 }

@@ -133,38 +133,62 @@ impl Drop for Cleanup {
             return;
         }
         let sock = socket();
-        let t = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime for cleanup");
-            rt.block_on(async move {
-                let Ok(c) = Client::connect(Endpoint::Unix(sock), Timeouts::default()).await else {
-                    return;
-                };
-                let c = match &project {
-                    Some(p) => c.with_project(p),
-                    None => c,
-                };
-                let deletes = names.iter().map(|n| c.force_delete_instance(n));
-                for r in futures::future::join_all(deletes).await {
-                    if let Err(e) = r {
-                        eprintln!("cleanup: {e}");
-                    }
+        block_on_own_runtime(async move {
+            let Ok(c) = Client::connect(Endpoint::Unix(sock), Timeouts::default()).await else {
+                return;
+            };
+            let c = match &project {
+                Some(p) => c.with_project(p),
+                None => c,
+            };
+            let deletes = names.iter().map(|n| c.force_delete_instance(n));
+            for r in futures::future::join_all(deletes).await {
+                if let Err(e) = r {
+                    eprintln!("cleanup: {e}");
                 }
-                for p in &profiles {
-                    let _ = c.delete_profile(p).await;
-                }
-                if let Some(p) = project {
-                    let _ = raw_client()
-                        .delete(format!("http://lxd/1.0/projects/{p}"))
-                        .send()
-                        .await;
-                }
-            });
+            }
+            for p in &profiles {
+                let _ = c.delete_profile(p).await;
+            }
+            if let Some(p) = project {
+                let _ = raw_client()
+                    .delete(format!("http://lxd/1.0/projects/{p}"))
+                    .send()
+                    .await;
+            }
         });
-        let _ = t.join();
     }
+}
+
+/// Runs `cleanup` to completion on a runtime of its own, in a thread of its own (a `Drop` may run
+/// inside a test's runtime, which cannot block on another future).
+fn block_on_own_runtime(cleanup: impl std::future::Future<Output = ()> + Send + 'static) {
+    let t = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime for cleanup");
+        rt.block_on(cleanup);
+    });
+    let _ = t.join();
+}
+
+/// A client, the guard that cleans up after the test, and a started busybox instance named
+/// after `tag`.
+pub async fn started_instance(tag: &str) -> (Client, Cleanup, String) {
+    let c = client().await;
+    let g = Cleanup::new();
+    let name = g.name(tag);
+    c.create_instance(&busybox(&name).started())
+        .await
+        .expect("create");
+    (c, g, name)
+}
+
+/// There is no instance `name` (none was created, or it is gone).
+pub async fn assert_no_instance(c: &Client, name: &str) {
+    let err = c.get_instance(name).await.expect_err("no such instance");
+    assert!(err.is_not_found(), "{err:?}");
 }
 
 pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut f: F)
@@ -256,18 +280,11 @@ pub struct TrustGuard(pub String);
 impl Drop for TrustGuard {
     fn drop(&mut self) {
         let fp = self.0.clone();
-        let t = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime for cleanup");
-            rt.block_on(async move {
-                let _ = raw_client()
-                    .delete(format!("http://lxd/1.0/certificates/{fp}"))
-                    .send()
-                    .await;
-            });
+        block_on_own_runtime(async move {
+            let _ = raw_client()
+                .delete(format!("http://lxd/1.0/certificates/{fp}"))
+                .send()
+                .await;
         });
-        let _ = t.join();
     }
 }

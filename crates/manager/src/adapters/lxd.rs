@@ -10,8 +10,8 @@ use time::OffsetDateTime;
 
 use crate::model::{InstanceType, Owner, Resources, APP_KEY};
 use crate::provider::{
-    ExecOutput, ExecRequest, FilePush, Instance, InstanceProvider, InstanceSpec, InstanceStatus,
-    PermanentError, Problem, ProviderError, ResourceKind,
+    ExecOutput, ExecRequest, FilePush, ImageInfo, Instance, InstanceProvider, InstanceSpec,
+    InstanceStatus, PermanentError, Problem, ProviderError, ResourceKind,
 };
 
 /// The storage pool made at `lxd_storage_path`.
@@ -527,6 +527,80 @@ impl InstanceProvider for LxdProvider {
         })
         .await
         .map_err(|e| convert(&format!("deleting instance {name}"), e))
+    }
+
+    async fn image_fingerprint(&self, alias: &str) -> Result<Option<String>, ProviderError> {
+        self.client
+            .image_alias_target(alias)
+            .await
+            .map_err(|e| self.error(&format!("resolving image alias {alias}"), e, None))
+    }
+
+    async fn list_images(&self) -> Result<Vec<ImageInfo>, ProviderError> {
+        let images = self
+            .client
+            .list_images()
+            .await
+            .map_err(|e| self.error("listing images", e, None))?;
+        Ok(images
+            .into_iter()
+            .map(|image| ImageInfo {
+                aliases: image.alias_names(),
+                fingerprint: image.fingerprint,
+                properties: image.properties,
+                size: image.size,
+            })
+            .collect())
+    }
+
+    async fn stop(&self, name: &str) -> Result<(), ProviderError> {
+        // A clean shutdown leaves a consistent file system to publish; a guest whose init
+        // ignores the request is killed after the wait.
+        let graceful = lxd::Stop::Graceful {
+            timeout: Duration::from_secs(30),
+        };
+        if self.client.stop_instance(name, graceful).await.is_ok() {
+            return Ok(());
+        }
+        self.client
+            .stop_instance(name, lxd::Stop::Force)
+            .await
+            .map_err(|e| self.error(&format!("stopping instance {name}"), e, None))
+    }
+
+    async fn publish(
+        &self,
+        name: &str,
+        alias: &str,
+        properties: &std::collections::BTreeMap<String, String>,
+    ) -> Result<String, ProviderError> {
+        let mut spec = lxd::PublishSpec::new().alias(alias);
+        for (key, value) in properties {
+            spec = spec.property(key.clone(), value.clone());
+        }
+        self.client
+            .publish_instance(name, &spec)
+            .await
+            .map_err(|e| self.error(&format!("publishing instance {name} as {alias}"), e, None))
+    }
+
+    async fn set_image_properties(
+        &self,
+        fingerprint: &str,
+        properties: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), ProviderError> {
+        self.client
+            .update_image_properties(fingerprint, properties)
+            .await
+            .map_err(|e| self.error(&format!("updating image {fingerprint}"), e, None))
+    }
+
+    async fn delete_image(&self, fingerprint: &str) -> Result<(), ProviderError> {
+        self.client
+            .delete_image_if_exists(fingerprint)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.error(&format!("deleting image {fingerprint}"), e, None))
     }
 }
 

@@ -217,16 +217,45 @@ pub fn pre_job_script(policy_url: Option<&str>) -> String {
 /// The setup exec's script (`guest/setup.sh` after `guest/pick-user.sh`): `stdin` when the
 /// bundle comes on the exec's standard input, else it was pushed to [`BUNDLE_PATH`].
 pub fn setup_script(stdin: bool) -> String {
-    setup_script_at("", stdin)
+    setup_script_at("", stdin, SetupMode::Install)
+}
+
+/// What `setup.sh` does (its `RM_SETUP_MODE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetupMode {
+    /// Unpack the runner, put the files in place, register and start.
+    Install,
+    /// Build an image: unpack the runner and the static files; no registration.
+    Bake,
+    /// Launch from a baked image: put the runner's own files in place, register and start.
+    Baked,
+}
+
+impl SetupMode {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Install => "install",
+            Self::Bake => "bake",
+            Self::Baked => "baked",
+        }
+    }
+}
+
+/// [`setup_script`] in `mode`.
+pub fn setup_script_for(stdin: bool, mode: SetupMode) -> String {
+    setup_script_at("", stdin, mode)
 }
 
 /// [`setup_script`] with every path below `root` (tests use a scratch root).
-pub(crate) fn setup_script_at(root: &str, stdin: bool) -> String {
+pub(crate) fn setup_script_at(root: &str, stdin: bool, mode: SetupMode) -> String {
     let source = if stdin { "stdin" } else { "pushed" };
     assemble(
         root,
         &format!("{PICK_USER_SH}{SETUP_SH}"),
-        &[("RM_BUNDLE_SOURCE", source.to_owned())],
+        &[
+            ("RM_BUNDLE_SOURCE", source.to_owned()),
+            ("RM_SETUP_MODE", mode.as_str().to_owned()),
+        ],
     )
 }
 

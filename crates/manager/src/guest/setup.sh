@@ -6,6 +6,11 @@
 # util-linux setpriv, or su, whichever the image has). The bundle and the stage hold secrets:
 # they are removed whatever happens. Prints `unpacked` once the files are in place.
 #
+# RM_SETUP_MODE: `install` (the above), `bake` (building an image: the runner and the static
+# files only; no secret in the bundle, nothing registered, nothing started; prints `baked`) or
+# `baked` (launching from a baked image: the runner is in place already, the bundle holds only
+# the runner's own files, which are put in place, then the runner registers and starts).
+#
 # The manifest: one line per file, `KIND OWNER STAGED DESTINATION`, KIND `plain` or `docker`,
 # OWNER `runner` or `root`, DESTINATION absolute (below RM_ROOT, empty but in tests) or `~/...`
 # (the runner user's home).
@@ -21,7 +26,9 @@ mkdir -m 0700 "$RM_STAGE_DIR"
 tar -xf "$RM_BUNDLE_PATH" -C "$RM_STAGE_DIR"
 rm -f "$RM_BUNDLE_PATH"
 mkdir -p "$RM_RUNNER_DIR" "$RM_SCRIPT_DIR" "$RM_META_DIR"
-tar -xzf "$RM_STAGE_DIR/actions-runner.tar.gz" -C "$RM_RUNNER_DIR"
+if [ "$RM_SETUP_MODE" != baked ]; then
+    tar -xzf "$RM_STAGE_DIR/actions-runner.tar.gz" -C "$RM_RUNNER_DIR"
+fi
 test -f "$RM_RUNNER_DIR/config.sh"
 test -f "$RM_RUNNER_DIR/run.sh"
 docker_files=
@@ -42,11 +49,23 @@ while read -r kind owner staged dest; do
         case "$dest" in "$RM_HOME"/*/*) chown "$RM_UID:$RM_GID" "${dest%/*}" ;; esac
     fi
 done <"$RM_STAGE_DIR/manifest"
+if [ "$RM_SETUP_MODE" = bake ]; then
+    # The image holds no runner state: the next runner's own setup writes it.
+    chown -R "$RM_UID:$RM_GID" "$RM_RUNNER_DIR" "$RM_META_DIR"
+    rm -rf "$RM_STAGE_DIR" "$RM_SETUP_PID_FILE"
+    echo baked
+    exit 0
+fi
 if [ "$RM_UID" = 0 ]; then
     echo RUNNER_ALLOW_RUNASROOT=1 >>"$RM_RUNNER_DIR/.env"
 fi
 date +%s >"$RM_INSTALLED_FILE"
-chown -R "$RM_UID:$RM_GID" "$RM_RUNNER_DIR" "$RM_META_DIR"
+if [ "$RM_SETUP_MODE" = baked ]; then
+    # The runner's files are the user's already (the image was baked for the same user).
+    chown "$RM_UID:$RM_GID" "$RM_RUNNER_DIR" "$RM_RUNNER_DIR/.env" "$RM_META_DIR" "$RM_INSTALLED_FILE"
+else
+    chown -R "$RM_UID:$RM_GID" "$RM_RUNNER_DIR" "$RM_META_DIR"
+fi
 if [ -n "$docker_files" ] && command -v systemctl >/dev/null; then
     systemctl daemon-reload && systemctl restart docker
 fi

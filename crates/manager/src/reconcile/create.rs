@@ -26,6 +26,8 @@ pub(super) struct Prepared {
     /// The pool's labels and runner group.
     install: InstallSettings,
     registration_token: Option<Secret>,
+    /// Launching from this baked image (fingerprint): the runner is in place already.
+    baked: Option<String>,
 }
 
 /// Why the preflight of a pass's creations failed: nothing was registered or created.
@@ -72,15 +74,18 @@ pub enum CreateError {
 impl RunnerManager {
     /// The preflight of one pool's creations. `token`: the pass's registration token, fetched
     /// once for every token-mode pool.
+    /// `baked`: launch from that image of the pool rather than its base image.
     pub(super) async fn prepare_creation(
         &self,
         pool: &PoolSpec,
+        baked: Option<&crate::images::BakedImage>,
         token: &tokio::sync::OnceCell<Secret>,
     ) -> Result<Prepared, PrepareError> {
+        let image = baked.map_or(pool.image.as_str(), |b| b.alias.as_str());
         // Preflight, creating nothing: a missing image (or profile, below) would fail every
         // creation of the pass alike. One clear error, before any registration or instance.
         self.provider
-            .check_image(&pool.image)
+            .check_image(image)
             .await
             .map_err(PrepareError::Image)?;
         if let Some(path) = &self.config.lxd_storage_path {
@@ -116,8 +121,15 @@ impl RunnerManager {
         };
         let mut config = self.owner.config_keys();
         config.extend(pool.config_keys());
+        if let Some(baked) = baked {
+            config.insert(
+                crate::images::IMAGE_KEY.to_owned(),
+                baked.fingerprint.clone(),
+            );
+        }
         Ok(Prepared {
-            image: pool.image.clone(),
+            baked: baked.map(|b| b.fingerprint.clone()),
+            image: image.to_owned(),
             instance_type: pool.instance_type,
             profiles,
             config,
@@ -168,7 +180,7 @@ impl RunnerManager {
         jit_id: &mut Option<u64>,
     ) -> Result<(), CreateError> {
         let spec = InstanceSpec {
-            name: name.clone(),
+            name: name.to_string(),
             image: prepared.image.clone(),
             instance_type: prepared.instance_type,
             profiles: prepared.profiles.clone(),
@@ -248,7 +260,8 @@ impl RunnerManager {
             self.provider.as_ref(),
             name,
             &prepared.install,
-            tarball,
+            // From a baked image the runner is in place: no tarball travels.
+            prepared.baked.is_none().then_some(tarball),
             &secret,
             policy_token.as_ref(),
         )
@@ -290,7 +303,7 @@ impl RunnerManager {
 impl RunnerManager {
     /// What a runner of `pool` is installed with: the manager's settings with the pool's
     /// labels and runner group.
-    pub(super) fn install_settings(&self, pool: &PoolSpec) -> InstallSettings {
+    pub(crate) fn install_settings(&self, pool: &PoolSpec) -> InstallSettings {
         InstallSettings {
             labels: pool.registration_labels(self.owner.app_name()),
             path: self.install.path.with_group(pool.runner_group.as_deref()),

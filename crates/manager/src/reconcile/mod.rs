@@ -8,6 +8,7 @@
 //! and idempotent.
 
 mod create;
+mod images;
 mod jit_pacer;
 mod job_events;
 mod observe;
@@ -83,6 +84,8 @@ pub struct ManagerConfig {
     pub demand: DemandSettings,
     /// A queued job older than this leaves the job table (GitHub cancels it after 24 h).
     pub queued_expiry: Duration,
+    /// Baked images: the canary's share of launches and when it is promoted.
+    pub images: crate::images::ImageSettings,
 }
 
 impl ManagerConfig {
@@ -113,6 +116,7 @@ impl ManagerConfig {
             pools: Vec::new(),
             demand: DemandSettings::default(),
             queued_expiry: Duration::from_secs(24 * 3600),
+            images: crate::images::ImageSettings::default(),
         }
     }
 }
@@ -358,6 +362,8 @@ pub struct RunnerManager {
     provider: Arc<dyn InstanceProvider>,
     registry: Arc<dyn RunnerRegistry>,
     runner_bin: RunnerBinCache,
+    /// One image build at a time.
+    image_build: tokio::sync::Mutex<()>,
     /// The job table (`<state_dir>/jobs.sqlite`).
     jobs: JobStore,
     policy: Option<PolicyClient>,
@@ -410,6 +416,7 @@ impl RunnerManager {
             provider: backends.provider,
             registry: backends.registry,
             runner_bin,
+            image_build: tokio::sync::Mutex::new(()),
             jobs,
             policy,
             telemetry,
@@ -419,6 +426,25 @@ impl RunnerManager {
 
     pub fn owner(&self) -> &Owner {
         &self.owner
+    }
+
+    pub(crate) fn provider(&self) -> &Arc<dyn InstanceProvider> {
+        &self.provider
+    }
+
+    pub(crate) fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
+    }
+
+    pub(crate) fn image_build_lock(&self) -> &tokio::sync::Mutex<()> {
+        &self.image_build
+    }
+
+    /// The cached binary and its (re-verified) tarball.
+    pub(crate) async fn runner_bin_load(
+        &self,
+    ) -> Result<(CachedBinary, bytes::Bytes), RunnerBinError> {
+        self.runner_bin.load().await
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -550,6 +576,7 @@ impl RunnerManager {
             sizing: Sizing::Fixed(quantity),
             priority: 0,
             marked: false,
+            image_mode: crate::pool::ImageMode::Plain,
         }
     }
 

@@ -93,6 +93,8 @@ impl RunnerManager {
             .map(|((name, i), probe)| ObservedInstance {
                 name,
                 pool: PoolName::of_instance(&i.config),
+                image: i.config.get(crate::images::IMAGE_KEY).cloned(),
+                outdated: false,
                 status: i.status,
                 age: (now - i.created_at).try_into().unwrap_or(Duration::ZERO),
                 probe,

@@ -48,7 +48,10 @@ impl RunnerManager {
         } else {
             Vec::new()
         };
-        let observed = self.observe(pass, true).await?;
+        let mut observed = self.observe(pass, true).await?;
+        // Baked pools: their images, and which runners run one the pool no longer launches.
+        let mut catalog = self.image_catalog(pools).await;
+        catalog.mark_outdated(&mut observed);
 
         // 3. Plan every pool; JIT registrations are paced, the rest of the shortfall waits.
         let tolerances = Desired {
@@ -66,6 +69,7 @@ impl RunnerManager {
             self.config.demand.stale_after,
             now,
         );
+        self.judge_canaries(&mut catalog, &fleet, &observed).await;
         if let Some(only) = only {
             fleet.pools.retain(|p| &p.pool == only);
             if fleet.pools.is_empty() {
@@ -161,7 +165,8 @@ impl RunnerManager {
         // (nothing to prepare for a pool whose failed removals took its whole shortfall).
         if let Some(tarball) = tarball {
             let token = tokio::sync::OnceCell::<Secret>::new();
-            let mut prepared: Vec<(usize, Prepared)> = Vec::new();
+            // (pool index, what every launch of the group shares, how many, on a canary).
+            let mut prepared: Vec<(usize, Prepared, usize, Option<String>)> = Vec::new();
             for (i, pool_plan) in fleet.pools.iter().enumerate() {
                 if pool_plan.plan.create == 0 {
                     continue;
@@ -169,34 +174,58 @@ impl RunnerManager {
                 let Some(spec) = pools.iter().find(|p| p.name == pool_plan.pool) else {
                     continue;
                 };
-                match self.prepare_creation(spec, &token).await {
-                    Ok(p) => prepared.push((i, p)),
-                    Err(error) => report.failed.push(Failure::prepare(&error)),
+                let share = self.config.images.canary_share;
+                for group in Self::launches(&catalog, &spec.name, pool_plan.plan.create, share) {
+                    match self
+                        .prepare_creation(spec, group.image.as_ref(), &token)
+                        .await
+                    {
+                        Ok(p) => {
+                            let canary = group
+                                .canary
+                                .then(|| group.image.map(|i| i.fingerprint))
+                                .flatten();
+                            prepared.push((i, p, group.count, canary))
+                        }
+                        Err(error) => report.failed.push(Failure::prepare(&error)),
+                    }
                 }
             }
             // The futures are collected first: a stream over a borrowing closure would make the
             // pass's future not `Send` for every lifetime (rust-lang/rust#102211).
             let tarball = &tarball;
-            let work: Vec<_> = prepared
-                .iter()
-                .flat_map(|(i, p)| std::iter::repeat_n((*i, p), fleet.pools[*i].plan.create))
-                .map(|(i, p)| async move { (i, self.create_runner(p, tarball).await) })
-                .collect();
+            let work: Vec<_> =
+                prepared
+                    .iter()
+                    .flat_map(|(i, p, count, canary)| std::iter::repeat_n((*i, p, canary), *count))
+                    .map(|(i, p, canary)| async move {
+                        (i, canary, self.create_runner(p, tarball).await)
+                    })
+                    .collect();
             let results: Vec<_> = stream::iter(work)
                 .buffer_unordered(self.config.create_concurrency.max(1))
                 .collect()
                 .await;
-            for (i, result) in results {
+            let mut failed_canaries = std::collections::BTreeSet::new();
+            for (i, canary, result) in results {
                 match result {
                     Ok(name) => {
                         pool_reports[i].created += 1;
                         report.created.push(name)
                     }
-                    Err((name, error)) => report.failed.push(Failure::create(name, error)),
+                    Err((name, error)) => {
+                        if let Some(canary) = canary {
+                            failed_canaries.insert(canary.clone());
+                        }
+                        report.failed.push(Failure::create(name, error))
+                    }
                 }
             }
             report.created.sort();
+            // A canary whose runner could not start is rolled back now.
+            self.roll_back_failed(&mut catalog, &failed_canaries).await;
         }
+        self.collect_images(&catalog, &observed).await;
         report.pools = pool_reports;
 
         // 6. Failures counted, and when to come back.

@@ -51,7 +51,7 @@ pub enum QuiesceError {
 /// these candidates are looked at, so it costs a few execs, not one per runner.
 pub(super) fn needs_quiesce(reason: RemovalReason, mode: FlushMode) -> bool {
     match reason {
-        RemovalReason::ScaleDown | RemovalReason::Recycled => true,
+        RemovalReason::ScaleDown | RemovalReason::Recycled | RemovalReason::Outdated => true,
         RemovalReason::Flush => mode == FlushMode::IdleOnly,
         _ => false,
     }

@@ -20,6 +20,7 @@ fn pool(name: &str, labels: &[&str], min_idle: usize, max: usize) -> PoolSpec {
         sizing: Sizing::Demand { min_idle, max },
         priority: 0,
         marked: true,
+        image_mode: crate::pool::ImageMode::Plain,
     }
 }
 
