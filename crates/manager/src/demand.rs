@@ -4,7 +4,9 @@
 //! - Routing follows GitHub: a job can run on a runner that has every one of its `runs-on`
 //!   labels (ignoring case). It goes to the matching pool with the highest priority that has
 //!   room (busy runners plus the jobs routed to it so far below `max`); a job no pool matches
-//!   is unmatched and creates nothing. Jobs are routed oldest first.
+//!   is unmatched and creates nothing. Jobs that fewer pools can take are routed first (then
+//!   oldest first), so a job any pool can run never takes the last slot of the only pool that
+//!   can run another one.
 //! - A pool's target is `min(max, busy + routed jobs + min_idle)`, plus one runner for each
 //!   routed job queued for longer than `stale_after` (GitHub may have given the runner meant
 //!   for it to another job), still within `max`. A fixed pool (the single-pool form) keeps its
@@ -115,14 +117,16 @@ pub fn plan_fleet(
         })
         .collect();
 
-    // Route, oldest first.
-    let mut jobs: Vec<&QueuedJob> = jobs.iter().collect();
-    jobs.sort_by_key(|j| (j.created_at, j.id));
+    // Route: the jobs fewest pools can take first, then the oldest.
+    let mut jobs: Vec<(&QueuedJob, Vec<&PoolDemand>)> = jobs
+        .iter()
+        .map(|job| (job, candidates(pools, &job.labels)))
+        .collect();
+    jobs.sort_by_key(|(j, matching)| (matching.len(), j.created_at, j.id));
     let mut routed: BTreeMap<&PoolName, (usize, usize)> = BTreeMap::new();
     let mut unmatched = Vec::new();
     let mut waiting = Vec::new();
-    for job in jobs {
-        let matching = candidates(pools, &job.labels);
+    for (job, matching) in jobs {
         if matching.is_empty() {
             unmatched.push(job.id);
             continue;

@@ -134,6 +134,23 @@ fn higher_priority_first_then_the_next_pool_when_full() {
 }
 
 #[test]
+fn a_job_any_pool_can_take_leaves_room_for_one_only_a_pool_can_take() {
+    // `both` is older and fits either pool; it would take small's last slot, and `small` (which
+    // only small can run) would wait while large has room.
+    let pools = [
+        pool("small", &["small"], 0, 1, 10),
+        pool("large", &["large"], 0, 1, 0),
+    ];
+    let jobs = [job(1, &["self-hosted"], 50), job(2, &["small"], 5)];
+    let plan = fleet(&Observed::default(), &pools, &jobs);
+    assert_eq!(
+        targets(&plan),
+        [("small".into(), 1, 1), ("large".into(), 1, 1)]
+    );
+    assert!(plan.waiting.is_empty(), "{:?}", plan.waiting);
+}
+
+#[test]
 fn busy_runners_take_room_and_count_toward_the_target() {
     let pools = [pool("small", &["small"], 1, 3, 0)];
     let mut observed = Observed::default();

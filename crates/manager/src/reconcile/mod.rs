@@ -364,6 +364,9 @@ pub struct RunnerManager {
     runner_bin: RunnerBinCache,
     /// One image build at a time.
     image_build: tokio::sync::Mutex<()>,
+    /// The pool of each runner seen or created lately: a started job's queue time is counted
+    /// for the pool of the runner that took it.
+    runner_pools: parking_lot::Mutex<HashMap<String, PoolName>>,
     /// The job table (`<state_dir>/jobs.sqlite`).
     jobs: JobStore,
     policy: Option<PolicyClient>,
@@ -417,6 +420,7 @@ impl RunnerManager {
             registry: backends.registry,
             runner_bin,
             image_build: tokio::sync::Mutex::new(()),
+            runner_pools: parking_lot::Mutex::default(),
             jobs,
             policy,
             telemetry,

@@ -127,6 +127,11 @@ impl RunnerManager {
             registrations,
         };
         self.report_first_online(pass, &observed);
+        *self.runner_pools.lock() = observed
+            .instances
+            .iter()
+            .map(|i| (i.name.to_string(), i.pool.clone()))
+            .collect();
         Ok(observed)
     }
 }

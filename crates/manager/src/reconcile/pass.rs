@@ -210,6 +210,9 @@ impl RunnerManager {
             for (i, canary, result) in results {
                 match result {
                     Ok(name) => {
+                        self.runner_pools
+                            .lock()
+                            .insert(name.to_string(), fleet.pools[i].pool.clone());
                         pool_reports[i].created += 1;
                         report.created.push(name)
                     }
@@ -306,7 +309,14 @@ impl RunnerManager {
         let recorded = self.jobs.record(event, OffsetDateTime::now_utc())?;
         if let crate::jobs::Recorded::Applied { job, previous } = &recorded {
             use crate::jobs::JobState;
-            let pool = self.route(&job.labels).map(|p| p.to_string());
+            // The pool of the runner that took it; else the one its labels route to.
+            let runner_pool = job
+                .runner_name
+                .as_ref()
+                .and_then(|r| self.runner_pools.lock().get(r).cloned());
+            let pool = runner_pool
+                .or_else(|| self.route(&job.labels))
+                .map(|p| p.to_string());
             // Observed once: when the job is first seen started (or finished).
             let started_now = job.state >= JobState::InProgress
                 && previous.is_none_or(|p| p < JobState::InProgress);
