@@ -14,7 +14,7 @@ use manager::{
 };
 
 use crate::agents::SimAgents;
-use crate::outside::Outside;
+use crate::outside::{Outside, OutsideOptions};
 
 /// The repository every benchmark manages.
 pub const REPO: &str = "octo/app";
@@ -34,10 +34,26 @@ pub fn append_executable<W: std::io::Write>(
     Ok(())
 }
 
+/// Where [`write_tarball`] writes the tarball in `dir`.
+pub fn tarball_path(dir: &Path) -> PathBuf {
+    dir.join(format!("actions-runner-linux-x64-{RUNNER_VERSION}.tar.gz"))
+}
+
+/// The outside world serving the tarball [`write_tarball`] wrote into `dir`, with GitHub's
+/// secondary limit (80 content-creating requests a minute).
+pub async fn spawn_outside(dir: &Path) -> anyhow::Result<Arc<Outside>> {
+    let options = OutsideOptions {
+        tarball: tarball_path(dir),
+        runner_version: RUNNER_VERSION.to_owned(),
+        secondary_per_minute: 80,
+    };
+    Ok(Arc::new(Outside::spawn(&options).await?))
+}
+
 /// A minimal valid runner tarball (`config.sh`, `run.sh`) padded with `pad_bytes` of
 /// incompressible data, written into `dir`.
 pub fn write_tarball(dir: &Path, pad_bytes: usize) -> anyhow::Result<PathBuf> {
-    let path = dir.join(format!("actions-runner-linux-x64-{RUNNER_VERSION}.tar.gz"));
+    let path = tarball_path(dir);
     let file = std::fs::File::create(&path)?;
     let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
         file,
@@ -63,6 +79,63 @@ pub fn write_tarball(dir: &Path, pad_bytes: usize) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// A GitHub client configuration for [`REPO`] in the sim at `api_url` and `web_url`, with the
+/// sim's default token.
+pub fn sim_client_config(api_url: &str, web_url: &str) -> anyhow::Result<github::ClientConfig> {
+    Ok(github::ClientConfig::new(
+        url::Url::parse(api_url)?,
+        url::Url::parse(web_url)?,
+        github::Scope::parse(REPO)?,
+        github::Auth::Token(github::Secret::new(github_sim::DEFAULT_TOKEN)),
+    ))
+}
+
+/// A manager for `app` (unit 0) of [`REPO`] in the sim at `web_url`, over `provider` and
+/// registering through `client`, its state in `state`, its configuration adjusted by
+/// `configure`.
+pub fn sim_manager(
+    web_url: &str,
+    app: &str,
+    state: &Path,
+    client: &github::Client,
+    provider: Arc<SimProvider>,
+    configure: impl FnOnce(&mut ManagerConfig),
+) -> anyhow::Result<RunnerManager> {
+    let mut prometheus = prometheus_client::registry::Registry::default();
+    let metrics = Metrics::new(&mut prometheus);
+    let mut config = ManagerConfig::new(GitHubPath::parse(REPO, "")?, web_url, "jammy", state);
+    configure(&mut config);
+    let backends = Backends {
+        provider,
+        registry: Arc::new(GitHubRegistry::new(
+            client.clone(),
+            None,
+            Some(metrics.clone()),
+        )),
+        metrics,
+    };
+    Ok(RunnerManager::new(
+        app,
+        0,
+        config,
+        &ProxySettings::default(),
+        backends,
+    )?)
+}
+
+/// Installs the sim's runner binary (linux x64) into `manager`'s cache.
+pub async fn install_runner_bin(manager: &RunnerManager) -> anyhow::Result<()> {
+    let download = manager
+        .get_latest_runner_bin_url("linux", "x64")
+        .await
+        .context("listing downloads")?;
+    manager
+        .update_runner_bin(&download)
+        .await
+        .context("installing the runner binary")?;
+    Ok(())
+}
+
 /// A manager and its simulated provider.
 pub struct Fleet {
     pub manager: RunnerManager,
@@ -86,40 +159,20 @@ impl Fleet {
             SimLatency::default(),
             Some(agents as Arc<dyn SimRunnerHooks>),
         ));
-        let client = github::Client::new(github::ClientConfig::new(
-            url::Url::parse(&outside.api_url())?,
-            url::Url::parse(outside.base_url())?,
-            github::Scope::parse(REPO)?,
-            github::Auth::Token(github::Secret::new(github_sim::DEFAULT_TOKEN)),
-        ))?;
-        let mut prometheus = prometheus_client::registry::Registry::default();
-        let metrics = Metrics::new(&mut prometheus);
-        let mut config = ManagerConfig::new(
-            GitHubPath::parse(REPO, "")?,
+        let client =
+            github::Client::new(sim_client_config(&outside.api_url(), outside.base_url())?)?;
+        let manager = sim_manager(
             outside.base_url(),
-            "jammy",
+            app,
             state.path(),
-        );
-        config.registration_mode = mode;
-        config.create_concurrency = create_concurrency;
-        let backends = Backends {
-            provider: provider.clone(),
-            registry: Arc::new(GitHubRegistry::new(
-                client.clone(),
-                None,
-                Some(metrics.clone()),
-            )),
-            metrics,
-        };
-        let manager = RunnerManager::new(app, 0, config, &ProxySettings::default(), backends)?;
-        let download = manager
-            .get_latest_runner_bin_url("linux", "x64")
-            .await
-            .context("listing downloads")?;
-        manager
-            .update_runner_bin(&download)
-            .await
-            .context("installing the runner binary")?;
+            &client,
+            provider.clone(),
+            |config| {
+                config.registration_mode = mode;
+                config.create_concurrency = create_concurrency;
+            },
+        )?;
+        install_runner_bin(&manager).await?;
         Ok(Self {
             manager,
             provider,

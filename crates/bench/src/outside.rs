@@ -108,6 +108,20 @@ pub struct Outside {
     http: reqwest::Client,
 }
 
+/// `GET url`, a success, its JSON answer.
+pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    url: String,
+) -> anyhow::Result<T> {
+    Ok(http
+        .get(url)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?)
+}
+
 impl Outside {
     /// Spawns the child (this same executable) and waits for its address.
     pub async fn spawn(options: &OutsideOptions) -> anyhow::Result<Self> {
@@ -178,14 +192,7 @@ impl Outside {
     /// The sim's request counters (`GET /_sim/requests`).
     pub async fn request_counts(&self) -> anyhow::Result<BTreeMap<String, RequestCount>> {
         let url = format!("{}/_sim/requests", self.base);
-        Ok(self
-            .http
-            .get(url)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?)
+        get_json(&self.http, url).await
     }
 
     pub async fn reset_request_counts(&self) -> anyhow::Result<()> {
@@ -197,14 +204,7 @@ impl Outside {
     /// Every runner the sim knows (`GET /_sim/runners`).
     pub async fn runners(&self) -> anyhow::Result<Vec<RunnerView>> {
         let url = format!("{}/_sim/runners", self.base);
-        Ok(self
-            .http
-            .get(url)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?)
+        get_json(&self.http, url).await
     }
 
     /// Waits until the sim shows exactly `n` runners, all online and idle.

@@ -50,6 +50,25 @@ impl Table {
     }
 }
 
+/// Folds `n` into the count named `key` of the evidence list `counts` with `fold(old, n)`;
+/// a new name starts at `n`.
+pub fn fold_count(
+    counts: &mut Vec<(String, u64)>,
+    key: &str,
+    n: u64,
+    fold: impl FnOnce(u64, u64) -> u64,
+) {
+    match counts.iter_mut().find(|(k, _)| k == key) {
+        Some((_, v)) => *v = fold(*v, n),
+        None => counts.push((key.to_owned(), n)),
+    }
+}
+
+/// The count named `key` in the evidence list `counts` (0 when absent).
+pub fn named_count(counts: &[(String, u64)], key: &str) -> u64 {
+    counts.iter().find(|(k, _)| k == key).map_or(0, |(_, v)| *v)
+}
+
 /// `a / b` as `0.25×`, or `—` when `b` is zero.
 pub fn ratio(a: f64, b: f64) -> String {
     if b == 0.0 {

@@ -12,7 +12,7 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-use crate::cli::{Cli, Command, RunnerBinCommand};
+use crate::cli::{Cli, Command, ImageCommand, RunnerBinCommand};
 use crate::config::{Config, ConfigError};
 use crate::daemon::{Daemon, DaemonExit, DaemonMetrics, DaemonSettings};
 use crate::ops::{FlushMode, Operations};
@@ -199,6 +199,28 @@ async fn run_command(
             console.result(json, &result, output::render_runner_bin_update)?;
             Ok(EXIT_OK)
         }
+        Command::Image(ImageCommand::Build { pool, json }) => {
+            let result = {
+                let _spinner = console.spinner(&match &pool {
+                    Some(pool) => format!("building the image of pool {pool}"),
+                    None => "building the baked pools' images".to_owned(),
+                });
+                ops.image_build(pool.as_deref())
+                    .await
+                    .context("building images")?
+            };
+            console.result(json, &result, output::render_image_build)?;
+            Ok(if result.failed.is_empty() {
+                EXIT_OK
+            } else {
+                EXIT_FAILURE
+            })
+        }
+        Command::Image(ImageCommand::List { json }) => {
+            let images = ops.image_list().await.context("listing images")?;
+            console.result(json, &images, output::render_image_list)?;
+            Ok(EXIT_OK)
+        }
         Command::RunnerBin(RunnerBinCommand::Check) => {
             let check = ops
                 .runner_bin_check()
@@ -254,6 +276,18 @@ pub async fn run_daemon(
     // GitHub keeps its delivery log for about three days; the job table drops queued jobs
     // after `queued_expiry`: the first check reads back as far as both allow.
     const DELIVERY_LOG_KEPT: Duration = Duration::from_secs(3 * 24 * 3600);
+    if config
+        .pools
+        .iter()
+        .any(|p| p.image_mode == manager::pool::ImageMode::Baked)
+    {
+        tokio::spawn(crate::images::images_loop(
+            Arc::clone(&ops),
+            daemon.handle(),
+            config.images.check_interval,
+            stop_rx.clone(),
+        ));
+    }
     tokio::spawn(crate::deliveries::recovery_loop(
         ops,
         daemon.handle(),

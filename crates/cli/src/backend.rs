@@ -14,7 +14,7 @@ use manager::events::Metrics;
 use manager::jobs::Recorded;
 use manager::plan::RunnerState;
 use manager::policy::PolicyConfig;
-use manager::pool::{PoolName, PoolSpec, Sizing};
+use manager::pool::{ImageMode, PoolName, PoolSpec, Sizing};
 use manager::provider::{InstanceProvider, RunnerDownload, RunnerRegistry};
 use manager::{Backends, GitHubPath, ManagerConfig, Resources, RunnerManager};
 use prometheus_client::registry::Registry;
@@ -23,9 +23,9 @@ use crate::app::Backend;
 use crate::config::{Config, GitHubCredentials, LxdEndpoint};
 use crate::deliveries::{recover, resolve_hook, HookRef, RecoveryReport};
 use crate::ops::{
-    FlushMode, FlushOutput, JobEvent, JobRecord, Operations, PassOutput, PoolPassOutput,
-    PoolStatus, ReconcileOutput, RunnerBinCheckOutput, RunnerBinOutput, RunnerBinUpdateOutput,
-    RunnerStatus, StatusOutput,
+    FlushMode, FlushOutput, ImageBuildOutput, ImageListOutput, ImageOutput, JobEvent, JobRecord,
+    Operations, PassOutput, PoolPassOutput, PoolStatus, ReconcileOutput, RunnerBinCheckOutput,
+    RunnerBinOutput, RunnerBinUpdateOutput, RunnerStatus, StatusOutput,
 };
 
 /// The production backend.
@@ -178,6 +178,7 @@ pub fn manager_config(config: &Config) -> ManagerConfig {
     manager_config.pools = config.pools.clone();
     manager_config.demand = config.demand.settings;
     manager_config.queued_expiry = config.demand.queued_expiry;
+    manager_config.images = config.images.settings;
     manager_config.policy = config.policy.as_ref().map(|policy| {
         let url = policy.url.as_str().trim_end_matches('/').to_owned();
         PolicyConfig {
@@ -269,6 +270,57 @@ impl Operations for ManagerOps {
         Ok(Some(recover(&self.github, hook_id, self, since).await?))
     }
 
+    async fn image_build(&self, pool: Option<&str>) -> anyhow::Result<ImageBuildOutput> {
+        let mut output = ImageBuildOutput {
+            built: Vec::new(),
+            current: Vec::new(),
+            failed: Vec::new(),
+        };
+        let results = match pool {
+            Some(name) => {
+                let spec = self
+                    .manager
+                    .pools()
+                    .iter()
+                    .find(|p| p.name.as_str() == name && p.image_mode == ImageMode::Baked)
+                    .cloned()
+                    .with_context(|| {
+                        format!("--pool {name:?}: no pool of that name has image_mode = \"baked\"")
+                    })?;
+                vec![(
+                    spec.name.clone(),
+                    self.manager.build_image(&spec).await.map(Some),
+                )]
+            }
+            None => self.manager.ensure_images().await,
+        };
+        if results.is_empty() {
+            anyhow::bail!("no pool has image_mode = \"baked\"");
+        }
+        for (pool, result) in results {
+            match result {
+                Ok(Some(image)) => output.built.push(image_output(&image)),
+                Ok(None) => output.current.push(pool.to_string()),
+                Err(error) => output
+                    .failed
+                    .push((pool.to_string(), format!("{:#}", anyhow::Error::new(error)))),
+            }
+        }
+        Ok(output)
+    }
+
+    async fn image_list(&self) -> anyhow::Result<ImageListOutput> {
+        let mut images = self
+            .manager
+            .baked_images()
+            .await
+            .context("listing images")?;
+        images.sort_by(|a, b| (&a.pool, a.built_at).cmp(&(&b.pool, b.built_at)));
+        Ok(ImageListOutput {
+            images: images.iter().map(image_output).collect(),
+        })
+    }
+
     async fn seen_delivery(&self, guid: &str) -> anyhow::Result<bool> {
         self.manager
             .jobs()
@@ -307,11 +359,29 @@ impl Operations for ManagerOps {
             .filter(|r| r.is_orphan())
             .map(|r| r.name.to_string())
             .collect();
+        // A runner of a baked image runs that image's runner version.
+        let images: std::collections::BTreeMap<String, manager::images::BakedImage> = if self
+            .manager
+            .pools()
+            .iter()
+            .any(|p| p.image_mode == ImageMode::Baked)
+        {
+            self.manager
+                .baked_images()
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .map(|i| (i.fingerprint.clone(), i))
+                .collect()
+        } else {
+            Default::default()
+        };
         let runners = fleet
             .runners
             .iter()
             .filter_map(|r| {
                 let status = r.instance?;
+                let image = r.image.as_ref().and_then(|fp| images.get(fp));
                 Some(RunnerStatus {
                     name: r.name.to_string(),
                     pool: r.pool.to_string(),
@@ -321,7 +391,11 @@ impl Operations for ManagerOps {
                         .map(|(online, _)| if online { "online" } else { "offline" }.to_owned()),
                     busy: r.registration.map(|(_, busy)| busy),
                     age_seconds: r.age.map(|a| a.as_secs()),
-                    version: version.clone(),
+                    version: match image {
+                        Some(image) => Some(image.runner_version.clone()),
+                        None => version.clone(),
+                    },
+                    image: image.map(|i| i.alias.clone()),
                 })
             })
             .collect();
@@ -424,6 +498,22 @@ fn pool_statuses(configured: &[PoolSpec], runners: &[manager::RunnerView]) -> Ve
         pool.runners.push(runner.name.to_string());
     }
     pools
+}
+
+fn image_output(image: &manager::images::BakedImage) -> ImageOutput {
+    ImageOutput {
+        pool: image.pool.to_string(),
+        alias: image.alias.clone(),
+        fingerprint: image.fingerprint.clone(),
+        state: image.state.as_str().to_owned(),
+        runner_version: image.runner_version.clone(),
+        runner_sha256: image.runner_sha256.clone(),
+        base_image: image.base_image.clone(),
+        base_fingerprint: image.base_fingerprint.clone(),
+        manager_version: image.manager_version.clone(),
+        built_at: image.built_at,
+        size_bytes: image.size,
+    }
 }
 
 fn flush_output(report: &manager::FlushReport) -> anyhow::Result<FlushOutput> {

@@ -72,6 +72,9 @@ pub enum Command {
     /// The cached actions/runner binary.
     #[command(subcommand)]
     RunnerBin(RunnerBinCommand),
+    /// Runner images built by the manager (pools with image_mode = "baked").
+    #[command(subcommand)]
+    Image(ImageCommand),
     /// Validate the config file without touching GitHub or LXD, and print a summary.
     CheckConfig {
         /// Print the (redacted) summary as one JSON document on stdout.
@@ -104,6 +107,26 @@ pub enum RunnerBinCommand {
     },
     /// Exit 0 when the runner binary is in the cache, 1 when not.
     Check,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Build the image of every baked pool (or of one) from its base image and the cached
+    /// runner binary, and publish it as a canary.
+    Build {
+        /// Build this pool's image only (built even when its newest image is current).
+        #[arg(long, value_name = "NAME")]
+        pool: Option<String>,
+        /// Print one JSON document on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the manager's images with their properties.
+    List {
+        /// Print one JSON document on stdout.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[cfg(test)]

@@ -107,10 +107,12 @@ pub enum TriggerSource {
     Api,
     /// Deliveries recovered from GitHub's webhook delivery log.
     Recovery,
+    /// A baked pool's image was built.
+    Image,
 }
 
 impl TriggerSource {
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::Startup,
         Self::Timer,
         Self::Retry,
@@ -118,6 +120,7 @@ impl TriggerSource {
         Self::Webhook,
         Self::Api,
         Self::Recovery,
+        Self::Image,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -129,6 +132,7 @@ impl TriggerSource {
             Self::Webhook => "webhook",
             Self::Api => "api",
             Self::Recovery => "recovery",
+            Self::Image => "image",
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod deliveries;
+pub mod images;
 pub mod logging;
 pub mod ops;
 pub mod output;

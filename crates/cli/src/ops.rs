@@ -49,6 +49,15 @@ pub trait Operations: Send + Sync + 'static {
     ) -> anyhow::Result<Option<crate::deliveries::RecoveryReport>> {
         Ok(None)
     }
+    /// Builds the baked pools' images: `pool` alone (always built), or every baked pool whose
+    /// newest image is not current. The default has no images.
+    async fn image_build(&self, _pool: Option<&str>) -> anyhow::Result<ImageBuildOutput> {
+        anyhow::bail!("no pool has image_mode = \"baked\"")
+    }
+    /// The manager's images.
+    async fn image_list(&self) -> anyhow::Result<ImageListOutput> {
+        Ok(ImageListOutput { images: Vec::new() })
+    }
     /// Whether a delivery (by GUID) was recorded already. The default keeps no table.
     async fn seen_delivery(&self, _guid: &str) -> anyhow::Result<bool> {
         Ok(false)
@@ -176,6 +185,44 @@ pub struct RunnerStatus {
     pub age_seconds: Option<u64>,
     /// The runner application version, when known.
     pub version: Option<String>,
+    /// The baked image it was launched from (alias); `None` for a launch from a base image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+}
+
+/// One of the manager's images.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageOutput {
+    pub pool: String,
+    pub alias: String,
+    pub fingerprint: String,
+    /// `canary`, `good` or `bad`.
+    pub state: String,
+    pub runner_version: String,
+    pub runner_sha256: String,
+    pub base_image: String,
+    pub base_fingerprint: String,
+    pub manager_version: String,
+    /// Unix seconds.
+    pub built_at: i64,
+    pub size_bytes: u64,
+}
+
+/// `image build --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageBuildOutput {
+    /// The images built.
+    pub built: Vec<ImageOutput>,
+    /// Pools whose newest image was current.
+    pub current: Vec<String>,
+    /// Pools whose build failed, with the error.
+    pub failed: Vec<(String, String)>,
+}
+
+/// `image list --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageListOutput {
+    pub images: Vec<ImageOutput>,
 }
 
 fn default_pool() -> String {

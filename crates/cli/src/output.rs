@@ -14,8 +14,8 @@ use serde::Serialize;
 
 use crate::config::ConfigSummary;
 use crate::ops::{
-    FlushOutput, ReconcileOutput, RunnerBinCheckOutput, RunnerBinOutput, RunnerBinUpdateOutput,
-    StatusOutput,
+    FlushOutput, ImageBuildOutput, ImageListOutput, ReconcileOutput, RunnerBinCheckOutput,
+    RunnerBinOutput, RunnerBinUpdateOutput, StatusOutput,
 };
 
 /// Console output: stdout for `--json`, stderr for people.
@@ -183,6 +183,55 @@ pub fn render_reconcile(output: &ReconcileOutput) -> String {
         );
     }
     text
+}
+
+pub fn render_image_build(output: &ImageBuildOutput) -> String {
+    let mut lines: Vec<String> = output
+        .built
+        .iter()
+        .map(|i| {
+            format!(
+                "built {} for pool {} (runner {}, from {}), as a canary",
+                i.alias, i.pool, i.runner_version, i.base_image
+            )
+        })
+        .collect();
+    lines.extend(
+        output
+            .current
+            .iter()
+            .map(|pool| format!("pool {pool}: its newest image is current")),
+    );
+    lines.extend(
+        output
+            .failed
+            .iter()
+            .map(|(pool, error)| format!("pool {pool}: build failed: {error}")),
+    );
+    lines.join("\n")
+}
+
+pub fn render_image_list(output: &ImageListOutput) -> String {
+    if output.images.is_empty() {
+        return "no images".to_owned();
+    }
+    let mut text = String::new();
+    for i in &output.images {
+        let _ = writeln!(
+            text,
+            "{:<8} {:<7} {} runner {} ({}), base {} ({}), {} MB, manager {}",
+            i.pool,
+            i.state,
+            i.alias,
+            i.runner_version,
+            i.runner_sha256.get(..12).unwrap_or(&i.runner_sha256),
+            i.base_image,
+            i.base_fingerprint.get(..12).unwrap_or(&i.base_fingerprint),
+            i.size_bytes / 1_000_000,
+            i.manager_version
+        );
+    }
+    text.trim_end().to_owned()
 }
 
 pub fn render_flush(output: &FlushOutput) -> String {
@@ -441,6 +490,7 @@ mod tests {
                     busy: Some(true),
                     age_seconds: Some(7_500),
                     version: Some("2.329.0".into()),
+                    image: None,
                 },
                 RunnerStatus {
                     name: "github-runner-0-d4e5f6".into(),
@@ -450,6 +500,7 @@ mod tests {
                     busy: None,
                     age_seconds: Some(12),
                     version: None,
+                    image: None,
                 },
             ],
             pools: vec![],

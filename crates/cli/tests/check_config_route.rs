@@ -1,7 +1,9 @@
 //! The real binary: `check-config` with `[[pools]]`, and `check-config --route LABELS`.
 #![allow(clippy::unwrap_used)]
 
-use assert_cmd::Command;
+mod common;
+
+use common::{runner_manager, Run};
 use tempfile::TempDir;
 
 const POOLS: &str = r#"
@@ -47,81 +49,52 @@ quantity = 2
 labels = ["gpu"]
 "#;
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
 /// `runner-manager --config <text> check-config <args>` with a clean environment.
 fn check_config(text: &str, args: &[&str]) -> Run {
     let dir = TempDir::new().unwrap();
     let path = dir.path().join("config.toml");
     std::fs::write(&path, text).unwrap();
-    let mut cmd = Command::cargo_bin("runner-manager").unwrap();
-    for var in [
-        "RUNNER_MANAGER_CONFIG",
-        "RUNNER_MANAGER_GITHUB_TOKEN",
-        "RUNNER_MANAGER_SERVICE_TOKEN",
-        "RUNNER_MANAGER_API_TOKEN",
-        "RUNNER_MANAGER_WEBHOOK_SECRET",
-        "RUST_LOG",
-        "NO_COLOR",
-    ] {
-        cmd.env_remove(var);
-    }
-    let output = cmd
-        .arg("--config")
-        .arg(&path)
-        .arg("check-config")
-        .args(args)
-        .output()
-        .unwrap();
-    let run = Run {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    };
-    assert!(!run.stdout.contains("ghp_ROUTE_SECRET") && !run.stderr.contains("ghp_ROUTE_SECRET"));
-    run
+    Run::of(
+        runner_manager()
+            .arg("--config")
+            .arg(&path)
+            .arg("check-config")
+            .args(args),
+        |bytes| String::from_utf8_lossy(bytes).into_owned(),
+        &["ghp_ROUTE_SECRET"],
+    )
 }
 
 fn rows(stderr: &str) -> Vec<&str> {
     stderr.lines().map(str::trim).collect()
 }
 
+/// Asserts that `row` is one of the (trimmed) lines `check-config` printed.
+fn assert_row(out: &Run, row: &str) {
+    assert!(
+        rows(&out.stderr).contains(&row),
+        "no row {row:?} in:\n{}",
+        out.stderr
+    );
+}
+
 #[test]
 fn check_config_lists_the_pools() {
     let out = check_config(POOLS, &[]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    let rows = rows(&out.stderr);
+    assert_row(&out, "pool small      1 to 10 x virtual-machine \"jammy\": 2 cpu, 7GiB memory, 10GiB disk, token registration, priority 10");
+    assert_row(&out, "pool large      0 to 4 x container \"jammy\": 8 cpu, 32GiB memory, 10GiB disk, token registration, priority 0");
+    assert_row(&out, "runner group \"big-runners\"");
     assert!(
-        rows.contains(&"pool small      1 to 10 x virtual-machine \"jammy\": 2 cpu, 7GiB memory, 10GiB disk, token registration, priority 10"),
+        rows(&out.stderr)
+            .iter()
+            .any(|row| row.starts_with("labels ")
+                && row.contains("runner-manager-pool:small")
+                && row.contains("self-hosted")),
         "{}",
         out.stderr
     );
-    assert!(
-        rows.contains(&"pool large      0 to 4 x container \"jammy\": 8 cpu, 32GiB memory, 10GiB disk, token registration, priority 0"),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        rows.contains(&"runner group \"big-runners\""),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        rows.iter().any(|row| row.starts_with("labels ")
-            && row.contains("runner-manager-pool:small")
-            && row.contains("self-hosted")),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        rows.contains(&"demand          stale after 600s, idle runners never replaced, queued jobs dropped after 86400s"),
-        "{}",
-        out.stderr
-    );
+    assert_row(&out, "demand          stale after 600s, idle runners never replaced, queued jobs dropped after 86400s");
     assert!(!out.stderr.contains("route"), "no route without --route");
 }
 
@@ -129,13 +102,9 @@ fn check_config_lists_the_pools() {
 fn route_to_the_one_matching_pool() {
     let out = check_config(POOLS, &["--route", "self-hosted,small"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    let rows = rows(&out.stderr);
-    assert!(
-        rows.contains(
-            &"route           runs-on [self-hosted, small]: pool \"small\" (priority 10)"
-        ),
-        "{}",
-        out.stderr
+    assert_row(
+        &out,
+        "route           runs-on [self-hosted, small]: pool \"small\" (priority 10)",
     );
     assert!(!out.stderr.contains("then \""), "{}", out.stderr);
     assert!(
@@ -150,43 +119,25 @@ fn route_to_several_pools_in_priority_order() {
     // Every pool matches: "small" by priority, then "big" and "large" by name.
     let out = check_config(POOLS, &["--route", "self-hosted"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    let rows = rows(&out.stderr);
-    assert!(
-        rows.contains(&"route           runs-on [self-hosted]: pool \"small\" (priority 10)"),
-        "{}",
-        out.stderr
+    assert_row(
+        &out,
+        "route           runs-on [self-hosted]: pool \"small\" (priority 10)",
     );
-    assert!(
-        rows.contains(&"then \"big\" (priority 0), \"large\" (priority 0)"),
-        "{}",
-        out.stderr
-    );
+    assert_row(&out, "then \"big\" (priority 0), \"large\" (priority 0)");
     // Labels match ignoring case.
     let out = check_config(POOLS, &["--route", "Self-Hosted,LARGE"]);
-    let rows = self::rows(&out.stderr);
-    assert!(
-        rows.contains(&"route           runs-on [Self-Hosted, LARGE]: pool \"big\" (priority 0)"),
-        "{}",
-        out.stderr
+    assert_row(
+        &out,
+        "route           runs-on [Self-Hosted, LARGE]: pool \"big\" (priority 0)",
     );
-    assert!(
-        rows.contains(&"then \"large\" (priority 0)"),
-        "{}",
-        out.stderr
-    );
+    assert_row(&out, "then \"large\" (priority 0)");
 }
 
 #[test]
 fn route_with_no_matching_pool() {
     let out = check_config(POOLS, &["--route", "self-hosted,gpu"]);
     assert_eq!(out.code, 0, "a valid config: {}", out.stderr);
-    assert!(
-        rows(&out.stderr).contains(
-            &"route           runs-on [self-hosted, gpu]: no pool matches (no pool's runners have all these labels)"
-        ),
-        "{}",
-        out.stderr
-    );
+    assert_row(&out, "route           runs-on [self-hosted, gpu]: no pool matches (no pool's runners have all these labels)");
 }
 
 #[test]

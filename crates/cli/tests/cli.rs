@@ -2,9 +2,12 @@
 //! and no secret on the console.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::path::Path;
 
 use assert_cmd::Command;
+use common::{runner_manager, Run, CLEAN_ENV};
 use tempfile::TempDir;
 
 const SECRETS: [&str; 4] = [
@@ -53,48 +56,10 @@ fn write_config(dir: &TempDir, text: &str) -> String {
     path.display().to_string()
 }
 
-/// Variables removed from the binary's environment.
-const CLEAN_ENV: [&str; 7] = [
-    "RUNNER_MANAGER_CONFIG",
-    "RUNNER_MANAGER_GITHUB_TOKEN",
-    "RUNNER_MANAGER_SERVICE_TOKEN",
-    "RUNNER_MANAGER_API_TOKEN",
-    "RUNNER_MANAGER_WEBHOOK_SECRET",
-    "RUST_LOG",
-    "NO_COLOR",
-];
-
-/// The binary with a clean environment (no secret or config path leaking in from outside).
-fn runner_manager() -> Command {
-    let mut cmd = Command::cargo_bin("runner-manager").unwrap();
-    for var in CLEAN_ENV {
-        cmd.env_remove(var);
-    }
-    cmd
-}
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
 fn run(cmd: &mut Command, dir: &Path) -> Run {
-    let output = cmd.output().unwrap();
     let clean =
         |bytes: &[u8]| String::from_utf8_lossy(bytes).replace(&dir.display().to_string(), "[DIR]");
-    let run = Run {
-        code: output.status.code().unwrap_or(-1),
-        stdout: clean(&output.stdout),
-        stderr: clean(&output.stderr),
-    };
-    for secret in SECRETS {
-        assert!(
-            !run.stdout.contains(secret) && !run.stderr.contains(secret),
-            "{secret} printed"
-        );
-    }
-    run
+    Run::of(cmd, clean, &SECRETS)
 }
 
 #[test]

@@ -12,7 +12,7 @@ use common::FakeOps;
 use runner_manager::daemon::{
     Daemon, DaemonExit, DaemonHandle, DaemonMetrics, DaemonSettings, PassError, TriggerSource,
 };
-use runner_manager::ops::FlushMode;
+use runner_manager::ops::{FlushMode, Operations};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, Instant};
@@ -36,14 +36,26 @@ struct Running {
     task: JoinHandle<DaemonExit>,
 }
 
-fn start(ops: Arc<FakeOps>, settings: DaemonSettings) -> Running {
-    let daemon = Daemon::new(ops, settings, DaemonMetrics::default());
-    let handle = daemon.handle();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(daemon.run(async move {
-        let _ = stopped.await;
-    }));
-    Running { handle, stop, task }
+impl Running {
+    /// Runs `daemon` until [`Running::shut_down`].
+    fn spawn(daemon: Daemon) -> Self {
+        let handle = daemon.handle();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(daemon.run(async move {
+            let _ = stopped.await;
+        }));
+        Self { handle, stop, task }
+    }
+
+    /// Asks the daemon to stop and waits for it.
+    async fn shut_down(self) -> DaemonExit {
+        self.stop.send(()).unwrap();
+        self.task.await.unwrap()
+    }
+}
+
+fn start(ops: Arc<dyn Operations>, settings: DaemonSettings) -> Running {
+    Running::spawn(Daemon::new(ops, settings, DaemonMetrics::default()))
 }
 
 /// Seconds since `t0` of each pass start.
@@ -64,8 +76,7 @@ async fn passes_at_start_then_every_interval() {
     sleep(Duration::from_secs(1_000)).await;
     // Start at 0, finish at 10, next at 310, 620, 930.
     assert_eq!(start_times(&ops, t0), [0, 310, 620, 930]);
-    running.stop.send(()).unwrap();
-    assert_eq!(running.task.await.unwrap(), DaemonExit::Idle);
+    assert_eq!(running.shut_down().await, DaemonExit::Idle);
 }
 
 #[tokio::test(start_paused = true)]
@@ -88,8 +99,7 @@ async fn jitter_stays_within_bounds() {
             "gap {gap} outside 300 ± 10%: {times:?}"
         );
     }
-    running.stop.send(()).unwrap();
-    running.task.await.unwrap();
+    running.shut_down().await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -110,8 +120,7 @@ async fn triggers_during_a_pass_coalesce_into_one_more_pass() {
     // The timer restarts after the triggered pass.
     sleep(Duration::from_secs(300)).await;
     assert_eq!(start_times(&ops, t0), [0, 10, 320]);
-    running.stop.send(()).unwrap();
-    running.task.await.unwrap();
+    running.shut_down().await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -132,8 +141,7 @@ async fn concurrent_requests_share_one_pass_and_its_result() {
     }
     assert_eq!(start_times(&ops, t0), [0, 20]);
     assert_eq!(ops.max_in_flight.load(Ordering::SeqCst), 1);
-    running.stop.send(()).unwrap();
-    running.task.await.unwrap();
+    running.shut_down().await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -147,8 +155,7 @@ async fn flush_waits_for_the_running_pass() {
     assert_eq!(t1.elapsed().as_secs(), 9);
     assert_eq!(output.removed, 2);
     assert_eq!(*ops.flushes.lock().unwrap(), [FlushMode::IdleOnly]);
-    running.stop.send(()).unwrap();
-    running.task.await.unwrap();
+    running.shut_down().await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -168,8 +175,7 @@ async fn failures_back_off_exponentially_then_recover() {
     assert!(state.last_success_unix.is_some());
     sleep(Duration::from_secs(300)).await;
     assert_eq!(start_times(&ops, t0), [0, 5, 15, 35, 75, 135, 435]);
-    running.stop.send(()).unwrap();
-    running.task.await.unwrap();
+    running.shut_down().await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -184,8 +190,7 @@ async fn a_partial_pass_is_retried_with_backoff_not_after_an_interval() {
     assert_eq!(start_times(&ops, t0), [0, 5, 15]);
     sleep(Duration::from_secs(300)).await;
     assert_eq!(start_times(&ops, t0), [0, 5, 15, 315]);
-    running.stop.send(()).unwrap();
-    running.task.await.unwrap();
+    running.shut_down().await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -212,8 +217,7 @@ async fn requests_during_backoff_wait_for_the_retry() {
     );
     assert_eq!(t0.elapsed().as_secs(), 5);
     assert_eq!(start_times(&ops, t0), [0, 5]);
-    running.stop.send(()).unwrap();
-    running.task.await.unwrap();
+    running.shut_down().await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -221,14 +225,14 @@ async fn shutdown_lets_the_in_flight_pass_finish() {
     let ops = FakeOps::with_pass_duration(Duration::from_secs(20));
     let running = start(ops.clone(), settings());
     sleep(Duration::from_secs(5)).await;
+    let handle = running.handle.clone();
     let waiter = {
-        let handle = running.handle.clone();
+        let handle = handle.clone();
         tokio::spawn(async move { handle.reconcile_now(TriggerSource::Api, "late").await })
     };
     sleep(Duration::from_millis(1)).await;
     let t1 = Instant::now();
-    running.stop.send(()).unwrap();
-    assert_eq!(running.task.await.unwrap(), DaemonExit::PassFinished);
+    assert_eq!(running.shut_down().await, DaemonExit::PassFinished);
     assert_eq!(
         t1.elapsed().as_secs(),
         14,
@@ -238,13 +242,9 @@ async fn shutdown_lets_the_in_flight_pass_finish() {
     assert_eq!(ops.passes(), 1, "no new pass after shutdown");
     assert_eq!(waiter.await.unwrap(), Err(PassError::ShuttingDown));
     // New work is refused.
-    assert!(!running.handle.trigger(TriggerSource::Webhook, "after"));
-    assert!(running
-        .handle
-        .flush(FlushMode::IncludingBusy)
-        .await
-        .is_err());
-    assert!(running.handle.state().shutting_down);
+    assert!(!handle.trigger(TriggerSource::Webhook, "after"));
+    assert!(handle.flush(FlushMode::IncludingBusy).await.is_err());
+    assert!(handle.state().shutting_down);
 }
 
 #[tokio::test(start_paused = true)]
@@ -253,8 +253,7 @@ async fn shutdown_abandons_a_pass_after_the_grace_period() {
     let running = start(ops.clone(), settings());
     sleep(Duration::from_secs(5)).await;
     let t1 = Instant::now();
-    running.stop.send(()).unwrap();
-    assert_eq!(running.task.await.unwrap(), DaemonExit::PassAbandoned);
+    assert_eq!(running.shut_down().await, DaemonExit::PassAbandoned);
     assert_eq!(t1.elapsed().as_secs(), 30);
     assert_eq!(ops.finished.load(Ordering::SeqCst), 0);
 }
@@ -278,122 +277,60 @@ async fn a_hung_pass_times_out_and_is_retried() {
         .last_error
         .unwrap()
         .contains("timed out"));
-    running.stop.send(()).unwrap();
-    running.task.await.unwrap();
+    running.shut_down().await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn updates_the_runner_binary_at_start_and_survives_its_failure() {
+    let updating = DaemonSettings {
+        update_runner_bin_at_start: true,
+        ..settings()
+    };
     let ops = FakeOps::new();
-    let running = start(
-        ops.clone(),
-        DaemonSettings {
-            update_runner_bin_at_start: true,
-            ..settings()
-        },
-    );
+    let running = start(ops.clone(), updating.clone());
     sleep(Duration::from_secs(1)).await;
     assert_eq!(ops.bin_updates.load(Ordering::SeqCst), 1);
     assert_eq!(ops.passes(), 1);
-    running.stop.send(()).unwrap();
-    running.task.await.unwrap();
+    running.shut_down().await;
 
     let ops = FakeOps::new();
     *ops.fail_everything.lock().unwrap() = true;
-    let running = start(
-        ops.clone(),
-        DaemonSettings {
-            update_runner_bin_at_start: true,
-            ..settings()
-        },
-    );
+    let running = start(ops.clone(), updating.clone());
     sleep(Duration::from_secs(1)).await;
     assert_eq!(ops.passes(), 1, "the loop runs although the update failed");
-    running.stop.send(()).unwrap();
-    running.task.await.unwrap();
+    running.shut_down().await;
 }
 
-/// A flush that blocks (its pass lock held) does not delay shutdown.
-struct SlowFlush(Arc<FakeOps>);
-
-#[async_trait::async_trait]
-impl runner_manager::ops::Operations for SlowFlush {
-    async fn reconcile(
-        &self,
-        quantity: u32,
-    ) -> anyhow::Result<runner_manager::ops::ReconcileOutput> {
-        self.0.reconcile(quantity).await
-    }
-    async fn flush(&self, mode: FlushMode) -> anyhow::Result<runner_manager::ops::FlushOutput> {
-        sleep(Duration::from_secs(1_000)).await;
-        self.0.flush(mode).await
-    }
-    async fn status(&self) -> anyhow::Result<runner_manager::ops::StatusOutput> {
-        self.0.status().await
-    }
-    async fn runner_bin_latest(
-        &self,
-        os: &str,
-        arch: &str,
-    ) -> anyhow::Result<runner_manager::ops::RunnerBinOutput> {
-        self.0.runner_bin_latest(os, arch).await
-    }
-    async fn runner_bin_update(
-        &self,
-    ) -> anyhow::Result<runner_manager::ops::RunnerBinUpdateOutput> {
-        self.0.runner_bin_update().await
-    }
-    async fn runner_bin_check(&self) -> anyhow::Result<runner_manager::ops::RunnerBinCheckOutput> {
-        self.0.runner_bin_check().await
-    }
-}
-
-#[tokio::test(start_paused = true)]
-async fn shutdown_does_not_wait_for_a_flush_to_release_the_lock() {
-    let fake = FakeOps::new();
-    let daemon = Daemon::new(
-        Arc::new(SlowFlush(fake.clone())),
-        settings(),
-        DaemonMetrics::default(),
-    );
-    let handle = daemon.handle();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(daemon.run(async move {
-        let _ = stopped.await;
-    }));
-    sleep(Duration::from_secs(1)).await; // startup pass done
-    let flushing = {
-        let handle = handle.clone();
-        tokio::spawn(async move { handle.flush(FlushMode::IncludingBusy).await })
-    };
-    sleep(Duration::from_secs(1)).await;
-    assert!(handle.trigger(TriggerSource::Webhook, "job")); // the pass waits for the flush
-    sleep(Duration::from_secs(1)).await;
-    let t1 = Instant::now();
-    stop.send(()).unwrap();
-    assert_eq!(task.await.unwrap(), DaemonExit::Idle);
-    assert_eq!(t1.elapsed().as_secs(), 0);
-    assert_eq!(fake.passes(), 1, "the triggered pass never started");
-    flushing.abort();
-}
-
-/// The fake's passes, each with the next scripted requeue hint (none once the script is out).
-struct Hinted {
+/// The fake's operations with a tweak: a flush that blocks first (its pass lock held), or
+/// passes that each take the next scripted requeue hint (none once the script is out).
+struct Tweaked {
     fake: Arc<FakeOps>,
+    flush_delay: Option<Duration>,
     hints: std::sync::Mutex<std::collections::VecDeque<Option<Duration>>>,
 }
 
-impl Hinted {
-    fn new(fake: Arc<FakeOps>, hints: impl IntoIterator<Item = Option<Duration>>) -> Arc<Self> {
+impl Tweaked {
+    /// Flushes that first sleep for `delay`.
+    fn slow_flush(fake: Arc<FakeOps>, delay: Duration) -> Arc<Self> {
         Arc::new(Self {
             fake,
+            flush_delay: Some(delay),
+            hints: Default::default(),
+        })
+    }
+
+    /// Passes that hand back `hints`, one each.
+    fn hinted(fake: Arc<FakeOps>, hints: impl IntoIterator<Item = Option<Duration>>) -> Arc<Self> {
+        Arc::new(Self {
+            fake,
+            flush_delay: None,
             hints: std::sync::Mutex::new(hints.into_iter().collect()),
         })
     }
 }
 
 #[async_trait::async_trait]
-impl runner_manager::ops::Operations for Hinted {
+impl Operations for Tweaked {
     async fn reconcile(
         &self,
         quantity: u32,
@@ -412,6 +349,9 @@ impl runner_manager::ops::Operations for Hinted {
         })
     }
     async fn flush(&self, mode: FlushMode) -> anyhow::Result<runner_manager::ops::FlushOutput> {
+        if let Some(delay) = self.flush_delay {
+            sleep(delay).await;
+        }
         self.fake.flush(mode).await
     }
     async fn status(&self) -> anyhow::Result<runner_manager::ops::StatusOutput> {
@@ -434,14 +374,27 @@ impl runner_manager::ops::Operations for Hinted {
     }
 }
 
-fn start_ops(ops: Arc<dyn runner_manager::ops::Operations>, settings: DaemonSettings) -> Running {
-    let daemon = Daemon::new(ops, settings, DaemonMetrics::default());
-    let handle = daemon.handle();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(daemon.run(async move {
-        let _ = stopped.await;
-    }));
-    Running { handle, stop, task }
+#[tokio::test(start_paused = true)]
+async fn shutdown_does_not_wait_for_a_flush_to_release_the_lock() {
+    let fake = FakeOps::new();
+    let running = start(
+        Tweaked::slow_flush(fake.clone(), Duration::from_secs(1_000)),
+        settings(),
+    );
+    let handle = running.handle.clone();
+    sleep(Duration::from_secs(1)).await; // startup pass done
+    let flushing = {
+        let handle = handle.clone();
+        tokio::spawn(async move { handle.flush(FlushMode::IncludingBusy).await })
+    };
+    sleep(Duration::from_secs(1)).await;
+    assert!(handle.trigger(TriggerSource::Webhook, "job")); // the pass waits for the flush
+    sleep(Duration::from_secs(1)).await;
+    let t1 = Instant::now();
+    assert_eq!(running.shut_down().await, DaemonExit::Idle);
+    assert_eq!(t1.elapsed().as_secs(), 0);
+    assert_eq!(fake.passes(), 1, "the triggered pass never started");
+    flushing.abort();
 }
 
 /// A pass that leaves work for later (JIT pacing, a failed step) is followed by the next one
@@ -457,7 +410,7 @@ async fn a_requeue_hint_brings_the_next_pass_before_the_interval() {
         Some(Duration::from_secs(40)),
         Some(Duration::from_secs(10_000)),
     ];
-    let running = start_ops(Hinted::new(fake.clone(), hints), settings());
+    let running = start(Tweaked::hinted(fake.clone(), hints), settings());
     // 0-2, hint 20 s → 22-24, hint 0 → the floor, 25-27, hint 40 s → due at 67.
     sleep(Duration::from_secs(30)).await;
     assert_eq!(start_times(&fake, t0), [0, 22, 25]);
@@ -471,8 +424,7 @@ async fn a_requeue_hint_brings_the_next_pass_before_the_interval() {
     sleep(Duration::from_secs(700)).await;
     assert_eq!(start_times(&fake, t0), [0, 22, 25, 30, 332, 634]);
     assert_eq!(running.handle.state().consecutive_failures, 0);
-    running.stop.send(()).unwrap();
-    running.task.await.unwrap();
+    running.shut_down().await;
 }
 
 /// A partial pass counts as a failure for `/health` and for the gauge alike, and a clean pass
@@ -491,12 +443,8 @@ async fn a_partial_pass_is_a_failure_for_health_and_the_gauge_alike() {
     };
     let ops = FakeOps::new();
     ops.partial_passes.store(2, Ordering::SeqCst);
-    let daemon = Daemon::new(ops.clone(), settings(), metrics);
-    let handle = daemon.handle();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(daemon.run(async move {
-        let _ = stopped.await;
-    }));
+    let running = Running::spawn(Daemon::new(ops.clone(), settings(), metrics));
+    let handle = running.handle.clone();
     sleep(Duration::from_secs(1)).await; // the first partial pass, at 0
     let state = handle.state();
     assert_eq!((state.consecutive_failures, gauge(&registry)), (1, 1));
@@ -514,6 +462,5 @@ async fn a_partial_pass_is_a_failure_for_health_and_the_gauge_alike() {
     let state = handle.state();
     assert_eq!((state.consecutive_failures, gauge(&registry)), (0, 0));
     assert!(state.last_success_unix.is_some() && state.last_error.is_none());
-    stop.send(()).unwrap();
-    task.await.unwrap();
+    running.shut_down().await;
 }

@@ -132,6 +132,16 @@ fn job(action: &str, labels: &[&str], runner: Option<&str>) -> String {
     .to_string()
 }
 
+/// Sends `body` as a signed `workflow_job` delivery and asserts the answer.
+async fn assert_job_answer(app: &Router, body: String, status: StatusCode, answer: &str) {
+    let (got_status, got, _) = send(app, signed_webhook("workflow_job", &body)).await;
+    assert_eq!(
+        (got_status, got.as_str()),
+        (status, answer),
+        "delivery of {body}"
+    );
+}
+
 /// Waits (real time) until the fake has seen `passes` reconciles; false after `within`.
 async fn wait_for_passes(ops: &FakeOps, passes: usize, within: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + within;
@@ -319,34 +329,24 @@ async fn queued_job_with_our_labels_triggers_a_prompt_reconcile() {
         "startup pass"
     );
 
-    let (status, body, _) = send(
+    assert_job_answer(
         &h.app,
-        signed_webhook(
-            "workflow_job",
-            &job("queued", &["self-hosted", "linux-not-ours"], None),
-        ),
+        job("queued", &["self-hosted", "linux-not-ours"], None),
+        StatusCode::OK,
+        r#"{"outcome":"labels_not_matched"}"#,
     )
     .await;
-    assert_eq!(
-        (status, body.as_str()),
-        (StatusCode::OK, r#"{"outcome":"labels_not_matched"}"#)
-    );
-    let (status, body, _) = send(
+    assert_job_answer(
         &h.app,
-        signed_webhook(
-            "workflow_job",
-            &job(
-                "in_progress",
-                &["self-hosted"],
-                Some("github-runner-0-a1b2"),
-            ),
+        job(
+            "in_progress",
+            &["self-hosted"],
+            Some("github-runner-0-a1b2"),
         ),
+        StatusCode::OK,
+        r#"{"outcome":"ignored"}"#,
     )
     .await;
-    assert_eq!(
-        (status, body.as_str()),
-        (StatusCode::OK, r#"{"outcome":"ignored"}"#)
-    );
     let (status, body, _) = send(&h.app, signed_webhook("push", "{}")).await;
     assert_eq!(
         (status, body.as_str()),
@@ -355,51 +355,36 @@ async fn queued_job_with_our_labels_triggers_a_prompt_reconcile() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(h.ops.passes(), 1, "ignored deliveries trigger nothing");
 
-    let (status, body, _) = send(
+    assert_job_answer(
         &h.app,
-        signed_webhook(
-            "workflow_job",
-            &job("queued", &["Self-Hosted", "GPU"], None),
-        ),
+        job("queued", &["Self-Hosted", "GPU"], None),
+        StatusCode::ACCEPTED,
+        r#"{"outcome":"reconcile_triggered"}"#,
     )
     .await;
-    assert_eq!(
-        (status, body.as_str()),
-        (StatusCode::ACCEPTED, r#"{"outcome":"reconcile_triggered"}"#)
-    );
     assert!(
         wait_for_passes(&h.ops, 2, Duration::from_secs(1)).await,
         "reconcile within a second"
     );
 
-    let (status, body, _) = send(
+    assert_job_answer(
         &h.app,
-        signed_webhook(
-            "workflow_job",
-            &job("completed", &["self-hosted"], Some("github-runner-0-a1b2")),
-        ),
+        job("completed", &["self-hosted"], Some("github-runner-0-a1b2")),
+        StatusCode::ACCEPTED,
+        r#"{"outcome":"cleanup_triggered"}"#,
     )
     .await;
-    assert_eq!(
-        (status, body.as_str()),
-        (StatusCode::ACCEPTED, r#"{"outcome":"cleanup_triggered"}"#)
-    );
     assert!(
         wait_for_passes(&h.ops, 3, Duration::from_secs(1)).await,
         "cleanup pass within a second"
     );
-    let (status, body, _) = send(
+    assert_job_answer(
         &h.app,
-        signed_webhook(
-            "workflow_job",
-            &job("completed", &["self-hosted"], Some("other-0-a1b2")),
-        ),
+        job("completed", &["self-hosted"], Some("other-0-a1b2")),
+        StatusCode::OK,
+        r#"{"outcome":"not_our_runner"}"#,
     )
     .await;
-    assert_eq!(
-        (status, body.as_str()),
-        (StatusCode::OK, r#"{"outcome":"not_our_runner"}"#)
-    );
     assert_eq!(h.ops.max_in_flight.load(Ordering::SeqCst), 1);
 
     let (status, _, _) = send(

@@ -146,6 +146,17 @@ impl Parsed<'_> {
         self.flags.iter().any(|f| f == name) || self.env.flag(name)
     }
 
+    /// `--version` (on the command line only), else `--help` on `topic`, when asked for.
+    fn version_or_help(&self, topic: HelpTopic) -> Option<Command> {
+        if self.flags.iter().any(|f| f == "version") {
+            Some(Command::Version)
+        } else if self.flag("help") {
+            Some(Command::Help(topic))
+        } else {
+            None
+        }
+    }
+
     fn secret(&self, name: &str, file_arg: &str) -> Option<SecretSource> {
         if let Some(v) = self.values.get(name) {
             return Some(SecretSource::Value(Secret::new(v.clone())));
@@ -250,11 +261,8 @@ fn parse_configure(args: &[String], env: &EnvInputs) -> Result<Command, CliError
         ],
         env,
     )?;
-    if p.flags.iter().any(|f| f == "version") {
-        return Ok(Command::Version);
-    }
-    if p.flag("help") {
-        return Ok(Command::Help(HelpTopic::Configure));
+    if let Some(command) = p.version_or_help(HelpTopic::Configure) {
+        return Ok(command);
     }
     let url = p.value("url").ok_or(CliError::Missing("url"))?;
     let token = p
@@ -314,11 +322,8 @@ fn parse_run(args: &[String], env: &EnvInputs) -> Result<Command, CliError> {
         &["once", "help", "version"],
         env,
     )?;
-    if p.flags.iter().any(|f| f == "version") {
-        return Ok(Command::Version);
-    }
-    if p.flag("help") {
-        return Ok(Command::Help(HelpTopic::Run));
+    if let Some(command) = p.version_or_help(HelpTopic::Run) {
+        return Ok(command);
     }
     Ok(Command::Run(RunArgs {
         jit_config: p.secret("jitconfig", "jitconfig-file"),

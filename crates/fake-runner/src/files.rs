@@ -127,8 +127,10 @@ impl RunnerRoot {
         self.join(RUNNER_FILE).exists()
     }
 
-    pub fn read_settings(&self) -> Result<RunnerSettings, FilesError> {
-        let path = self.join(RUNNER_FILE);
+    /// The JSON file `name` (a leading byte-order mark allowed); [`FilesError::NotConfigured`]
+    /// when it does not exist.
+    fn read_json<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<T, FilesError> {
+        let path = self.join(name);
         let text = match fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(FilesError::NotConfigured),
@@ -138,15 +140,13 @@ impl RunnerRoot {
             .map_err(|e| FilesError::Json(path, e))
     }
 
+    pub fn read_settings(&self) -> Result<RunnerSettings, FilesError> {
+        self.read_json(RUNNER_FILE)
+    }
+
     pub fn read_credential(&self) -> Result<Secret, FilesError> {
+        let file: CredentialsFile = self.read_json(CREDENTIALS_FILE)?;
         let path = self.join(CREDENTIALS_FILE);
-        let text = match fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(FilesError::NotConfigured),
-            Err(e) => return Err(FilesError::Io(path, e)),
-        };
-        let file: CredentialsFile = serde_json::from_str(text.trim_start_matches('\u{feff}'))
-            .map_err(|e| FilesError::Json(path.clone(), e))?;
         file.data
             .get("clientId")
             .filter(|c| !c.is_empty())

@@ -390,16 +390,23 @@ impl SimClient {
         body: &impl Serialize,
         timeout: Duration,
     ) -> Result<(u16, String), HttpError> {
-        let mut req = self
-            .agent
-            .post(self.url(path))
-            .header("Authorization", authorization)
-            .header("Accept", "application/json");
-        if let Some(host) = &self.host_header {
-            req = req.header("Host", host);
-        }
-        let req = req.config().timeout_global(Some(timeout)).build();
+        let req = self.prepare(self.agent.post(self.url(path)), authorization, timeout);
         self.finish(req.send_json(body))
+    }
+
+    /// [`Self::post`] that must be accepted (200, 202 or 204).
+    fn post_accepted(
+        &self,
+        path: &str,
+        authorization: &str,
+        body: &impl Serialize,
+        timeout: Duration,
+    ) -> Result<(), HttpError> {
+        let (status, text) = self.post(path, authorization, body, timeout)?;
+        match status {
+            200 | 202 | 204 => Ok(()),
+            _ => Err(status_error(status, &text)),
+        }
     }
 
     fn get(
@@ -408,16 +415,24 @@ impl SimClient {
         authorization: &str,
         timeout: Duration,
     ) -> Result<(u16, String), HttpError> {
-        let mut req = self
-            .agent
-            .get(self.url(path))
+        let req = self.prepare(self.agent.get(self.url(path)), authorization, timeout);
+        self.finish(req.call())
+    }
+
+    /// `req` with the headers of every call (and the `Host` override) and `timeout`.
+    fn prepare<B>(
+        &self,
+        req: ureq::RequestBuilder<B>,
+        authorization: &str,
+        timeout: Duration,
+    ) -> ureq::RequestBuilder<B> {
+        let mut req = req
             .header("Authorization", authorization)
             .header("Accept", "application/json");
         if let Some(host) = &self.host_header {
             req = req.header("Host", host);
         }
-        let req = req.config().timeout_global(Some(timeout)).build();
-        self.finish(req.call())
+        req.config().timeout_global(Some(timeout)).build()
     }
 
     /// `POST /_runner/register` with a registration token.
@@ -438,11 +453,7 @@ impl SimClient {
     pub fn remove(&self, token: &Secret, url: &str, agent_id: u64) -> Result<(), HttpError> {
         let auth = format!("RemoteAuth {}", token.expose());
         let body = serde_json::json!({ "url": url, "agent_id": agent_id });
-        let (status, text) = self.post("/_runner/remove", &auth, &body, CALL_TIMEOUT)?;
-        match status {
-            200 | 202 | 204 => Ok(()),
-            _ => Err(status_error(status, &text)),
-        }
+        self.post_accepted("/_runner/remove", &auth, &body, CALL_TIMEOUT)
     }
 
     /// `GET /_runner/poll`: a job, or `None` when `wait` passed without one.
@@ -473,11 +484,7 @@ impl SimClient {
     ) -> Result<(), HttpError> {
         let auth = format!("Bearer {}", credential.expose());
         let path = format!("/_runner/jobs/{job_id}/complete");
-        let (status, text) = self.post(&path, &auth, completion, CALL_TIMEOUT)?;
-        match status {
-            200 | 202 | 204 => Ok(()),
-            _ => Err(status_error(status, &text)),
-        }
+        self.post_accepted(&path, &auth, completion, CALL_TIMEOUT)
     }
 
     /// `POST /_runner/offline`: the agent is stopping.
@@ -489,11 +496,7 @@ impl SimClient {
     ) -> Result<(), HttpError> {
         let auth = format!("Bearer {}", credential.expose());
         let body = serde_json::json!({ "agent_id": agent_id });
-        let (status, text) = self.post("/_runner/offline", &auth, &body, timeout)?;
-        match status {
-            200 | 202 | 204 => Ok(()),
-            _ => Err(status_error(status, &text)),
-        }
+        self.post_accepted("/_runner/offline", &auth, &body, timeout)
     }
 }
 

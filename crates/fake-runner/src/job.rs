@@ -438,24 +438,35 @@ mod tests {
         assert!(!done.output.contains("after"));
     }
 
-    #[test]
-    fn failing_started_hook_skips_the_script_and_fails_the_job() {
+    /// `echo script` with a job-started hook running `pre` and a job-completed hook `post`.
+    fn run_with_hooks(pre: &str, post: &str) -> Completion {
         let dir = tempfile::tempdir().expect("tempdir");
-        let pre = dir.path().join("pre.sh");
-        let post = dir.path().join("post.sh");
-        fs::write(
-            &pre,
-            "echo pre $GITHUB_REPOSITORY\nfalse\necho unreachable\n",
-        )
-        .expect("write");
-        fs::write(&post, "echo post\n").expect("write");
+        let pre_path = dir.path().join("pre.sh");
+        let post_path = dir.path().join("post.sh");
+        fs::write(&pre_path, pre).expect("write");
+        fs::write(&post_path, post).expect("write");
         let (done, _d) = run(
             "echo script",
             30,
             &[
-                ("ACTIONS_RUNNER_HOOK_JOB_STARTED", &pre.to_string_lossy()),
-                ("ACTIONS_RUNNER_HOOK_JOB_COMPLETED", &post.to_string_lossy()),
+                (
+                    "ACTIONS_RUNNER_HOOK_JOB_STARTED",
+                    &pre_path.to_string_lossy(),
+                ),
+                (
+                    "ACTIONS_RUNNER_HOOK_JOB_COMPLETED",
+                    &post_path.to_string_lossy(),
+                ),
             ],
+        );
+        done
+    }
+
+    #[test]
+    fn failing_started_hook_skips_the_script_and_fails_the_job() {
+        let done = run_with_hooks(
+            "echo pre $GITHUB_REPOSITORY\nfalse\necho unreachable\n",
+            "echo post\n",
         );
         assert_eq!(done.conclusion, Conclusion::Failure);
         assert_eq!(done.exit_code, 1);
@@ -472,19 +483,7 @@ mod tests {
 
     #[test]
     fn hooks_run_around_the_script() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let pre = dir.path().join("pre.sh");
-        let post = dir.path().join("post.sh");
-        fs::write(&pre, "echo pre\n").expect("write");
-        fs::write(&post, "echo post; exit 4\n").expect("write");
-        let (done, _d) = run(
-            "echo script",
-            30,
-            &[
-                ("ACTIONS_RUNNER_HOOK_JOB_STARTED", &pre.to_string_lossy()),
-                ("ACTIONS_RUNNER_HOOK_JOB_COMPLETED", &post.to_string_lossy()),
-            ],
-        );
+        let done = run_with_hooks("echo pre\n", "echo post; exit 4\n");
         let pre_at = done.output.find("pre\n").expect("pre");
         let script_at = done.output.find("script\n").expect("script");
         let post_at = done.output.find("post\n").expect("post");

@@ -726,26 +726,32 @@ impl ConnectProxy {
     }
 }
 
+/// A fresh install with `dot_env` as its `.env`, configured (successfully) as `name`.
+fn configured_with_dot_env(sim: &TestSim, dot_env: &str, name: &str) -> Installed {
+    let runner = Installed::new();
+    fs::write(runner.root().join(".env"), dot_env).expect(".env");
+    let (status, stdout, stderr) = runner.configure(
+        &sim.repo_url(),
+        &sim.registration_token(),
+        &["--name", name],
+    );
+    assert!(status.success(), "{stdout}\n{stderr}");
+    runner
+}
+
 #[test]
 fn proxy_from_dot_env_is_used_lower_case_first_and_no_proxy_bypasses_it() {
     let sim = TestSim::start();
     let proxy = ConnectProxy::start();
-    let runner = Installed::new();
     // Lower case wins: the upper-case proxy points nowhere.
-    fs::write(
-        runner.root().join(".env"),
-        format!(
+    let runner = configured_with_dot_env(
+        &sim,
+        &format!(
             "http_proxy=http://user:pw@{}\nHTTP_PROXY=http://127.0.0.1:9\n",
             proxy.addr
         ),
-    )
-    .expect(".env");
-    let (status, stdout, stderr) = runner.configure(
-        &sim.repo_url(),
-        &sim.registration_token(),
-        &["--name", "fr-proxied"],
+        "fr-proxied",
     );
-    assert!(status.success(), "{stdout}\n{stderr}");
     let heads = proxy.heads();
     assert_eq!(heads.len(), 1, "registration went through the proxy");
     assert!(
@@ -771,21 +777,14 @@ fn proxy_from_dot_env_is_used_lower_case_first_and_no_proxy_bypasses_it() {
     signal(&run, "TERM");
     assert!(wait_exit(&mut run, Duration::from_secs(20)).success());
 
-    let direct = Installed::new();
-    fs::write(
-        direct.root().join(".env"),
-        format!(
+    let before = proxy.heads().len();
+    let _direct = configured_with_dot_env(
+        &sim,
+        &format!(
             "http_proxy=http://{}\nno_proxy=localhost,127.0.0.0/8\n",
             proxy.addr
         ),
-    )
-    .expect(".env");
-    let before = proxy.heads().len();
-    let (status, stdout, stderr) = direct.configure(
-        &sim.repo_url(),
-        &sim.registration_token(),
-        &["--name", "fr-direct"],
+        "fr-direct",
     );
-    assert!(status.success(), "{stdout}\n{stderr}");
     assert_eq!(proxy.heads().len(), before, "no_proxy bypasses the proxy");
 }

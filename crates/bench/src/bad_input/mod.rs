@@ -111,6 +111,15 @@ impl Outcome {
     }
 }
 
+/// The `runner-manager` binary a benchmark was `given` on its command line, or else
+/// [`runner_manager_binary`], built first.
+pub fn given_or_built_binary(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    match given {
+        Some(path) => Ok(path),
+        None => runner_manager_binary(true),
+    }
+}
+
 /// The `runner-manager` binary of this build profile (`$RUNNER_MANAGER_BIN` wins): next to the
 /// running executable's profile directory. With `build`, `cargo build -p runner-manager` runs
 /// first (never from a test: `cargo test` holds the build lock while tests run).

@@ -15,37 +15,33 @@ use super::{random_string, Options, Outcome, Row};
 const GOOD_VERSION: &str = "2.330.0";
 const NEW_VERSION: &str = "2.331.0";
 
-/// A valid runner tarball (`config.sh`, `run.sh`, and some payload) for `version`.
-fn runner_tarball(version: &str) -> anyhow::Result<Vec<u8>> {
-    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
-        Vec::new(),
-        flate2::Compression::default(),
-    ));
-    let mut add =
-        |name: &str, content: &[u8]| crate::fleet::append_executable(&mut builder, name, content);
-    add("./config.sh", b"#!/bin/sh\necho config\n")?;
-    add("./run.sh", b"#!/bin/sh\necho run\n")?;
-    add("./bin/version", version.as_bytes())?;
-    let payload: Vec<u8> = (0..64 * 1024u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
-    add("./bin/payload", &payload)?;
+/// A gzip tarball (compressed at `level`) of 0755 `files`.
+fn gz_tarball(files: &[(&str, &[u8])], level: flate2::Compression) -> anyhow::Result<Vec<u8>> {
+    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), level));
+    for (name, content) in files {
+        crate::fleet::append_executable(&mut builder, name, content)?;
+    }
     Ok(builder.into_inner()?.finish()?)
 }
 
+/// A valid runner tarball (`config.sh`, `run.sh`, and some payload) for `version`.
+fn runner_tarball(version: &str) -> anyhow::Result<Vec<u8>> {
+    let payload: Vec<u8> = (0..64 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    gz_tarball(
+        &[
+            ("./config.sh", b"#!/bin/sh\necho config\n"),
+            ("./run.sh", b"#!/bin/sh\necho run\n"),
+            ("./bin/version", version.as_bytes()),
+            ("./bin/payload", &payload),
+        ],
+        flate2::Compression::default(),
+    )
+}
+
 fn tarball_of(files: &[(&str, &[u8])]) -> anyhow::Result<Vec<u8>> {
-    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
-        Vec::new(),
-        flate2::Compression::fast(),
-    ));
-    for (name, content) in files {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(content.len() as u64);
-        header.set_mode(0o755);
-        header.set_cksum();
-        builder.append_data(&mut header, name, *content)?;
-    }
-    Ok(builder.into_inner()?.finish()?)
+    gz_tarball(files, flate2::Compression::fast())
 }
 
 fn sha256(bytes: &[u8]) -> String {
@@ -69,39 +65,21 @@ fn manager_for(
     manager::RunnerManager,
     Arc<manager::sim_provider::SimProvider>,
 )> {
-    let client = github::Client::new(github::ClientConfig::new(
-        url::Url::parse(&sim.api_url())?,
-        url::Url::parse(&sim.web_url())?,
-        github::Scope::parse("octo/app")?,
-        github::Auth::Token(github::Secret::new(github_sim::DEFAULT_TOKEN)),
-    ))?;
-    let mut prometheus = prometheus_client::registry::Registry::default();
-    let metrics = manager::events::Metrics::new(&mut prometheus);
+    let client = github::Client::new(crate::fleet::sim_client_config(
+        &sim.api_url(),
+        &sim.web_url(),
+    )?)?;
     let provider = Arc::new(manager::sim_provider::SimProvider::new(
         manager::sim_provider::SimLatency::default(),
         None,
     ));
-    let backends = manager::Backends {
-        provider: provider.clone(),
-        registry: Arc::new(manager::adapters::GitHubRegistry::new(
-            client,
-            None,
-            Some(metrics.clone()),
-        )),
-        metrics,
-    };
-    let config = manager::ManagerConfig::new(
-        manager::GitHubPath::parse("octo/app", "")?,
+    let manager = crate::fleet::sim_manager(
         &sim.web_url(),
-        "jammy",
-        state,
-    );
-    let manager = manager::RunnerManager::new(
         "r5tar",
-        0,
-        config,
-        &manager::ProxySettings::default(),
-        backends,
+        state,
+        &client,
+        provider.clone(),
+        |_| {},
     )?;
     Ok((manager, provider))
 }

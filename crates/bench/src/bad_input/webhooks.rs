@@ -143,25 +143,71 @@ fn our_labels(rng: &mut StdRng) -> Vec<String> {
         .collect()
 }
 
+/// A job body with some of our labels (drawn before the body itself).
+fn our_job_body(rng: &mut StdRng, action: &str, runner: Option<&str>) -> Vec<u8> {
+    let labels = our_labels(rng);
+    job_body(rng, action, &labels, runner)
+}
+
+/// `body` (a JSON object) grown to exactly `len` bytes with a `padding` field.
+fn padded(mut body: Vec<u8>, len: usize) -> Vec<u8> {
+    body.truncate(body.len() - 1);
+    body.extend_from_slice(b",\"padding\":\"");
+    body.resize(len - 2, b'x');
+    body.extend_from_slice(b"\"}");
+    body
+}
+
+/// The cases being collected, and the secret the server checks signatures with.
+struct Cases {
+    list: Vec<Case>,
+    secret: Option<Secret>,
+}
+
+impl Cases {
+    /// The `x-hub-signature-256` of `body` with the server's secret.
+    fn sign(&self, body: &[u8]) -> Option<String> {
+        self.secret.as_ref().map(|s| sign(s, body))
+    }
+
+    fn add(
+        &mut self,
+        kind: &'static str,
+        event: Option<&str>,
+        body: Vec<u8>,
+        signature: Option<String>,
+        expected: StatusCode,
+    ) {
+        self.list
+            .push(Case::plain(kind, event, body, signature, expected));
+    }
+
+    /// [`Cases::add`] with the signature of `body`.
+    fn add_signed(
+        &mut self,
+        kind: &'static str,
+        event: Option<&str>,
+        body: Vec<u8>,
+        expected: StatusCode,
+    ) {
+        let signature = self.sign(&body);
+        self.add(kind, event, body, signature, expected);
+    }
+}
+
 fn webhook_cases(rng: &mut StdRng, scale: usize) -> Vec<Case> {
-    let secret = Secret::non_empty(WEBHOOK_SECRET);
     let other = Secret::non_empty("another-secret");
-    let signed = |body: &[u8]| secret.as_ref().map(|s| sign(s, body));
-    let mut cases = Vec::new();
-    let mut add = |kind, event, body, signature, expected| {
-        cases.push(Case::plain(kind, event, body, signature, expected));
+    let mut cases = Cases {
+        list: Vec::new(),
+        secret: Secret::non_empty(WEBHOOK_SECRET),
     };
     let wj = Some("workflow_job");
     for _ in 0..40 * scale {
-        let body = {
-            let labels = our_labels(rng);
-            job_body(rng, "queued", &labels, None)
-        };
-        add(
+        let body = our_job_body(rng, "queued", None);
+        cases.add_signed(
             "signed queued, our labels → 202",
             wj,
-            body.clone(),
-            signed(&body),
+            body,
             StatusCode::ACCEPTED,
         );
     }
@@ -178,11 +224,10 @@ fn webhook_cases(rng: &mut StdRng, scale: usize) -> Vec<Case> {
             labels
         };
         let body = job_body(rng, "queued", &labels, None);
-        add(
+        cases.add_signed(
             "signed queued, other labels → 200",
             wj,
-            body.clone(),
-            signed(&body),
+            body,
             StatusCode::OK,
         );
     }
@@ -191,15 +236,11 @@ fn webhook_cases(rng: &mut StdRng, scale: usize) -> Vec<Case> {
             "{RUNNER_PREFIX}{}",
             random_string(rng, b"abcdef0123456789", 8)
         );
-        let body = {
-            let labels = our_labels(rng);
-            job_body(rng, "completed", &labels, Some(&runner))
-        };
-        add(
+        let body = our_job_body(rng, "completed", Some(&runner));
+        cases.add_signed(
             "signed completed on ours → 202",
             wj,
-            body.clone(),
-            signed(&body),
+            body,
             StatusCode::ACCEPTED,
         );
     }
@@ -209,38 +250,22 @@ fn webhook_cases(rng: &mut StdRng, scale: usize) -> Vec<Case> {
         } else {
             None
         };
-        let body = {
-            let labels = our_labels(rng);
-            job_body(rng, "completed", &labels, runner.as_deref())
-        };
-        add(
-            "signed completed elsewhere → 200",
-            wj,
-            body.clone(),
-            signed(&body),
-            StatusCode::OK,
-        );
+        let body = our_job_body(rng, "completed", runner.as_deref());
+        cases.add_signed("signed completed elsewhere → 200", wj, body, StatusCode::OK);
     }
     for _ in 0..30 * scale {
         let action = ["in_progress", "waiting", "requested", "", "QUEUED"][rng.random_range(0..5)];
         let runner = format!("{RUNNER_PREFIX}abcd1234");
-        let body = {
-            let labels = our_labels(rng);
-            job_body(rng, action, &labels, Some(&runner))
-        };
-        add(
+        let body = our_job_body(rng, action, Some(&runner));
+        cases.add_signed(
             "signed in_progress/other action → 200",
             wj,
-            body.clone(),
-            signed(&body),
+            body,
             StatusCode::OK,
         );
     }
     for _ in 0..30 * scale {
-        let body = {
-            let labels = our_labels(rng);
-            job_body(rng, "queued", &labels, None)
-        };
+        let body = our_job_body(rng, "queued", None);
         let signature = match rng.random_range(0..3) {
             0 => format!("sha256={}", random_string(rng, b"0123456789abcdef", 64)),
             1 => other.as_ref().map(|s| sign(s, &body)).unwrap_or_default(),
@@ -248,10 +273,10 @@ fn webhook_cases(rng: &mut StdRng, scale: usize) -> Vec<Case> {
                 let mut flipped = body.clone();
                 let at = rng.random_range(0..flipped.len());
                 flipped[at] ^= 1 << rng.random_range(0..8);
-                signed(&flipped).unwrap_or_default()
+                cases.sign(&flipped).unwrap_or_default()
             }
         };
-        add(
+        cases.add(
             "bad signature → 401",
             wj,
             body,
@@ -260,12 +285,9 @@ fn webhook_cases(rng: &mut StdRng, scale: usize) -> Vec<Case> {
         );
     }
     for _ in 0..20 * scale {
-        let body = {
-            let labels = our_labels(rng);
-            job_body(rng, "queued", &labels, None)
-        };
+        let body = our_job_body(rng, "queued", None);
         let event = [wj, Some("ping"), Some("push"), None][rng.random_range(0..4)];
-        add(
+        cases.add(
             "missing signature → 401",
             event,
             body,
@@ -274,11 +296,8 @@ fn webhook_cases(rng: &mut StdRng, scale: usize) -> Vec<Case> {
         );
     }
     for _ in 0..20 * scale {
-        let body = {
-            let labels = our_labels(rng);
-            job_body(rng, "queued", &labels, None)
-        };
-        let good = signed(&body).unwrap_or_default();
+        let body = our_job_body(rng, "queued", None);
+        let good = cases.sign(&body).unwrap_or_default();
         let digest = good.trim_start_matches("sha256=").to_owned();
         let signature = match rng.random_range(0..8) {
             0 => format!("sha1={digest}"),
@@ -290,7 +309,7 @@ fn webhook_cases(rng: &mut StdRng, scale: usize) -> Vec<Case> {
             6 => format!("sha256={}", &digest[..62]),
             _ => format!("sha256=zz{}", &digest[2..]),
         };
-        add(
+        cases.add(
             "wrong algorithm / malformed header → 401",
             wj,
             body,
@@ -299,14 +318,11 @@ fn webhook_cases(rng: &mut StdRng, scale: usize) -> Vec<Case> {
         );
     }
     for _ in 0..30 * scale {
-        let body = {
-            let labels = our_labels(rng);
-            job_body(rng, "queued", &labels, None)
-        };
+        let body = our_job_body(rng, "queued", None);
         let cut = rng.random_range(0..body.len());
         let truncated = body[..cut].to_vec();
-        let signature = signed(&truncated);
-        add(
+        let signature = cases.sign(&truncated);
+        cases.add(
             "truncated, signed → 400",
             wj,
             truncated,
@@ -315,13 +331,10 @@ fn webhook_cases(rng: &mut StdRng, scale: usize) -> Vec<Case> {
         );
     }
     for _ in 0..30 * scale {
-        let body = {
-            let labels = our_labels(rng);
-            job_body(rng, "queued", &labels, None)
-        };
-        let signature = signed(&body);
+        let body = our_job_body(rng, "queued", None);
+        let signature = cases.sign(&body);
         let cut = rng.random_range(0..body.len());
-        add(
+        cases.add(
             "truncated, signature of the whole → 401",
             wj,
             body[..cut].to_vec(),
@@ -330,37 +343,34 @@ fn webhook_cases(rng: &mut StdRng, scale: usize) -> Vec<Case> {
         );
     }
     for _ in 0..10 * scale {
-        let body = {
-            let labels = our_labels(rng);
-            job_body(rng, "queued", &labels, None)
-        };
-        let signed_empty = signed(b"");
-        add(
+        let body = our_job_body(rng, "queued", None);
+        let signed_empty = cases.sign(b"");
+        cases.add(
             "empty body, signed, workflow_job → 400",
             wj,
             Vec::new(),
             signed_empty.clone(),
             StatusCode::BAD_REQUEST,
         );
-        add(
+        cases.add(
             "empty body, signed, ping → 200",
             Some("ping"),
             Vec::new(),
             signed_empty.clone(),
             StatusCode::OK,
         );
-        add(
+        cases.add(
             "empty body, signed, push → 202",
             Some("push"),
             Vec::new(),
             signed_empty,
             StatusCode::ACCEPTED,
         );
-        add(
+        cases.add(
             "empty body, signature of another → 401",
             wj,
             Vec::new(),
-            signed(&body),
+            cases.sign(&body),
             StatusCode::UNAUTHORIZED,
         );
     }
@@ -377,19 +387,15 @@ fn webhook_cases(rng: &mut StdRng, scale: usize) -> Vec<Case> {
             7 => format!("{{\"action\":7,\"workflow_job\":{{\"id\":{id},\"labels\":[],\"runner_name\":null}}}}").into_bytes(),
             _ => b"null".to_vec(),
         };
-        add(
+        cases.add_signed(
             "non-JSON / wrong shape, signed → 400",
             wj,
-            body.clone(),
-            signed(&body),
+            body,
             StatusCode::BAD_REQUEST,
         );
     }
     for _ in 0..30 * scale {
-        let body = {
-            let labels = our_labels(rng);
-            job_body(rng, "queued", &labels, None)
-        };
+        let body = our_job_body(rng, "queued", None);
         let (event, expected, kind) = match rng.random_range(0..6) {
             0 => (
                 Some("ping".to_owned()),
@@ -422,39 +428,25 @@ fn webhook_cases(rng: &mut StdRng, scale: usize) -> Vec<Case> {
                 "no X-GitHub-Event, signed → 202",
             ),
         };
-        let signature = signed(&body);
-        cases.push(Case {
-            kind,
-            event,
-            body,
-            signature,
-            content_length: true,
-            method_get: false,
-            expected,
-            handled: true,
-        });
+        let signature = cases.sign(&body);
+        cases.add(kind, event.as_deref(), body, signature, expected);
     }
-    let mut add = |kind, event, body, signature, expected| {
-        cases.push(Case::plain(kind, event, body, signature, expected));
-    };
     for _ in 0..30 * scale {
         let len = rng.random_range(0..4096);
         let body: Vec<u8> = (0..len).map(|_| rng.random()).collect();
-        add(
+        cases.add_signed(
             "random bytes, signed, workflow_job → 400",
             wj,
             body.clone(),
-            signed(&body),
             StatusCode::BAD_REQUEST,
         );
-        add(
+        cases.add_signed(
             "random bytes, signed, push → 202",
             Some("push"),
             body.clone(),
-            signed(&body),
             StatusCode::ACCEPTED,
         );
-        add(
+        cases.add(
             "random bytes, unsigned → 401",
             wj,
             body,
@@ -465,68 +457,53 @@ fn webhook_cases(rng: &mut StdRng, scale: usize) -> Vec<Case> {
     // Bodies at and over the 1 MiB limit.
     for i in 0..4 * scale {
         let padding_len = MAX_BODY_BYTES + 1 + rng.random_range(0..MAX_BODY_BYTES);
-        let mut body = {
-            let labels = our_labels(rng);
-            job_body(rng, "queued", &labels, None)
-        };
-        body.truncate(body.len() - 1);
-        body.extend_from_slice(b",\"padding\":\"");
-        body.resize(padding_len - 2, b'x');
-        body.extend_from_slice(b"\"}");
-        let signature = if i % 2 == 0 { signed(&body) } else { None };
+        let body = padded(our_job_body(rng, "queued", None), padding_len);
+        let signature = if i % 2 == 0 { cases.sign(&body) } else { None };
         for content_length in [true, false] {
-            cases.push(Case {
-                kind: "> 1 MiB (signed or not, with or without content-length) → 413",
-                event: wj.map(str::to_owned),
-                body: body.clone(),
-                signature: signature.clone(),
+            cases.list.push(Case {
                 content_length,
-                method_get: false,
-                expected: StatusCode::PAYLOAD_TOO_LARGE,
                 handled: false,
+                ..Case::plain(
+                    "> 1 MiB (signed or not, with or without content-length) → 413",
+                    wj,
+                    body.clone(),
+                    signature.clone(),
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                )
             });
         }
     }
     {
         // Exactly the limit: processed normally.
-        let mut body = {
-            let labels = our_labels(rng);
-            job_body(rng, "queued", &labels, None)
-        };
-        body.truncate(body.len() - 1);
-        body.extend_from_slice(b",\"padding\":\"");
-        body.resize(MAX_BODY_BYTES - 2, b'x');
-        body.extend_from_slice(b"\"}");
+        let body = padded(our_job_body(rng, "queued", None), MAX_BODY_BYTES);
         for content_length in [true, false] {
-            cases.push(Case {
-                kind: "exactly 1 MiB, signed → 202",
-                event: wj.map(str::to_owned),
-                body: body.clone(),
-                signature: signed(&body),
+            cases.list.push(Case {
                 content_length,
-                method_get: false,
-                expected: StatusCode::ACCEPTED,
-                handled: true,
+                ..Case::plain(
+                    "exactly 1 MiB, signed → 202",
+                    wj,
+                    body.clone(),
+                    cases.sign(&body),
+                    StatusCode::ACCEPTED,
+                )
             });
         }
     }
     for _ in 0..4 * scale {
-        let body = {
-            let labels = our_labels(rng);
-            job_body(rng, "queued", &labels, None)
-        };
-        cases.push(Case {
-            kind: "GET /webhook → 405",
-            event: wj.map(str::to_owned),
-            signature: signed(&body),
-            body,
-            content_length: true,
+        let body = our_job_body(rng, "queued", None);
+        cases.list.push(Case {
             method_get: true,
-            expected: StatusCode::METHOD_NOT_ALLOWED,
             handled: false,
+            ..Case::plain(
+                "GET /webhook → 405",
+                wj,
+                body.clone(),
+                cases.sign(&body),
+                StatusCode::METHOD_NOT_ALLOWED,
+            )
         });
     }
-    cases
+    cases.list
 }
 
 fn request(case: &Case) -> anyhow::Result<Request<Body>> {

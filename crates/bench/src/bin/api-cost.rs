@@ -3,12 +3,11 @@
 //!
 //! `cargo run --release -p bench --bin api-cost`
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use bench::fleet::{write_tarball, Fleet, RUNNER_VERSION};
-use bench::outside::{Outside, OutsideOptions, RestCost};
+use bench::fleet::{spawn_outside, write_tarball, Fleet};
+use bench::outside::RestCost;
 use bench::seed;
 use bench::table::{ratio, Table};
 use manager::RegistrationMode;
@@ -23,15 +22,6 @@ fn main() -> anyhow::Result<()> {
     bench::block_on(run())
 }
 
-async fn outside(dir: &std::path::Path) -> anyhow::Result<Arc<Outside>> {
-    let options = OutsideOptions {
-        tarball: dir.join(format!("actions-runner-linux-x64-{RUNNER_VERSION}.tar.gz")),
-        runner_version: RUNNER_VERSION.to_owned(),
-        secondary_per_minute: 80,
-    };
-    Ok(Arc::new(Outside::spawn(&options).await?))
-}
-
 struct Idle {
     n: usize,
     per_pass: RestCost,
@@ -39,7 +29,7 @@ struct Idle {
 }
 
 async fn idle(dir: &std::path::Path, n: usize) -> anyhow::Result<Idle> {
-    let outside = outside(dir).await?;
+    let outside = spawn_outside(dir).await?;
     let fleet = Fleet::new(&outside, "bench", RegistrationMode::Token, 8).await?;
     fleet.converge(n, 3).await?;
     outside
@@ -100,7 +90,7 @@ struct Scale {
 }
 
 async fn scale(dir: &std::path::Path, mode: RegistrationMode) -> anyhow::Result<Scale> {
-    let outside = outside(dir).await?;
+    let outside = spawn_outside(dir).await?;
     let fleet = Fleet::new(&outside, "bench", mode, 4).await?;
     outside.reset_request_counts().await?;
     let before = fleet.client.stats();

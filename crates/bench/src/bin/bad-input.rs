@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use clap::Parser;
 
-use bench::bad_input::{run, runner_manager_binary, Options};
+use bench::bad_input::{given_or_built_binary, run, Options};
 
 #[derive(Parser)]
 #[command(about = "R5: bad input (config fuzz, webhook bodies, tampered runner tarballs)")]
@@ -27,10 +27,7 @@ struct Args {
 async fn main() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
     let started = Instant::now();
-    let binary = match args.binary {
-        Some(path) => path,
-        None => runner_manager_binary(true)?,
-    };
+    let binary = given_or_built_binary(args.binary)?;
     let options = Options {
         quick: args.quick,
         seed: args.seed,

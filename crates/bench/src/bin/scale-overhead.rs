@@ -6,13 +6,10 @@
 //!
 //! `cargo run --release -p bench --bin scale-overhead`
 
-use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bench::fleet::{write_tarball, Fleet, RUNNER_VERSION};
+use bench::fleet::{spawn_outside, tarball_path, write_tarball, Fleet};
 use bench::measure::{self, AllocStats};
-use bench::outside::{Outside, OutsideOptions};
 use bench::table::{ratio, Table};
 use manager::RegistrationMode;
 
@@ -38,15 +35,6 @@ fn main() -> anyhow::Result<()> {
         return child;
     }
     bench::block_on(run())
-}
-
-async fn spawn_outside(dir: &Path) -> anyhow::Result<Arc<Outside>> {
-    let options = OutsideOptions {
-        tarball: dir.join(format!("actions-runner-linux-x64-{RUNNER_VERSION}.tar.gz")),
-        runner_version: RUNNER_VERSION.to_owned(),
-        secondary_per_minute: 80,
-    };
-    Ok(Arc::new(Outside::spawn(&options).await?))
 }
 
 /// What `passes` repetitions of `f` cost, per repetition.
@@ -186,13 +174,8 @@ async fn run() -> anyhow::Result<()> {
     // The per-pass runner-binary check with a tarball of the real runner's size (N = 0).
     let big_dir = tempfile::tempdir()?;
     write_tarball(big_dir.path(), REAL_TARBALL_MIB << 20)?;
-    let tarball_mib = std::fs::metadata(
-        big_dir
-            .path()
-            .join(format!("actions-runner-linux-x64-{RUNNER_VERSION}.tar.gz")),
-    )?
-    .len() as f64
-        / (1024.0 * 1024.0);
+    let tarball_mib =
+        std::fs::metadata(tarball_path(big_dir.path()))?.len() as f64 / (1024.0 * 1024.0);
     let big_outside = spawn_outside(big_dir.path()).await?;
     let big_fleet = Fleet::new(&big_outside, "bigbin", RegistrationMode::Token, 8).await?;
     measure::reset_peak_rss();

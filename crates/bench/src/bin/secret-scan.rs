@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 
-use bench::bad_input::runner_manager_binary;
+use bench::bad_input::given_or_built_binary;
 use bench::secret_scan::{run, Mode, Options};
 
 #[derive(Parser)]
@@ -31,10 +31,7 @@ struct Args {
 async fn main() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
     let started = Instant::now();
-    let binary = match args.binary {
-        Some(path) => path,
-        None => runner_manager_binary(true)?,
-    };
+    let binary = given_or_built_binary(args.binary)?;
     let modes = match args.mode.as_deref() {
         Some("token") => vec![Mode::Token],
         Some("jit") => vec![Mode::Jit],

@@ -1,6 +1,7 @@
 //! The sim's admin API (`/_sim/…`) as the chaos checks use it.
 
 use super::*;
+use crate::outside::get_json;
 
 /// The sim's admin API (`/_sim/…`) and the runner's job completion.
 #[derive(Clone)]
@@ -19,73 +20,61 @@ impl Admin {
         })
     }
 
-    /// Lifts the sim's primary rate limit (the suite makes far more than 5,000 calls an hour).
-    pub async fn lift_rate_limit(&self) -> anyhow::Result<()> {
-        self.http
-            .post(format!("{}/_sim/rate-limit", self.base))
-            .json(&serde_json::json!({ "limit": 100_000_000u32, "used": 0 }))
+    /// `POST url` with `body` as JSON; the answer, a success.
+    async fn post(
+        &self,
+        url: String,
+        body: &impl serde::Serialize,
+    ) -> anyhow::Result<reqwest::Response> {
+        Ok(self
+            .http
+            .post(url)
+            .json(body)
             .send()
             .await?
-            .error_for_status()?;
+            .error_for_status()?)
+    }
+
+    /// Lifts the sim's primary rate limit (the suite makes far more than 5,000 calls an hour).
+    pub async fn lift_rate_limit(&self) -> anyhow::Result<()> {
+        self.post(
+            format!("{}/_sim/rate-limit", self.base),
+            &serde_json::json!({ "limit": 100_000_000u32, "used": 0 }),
+        )
+        .await?;
         Ok(())
     }
 
     pub async fn enqueue(&self, label: &str) -> anyhow::Result<u64> {
         let body = serde_json::json!({ "labels": [label], "script": "true" });
         let answer: serde_json::Value = self
-            .http
-            .post(format!("{}/_sim/jobs", self.base))
-            .json(&body)
-            .send()
+            .post(format!("{}/_sim/jobs", self.base), &body)
             .await?
-            .error_for_status()?
             .json()
             .await?;
         answer["job_id"].as_u64().context("enqueue answer")
     }
 
     pub async fn jobs(&self) -> anyhow::Result<Vec<JobView>> {
-        Ok(self
-            .http
-            .get(format!("{}/_sim/jobs", self.base))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?)
+        get_json(&self.http, format!("{}/_sim/jobs", self.base)).await
     }
 
     /// Freezes or thaws a runner (`POST /_sim/runners/freeze`).
     pub async fn freeze(&self, name: &str, frozen: bool) -> anyhow::Result<()> {
-        self.http
-            .post(format!("{}/_sim/runners/freeze", self.base))
-            .json(&serde_json::json!({ "name": name, "frozen": frozen }))
-            .send()
-            .await?
-            .error_for_status()?;
+        self.post(
+            format!("{}/_sim/runners/freeze", self.base),
+            &serde_json::json!({ "name": name, "frozen": frozen }),
+        )
+        .await?;
         Ok(())
     }
 
     pub async fn job(&self, id: u64) -> anyhow::Result<JobView> {
-        Ok(self
-            .http
-            .get(format!("{}/_sim/jobs/{id}", self.base))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?)
+        get_json(&self.http, format!("{}/_sim/jobs/{id}", self.base)).await
     }
 
     pub async fn runners(&self) -> anyhow::Result<Vec<RunnerView>> {
-        Ok(self
-            .http
-            .get(format!("{}/_sim/runners", self.base))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?)
+        get_json(&self.http, format!("{}/_sim/runners", self.base)).await
     }
 
     pub async fn assign_on_delete(
@@ -94,46 +83,27 @@ impl Admin {
         enabled: bool,
     ) -> anyhow::Result<()> {
         let body = serde_json::json!({ "runner_name": runner, "enabled": enabled });
-        self.http
-            .post(format!("{}/_sim/hooks/assign-on-delete", self.base))
-            .json(&body)
-            .send()
-            .await?
-            .error_for_status()?;
+        self.post(format!("{}/_sim/hooks/assign-on-delete", self.base), &body)
+            .await?;
         Ok(())
     }
 
     pub async fn fault(&self, spec: &FaultSpec) -> anyhow::Result<()> {
-        self.http
-            .post(format!("{}/_sim/faults", self.base))
-            .json(spec)
-            .send()
-            .await?
-            .error_for_status()?;
+        self.post(format!("{}/_sim/faults", self.base), spec)
+            .await?;
         Ok(())
     }
 
     /// Arms the busy-lie fault (`POST /_sim/faults/busy-lie`).
     pub async fn busy_lie(&self, spec: &BusyLieSpec) -> anyhow::Result<()> {
-        self.http
-            .post(format!("{}/_sim/faults/busy-lie", self.base))
-            .json(spec)
-            .send()
-            .await?
-            .error_for_status()?;
+        self.post(format!("{}/_sim/faults/busy-lie", self.base), spec)
+            .await?;
         Ok(())
     }
 
     /// The busy-lie fault and its counters (`jobs_killed_by_deletion`, …).
     pub async fn busy_lie_status(&self) -> anyhow::Result<BusyLieStatus> {
-        Ok(self
-            .http
-            .get(format!("{}/_sim/faults/busy-lie", self.base))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?)
+        get_json(&self.http, format!("{}/_sim/faults/busy-lie", self.base)).await
     }
 
     /// Clears every fault, the busy-lie fault included.

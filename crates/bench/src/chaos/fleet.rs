@@ -30,12 +30,8 @@ impl ChaosFleet {
             },
             Some(agents.clone() as Arc<dyn SimRunnerHooks>),
         ));
-        let mut client_config = github::ClientConfig::new(
-            url::Url::parse(&outside.api_url())?,
-            url::Url::parse(outside.base_url())?,
-            github::Scope::parse(REPO)?,
-            github::Auth::Token(github::Secret::new(github_sim::DEFAULT_TOKEN)),
-        );
+        let mut client_config =
+            crate::fleet::sim_client_config(&outside.api_url(), outside.base_url())?;
         client_config.timeout = CLIENT_TIMEOUT;
         client_config.retry = github::RetryPolicy {
             max_retries: MAX_RETRIES,
@@ -44,29 +40,19 @@ impl ChaosFleet {
         };
         client_config.max_rate_limit_wait = Duration::from_secs(5);
         let client = github::Client::new(client_config)?;
-        let mut prometheus = prometheus_client::registry::Registry::default();
-        let metrics = Metrics::new(&mut prometheus);
-        let mut config = ManagerConfig::new(
-            GitHubPath::parse(REPO, "")?,
+        let manager = crate::fleet::sim_manager(
             outside.base_url(),
-            "jammy",
+            app,
             state.path(),
-        );
-        config.registration_mode = mode;
-        config.create_concurrency = 4;
-        config.busy_stop_timeout = Duration::from_secs(5);
-        let backends = Backends {
-            provider: provider.clone(),
-            registry: Arc::new(GitHubRegistry::new(
-                client.clone(),
-                None,
-                Some(metrics.clone()),
-            )),
-            metrics,
-        };
-        let manager = RunnerManager::new(app, 0, config, &ProxySettings::default(), backends)?;
-        let download = manager.get_latest_runner_bin_url("linux", "x64").await?;
-        manager.update_runner_bin(&download).await?;
+            &client,
+            provider.clone(),
+            |config| {
+                config.registration_mode = mode;
+                config.create_concurrency = 4;
+                config.busy_stop_timeout = Duration::from_secs(5);
+            },
+        )?;
+        crate::fleet::install_runner_bin(&manager).await?;
         Ok(Self {
             manager,
             provider,

@@ -27,13 +27,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use async_trait::async_trait;
 use github_sim::{BusyLieSpec, BusyLieStatus, FaultSpec, JobStatus, JobView, RunnerView};
-use manager::adapters::GitHubRegistry;
-use manager::events::Metrics;
 use manager::sim_provider::{SimLatency, SimProvider, SimRunnerHooks};
-use manager::{
-    Backends, FlushMode, GitHubPath, ManagerConfig, ProxySettings, RegistrationMode, Resources,
-    RunnerManager,
-};
+use manager::{FlushMode, RegistrationMode, Resources, RunnerManager};
 use parking_lot::Mutex;
 
 use crate::agents::SimAgents;
@@ -122,17 +117,11 @@ impl Counts {
     }
 
     fn add(&mut self, key: &str, n: u64) {
-        match self.details.iter_mut().find(|(k, _)| k == key) {
-            Some((_, v)) => *v += n,
-            None => self.details.push((key.to_owned(), n)),
-        }
+        crate::table::fold_count(&mut self.details, key, n, |old, n| old + n);
     }
 
     pub fn detail(&self, key: &str) -> u64 {
-        self.details
-            .iter()
-            .find(|(k, _)| k == key)
-            .map_or(0, |(_, v)| *v)
+        crate::table::named_count(&self.details, key)
     }
 
     fn fail(&mut self, note: String) {

@@ -2,6 +2,15 @@
 
 use super::*;
 
+/// What an uninterrupted run must leave.
+#[derive(Clone, Copy)]
+enum AfterRun {
+    /// A converged fleet of this many runners.
+    Fleet(usize),
+    /// No instance and no registration.
+    Empty,
+}
+
 /// Where a kill landed, from the snapshot taken right after it.
 struct KillView {
     exited_before_kill: bool,
@@ -52,6 +61,40 @@ impl World {
         Ok(out.took)
     }
 
+    /// `runs` uninterrupted runs of `args`, each from `from` runners and checked by `after`, and
+    /// their median.
+    async fn measure_window(
+        &self,
+        tally: &mut Tally,
+        from: u32,
+        args: &[&str],
+        runs: u32,
+        after: AfterRun,
+    ) -> anyhow::Result<(Vec<Duration>, Duration)> {
+        let mut durations = Vec::new();
+        for _ in 0..runs {
+            self.ensure(from, tally).await?;
+            durations.push(self.measure(args).await?);
+            match after {
+                AfterRun::Fleet(quantity) => self
+                    .check_fleet(quantity, &BTreeSet::new())
+                    .await
+                    .map(|_| ())
+                    .map_err(anyhow::Error::msg)?,
+                AfterRun::Empty => {
+                    let left = self.snapshot().await?;
+                    anyhow::ensure!(
+                        left.owned.is_empty() && left.registrations.is_empty(),
+                        "an uninterrupted flush left {}",
+                        left.summary()
+                    );
+                }
+            }
+        }
+        let median = crate::real::median(&durations);
+        Ok((durations, median))
+    }
+
     /// The clean pass after a kill and the fleet check; `Err` is the failure reason.
     pub(super) async fn clean_pass(
         &self,
@@ -89,6 +132,30 @@ impl World {
         }
         Ok(())
     }
+
+    /// [`World::clean_pass`] after the kill `view` at `at` of `window`; a failure is tallied
+    /// and reported as `what (context at …)`, and the world recovered for the next iteration.
+    async fn clean_pass_or_recover(
+        &self,
+        tally: &mut Tally,
+        registered_before: &BTreeSet<String>,
+        (what, context): (String, String),
+        (at, window): (Duration, Duration),
+        view: &KillView,
+    ) -> anyhow::Result<()> {
+        if let Err(reason) = self.clean_pass(tally, registered_before).await {
+            tally.add(failure_kind(&reason), 1);
+            tally.fail(format!(
+                "{what} ({context}at {:.2} s of {:.2} s; at kill: {}): {reason}",
+                at.as_secs_f64(),
+                window.as_secs_f64(),
+                view.at_kill.summary()
+            ));
+            // The next iteration starts from a known state.
+            self.recover(tally).await?;
+        }
+        Ok(())
+    }
 }
 
 /// R2a: SIGKILL during creation. Starts cycle through `0..quantity` runners; the kill moment is
@@ -108,16 +175,15 @@ pub async fn r2_create(world: &World, options: &Options) -> anyhow::Result<Tally
         let window = match measured.get(&start) {
             Some(d) => *d,
             None => {
-                let mut runs = Vec::new();
-                for _ in 0..options.measure_runs {
-                    world.ensure(start, &mut tally).await?;
-                    runs.push(world.measure(&["reconcile", "--json"]).await?);
-                    world
-                        .check_fleet(q as usize, &BTreeSet::new())
-                        .await
-                        .map_err(anyhow::Error::msg)?;
-                }
-                let d = crate::real::median(&runs);
+                let (runs, d) = world
+                    .measure_window(
+                        &mut tally,
+                        start,
+                        &["reconcile", "--json"],
+                        options.measure_runs,
+                        AfterRun::Fleet(q as usize),
+                    )
+                    .await?;
                 world.log(&format!(
                     "uninterrupted reconcile {start} -> {q}: {runs:.2?}, median {:.2} s",
                     d.as_secs_f64()
@@ -143,18 +209,10 @@ pub async fn r2_create(world: &World, options: &Options) -> anyhow::Result<Tally
             window.as_secs_f64(),
             view.at_kill.summary()
         ));
-        if let Err(reason) = world.clean_pass(&mut tally, &registered_before).await {
-            tally.add(failure_kind(&reason), 1);
-            tally.fail(format!(
-                "create kill {} (from {start}, at {:.2} s of {:.2} s; at kill: {}): {reason}",
-                i + 1,
-                at.as_secs_f64(),
-                window.as_secs_f64(),
-                view.at_kill.summary()
-            ));
-            // The next iteration starts from a known state.
-            world.recover(&mut tally).await?;
-        }
+        let what = (format!("create kill {}", i + 1), format!("from {start}, "));
+        world
+            .clean_pass_or_recover(&mut tally, &registered_before, what, (at, window), &view)
+            .await?;
     }
     tally.elapsed = started.elapsed();
     Ok(tally)
@@ -219,18 +277,9 @@ pub async fn r2_flush(world: &World, options: &Options) -> anyhow::Result<Tally>
         let window = match measured.get(&idle_only) {
             Some(d) => *d,
             None => {
-                let mut runs = Vec::new();
-                for _ in 0..options.measure_runs {
-                    world.ensure(q, &mut tally).await?;
-                    runs.push(world.measure(args).await?);
-                    let left = world.snapshot().await?;
-                    anyhow::ensure!(
-                        left.owned.is_empty() && left.registrations.is_empty(),
-                        "an uninterrupted flush left {}",
-                        left.summary()
-                    );
-                }
-                let d = crate::real::median(&runs);
+                let (runs, d) = world
+                    .measure_window(&mut tally, q, args, options.measure_runs, AfterRun::Empty)
+                    .await?;
                 world.log(&format!(
                     "uninterrupted {args:?} of {q}: {runs:.2?}, median {:.2} s",
                     d.as_secs_f64()
@@ -260,18 +309,17 @@ pub async fn r2_flush(world: &World, options: &Options) -> anyhow::Result<Tally>
             window.as_secs_f64(),
             view.at_kill.summary()
         ));
-        if let Err(reason) = world.clean_pass(&mut tally, &registered_before).await {
-            tally.add(failure_kind(&reason), 1);
-            tally.fail(format!(
-                "flush kill {}{} (at {:.2} s of {:.2} s; at kill: {}): {reason}",
+        let what = (
+            format!(
+                "flush kill {}{}",
                 i + 1,
-                if idle_only { " idle-only" } else { "" },
-                at.as_secs_f64(),
-                window.as_secs_f64(),
-                view.at_kill.summary()
-            ));
-            world.recover(&mut tally).await?;
-        }
+                if idle_only { " idle-only" } else { "" }
+            ),
+            String::new(),
+        );
+        world
+            .clean_pass_or_recover(&mut tally, &registered_before, what, (at, window), &view)
+            .await?;
     }
     tally.elapsed = started.elapsed();
     Ok(tally)

@@ -26,17 +26,11 @@ impl Tally {
     }
 
     pub fn add(&mut self, key: &str, n: u64) {
-        match self.evidence.iter_mut().find(|(k, _)| k == key) {
-            Some((_, v)) => *v += n,
-            None => self.evidence.push((key.to_owned(), n)),
-        }
+        crate::table::fold_count(&mut self.evidence, key, n, |old, n| old + n);
     }
 
     pub fn get(&self, key: &str) -> u64 {
-        self.evidence
-            .iter()
-            .find(|(k, _)| k == key)
-            .map_or(0, |(_, v)| *v)
+        crate::table::named_count(&self.evidence, key)
     }
 
     pub fn fail(&mut self, note: String) {

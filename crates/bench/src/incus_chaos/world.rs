@@ -157,16 +157,8 @@ impl World {
         )
         .await
         .context("starting github-sim on the Incus bridge (sudo ./scripts/incus-env.sh up)")?;
-        let lxd = lxd::Client::connect(
-            lxd::Endpoint::discover().context("an Incus socket")?,
-            lxd::Timeouts {
-                connect: Duration::from_secs(10),
-                request: Duration::from_secs(60),
-                operation: Duration::from_secs(180),
-            },
-        )
-        .await
-        .context("connecting to Incus")?;
+        let lxd =
+            crate::real::connect_incus(Duration::from_secs(60), Duration::from_secs(180)).await?;
         let dir = tempfile::tempdir()?;
         std::fs::write(dir.path().join("github-token"), sim.token().expose())?;
         let config = dir.path().join("config.toml");
@@ -455,10 +447,7 @@ pub(super) fn failure_kind(reason: &str) -> &'static str {
 /// Keeps the larger of the evidence `key` and `value` (milliseconds).
 pub(super) fn max_evidence(tally: &mut Tally, key: &str, value: Duration) {
     let ms = u64::try_from(value.as_millis()).unwrap_or(u64::MAX);
-    match tally.evidence.iter_mut().find(|(k, _)| k == key) {
-        Some(entry) => entry.1 = entry.1.max(ms),
-        None => tally.evidence.push((key.to_owned(), ms)),
-    }
+    crate::table::fold_count(&mut tally.evidence, key, ms, u64::max);
 }
 
 /// Uniform in `[0, max]`.

@@ -501,16 +501,8 @@ pub(super) async fn cycle(
     .context("starting github-sim on the Incus bridge (run `./scripts/incus-env.sh up`)")?;
     let (policy_url, one_time_tokens) = policy_service(service_token.clone()).await?;
     // Generous: Incus's API can stall for a minute while other instances stop on a shared host.
-    let lxd = lxd::Client::connect(
-        lxd::Endpoint::discover().context("an Incus socket")?,
-        lxd::Timeouts {
-            connect: Duration::from_secs(10),
-            request: Duration::from_secs(150),
-            operation: Duration::from_secs(300),
-        },
-    )
-    .await
-    .context("connecting to Incus")?;
+    let lxd =
+        crate::real::connect_incus(Duration::from_secs(150), Duration::from_secs(300)).await?;
 
     let dir = tempfile::tempdir()?;
     let path = |name: &str| dir.path().join(name).display().to_string();

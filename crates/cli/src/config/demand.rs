@@ -74,6 +74,45 @@ impl Validator<'_> {
         })
     }
 
+    /// `[images]`.
+    pub(super) fn images(&mut self, raw: RawImages) -> Option<ImagesConfig> {
+        let defaults = ImagesConfig::default();
+        let percent = raw
+            .canary_percent
+            .unwrap_or((defaults.settings.canary_share * 100.0).round() as u32);
+        let share = if (1..=100).contains(&percent) {
+            Some(f64::from(percent) / 100.0)
+        } else {
+            self.errors.push(
+                "images.canary_percent",
+                "must be between 1 and 100 (the share of a pool's launches a new image gets)",
+            );
+            None
+        };
+        let promote_after = match raw.promote_after.unwrap_or(1) {
+            n @ 1..=100 => Some(n as usize),
+            _ => {
+                self.errors.push(
+                    "images.promote_after",
+                    "must be between 1 and 100 (the canary runners that must come online)",
+                );
+                None
+            }
+        };
+        let check = self.seconds(
+            "images.check_seconds",
+            raw.check_seconds.unwrap_or(3600),
+            &(60..=604_800),
+        );
+        Some(ImagesConfig {
+            settings: manager::images::ImageSettings {
+                canary_share: share?,
+                promote_after: promote_after?,
+            },
+            check_interval: check?,
+        })
+    }
+
     fn seconds(
         &mut self,
         key: &str,

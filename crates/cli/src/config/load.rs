@@ -198,6 +198,7 @@ impl Validator<'_> {
         };
         let pools = self.pools(raw.pools, &defaults);
         let demand = self.demand(raw.demand);
+        let images = self.images(raw.images);
         Some(Config {
             app_name: app_name?,
             unit,
@@ -211,6 +212,7 @@ impl Validator<'_> {
             server: server?,
             pools: pools?,
             demand: demand?,
+            images: images?,
         })
     }
 

@@ -85,6 +85,8 @@ pub struct Config {
     pub pools: Vec<PoolSpec>,
     /// `[demand]`: how demand sizing treats queued jobs and idle runners.
     pub demand: DemandConfig,
+    /// `[images]`: baked pools' canary and how often images are checked.
+    pub images: ImagesConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -201,6 +203,25 @@ pub struct ServerConfig {
     pub public_url: Option<Url>,
     /// The repository or organisation webhook to read deliveries from (`server.hook_id`).
     pub hook_id: Option<u64>,
+}
+
+/// `[images]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ImagesConfig {
+    /// `canary_percent` (as a share) and `promote_after`.
+    pub settings: manager::images::ImageSettings,
+    /// How often the daemon checks for a newer runner release and a changed base image, and
+    /// builds the baked pools' images (`check_seconds`).
+    pub check_interval: Duration,
+}
+
+impl Default for ImagesConfig {
+    fn default() -> Self {
+        Self {
+            settings: manager::images::ImageSettings::default(),
+            check_interval: Duration::from_secs(3600),
+        }
+    }
 }
 
 /// `[demand]`.

@@ -40,6 +40,7 @@ impl Config {
             sizing: Sizing::Fixed(usize::try_from(self.runners.quantity).unwrap_or(usize::MAX)),
             priority: 0,
             marked: false,
+            image_mode: manager::pool::ImageMode::Plain,
         }]
     }
 
@@ -206,6 +207,7 @@ impl Validator<'_> {
             sizing: sizing?,
             priority,
             marked: true,
+            image_mode: raw.image_mode.unwrap_or_default(),
         })
     }
 

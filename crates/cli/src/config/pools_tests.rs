@@ -115,6 +115,7 @@ fn two_pools_parse_into_pool_specs_with_fallbacks() {
                 },
                 priority: 5,
                 marked: true,
+                image_mode: manager::pool::ImageMode::Plain,
             },
             PoolSpec {
                 name: PoolName::new("fallback").unwrap(),
@@ -131,6 +132,7 @@ fn two_pools_parse_into_pool_specs_with_fallbacks() {
                 },
                 priority: 0,
                 marked: true,
+                image_mode: manager::pool::ImageMode::Plain,
             },
         ]
     );
@@ -388,11 +390,11 @@ fn pool_errors_name_the_key() {
         ),
         (
             pool("a", "colour = \"blue\""),
-            "pools[0].colour: unknown key (expected one of `name`, `image`, `instance_type`, `cpu`, `memory`, `disk`, `profiles`, `labels`, `runner_group`, `registration`, `min_idle`, `max`, `priority`)",
+            "pools[0].colour: unknown key (expected one of `name`, `image`, `instance_type`, `cpu`, `memory`, `disk`, `profiles`, `labels`, `runner_group`, `registration`, `min_idle`, `max`, `priority`, `image_mode`)",
         ),
         (
             pool("a", "") + &pool("b", "colour = 1"),
-            "pools[1].colour: unknown key (expected one of `name`, `image`, `instance_type`, `cpu`, `memory`, `disk`, `profiles`, `labels`, `runner_group`, `registration`, `min_idle`, `max`, `priority`)",
+            "pools[1].colour: unknown key (expected one of `name`, `image`, `instance_type`, `cpu`, `memory`, `disk`, `profiles`, `labels`, `runner_group`, `registration`, `min_idle`, `max`, `priority`, `image_mode`)",
         ),
         (
             "[pools]\nname = \"a\"\n".to_owned(),

@@ -42,6 +42,8 @@ pub(super) struct RawConfig {
     pub(super) pools: Vec<RawPool>,
     #[serde(default)]
     pub(super) demand: RawDemand,
+    #[serde(default)]
+    pub(super) images: RawImages,
 }
 
 #[derive(Deserialize, Default)]
@@ -142,6 +144,15 @@ pub(super) struct RawPool {
     pub(super) min_idle: Option<u32>,
     pub(super) max: Option<u32>,
     pub(super) priority: Option<i32>,
+    pub(super) image_mode: Option<manager::pool::ImageMode>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawImages {
+    pub(super) canary_percent: Option<u32>,
+    pub(super) promote_after: Option<u32>,
+    pub(super) check_seconds: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]

@@ -114,6 +114,7 @@ impl Operations for FakeOps {
                     busy: Some(false),
                     age_seconds: Some(125),
                     version: Some("2.329.0".into()),
+                    image: None,
                 },
                 RunnerStatus {
                     name: "github-runner-0-c3d4".into(),
@@ -123,6 +124,7 @@ impl Operations for FakeOps {
                     busy: Some(true),
                     age_seconds: Some(4_000),
                     version: Some("2.329.0".into()),
+                    image: None,
                 },
             ],
             dangling: vec!["github-runner-0-dead".into()],
@@ -153,5 +155,57 @@ impl Operations for FakeOps {
             present: *self.bin_present.lock().unwrap(),
             path: "/var/lib/runner-manager/actions-runner.tar.gz".into(),
         })
+    }
+}
+
+/// Variables removed from the binary's environment.
+pub const CLEAN_ENV: [&str; 7] = [
+    "RUNNER_MANAGER_CONFIG",
+    "RUNNER_MANAGER_GITHUB_TOKEN",
+    "RUNNER_MANAGER_SERVICE_TOKEN",
+    "RUNNER_MANAGER_API_TOKEN",
+    "RUNNER_MANAGER_WEBHOOK_SECRET",
+    "RUST_LOG",
+    "NO_COLOR",
+];
+
+/// The `runner-manager` binary with a clean environment (no secret or config path leaking in
+/// from outside).
+pub fn runner_manager() -> assert_cmd::Command {
+    let mut cmd = assert_cmd::Command::cargo_bin("runner-manager").unwrap();
+    for var in CLEAN_ENV {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// A finished run of the binary: its exit code (-1 when killed by a signal) and its output.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Runs `cmd`, each output stream made text by `text`; asserts that none of `secrets` is in
+    /// either stream.
+    pub fn of(
+        cmd: &mut assert_cmd::Command,
+        text: impl Fn(&[u8]) -> String,
+        secrets: &[&str],
+    ) -> Self {
+        let output = cmd.output().unwrap();
+        let run = Self {
+            code: output.status.code().unwrap_or(-1),
+            stdout: text(&output.stdout),
+            stderr: text(&output.stderr),
+        };
+        for secret in secrets {
+            assert!(
+                !run.stdout.contains(secret) && !run.stderr.contains(secret),
+                "{secret} printed"
+            );
+        }
+        run
     }
 }

@@ -21,6 +21,8 @@ pub struct RunnerView {
     pub instance: Option<InstanceStatus>,
     /// Since the instance was created.
     pub age: Option<Duration>,
+    /// The baked image (fingerprint) its instance was launched from.
+    pub image: Option<String>,
     /// `(online, busy)` as GitHub reports it; `None`: an instance without a registration.
     pub registration: Option<(bool, bool)>,
     pub state: RunnerState,
@@ -83,6 +85,7 @@ impl RunnerManager {
                     pool,
                     instance: instance.map(|i| i.status),
                     age: instance.map(|i| i.age),
+                    image: instance.and_then(|i| i.image.clone()),
                     registration: registration.map(|r| (r.online, r.busy)),
                     name,
                     state,
