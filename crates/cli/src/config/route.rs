@@ -50,6 +50,12 @@ impl ConfigSummary {
                     pool.priority
                 ),
             );
+            if pool.image_mode == "baked" {
+                row(
+                    "",
+                    format!("baked image of \"{}\", built and kept current", pool.image),
+                );
+            }
             row("", format!("runner group \"{}\"", pool.runner_group));
             row("", format!("labels {}", pool.labels.join(", ")));
             if !pool.profiles.is_empty() {

@@ -60,6 +60,8 @@ pub struct PoolSummary {
     pub min_idle: usize,
     pub max: usize,
     pub priority: i32,
+    /// `plain` or `baked`.
+    pub image_mode: &'static str,
 }
 
 /// `[demand]`, in seconds (`max_idle_age_seconds` 0: never).
@@ -201,6 +203,7 @@ impl Config {
             min_idle,
             max,
             priority: pool.priority,
+            image_mode: pool.image_mode.as_str(),
         }
     }
 }
