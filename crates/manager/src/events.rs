@@ -693,11 +693,16 @@ impl ImageBuilt {
     pub fn emit(&self, t: &Telemetry) {
         tracing::info!(message = "Image built.", pool = %self.pool, alias = %self.alias,
             runner_version = %self.runner_version, duration_seconds = self.duration.as_secs_f64());
-        t.metrics
-            .image_events_total
-            .get_or_create(&labels(&[("pool", &self.pool), ("event", "built")]))
-            .inc();
+        image_event(t, &self.pool, "built");
     }
+}
+
+/// Counts one of a pool's image events (`built`, `promoted`, `rolled_back`, `deleted`).
+pub fn image_event(t: &Telemetry, pool: &str, event: &str) {
+    t.metrics
+        .image_events_total
+        .get_or_create(&labels(&[("pool", pool), ("event", event)]))
+        .inc();
 }
 
 /// A pool's canary image was judged: promoted to good, or rolled back.
@@ -717,9 +722,6 @@ impl ImageJudged {
         } else {
             tracing::info!(message = "Canary image promoted.", pool = %self.pool, alias = %self.alias);
         }
-        t.metrics
-            .image_events_total
-            .get_or_create(&labels(&[("pool", &self.pool), ("event", self.verdict)]))
-            .inc();
+        image_event(t, &self.pool, self.verdict);
     }
 }

@@ -421,21 +421,7 @@ impl InstanceProvider for SimProvider {
             }
             return Ok(out(0, ""));
         }
-        if request.purpose == ExecPurpose::Bake {
-            if let Some(input) = request.stdin.as_ref().filter(|_| self.stdin) {
-                if let Some(i) = self.state.lock().instances.get_mut(name) {
-                    i.files.insert(
-                        crate::install::BUNDLE_PATH.to_owned(),
-                        (input.clone(), 0o600),
-                    );
-                }
-            }
-            if let Err(e) = self.unpack_bundle(name) {
-                return Ok(out(2, e));
-            }
-            return Ok(out(0, "unpacked\nbaked"));
-        }
-        if request.purpose == ExecPurpose::Setup {
+        if matches!(request.purpose, ExecPurpose::Setup | ExecPurpose::Bake) {
             if let Some(input) = request.stdin.as_ref().filter(|_| self.stdin) {
                 // What `cat >BUNDLE_PATH` does with the standard input.
                 if let Some(i) = self.state.lock().instances.get_mut(name) {
@@ -448,6 +434,11 @@ impl InstanceProvider for SimProvider {
             if let Err(e) = self.unpack_bundle(name) {
                 return Ok(out(2, e));
             }
+        }
+        if request.purpose == ExecPurpose::Bake {
+            return Ok(out(0, "unpacked\nbaked"));
+        }
+        if request.purpose == ExecPurpose::Setup {
             let (in_place, broken) = self
                 .state
                 .lock()

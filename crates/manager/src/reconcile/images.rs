@@ -191,14 +191,7 @@ impl RunnerManager {
                 match self.provider.delete_image(&image.fingerprint).await {
                     Ok(()) => {
                         tracing::info!(message = "Image deleted.", pool = %pool, alias = %image.alias, state = image.state.as_str());
-                        self.telemetry
-                            .metrics
-                            .image_events_total
-                            .get_or_create(&vec![
-                                ("pool", pool.to_string()),
-                                ("event", "deleted".to_owned()),
-                            ])
-                            .inc();
+                        crate::events::image_event(&self.telemetry, pool.as_str(), "deleted");
                     }
                     Err(error) => {
                         tracing::warn!(message = "Deleting an image failed; the next pass tries again.",
