@@ -6,7 +6,7 @@
 #
 # The tests that need Incus are `#[ignore = "needs Incus: run by scripts/test.sh"]`, so a plain
 # `cargo test` reports them as ignored, never as passed; this script runs them (`--run-ignored
-# all`). The end-to-end suites (manager::e2e, runner-manager::e2e_daemon) run on both images
+# all`). The end-to-end suites (manager::e2e, runner-manager::e2e_daemon, e2e_pools, e2e_images) run on both images
 # `incus-env.sh up` imports, as `busybox::<test>` and `debian::<test>`; after the run this script
 # prints how many ran, passed and failed on each image. The full log is target/test-logs/.
 set -euo pipefail
@@ -36,7 +36,7 @@ e2e_summary() { # e2e_summary LOG [LISTED_E2E_TESTS_FILE]
     # nextest: "STATUS [ time] (k/N) BINARY TEST"; only the final attempt has a (k/N) counter.
     !summary && match($0, /\] +\( *[0-9]+\/[0-9]+\) +[^ ]+ +[^ ]+$/) {
       n = split($0, f, " "); binary = f[n - 1]; name = f[n]
-      if (binary !~ /::e2e(_daemon)?$/) next
+      if (binary !~ /::e2e(_daemon|_pools|_images)?$/) next
       if ($0 ~ /^ *TRY [0-9]+ (PASS|LEAK) /) record(name, "flaky")
       else if ($0 ~ /^ *(PASS|LEAK) /) record(name, "passed")
       else record(name, "failed")
@@ -48,7 +48,7 @@ e2e_summary() { # e2e_summary LOG [LISTED_E2E_TESTS_FILE]
       if (outcome == "ignored") { count[image($2), "ignored"]++ } else record($2, outcome)
     }
     END {
-      printf "\n== end-to-end tests per image (manager::e2e, runner-manager::e2e_daemon)\n"
+      printf "\n== end-to-end tests per image (manager::e2e; runner-manager::e2e_daemon, e2e_pools, e2e_images)\n"
       printf "%-22s %5s %7s %6s %7s %8s\n", "image", "ran", "passed", "flaky", "failed", "ignored"
       split("busybox|debian/bookworm|no image suffix", order, "|")
       for (i = 1; i <= 3; i++) {
@@ -72,7 +72,7 @@ if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --all-targets --run-ignored all --retries 2 --no-fail-fast "$@" 2>&1 \
     | tee "$LOG" || rc=$?
   cargo nextest list --workspace --all-targets --run-ignored all --message-format oneline \
-    -E 'binary(e2e) | binary(e2e_daemon)' 2>/dev/null >"$LOG_DIR/e2e-tests.txt" || true
+    -E 'binary(e2e) | binary(e2e_daemon) | binary(e2e_pools) | binary(e2e_images)' 2>/dev/null >"$LOG_DIR/e2e-tests.txt" || true
   e2e_summary "$LOG" "$LOG_DIR/e2e-tests.txt"
   [ "$rc" -eq 0 ] || exit "$rc"
   cargo test --workspace --doc 2>&1

@@ -10,6 +10,7 @@
 
 pub mod agents;
 pub mod bad_input;
+pub mod baked;
 pub mod burst;
 pub mod chaos;
 pub mod fleet;

@@ -480,6 +480,41 @@ impl InstanceProvider for TimingProvider {
     async fn delete(&self, name: &str) -> Result<(), ProviderError> {
         self.inner.delete(name).await
     }
+
+    async fn image_fingerprint(&self, alias: &str) -> Result<Option<String>, ProviderError> {
+        self.inner.image_fingerprint(alias).await
+    }
+
+    async fn list_images(&self) -> Result<Vec<manager::provider::ImageInfo>, ProviderError> {
+        self.inner.list_images().await
+    }
+
+    async fn stop(&self, name: &str) -> Result<(), ProviderError> {
+        self.inner.stop(name).await
+    }
+
+    async fn publish(
+        &self,
+        name: &str,
+        alias: &str,
+        properties: &std::collections::BTreeMap<String, String>,
+    ) -> Result<String, ProviderError> {
+        self.inner.publish(name, alias, properties).await
+    }
+
+    async fn set_image_properties(
+        &self,
+        fingerprint: &str,
+        properties: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), ProviderError> {
+        self.inner
+            .set_image_properties(fingerprint, properties)
+            .await
+    }
+
+    async fn delete_image(&self, fingerprint: &str) -> Result<(), ProviderError> {
+        self.inner.delete_image(fingerprint).await
+    }
 }
 
 /// Per-runner phase profile of one round started at `t0`: for each runner, the time spent in

@@ -9,17 +9,21 @@ use std::time::Duration;
 use crate::daemon::{DaemonHandle, TriggerSource};
 use crate::ops::Operations;
 
-/// Runs until `stop`. `check_runner_first`: the first round checks the runner binary too
-/// (the daemon's start has just done it otherwise).
+/// How soon a round that could not build (no runner binary cached yet, the server busy) is
+/// tried again.
+const RETRY: Duration = Duration::from_secs(60);
+
+/// Runs until `stop`. Every round checks the runner binary first (the first one too: the
+/// daemon's own check at start may not have cached it yet), then builds what is missing.
 pub async fn images_loop(
     ops: Arc<dyn Operations>,
     daemon: DaemonHandle,
     interval: Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut check_runner = false;
     loop {
-        if check_runner {
+        let mut wait = interval;
+        {
             match ops.runner_bin_update().await {
                 Ok(update) if update.updated => {
                     tracing::info!(message = "Newer runner binary cached.", file = %update.binary.filename)
@@ -30,11 +34,13 @@ pub async fn images_loop(
                 }
             }
         }
-        check_runner = true;
         match ops.image_build(None).await {
             Ok(output) => {
                 for (pool, error) in &output.failed {
                     tracing::warn!(message = "Image build failed; the pool keeps its current image.", pool = %pool, error = %error);
+                }
+                if !output.failed.is_empty() {
+                    wait = wait.min(RETRY);
                 }
                 if !output.built.is_empty() {
                     let aliases: Vec<&str> =
@@ -47,10 +53,11 @@ pub async fn images_loop(
             }
             Err(err) => {
                 tracing::warn!(message = "Image upkeep failed.", error = %format!("{err:#}"));
+                wait = wait.min(RETRY);
             }
         }
         tokio::select! {
-            () = tokio::time::sleep(interval) => {}
+            () = tokio::time::sleep(wait) => {}
             _ = stop.wait_for(|stop| *stop) => return,
         }
     }

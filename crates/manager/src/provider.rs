@@ -419,13 +419,13 @@ pub trait InstanceProvider: Send + Sync {
     // ----------------------------------------------------------------- images (baked pools)
 
     /// The fingerprint an image alias points at; `None` when there is no such alias.
-    async fn image_fingerprint(&self, _alias: &str) -> Result<Option<String>, ProviderError> {
-        Ok(None)
+    async fn image_fingerprint(&self, alias: &str) -> Result<Option<String>, ProviderError> {
+        Err(unsupported("resolving an image alias", alias))
     }
 
     /// The server's images (the manager keeps those whose properties name it).
     async fn list_images(&self) -> Result<Vec<ImageInfo>, ProviderError> {
-        Ok(Vec::new())
+        Err(unsupported("listing images", "of this provider"))
     }
 
     /// Stops an instance (cleanly, then forced after a while); it stays, stopped.

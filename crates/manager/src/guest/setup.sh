@@ -29,8 +29,12 @@ mkdir -p "$RM_RUNNER_DIR" "$RM_SCRIPT_DIR" "$RM_META_DIR"
 if [ "$RM_SETUP_MODE" != baked ]; then
     tar -xzf "$RM_STAGE_DIR/actions-runner.tar.gz" -C "$RM_RUNNER_DIR"
 fi
-test -f "$RM_RUNNER_DIR/config.sh"
-test -f "$RM_RUNNER_DIR/run.sh"
+for f in config.sh run.sh; do
+    if [ ! -f "$RM_RUNNER_DIR/$f" ]; then
+        echo "no $RM_RUNNER_DIR/$f: the runner is not in place (setup mode $RM_SETUP_MODE)" >&2
+        exit 1
+    fi
+done
 docker_files=
 while read -r kind owner staged dest; do
     case "$dest" in

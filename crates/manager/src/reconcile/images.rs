@@ -204,6 +204,13 @@ impl RunnerManager {
 }
 
 impl Catalog {
+    /// Whether `pool`'s launches this pass come from a baked image (a good one or a canary).
+    pub(super) fn launches_baked(&self, pool: &PoolName) -> bool {
+        self.selections
+            .get(pool)
+            .is_some_and(|s| s.good.is_some() || s.canary.is_some())
+    }
+
     /// Marks each baked pool's runners whose image the pool no longer launches; and when a
     /// pool's canary has no runner, its oldest idle runner of another image, so that the
     /// canary gets a launch even when the pool is not growing.

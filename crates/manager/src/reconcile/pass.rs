@@ -92,15 +92,21 @@ impl RunnerManager {
             }
         }
         let creating: usize = fleet.pools.iter().map(|p| p.plan.create).sum();
-        // A corrupt cached tarball fails the pass here, before anything is touched.
-        let tarball = if creating > 0 {
-            match self.runner_bin.load().await {
+        // The tarball is read (and re-verified) only for launches from a base image: a launch
+        // from a baked image has the runner already. A corrupt cached tarball fails the pass
+        // here, before anything is touched.
+        let plain = fleet
+            .pools
+            .iter()
+            .any(|p| p.plan.create > 0 && !catalog.launches_baked(&p.pool));
+        let tarball = match (creating, plain) {
+            (0, _) => None,
+            (_, false) => Some(bytes::Bytes::new()),
+            (_, true) => match self.runner_bin.load().await {
                 Ok((_, tarball)) => Some(tarball),
                 Err(RunnerBinError::Missing) => return Err(ManagerError::MissingRunnerBinary),
                 Err(e) => return Err(e.into()),
-            }
-        } else {
-            None
+            },
         };
         let mut report = ReconcileReport {
             delta: fleet

@@ -1,0 +1,472 @@
+//! Benchmark 6 (`baked`): launches from a baked image against plain launches and the floor, on
+//! REAL Incus. The harness of [`crate::real`] (its [`Rig`]: github-sim on the bridge, the fake
+//! runner), plus what the baked path needs:
+//! - [`Recorder`], a provider wrapper that times every call (as [`crate::real::TimingProvider`])
+//!   and forwards the image calls too (`list_images`, `publish`...: the real module's wrapper
+//!   leaves them to the trait's defaults, which report no image);
+//! - [`manager`]: a manager with one configured pool (`[[pools]]`), plain or baked;
+//! - [`floor`]: N bare launches of any image alias (the baked one);
+//! - [`ImageGuard`]: deletes every image whose `runner-manager.app` starts with the run's tag,
+//!   even on panic.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use async_trait::async_trait;
+use backon::Retryable;
+use futures::future::join_all;
+use manager::events::Metrics;
+use manager::images::{IMAGE_KEY, PROP_APP};
+use manager::pool::{ImageMode, PoolName, PoolSpec, Sizing};
+use manager::provider::{
+    ExecOutput, ExecPurpose, ExecRequest, FilePush, ImageInfo, Instance, InstanceProvider,
+    InstanceSpec, ProviderError,
+};
+use manager::{
+    Backends, GitHubPath, InstanceType, ManagerConfig, Owner, ProxySettings, RegistrationMode,
+    Resources, RunnerManager,
+};
+use parking_lot::Mutex;
+
+use crate::real::{Call, Rig, REPO};
+
+/// The pool every benchmark manager has.
+pub const POOL: &str = "bench";
+
+/// Phase names of the recorded calls.
+pub const CREATE: &str = "create+start";
+pub const PUSH: &str = "push bundle (providers without stdin)";
+pub const SETUP: &str = "setup exec";
+pub const BAKE: &str = "bake exec (unpack runner + files)";
+pub const STOP: &str = "stop";
+pub const PUBLISH: &str = "publish";
+pub const DELETE: &str = "delete";
+pub const PROBE: &str = "probe";
+pub const OTHER: &str = "other";
+
+/// Every call a manager made, and the image each instance was created from.
+#[derive(Debug, Default)]
+pub struct Recorder {
+    calls: Mutex<Vec<Call>>,
+    errors: Mutex<Vec<String>>,
+    /// Instance → (the image alias it was created from, the baked fingerprint it carries).
+    images: Mutex<BTreeMap<String, (String, Option<String>)>>,
+    /// Bytes sent on the setup execs' standard input (the install bundle).
+    stdin_bytes: Mutex<u64>,
+}
+
+impl Recorder {
+    pub fn clear(&self) {
+        self.calls.lock().clear();
+        self.errors.lock().clear();
+        self.images.lock().clear();
+        *self.stdin_bytes.lock() = 0;
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.calls.lock().clone()
+    }
+
+    pub fn errors(&self) -> Vec<String> {
+        self.errors.lock().clone()
+    }
+
+    pub fn images(&self) -> BTreeMap<String, (String, Option<String>)> {
+        self.images.lock().clone()
+    }
+
+    pub fn stdin_bytes(&self) -> u64 {
+        *self.stdin_bytes.lock()
+    }
+
+    fn record<T>(
+        &self,
+        instance: &str,
+        phase: &'static str,
+        start: Instant,
+        result: &Result<T, ProviderError>,
+    ) {
+        self.calls.lock().push(Call {
+            instance: instance.to_owned(),
+            phase,
+            start,
+            end: Instant::now(),
+        });
+        if let Err(e) = result {
+            self.errors.lock().push(format!(
+                "{instance} {phase}: {}",
+                manager::provider::Chain(e)
+            ));
+        }
+    }
+
+    /// Seconds spent in `phase` over every call (for the image build: one instance).
+    pub fn total(&self, phase: &str) -> Duration {
+        self.calls
+            .lock()
+            .iter()
+            .filter(|c| c.phase == phase)
+            .map(|c| c.end.saturating_duration_since(c.start))
+            .sum()
+    }
+}
+
+fn exec_phase(request: &ExecRequest) -> &'static str {
+    match request.purpose {
+        ExecPurpose::Setup => SETUP,
+        ExecPurpose::Bake => BAKE,
+        ExecPurpose::Probe => PROBE,
+        _ => OTHER,
+    }
+}
+
+/// An [`InstanceProvider`] that times every call of the one it wraps and forwards all of them.
+pub struct TimedProvider {
+    inner: Arc<dyn InstanceProvider>,
+    recorder: Arc<Recorder>,
+}
+
+#[async_trait]
+impl InstanceProvider for TimedProvider {
+    async fn list_instances(&self, owner: &Owner) -> Result<Vec<Instance>, ProviderError> {
+        let start = Instant::now();
+        let result = self.inner.list_instances(owner).await;
+        self.recorder.record("", "list", start, &result);
+        result
+    }
+
+    async fn ensure_pool(&self, path: &Path) -> Result<(), ProviderError> {
+        self.inner.ensure_pool(path).await
+    }
+
+    async fn ensure_profile(
+        &self,
+        resources: &Resources,
+        instance_type: InstanceType,
+        with_pool: bool,
+    ) -> Result<String, ProviderError> {
+        self.inner
+            .ensure_profile(resources, instance_type, with_pool)
+            .await
+    }
+
+    async fn check_image(&self, image: &str) -> Result<(), ProviderError> {
+        self.inner.check_image(image).await
+    }
+
+    async fn check_profiles(&self, profiles: &[String]) -> Result<(), ProviderError> {
+        self.inner.check_profiles(profiles).await
+    }
+
+    async fn create_and_start(&self, spec: &InstanceSpec) -> Result<(), ProviderError> {
+        self.recorder.images.lock().insert(
+            spec.name.clone(),
+            (spec.image.clone(), spec.config.get(IMAGE_KEY).cloned()),
+        );
+        let start = Instant::now();
+        let result = self.inner.create_and_start(spec).await;
+        self.recorder.record(&spec.name, CREATE, start, &result);
+        result
+    }
+
+    fn streams_stdin(&self) -> bool {
+        self.inner.streams_stdin()
+    }
+
+    async fn exec(&self, name: &str, request: &ExecRequest) -> Result<ExecOutput, ProviderError> {
+        if request.purpose == ExecPurpose::Setup {
+            *self.recorder.stdin_bytes.lock() +=
+                request.stdin.as_ref().map_or(0, |s| s.len() as u64);
+        }
+        let start = Instant::now();
+        let result = self.inner.exec(name, request).await;
+        self.recorder
+            .record(name, exec_phase(request), start, &result);
+        result
+    }
+
+    async fn push_file(&self, name: &str, file: &FilePush) -> Result<(), ProviderError> {
+        let start = Instant::now();
+        let result = self.inner.push_file(name, file).await;
+        let phase = if file.path == manager::install::BUNDLE_PATH {
+            PUSH
+        } else {
+            OTHER
+        };
+        self.recorder.record(name, phase, start, &result);
+        result
+    }
+
+    async fn pull_file(&self, name: &str, path: &str) -> Result<Option<Vec<u8>>, ProviderError> {
+        let start = Instant::now();
+        let result = self.inner.pull_file(name, path).await;
+        self.recorder.record(name, OTHER, start, &result);
+        result
+    }
+
+    async fn delete(&self, name: &str) -> Result<(), ProviderError> {
+        let start = Instant::now();
+        let result = self.inner.delete(name).await;
+        self.recorder.record(name, DELETE, start, &result);
+        result
+    }
+
+    async fn image_fingerprint(&self, alias: &str) -> Result<Option<String>, ProviderError> {
+        self.inner.image_fingerprint(alias).await
+    }
+
+    async fn list_images(&self) -> Result<Vec<ImageInfo>, ProviderError> {
+        let start = Instant::now();
+        let result = self.inner.list_images().await;
+        self.recorder.record("", "list images", start, &result);
+        result
+    }
+
+    async fn stop(&self, name: &str) -> Result<(), ProviderError> {
+        let start = Instant::now();
+        let result = self.inner.stop(name).await;
+        self.recorder.record(name, STOP, start, &result);
+        result
+    }
+
+    async fn publish(
+        &self,
+        name: &str,
+        alias: &str,
+        properties: &BTreeMap<String, String>,
+    ) -> Result<String, ProviderError> {
+        let start = Instant::now();
+        let result = self.inner.publish(name, alias, properties).await;
+        self.recorder.record(name, PUBLISH, start, &result);
+        result
+    }
+
+    async fn set_image_properties(
+        &self,
+        fingerprint: &str,
+        properties: &BTreeMap<String, String>,
+    ) -> Result<(), ProviderError> {
+        self.inner
+            .set_image_properties(fingerprint, properties)
+            .await
+    }
+
+    async fn delete_image(&self, fingerprint: &str) -> Result<(), ProviderError> {
+        self.inner.delete_image(fingerprint).await
+    }
+}
+
+/// The one pool of a benchmark manager: `n` runners by demand (`min_idle = max = n`) of
+/// `image`, launched as `mode` says.
+pub fn pool(
+    image: &str,
+    resources: &Resources,
+    n: usize,
+    mode: ImageMode,
+) -> anyhow::Result<PoolSpec> {
+    Ok(PoolSpec {
+        name: PoolName::new(POOL)?,
+        image: image.to_owned(),
+        instance_type: InstanceType::Container,
+        resources: resources.clone(),
+        profiles: Vec::new(),
+        labels: Vec::new(),
+        runner_group: None,
+        registration: RegistrationMode::Token,
+        sizing: Sizing::Demand {
+            min_idle: n,
+            max: n,
+        },
+        priority: 0,
+        image_mode: mode,
+        marked: true,
+    })
+}
+
+/// A manager for `app` (unit 0) over the real provider, every call recorded, with `pool` as its
+/// only `[[pools]]` entry and the runner binary installed. `state`: its own directory.
+pub async fn manager(
+    rig: &Rig,
+    state: &Path,
+    app: &str,
+    pool: PoolSpec,
+    concurrency: Option<usize>,
+) -> anyhow::Result<(RunnerManager, Arc<Recorder>)> {
+    let github = github::Client::new(github::ClientConfig::new(
+        url::Url::parse(&rig.sim.api_url())?,
+        url::Url::parse(&rig.sim.web_url())?,
+        github::Scope::parse(REPO)?,
+        github::Auth::Token(github::Secret::new(github_sim::DEFAULT_TOKEN)),
+    ))?;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Metrics::new(&mut registry);
+    let real = Backends::real(github, None, rig.lxd.clone(), metrics);
+    let recorder = Arc::new(Recorder::default());
+    let backends = Backends {
+        provider: Arc::new(TimedProvider {
+            inner: real.provider.clone(),
+            recorder: recorder.clone(),
+        }),
+        ..real
+    };
+    let state = state.join(app);
+    let mut config = ManagerConfig::new(
+        GitHubPath::parse(REPO, "")?,
+        &rig.sim.web_url(),
+        &pool.image,
+        &state,
+    );
+    config.events_log = state.join("events.log");
+    config.pools = vec![pool];
+    if let Some(n) = concurrency {
+        config.create_concurrency = n;
+    }
+    let manager = RunnerManager::new(app, 0, config, &ProxySettings::default(), backends)?;
+    let download = manager
+        .get_latest_runner_bin_url("linux", "x64")
+        .await
+        .context("listing runner downloads")?;
+    manager
+        .update_runner_bin(&download)
+        .await
+        .context("installing the runner binary")?;
+    Ok((manager, recorder))
+}
+
+/// The floor: `n` instances of `image` (an alias) launched in parallel with the rig's profiles,
+/// plus one exec in each; the wall time. The instances are left for [`Rig::delete_prefix`].
+pub async fn floor(rig: &Rig, image: &str, prefix: &str, n: usize) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let launches = (0..n).map(|i| {
+        let name = format!("{prefix}{i}");
+        async move {
+            let spec = lxd::InstanceSpec::new(&name, lxd::ImageSource::Alias(image.to_owned()))
+                .profiles(rig.profiles.iter().cloned())
+                .ephemeral()
+                .started();
+            (|| async {
+                let created = rig.lxd.create_instance(&spec).await;
+                if let Err(e) = &created {
+                    eprintln!("floor: launching {name} failed: {e}");
+                    rig.lxd.force_delete_instance(&name).await.ok();
+                }
+                created
+            })
+            .retry(
+                backon::ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(500))
+                    .with_max_times(2),
+            )
+            .await
+            .with_context(|| format!("floor: launching {name}"))?;
+            let out = rig
+                .lxd
+                .exec(
+                    &name,
+                    &lxd::ExecRequest::new(["true"]).timeout(Duration::from_secs(30)),
+                )
+                .await
+                .with_context(|| format!("floor: exec in {name}"))?;
+            anyhow::ensure!(out.success(), "floor: exec in {name} failed");
+            Ok(())
+        }
+    });
+    for result in join_all(launches).await {
+        result?;
+    }
+    Ok(started.elapsed())
+}
+
+/// Deletes every image whose `runner-manager.app` starts with `tag`; the count.
+pub async fn delete_images(lxd: &lxd::Client, tag: &str) -> anyhow::Result<usize> {
+    let mine: Vec<String> = lxd
+        .list_images()
+        .await?
+        .into_iter()
+        .filter(|i| {
+            i.properties
+                .get(PROP_APP)
+                .is_some_and(|a| a.starts_with(tag))
+        })
+        .map(|i| i.fingerprint)
+        .collect();
+    for fingerprint in &mine {
+        lxd.delete_image_if_exists(fingerprint)
+            .await
+            .with_context(|| format!("deleting image {fingerprint}"))?;
+    }
+    Ok(mine.len())
+}
+
+/// Deletes the run's images when dropped (on its own thread and runtime, as
+/// [`crate::real::Guard`] does for instances). Declare it before the instance guard: the
+/// instances go first, then the images they were made from.
+pub struct ImageGuard {
+    tag: String,
+}
+
+impl ImageGuard {
+    pub fn new(tag: impl Into<String>) -> Self {
+        Self { tag: tag.into() }
+    }
+}
+
+impl Drop for ImageGuard {
+    fn drop(&mut self) {
+        let tag = self.tag.clone();
+        let cleanup = std::thread::spawn(move || -> anyhow::Result<usize> {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let lxd = lxd::Client::discover().await?;
+                tokio::time::timeout(Duration::from_secs(120), delete_images(&lxd, &tag))
+                    .await
+                    .context("image cleanup timed out")?
+            })
+        });
+        match cleanup.join() {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => eprintln!("image guard: deleted {n} image(s) of {}*", self.tag),
+            Ok(Err(e)) => eprintln!("image guard: cleanup of {}* failed: {e:#}", self.tag),
+            Err(_) => eprintln!("image guard: cleanup thread panicked"),
+        }
+    }
+}
+
+/// The rows of the per-runner phase table, in launch order.
+pub fn phase_order() -> Vec<&'static str> {
+    vec![
+        "before first call (observe, token, slot)",
+        CREATE,
+        PUSH,
+        SETUP,
+        PROBE,
+        OTHER,
+        "run.sh alive → online in sim",
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pools_are_sized_by_demand() -> anyhow::Result<()> {
+        let resources = Resources::new(1, "256MiB", "1GiB")?;
+        let p = pool("busybox", &resources, 10, ImageMode::Baked)?;
+        assert_eq!(
+            p.sizing,
+            Sizing::Demand {
+                min_idle: 10,
+                max: 10
+            }
+        );
+        assert_eq!(p.image_mode, ImageMode::Baked);
+        assert!(p.marked);
+        Ok(())
+    }
+}
