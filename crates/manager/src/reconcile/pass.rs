@@ -3,7 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use futures::{stream, StreamExt};
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use time::OffsetDateTime;
 
 use super::create::Prepared;
@@ -14,7 +16,7 @@ use super::{
 };
 use crate::demand::{plan_fleet, FleetPlan};
 use crate::events::{JobChanged, PoolSized};
-use crate::model::{RegistrationMode, Secret};
+use crate::model::{RegistrationMode, RunnerName, Secret};
 use crate::plan::{Desired, Removal};
 use crate::pool::{PoolName, PoolSpec, QueuedJob, Sizing};
 use crate::runner_bin::RunnerBinError;
@@ -122,16 +124,21 @@ impl RunnerManager {
         };
         self.report_plan(&fleet);
 
-        // 4. Remove unhealthy, orphan, dangling, surplus and recycled runners of every pool;
-        // registration first.
+        // 4 and 5. Remove unhealthy, orphan, dangling, surplus, recycled and outdated runners
+        // (registration first), and create every pool's shortfall, at most
+        // `create_concurrency` at once. A pool never has more instances than its cap: a
+        // creation starts at once when the pool has room, else when a removal of that pool has
+        // deleted an instance; one still waiting when the removals are done (a removal failed:
+        // its instance is still there) waits for the next pass.
         let removals: Vec<(usize, Removal)> = fleet
             .pools
             .iter()
             .enumerate()
             .flat_map(|(i, p)| p.plan.removals.iter().map(move |r| (i, r.clone())))
             .collect();
-        let only_removals: Vec<Removal> = removals.iter().map(|(_, r)| r.clone()).collect();
-        let outcomes = self.remove_all(&only_removals, FlushMode::IdleOnly).await;
+        let rechecked = self
+            .recheck_unregistered(&removals.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>())
+            .await;
         let mut pool_reports: Vec<PoolReport> = fleet
             .pools
             .iter()
@@ -145,34 +152,12 @@ impl RunnerManager {
                 draining: p.draining,
             })
             .collect();
-        for ((pool, removal), outcome) in removals.iter().zip(outcomes) {
-            match outcome {
-                RemoveOutcome::Removed => {
-                    pool_reports[*pool].removed += 1;
-                    report.removed.push((removal.name.clone(), removal.reason))
-                }
-                RemoveOutcome::SkippedBusy => report.skipped_busy.push(removal.name.clone()),
-                RemoveOutcome::Failed(error) => {
-                    // A runner whose removal failed still has its instance: creating its
-                    // replacement now would take the pool above its target, so the
-                    // replacement waits for the next pass.
-                    if removal.has_instance {
-                        let plan = &mut fleet.pools[*pool].plan;
-                        plan.create = plan.create.saturating_sub(1);
-                    }
-                    report
-                        .failed
-                        .push(Failure::remove(removal.name.clone(), &error))
-                }
-            }
-        }
 
-        // 5. Create every pool's shortfall in one stream, at most `create_concurrency` at once
-        // (nothing to prepare for a pool whose failed removals took its whole shortfall).
-        if let Some(tarball) = tarball {
-            let token = tokio::sync::OnceCell::<Secret>::new();
-            // (pool index, what every launch of the group shares, how many, on a canary).
-            let mut prepared: Vec<(usize, Prepared, usize, Option<String>)> = Vec::new();
+        // What every creation of a group shares (nothing to prepare for a pool that creates
+        // nothing).
+        let token = tokio::sync::OnceCell::<Secret>::new();
+        let mut prepared: Vec<(usize, Prepared, usize, Option<String>)> = Vec::new();
+        if tarball.is_some() {
             for (i, pool_plan) in fleet.pools.iter().enumerate() {
                 if pool_plan.plan.create == 0 {
                     continue;
@@ -182,10 +167,7 @@ impl RunnerManager {
                 };
                 let share = self.config.images.canary_share;
                 for group in Self::launches(&catalog, &spec.name, pool_plan.plan.create, share) {
-                    match self
-                        .prepare_creation(spec, group.image.as_ref(), &token)
-                        .await
-                    {
+                    match self.prepare_creation(spec, group.image.as_ref(), &token).await {
                         Ok(p) => {
                             let canary = group
                                 .canary
@@ -197,43 +179,105 @@ impl RunnerManager {
                     }
                 }
             }
-            // The futures are collected first: a stream over a borrowing closure would make the
-            // pass's future not `Send` for every lifetime (rust-lang/rust#102211).
-            let tarball = &tarball;
-            let work: Vec<_> =
-                prepared
+        }
+        // Per pool: the launches not started yet, and the room it has now.
+        let mut waiting: Vec<std::collections::VecDeque<(&Prepared, Option<&String>)>> =
+            vec![std::collections::VecDeque::new(); fleet.pools.len()];
+        for (i, p, count, canary) in &prepared {
+            waiting[*i].extend(std::iter::repeat_n((p, canary.as_ref()), *count));
+        }
+        let mut room: Vec<usize> = fleet
+            .pools
+            .iter()
+            .map(|p| {
+                let cap = pools
                     .iter()
-                    .flat_map(|(i, p, count, canary)| std::iter::repeat_n((*i, p, canary), *count))
-                    .map(|(i, p, canary)| async move {
-                        (i, canary, self.create_runner(p, tarball).await)
-                    })
-                    .collect();
-            let results: Vec<_> = stream::iter(work)
-                .buffer_unordered(self.config.create_concurrency.max(1))
-                .collect()
-                .await;
-            let mut failed_canaries = std::collections::BTreeSet::new();
-            for (i, canary, result) in results {
-                match result {
-                    Ok(name) => {
-                        self.runner_pools
-                            .lock()
-                            .insert(name.to_string(), fleet.pools[i].pool.clone());
-                        pool_reports[i].created += 1;
-                        report.created.push(name)
-                    }
-                    Err((name, error)) => {
-                        if let Some(canary) = canary {
-                            failed_canaries.insert(canary.clone());
+                    .find(|s| s.name == p.pool)
+                    .map_or(0, |s| s.sizing.max());
+                let instances = observed.instances.iter().filter(|i| i.pool == p.pool).count();
+                cap.saturating_sub(instances)
+            })
+            .collect();
+
+        enum Done {
+            Removed(usize, RemoveOutcome),
+            Created(usize, Option<String>, Result<RunnerName, (RunnerName, String)>),
+        }
+        let tarball = tarball.unwrap_or_default();
+        let tarball = &tarball;
+        let mut running: FuturesUnordered<BoxFuture<'_, Done>> = FuturesUnordered::new();
+        for (k, removal) in rechecked.iter().enumerate() {
+            running.push(
+                async move {
+                    Done::Removed(k, self.remove_runner(removal, FlushMode::IdleOnly).await)
+                }
+                .boxed(),
+            );
+        }
+        let concurrency = self.config.create_concurrency.max(1);
+        let mut creating = 0;
+        let mut failed_canaries = std::collections::BTreeSet::new();
+        loop {
+            // Start what has room, up to the concurrency.
+            for (i, queue) in waiting.iter_mut().enumerate() {
+                while creating < concurrency && room[i] > 0 {
+                    let Some((p, canary)) = queue.pop_front() else {
+                        break;
+                    };
+                    room[i] -= 1;
+                    creating += 1;
+                    let canary = canary.cloned();
+                    running.push(
+                        async move { Done::Created(i, canary, self.create_runner(p, tarball).await) }
+                            .boxed(),
+                    );
+                }
+            }
+            let Some(done) = running.next().await else {
+                break;
+            };
+            match done {
+                Done::Removed(k, outcome) => {
+                    let (pool, removal) = (&removals[k].0, &rechecked[k]);
+                    match outcome {
+                        RemoveOutcome::Removed => {
+                            pool_reports[*pool].removed += 1;
+                            report.removed.push((removal.name.clone(), removal.reason));
+                            if removal.has_instance {
+                                room[*pool] += 1;
+                            }
                         }
-                        report.failed.push(Failure::create(name, error))
+                        RemoveOutcome::SkippedBusy => {
+                            report.skipped_busy.push(removal.name.clone())
+                        }
+                        RemoveOutcome::Failed(error) => report
+                            .failed
+                            .push(Failure::remove(removal.name.clone(), &error)),
+                    }
+                }
+                Done::Created(i, canary, result) => {
+                    creating -= 1;
+                    match result {
+                        Ok(name) => {
+                            self.runner_pools
+                                .lock()
+                                .insert(name.to_string(), fleet.pools[i].pool.clone());
+                            pool_reports[i].created += 1;
+                            report.created.push(name)
+                        }
+                        Err((name, error)) => {
+                            if let Some(canary) = canary {
+                                failed_canaries.insert(canary);
+                            }
+                            report.failed.push(Failure::create(name, error))
+                        }
                     }
                 }
             }
-            report.created.sort();
-            // A canary whose runner could not start is rolled back now.
-            self.roll_back_failed(&mut catalog, &failed_canaries).await;
         }
+        report.created.sort();
+        // A canary whose runner could not start is rolled back now.
+        self.roll_back_failed(&mut catalog, &failed_canaries).await;
         self.collect_images(&catalog, &observed).await;
         report.pools = pool_reports;
 

@@ -78,7 +78,7 @@ impl RunnerManager {
     /// observation (an install left running by a killed process): look again, once per pass and
     /// only when there is such a removal, so that it too goes registration-first and a job it
     /// took is seen as busy. If GitHub cannot be asked, they go ahead as planned.
-    async fn recheck_unregistered(&self, removals: &[Removal]) -> Vec<Removal> {
+    pub(super) async fn recheck_unregistered(&self, removals: &[Removal]) -> Vec<Removal> {
         if !removals
             .iter()
             .any(|r| r.registration.is_none() && r.has_instance)
@@ -114,7 +114,7 @@ impl RunnerManager {
     /// stays. When flushing busy runners, the runner is stopped inside its instance (it cancels
     /// its job and reports it, and GitHub then lets the registration go) before the registration
     /// is deleted; only then the instance.
-    async fn remove_runner(&self, removal: &Removal, mode: FlushMode) -> RemoveOutcome {
+    pub(super) async fn remove_runner(&self, removal: &Removal, mode: FlushMode) -> RemoveOutcome {
         let name = removal.name.as_str();
         let mut still_busy = None;
         if let Some(id) = removal.registration {
