@@ -167,7 +167,10 @@ impl RunnerManager {
                 };
                 let share = self.config.images.canary_share;
                 for group in Self::launches(&catalog, &spec.name, pool_plan.plan.create, share) {
-                    match self.prepare_creation(spec, group.image.as_ref(), &token).await {
+                    match self
+                        .prepare_creation(spec, group.image.as_ref(), &token)
+                        .await
+                    {
                         Ok(p) => {
                             let canary = group
                                 .canary
@@ -194,14 +197,22 @@ impl RunnerManager {
                     .iter()
                     .find(|s| s.name == p.pool)
                     .map_or(0, |s| s.sizing.max());
-                let instances = observed.instances.iter().filter(|i| i.pool == p.pool).count();
+                let instances = observed
+                    .instances
+                    .iter()
+                    .filter(|i| i.pool == p.pool)
+                    .count();
                 cap.saturating_sub(instances)
             })
             .collect();
 
         enum Done {
             Removed(usize, RemoveOutcome),
-            Created(usize, Option<String>, Result<RunnerName, (RunnerName, String)>),
+            Created(
+                usize,
+                Option<String>,
+                Result<RunnerName, (RunnerName, String)>,
+            ),
         }
         let tarball = tarball.unwrap_or_default();
         let tarball = &tarball;
