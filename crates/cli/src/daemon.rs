@@ -55,6 +55,11 @@ pub struct DaemonSettings {
     pub shutdown_grace: Duration,
     /// Update the runner binary before the first pass.
     pub update_runner_bin_at_start: bool,
+    /// A pass asked for by an event (a webhook, a recovered delivery, a built image) starts
+    /// this long after the first ask, so that a burst of deliveries makes one pass, not one for
+    /// the first job and another for the rest. A pass someone waits for (`POST /reconcile`)
+    /// starts at once.
+    pub coalesce: Duration,
 }
 
 impl DaemonSettings {
@@ -69,6 +74,7 @@ impl DaemonSettings {
             pass_timeout: Duration::from_secs(30 * 60),
             shutdown_grace: Duration::from_secs(120),
             update_runner_bin_at_start: true,
+            coalesce: Duration::from_millis(150),
         }
     }
 
@@ -375,6 +381,15 @@ impl Daemon {
                 () = sleep_until(next_due) => true,
                 () = shared.wake.notified(), if !backing_off => false,
             };
+            // An event's pass gathers the rest of its burst first.
+            let waited_for = !lock(&shared.queue).waiters.is_empty();
+            if !by_timer && !waited_for && !settings.coalesce.is_zero() {
+                tokio::select! {
+                    biased;
+                    () = &mut shutdown => return self.close(DaemonExit::Idle),
+                    () = tokio::time::sleep(settings.coalesce) => {}
+                }
+            }
             let (sources, details, waiters) = {
                 let mut queue = lock(&shared.queue);
                 let requested = std::mem::take(&mut queue.requested);

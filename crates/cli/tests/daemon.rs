@@ -27,6 +27,7 @@ fn settings() -> DaemonSettings {
         pass_timeout: Duration::from_secs(600),
         shutdown_grace: Duration::from_secs(30),
         update_runner_bin_at_start: false,
+        coalesce: Duration::ZERO,
     }
 }
 
@@ -120,6 +121,40 @@ async fn triggers_during_a_pass_coalesce_into_one_more_pass() {
     // The timer restarts after the triggered pass.
     sleep(Duration::from_secs(300)).await;
     assert_eq!(start_times(&ops, t0), [0, 10, 320]);
+    running.shut_down().await;
+}
+
+/// A burst of deliveries that starts while no pass runs makes one pass, not one for the first
+/// delivery and another for the rest; a pass someone waits for is not delayed.
+#[tokio::test(start_paused = true)]
+async fn a_burst_of_events_makes_one_pass_after_the_coalescing_delay() {
+    let t0 = Instant::now();
+    let ops = FakeOps::with_pass_duration(Duration::from_secs(10));
+    let settings = DaemonSettings {
+        coalesce: Duration::from_millis(150),
+        ..settings()
+    };
+    let running = start(ops.clone(), settings);
+    sleep(Duration::from_secs(20)).await; // after the startup pass
+    for n in 0..30 {
+        assert!(running
+            .handle
+            .trigger(TriggerSource::Webhook, format!("job {n}")));
+        sleep(Duration::from_millis(3)).await;
+    }
+    sleep(Duration::from_secs(30)).await;
+    assert_eq!(start_times(&ops, t0), [0, 20], "one pass for the burst");
+    let asked = Instant::now();
+    running
+        .handle
+        .reconcile_now(TriggerSource::Api, "test")
+        .await
+        .expect("pass succeeds");
+    assert_eq!(
+        asked.elapsed(),
+        Duration::from_secs(10),
+        "a waited-for pass starts at once"
+    );
     running.shut_down().await;
 }
 
