@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -94,15 +94,7 @@ pub struct Daemon {
 impl Daemon {
     pub fn start(bin: &Path, config: &Path, log: &Path) -> anyhow::Result<Self> {
         let file = std::fs::File::create(log).context("creating the daemon log")?;
-        let child = std::process::Command::new(bin)
-            .arg("--config")
-            .arg(config)
-            .arg("run")
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .env_remove("RUNNER_MANAGER_GITHUB_TOKEN")
-            .env_remove("RUNNER_MANAGER_CONFIG")
-            .stdin(Stdio::null())
+        let child = test_support::config::binary_command(bin, config, &["run"])
             .stdout(file.try_clone()?)
             .stderr(file)
             .spawn()

@@ -61,3 +61,20 @@ disk = "1GiB"
         )
     }
 }
+
+/// `runner-manager --config CONFIG ARGS...` as tests run it: info logs without colour, none
+/// of the environment's token or config path (the config file says everything), no standard
+/// input.
+pub fn binary_command(binary: &Path, config: &Path, args: &[&str]) -> std::process::Command {
+    let mut command = std::process::Command::new(binary);
+    command
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .env_remove("RUNNER_MANAGER_GITHUB_TOKEN")
+        .env_remove("RUNNER_MANAGER_CONFIG")
+        .stdin(std::process::Stdio::null());
+    command
+}

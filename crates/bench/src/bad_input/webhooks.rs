@@ -636,6 +636,15 @@ pub(super) async fn webhooks(options: &Options, outcome: &mut Outcome) -> anyhow
             "webhook delivery metric counts {counted}, {handled} requests reached the handler"
         ));
     }
+    // The deliveries' pass starts once the daemon has gathered the burst
+    // (`DaemonSettings::coalesce`): give it a few seconds before stopping.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while triggering > 0
+        && ops.reconciles.load(Ordering::SeqCst) < 2
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(10), daemon_task).await;
     let passes = ops.reconciles.load(Ordering::SeqCst);

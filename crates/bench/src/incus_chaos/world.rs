@@ -216,16 +216,9 @@ impl World {
     }
 
     pub(super) fn command(&self, args: &[&str]) -> tokio::process::Command {
-        let mut command = tokio::process::Command::new(&self.binary);
+        let mut command: tokio::process::Command =
+            test_support::config::binary_command(&self.binary, &self.config, args).into();
         command
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .env_remove("RUNNER_MANAGER_GITHUB_TOKEN")
-            .env_remove("RUNNER_MANAGER_CONFIG")
-            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use github_sim::{RunnerView, SimHandle};
@@ -197,17 +197,10 @@ reconcile_interval_seconds = {interval}
     }
 
     pub fn command(&self, args: &[&str]) -> tokio::process::Command {
-        let mut command = tokio::process::Command::new(BIN);
-        command
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .env_remove("RUNNER_MANAGER_GITHUB_TOKEN")
-            .env_remove("RUNNER_MANAGER_CONFIG")
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
+        let mut command: tokio::process::Command =
+            test_support::config::binary_command(std::path::Path::new(BIN), &self.config, args)
+                .into();
+        command.kill_on_drop(true);
         command
     }
 
@@ -251,19 +244,12 @@ reconcile_interval_seconds = {interval}
     /// Starts `runner-manager run`, logging to `daemon.log`.
     pub fn start_daemon(&mut self) {
         let log = std::fs::File::create(self.daemon_log_path()).expect("daemon log");
-        let child = std::process::Command::new(BIN)
-            .arg("--config")
-            .arg(&self.config)
-            .arg("run")
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .env_remove("RUNNER_MANAGER_GITHUB_TOKEN")
-            .env_remove("RUNNER_MANAGER_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log handle"))
-            .stderr(log)
-            .spawn()
-            .expect("runner-manager run starts");
+        let child =
+            test_support::config::binary_command(std::path::Path::new(BIN), &self.config, &["run"])
+                .stdout(log.try_clone().expect("log handle"))
+                .stderr(log)
+                .spawn()
+                .expect("runner-manager run starts");
         self.daemon = Some(child);
         self.clock.mark("daemon started");
     }
