@@ -1,6 +1,7 @@
 //! One pass over every pool: observe once, plan each pool ([`crate::demand::plan_fleet`]),
 //! remove, then create every pool's shortfall in one bounded stream.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
@@ -20,6 +21,17 @@ use crate::model::{RegistrationMode, RunnerName, Secret};
 use crate::plan::{Desired, Removal};
 use crate::pool::{PoolName, PoolSpec, QueuedJob, Sizing};
 use crate::runner_bin::RunnerBinError;
+
+/// A creation's result: the runner, or its name and the error rendered with its causes.
+type CreateResult = Result<RunnerName, (RunnerName, String)>;
+
+/// What [`RunnerManager::remove_and_create`] did, in completion order: each removal by its
+/// index, each creation by its pool's index with the canary image it launched from.
+#[derive(Default)]
+struct Executed {
+    removals: Vec<(usize, RemoveOutcome)>,
+    creations: Vec<(usize, Option<String>, CreateResult)>,
+}
 
 impl RunnerManager {
     /// The pass itself, with the in-process lock held; [`Self::reconcile`] and
@@ -184,12 +196,12 @@ impl RunnerManager {
             }
         }
         // Per pool: the launches not started yet, and the room it has now.
-        let mut waiting: Vec<std::collections::VecDeque<(&Prepared, Option<&String>)>> =
-            vec![std::collections::VecDeque::new(); fleet.pools.len()];
+        let mut waiting: Vec<VecDeque<(&Prepared, Option<&String>)>> =
+            vec![VecDeque::new(); fleet.pools.len()];
         for (i, p, count, canary) in &prepared {
             waiting[*i].extend(std::iter::repeat_n((p, canary.as_ref()), *count));
         }
-        let mut room: Vec<usize> = fleet
+        let room: Vec<usize> = fleet
             .pools
             .iter()
             .map(|p| {
@@ -206,83 +218,43 @@ impl RunnerManager {
             })
             .collect();
 
-        enum Done {
-            Removed(usize, RemoveOutcome),
-            Created(
-                usize,
-                Option<String>,
-                Result<RunnerName, (RunnerName, String)>,
-            ),
-        }
-        let tarball = tarball.unwrap_or_default();
-        let tarball = &tarball;
-        let mut running: FuturesUnordered<BoxFuture<'_, Done>> = FuturesUnordered::new();
-        for (k, removal) in rechecked.iter().enumerate() {
-            running.push(
-                async move {
-                    Done::Removed(k, self.remove_runner(removal, FlushMode::IdleOnly).await)
-                }
-                .boxed(),
-            );
-        }
-        let concurrency = self.config.create_concurrency.max(1);
-        let mut creating = 0;
+        let executed = self
+            .remove_and_create(
+                &rechecked,
+                &removals,
+                waiting,
+                room,
+                &tarball.unwrap_or_default(),
+            )
+            .await;
         let mut failed_canaries = std::collections::BTreeSet::new();
-        loop {
-            // Start what has room, up to the concurrency.
-            for (i, queue) in waiting.iter_mut().enumerate() {
-                while creating < concurrency && room[i] > 0 {
-                    let Some((p, canary)) = queue.pop_front() else {
-                        break;
-                    };
-                    room[i] -= 1;
-                    creating += 1;
-                    let canary = canary.cloned();
-                    running.push(
-                        async move { Done::Created(i, canary, self.create_runner(p, tarball).await) }
-                            .boxed(),
-                    );
+        for (k, outcome) in executed.removals {
+            let (pool, removal) = (removals[k].0, &rechecked[k]);
+            match outcome {
+                RemoveOutcome::Removed => {
+                    pool_reports[pool].removed += 1;
+                    report.removed.push((removal.name.clone(), removal.reason));
                 }
+                RemoveOutcome::SkippedBusy => report.skipped_busy.push(removal.name.clone()),
+                RemoveOutcome::Failed(error) => report
+                    .failed
+                    .push(Failure::remove(removal.name.clone(), &error)),
             }
-            let Some(done) = running.next().await else {
-                break;
-            };
-            match done {
-                Done::Removed(k, outcome) => {
-                    let (pool, removal) = (&removals[k].0, &rechecked[k]);
-                    match outcome {
-                        RemoveOutcome::Removed => {
-                            pool_reports[*pool].removed += 1;
-                            report.removed.push((removal.name.clone(), removal.reason));
-                            if removal.has_instance {
-                                room[*pool] += 1;
-                            }
-                        }
-                        RemoveOutcome::SkippedBusy => {
-                            report.skipped_busy.push(removal.name.clone())
-                        }
-                        RemoveOutcome::Failed(error) => report
-                            .failed
-                            .push(Failure::remove(removal.name.clone(), &error)),
-                    }
+        }
+        for (i, canary, result) in executed.creations {
+            match result {
+                Ok(name) => {
+                    self.runner_pools
+                        .lock()
+                        .insert(name.to_string(), fleet.pools[i].pool.clone());
+                    pool_reports[i].created += 1;
+                    report.created.push(name)
                 }
-                Done::Created(i, canary, result) => {
-                    creating -= 1;
-                    match result {
-                        Ok(name) => {
-                            self.runner_pools
-                                .lock()
-                                .insert(name.to_string(), fleet.pools[i].pool.clone());
-                            pool_reports[i].created += 1;
-                            report.created.push(name)
-                        }
-                        Err((name, error)) => {
-                            if let Some(canary) = canary {
-                                failed_canaries.insert(canary);
-                            }
-                            report.failed.push(Failure::create(name, error))
-                        }
+                Err((name, error)) => {
+                    if let Some(canary) = canary {
+                        failed_canaries.insert(canary);
                     }
+                    report.failed.push(Failure::create(name, error))
                 }
             }
         }
@@ -309,6 +281,70 @@ impl RunnerManager {
             .flatten();
         report.requeue_after = [paced, failed, demand].into_iter().flatten().min();
         Ok(report)
+    }
+
+    /// Runs `removals` (`pool_of[k].0` is removal `k`'s pool) and the `waiting` creations
+    /// of each pool together, at most `create_concurrency` creations at once. A pool's creation
+    /// starts when the pool has `room` (instances below its cap): at once, or when a removal
+    /// of that pool has deleted an instance. Creations that never get room (a removal failed)
+    /// are left for the next pass.
+    async fn remove_and_create<'a>(
+        &'a self,
+        removals: &'a [Removal],
+        pool_of: &[(usize, Removal)],
+        mut waiting: Vec<VecDeque<(&'a Prepared, Option<&'a String>)>>,
+        mut room: Vec<usize>,
+        tarball: &'a [u8],
+    ) -> Executed {
+        enum Done {
+            Removed(usize, RemoveOutcome),
+            Created(usize, Option<String>, CreateResult),
+        }
+        let mut running: FuturesUnordered<BoxFuture<'a, Done>> = FuturesUnordered::new();
+        for (k, removal) in removals.iter().enumerate() {
+            running.push(
+                async move {
+                    Done::Removed(k, self.remove_runner(removal, FlushMode::IdleOnly).await)
+                }
+                .boxed(),
+            );
+        }
+        let concurrency = self.config.create_concurrency.max(1);
+        let mut creating = 0;
+        let mut executed = Executed::default();
+        loop {
+            // Start what has room, up to the concurrency.
+            for (i, queue) in waiting.iter_mut().enumerate() {
+                while creating < concurrency && room[i] > 0 {
+                    let Some((p, canary)) = queue.pop_front() else {
+                        break;
+                    };
+                    room[i] -= 1;
+                    creating += 1;
+                    let canary = canary.cloned();
+                    running.push(
+                        async move { Done::Created(i, canary, self.create_runner(p, tarball).await) }
+                            .boxed(),
+                    );
+                }
+            }
+            let Some(done) = running.next().await else {
+                break;
+            };
+            match done {
+                Done::Removed(k, outcome) => {
+                    if matches!(outcome, RemoveOutcome::Removed) && removals[k].has_instance {
+                        room[pool_of[k].0] += 1;
+                    }
+                    executed.removals.push((k, outcome));
+                }
+                Done::Created(i, canary, result) => {
+                    creating -= 1;
+                    executed.creations.push((i, canary, result));
+                }
+            }
+        }
+        executed
     }
 
     /// The queued jobs of the table, after dropping those GitHub has cancelled by now.
