@@ -16,8 +16,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use async_trait::async_trait;
-use backon::Retryable;
-use futures::future::join_all;
 use manager::events::Metrics;
 use manager::images::{IMAGE_KEY, PROP_APP};
 use manager::pool::{ImageMode, PoolName, PoolSpec, Sizing};
@@ -339,45 +337,15 @@ pub async fn manager(
 /// The floor: `n` instances of `image` (an alias) launched in parallel with the rig's profiles,
 /// plus one exec in each; the wall time. The instances are left for [`Rig::delete_prefix`].
 pub async fn floor(rig: &Rig, image: &str, prefix: &str, n: usize) -> anyhow::Result<Duration> {
-    let started = Instant::now();
-    let launches = (0..n).map(|i| {
-        let name = format!("{prefix}{i}");
-        async move {
-            let spec = lxd::InstanceSpec::new(&name, lxd::ImageSource::Alias(image.to_owned()))
-                .profiles(rig.profiles.iter().cloned())
-                .ephemeral()
-                .started();
-            (|| async {
-                let created = rig.lxd.create_instance(&spec).await;
-                if let Err(e) = &created {
-                    eprintln!("floor: launching {name} failed: {e}");
-                    rig.lxd.force_delete_instance(&name).await.ok();
-                }
-                created
-            })
-            .retry(
-                backon::ExponentialBuilder::default()
-                    .with_min_delay(Duration::from_millis(500))
-                    .with_max_times(2),
-            )
-            .await
-            .with_context(|| format!("floor: launching {name}"))?;
-            let out = rig
-                .lxd
-                .exec(
-                    &name,
-                    &lxd::ExecRequest::new(["true"]).timeout(Duration::from_secs(30)),
-                )
-                .await
-                .with_context(|| format!("floor: exec in {name}"))?;
-            anyhow::ensure!(out.success(), "floor: exec in {name} failed");
-            Ok(())
-        }
-    });
-    for result in join_all(launches).await {
-        result?;
-    }
-    Ok(started.elapsed())
+    crate::real::launch_floor(
+        &rig.lxd,
+        image,
+        &rig.profiles,
+        prefix,
+        n,
+        Duration::from_secs(30),
+    )
+    .await
 }
 
 /// Deletes every image whose `runner-manager.app` starts with `tag`; the count.

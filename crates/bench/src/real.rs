@@ -197,46 +197,15 @@ impl Rig {
     /// The floor: `n` instances of the image launched in parallel with the manager's profiles,
     /// plus one exec in each; returns the wall time. The instances are left for [`Self::delete_prefix`].
     pub async fn floor(&self, prefix: &str, n: usize) -> anyhow::Result<Duration> {
-        let started = Instant::now();
-        let launches = (0..n).map(|i| {
-            let name = format!("{prefix}{i}");
-            async move {
-                let spec = lxd::InstanceSpec::new(&name, lxd::ImageSource::Alias(IMAGE.into()))
-                    .profiles(self.profiles.iter().cloned())
-                    .ephemeral()
-                    .started();
-                // Up to 3 attempts, as the manager: a start can fail transiently on a busy host.
-                (|| async {
-                    let created = self.lxd.create_instance(&spec).await;
-                    if let Err(e) = &created {
-                        eprintln!("floor: launching {name} failed: {e}");
-                        self.lxd.force_delete_instance(&name).await.ok();
-                    }
-                    created
-                })
-                .retry(
-                    backon::ExponentialBuilder::default()
-                        .with_min_delay(Duration::from_millis(500))
-                        .with_max_times(2),
-                )
-                .await
-                .with_context(|| format!("floor: launching {name}"))?;
-                let out = self
-                    .lxd
-                    .exec(
-                        &name,
-                        &lxd::ExecRequest::new(["true"]).timeout(Duration::from_secs(30)),
-                    )
-                    .await
-                    .with_context(|| format!("floor: exec in {name}"))?;
-                anyhow::ensure!(out.success(), "floor: exec in {name} failed");
-                Ok(())
-            }
-        });
-        for result in join_all(launches).await {
-            result?;
-        }
-        Ok(started.elapsed())
+        launch_floor(
+            &self.lxd,
+            IMAGE,
+            &self.profiles,
+            prefix,
+            n,
+            Duration::from_secs(30),
+        )
+        .await
     }
 
     /// Force-deletes every instance whose name starts with `prefix`, in parallel; returns the count.
@@ -596,6 +565,58 @@ pub fn binary_config(
         quantity,
     }
     .render()
+}
+
+/// The floor every real-Incus benchmark compares with: `n` bare instances of `image` (an
+/// alias) launched in parallel with `profiles`, plus one exec (`true`, within `exec_timeout`)
+/// in each; the wall time. A launch is tried up to 3 times, as the manager does (a start can
+/// fail transiently on a busy host). The instances are left for the caller to delete.
+pub async fn launch_floor(
+    lxd: &lxd::Client,
+    image: &str,
+    profiles: &[String],
+    prefix: &str,
+    n: usize,
+    exec_timeout: Duration,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let launches = (0..n).map(|i| {
+        let name = format!("{prefix}{i}");
+        async move {
+            let spec = lxd::InstanceSpec::new(&name, lxd::ImageSource::Alias(image.to_owned()))
+                .profiles(profiles.iter().cloned())
+                .ephemeral()
+                .started();
+            (|| async {
+                let created = lxd.create_instance(&spec).await;
+                if let Err(e) = &created {
+                    eprintln!("floor: launching {name} failed: {e}");
+                    lxd.force_delete_instance(&name).await.ok();
+                }
+                created
+            })
+            .retry(
+                backon::ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(500))
+                    .with_max_times(2),
+            )
+            .await
+            .with_context(|| format!("floor: launching {name}"))?;
+            let out = lxd
+                .exec(
+                    &name,
+                    &lxd::ExecRequest::new(["true"]).timeout(exec_timeout),
+                )
+                .await
+                .with_context(|| format!("floor: exec in {name}"))?;
+            anyhow::ensure!(out.success(), "floor: exec in {name} failed");
+            Ok(())
+        }
+    });
+    for result in join_all(launches).await {
+        result?;
+    }
+    Ok(started.elapsed())
 }
 
 #[cfg(test)]

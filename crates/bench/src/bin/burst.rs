@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
-use backon::Retryable;
 use bench::burst::{self, Daemon, Histogram, PoolSizes};
 use bench::outside::RestCost;
 use bench::real::{self, median, secs, Guard, REPO};
@@ -81,56 +80,6 @@ struct RunResult {
     created: f64,
     peak_online: usize,
     jobs_per_pool: BTreeMap<String, usize>,
-}
-
-/// The floor: `n` bare instances of `image` launched in parallel with `profiles`, plus one
-/// exec in each (the provisioning benchmark's floor, for any image).
-async fn floor(
-    lxd: &lxd::Client,
-    image: &str,
-    profiles: &[String],
-    prefix: &str,
-    n: usize,
-) -> anyhow::Result<Duration> {
-    let started = Instant::now();
-    let launches = (0..n).map(|i| {
-        let name = format!("{prefix}{i}");
-        async move {
-            let spec = lxd::InstanceSpec::new(&name, lxd::ImageSource::Alias(image.into()))
-                .profiles(profiles.iter().cloned())
-                .ephemeral()
-                .started();
-            // Up to 3 attempts, as the manager: a start can fail transiently on a busy host.
-            (|| async {
-                let created = lxd.create_instance(&spec).await;
-                if let Err(e) = &created {
-                    eprintln!("floor: launching {name} failed: {e}");
-                    lxd.force_delete_instance(&name).await.ok();
-                }
-                created
-            })
-            .retry(
-                backon::ExponentialBuilder::default()
-                    .with_min_delay(Duration::from_millis(500))
-                    .with_max_times(2),
-            )
-            .await
-            .with_context(|| format!("floor: launching {name}"))?;
-            let out = lxd
-                .exec(
-                    &name,
-                    &lxd::ExecRequest::new(["true"]).timeout(Duration::from_secs(60)),
-                )
-                .await
-                .with_context(|| format!("floor: exec in {name}"))?;
-            anyhow::ensure!(out.success(), "floor: exec in {name} failed");
-            Ok(())
-        }
-    });
-    for result in join_all(launches).await {
-        result?;
-    }
-    Ok(started.elapsed())
 }
 
 /// Force-deletes the instances named `prefix*`.
@@ -216,7 +165,15 @@ async fn one_run(
     let _guard = Guard::new(tag.clone());
 
     let floor_prefix = format!("{tag}f-");
-    let floor_result = floor(lxd, &args.image, profiles, &floor_prefix, JOBS).await;
+    let floor_result = bench::real::launch_floor(
+        lxd,
+        &args.image,
+        profiles,
+        &floor_prefix,
+        JOBS,
+        Duration::from_secs(60),
+    )
+    .await;
     delete_prefix(lxd, &floor_prefix).await?;
     let floor = floor_result?;
     eprintln!(
