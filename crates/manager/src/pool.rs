@@ -148,6 +148,44 @@ pub struct PoolSpec {
 }
 
 impl PoolSpec {
+    /// The single-pool form's pool (`[runners] quantity = N`): named `default`, unmarked (its
+    /// runners carry no pool key or label, as the seed's did), plain, `quantity` runners.
+    pub fn single(
+        image: &str,
+        instance_type: InstanceType,
+        resources: Resources,
+        labels: Vec<String>,
+        registration: RegistrationMode,
+        quantity: usize,
+    ) -> Self {
+        Self {
+            name: PoolName::default_pool(),
+            image: image.to_owned(),
+            instance_type,
+            resources,
+            profiles: Vec::new(),
+            labels,
+            runner_group: None,
+            registration,
+            sizing: Sizing::Fixed(quantity),
+            priority: 0,
+            marked: false,
+            image_mode: ImageMode::Plain,
+        }
+    }
+
+    /// What routing needs of this pool: its sizing, priority and every label of its runners
+    /// on this host's platform ([`crate::runner_bin::platform`]).
+    pub fn demand(&self, app_name: &str) -> PoolDemand {
+        let (os, arch) = crate::runner_bin::platform();
+        PoolDemand {
+            name: self.name.clone(),
+            sizing: self.sizing,
+            priority: self.priority,
+            labels: self.all_labels(app_name, os, arch),
+        }
+    }
+
     /// The label naming this pool on GitHub: `runner-manager-pool:<name>`.
     pub fn marker_label(&self) -> String {
         format!("{POOL_LABEL_PREFIX}{}", self.name)

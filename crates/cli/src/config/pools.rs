@@ -6,7 +6,6 @@
 //! [`Config::pool_specs`] describes it as one unmarked pool named `default`.
 
 use manager::pool::{candidates, MAX_POOL_NAME_LEN, POOL_LABEL_PREFIX};
-use manager::runner_bin::platform;
 use manager::Resources;
 
 use super::*;
@@ -24,38 +23,26 @@ impl Config {
         if !self.pools.is_empty() {
             return self.pools.clone();
         }
-        vec![PoolSpec {
-            name: PoolName::default_pool(),
-            image: self.lxd.image.clone(),
-            instance_type: self.lxd.instance_type,
-            resources: Resources {
+        vec![PoolSpec::single(
+            &self.lxd.image,
+            self.lxd.instance_type,
+            Resources {
                 cpu: self.runners.cpu,
                 memory: self.runners.memory.clone(),
                 disk: self.runners.disk.clone(),
             },
-            profiles: Vec::new(),
-            labels: self.runners.labels.clone(),
-            runner_group: None,
-            registration: self.runners.registration,
-            sizing: Sizing::Fixed(usize::try_from(self.runners.quantity).unwrap_or(usize::MAX)),
-            priority: 0,
-            marked: false,
-            image_mode: manager::pool::ImageMode::Plain,
-        }]
+            self.runners.labels.clone(),
+            self.runners.registration,
+            usize::try_from(self.runners.quantity).unwrap_or(usize::MAX),
+        )]
     }
 
     /// What the demand planner needs of each pool of [`Self::pool_specs`]: every label its
     /// runners have on GitHub (with this host's OS and architecture), sizing and priority.
     pub fn pool_demands(&self) -> Vec<PoolDemand> {
-        let (os, arch) = platform();
         self.pool_specs()
             .iter()
-            .map(|spec| PoolDemand {
-                name: spec.name.clone(),
-                sizing: spec.sizing,
-                priority: spec.priority,
-                labels: spec.all_labels(&self.app_name, os, arch),
-            })
+            .map(|spec| spec.demand(&self.app_name))
             .collect()
     }
 

@@ -41,7 +41,7 @@ use crate::model::{
 };
 use crate::plan::{plan_flush, RemovalReason, RunnerState};
 use crate::policy::{PolicyClient, PolicyConfig, PolicyError};
-use crate::pool::{DemandSettings, PoolDemand, PoolName, PoolSpec, Sizing};
+use crate::pool::{DemandSettings, PoolDemand, PoolName, PoolSpec};
 use crate::provider::{
     render_chain, InstanceProvider, ProviderError, RegistryError, RunnerDownload, RunnerRegistry,
 };
@@ -568,31 +568,19 @@ impl RunnerManager {
     /// The single-pool form's pool: the config's image, type, labels and registration, with
     /// no pool key or label (its runners look as the seed's), `quantity` runners.
     pub fn single_pool(&self, quantity: usize, resources: &Resources) -> PoolSpec {
-        PoolSpec {
-            name: PoolName::default_pool(),
-            image: self.config.image.clone(),
-            instance_type: self.config.instance_type,
-            resources: resources.clone(),
-            profiles: Vec::new(),
-            labels: self.config.extra_labels.clone(),
-            runner_group: None,
-            registration: self.config.registration_mode,
-            sizing: Sizing::Fixed(quantity),
-            priority: 0,
-            marked: false,
-            image_mode: crate::pool::ImageMode::Plain,
-        }
+        PoolSpec::single(
+            &self.config.image,
+            self.config.instance_type,
+            resources.clone(),
+            self.config.extra_labels.clone(),
+            self.config.registration_mode,
+            quantity,
+        )
     }
 
     /// What routing needs of a pool: its sizing, priority and every label of its runners.
     pub fn pool_demand(&self, pool: &PoolSpec) -> PoolDemand {
-        let (os, arch) = crate::runner_bin::platform();
-        PoolDemand {
-            name: pool.name.clone(),
-            sizing: pool.sizing,
-            priority: pool.priority,
-            labels: pool.all_labels(self.owner.app_name(), os, arch),
-        }
+        pool.demand(self.owner.app_name())
     }
 
     /// The configured pool a job with these `runs-on` labels goes to first (by labels and
