@@ -234,6 +234,8 @@ pub struct Instance {
     pub created_at: OffsetDateTime,
     /// The `user.*` config keys.
     pub config: BTreeMap<String, String>,
+    /// The cluster member it lives on; `None` on a standalone server.
+    pub location: Option<String>,
 }
 
 /// What to create.
@@ -248,6 +250,33 @@ pub struct InstanceSpec {
     /// Ownership keys (never secrets).
     pub config: BTreeMap<String, String>,
     pub ephemeral: bool,
+    /// Where to create it on a cluster: a member name, or `@group` for a cluster group; `None`
+    /// lets the server choose (and is the only value a standalone server accepts).
+    pub target: Option<String>,
+}
+
+/// A member of an LXD/Incus cluster, as the provider reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub name: String,
+    /// The cluster's own view (`status == "Online"`): an offline member is never called.
+    pub online: bool,
+    /// What the cluster says about it ("No heartbeat for 11.2s"); may be empty.
+    pub message: String,
+    /// The cluster groups it belongs to.
+    pub groups: Vec<String>,
+    /// From the server's resources API; `None` when it could not be read (an offline member).
+    pub capacity: Option<Capacity>,
+}
+
+/// A member's hardware, from the resources API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capacity {
+    /// CPU threads.
+    pub cpus: u32,
+    pub memory_bytes: u64,
+    /// Memory in use on the host (all processes, not only instances).
+    pub memory_used_bytes: u64,
 }
 
 /// What an exec is for. Providers may act on it (the simulated provider answers by purpose); a
@@ -368,6 +397,13 @@ pub trait InstanceProvider: Send + Sync {
     /// Instances that may belong to `owner` (the provider may pre-filter; the manager always
     /// re-checks ownership with [`Owner::owns_instance`]).
     async fn list_instances(&self, owner: &Owner) -> Result<Vec<Instance>, ProviderError>;
+
+    /// The cluster's members with their status and capacity; `Ok(None)` when the server is not
+    /// clustered. Never hangs on an offline member: the cluster's member list says which are
+    /// offline, and those are not asked for their resources.
+    async fn cluster_members(&self) -> Result<Option<Vec<Member>>, ProviderError> {
+        Ok(None)
+    }
 
     /// Ensures a `dir` storage pool named `runner` at `path`.
     async fn ensure_pool(&self, path: &Path) -> Result<(), ProviderError>;

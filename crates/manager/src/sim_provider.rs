@@ -315,6 +315,7 @@ impl InstanceProvider for SimProvider {
                 status: i.status,
                 created_at: i.created_at,
                 config: i.config.clone(),
+                location: None,
             })
             .collect())
     }

@@ -318,6 +318,7 @@ impl InstanceProvider for LxdProvider {
                     .unwrap_or(OffsetDateTime::UNIX_EPOCH),
                 name: i.name,
                 config: i.config,
+                location: Some(i.location).filter(|l| !l.is_empty() && l != "none"),
             })
             .collect())
     }

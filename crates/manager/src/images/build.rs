@@ -154,6 +154,7 @@ impl RunnerManager {
             config,
             // Published once stopped: an ephemeral instance would be gone.
             ephemeral: false,
+            target: None,
         };
         tracing::info!(message = "Building image.", pool = %pool.name, base = %pool.image, runner = %version, instance = %name);
         let started = std::time::Instant::now();

@@ -186,6 +186,7 @@ impl RunnerManager {
             profiles: prepared.profiles.clone(),
             config: prepared.config.clone(),
             ephemeral: true,
+            target: None,
         };
         // The instance boots while GitHub issues the runner's credentials; a JIT registration
         // made for an instance that then fails is removed by `cleanup_failed` (via `jit_id`).
