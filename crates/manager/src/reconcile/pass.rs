@@ -22,6 +22,10 @@ use crate::plan::{Desired, Removal};
 use crate::pool::{PoolName, PoolSpec, QueuedJob, Sizing};
 use crate::runner_bin::RunnerBinError;
 
+/// How long completed jobs and seen delivery GUIDs stay in the job table. GitHub's delivery
+/// log (what the daemon's recovery reads) covers 3 days.
+const JOB_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// A creation's result: the runner, or its name and the error rendered with its causes.
 type CreateResult = Result<RunnerName, (RunnerName, String)>;
 
@@ -347,7 +351,8 @@ impl RunnerManager {
         executed
     }
 
-    /// The queued jobs of the table, after dropping those GitHub has cancelled by now.
+    /// The queued jobs of the table, after dropping those GitHub has cancelled by now and
+    /// pruning what is older than [`JOB_RETENTION`].
     fn queued_jobs(&self, now: OffsetDateTime) -> Result<Vec<QueuedJob>, ManagerError> {
         let expiry = now - self.config.queued_expiry;
         let expired = self.jobs.expire_queued(expiry, now)?;
@@ -357,6 +362,12 @@ impl RunnerManager {
                 count = expired,
                 older_than_seconds = self.config.queued_expiry.as_secs()
             );
+        }
+        // Completed jobs and seen deliveries are kept past GitHub's redelivery window (its
+        // delivery log covers 3 days), then pruned: the table stays the size of a week's work.
+        let pruned = self.jobs.prune(now - JOB_RETENTION)?;
+        if pruned > 0 {
+            tracing::debug!(message = "Job table pruned.", rows = pruned);
         }
         Ok(self.jobs.queued()?)
     }
