@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::scaleset::ScaleSetConfig;
 use crate::secret::Secret;
 
 /// The well-known test App private key (PKCS#1 PEM). Test use only: it is public.
@@ -179,6 +180,8 @@ pub struct SimConfig {
     pub offline_removal: Duration,
     /// The same for ephemeral runners (GitHub: 1 day).
     pub ephemeral_offline_removal: Duration,
+    /// The runner scale-set protocol: acquire mode, token lifetimes, long-poll wait, timeouts.
+    pub scaleset: ScaleSetConfig,
 }
 
 impl Default for SimConfig {
@@ -203,6 +206,7 @@ impl Default for SimConfig {
             list_cache: Duration::ZERO,
             offline_removal: Duration::from_secs(14 * 24 * 3600),
             ephemeral_offline_removal: Duration::from_secs(24 * 3600),
+            scaleset: ScaleSetConfig::default(),
         }
     }
 }
@@ -310,6 +314,12 @@ impl SimConfig {
     pub fn with_offline_removal(mut self, persistent: Duration, ephemeral: Duration) -> Self {
         self.offline_removal = persistent;
         self.ephemeral_offline_removal = ephemeral;
+        self
+    }
+
+    /// Sets the runner scale-set settings.
+    pub fn with_scaleset(mut self, scaleset: ScaleSetConfig) -> Self {
+        self.scaleset = scaleset;
         self
     }
 

@@ -3,7 +3,9 @@
 //! It serves GitHub's REST API for runners (repo, org and enterprise scope, at `/` and at
 //! `/api/v3`), GitHub App authentication, rate limits, `workflow_job` webhooks (with the
 //! repository and organisation hooks and deliveries API: list, get, redeliver), the runner side of
-//! GitHub (`/_runner/`, see `docs/sim-protocol.md`) and an admin API for tests (`/_sim/`).
+//! GitHub (`/_runner/`, see `docs/sim-protocol.md`), the Actions-service side of the runner
+//! scale-set protocol (`runner-registration`, `/tenant/1/_apis/...`, the message queue) and an
+//! admin API for tests (`/_sim/`).
 //!
 //! State lives behind one lock and is also reachable directly through [`SimHandle`]. Time is
 //! tokio's clock, so a paused test clock also drives token expiry, the silence timeout and the
@@ -23,6 +25,7 @@ mod http;
 mod receiver;
 mod rest;
 mod runner_api;
+mod scaleset;
 mod scope;
 mod secret;
 mod server;
@@ -35,12 +38,13 @@ pub use config::{
     DEFAULT_GROUP_NAME, DEFAULT_TOKEN, TEST_APP_PRIVATE_KEY_PEM, TEST_APP_PUBLIC_KEY_PEM,
 };
 pub use receiver::{serve_webhook_receiver, Received};
+pub use scaleset::{AcquireMode, ScaleSetConfig};
 pub use scope::Scope;
 pub use secret::Secret;
 pub use server::{Sim, SimError, SimHandle};
 pub use state::{
     BusyLieSpec, BusyLieStatus, DeliveryRecord, FaultSpec, IssuedSecrets, JobSpec, JobStatus,
-    JobView, Label, LabelKind, RequestCount, RunnerView, WebhookFaultSpec, DEFAULT_LABELS,
-    ORG_HOOK_ID_BASE,
+    JobView, Label, LabelKind, RequestCount, RunnerView, ScaleSetFaults, WebhookFaultSpec,
+    DEFAULT_LABELS, ORG_HOOK_ID_BASE,
 };
 pub use webhook::sign_webhook;

@@ -25,7 +25,7 @@ use crate::state::{
     BusyLieSpec, BusyLieStatus, Clock, DeliveryRecord, FaultSpec, IssuedSecrets, JobSpec,
     JobStatus, JobView, RateInfo, RequestCount, RunnerView, State, TokenKind, WebhookFaultSpec,
 };
-use crate::{admin, rest, runner_api, webhook, Scope};
+use crate::{admin, rest, runner_api, scaleset, webhook, Scope};
 
 /// Errors starting the simulator.
 #[derive(Debug, thiserror::Error)]
@@ -401,6 +401,7 @@ fn router(shared: AppState) -> Router {
         .merge(rest.clone())
         .nest("/api/v3", rest)
         .merge(runner_api::routes())
+        .merge(scaleset::routes())
         .merge(admin::routes())
         .fallback(fallback)
         .method_not_allowed_fallback(fallback)
@@ -675,6 +676,35 @@ impl SimHandle {
             .state
             .lock()
             .set_rate_limit(limit, used, secondary_per_minute);
+    }
+
+    /// The runner scale sets, their jobs (with `runs`, the times each was handed to a runner),
+    /// runners, messages and sessions (also `GET /_sim/scalesets`).
+    pub fn scalesets(&self) -> serde_json::Value {
+        self.shared.state.lock().ss_dump()
+    }
+
+    /// Switches the scale sets' acquire mode (also `POST /_sim/scalesets/mode`).
+    pub fn set_scaleset_mode(&self, mode: crate::AcquireMode) {
+        let mut state = self.shared.state.lock();
+        state.ss_mut().cfg.mode = mode;
+        state.ss_pump();
+    }
+
+    /// Replaces the scale-set protocol's faults (also `POST /_sim/scalesets/faults`).
+    pub fn set_scaleset_faults(&self, faults: crate::ScaleSetFaults) {
+        self.shared.state.lock().ss_mut().faults = faults;
+    }
+
+    /// Drops a scale-set session as its expiry would; `false` if there is no such session.
+    pub fn expire_scaleset_session(&self, session_id: &str) -> bool {
+        self.shared.state.lock().ss_drop_session(session_id)
+    }
+
+    /// Kills a scale-set runner: its job ends `failed` after the lock timeout (also
+    /// `POST /_sim/scalesets/runners/{id}/kill`); `false` if it is no scale-set runner.
+    pub fn kill_scaleset_runner(&self, runner_id: u64) -> bool {
+        self.shared.state.lock().ss_kill_runner(runner_id)
     }
 
     /// Stops the server and waits (at most 5 s) for it to finish.

@@ -38,6 +38,7 @@ use hooks::*;
 use labels::*;
 use runners::*;
 use tokens::*;
+pub(crate) use tokens::{encode_jit_config, JitRunner};
 
 const HOOK_PREFIXES: [&str; 2] = ["/repos/{owner}/{repo}/hooks", "/orgs/{org}/hooks"];
 

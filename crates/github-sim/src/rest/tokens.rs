@@ -100,15 +100,48 @@ pub(super) async fn generate_jitconfig(
     };
     let runner_json = state.runner_json(runner, state.clock.now());
     drop(state);
+    let encoded = encode_jit_config(&JitRunner {
+        server_url: &server_url,
+        scope: &scope,
+        id,
+        name: &name,
+        pool_id: group.id,
+        pool_name: &group.name,
+        work_folder: &work_folder,
+        credential: &credential,
+    });
+    shared.state.lock().record_jit_config(&encoded);
+    let body = json!({ "runner": runner_json, "encoded_jit_config": encoded });
+    with_accepted_permissions(json_response(StatusCode::CREATED, &body), &scope)
+}
+
+/// What a JIT config describes.
+pub(crate) struct JitRunner<'a> {
+    /// The sim's base URL (`serverUrl`): where the runner polls.
+    pub server_url: &'a str,
+    pub scope: &'a Scope,
+    pub id: u64,
+    pub name: &'a str,
+    pub pool_id: u64,
+    pub pool_name: &'a str,
+    pub work_folder: &'a str,
+    pub credential: &'a crate::secret::Secret,
+}
+
+/// An `encoded_jit_config`: base64 of `{".runner", ".credentials", ".credentials_rsaparams"}`,
+/// each itself base64 JSON (`docs/sim-protocol.md` "JIT config"). Shared by the REST
+/// `generate-jitconfig` and the scale sets' `generatejitconfig`.
+pub(crate) fn encode_jit_config(runner: &JitRunner<'_>) -> String {
     let b64 = |v: &Value| base64::engine::general_purpose::STANDARD.encode(v.to_string());
+    let server_url = runner.server_url;
     let runner_file = json!({
-        "agentId": id,
-        "agentName": name,
-        "poolId": group.id,
-        "poolName": group.name,
+        "agentId": runner.id,
+        "agentName": runner.name,
+        "poolId": runner.pool_id,
+        "poolName": runner.pool_name,
         "serverUrl": server_url,
-        "gitHubUrl": format!("{server_url}/{}", scope.path()),
-        "workFolder": work_folder,
+        "gitHubUrl": format!("{server_url}/{}", runner.scope.path()),
+        "workFolder": runner.work_folder,
         "ephemeral": true,
         "disableUpdate": true,
         "useV2Flow": false,
@@ -117,7 +150,7 @@ pub(super) async fn generate_jitconfig(
     let credentials = json!({
         "scheme": "OAuth",
         "data": {
-            "clientId": credential.expose(),
+            "clientId": runner.credential.expose(),
             "authorizationUrl": format!("{server_url}/_runner/oauth2/token"),
             "requireFipsCryptography": "False",
         },
@@ -127,12 +160,9 @@ pub(super) async fn generate_jitconfig(
         "d": rsa_part(256), "dp": rsa_part(128), "dq": rsa_part(128), "exponent": "AQAB",
         "inverseQ": rsa_part(128), "modulus": rsa_part(256), "p": rsa_part(128), "q": rsa_part(128),
     });
-    let encoded = b64(&json!({
+    b64(&json!({
         ".runner": b64(&runner_file),
         ".credentials": b64(&credentials),
         ".credentials_rsaparams": b64(&rsa),
-    }));
-    shared.state.lock().record_jit_config(&encoded);
-    let body = json!({ "runner": runner_json, "encoded_jit_config": encoded });
-    with_accepted_permissions(json_response(StatusCode::CREATED, &body), &scope)
+    }))
 }

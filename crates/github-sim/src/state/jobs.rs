@@ -126,7 +126,9 @@ impl State {
     /// Queues a job and assigns it if a runner can take it now.
     pub(crate) fn enqueue(&mut self, spec: JobSpec) -> Result<(u64, u64), String> {
         let (id, run_id) = self.queue_job(spec)?;
-        self.assign_job(id);
+        if !self.ss_claim(id) {
+            self.assign_job(id);
+        }
         Ok((id, run_id))
     }
 
@@ -236,6 +238,10 @@ impl State {
 
     /// Whether `runner` may take `job`: labels superset (case-insensitive), scope and group.
     fn runner_matches(&self, runner: &Runner, job: &Job) -> bool {
+        // A scale set's runners take only the jobs assigned to their set (`scaleset/state.rs`).
+        if runner.scale_set.is_some() {
+            return false;
+        }
         let has_labels = job.labels.iter().all(|want| {
             runner
                 .labels
@@ -307,6 +313,10 @@ impl State {
         let Some(runner) = self.runners.get(&runner_id) else {
             return;
         };
+        if runner.scale_set.is_some() {
+            self.ss_runner_ready();
+            return;
+        }
         if runner.job.is_some() || !self.runner_online(runner, now) {
             return;
         }
@@ -320,7 +330,7 @@ impl State {
         }
     }
 
-    fn assign(&mut self, job_id: u64, runner_id: u64) {
+    pub(super) fn assign(&mut self, job_id: u64, runner_id: u64) {
         let Some(runner) = self.runners.get_mut(&runner_id) else {
             return;
         };
@@ -403,6 +413,8 @@ impl State {
         let job = self.jobs.get_mut(&job_id)?;
         job.delivered_at = Some(now);
         job.status = JobStatus::InProgress;
+        self.ss_job_delivered(job_id);
+        let job = self.jobs.get_mut(&job_id)?;
         job.started_at = Some(wall);
         let payload = json!({
             "job_id": job.id,
@@ -462,6 +474,7 @@ impl State {
         job.completed_at = Some(wall);
         job.started_at.get_or_insert(wall);
         self.emit(job_id, "completed");
+        self.ss_job_finished(job_id);
         if ephemeral {
             self.remove_runner(runner_id);
         } else {
@@ -476,7 +489,8 @@ impl State {
         let now = self.clock.now();
         let mut requeued = false;
         let mut to_release = Vec::new();
-        for runner in self.runners.values() {
+        // A scale set's runners are handled by `ss_reap` (lock timeout).
+        for runner in self.runners.values().filter(|r| r.scale_set.is_none()) {
             if let Some(job_id) = runner.job {
                 if !self.runner_online(runner, now) {
                     to_release.push((runner.id, job_id));
@@ -527,6 +541,7 @@ impl State {
         for id in stale {
             self.remove_runner(id);
         }
+        self.ss_reap();
     }
 }
 

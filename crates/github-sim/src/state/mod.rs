@@ -27,6 +27,10 @@ mod faults;
 mod jobs;
 mod rate_limit;
 mod runners;
+// The scale-set protocol's state shares the job queue and the runner table, so it is a
+// submodule of `state`; its file lives with the rest of the scale-set code.
+#[path = "../scaleset/state.rs"]
+mod scaleset;
 mod tokens;
 mod webhooks;
 
@@ -39,6 +43,8 @@ use rate_limit::Bucket;
 pub(crate) use rate_limit::RateInfo;
 pub use runners::RunnerView;
 pub(crate) use runners::{NewRunner, RegisterError, Runner};
+pub use scaleset::ScaleSetFaults;
+pub(crate) use scaleset::{DeleteSetError, QueueAuthError, SessionError};
 pub use tokens::IssuedSecrets;
 pub(crate) use tokens::TokenKind;
 use tokens::{InstallationToken, IssuedToken};
@@ -162,6 +168,8 @@ pub(crate) struct State {
     /// Cached list answers: request key → (time, body).
     list_cache: HashMap<String, (Instant, Value)>,
     webhook_tx: mpsc::UnboundedSender<WebhookEvent>,
+    /// Runner scale sets (`scaleset/state.rs`).
+    scalesets: scaleset::ScaleSets,
 }
 
 impl State {
@@ -171,6 +179,7 @@ impl State {
         webhook_tx: mpsc::UnboundedSender<WebhookEvent>,
     ) -> Self {
         let mut state = Self {
+            scalesets: scaleset::ScaleSets::new(config.scaleset.clone()),
             token: config.token.clone(),
             rate_limit: config.rate_limit,
             secondary_limit: config.secondary_limit_per_minute,

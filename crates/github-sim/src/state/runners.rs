@@ -25,6 +25,8 @@ pub(crate) struct Runner {
     pub frozen: bool,
     pub notify: Arc<Notify>,
     pub registered_at: Instant,
+    /// The runner scale set it was made for (`generatejitconfig`), if any.
+    pub scale_set: Option<u64>,
 }
 
 /// A runner as the admin API shows it (every scope).
@@ -163,6 +165,7 @@ impl State {
                 frozen: false,
                 notify: Arc::new(Notify::new()),
                 registered_at: self.clock.now(),
+                scale_set: None,
             },
         );
         Ok((id, credential))
@@ -182,6 +185,7 @@ impl State {
         self.credentials.remove(runner.credential.expose());
         runner.notify.notify_waiters();
         runner.notify.notify_one();
+        self.ss_forget_runner(id);
         if let Some(job_id) = runner.job {
             self.release_job(job_id, reason);
             self.try_assign();
@@ -202,7 +206,9 @@ impl State {
             job.runner_name = None;
             job.runner_group_id = None;
             job.runner_group_name = None;
-            self.queue.push_front(job_id);
+            if !self.ss_release_undelivered(job_id) {
+                self.queue.push_front(job_id);
+            }
         } else {
             let now = self.clock.now();
             job.status = JobStatus::Completed;
@@ -210,6 +216,7 @@ impl State {
             job.output.push_str(reason);
             job.completed_at = Some(self.clock.wall(now));
             self.emit(job_id, "completed");
+            self.ss_job_finished(job_id);
         }
     }
 

@@ -27,6 +27,12 @@ pub struct IssuedSecrets {
     pub jit_configs: Vec<String>,
     /// Runner credentials (`simcred_...`), from runner-side registration and JIT configs.
     pub runner_credentials: Vec<String>,
+    /// Scale-set admin JWTs (`runner-registration`).
+    #[serde(default)]
+    pub scaleset_admin_tokens: Vec<String>,
+    /// Scale-set message-queue tokens (session create and refresh).
+    #[serde(default)]
+    pub scaleset_queue_tokens: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -69,6 +75,16 @@ impl State {
             .get(token)
             .filter(|t| t.kind == kind && t.expires > now)
             .map(|t| t.scope.clone())
+    }
+
+    /// Records a scale-set admin JWT or queue token handed out.
+    pub(crate) fn record_scaleset_token(&mut self, admin: bool, token: &str) {
+        let list = if admin {
+            &mut self.issued.scaleset_admin_tokens
+        } else {
+            &mut self.issued.scaleset_queue_tokens
+        };
+        list.push(token.to_owned());
     }
 
     /// Records an `encoded_jit_config` handed out.
