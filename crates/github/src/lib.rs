@@ -8,6 +8,8 @@
 //!   [`Client::list_deliveries`] (cursor paging), [`Client::get_delivery`] (with the payload) and
 //!   [`Client::redeliver`], at repository and organisation scope.
 //! - [`Secret`] redacts itself and is meant to be reused by other crates.
+//! - [`scaleset`]: a client of GitHub Actions' runner scale-set protocol ([`scaleset::ScaleSetClient`]:
+//!   bootstrap from a config URL, scale sets, message sessions and the long-poll queue, JIT runners).
 //!
 //! Architecture invariant: `generate_jitconfig` is never retried blindly (see its docs).
 
@@ -17,6 +19,7 @@ mod endpoints;
 mod error;
 mod hooks;
 mod rate_limit;
+pub mod scaleset;
 mod scope;
 mod secret;
 mod stats;

@@ -48,6 +48,11 @@ impl Expect {
             .push(("content-type".into(), "application/json".into()));
         self
     }
+    /// A body sent as is (e.g. with a BOM in front).
+    pub fn raw(mut self, body: &str) -> Self {
+        self.body = body.to_owned();
+        self
+    }
     pub fn header(mut self, name: &str, value: &str) -> Self {
         self.headers.push((name.to_owned(), value.to_owned()));
         self

@@ -1,0 +1,1016 @@
+//! [`ScaleSetClient`]: bootstrap, admin calls and the message queue.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use reqwest::header::HeaderValue;
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use url::Url;
+
+use super::config::{
+    ConfigUrl, ScaleSetConfig, ScaleSetRetry, UserAgentInfo, SCALESET_API_VERSION,
+};
+use super::error::{ScaleSetError, ServiceError};
+use super::http::{authorization, build_http, send, Answer, Request, RetryMode};
+use super::types::{
+    Message, NewScaleSet, RemoveRunner, ScaleSet, ScaleSetJit, ScaleSetPatch, ScaleSetRunner,
+    Session, Statistics,
+};
+use super::wire::{
+    job_messages, jwt_exp, AdminConnectionWire, EnvelopeWire, JitOut, JitWire, ListWire,
+    RegistrationOut, RunnerGroupWire, RunnerWire, ScaleSetOut, ScaleSetWire, SessionOut,
+    SessionWire, ZERO_UUID,
+};
+use crate::client::{Client, ClientConfig, RetryPolicy};
+use crate::secret::Secret;
+
+/// The envelope type every queue message must have.
+const JOB_MESSAGES: &str = "RunnerScaleSetJobMessages";
+/// `Accept` of the queue poll.
+const QUEUE_ACCEPT: &str = "application/json; api-version=6.0-preview";
+const SCALE_SETS: &str = "_apis/runtime/runnerscalesets";
+const AGENTS: &str = "_apis/distributedtask/pools/0/agents";
+
+/// A client of the runner scale-set protocol for one registration target (config URL).
+///
+/// Cheap to clone (an `Arc` inside); clones share the admin connection. Calls run
+/// concurrently: the long poll ([`get_message`](Self::get_message)) holds nothing that other
+/// calls wait for (unlike the Go client's single mutex). Only a re-bootstrap of the admin
+/// connection is serialised, so concurrent callers share one.
+#[derive(Clone)]
+pub struct ScaleSetClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    target: ConfigUrl,
+    github: Client,
+    http: reqwest::Client,
+    retry: ScaleSetRetry,
+    user_agent: UserAgentInfo,
+    scale_set_id: AtomicU64,
+    timeout: Duration,
+    poll_timeout: Duration,
+    margin: Duration,
+    admin: tokio::sync::Mutex<Option<AdminConnection>>,
+}
+
+/// The Actions service's base URL and admin token from the last bootstrap.
+#[derive(Clone)]
+struct AdminConnection {
+    /// Without a trailing `/`.
+    base: String,
+    token: Secret,
+    authorization: HeaderValue,
+    expires: SystemTime,
+}
+
+impl fmt::Debug for ScaleSetClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScaleSetClient")
+            .field("config_url", &self.inner.target.url.as_str())
+            .field("scope", &self.inner.target.scope)
+            .field("hosted", &self.inner.target.hosted)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Which token authorises an admin-base call.
+enum Credential<'a> {
+    Admin,
+    Queue(&'a Session),
+}
+
+impl ScaleSetClient {
+    /// Builds the client; makes no request. Fails on an unusable config URL, proxy or
+    /// credentials (a GitHub App cannot register enterprise runners).
+    pub fn new(config: ScaleSetConfig) -> Result<Self, ScaleSetError> {
+        let target = ConfigUrl::parse(&config.config_url, config.force_ghes)?;
+        let user_agent = user_agent_json(&config.user_agent, 0);
+        let mut github_config = ClientConfig::new(
+            target.rest_url.clone(),
+            target.web_url(),
+            target.scope.clone(),
+            config.auth.clone(),
+        );
+        github_config.user_agent = user_agent;
+        github_config.timeout = config.timeout;
+        github_config.proxy = config.proxy.clone();
+        github_config.retry = RetryPolicy {
+            max_retries: config.retry.max_retries,
+            min_delay: config.retry.base_delay,
+            max_delay: config.retry.max_delay,
+        };
+        github_config.max_rate_limit_wait = config.retry.max_retry_after;
+        let github =
+            Client::new(github_config).map_err(|source| ScaleSetError::Bootstrap { source })?;
+        let http = build_http(&config)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                target,
+                github,
+                http,
+                retry: config.retry,
+                user_agent: config.user_agent,
+                scale_set_id: AtomicU64::new(0),
+                timeout: config.timeout,
+                poll_timeout: config.poll_timeout,
+                margin: config.admin_token_margin,
+                admin: tokio::sync::Mutex::new(None),
+            }),
+        })
+    }
+
+    /// The parsed config URL: scope, hosted or GHES, REST base.
+    pub fn config_url(&self) -> &ConfigUrl {
+        &self.inner.target
+    }
+
+    /// Sets the `scale_set_id` reported in the `User-Agent` of later calls (0: none yet).
+    pub fn set_scale_set_id(&self, id: u64) {
+        self.inner.scale_set_id.store(id, Ordering::Relaxed);
+    }
+
+    /// The id of the runner group `name`. `default` (any case) or an empty name is id 1
+    /// without a call, as the Go example and ARC do; otherwise the group must match exactly
+    /// once (`RunnerGroupNotFound` when none does).
+    pub async fn runner_group_id(&self, name: &str) -> Result<u64, ScaleSetError> {
+        const OP: &str = "runner group lookup";
+        if name.is_empty() || name.eq_ignore_ascii_case("default") {
+            return Ok(crate::DEFAULT_RUNNER_GROUP_ID);
+        }
+        let answer = self
+            .admin_call(
+                OP,
+                Method::GET,
+                "_apis/runtime/runnergroups/",
+                &[("groupName", name)],
+                None,
+                RetryMode::Idempotent,
+                Credential::Admin,
+            )
+            .await?;
+        let list: ListWire<RunnerGroupWire> = decode(OP, expect(OP, answer, &[200])?)?;
+        match list.value.as_slice() {
+            [] => Err(ScaleSetError::RunnerGroupNotFound {
+                name: name.to_owned(),
+            }),
+            [group] => Ok(group.id),
+            many => Err(ScaleSetError::InvalidResponse {
+                operation: OP,
+                reason: format!("{} runner groups are named {name:?}", many.len()),
+            }),
+        }
+    }
+
+    /// The scale set named `name` in the group, if any (more than one is an error).
+    pub async fn scale_set_by_name(
+        &self,
+        group_id: u64,
+        name: &str,
+    ) -> Result<Option<ScaleSet>, ScaleSetError> {
+        const OP: &str = "scale set lookup";
+        let group = group_id.to_string();
+        let answer = self
+            .admin_call(
+                OP,
+                Method::GET,
+                SCALE_SETS,
+                &[("runnerGroupId", &group), ("name", name)],
+                None,
+                RetryMode::Idempotent,
+                Credential::Admin,
+            )
+            .await?;
+        let list: ListWire<ScaleSetWire> = decode(OP, expect(OP, answer, &[200])?)?;
+        let mut sets = list.value.into_iter();
+        match (sets.next(), sets.next()) {
+            (None, _) => Ok(None),
+            (Some(set), None) => Ok(Some(set.into())),
+            (Some(_), Some(_)) => Err(ScaleSetError::InvalidResponse {
+                operation: OP,
+                reason: format!("more than one scale set is named {name:?}"),
+            }),
+        }
+    }
+
+    /// The scale set with this id (`ScaleSetNotFound` when it is gone).
+    pub async fn scale_set(&self, id: u64) -> Result<ScaleSet, ScaleSetError> {
+        const OP: &str = "get scale set";
+        let answer = self
+            .admin_call(
+                OP,
+                Method::GET,
+                &format!("{SCALE_SETS}/{id}"),
+                &[],
+                None,
+                RetryMode::Idempotent,
+                Credential::Admin,
+            )
+            .await?;
+        let wire: ScaleSetWire = decode(OP, expect_set(OP, answer, &[200])?)?;
+        Ok(wire.into())
+    }
+
+    /// Creates a scale set (only a 200 is success). Labels default to the name; every label is
+    /// sent as `System`. Not retried after an ambiguous failure: look the set up by name
+    /// before creating it again.
+    pub async fn create_scale_set(&self, new: &NewScaleSet) -> Result<ScaleSet, ScaleSetError> {
+        const OP: &str = "create scale set";
+        let body = encode(OP, &ScaleSetOut::create(new))?;
+        let answer = self
+            .admin_call(
+                OP,
+                Method::POST,
+                SCALE_SETS,
+                &[],
+                Some(body),
+                RetryMode::Unprocessed,
+                Credential::Admin,
+            )
+            .await?;
+        let wire: ScaleSetWire = decode(OP, expect(OP, answer, &[200])?)?;
+        Ok(wire.into())
+    }
+
+    /// Changes the fields set in `patch` (the service merges them) and returns the set.
+    pub async fn update_scale_set(
+        &self,
+        id: u64,
+        patch: &ScaleSetPatch,
+    ) -> Result<ScaleSet, ScaleSetError> {
+        const OP: &str = "update scale set";
+        let body = encode(OP, &ScaleSetOut::patch(patch))?;
+        let answer = self
+            .admin_call(
+                OP,
+                Method::PATCH,
+                &format!("{SCALE_SETS}/{id}"),
+                &[],
+                Some(body),
+                RetryMode::Idempotent,
+                Credential::Admin,
+            )
+            .await?;
+        let wire: ScaleSetWire = decode(OP, expect_set(OP, answer, &[200])?)?;
+        Ok(wire.into())
+    }
+
+    /// Deletes a scale set (204). The service refuses while one of its runners runs a job
+    /// (`JobStillRunning`).
+    pub async fn delete_scale_set(&self, id: u64) -> Result<(), ScaleSetError> {
+        const OP: &str = "delete scale set";
+        let answer = self
+            .admin_call(
+                OP,
+                Method::DELETE,
+                &format!("{SCALE_SETS}/{id}"),
+                &[],
+                None,
+                RetryMode::Idempotent,
+                Credential::Admin,
+            )
+            .await?;
+        expect_set(OP, answer, &[204])?;
+        Ok(())
+    }
+
+    /// Opens the set's message session (only a 200 is success). A second session gets
+    /// `SessionConflict` until the first is deleted or expires: retry that with a backoff of
+    /// 30 s or more, and always [`delete_session`](Self::delete_session) on shutdown.
+    pub async fn create_session(
+        &self,
+        scale_set_id: u64,
+        owner: &str,
+    ) -> Result<Session, ScaleSetError> {
+        const OP: &str = "create session";
+        let body = encode(
+            OP,
+            &SessionOut {
+                session_id: ZERO_UUID,
+                owner_name: owner,
+            },
+        )?;
+        let answer = self
+            .admin_call(
+                OP,
+                Method::POST,
+                &format!("{SCALE_SETS}/{scale_set_id}/sessions"),
+                &[],
+                Some(body),
+                RetryMode::Unprocessed,
+                Credential::Admin,
+            )
+            .await?;
+        let mut wire: SessionWire = decode(OP, expect(OP, answer, &[200])?)?;
+        let scale_set = match wire.runner_scale_set.take() {
+            Some(set) => set.into(),
+            None => self.scale_set(scale_set_id).await?,
+        };
+        let parts = session_parts(OP, wire, None)?;
+        Ok(Session {
+            id: parts.id,
+            owner_name: parts.owner_name.unwrap_or_else(|| owner.to_owned()),
+            scale_set,
+            statistics: parts
+                .statistics
+                .ok_or_else(|| ScaleSetError::InvalidResponse {
+                    operation: OP,
+                    reason: "the session has no statistics".into(),
+                })?,
+            queue_url: parts.queue_url,
+            queue_token: parts.queue_token,
+        })
+    }
+
+    /// Refreshes the session (`PATCH`): a new queue token (and URL). The queue calls do this
+    /// by themselves after a 401; a session evicted on the service side gives
+    /// `SessionExpired`: create a new one.
+    pub async fn refresh_session(&self, session: &mut Session) -> Result<(), ScaleSetError> {
+        const OP: &str = "refresh session";
+        let answer = self
+            .admin_call(
+                OP,
+                Method::PATCH,
+                &format!(
+                    "{SCALE_SETS}/{}/sessions/{}",
+                    session.scale_set.id, session.id
+                ),
+                &[],
+                None,
+                RetryMode::Idempotent,
+                Credential::Admin,
+            )
+            .await?;
+        let answer = expect_session(OP, answer, &[200])?;
+        let mut wire: SessionWire = decode(OP, answer)?;
+        let scale_set = wire.runner_scale_set.take();
+        let parts = session_parts(OP, wire, Some(&session.id))?;
+        session.id = parts.id;
+        if let Some(owner) = parts.owner_name {
+            session.owner_name = owner;
+        }
+        if let Some(set) = scale_set {
+            session.scale_set = set.into();
+        }
+        if let Some(statistics) = parts.statistics {
+            session.statistics = statistics;
+        }
+        session.queue_url = parts.queue_url;
+        session.queue_token = parts.queue_token;
+        tracing::debug!(session = %session.id, "refreshed the message session");
+        Ok(())
+    }
+
+    /// Closes the session (204). A session the service no longer knows counts as closed.
+    pub async fn delete_session(&self, session: &Session) -> Result<(), ScaleSetError> {
+        const OP: &str = "delete session";
+        let answer = self
+            .admin_call(
+                OP,
+                Method::DELETE,
+                &format!(
+                    "{SCALE_SETS}/{}/sessions/{}",
+                    session.scale_set.id, session.id
+                ),
+                &[],
+                None,
+                RetryMode::Idempotent,
+                Credential::Admin,
+            )
+            .await?;
+        match expect_session(OP, answer, &[204]) {
+            Ok(_) | Err(ScaleSetError::SessionExpired { .. }) => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// The long poll: the oldest message not yet deleted with an id above `last_message_id`
+    /// (the service holds the request up to ~50 s), or `Ok(None)` on 202 (nothing came).
+    /// `max_capacity` is the most runners the caller will run (`X-ScaleSetMaxCapacity`): the
+    /// service assigns jobs only while the set's assigned jobs are below it.
+    ///
+    /// A 401 refreshes the session's queue token and retries once. Other calls on the client
+    /// run meanwhile. An envelope of another type than `RunnerScaleSetJobMessages`, or without
+    /// statistics, is `InvalidResponse`; a 200 with an empty body is `Decode`.
+    pub async fn get_message(
+        &self,
+        session: &mut Session,
+        last_message_id: i64,
+        max_capacity: u32,
+    ) -> Result<Option<Message>, ScaleSetError> {
+        const OP: &str = "get message";
+        let build = |session: &Session| -> Result<Request, ScaleSetError> {
+            let mut url = session.queue_url.clone();
+            if last_message_id > 0 {
+                url.query_pairs_mut()
+                    .append_pair("lastMessageId", &last_message_id.to_string());
+            }
+            Ok(Request {
+                operation: OP,
+                method: Method::GET,
+                url,
+                authorization: authorization("Bearer", session.queue_token.expose())?,
+                body: None,
+                json: false,
+                accept: Some(QUEUE_ACCEPT),
+                max_capacity: Some(max_capacity),
+                timeout: self.inner.poll_timeout,
+                retry: RetryMode::Idempotent,
+            })
+        };
+        let answer = self.queue_call(session, build).await?;
+        match answer.status {
+            StatusCode::ACCEPTED => Ok(None),
+            StatusCode::OK => parse_message(&answer.body).map(Some),
+            _ => Err(answer.into_error(OP)),
+        }
+    }
+
+    /// Acknowledges (deletes) a message (204), so it is not delivered again. A 401 refreshes
+    /// the session and retries once.
+    pub async fn delete_message(
+        &self,
+        session: &mut Session,
+        message_id: i64,
+    ) -> Result<(), ScaleSetError> {
+        const OP: &str = "delete message";
+        let build = |session: &Session| -> Result<Request, ScaleSetError> {
+            let mut url = session.queue_url.clone();
+            let path = format!("{}/{message_id}", url.path().trim_end_matches('/'));
+            url.set_path(&path);
+            Ok(Request {
+                operation: OP,
+                method: Method::DELETE,
+                url,
+                authorization: authorization("Bearer", session.queue_token.expose())?,
+                body: None,
+                json: true,
+                accept: None,
+                max_capacity: None,
+                timeout: self.inner.timeout,
+                retry: RetryMode::Idempotent,
+            })
+        };
+        let answer = self.queue_call(session, build).await?;
+        expect(OP, answer, &[204])?;
+        Ok(())
+    }
+
+    /// GHES flow: acquires the jobs of `JobAvailable` messages by `runner_request_id`, with the
+    /// queue token, and returns the ids actually won. A 401 refreshes the session and retries
+    /// once. An empty list makes no call. (github.com assigns jobs itself and answers 404.)
+    pub async fn acquire_jobs(
+        &self,
+        session: &mut Session,
+        request_ids: &[i64],
+    ) -> Result<Vec<i64>, ScaleSetError> {
+        const OP: &str = "acquire jobs";
+        if request_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let body = encode(OP, &request_ids)?;
+        let path = format!("{SCALE_SETS}/{}/acquirejobs", session.scale_set.id);
+        let mut refreshed = false;
+        loop {
+            let answer = self
+                .admin_call(
+                    OP,
+                    Method::POST,
+                    &path,
+                    &[],
+                    Some(body.clone()),
+                    RetryMode::Idempotent,
+                    Credential::Queue(session),
+                )
+                .await?;
+            if answer.status == StatusCode::UNAUTHORIZED && !refreshed {
+                refreshed = true;
+                self.refresh_session(session).await?;
+                continue;
+            }
+            let list: ListWire<i64> = decode(OP, expect(OP, answer, &[200])?)?;
+            return Ok(list.value);
+        }
+    }
+
+    /// Registers a runner in the set and returns its single-use JIT config. The runner exists
+    /// at once (offline), so a lost answer leaves it behind: the call is not retried after an
+    /// ambiguous failure. A taken name is `RunnerExists`, with the runner that has it when the
+    /// lookup succeeds (same set: remove it and retry; other set: choose another name).
+    pub async fn generate_jit_config(
+        &self,
+        scale_set_id: u64,
+        runner_name: &str,
+    ) -> Result<ScaleSetJit, ScaleSetError> {
+        const OP: &str = "generate jit config";
+        let body = encode(
+            OP,
+            &JitOut {
+                name: runner_name,
+                work_folder: "",
+            },
+        )?;
+        let answer = self
+            .admin_call(
+                OP,
+                Method::POST,
+                &format!("{SCALE_SETS}/{scale_set_id}/generatejitconfig"),
+                &[],
+                Some(body),
+                RetryMode::Unprocessed,
+                Credential::Admin,
+            )
+            .await?;
+        let answer = match expect(OP, answer, &[200]) {
+            Ok(answer) => answer,
+            Err(ScaleSetError::RunnerExists { source, .. }) => {
+                let existing = match self.runner_by_name(runner_name).await {
+                    Ok(found) => found.map(Box::new),
+                    Err(error) => {
+                        tracing::debug!(%error, "looking up the runner that has the name failed");
+                        None
+                    }
+                };
+                return Err(ScaleSetError::RunnerExists { existing, source });
+            }
+            Err(error) => return Err(error),
+        };
+        let wire: JitWire = decode(OP, answer)?;
+        let invalid = |reason: &str| ScaleSetError::InvalidResponse {
+            operation: OP,
+            reason: reason.to_owned(),
+        };
+        let runner = wire.runner.ok_or_else(|| invalid("no runner"))?;
+        let encoded = wire
+            .encoded_jit_config
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| invalid("no encodedJITConfig"))?;
+        Ok(ScaleSetJit {
+            runner: runner.into(),
+            encoded,
+        })
+    }
+
+    /// The runner with this id, or `None` when it is gone.
+    pub async fn runner_by_id(&self, id: u64) -> Result<Option<ScaleSetRunner>, ScaleSetError> {
+        const OP: &str = "get runner";
+        let answer = self
+            .admin_call(
+                OP,
+                Method::GET,
+                &format!("{AGENTS}/{id}"),
+                &[],
+                None,
+                RetryMode::Idempotent,
+                Credential::Admin,
+            )
+            .await?;
+        match expect(OP, answer, &[200]) {
+            Ok(answer) => Ok(Some(decode::<RunnerWire>(OP, answer)?.into())),
+            Err(ScaleSetError::RunnerNotFound { .. }) => Ok(None),
+            Err(ScaleSetError::Status { status: 404, .. }) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// The runner with this exact name, if any (more than one is an error).
+    pub async fn runner_by_name(
+        &self,
+        name: &str,
+    ) -> Result<Option<ScaleSetRunner>, ScaleSetError> {
+        const OP: &str = "find runner";
+        let answer = self
+            .admin_call(
+                OP,
+                Method::GET,
+                AGENTS,
+                &[("agentName", name)],
+                None,
+                RetryMode::Idempotent,
+                Credential::Admin,
+            )
+            .await?;
+        let list: ListWire<RunnerWire> = decode(OP, expect(OP, answer, &[200])?)?;
+        let mut runners = list.value.into_iter();
+        match (runners.next(), runners.next()) {
+            (None, _) => Ok(None),
+            (Some(runner), None) => Ok(Some(runner.into())),
+            (Some(_), Some(_)) => Err(ScaleSetError::InvalidResponse {
+                operation: OP,
+                reason: format!("more than one runner is named {name:?}"),
+            }),
+        }
+    }
+
+    /// Deregisters a runner (204, also when it is already gone). A runner running a job is
+    /// left alone: `Ok(RemoveRunner::JobStillRunning)` (the service answers
+    /// `JobStillRunningException`, 400 per the ADR).
+    pub async fn remove_runner(&self, id: u64) -> Result<RemoveRunner, ScaleSetError> {
+        const OP: &str = "remove runner";
+        let answer = self
+            .admin_call(
+                OP,
+                Method::DELETE,
+                &format!("{AGENTS}/{id}"),
+                &[],
+                None,
+                RetryMode::Idempotent,
+                Credential::Admin,
+            )
+            .await?;
+        match expect(OP, answer, &[204]) {
+            Ok(_) => Ok(RemoveRunner::Removed),
+            Err(ScaleSetError::JobStillRunning { .. }) => Ok(RemoveRunner::JobStillRunning),
+            Err(ScaleSetError::RunnerNotFound { .. })
+            | Err(ScaleSetError::Status { status: 404, .. }) => Ok(RemoveRunner::Removed),
+            Err(error) => Err(error),
+        }
+    }
+
+    // ---- plumbing ----------------------------------------------------------------------------
+
+    fn user_agent(&self) -> Result<HeaderValue, ScaleSetError> {
+        let id = self.inner.scale_set_id.load(Ordering::Relaxed);
+        HeaderValue::from_str(&user_agent_json(&self.inner.user_agent, id)).map_err(|_| {
+            ScaleSetError::Config {
+                reason: "the user agent cannot go in a header".into(),
+            }
+        })
+    }
+
+    async fn send(&self, request: &Request) -> Result<Answer, ScaleSetError> {
+        let user_agent = self.user_agent()?;
+        send(&self.inner.http, &self.inner.retry, &user_agent, request).await
+    }
+
+    /// A call on the admin base: `api-version` added, query keys sorted (as Go does). With the
+    /// admin token, a 401 re-bootstraps once and retries (the token may be revoked before its
+    /// `exp`); with the queue token, the 401 is returned for the caller to refresh.
+    #[allow(clippy::too_many_arguments)]
+    async fn admin_call(
+        &self,
+        operation: &'static str,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+        retry: RetryMode,
+        credential: Credential<'_>,
+    ) -> Result<Answer, ScaleSetError> {
+        let mut rejected: Option<Secret> = None;
+        loop {
+            let connection = self.admin_connection(rejected.as_ref()).await?;
+            let url = admin_url(&connection.base, path, query)?;
+            let authorization = match &credential {
+                Credential::Admin => connection.authorization.clone(),
+                Credential::Queue(session) => {
+                    authorization("Bearer", session.queue_token.expose())?
+                }
+            };
+            let request = Request {
+                operation,
+                method: method.clone(),
+                url,
+                authorization,
+                body: body.clone(),
+                json: true,
+                accept: None,
+                max_capacity: None,
+                timeout: self.inner.timeout,
+                retry,
+            };
+            let answer = self.send(&request).await?;
+            if answer.status == StatusCode::UNAUTHORIZED
+                && matches!(credential, Credential::Admin)
+                && rejected.is_none()
+            {
+                tracing::info!(
+                    operation,
+                    "the admin token was refused, bootstrapping again"
+                );
+                rejected = Some(connection.token);
+                continue;
+            }
+            return Ok(answer);
+        }
+    }
+
+    /// A queue call (GET or DELETE on the queue URL, with the queue token): a 401 refreshes the
+    /// session and retries once; a second 401 is `Unauthorized`.
+    async fn queue_call(
+        &self,
+        session: &mut Session,
+        build: impl Fn(&Session) -> Result<Request, ScaleSetError>,
+    ) -> Result<Answer, ScaleSetError> {
+        let answer = self.send(&build(session)?).await?;
+        if answer.status != StatusCode::UNAUTHORIZED {
+            return Ok(answer);
+        }
+        tracing::debug!(session = %session.id, "queue token refused, refreshing the session");
+        self.refresh_session(session).await?;
+        self.send(&build(session)?).await
+    }
+
+    /// The admin connection, bootstrapped when missing, when its token has less than the
+    /// margin left, or when it is the `rejected` one (a caller got 401 with it; concurrent
+    /// callers that got the same 401 share one new bootstrap).
+    async fn admin_connection(
+        &self,
+        rejected: Option<&Secret>,
+    ) -> Result<AdminConnection, ScaleSetError> {
+        let mut admin = self.inner.admin.lock().await;
+        if let Some(connection) = admin.as_ref() {
+            let fresh = SystemTime::now() + self.inner.margin < connection.expires;
+            if fresh && rejected != Some(&connection.token) {
+                return Ok(connection.clone());
+            }
+        }
+        let connection = self.bootstrap().await?;
+        *admin = Some(connection.clone());
+        Ok(connection)
+    }
+
+    /// Steps (1→)2→3: a registration token from GitHub's REST API, exchanged (`RemoteAuth`)
+    /// for the Actions service's URL and an admin token.
+    async fn bootstrap(&self) -> Result<AdminConnection, ScaleSetError> {
+        const OP: &str = "runner registration";
+        let registration = self
+            .inner
+            .github
+            .create_registration_token()
+            .await
+            .map_err(|source| ScaleSetError::Bootstrap { source })?;
+        let body = encode(
+            OP,
+            &RegistrationOut {
+                url: self.inner.target.url.as_str(),
+                runner_event: "register",
+            },
+        )?;
+        let mut body = body;
+        body.push(b'\n');
+        let base = self.inner.target.rest_url.as_str().trim_end_matches('/');
+        let url = Url::parse(&format!("{base}/actions/runner-registration")).map_err(|e| {
+            ScaleSetError::Config {
+                reason: format!("building the runner-registration url: {e}"),
+            }
+        })?;
+        let request = Request {
+            operation: OP,
+            method: Method::POST,
+            url,
+            authorization: authorization("RemoteAuth", registration.token.expose())?,
+            body: Some(body),
+            json: true,
+            accept: None,
+            max_capacity: None,
+            timeout: self.inner.timeout,
+            retry: RetryMode::Bootstrap,
+        };
+        let answer = self.send(&request).await?;
+        if matches!(answer.status.as_u16(), 401 | 403) {
+            return Err(ScaleSetError::Unauthorized {
+                source: answer.service_error(),
+            });
+        }
+        if !answer.status.is_success() {
+            return Err(answer.into_error(OP));
+        }
+        let wire: AdminConnectionWire = decode(OP, answer)?;
+        let invalid = |reason: &str| ScaleSetError::InvalidResponse {
+            operation: OP,
+            reason: reason.to_owned(),
+        };
+        let service_url = wire
+            .url
+            .filter(|u| !u.trim().is_empty())
+            .ok_or_else(|| invalid("no service url"))?;
+        Url::parse(&service_url)
+            .map_err(|e| invalid(&format!("the service url is invalid: {e}")))?;
+        let token = wire
+            .token
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| invalid("no admin token"))?;
+        let exp = jwt_exp(token.expose()).ok_or_else(|| invalid("the admin token has no exp"))?;
+        let expires = UNIX_EPOCH + Duration::from_secs(u64::try_from(exp).unwrap_or(0));
+        tracing::info!(
+            expires_in = ?expires.duration_since(SystemTime::now()).unwrap_or_default(),
+            "connected to the actions service"
+        );
+        Ok(AdminConnection {
+            base: service_url.trim_end_matches('/').to_owned(),
+            authorization: authorization("Bearer", token.expose())?,
+            token,
+            expires,
+        })
+    }
+}
+
+/// The compact JSON `User-Agent`, keys in the Go client's order.
+pub(crate) fn user_agent_json(info: &UserAgentInfo, scale_set_id: u64) -> String {
+    #[derive(Serialize)]
+    struct Agent<'a> {
+        system: &'a str,
+        version: &'a str,
+        commit_sha: &'a str,
+        scale_set_id: u64,
+        subsystem: &'a str,
+        build_version: &'a str,
+        build_commit_sha: &'a str,
+        kind: &'a str,
+    }
+    let agent = Agent {
+        system: &info.system,
+        version: &info.version,
+        commit_sha: &info.commit_sha,
+        scale_set_id,
+        subsystem: &info.subsystem,
+        build_version: env!("CARGO_PKG_VERSION"),
+        build_commit_sha: option_env!("RUNNER_MANAGER_COMMIT").unwrap_or(""),
+        kind: "scaleset",
+    };
+    serde_json::to_string(&agent).unwrap_or_else(|_| "runner-manager".to_owned())
+}
+
+/// `base/path?…&api-version=6.0-preview`, query keys sorted.
+pub(crate) fn admin_url(
+    base: &str,
+    path: &str,
+    query: &[(&str, &str)],
+) -> Result<Url, ScaleSetError> {
+    let mut url = Url::parse(&format!("{base}/{}", path.trim_start_matches('/'))).map_err(|e| {
+        ScaleSetError::Config {
+            reason: format!("building the url of {path}: {e}"),
+        }
+    })?;
+    let mut pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    pairs.extend(
+        query
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    if !pairs.iter().any(|(k, _)| k == "api-version") {
+        pairs.push(("api-version".to_owned(), SCALESET_API_VERSION.to_owned()));
+    }
+    pairs.sort_by(|a, b| a.0.cmp(&b.0));
+    url.query_pairs_mut().clear().extend_pairs(pairs);
+    Ok(url)
+}
+
+fn encode<T: Serialize + ?Sized>(
+    operation: &'static str,
+    body: &T,
+) -> Result<Vec<u8>, ScaleSetError> {
+    serde_json::to_vec(body).map_err(|source| ScaleSetError::Decode { operation, source })
+}
+
+fn decode<T: DeserializeOwned>(
+    operation: &'static str,
+    answer: Answer,
+) -> Result<T, ScaleSetError> {
+    serde_json::from_slice(&answer.body)
+        .map_err(|source| ScaleSetError::Decode { operation, source })
+}
+
+/// The answer when its status is one of `ok`; otherwise the mapped error (a success status
+/// other than those is an error too: the Go client accepts only the documented one).
+fn expect(operation: &'static str, answer: Answer, ok: &[u16]) -> Result<Answer, ScaleSetError> {
+    if ok.contains(&answer.status.as_u16()) {
+        Ok(answer)
+    } else {
+        Err(answer.into_error(operation))
+    }
+}
+
+/// `expect` where a bare 404 means the scale set is gone.
+fn expect_set(
+    operation: &'static str,
+    answer: Answer,
+    ok: &[u16],
+) -> Result<Answer, ScaleSetError> {
+    match expect(operation, answer, ok) {
+        Err(ScaleSetError::Status {
+            status: 404,
+            type_name,
+            message,
+            activity_id,
+            ..
+        }) if !type_name.contains("Agent") => Err(ScaleSetError::ScaleSetNotFound {
+            source: ServiceError {
+                status: 404,
+                type_name,
+                message,
+                activity_id,
+                request_id: None,
+            },
+        }),
+        other => other,
+    }
+}
+
+/// `expect` where a bare 404 means the session is gone (evicted on the service side).
+fn expect_session(
+    operation: &'static str,
+    answer: Answer,
+    ok: &[u16],
+) -> Result<Answer, ScaleSetError> {
+    match expect(operation, answer, ok) {
+        Err(ScaleSetError::Status {
+            status: 404,
+            type_name,
+            message,
+            activity_id,
+            ..
+        }) => Err(ScaleSetError::SessionExpired {
+            source: ServiceError {
+                status: 404,
+                type_name,
+                message,
+                activity_id,
+                request_id: None,
+            },
+        }),
+        other => other,
+    }
+}
+
+struct SessionParts {
+    id: String,
+    owner_name: Option<String>,
+    statistics: Option<Statistics>,
+    queue_url: Url,
+    queue_token: Secret,
+}
+
+/// The session fields every create or refresh answer must carry.
+fn session_parts(
+    operation: &'static str,
+    wire: SessionWire,
+    current_id: Option<&str>,
+) -> Result<SessionParts, ScaleSetError> {
+    let invalid = |reason: &str| ScaleSetError::InvalidResponse {
+        operation,
+        reason: reason.to_owned(),
+    };
+    let id = wire
+        .session_id
+        .filter(|id| !id.is_empty() && id != ZERO_UUID)
+        .or_else(|| current_id.map(str::to_owned))
+        .ok_or_else(|| invalid("no sessionId"))?;
+    let queue_url = wire
+        .message_queue_url
+        .filter(|u| !u.trim().is_empty())
+        .ok_or_else(|| invalid("no messageQueueUrl"))?;
+    let queue_url = Url::parse(&queue_url)
+        .map_err(|e| invalid(&format!("the messageQueueUrl is invalid: {e}")))?;
+    let queue_token = wire
+        .message_queue_access_token
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| invalid("no messageQueueAccessToken"))?;
+    Ok(SessionParts {
+        id,
+        owner_name: Some(wire.owner_name).filter(|o| !o.is_empty()),
+        statistics: wire.statistics.map(Into::into),
+        queue_url,
+        queue_token,
+    })
+}
+
+/// A 200 of the queue poll: the envelope, its statistics and its job messages.
+pub(crate) fn parse_message(body: &[u8]) -> Result<Message, ScaleSetError> {
+    const OP: &str = "get message";
+    let envelope: EnvelopeWire =
+        serde_json::from_slice(body).map_err(|source| ScaleSetError::Decode {
+            operation: OP,
+            source,
+        })?;
+    if envelope.message_type != JOB_MESSAGES {
+        return Err(ScaleSetError::InvalidResponse {
+            operation: OP,
+            reason: format!("unexpected message type {:?}", envelope.message_type),
+        });
+    }
+    let statistics = envelope
+        .statistics
+        .ok_or_else(|| ScaleSetError::InvalidResponse {
+            operation: OP,
+            reason: format!("message {} has no statistics", envelope.message_id),
+        })?;
+    let jobs = job_messages(envelope.body.as_deref()).map_err(|source| ScaleSetError::Decode {
+        operation: OP,
+        source,
+    })?;
+    Ok(Message {
+        id: envelope.message_id,
+        statistics: statistics.into(),
+        jobs,
+    })
+}
