@@ -38,6 +38,8 @@ LXD_HTTPS=127.0.0.1:18444
 BUSYBOX_RECIPE=2
 DEBIAN_RECIPE=3
 DEBIAN_ALIAS=debian/bookworm
+# The bridges' DHCP lease time (dnsmasq's minimum is 2 minutes; clients renew at half of it).
+DHCP_EXPIRY=3m
 export DEBIAN_FRONTEND=noninteractive
 
 log() { printf 'incus-env: %s\n' "$*" >&2; }
@@ -123,7 +125,7 @@ fix_subids() {
 }
 
 # ---- 4. daemon ---------------------------------------------------------------------------------------
-# True if a live (non-zombie) process of that exact name exists: a busy daemon may answer slowly,
+# Prints the pid of a live (non-zombie) process of that exact name, if one: a busy daemon may answer slowly,
 # and a second one must never be started beside it.
 running() { # running NAME
   local pid sub
@@ -134,6 +136,9 @@ running() { # running NAME
     case $(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | head -n1) in "["*) continue ;; esac
     sub=$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | sed -n 2p)
     case $sub in fork*) continue ;; esac
+    # incus-cluster.sh's members are incusd too, each with its own INCUS_DIR: not this daemon.
+    tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -q '^INCUS_DIR=/var/lib/incus-' && continue
+    echo "$pid"
     return 0
   done
   return 1
@@ -141,7 +146,7 @@ running() { # running NAME
 
 start_incusd() {
   alive "$INCUS_SOCK" && return 0
-  if running incusd; then
+  if running incusd >/dev/null; then
     log "incusd is running but not answering yet; waiting"
   else
     log "starting incusd"
@@ -166,6 +171,12 @@ setup_daemon() {
   if ! $cli network show "$br" >/dev/null 2>&1; then
     log "$cli: creating bridge $br $addr (no NAT)"
     $cli network create "$br" ipv4.address="$addr" ipv4.nat=false ipv6.address=none >/dev/null
+  fi
+  # Short DHCP leases: the cluster's containers (incus-cluster.sh) lease from this bridge's
+  # dnsmasq too, and nothing releases their leases when they are deleted; with the default hour
+  # a day of tests would exhaust the /24 (253 leases) and new containers get no address.
+  if [ "$($cli network get "$br" ipv4.dhcp.expiry 2>/dev/null)" != "$DHCP_EXPIRY" ]; then
+    $cli network set "$br" ipv4.dhcp.expiry="$DHCP_EXPIRY" >/dev/null
   fi
   ext=$($cli profile device show default 2>/dev/null || true)
   if ! grep -q '^root:' <<<"$ext"; then
@@ -445,7 +456,7 @@ cmd_restart() {
   local pid='' started
   [ -s "$INCUS_PID" ] && pid=$(cat "$INCUS_PID")
   if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; then
-    pid=$(pgrep -x incusd | head -n1 || true)
+    pid=$(running incusd || true)
   fi
   started=$(date +%s%N)
   if [ -n "$pid" ]; then
@@ -500,7 +511,7 @@ cmd_lxd_up() {
     apt_install lxd lxd-client dnsmasq-base
   fi
   fix_subids # lxd's postinst appends a second root range, which breaks every Incus container start
-  if ! alive "$LXD_SOCK" && ! running lxd; then
+  if ! alive "$LXD_SOCK" && ! running lxd >/dev/null; then
     log "starting lxd"
     mkdir -p "$(dirname "$LXD_LOG")"
     setsid nohup lxd --group lxd --logfile="$LXD_LOG" </dev/null >/dev/null 2>&1 9>&- &

@@ -12,6 +12,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/incus-env.sh up
+# The 3-member Incus cluster beside it (idempotent; left up). Tests that use it are
+# `#[ignore = "needs the Incus cluster: run by scripts/test.sh"]` and run one at a time in the
+# nextest group `incus-cluster` (.config/nextest.toml says which tests belong to it).
+./scripts/incus-cluster.sh up
 # The fake runner agent runs inside busybox containers: it must be a static binary.
 ./scripts/build-fake-runner.sh
 

@@ -1,9 +1,8 @@
 //! Benchmark 6 (`baked`): launches from a baked image against plain launches and the floor, on
 //! REAL Incus. The harness of [`crate::real`] (its [`Rig`]: github-sim on the bridge, the fake
 //! runner), plus what the baked path needs:
-//! - [`Recorder`], a provider wrapper that times every call (as [`crate::real::TimingProvider`])
-//!   and forwards the image calls too (`list_images`, `publish`...: the real module's wrapper
-//!   leaves them to the trait's defaults, which report no image);
+//! - [`Recorder`], which times every call of the manager's provider (through
+//!   [`manager::tap::Tapped`], as [`crate::real::TimingProvider`] does), image calls included;
 //! - [`manager`]: a manager with one configured pool (`[[pools]]`), plain or baked;
 //! - [`floor`]: N bare launches of any image alias (the baked one);
 //! - [`ImageGuard`]: deletes every image whose `runner-manager.app` starts with the run's tag,
@@ -15,17 +14,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use async_trait::async_trait;
 use manager::events::Metrics;
 use manager::images::{IMAGE_KEY, PROP_APP};
 use manager::pool::{ImageMode, PoolName, PoolSpec, Sizing};
-use manager::provider::{
-    ExecOutput, ExecPurpose, ExecRequest, FilePush, ImageInfo, Instance, InstanceProvider,
-    InstanceSpec, ProviderError,
-};
+use manager::provider::{ExecPurpose, ProviderError};
+use manager::tap::{Call as TapCall, Tap, Tapped};
 use manager::{
-    Backends, GitHubPath, InstanceType, ManagerConfig, Owner, ProxySettings, RegistrationMode,
-    Resources, RunnerManager,
+    Backends, GitHubPath, InstanceType, ManagerConfig, ProxySettings, RegistrationMode, Resources,
+    RunnerManager,
 };
 use parking_lot::Mutex;
 
@@ -80,27 +76,6 @@ impl Recorder {
         *self.stdin_bytes.lock()
     }
 
-    fn record<T>(
-        &self,
-        instance: &str,
-        phase: &'static str,
-        start: Instant,
-        result: &Result<T, ProviderError>,
-    ) {
-        self.calls.lock().push(Call {
-            instance: instance.to_owned(),
-            phase,
-            start,
-            end: Instant::now(),
-        });
-        if let Err(e) = result {
-            self.errors.lock().push(format!(
-                "{instance} {phase}: {}",
-                manager::provider::Chain(e)
-            ));
-        }
-    }
-
     /// Seconds spent in `phase` over every call (for the image build: one instance).
     pub fn total(&self, phase: &str) -> Duration {
         self.calls
@@ -112,148 +87,48 @@ impl Recorder {
     }
 }
 
-fn exec_phase(request: &ExecRequest) -> &'static str {
-    match request.purpose {
-        ExecPurpose::Setup => SETUP,
-        ExecPurpose::Bake => BAKE,
-        ExecPurpose::Probe => PROBE,
-        _ => OTHER,
-    }
-}
-
-/// An [`InstanceProvider`] that times every call of the one it wraps and forwards all of them.
-pub struct TimedProvider {
-    inner: Arc<dyn InstanceProvider>,
-    recorder: Arc<Recorder>,
-}
-
-#[async_trait]
-impl InstanceProvider for TimedProvider {
-    async fn list_instances(&self, owner: &Owner) -> Result<Vec<Instance>, ProviderError> {
-        let start = Instant::now();
-        let result = self.inner.list_instances(owner).await;
-        self.recorder.record("", "list", start, &result);
-        result
-    }
-
-    async fn ensure_pool(&self, path: &Path) -> Result<(), ProviderError> {
-        self.inner.ensure_pool(path).await
-    }
-
-    async fn ensure_profile(
-        &self,
-        resources: &Resources,
-        instance_type: InstanceType,
-        with_pool: bool,
-    ) -> Result<String, ProviderError> {
-        self.inner
-            .ensure_profile(resources, instance_type, with_pool)
-            .await
-    }
-
-    async fn check_image(&self, image: &str) -> Result<(), ProviderError> {
-        self.inner.check_image(image).await
-    }
-
-    async fn check_profiles(&self, profiles: &[String]) -> Result<(), ProviderError> {
-        self.inner.check_profiles(profiles).await
-    }
-
-    async fn create_and_start(&self, spec: &InstanceSpec) -> Result<(), ProviderError> {
-        self.recorder.images.lock().insert(
-            spec.name.clone(),
-            (spec.image.clone(), spec.config.get(IMAGE_KEY).cloned()),
-        );
-        let start = Instant::now();
-        let result = self.inner.create_and_start(spec).await;
-        self.recorder.record(&spec.name, CREATE, start, &result);
-        result
-    }
-
-    fn streams_stdin(&self) -> bool {
-        self.inner.streams_stdin()
-    }
-
-    async fn exec(&self, name: &str, request: &ExecRequest) -> Result<ExecOutput, ProviderError> {
-        if request.purpose == ExecPurpose::Setup {
-            *self.recorder.stdin_bytes.lock() +=
-                request.stdin.as_ref().map_or(0, |s| s.len() as u64);
-        }
-        let start = Instant::now();
-        let result = self.inner.exec(name, request).await;
-        self.recorder
-            .record(name, exec_phase(request), start, &result);
-        result
-    }
-
-    async fn push_file(&self, name: &str, file: &FilePush) -> Result<(), ProviderError> {
-        let start = Instant::now();
-        let result = self.inner.push_file(name, file).await;
-        let phase = if file.path == manager::install::BUNDLE_PATH {
-            PUSH
-        } else {
-            OTHER
+impl Tap for Recorder {
+    fn record(&self, call: TapCall<'_>, started: Instant, error: Option<&ProviderError>) {
+        let phase = match call {
+            TapCall::ListInstances => "list",
+            TapCall::ListImages => "list images",
+            TapCall::CreateAndStart(spec) => {
+                self.images.lock().insert(
+                    spec.name.clone(),
+                    (spec.image.clone(), spec.config.get(IMAGE_KEY).cloned()),
+                );
+                CREATE
+            }
+            TapCall::Exec(_, request) => match request.purpose {
+                ExecPurpose::Setup => {
+                    *self.stdin_bytes.lock() +=
+                        request.stdin.as_ref().map_or(0, |s| s.len() as u64);
+                    SETUP
+                }
+                ExecPurpose::Bake => BAKE,
+                ExecPurpose::Probe => PROBE,
+                _ => OTHER,
+            },
+            TapCall::PushFile(_, file) if file.path == manager::install::BUNDLE_PATH => PUSH,
+            TapCall::PushFile(..) | TapCall::PullFile(..) => OTHER,
+            TapCall::Delete(_) => DELETE,
+            TapCall::Stop(_) => STOP,
+            TapCall::Publish(_) => PUBLISH,
+            _ => return,
         };
-        self.recorder.record(name, phase, start, &result);
-        result
-    }
-
-    async fn pull_file(&self, name: &str, path: &str) -> Result<Option<Vec<u8>>, ProviderError> {
-        let start = Instant::now();
-        let result = self.inner.pull_file(name, path).await;
-        self.recorder.record(name, OTHER, start, &result);
-        result
-    }
-
-    async fn delete(&self, name: &str) -> Result<(), ProviderError> {
-        let start = Instant::now();
-        let result = self.inner.delete(name).await;
-        self.recorder.record(name, DELETE, start, &result);
-        result
-    }
-
-    async fn image_fingerprint(&self, alias: &str) -> Result<Option<String>, ProviderError> {
-        self.inner.image_fingerprint(alias).await
-    }
-
-    async fn list_images(&self) -> Result<Vec<ImageInfo>, ProviderError> {
-        let start = Instant::now();
-        let result = self.inner.list_images().await;
-        self.recorder.record("", "list images", start, &result);
-        result
-    }
-
-    async fn stop(&self, name: &str) -> Result<(), ProviderError> {
-        let start = Instant::now();
-        let result = self.inner.stop(name).await;
-        self.recorder.record(name, STOP, start, &result);
-        result
-    }
-
-    async fn publish(
-        &self,
-        name: &str,
-        alias: &str,
-        properties: &BTreeMap<String, String>,
-    ) -> Result<String, ProviderError> {
-        let start = Instant::now();
-        let result = self.inner.publish(name, alias, properties).await;
-        self.recorder.record(name, PUBLISH, start, &result);
-        result
-    }
-
-    async fn set_image_properties(
-        &self,
-        fingerprint: &str,
-        properties: &BTreeMap<String, String>,
-    ) -> Result<(), ProviderError> {
-        self.inner
-            .set_image_properties(fingerprint, properties)
-            .await
-    }
-
-    async fn delete_image(&self, fingerprint: &str) -> Result<(), ProviderError> {
-        self.inner.delete_image(fingerprint).await
+        let instance = call.instance();
+        self.calls.lock().push(Call {
+            instance: instance.to_owned(),
+            phase,
+            start: started,
+            end: Instant::now(),
+        });
+        if let Some(e) = error {
+            self.errors.lock().push(format!(
+                "{instance} {phase}: {}",
+                manager::provider::Chain(e)
+            ));
+        }
     }
 }
 
@@ -280,6 +155,7 @@ pub fn pool(
         },
         priority: 0,
         image_mode: mode,
+        placement: manager::pool::Placement::default(),
         marked: true,
     })
 }
@@ -304,10 +180,7 @@ pub async fn manager(
     let real = Backends::real(github, None, rig.lxd.clone(), metrics);
     let recorder = Arc::new(Recorder::default());
     let backends = Backends {
-        provider: Arc::new(TimedProvider {
-            inner: real.provider.clone(),
-            recorder: recorder.clone(),
-        }),
+        provider: Arc::new(Tapped::new(real.provider.clone(), recorder.clone())),
         ..real
     };
     let state = state.join(app);

@@ -14,6 +14,7 @@ use std::process::Child;
 use std::time::Duration;
 
 use anyhow::Context;
+use manager::provider::InstanceProvider as _;
 
 /// Locates the release `runner-manager` binary: `RUNNER_MANAGER_BIN`, else next to this
 /// benchmark's own executable (`target/release/`).
@@ -63,18 +64,93 @@ labels = ["large"]
 registration = "jit"
 min_idle = 0
 max = {large}
+{server}"#,
+        small = sizes.small_max,
+        large = sizes.large_max,
+        server = server_section(port, dir, interval_seconds),
+    )
+}
 
+/// The daemon's `[server]` section: `listen` on `port`, the API token and webhook secret in
+/// `dir` (`api-token`, `webhook-secret`), a backstop pass every `interval_seconds`.
+pub fn server_section(port: u16, dir: &Path, interval_seconds: u64) -> String {
+    format!(
+        r#"
 [server]
 listen = "127.0.0.1:{port}"
 api_token_file = "{api}"
 webhook_secret_file = "{secret}"
 reconcile_interval_seconds = {interval_seconds}
 "#,
-        small = sizes.small_max,
-        large = sizes.large_max,
         api = dir.join("api-token").display(),
         secret = dir.join("webhook-secret").display(),
     )
+}
+
+/// Force-deletes the instances named `prefix*`.
+pub async fn delete_prefix(lxd: &lxd::Client, prefix: &str) -> anyhow::Result<()> {
+    let names: Vec<String> = lxd
+        .list_instances()
+        .await?
+        .into_iter()
+        .map(|i| i.name)
+        .filter(|n| n.starts_with(prefix))
+        .collect();
+    futures::future::join_all(names.iter().map(|n| lxd.force_delete_instance(n))).await;
+    Ok(())
+}
+
+/// How many instances are named `prefix*`.
+pub async fn instances_of(lxd: &lxd::Client, prefix: &str) -> anyhow::Result<usize> {
+    Ok(lxd
+        .list_instances()
+        .await?
+        .iter()
+        .filter(|i| i.name.starts_with(prefix))
+        .count())
+}
+
+/// github-sim on the Incus bridge (what the daemon's instances reach) with the benchmarks'
+/// repository, from `config`.
+pub async fn bridge_sim(config: github_sim::SimConfig) -> anyhow::Result<github_sim::SimHandle> {
+    github_sim::Sim::start(
+        config
+            .with_listen(crate::real::BRIDGE.parse()?)
+            .with_repo(crate::real::REPO),
+    )
+    .await
+    .context("starting github-sim on the Incus bridge (run `sudo ./scripts/incus-env.sh up`)")
+}
+
+/// The profiles of the daemon's instances and of the floor's: `default` and the resource
+/// profile of `[runners]`' defaults (1 CPU, 256 MiB, 1 GiB).
+pub async fn daemon_profiles(lxd: &lxd::Client) -> anyhow::Result<Vec<String>> {
+    let resources = manager::Resources::new(1, "256MiB", "1GiB")?;
+    let profile = manager::adapters::LxdProvider::new(lxd.clone())
+        .ensure_profile(&resources, manager::InstanceType::Container, false)
+        .await?;
+    Ok(vec!["default".to_owned(), profile])
+}
+
+/// Runs `runner-manager --config <config> runner-bin update` (the runner tarball into the
+/// state directory's cache, as an operator does before `run`); its stderr on failure.
+pub async fn runner_bin_update(bin: &Path, config: &Path) -> anyhow::Result<()> {
+    let update = tokio::process::Command::new(bin)
+        .arg("--config")
+        .arg(config)
+        .args(["runner-bin", "update", "--json"])
+        .env("NO_COLOR", "1")
+        .env_remove("RUNNER_MANAGER_GITHUB_TOKEN")
+        .env_remove("RUNNER_MANAGER_CONFIG")
+        .output()
+        .await
+        .context("runner-manager runner-bin update")?;
+    anyhow::ensure!(
+        update.status.success(),
+        "runner-bin update: {}",
+        String::from_utf8_lossy(&update.stderr)
+    );
+    Ok(())
 }
 
 /// A free TCP port on 127.0.0.1.

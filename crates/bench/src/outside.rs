@@ -242,6 +242,19 @@ pub struct RestCost {
     pub list_gets: u64,
 }
 
+/// A REST `POST` that GitHub's secondary rate limit counts as content-creating (registration
+/// and remove tokens, JIT configs).
+pub fn is_content_creating(method: &str, path: &str) -> bool {
+    method == "POST"
+        && [
+            "/registration-token",
+            "/remove-token",
+            "/generate-jitconfig",
+        ]
+        .iter()
+        .any(|s| path.ends_with(s))
+}
+
 impl RestCost {
     pub fn from_counts(counts: &BTreeMap<String, RequestCount>) -> Self {
         let mut cost = Self::default();
@@ -253,15 +266,7 @@ impl RestCost {
             cost.requests += c.count;
             cost.rate_limit_cost += c.rate_limit_cost;
             cost.not_modified += c.not_modified;
-            if method == "POST"
-                && [
-                    "/registration-token",
-                    "/remove-token",
-                    "/generate-jitconfig",
-                ]
-                .iter()
-                .any(|s| path.ends_with(s))
-            {
+            if is_content_creating(method, path) {
                 cost.content_creating += c.count;
             }
             if method == "GET" && path.ends_with("/actions/runners") {

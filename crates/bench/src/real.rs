@@ -6,22 +6,18 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use async_trait::async_trait;
 use backon::Retryable;
 use futures::future::join_all;
 use manager::adapters::LxdProvider;
 use manager::events::Metrics;
-use manager::provider::{
-    ExecOutput, ExecPurpose, ExecRequest, FilePush, Instance, InstanceProvider, InstanceSpec,
-    ProviderError,
-};
+use manager::provider::{ExecPurpose, ExecRequest, InstanceProvider, ProviderError};
+use manager::tap::{Call as TapCall, Tap, Tapped};
 use manager::{
-    Backends, FlushMode, GitHubPath, InstanceType, ManagerConfig, Owner, ProxySettings, Resources,
+    Backends, FlushMode, GitHubPath, InstanceType, ManagerConfig, ProxySettings, Resources,
     RunnerManager,
 };
 use parking_lot::Mutex;
@@ -89,6 +85,14 @@ pub struct Rig {
 impl Rig {
     /// Starts the sim on the bridge with the fake runner tarball and connects to Incus.
     pub async fn start() -> anyhow::Result<Self> {
+        let lxd = lxd::Client::discover()
+            .await
+            .context("connecting to Incus")?;
+        Self::start_on(lxd).await
+    }
+
+    /// [`Self::start`] on the server `lxd` speaks to (a cluster, say).
+    pub async fn start_on(lxd: lxd::Client) -> anyhow::Result<Self> {
         let agent = github_sim::tarball::locate_or_build_agent().context("the fake runner")?;
         let tarball = github_sim::tarball::build_runner_tarball(&agent, RUNNER_VERSION)?;
         let listen: SocketAddr = BRIDGE.parse()?;
@@ -101,9 +105,6 @@ impl Rig {
         .context(
             "starting github-sim on the Incus bridge (run `sudo ./scripts/incus-env.sh up`)",
         )?;
-        let lxd = lxd::Client::discover()
-            .await
-            .context("connecting to Incus")?;
         let resources = Resources::new(1, "256MiB", "1GiB")?;
         let profile = LxdProvider::new(lxd.clone())
             .ensure_profile(&resources, InstanceType::Container, false)
@@ -124,6 +125,20 @@ impl Rig {
         app: &str,
         concurrency: Option<usize>,
     ) -> anyhow::Result<(RunnerManager, Arc<Timeline>)> {
+        self.manager_with(app, |config| {
+            if let Some(n) = concurrency {
+                config.create_concurrency = n;
+            }
+        })
+        .await
+    }
+
+    /// [`Self::manager`] with its config changed by `adjust` first.
+    pub async fn manager_with(
+        &self,
+        app: &str,
+        adjust: impl FnOnce(&mut ManagerConfig),
+    ) -> anyhow::Result<(RunnerManager, Arc<Timeline>)> {
         let github = github::Client::new(github::ClientConfig::new(
             url::Url::parse(&self.sim.api_url())?,
             url::Url::parse(&self.sim.web_url())?,
@@ -135,10 +150,7 @@ impl Rig {
         let real = Backends::real(github, None, self.lxd.clone(), metrics);
         let timeline = Arc::new(Timeline::default());
         let backends = Backends {
-            provider: Arc::new(TimingProvider {
-                inner: real.provider.clone(),
-                timeline: timeline.clone(),
-            }),
+            provider: Arc::new(TimingProvider::new(real.provider.clone(), timeline.clone())),
             ..real
         };
         let state = self.state.path().join(app);
@@ -149,9 +161,7 @@ impl Rig {
             &state,
         );
         config.events_log = state.join("events.log");
-        if let Some(n) = concurrency {
-            config.create_concurrency = n;
-        }
+        adjust(&mut config);
         let manager = RunnerManager::new(app, 0, config, &ProxySettings::default(), backends)?;
         let download = manager
             .get_latest_runner_bin_url("linux", "x64")
@@ -269,12 +279,23 @@ async fn delete_prefix(lxd: &lxd::Client, prefix: &str) -> anyhow::Result<usize>
 /// works while unwinding out of the benchmark's runtime too).
 pub struct Guard {
     prefix: String,
+    /// The server's socket; `None`: the local Incus, discovered.
+    socket: Option<std::path::PathBuf>,
 }
 
 impl Guard {
     pub fn new(prefix: impl Into<String>) -> Self {
         Self {
             prefix: prefix.into(),
+            socket: None,
+        }
+    }
+
+    /// A guard for instances of the server behind `socket` (a cluster member's).
+    pub fn on_socket(prefix: impl Into<String>, socket: std::path::PathBuf) -> Self {
+        Self {
+            prefix: prefix.into(),
+            socket: Some(socket),
         }
     }
 }
@@ -282,12 +303,19 @@ impl Guard {
 impl Drop for Guard {
     fn drop(&mut self) {
         let prefix = self.prefix.clone();
+        let socket = self.socket.clone();
         let cleanup = std::thread::spawn(move || -> anyhow::Result<usize> {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
             runtime.block_on(async {
-                let lxd = lxd::Client::discover().await?;
+                let lxd = match socket {
+                    Some(path) => {
+                        lxd::Client::connect(lxd::Endpoint::Unix(path), lxd::Timeouts::default())
+                            .await?
+                    }
+                    None => lxd::Client::discover().await?,
+                };
                 tokio::time::timeout(Duration::from_secs(120), delete_prefix(&lxd, &prefix))
                     .await
                     .context("cleanup timed out")?
@@ -340,24 +368,8 @@ impl Timeline {
         self.errors.lock().clone()
     }
 
-    fn error(&self, instance: &str, phase: &str, error: &ProviderError) {
-        self.errors.lock().push(format!(
-            "{instance} {phase}: {}",
-            manager::provider::Chain(error)
-        ));
-    }
-
     pub fn calls(&self) -> Vec<Call> {
         self.calls.lock().clone()
-    }
-
-    fn record(&self, instance: &str, phase: &'static str, start: Instant) {
-        self.calls.lock().push(Call {
-            instance: instance.to_owned(),
-            phase,
-            start,
-            end: Instant::now(),
-        });
     }
 }
 
@@ -372,119 +384,38 @@ fn exec_phase(request: &ExecRequest) -> &'static str {
     }
 }
 
-/// An [`InstanceProvider`] that times every call of the one it wraps.
-pub struct TimingProvider {
-    inner: Arc<dyn InstanceProvider>,
-    timeline: Arc<Timeline>,
-}
-
-#[async_trait]
-impl InstanceProvider for TimingProvider {
-    async fn list_instances(&self, owner: &Owner) -> Result<Vec<Instance>, ProviderError> {
-        let start = Instant::now();
-        let result = self.inner.list_instances(owner).await;
-        self.timeline.record("", "list", start);
-        result
-    }
-
-    async fn ensure_pool(&self, path: &Path) -> Result<(), ProviderError> {
-        self.inner.ensure_pool(path).await
-    }
-
-    async fn ensure_profile(
-        &self,
-        resources: &Resources,
-        instance_type: InstanceType,
-        with_pool: bool,
-    ) -> Result<String, ProviderError> {
-        self.inner
-            .ensure_profile(resources, instance_type, with_pool)
-            .await
-    }
-
-    async fn create_and_start(&self, spec: &InstanceSpec) -> Result<(), ProviderError> {
-        let start = Instant::now();
-        let result = self.inner.create_and_start(spec).await;
-        self.timeline
-            .record(spec.name.as_str(), "create+start", start);
-        if let Err(e) = &result {
-            self.timeline.error(spec.name.as_str(), "create+start", e);
-        }
-        result
-    }
-
-    fn streams_stdin(&self) -> bool {
-        self.inner.streams_stdin()
-    }
-
-    async fn exec(&self, name: &str, request: &ExecRequest) -> Result<ExecOutput, ProviderError> {
-        let start = Instant::now();
-        let result = self.inner.exec(name, request).await;
-        self.timeline.record(name, exec_phase(request), start);
-        result
-    }
-
-    async fn push_file(&self, name: &str, file: &FilePush) -> Result<(), ProviderError> {
-        let start = Instant::now();
-        let result = self.inner.push_file(name, file).await;
-        let phase = if file.path == manager::install::BUNDLE_PATH {
-            "push bundle (providers without stdin)"
-        } else {
-            "other"
+impl Tap for Timeline {
+    /// The calls of a runner's start (list, create, execs, files), by phase; the errors of its
+    /// creation and bundle push.
+    fn record(&self, call: TapCall<'_>, started: Instant, error: Option<&ProviderError>) {
+        let phase = match call {
+            TapCall::ListInstances => "list",
+            TapCall::CreateAndStart(_) => "create+start",
+            TapCall::Exec(_, request) => exec_phase(request),
+            TapCall::PushFile(_, file) if file.path == manager::install::BUNDLE_PATH => {
+                "push bundle (providers without stdin)"
+            }
+            TapCall::PushFile(..) | TapCall::PullFile(..) => "other",
+            _ => return,
         };
-        self.timeline.record(name, phase, start);
-        if let Err(e) = &result {
-            self.timeline.error(name, phase, e);
+        self.calls.lock().push(Call {
+            instance: call.instance().to_owned(),
+            phase,
+            start: started,
+            end: Instant::now(),
+        });
+        if let (Some(error), TapCall::CreateAndStart(_) | TapCall::PushFile(..)) = (error, call) {
+            self.errors.lock().push(format!(
+                "{} {phase}: {}",
+                call.instance(),
+                manager::provider::Chain(error)
+            ));
         }
-        result
-    }
-
-    async fn pull_file(&self, name: &str, path: &str) -> Result<Option<Vec<u8>>, ProviderError> {
-        let start = Instant::now();
-        let result = self.inner.pull_file(name, path).await;
-        self.timeline.record(name, "other", start);
-        result
-    }
-
-    async fn delete(&self, name: &str) -> Result<(), ProviderError> {
-        self.inner.delete(name).await
-    }
-
-    async fn image_fingerprint(&self, alias: &str) -> Result<Option<String>, ProviderError> {
-        self.inner.image_fingerprint(alias).await
-    }
-
-    async fn list_images(&self) -> Result<Vec<manager::provider::ImageInfo>, ProviderError> {
-        self.inner.list_images().await
-    }
-
-    async fn stop(&self, name: &str) -> Result<(), ProviderError> {
-        self.inner.stop(name).await
-    }
-
-    async fn publish(
-        &self,
-        name: &str,
-        alias: &str,
-        properties: &std::collections::BTreeMap<String, String>,
-    ) -> Result<String, ProviderError> {
-        self.inner.publish(name, alias, properties).await
-    }
-
-    async fn set_image_properties(
-        &self,
-        fingerprint: &str,
-        properties: &std::collections::BTreeMap<String, String>,
-    ) -> Result<(), ProviderError> {
-        self.inner
-            .set_image_properties(fingerprint, properties)
-            .await
-    }
-
-    async fn delete_image(&self, fingerprint: &str) -> Result<(), ProviderError> {
-        self.inner.delete_image(fingerprint).await
     }
 }
+
+/// The provider benchmarks run: `inner` with every call recorded in a [`Timeline`].
+pub type TimingProvider = Tapped<Arc<Timeline>>;
 
 /// Per-runner phase profile of one round started at `t0`: for each runner, the time spent in
 /// each phase (sum of its calls, sleeps between probes counted in their phase), the wait before
@@ -579,14 +510,32 @@ pub async fn launch_floor(
     n: usize,
     exec_timeout: Duration,
 ) -> anyhow::Result<Duration> {
+    launch_floor_on(lxd, image, profiles, prefix, n, exec_timeout, &[]).await
+}
+
+/// [`launch_floor`] on a cluster: launch `i` goes to `members[i % members.len()]` (`?target=`),
+/// so the floor is spread evenly; with no members the server places them.
+pub async fn launch_floor_on(
+    lxd: &lxd::Client,
+    image: &str,
+    profiles: &[String],
+    prefix: &str,
+    n: usize,
+    exec_timeout: Duration,
+    members: &[String],
+) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let launches = (0..n).map(|i| {
         let name = format!("{prefix}{i}");
+        let member = (!members.is_empty()).then(|| members[i % members.len()].clone());
         async move {
-            let spec = lxd::InstanceSpec::new(&name, lxd::ImageSource::Alias(image.to_owned()))
+            let mut spec = lxd::InstanceSpec::new(&name, lxd::ImageSource::Alias(image.to_owned()))
                 .profiles(profiles.iter().cloned())
                 .ephemeral()
                 .started();
+            if let Some(member) = member {
+                spec = spec.target(member);
+            }
             (|| async {
                 let created = lxd.create_instance(&spec).await;
                 if let Err(e) = &created {

@@ -244,6 +244,13 @@ pub async fn run_daemon(
     let server_metrics = ServerMetrics::register(&mut registry);
     let settings = DaemonSettings::new(config.runners.quantity, config.server.reconcile_interval);
     let daemon = Daemon::new(Arc::clone(&ops), settings, daemon_metrics);
+    // [ha]: passes only while this manager holds the lease (kept by the keeper below).
+    let ha = ops.ha();
+    let daemon = match &ha {
+        Some(ha) => daemon.with_gate(crate::ha::RoleGate::new(ha)),
+        None => daemon,
+    };
+    let ops_for_listeners = Arc::clone(&ops);
     if config.server.api_token.is_none() {
         warn!(message = "server.api_token is not set: POST /reconcile and /flush answer 401.");
     }
@@ -273,6 +280,7 @@ pub async fn run_daemon(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    let keeper = ha.map(|ha| ha.spawn_keeper(stopped(stop_rx.clone())));
     // GitHub keeps its delivery log for about three days; the job table drops queued jobs
     // after `queued_expiry`: the first check reads back as far as both allow.
     const DELIVERY_LOG_KEPT: Duration = Duration::from_secs(3 * 24 * 3600);
@@ -295,12 +303,24 @@ pub async fn run_daemon(
         config.demand.queued_expiry.min(DELIVERY_LOG_KEPT),
         stop_rx.clone(),
     ));
+    // Scale-set pools: one listener each; on shutdown each deletes its session.
+    let listeners = ops_for_listeners.start_scale_sets(&stop_rx);
     let server = tokio::spawn(
         axum::serve(listener, server::router(state))
             .with_graceful_shutdown(stopped(stop_rx.clone()))
             .into_future(),
     );
     let exit = daemon.run(stopped(stop_rx)).await;
+    if let Some(keeper) = keeper {
+        if tokio::time::timeout(SERVER_DRAIN, keeper).await.is_err() {
+            warn!(message = "The HA lease keeper did not stop in time.");
+        }
+    }
+    for listener in listeners {
+        if tokio::time::timeout(SERVER_DRAIN, listener).await.is_err() {
+            warn!(message = "A scale-set listener did not stop in time.");
+        }
+    }
     match tokio::time::timeout(SERVER_DRAIN, server).await {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(err))) => warn!(message = "HTTP server stopped with an error.", error = %err),

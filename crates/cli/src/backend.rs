@@ -39,6 +39,7 @@ impl Backend for ManagerBackend {
         registry: &mut Registry,
     ) -> anyhow::Result<Arc<dyn Operations>> {
         let metrics = Metrics::new(registry);
+        let ha_metrics = config.ha.enabled.then(|| crate::ha::Ha::metrics(registry));
         let github = github::Client::new(github_client_config(config))
             .context("building the github client")?;
         let group = config.github.path.group().map(str::to_owned);
@@ -47,39 +48,81 @@ impl Backend for ManagerBackend {
             group,
             Some(Arc::clone(&metrics)),
         ));
+        // Scale-set pools: their JIT registrations and removals go to their sets.
+        let hub = crate::scaleset::ScaleSetRuntime::hub(config);
+        let scale_set_api = if hub.is_empty() {
+            None
+        } else {
+            Some(Arc::new(manager::adapters::ScaleSetAdapter::new(
+                crate::scaleset::client(config)?,
+            )))
+        };
+        let registry: Arc<dyn RunnerRegistry> = match &scale_set_api {
+            Some(api) => Arc::new(manager::scaleset::ScaleSetRegistry::new(
+                registry,
+                Arc::clone(api) as Arc<dyn manager::scaleset::ScaleSetRunners>,
+                Arc::clone(&hub),
+            )),
+            None => registry,
+        };
         let hook = match (config.server.hook_id, &config.server.public_url) {
             (Some(id), _) => Some(HookRef::Id(id)),
             (None, Some(url)) => Some(HookRef::Url(url.to_string())),
             (None, None) => None,
         };
         let lxd = lxd_client(&config.lxd.endpoint).await?;
+        // [ha]: every mutating call checks the lease kept in the cluster (ha.rs).
+        let ha = ha_metrics
+            .map(|m| crate::ha::Ha::on_lxd(config, &lxd, m))
+            .transpose()?;
         let provider: Arc<dyn InstanceProvider> = Arc::new(LxdProvider::new(lxd));
-        let manager_config = manager_config(config);
+        let (provider, registry) = match &ha {
+            Some(ha) => (ha.provider(provider), ha.registry(registry)),
+            None => (provider, registry),
+        };
+        let mut manager_config = manager_config(config);
+        manager_config.scale_sets = Arc::clone(&hub);
         let resources = Resources::from_sizes(
             config.runners.cpu,
             config.runners.memory.clone(),
             config.runners.disk.clone(),
         )
         .context("runners: invalid resources")?;
-        let manager = RunnerManager::new(
-            &config.app_name,
-            config.unit,
-            manager_config,
-            &config.proxy,
-            Backends {
-                provider,
-                registry,
-                metrics,
+        let manager = Arc::new(
+            RunnerManager::new(
+                &config.app_name,
+                config.unit,
+                manager_config,
+                &config.proxy,
+                Backends {
+                    provider,
+                    registry,
+                    metrics,
+                },
+            )
+            .context("creating the runner manager")?,
+        );
+        let scale_sets = scale_set_api.map(|api| crate::scaleset::ScaleSetRuntime {
+            manager: Arc::clone(&manager),
+            api,
+            pools: config.scale_sets.pools.clone(),
+            settings: manager::scaleset::ListenerSettings {
+                timings: config.scale_sets.settings.clone(),
+                state_dir: config.state_dir.clone(),
             },
-        )
-        .context("creating the runner manager")?;
-        Ok(Arc::new(ManagerOps {
+        });
+        let ops: Arc<dyn Operations> = Arc::new(ManagerOps {
             manager,
+            scale_sets,
             resources,
             github,
             hook,
             hook_id: tokio::sync::OnceCell::new(),
-        }))
+        });
+        Ok(match ha {
+            Some(ha) => Arc::new(crate::ha::HaOps::new(ops, ha)),
+            None => ops,
+        })
     }
 }
 
@@ -179,6 +222,8 @@ pub fn manager_config(config: &Config) -> ManagerConfig {
     manager_config.demand = config.demand.settings;
     manager_config.queued_expiry = config.demand.queued_expiry;
     manager_config.images = config.images.settings;
+    manager_config.placement = config.single_placement();
+    manager_config.overcommit = config.cluster.overcommit;
     manager_config.policy = config.policy.as_ref().map(|policy| {
         let url = policy.url.as_str().trim_end_matches('/').to_owned();
         PolicyConfig {
@@ -192,7 +237,9 @@ pub fn manager_config(config: &Config) -> ManagerConfig {
 
 /// [`Operations`] over a [`RunnerManager`].
 struct ManagerOps {
-    manager: RunnerManager,
+    manager: Arc<RunnerManager>,
+    /// The scale-set listeners, started by `run` only.
+    scale_sets: Option<crate::scaleset::ScaleSetRuntime>,
     resources: Resources,
     /// For the webhook delivery log.
     github: github::Client,
@@ -214,6 +261,16 @@ fn bin_output(download: &RunnerDownload) -> RunnerBinOutput {
 
 #[async_trait]
 impl Operations for ManagerOps {
+    fn start_scale_sets(
+        &self,
+        stop: &tokio::sync::watch::Receiver<bool>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        self.scale_sets
+            .as_ref()
+            .map(|s| s.start(stop))
+            .unwrap_or_default()
+    }
+
     async fn reconcile(&self, quantity: u32) -> anyhow::Result<ReconcileOutput> {
         Ok(self.reconcile_pass(quantity).await?.output)
     }
@@ -404,6 +461,7 @@ impl Operations for ManagerOps {
             pools: pool_statuses(self.manager.pools(), &fleet.runners),
             dangling,
             orphans,
+            ha: None,
         })
     }
 
@@ -493,7 +551,8 @@ fn pool_statuses(configured: &[PoolSpec], runners: &[manager::RunnerView]) -> Ve
             RunnerState::Busy | RunnerState::BusyDangling => pool.busy += 1,
             RunnerState::Idle { .. } => pool.idle += 1,
             RunnerState::Booting => pool.booting += 1,
-            RunnerState::Remove(_) => pool.unhealthy += 1,
+            // On an offline cluster member: not healthy.
+            RunnerState::Remove(_) | RunnerState::Lost { .. } => pool.unhealthy += 1,
         }
         pool.runners.push(runner.name.to_string());
     }

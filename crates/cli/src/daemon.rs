@@ -157,6 +157,9 @@ pub enum PassError {
     TimedOut(Duration),
     #[error("runner-manager is shutting down")]
     ShuttingDown,
+    /// `[ha]`: this manager does not hold the lease (or lost it during the pass).
+    #[error("not acting: {0}")]
+    Standby(String),
 }
 
 pub type PassResult = Result<ReconcileOutput, PassError>;
@@ -170,6 +173,9 @@ pub struct DaemonState {
     pub last_error: Option<String>,
     pub in_flight: bool,
     pub shutting_down: bool,
+    /// `[ha]`: the role and the lease's holder.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ha: Option<crate::ha::HaStatus>,
 }
 
 /// How the loop ended.
@@ -187,6 +193,8 @@ enum Outcome {
     Done(anyhow::Result<PassOutput>),
     TimedOut,
     Abandoned,
+    /// `[ha]`: the lease's term ended during the pass, which was dropped.
+    Fenced,
 }
 
 /// Daemon metrics (the manager's own metrics cover the passes themselves).
@@ -237,6 +245,8 @@ struct Shared {
     ops: Arc<dyn Operations>,
     metrics: DaemonMetrics,
     pass_timeout: Duration,
+    /// `[ha]`: passes run only while active.
+    gate: std::sync::OnceLock<crate::ha::RoleGate>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -289,7 +299,9 @@ impl DaemonHandle {
     }
 
     pub fn state(&self) -> DaemonState {
-        lock(&self.shared.state).clone()
+        let mut state = lock(&self.shared.state).clone();
+        state.ha = self.shared.gate.get().map(crate::ha::RoleGate::status);
+        state
     }
 
     fn enqueue(
@@ -340,8 +352,15 @@ impl Daemon {
             ops,
             metrics,
             pass_timeout: settings.pass_timeout,
+            gate: std::sync::OnceLock::new(),
         });
         Self { settings, shared }
+    }
+
+    /// `[ha]`: passes run only while `gate` says active; a pass is dropped when its term ends.
+    pub fn with_gate(self, gate: crate::ha::RoleGate) -> Self {
+        let _ = self.shared.gate.set(gate);
+        self
     }
 
     pub fn handle(&self) -> DaemonHandle {
@@ -374,6 +393,34 @@ impl Daemon {
         let mut next_source = TriggerSource::Startup;
         let mut failures: u32 = 0;
         loop {
+            if let Some(gate) = shared.gate.get() {
+                if gate.active_generation().is_none() {
+                    // Standby: no pass. Whoever asks is told at once; the first pass of a
+                    // tenure starts as soon as this manager takes over.
+                    let activated = tokio::select! {
+                        biased;
+                        () = &mut shutdown => return self.close(DaemonExit::Idle),
+                        () = gate.activated() => true,
+                        () = shared.wake.notified() => false,
+                    };
+                    let waiters = {
+                        let mut queue = lock(&shared.queue);
+                        queue.requested = false;
+                        queue.sources.clear();
+                        queue.details.clear();
+                        std::mem::take(&mut queue.waiters)
+                    };
+                    for waiter in waiters {
+                        let _ = waiter.send(Err(PassError::Standby(gate.describe())));
+                    }
+                    if activated {
+                        next_due = Instant::now();
+                        next_source = TriggerSource::Startup;
+                        failures = 0;
+                    }
+                    continue;
+                }
+            }
             let backing_off = failures > 0;
             let by_timer = tokio::select! {
                 biased;
@@ -428,6 +475,16 @@ impl Daemon {
                 work = shared.work.lock().instrument(span.clone()) => work,
             };
             lock(&shared.state).in_flight = true;
+            let term = shared
+                .gate
+                .get()
+                .and_then(crate::ha::RoleGate::active_generation);
+            let fenced = async {
+                match (shared.gate.get(), term) {
+                    (Some(gate), Some(generation)) => gate.ended(generation).await,
+                    _ => std::future::pending().await,
+                }
+            };
             let pass = async {
                 match timeout(
                     settings.pass_timeout,
@@ -444,6 +501,10 @@ impl Daemon {
             let (outcome, exit) = tokio::select! {
                 biased;
                 outcome = &mut pass => (outcome, None),
+                () = fenced => {
+                    warn!(message = "The lease's term ended: the in-flight pass is cut short.");
+                    (Outcome::Fenced, None)
+                }
                 () = &mut shutdown => {
                     info!(message = "Shutting down; waiting for the in-flight reconcile.", grace = ?settings.shutdown_grace);
                     lock(&shared.queue).closed = true;
@@ -460,11 +521,21 @@ impl Daemon {
                     hint = pass.requeue_after;
                     Ok(pass.output)
                 }
+                // `[ha]`: the term ended between the loop's check and the pass's own.
+                Outcome::Done(Err(err)) if err.is::<crate::ha::NotActive>() => {
+                    Err(PassError::Standby(format!("{err:#}")))
+                }
                 Outcome::Done(Err(err)) => Err(PassError::Failed(format!("{err:#}"))),
                 Outcome::TimedOut => Err(PassError::TimedOut(settings.pass_timeout)),
                 Outcome::Abandoned => Err(PassError::ShuttingDown),
+                Outcome::Fenced => Err(PassError::Standby("the lease's term ended".into())),
             };
-            failures = self.record(&result, &span);
+            // A pass cut short by the end of the term is no failure of this manager's.
+            if matches!(result, Err(PassError::Standby(_))) {
+                lock(&shared.state).in_flight = false;
+            } else {
+                failures = self.record(&result, &span);
+            }
             let (delay, source) = match (&result, hint) {
                 (Ok(output), None) if output.failed == 0 => {
                     (settings.jittered_interval(), TriggerSource::Timer)

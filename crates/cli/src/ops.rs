@@ -29,6 +29,14 @@ pub trait Operations: Send + Sync + 'static {
     async fn reconcile_pool(&self, pool: &str) -> anyhow::Result<ReconcileOutput> {
         anyhow::bail!("no pool {pool:?}: pools are declared with [[pools]] in the config")
     }
+    /// Starts the scale-set listeners (`run` only); each ends, deleting its session, once
+    /// `stop` turns true. The default: no scale-set pools.
+    fn start_scale_sets(
+        &self,
+        _stop: &tokio::sync::watch::Receiver<bool>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        Vec::new()
+    }
     /// Removes owned runners: idle ones with [`FlushMode::IdleOnly`], busy ones too with
     /// [`FlushMode::IncludingBusy`].
     async fn flush(&self, mode: FlushMode) -> anyhow::Result<FlushOutput>;
@@ -70,6 +78,10 @@ pub trait Operations: Send + Sync + 'static {
     async fn runner_bin_update(&self) -> anyhow::Result<RunnerBinUpdateOutput>;
     /// Whether the runner binary is in the cache.
     async fn runner_bin_check(&self) -> anyhow::Result<RunnerBinCheckOutput>;
+    /// With `[ha]`: the lease, the fence and the role (see `ha.rs`). The default: no HA.
+    fn ha(&self) -> Option<std::sync::Arc<crate::ha::Ha>> {
+        None
+    }
 }
 
 /// A `workflow_job` delivery, in the manager's terms.
@@ -166,6 +178,9 @@ pub struct StatusOutput {
     pub dangling: Vec<String>,
     /// Instances of ours without a GitHub registration.
     pub orphans: Vec<String>,
+    /// With `[ha]`: this manager's role and the lease's holder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha: Option<crate::ha::HaStatus>,
 }
 
 /// One owned runner.

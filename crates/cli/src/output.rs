@@ -261,8 +261,24 @@ pub fn render_age(seconds: u64) -> String {
     }
 }
 
+/// `[ha]`'s line of `status`: `role: standby (holder host-b-12-…, generation 7)`.
+pub fn render_ha(ha: &crate::ha::HaStatus) -> String {
+    let holder = match (&ha.holder, ha.generation) {
+        (Some(h), Some(g)) => format!("holder {h}, generation {g}"),
+        (Some(h), None) => format!("holder {h}"),
+        _ => "no holder yet".to_owned(),
+    };
+    format!(
+        "role: {} ({holder}); this manager: {}; lease: {}\n",
+        ha.role, ha.manager_id, ha.lease
+    )
+}
+
 pub fn render_status(status: &StatusOutput) -> String {
     let mut text = String::new();
+    if let Some(ha) = &status.ha {
+        text.push_str(&render_ha(ha));
+    }
     // Pools are shown when there is more than the single-pool form's `default`.
     let single =
         status.pools.len() == 1 && status.pools[0].name == manager::pool::PoolName::DEFAULT;
@@ -506,6 +522,7 @@ mod tests {
             pools: vec![],
             dangling: vec!["github-runner-0-0ld".into()],
             orphans: vec![],
+            ha: None,
         }
     }
 
@@ -518,7 +535,8 @@ mod tests {
                 runners: vec![],
                 pools: vec![],
                 dangling: vec![],
-                orphans: vec![]
+                orphans: vec![],
+                ha: None,
             })
         );
         insta::assert_snapshot!(

@@ -222,7 +222,7 @@ async fn reconcile(State(state): State<ServerState>, headers: HeaderMap) -> Resp
         .await
     {
         Ok(output) => Json(output).into_response(),
-        Err(err @ PassError::ShuttingDown) => {
+        Err(err @ (PassError::ShuttingDown | PassError::Standby(_))) => {
             error(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
         }
         Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
@@ -256,6 +256,10 @@ async fn flush(
     info!(message = "Flush requested over HTTP.", mode = ?mode);
     match state.daemon.flush(mode).await {
         Ok(output) => Json(output).into_response(),
+        // `[ha]`: a standby does not act.
+        Err(err) if err.is::<crate::ha::NotActive>() => {
+            error(StatusCode::SERVICE_UNAVAILABLE, format!("{err:#}"))
+        }
         Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{err:#}")),
     }
 }

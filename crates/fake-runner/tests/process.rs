@@ -10,8 +10,11 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::wait_exit;
 use github_sim::{Scope, Sim, SimConfig, SimHandle};
 use serde_json::{json, Value};
+
+mod common;
 
 /// Generous: the machine running the tests may be busy.
 const WAIT: Duration = Duration::from_secs(60);
@@ -47,17 +50,8 @@ impl TestSim {
             .to_string()
     }
 
-    fn agent() -> ureq::Agent {
-        ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .proxy(None)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build()
-            .new_agent()
-    }
-
     fn admin_get(&self, path: &str) -> Value {
-        let mut response = Self::agent()
+        let mut response = common::agent()
             .get(format!("{}{path}", self.sim.base_url()))
             .call()
             .expect("admin GET");
@@ -66,7 +60,7 @@ impl TestSim {
     }
 
     fn enqueue(&self, job: Value) -> u64 {
-        let mut response = Self::agent()
+        let mut response = common::agent()
             .post(format!("{}/_sim/jobs", self.sim.base_url()))
             .send_json(&job)
             .expect("enqueue");
@@ -123,20 +117,8 @@ impl Installed {
     }
 
     fn with_agent(agent: &Path) -> Self {
-        let tarball = github_sim::tarball::build_runner_tarball(agent, "2.336.0").expect("tarball");
         let dir = tempfile::tempdir().expect("tempdir");
-        let archive = dir.path().join("runner.tar.gz");
-        fs::write(&archive, tarball).expect("write tarball");
-        let root = dir.path().join("runner");
-        fs::create_dir(&root).expect("mkdir");
-        let status = Command::new("tar")
-            .arg("-xzf")
-            .arg(&archive)
-            .arg("-C")
-            .arg(&root)
-            .status()
-            .expect("tar");
-        assert!(status.success());
+        common::unpack_runner(agent, dir.path());
         Self { dir }
     }
 
@@ -197,20 +179,6 @@ impl Installed {
             all.push_str(&fs::read_to_string(entry.expect("entry").path()).expect("read diag"));
         }
         all
-    }
-}
-
-fn wait_exit(child: &mut Child, timeout: Duration) -> ExitStatus {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            panic!("process did not exit within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -371,7 +339,7 @@ fn persistent_runner_runs_jobs_with_env_hooks_and_goes_offline_on_sigterm() {
 fn jit_runner_with_failing_started_hook_fails_the_job() {
     let sim = TestSim::start();
     let runner = Installed::new();
-    let mut response = TestSim::agent()
+    let mut response = common::agent()
         .post(format!(
             "{}/repos/octo/app/actions/runners/generate-jitconfig",
             sim.sim.base_url()
@@ -485,7 +453,7 @@ fn config_refuses_unknown_arguments_root_and_double_configuration() {
     assert!(!other.root().join(".runner").exists());
 
     // remove with a remove token from the REST API, read from a 0600 file.
-    let mut response = TestSim::agent()
+    let mut response = common::agent()
         .post(format!(
             "{}/repos/octo/app/actions/runners/remove-token",
             sim.sim.base_url()

@@ -6,22 +6,16 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{agent, wait_exit};
 use github_sim::{AcquireMode, ScaleSetConfig, Scope, Sim, SimConfig, SimHandle};
 use serde_json::{json, Value};
 
-const WAIT: Duration = Duration::from_secs(60);
+mod common;
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .proxy(None)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .new_agent()
-}
+const WAIT: Duration = Duration::from_secs(60);
 
 /// `(status, JSON body or Null)`.
 fn read(mut response: ureq::http::Response<ureq::Body>) -> (u16, Value) {
@@ -93,35 +87,7 @@ impl Listener {
 }
 
 fn install(dir: &Path) -> std::path::PathBuf {
-    let agent_bin = Path::new(env!("CARGO_BIN_EXE_runner-agent"));
-    let tarball = github_sim::tarball::build_runner_tarball(agent_bin, "2.336.0").expect("tarball");
-    let archive = dir.join("runner.tar.gz");
-    fs::write(&archive, tarball).expect("write tarball");
-    let root = dir.join("runner");
-    fs::create_dir(&root).expect("mkdir");
-    let status = Command::new("tar")
-        .arg("-xzf")
-        .arg(&archive)
-        .arg("-C")
-        .arg(&root)
-        .status()
-        .expect("tar");
-    assert!(status.success());
-    root
-}
-
-fn wait_exit(child: &mut Child, timeout: Duration) -> ExitStatus {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            panic!("process did not exit within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::unpack_runner(Path::new(env!("CARGO_BIN_EXE_runner-agent")), dir)
 }
 
 #[test]

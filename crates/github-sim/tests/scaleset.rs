@@ -79,6 +79,16 @@ impl Admin {
             .header("content-type", "application/json")
     }
 
+    /// Sends an admin request without a body.
+    async fn call(&self, method: Method, path: &str) -> Response {
+        send(self.req(method, path)).await
+    }
+
+    /// `GET`, the JSON body.
+    async fn get(&self, path: &str) -> Value {
+        json(self.call(Method::GET, path).await).await
+    }
+
     async fn create_set(&self, name: &str, labels: &[&str]) -> Value {
         let labels: Vec<Value> = labels
             .iter()
@@ -345,9 +355,9 @@ async fn bootstrap_gives_the_tenant_and_an_expiring_admin_jwt_per_scope() {
     assert_eq!(ttl.status(), 200);
     let short = connect(&sim, &org()).await;
     let groups = "_apis/runtime/runnergroups/?groupName=Default";
-    assert_eq!(send(short.req(Method::GET, groups)).await.status(), 200);
+    assert_eq!(short.call(Method::GET, groups).await.status(), 200);
     tokio::time::sleep(Duration::from_millis(3200)).await;
-    let response = send(short.req(Method::GET, groups)).await;
+    let response = short.call(Method::GET, groups).await;
     assert_eq!(response.status(), 401);
     assert!(type_name(response).await.contains("InvalidTokenException"));
     hook(
@@ -357,10 +367,10 @@ async fn bootstrap_gives_the_tenant_and_an_expiring_admin_jwt_per_scope() {
     )
     .await;
     let fresh = connect(&sim, &org()).await;
-    assert_eq!(send(fresh.req(Method::GET, groups)).await.status(), 200);
+    assert_eq!(fresh.call(Method::GET, groups).await.status(), 200);
     let expired = hook(&sim, "/scalesets/tokens/expire", json!({"admin": true})).await;
     assert_eq!(expired.status(), 200);
-    assert_eq!(send(fresh.req(Method::GET, groups)).await.status(), 401);
+    assert_eq!(fresh.call(Method::GET, groups).await.status(), 401);
     // Every admin JWT handed out is listed for secret scans.
     let secrets = admin_json(&sim, "/secrets").await;
     let admins = secrets["scaleset_admin_tokens"].as_array().expect("list");
@@ -390,8 +400,7 @@ async fn runner_groups_and_scale_set_crud() {
     assert_eq!(groups["count"], 1);
     assert_eq!(groups["value"][0]["id"], 1);
     assert_eq!(groups["value"][0]["isDefaultGroup"], true);
-    let none =
-        json(send(admin.req(Method::GET, "_apis/runtime/runnergroups/?groupName=gpu")).await).await;
+    let none = admin.get("_apis/runtime/runnergroups/?groupName=gpu").await;
     assert_eq!(none["count"], 0);
 
     // Create with the reference's example body: 200 (not 201) and the object.
@@ -427,33 +436,24 @@ async fn runner_groups_and_scale_set_crud() {
     assert_eq!(bare["labels"], json!([{"type": "System", "name": "bare"}]));
 
     // Get by name (0 is not an error), by id.
-    let found = json(
-        send(admin.req(
-            Method::GET,
-            "_apis/runtime/runnerscalesets?runnerGroupId=1&name=lxd-amd64",
-        ))
-        .await,
-    )
-    .await;
+    let found = admin
+        .get("_apis/runtime/runnerscalesets?runnerGroupId=1&name=lxd-amd64")
+        .await;
     assert_eq!(found["count"], 1);
     assert_eq!(found["value"][0]["id"], id);
-    let missing = json(
-        send(admin.req(
-            Method::GET,
-            "_apis/runtime/runnerscalesets?name=nope&runnerGroupId=1",
-        ))
-        .await,
-    )
-    .await;
+    let missing = admin
+        .get("_apis/runtime/runnerscalesets?name=nope&runnerGroupId=1")
+        .await;
     assert_eq!(missing["count"], 0);
-    let by_id =
-        json(send(admin.req(Method::GET, &format!("_apis/runtime/runnerscalesets/{id}"))).await)
-            .await;
+    let by_id = admin
+        .get(&format!("_apis/runtime/runnerscalesets/{id}"))
+        .await;
     assert_eq!(by_id["name"], "lxd-amd64");
     // Another scope does not see it.
     let other = connect(&sim, &repo()).await;
-    let response =
-        send(other.req(Method::GET, &format!("_apis/runtime/runnerscalesets/{id}"))).await;
+    let response = other
+        .call(Method::GET, &format!("_apis/runtime/runnerscalesets/{id}"))
+        .await;
     assert_eq!(response.status(), 404);
 
     // PATCH merges only what is given (ARC sends the name alone plus the always-present keys).
@@ -475,8 +475,8 @@ async fn runner_groups_and_scale_set_crud() {
 
     // DELETE: 204, then 404 RunnerScaleSetNotFoundException.
     let path = format!("_apis/runtime/runnerscalesets/{id}");
-    assert_eq!(send(admin.req(Method::DELETE, &path)).await.status(), 204);
-    let response = send(admin.req(Method::GET, &path)).await;
+    assert_eq!(admin.call(Method::DELETE, &path).await.status(), 204);
+    let response = admin.call(Method::GET, &path).await;
     assert_eq!(response.status(), 404);
     assert!(type_name(response)
         .await
@@ -519,7 +519,7 @@ async fn one_session_per_scale_set_refresh_delete_and_expiry() {
     );
     // Refresh: same session id, a new queue token that works.
     let path = format!("_apis/runtime/runnerscalesets/{id}/sessions/{}", session.id);
-    let response = send(admin.req(Method::PATCH, &path)).await;
+    let response = admin.call(Method::PATCH, &path).await;
     assert_eq!(response.status(), 200);
     let refreshed = json(response).await;
     assert_eq!(refreshed["sessionId"], session.id.as_str());
@@ -534,14 +534,14 @@ async fn one_session_per_scale_set_refresh_delete_and_expiry() {
     assert_eq!(renewed.poll(0, 1).await.status(), 202);
 
     // Delete: 204, again 400 RunnerScaleSetSessionExpiredException, then a new one is allowed.
-    assert_eq!(send(admin.req(Method::DELETE, &path)).await.status(), 204);
-    let response = send(admin.req(Method::DELETE, &path)).await;
+    assert_eq!(admin.call(Method::DELETE, &path).await.status(), 204);
+    let response = admin.call(Method::DELETE, &path).await;
     assert_eq!(response.status(), 400);
     assert!(type_name(response)
         .await
         .contains("RunnerScaleSetSessionExpiredException"));
     assert_eq!(renewed.poll(0, 1).await.status(), 401, "its token is gone");
-    let response = send(admin.req(Method::PATCH, &path)).await;
+    let response = admin.call(Method::PATCH, &path).await;
     assert_eq!(response.status(), 404, "refresh of an evicted session");
     let second = admin.session(id).await;
 
@@ -709,7 +709,7 @@ async fn unacked_messages_are_redelivered_also_to_a_new_session() {
     assert_eq!(session.poll(message, 5).await.status(), 202);
     // The queue belongs to the set: a new session gets it too.
     let path = format!("_apis/runtime/runnerscalesets/{id}/sessions/{}", session.id);
-    assert_eq!(send(admin.req(Method::DELETE, &path)).await.status(), 204);
+    assert_eq!(admin.call(Method::DELETE, &path).await.status(), 204);
     let fresh = admin.session(id).await;
     let (redelivered, stats, jobs_new) = fresh.message(0, 5).await;
     assert_eq!(redelivered, message);
@@ -775,19 +775,14 @@ async fn jit_runner_lifecycle_statistics_and_rest_views() {
     let (runner_id, credential) = admin.runner(id, "jit-runner-1").await;
 
     // Registered at once, offline, visible by id and name and in the REST list with its labels.
-    let by_name = json(
-        send(admin.req(
-            Method::GET,
-            "_apis/distributedtask/pools/0/agents?agentName=jit-runner-1",
-        ))
-        .await,
-    )
-    .await;
+    let by_name = admin
+        .get("_apis/distributedtask/pools/0/agents?agentName=jit-runner-1")
+        .await;
     assert_eq!(by_name["count"], 1);
     assert_eq!(by_name["value"][0]["id"], runner_id);
     assert_eq!(by_name["value"][0]["status"], "offline");
     let agent_path = format!("_apis/distributedtask/pools/0/agents/{runner_id}");
-    let by_id = json(send(admin.req(Method::GET, &agent_path)).await).await;
+    let by_id = admin.get(&agent_path).await;
     assert_eq!(by_id["runnerScaleSetId"], id);
     let rest = get_json(&sim, "/orgs/octo-org/actions/runners").await;
     assert_eq!(rest["total_count"], 1);
@@ -834,7 +829,7 @@ async fn jit_runner_lifecycle_statistics_and_rest_views() {
     assert_eq!(rest["runners"][0]["status"], "online");
 
     // RemoveRunner refuses a busy runner.
-    let response = send(admin.req(Method::DELETE, &agent_path)).await;
+    let response = admin.call(Method::DELETE, &agent_path).await;
     assert_eq!(response.status(), 400);
     assert!(type_name(response)
         .await
@@ -856,13 +851,10 @@ async fn jit_runner_lifecycle_statistics_and_rest_views() {
     assert_eq!(stats["totalAssignedJobs"], 0);
     assert_eq!(stats["totalRegisteredRunners"], 0);
     session.ack(m3).await;
-    let response = send(admin.req(Method::GET, &agent_path)).await;
+    let response = admin.call(Method::GET, &agent_path).await;
     assert_eq!(response.status(), 404);
     assert!(type_name(response).await.contains("AgentNotFoundException"));
-    assert_eq!(
-        send(admin.req(Method::DELETE, &agent_path)).await.status(),
-        204
-    );
+    assert_eq!(admin.call(Method::DELETE, &agent_path).await.status(), 204);
     let rest = get_json(&sim, "/orgs/octo-org/actions/runners").await;
     assert_eq!(rest["total_count"], 0);
     let record = ss_job(&sim, job_id).await;
@@ -897,7 +889,7 @@ async fn jit_runner_lifecycle_statistics_and_rest_views() {
     // An idle runner is removed by RemoveRunner: 204.
     let (idle, _) = admin.runner(id, "jit-runner-2").await;
     let path = format!("_apis/distributedtask/pools/0/agents/{idle}");
-    assert_eq!(send(admin.req(Method::DELETE, &path)).await.status(), 204);
+    assert_eq!(admin.call(Method::DELETE, &path).await.status(), 204);
     assert!(sim.runners().is_empty());
 }
 
@@ -1099,7 +1091,7 @@ async fn queue_token_expiry_and_refresh() {
         "hosted"
     );
     let path = format!("_apis/runtime/runnerscalesets/{id}/sessions/{}", session.id);
-    let refreshed = json(send(admin.req(Method::PATCH, &path)).await).await;
+    let refreshed = json(admin.call(Method::PATCH, &path).await).await;
     let renewed = Session {
         id: session.id.clone(),
         url: text(&refreshed, "messageQueueUrl"),
@@ -1118,7 +1110,7 @@ async fn queue_token_expiry_and_refresh() {
     assert_eq!(expired["admin_tokens"], 0);
     assert_eq!(renewed.poll(0, 1).await.status(), 401);
     // The admin token still works.
-    assert_eq!(send(admin.req(Method::PATCH, &path)).await.status(), 200);
+    assert_eq!(admin.call(Method::PATCH, &path).await.status(), 200);
 }
 
 #[tokio::test]
@@ -1139,7 +1131,7 @@ async fn deleting_a_scale_set_is_refused_while_busy_and_returns_its_jobs() {
     let running = picked["job_id"].as_u64().expect("job_id");
     let waiting = if running == first { second } else { first };
     let path = format!("_apis/runtime/runnerscalesets/{id}");
-    let response = send(admin.req(Method::DELETE, &path)).await;
+    let response = admin.call(Method::DELETE, &path).await;
     assert_eq!(response.status(), 400);
     assert!(type_name(response)
         .await
@@ -1148,7 +1140,7 @@ async fn deleting_a_scale_set_is_refused_while_busy_and_returns_its_jobs() {
         complete(&sim, &credential, running, 0, "").await.status(),
         204
     );
-    assert_eq!(send(admin.req(Method::DELETE, &path)).await.status(), 204);
+    assert_eq!(admin.call(Method::DELETE, &path).await.status(), 204);
     // The job no runner took is back in the queue; the set's runners are gone.
     let view = sim.job(waiting).expect("job");
     assert_eq!(view.status, github_sim::JobStatus::Queued);

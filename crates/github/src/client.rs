@@ -678,38 +678,42 @@ fn build_http(config: &ClientConfig) -> Result<reqwest::Client, Error> {
         "x-github-api-version",
         HeaderValue::from_static(API_VERSION),
     );
-    let mut builder = reqwest::Client::builder()
+    let builder = reqwest::Client::builder()
         .user_agent(user_agent)
         .default_headers(headers)
         .timeout(config.timeout)
         .connect_timeout(config.timeout.min(Duration::from_secs(10)));
-    let proxy = config
-        .proxy
-        .as_ref()
-        .filter(|p| p.http.is_some() || p.https.is_some());
-    match proxy {
-        None => builder = builder.no_proxy(),
-        Some(p) => {
-            let no_proxy = p
-                .no_proxy
-                .as_deref()
-                .and_then(reqwest::NoProxy::from_string);
-            let bad = |which: &str| Error::Config {
-                reason: format!("invalid {which} proxy url"),
-            };
-            if let Some(url) = &p.http {
-                let proxy = reqwest::Proxy::http(url.as_str()).map_err(|_| bad("http"))?;
-                builder = builder.proxy(proxy.no_proxy(no_proxy.clone()));
-            }
-            if let Some(url) = &p.https {
-                let proxy = reqwest::Proxy::https(url.as_str()).map_err(|_| bad("https"))?;
-                builder = builder.proxy(proxy.no_proxy(no_proxy));
-            }
-        }
-    }
+    let builder = with_proxy(builder, config.proxy.as_ref()).map_err(|which| Error::Config {
+        reason: format!("invalid {which} proxy url"),
+    })?;
     builder.build().map_err(|e| Error::Config {
         reason: format!("building the http client: {e}"),
     })
+}
+
+/// Sets `proxy` on the builder, or no proxy at all when it has neither URL (the process
+/// environment is deliberately ignored). Shared by the REST and the scale-set clients. The
+/// error names the scheme (`http` / `https`) whose proxy URL is invalid.
+pub(crate) fn with_proxy(
+    mut builder: reqwest::ClientBuilder,
+    proxy: Option<&ProxyConfig>,
+) -> Result<reqwest::ClientBuilder, &'static str> {
+    let Some(p) = proxy.filter(|p| p.http.is_some() || p.https.is_some()) else {
+        return Ok(builder.no_proxy());
+    };
+    let no_proxy = p
+        .no_proxy
+        .as_deref()
+        .and_then(reqwest::NoProxy::from_string);
+    if let Some(url) = &p.http {
+        let proxy = reqwest::Proxy::http(url.as_str()).map_err(|_| "http")?;
+        builder = builder.proxy(proxy.no_proxy(no_proxy.clone()));
+    }
+    if let Some(url) = &p.https {
+        let proxy = reqwest::Proxy::https(url.as_str()).map_err(|_| "https")?;
+        builder = builder.proxy(proxy.no_proxy(no_proxy));
+    }
+    Ok(builder)
 }
 
 /// The `rel="next"` URL of a `Link` header.

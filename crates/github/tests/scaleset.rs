@@ -9,8 +9,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use common::{expect, Expect, Server};
 use github::scaleset::{
-    JobMessage, JobResult, NewScaleSet, RemoveRunner, ScaleSetClient, ScaleSetConfig,
-    ScaleSetError, ScaleSetPatch, ScaleSetRetry, Session,
+    JobInfo, JobMessage, JobResult, Message, NewScaleSet, RemoveRunner, ScaleSet, ScaleSetClient,
+    ScaleSetConfig, ScaleSetError, ScaleSetPatch, ScaleSetRetry, Session,
 };
 use github::{Auth, Secret};
 use github_sim::{
@@ -18,6 +18,14 @@ use github_sim::{
 };
 use serde_json::json;
 use url::Url;
+
+/// Asserts that the error matches the pattern, showing it when it does not.
+macro_rules! assert_err {
+    ($err:expr, $($pattern:tt)+) => {{
+        let err = &$err;
+        assert!(matches!(err, $($pattern)+), "{err:?}");
+    }};
+}
 
 // ---- helpers ---------------------------------------------------------------------------------
 
@@ -225,7 +233,7 @@ async fn bootstrap_gives_up_after_the_retries_with_unauthorized() {
     }
     let client = scripted_client(&server);
     let err = client.scale_set(7).await.expect_err("refused");
-    assert!(matches!(err, ScaleSetError::Unauthorized { .. }), "{err:?}");
+    assert_err!(err, ScaleSetError::Unauthorized { .. });
     assert!(err.is_permanent());
     server.finish();
 }
@@ -284,16 +292,10 @@ async fn server_errors_and_429_are_retried_with_retry_after_4xx_never() {
         started.elapsed()
     );
     let err = client.scale_set(7).await.expect_err("400");
-    assert!(
-        matches!(err, ScaleSetError::Status { status: 400, .. }),
-        "{err:?}"
-    );
+    assert_err!(err, ScaleSetError::Status { status: 400, .. });
     assert!(err.is_permanent());
     let err = client.scale_set(7).await.expect_err("501");
-    assert!(
-        matches!(err, ScaleSetError::Status { status: 501, .. }),
-        "{err:?}"
-    );
+    assert_err!(err, ScaleSetError::Status { status: 501, .. });
     let err = client.scale_set(7).await.expect_err("502");
     let ScaleSetError::Status {
         status: 502,
@@ -345,10 +347,7 @@ async fn creating_calls_are_not_retried_after_an_ambiguous_failure() {
         .generate_jit_config(7, "rm-0-aa")
         .await
         .expect_err("500");
-    assert!(
-        matches!(err, ScaleSetError::Status { status: 500, .. }),
-        "{err:?}"
-    );
+    assert_err!(err, ScaleSetError::Status { status: 500, .. });
     let err = client
         .generate_jit_config(7, "rm-0-aa")
         .await
@@ -433,7 +432,7 @@ async fn queue_calls_refresh_the_session_once_after_a_401() {
         .get_message(&mut session, 5, 10)
         .await
         .expect_err("second 401");
-    assert!(matches!(err, ScaleSetError::Unauthorized { .. }), "{err:?}");
+    assert_err!(err, ScaleSetError::Unauthorized { .. });
     assert!(
         !format!("{session:?}").contains("q4"),
         "queue token redacted"
@@ -553,15 +552,12 @@ async fn session_conflict_and_broken_envelopes_are_typed() {
         .get_message(&mut session, 0, 1)
         .await
         .expect_err("empty 200");
-    assert!(matches!(err, ScaleSetError::Decode { .. }), "{err:?}");
+    assert_err!(err, ScaleSetError::Decode { .. });
     let err = client
         .get_message(&mut session, 0, 1)
         .await
         .expect_err("other type");
-    assert!(
-        matches!(err, ScaleSetError::InvalidResponse { .. }),
-        "{err:?}"
-    );
+    assert_err!(err, ScaleSetError::InvalidResponse { .. });
     let message = client
         .get_message(&mut session, 0, 1)
         .await
@@ -626,6 +622,32 @@ async fn hook(sim: &SimHandle, path: &str, body: serde_json::Value) -> serde_jso
     response.json().await.unwrap_or(serde_json::Value::Null)
 }
 
+/// A client on `octo-org`, a new scale set `name` and its session, owned by `host-a`.
+async fn listener(sim: &SimHandle, name: &str) -> (ScaleSetClient, ScaleSet, Session) {
+    let client = sim_client(sim, "octo-org");
+    let set = client
+        .create_scale_set(&NewScaleSet::new(name))
+        .await
+        .expect("create");
+    let session = client
+        .create_session(set.id, "host-a")
+        .await
+        .expect("session");
+    (client, set, session)
+}
+
+/// The jobs of a message's `JobAssigned` entries.
+fn assigned_jobs(message: &Message) -> Vec<&JobInfo> {
+    message
+        .jobs
+        .iter()
+        .filter_map(|j| match j {
+            JobMessage::Assigned(info) => Some(info),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Polls until a message comes (each poll holds ~1 s in the sim's test settings).
 async fn next_message(
     client: &ScaleSetClient,
@@ -652,10 +674,7 @@ async fn sim_scale_set_crud_runners_and_sessions() {
     assert_eq!(client.runner_group_id("default").await.expect("default"), 1);
     assert_eq!(client.runner_group_id("GPU").await.expect("gpu"), 2);
     let err = client.runner_group_id("nope").await.expect_err("missing");
-    assert!(
-        matches!(err, ScaleSetError::RunnerGroupNotFound { .. }),
-        "{err:?}"
-    );
+    assert_err!(err, ScaleSetError::RunnerGroupNotFound { .. });
     assert!(client
         .scale_set_by_name(1, "h2-crud")
         .await
@@ -700,10 +719,7 @@ async fn sim_scale_set_crud_runners_and_sessions() {
         .create_session(set.id, "host-b")
         .await
         .expect_err("second");
-    assert!(
-        matches!(err, ScaleSetError::SessionConflict { .. }),
-        "{err:?}"
-    );
+    assert_err!(err, ScaleSetError::SessionConflict { .. });
 
     // JIT runners: registered at once, offline; names unique.
     let jit = client
@@ -757,33 +773,19 @@ async fn sim_scale_set_crud_runners_and_sessions() {
     client.delete_session(&again).await.expect("close");
     client.delete_scale_set(set.id).await.expect("delete");
     let err = client.scale_set(set.id).await.expect_err("deleted");
-    assert!(
-        matches!(err, ScaleSetError::ScaleSetNotFound { .. }),
-        "{err:?}"
-    );
+    assert_err!(err, ScaleSetError::ScaleSetNotFound { .. });
     let err = client
         .create_session(set.id, "host-c")
         .await
         .expect_err("deleted");
-    assert!(
-        matches!(err, ScaleSetError::ScaleSetNotFound { .. }),
-        "{err:?}"
-    );
+    assert_err!(err, ScaleSetError::ScaleSetNotFound { .. });
     assert!(err.is_permanent());
 }
 
 #[tokio::test]
 async fn sim_ghes_flow_available_acquire_assigned_redelivery_and_ack() {
     let sim = sim().await;
-    let client = sim_client(&sim, "octo-org");
-    let set = client
-        .create_scale_set(&NewScaleSet::new("h2-ghes"))
-        .await
-        .expect("create");
-    let mut session = client
-        .create_session(set.id, "host-a")
-        .await
-        .expect("session");
+    let (client, set, mut session) = listener(&sim, "h2-ghes").await;
     // Nothing queued: 202 after the sim's hold (~1 s in tests).
     let started = Instant::now();
     assert!(client
@@ -834,13 +836,9 @@ async fn sim_ghes_flow_available_acquire_assigned_redelivery_and_ack() {
 
     let assigned = next_message(&client, &mut session, available.id, 5).await;
     assert!(assigned.id > available.id);
-    let info = assigned
-        .jobs
-        .iter()
-        .find_map(|j| match j {
-            JobMessage::Assigned(info) => Some(info.clone()),
-            _ => None,
-        })
+    let info = assigned_jobs(&assigned)
+        .first()
+        .map(|info| (*info).clone())
         .unwrap_or_else(|| panic!("no JobAssigned: {assigned:?}"));
     assert!(
         info.request_labels.iter().any(|l| l == "h2-ghes"),
@@ -915,15 +913,7 @@ async fn sim_ghes_flow_available_acquire_assigned_redelivery_and_ack() {
 async fn sim_hosted_flow_assigns_at_once_and_acquire_is_404() {
     let sim = sim().await;
     hook(&sim, "mode", json!({"mode": AcquireMode::Hosted})).await;
-    let client = sim_client(&sim, "octo-org");
-    let set = client
-        .create_scale_set(&NewScaleSet::new("h2-hosted"))
-        .await
-        .expect("create");
-    let mut session = client
-        .create_session(set.id, "host-a")
-        .await
-        .expect("session");
+    let (client, _set, mut session) = listener(&sim, "h2-hosted").await;
     sim.enqueue_job(JobSpec::new(&["h2-hosted"], "true"))
         .expect("job");
     // Capacity 0: nothing is assigned.
@@ -933,14 +923,7 @@ async fn sim_hosted_flow_assigns_at_once_and_acquire_is_404() {
         .expect("poll")
         .is_none());
     let message = next_message(&client, &mut session, 0, 1).await;
-    let assigned: Vec<_> = message
-        .jobs
-        .iter()
-        .filter_map(|j| match j {
-            JobMessage::Assigned(info) => Some(info),
-            _ => None,
-        })
-        .collect();
+    let assigned = assigned_jobs(&message);
     assert_eq!(assigned.len(), 1, "{message:?}");
     assert_eq!(assigned[0].runner_request_id, 0, "github.com sends 0");
     assert_eq!(message.statistics.total_assigned_jobs, 1);
@@ -948,10 +931,7 @@ async fn sim_hosted_flow_assigns_at_once_and_acquire_is_404() {
         .acquire_jobs(&mut session, &[1])
         .await
         .expect_err("404 on github.com");
-    assert!(
-        matches!(err, ScaleSetError::Status { status: 404, .. }),
-        "{err:?}"
-    );
+    assert_err!(err, ScaleSetError::Status { status: 404, .. });
     client
         .delete_message(&mut session, message.id)
         .await
@@ -962,15 +942,7 @@ async fn sim_hosted_flow_assigns_at_once_and_acquire_is_404() {
 #[tokio::test]
 async fn sim_expired_tokens_are_refreshed() {
     let sim = sim().await;
-    let client = sim_client(&sim, "octo-org");
-    let set = client
-        .create_scale_set(&NewScaleSet::new("h2-tokens"))
-        .await
-        .expect("create");
-    let mut session = client
-        .create_session(set.id, "host-a")
-        .await
-        .expect("session");
+    let (client, set, mut session) = listener(&sim, "h2-tokens").await;
     let counts = hook(&sim, "tokens/expire", json!({"queue": true})).await;
     assert!(counts["queue_tokens"].as_u64() >= Some(1), "{counts}");
     // The poll gets 401, refreshes the session (same id) and polls again.
@@ -1091,15 +1063,7 @@ impl JitRunner {
 async fn sim_a_job_runs_on_a_jit_runner_started_completed_and_busy_runners_are_kept() {
     let sim = sim().await;
     hook(&sim, "mode", json!({"mode": AcquireMode::Hosted})).await;
-    let client = sim_client(&sim, "octo-org");
-    let set = client
-        .create_scale_set(&NewScaleSet::new("h2-run"))
-        .await
-        .expect("create");
-    let mut session = client
-        .create_session(set.id, "host-a")
-        .await
-        .expect("session");
+    let (client, set, mut session) = listener(&sim, "h2-run").await;
     let jit = client
         .generate_jit_config(set.id, "h2-run-r1")
         .await
@@ -1115,13 +1079,9 @@ async fn sim_a_job_runs_on_a_jit_runner_started_completed_and_busy_runners_are_k
         .delete_message(&mut session, assigned.id)
         .await
         .expect("ack");
-    let job_id = assigned
-        .jobs
-        .iter()
-        .find_map(|j| match j {
-            JobMessage::Assigned(info) => Some(info.job_id.clone()),
-            _ => None,
-        })
+    let job_id = assigned_jobs(&assigned)
+        .first()
+        .map(|info| info.job_id.clone())
         .unwrap_or_else(|| panic!("{assigned:?}"));
     let mut handed = None;
     for _ in 0..5 {
@@ -1160,10 +1120,7 @@ async fn sim_a_job_runs_on_a_jit_runner_started_completed_and_busy_runners_are_k
         RemoveRunner::JobStillRunning
     );
     let err = client.delete_scale_set(set.id).await.expect_err("busy set");
-    assert!(
-        matches!(err, ScaleSetError::JobStillRunning { .. }),
-        "{err:?}"
-    );
+    assert_err!(err, ScaleSetError::JobStillRunning { .. });
 
     runner.complete(sim_job).await;
     let completed = next_message(&client, &mut session, started.id, 2).await;
@@ -1200,15 +1157,7 @@ async fn sim_faults_registration_401s_queue_5xx_empty_bodies_and_evicted_session
     sim.inject_fault(
         github_sim::FaultSpec::status("POST /actions/runner-registration", 401).times(2),
     );
-    let client = sim_client(&sim, "octo-org");
-    let set = client
-        .create_scale_set(&NewScaleSet::new("h2-faults"))
-        .await
-        .expect("create after two 401s at bootstrap");
-    let mut session = client
-        .create_session(set.id, "host-a")
-        .await
-        .expect("session");
+    let (client, set, mut session) = listener(&sim, "h2-faults").await;
     let poll = "GET /tenant/{tenant}/_apis/runtime/runnerscalesets/{id}/messages";
     let mut burst = github_sim::FaultSpec::status(poll, 503).times(2);
     burst.retry_after = Some(0);
@@ -1240,10 +1189,7 @@ async fn sim_faults_registration_401s_queue_5xx_empty_bodies_and_evicted_session
         .refresh_session(&mut session)
         .await
         .expect_err("no queue url");
-    assert!(
-        matches!(err, ScaleSetError::InvalidResponse { .. }),
-        "{err:?}"
-    );
+    assert_err!(err, ScaleSetError::InvalidResponse { .. });
 
     // Evicted on the service side: the poll's 401 leads to a refresh that finds no session.
     let response = reqwest::Client::new()
@@ -1260,10 +1206,7 @@ async fn sim_faults_registration_401s_queue_5xx_empty_bodies_and_evicted_session
         .get_message(&mut session, 0, 1)
         .await
         .expect_err("gone");
-    assert!(
-        matches!(err, ScaleSetError::SessionExpired { .. }),
-        "{err:?}"
-    );
+    assert_err!(err, ScaleSetError::SessionExpired { .. });
     let fresh = client
         .create_session(set.id, "host-a")
         .await
@@ -1461,15 +1404,7 @@ async fn retry_after_overrides_the_backoff_on_429_and_503() {
 #[tokio::test]
 async fn sim_an_idle_listener_costs_one_request_per_long_poll() {
     let sim = sim().await;
-    let client = sim_client(&sim, "octo-org");
-    let set = client
-        .create_scale_set(&NewScaleSet::new("h2-idle"))
-        .await
-        .expect("create");
-    let mut session = client
-        .create_session(set.id, "host-a")
-        .await
-        .expect("session");
+    let (client, _set, mut session) = listener(&sim, "h2-idle").await;
     sim.reset_request_counts();
     for _ in 0..3 {
         assert!(client

@@ -392,7 +392,61 @@ impl Client {
     }
 
     /// Sends and decodes the envelope: sync metadata, an operation reference, or a typed error.
+    /// A call answered "Server isn't ready yet" is repeated while that may pass (see
+    /// [`Client::not_ready_retry`]).
     pub(crate) async fn call(&self, what: &str, rb: RequestBuilder) -> Result<Reply> {
+        let mut attempt = 0;
+        let mut rb = rb;
+        loop {
+            let again = rb.try_clone();
+            match self.call_once(what, rb).await {
+                Err(e) => match (again, self.not_ready_retry(attempt, &e).await) {
+                    (Some(again), Some(delay)) => {
+                        tracing::debug!(what, ?delay, error = %e, "member not ready, retrying");
+                        tokio::time::sleep(delay).await;
+                        rb = again;
+                        attempt += 1;
+                    }
+                    _ => return Err(e),
+                },
+                ok => return ok,
+            }
+        }
+    }
+
+    /// Whether (and after how long) to repeat a call that failed with `error`, the `attempt`th
+    /// repeat. Only Incus's "Server isn't ready yet" is repeated: a cluster member answers it for
+    /// about 5–7 s after it restarts (its status already `Online`), and also, misleadingly, for
+    /// calls forwarded to a member that is down. So it is repeated with a short bounded backoff
+    /// (`NOT_READY_DELAYS`, about 4 s in all) only while the cluster lists no member offline; a
+    /// call that needs an offline member fails at once. A standalone server says it while
+    /// starting: repeated alike.
+    async fn not_ready_retry(&self, attempt: usize, error: &Error) -> Option<Duration> {
+        if !error.is_not_ready() {
+            return None;
+        }
+        let delay = Duration::from_millis(*NOT_READY_DELAYS.get(attempt)?);
+        if !self.inner.server.clustered {
+            return Some(delay);
+        }
+        let rb = self
+            .req(Method::GET, "/1.0/cluster/members")
+            .query(&[("recursion", "1")])
+            .timeout(MEMBER_CHECK_TIMEOUT);
+        match self.call_once("listing cluster members", rb).await {
+            Ok(Reply::Sync(v)) => {
+                let members: Vec<crate::types::ClusterMember> =
+                    decode("listing cluster members", v).ok()?;
+                members
+                    .iter()
+                    .all(|m| m.status == "Online")
+                    .then_some(delay)
+            }
+            _ => None,
+        }
+    }
+
+    async fn call_once(&self, what: &str, rb: RequestBuilder) -> Result<Reply> {
         let resp = self.send(what, rb).await?;
         let status = resp.status();
         let location = resp
@@ -441,8 +495,28 @@ impl Client {
         }
     }
 
-    /// Raw bytes (files, exec logs). Errors still come as an envelope.
+    /// Raw bytes (files, exec logs). Errors still come as an envelope. Repeated like
+    /// [`Client::call`] while a member is not ready.
     pub(crate) async fn raw(&self, what: &str, rb: RequestBuilder) -> Result<(HeaderMap, Bytes)> {
+        let mut attempt = 0;
+        let mut rb = rb;
+        loop {
+            let again = rb.try_clone();
+            match self.raw_once(what, rb).await {
+                Err(e) => match (again, self.not_ready_retry(attempt, &e).await) {
+                    (Some(again), Some(delay)) => {
+                        tokio::time::sleep(delay).await;
+                        rb = again;
+                        attempt += 1;
+                    }
+                    _ => return Err(e),
+                },
+                ok => return ok,
+            }
+        }
+    }
+
+    async fn raw_once(&self, what: &str, rb: RequestBuilder) -> Result<(HeaderMap, Bytes)> {
         let resp = self.send(what, rb).await?;
         let status = resp.status();
         let headers = resp.headers().clone();
@@ -523,6 +597,12 @@ impl Client {
     }
 }
 
+/// The pauses before each repeat of a call answered "Server isn't ready yet" (4.2 s in all).
+const NOT_READY_DELAYS: [u64; 5] = [200, 400, 800, 1200, 1600];
+
+/// How long the member check behind a repeat may take.
+const MEMBER_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Success, or the operation's failure as a typed error.
 pub(crate) fn op_result(what: &str, op: Operation) -> Result<Operation> {
     if op.status_code == 200 {
@@ -534,7 +614,7 @@ pub(crate) fn op_result(what: &str, op: Operation) -> Result<Operation> {
         op.err.clone()
     };
     match Error::from_server(what, 400, &message) {
-        e @ Error::Conflict { .. } => Err(e),
+        e @ (Error::Conflict { .. } | Error::MemberUnavailable { .. }) => Err(e),
         _ => Err(Error::OperationFailed {
             what: what.to_owned(),
             message,

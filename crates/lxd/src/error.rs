@@ -13,6 +13,10 @@ pub enum ObjectKind {
     StoragePool,
     Project,
     Network,
+    /// A cluster member, as `?target=<member>` names it.
+    ClusterMember,
+    /// A cluster group, as `?target=@<group>` names it.
+    ClusterGroup,
 }
 
 impl ObjectKind {
@@ -25,6 +29,8 @@ impl ObjectKind {
             ObjectKind::StoragePool => "storage pool",
             ObjectKind::Project => "project",
             ObjectKind::Network => "network",
+            ObjectKind::ClusterMember => "cluster member",
+            ObjectKind::ClusterGroup => "cluster group",
         }
     }
 
@@ -50,6 +56,15 @@ impl ObjectKind {
         }
         if lower.contains("requested profile") && lower.contains("doesn't exist") {
             return Some((ObjectKind::Profile, quoted_after("requested profile")));
+        }
+        // Measured on Incus 6.0.4, creating with `?target=`: 404 `Cluster member "x" not found`,
+        // 400 `Cluster group "x" doesn't exist`; `GET /1.0/resources?target=x`: 404 `Cluster
+        // member not found`.
+        if lower.contains("cluster group") && lower.contains("doesn't exist") {
+            return Some((ObjectKind::ClusterGroup, quoted_after("cluster group")));
+        }
+        if lower.contains("cluster member") && lower.contains("not found") {
+            return Some((ObjectKind::ClusterMember, quoted_after("cluster member")));
         }
         let kinds = [
             ("image alias not found", ObjectKind::ImageAlias, "alias"),
@@ -136,6 +151,12 @@ pub enum Error {
     /// A background operation finished with `Failure` or `Cancelled`.
     #[error("operation {what} failed: {message}")]
     OperationFailed { what: String, message: String },
+    /// The cluster member that must answer the call cannot: it is down or unreachable
+    /// (`Unable to connect to: 127.0.1.3:8443 ...`), or not ready (`Server isn't ready yet`:
+    /// a member just restarted, or one that is down, as Incus also answers for those). Worth
+    /// retrying later, once the member is back.
+    #[error("{what}: the cluster member is unavailable: {message}")]
+    MemberUnavailable { what: String, message: String },
     /// The server refused the request for another reason (400, 412, 500…).
     #[error("{what}: server error {code}: {message}")]
     Api {
@@ -175,9 +196,24 @@ impl Error {
         matches!(self, Error::Conflict { .. })
     }
 
-    /// True for errors worth retrying later: timeouts and transport failures.
+    /// True for errors worth retrying later: timeouts, transport failures and an unavailable
+    /// cluster member.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Timeout { .. } | Error::Transport { .. })
+        matches!(
+            self,
+            Error::Timeout { .. } | Error::Transport { .. } | Error::MemberUnavailable { .. }
+        )
+    }
+
+    /// True for [`Error::MemberUnavailable`].
+    pub fn is_member_unavailable(&self) -> bool {
+        matches!(self, Error::MemberUnavailable { .. })
+    }
+
+    /// True for Incus's `Server isn't ready yet`: a cluster member just restarted (or down).
+    pub(crate) fn is_not_ready(&self) -> bool {
+        matches!(self, Error::MemberUnavailable { message, .. }
+            if message.to_ascii_lowercase().contains("isn't ready yet"))
     }
 
     /// True for errors that the same request will meet again until someone changes the server's
@@ -213,6 +249,7 @@ impl Error {
             | Error::BadRequest { message, .. }
             | Error::Conflict { message, .. }
             | Error::OperationFailed { message, .. }
+            | Error::MemberUnavailable { message, .. }
             | Error::Api { message, .. } => Some(message),
             _ => None,
         }
@@ -232,6 +269,11 @@ impl Error {
             || lower.contains("unique constraint failed")
         {
             Error::Conflict { what, message }
+        } else if lower.contains("unable to connect to")
+            || lower.contains("isn't ready yet")
+            || lower.contains("missing event connection with target cluster member")
+        {
+            Error::MemberUnavailable { what, message }
         } else {
             Error::Api {
                 what,
@@ -291,6 +333,23 @@ mod tests {
         ] {
             assert_eq!(kind(message), expected, "{message:?}");
         }
+        // Creating with `?target=` on a cluster (Incus 6.0.4, measured).
+        for (message, expected) in [
+            (
+                "Cluster member \"m9\" not found",
+                named(ObjectKind::ClusterMember, "m9"),
+            ),
+            (
+                "Cluster member not found",
+                Some((ObjectKind::ClusterMember, None)),
+            ),
+            (
+                "Cluster group \"gpu\" doesn't exist",
+                named(ObjectKind::ClusterGroup, "gpu"),
+            ),
+        ] {
+            assert_eq!(kind(message), expected, "{message:?}");
+        }
         // Not about a named object: nothing to report.
         for other in [
             "Instance not found",
@@ -302,6 +361,24 @@ mod tests {
         ] {
             assert_eq!(kind(other), None, "{other:?}");
         }
+    }
+
+    /// A cluster member that is down or just restarting (Incus 6.0.4, measured texts).
+    #[test]
+    fn unavailable_members_are_transient() {
+        for message in [
+            "Post \"https://127.0.1.3:8443/1.0/instances?project=default&target=m3\": Unable to \
+             connect to: 127.0.1.3:8443 ([dial tcp 127.0.1.3:8443: connect: connection refused])",
+            "Server isn't ready yet",
+            "Missing event connection with target cluster member",
+        ] {
+            let e = Error::from_server("a call", 500, message);
+            assert!(e.is_member_unavailable(), "{message}: {e:?}");
+            assert!(e.is_transient() && !e.is_permanent(), "{e:?}");
+            assert_eq!(e.server_message(), Some(message));
+        }
+        assert!(Error::from_server("a call", 500, "Server isn't ready yet").is_not_ready());
+        assert!(!Error::from_server("a call", 500, "Unable to connect to: x").is_not_ready());
     }
 
     #[test]

@@ -48,7 +48,10 @@ pub struct InstanceSpec {
     pub profiles: Option<Vec<String>>,
     /// Deleted by the server when it stops.
     pub ephemeral: bool,
-    /// Cluster member (`member`) or group (`@group`) to place it on.
+    /// Cluster member (`member`) or group (`@group`) to place it on (`?target=`). An unknown
+    /// member or group gives [`Error::Missing`] naming it; a member that is down,
+    /// [`Error::MemberUnavailable`] at once; a standalone server refuses any target
+    /// ([`Error::BadRequest`]: "Target only allowed when clustered").
     pub target: Option<String>,
     /// Start it once created (in the same call where the server supports it).
     pub start: bool,
@@ -274,6 +277,12 @@ impl Client {
                     .values()
                     .find(|d| d.get("path").map(String::as_str) == Some("/"))
                     .and_then(|d| d.get("pool").cloned()),
+                ObjectKind::ClusterMember => spec.target.clone().filter(|t| !t.starts_with('@')),
+                ObjectKind::ClusterGroup => spec
+                    .target
+                    .as_deref()
+                    .and_then(|t| t.strip_prefix('@'))
+                    .map(str::to_owned),
                 _ => None,
             });
             return Error::Missing {

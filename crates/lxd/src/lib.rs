@@ -18,21 +18,25 @@
 //! ```
 
 mod client;
+mod cluster;
 mod error;
 mod exec;
 mod files;
 mod images;
 mod instances;
+mod lease;
 mod names;
 mod resources;
 mod types;
 
 pub use client::{discover_socket, Client, Endpoint, PrivateKeyPem, Timeouts};
+pub use cluster::{ClusterGroup, ClusterInfo, ServerResources};
 pub use error::{Error, Object, ObjectKind, Result};
 pub use exec::{ExecOutput, ExecRequest, ExecStatus};
 pub use files::{FileContent, FilePerms};
 pub use images::PublishSpec;
 pub use instances::{ImageSource, InstanceSpec, Stop};
+pub use lease::{CasError, ETag, KeysAt, LEASE_PROFILE_DESCRIPTION};
 pub use names::validate_instance_name;
 pub use types::{
     ClusterMember, Flavour, Image, ImageAlias, ImageAliasRef, Instance, InstanceState,

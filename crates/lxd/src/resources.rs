@@ -1,4 +1,4 @@
-//! Storage pools, profiles, images and cluster members.
+//! Storage pools, profiles and images.
 
 use std::path::Path;
 
@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::names::{segment, validate_simple_name};
-use crate::types::{ClusterMember, Image, ImageAlias, Profile, StoragePool};
+use crate::types::{Image, ImageAlias, Profile, StoragePool};
 
 impl Client {
     // ---- storage pools ----
@@ -179,19 +179,6 @@ impl Client {
         let path = format!("/1.0/images/{}", segment(fingerprint));
         self.run_done(&what, self.scoped(Method::DELETE, &path))
             .await
-    }
-
-    // ---- cluster ----
-
-    /// The cluster members with their status. A standalone server has none (an empty list).
-    pub async fn cluster_members(&self) -> Result<Vec<ClusterMember>> {
-        if !self.server().clustered {
-            return Ok(Vec::new());
-        }
-        let rb = self
-            .req(Method::GET, "/1.0/cluster/members")
-            .query(&[("recursion", "1")]);
-        self.sync("listing cluster members", rb).await
     }
 }
 

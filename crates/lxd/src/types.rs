@@ -115,7 +115,7 @@ impl From<RawServer> for ServerInfo {
 }
 
 /// Servers send `null` for empty lists, maps and strings: decode it as the default.
-fn nullable<'de, D, T>(d: D) -> Result<T, D::Error>
+pub(crate) fn nullable<'de, D, T>(d: D) -> Result<T, D::Error>
 where
     D: serde::Deserializer<'de>,
     T: Default + Deserialize<'de>,

@@ -60,6 +60,7 @@ fn runner(observed: &mut Observed, pool: &str, n: u32, busy: bool) {
         probe: Probe::Alive,
         image: None,
         outdated: false,
+        location: None,
     });
     observed.registrations.push(ObservedRegistration {
         id: u64::from(n),

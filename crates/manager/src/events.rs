@@ -50,6 +50,13 @@ pub struct Metrics {
     pub jobs_unmatched_total: Counter,
     /// Baked images built, promoted, rolled back and deleted, per pool.
     pub image_events_total: Family<Labels, Counter>,
+    /// Per pool: runners wanted that no cluster member had room for in the last pass.
+    pub placement_shortfall: Family<Labels, Gauge>,
+    /// Per pool: runners GitHub says busy whose cluster member is offline (their jobs may be
+    /// lost), after the last pass.
+    pub lost_busy_runners: Family<Labels, Gauge>,
+    /// Scale-set mode's metrics (`runner_manager_scaleset_*`).
+    pub scale_set: crate::scaleset::ScaleSetMetrics,
 }
 
 impl Metrics {
@@ -80,8 +87,12 @@ impl Metrics {
             }),
             jobs_unmatched_total: Counter::default(),
             image_events_total: Family::default(),
+            placement_shortfall: Family::default(),
+            lost_busy_runners: Family::default(),
+            scale_set: crate::scaleset::ScaleSetMetrics::default(),
         };
         let r = registry.sub_registry_with_prefix("runner_manager");
+        metrics.scale_set.register(r);
         r.register(
             "reconcile_duration_seconds",
             "Duration of reconcile passes by result",
@@ -168,6 +179,16 @@ impl Metrics {
             "Baked images built, promoted, rolled back and deleted, per pool",
             metrics.image_events_total.clone(),
         );
+        r.register(
+            "placement_shortfall",
+            "Runners per pool that no cluster member had room for in the last pass",
+            metrics.placement_shortfall.clone(),
+        );
+        r.register(
+            "lost_busy_runners",
+            "Busy runners per pool on an offline cluster member (jobs running on a lost member)",
+            metrics.lost_busy_runners.clone(),
+        );
         Arc::new(metrics)
     }
 
@@ -231,7 +252,7 @@ impl Telemetry {
         (self.clock)()
     }
 
-    fn issue<T: Serialize>(&self, event: &'static str, timestamp: i64, fields: &T) {
+    pub(crate) fn issue<T: Serialize>(&self, event: &'static str, timestamp: i64, fields: &T) {
         let Some(path) = &self.events_log else {
             return;
         };
@@ -378,6 +399,8 @@ pub struct RunnerCounts {
     pub idle: usize,
     pub booting: usize,
     pub unhealthy: usize,
+    /// On an offline cluster member (busy or not): not counted as healthy.
+    pub lost: usize,
 }
 
 /// How a reconcile pass ended (the `result` label).
@@ -442,6 +465,7 @@ impl Reconciliation {
             ("idle", self.counts.idle),
             ("booting", self.counts.booting),
             ("unhealthy", self.counts.unhealthy),
+            ("lost", self.counts.lost),
         ] {
             t.metrics
                 .runners
@@ -723,5 +747,226 @@ impl ImageJudged {
             tracing::info!(message = "Canary image promoted.", pool = %self.pool, alias = %self.alias);
         }
         image_event(t, &self.pool, self.verdict);
+    }
+}
+
+/// Where a pass placed a pool's new runners on a cluster, what found no room, and the pool's
+/// runners on offline members. Emitted for every pool of every pass on a cluster, so the
+/// gauges return to 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolPlaced {
+    pub pool: String,
+    /// Runners placed per member.
+    pub placed: Vec<(String, usize)>,
+    /// Wanted but not placed: retried by a later pass.
+    pub shortfall: usize,
+    /// Why (`no_member`, `offline`, `full`), when `shortfall > 0`.
+    pub reason: Option<&'static str>,
+    /// Idle runners on an offline member (their registration is deleted).
+    pub lost_idle: Vec<String>,
+    /// Busy runners on an offline member: jobs running on a lost member.
+    pub lost_busy: Vec<String>,
+}
+
+impl PoolPlaced {
+    pub fn emit(&self, t: &Telemetry) {
+        if self.shortfall > 0 {
+            tracing::warn!(message = "No cluster member has room for some runners: retried later.",
+                pool = %self.pool, shortfall = self.shortfall, reason = self.reason.unwrap_or("-"));
+        }
+        if !self.placed.is_empty() {
+            tracing::info!(message = "Runners placed.", pool = %self.pool, placed = ?self.placed);
+        }
+        if !self.lost_idle.is_empty() || !self.lost_busy.is_empty() {
+            tracing::warn!(message = "Runners lost on an offline cluster member.", pool = %self.pool,
+                idle = ?self.lost_idle, busy = ?self.lost_busy);
+        }
+        if !self.lost_busy.is_empty() {
+            tracing::warn!(message = "Jobs running on a lost cluster member.", pool = %self.pool,
+                runners = ?self.lost_busy);
+        }
+        let pool = labels(&[("pool", &self.pool)]);
+        t.metrics
+            .placement_shortfall
+            .get_or_create(&pool)
+            .set(i64::try_from(self.shortfall).unwrap_or(i64::MAX));
+        t.metrics
+            .lost_busy_runners
+            .get_or_create(&pool)
+            .set(i64::try_from(self.lost_busy.len()).unwrap_or(i64::MAX));
+        #[derive(Serialize)]
+        struct F<'a> {
+            pool: &'a str,
+            shortfall: usize,
+            lost_busy: &'a [String],
+        }
+        if self.shortfall > 0 || !self.lost_busy.is_empty() {
+            t.issue(
+                "placement",
+                t.now(),
+                &F {
+                    pool: &self.pool,
+                    shortfall: self.shortfall,
+                    lost_busy: &self.lost_busy,
+                },
+            );
+        }
+    }
+}
+
+/// Unix time in milliseconds (action lines: their order across managers on one host).
+pub fn unix_now_ms() -> i64 {
+    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
+        .unwrap_or(i64::MAX)
+}
+
+/// The `runner_manager_ha_*` metrics of an active/standby manager (`[ha]`).
+#[derive(Debug)]
+pub struct HaMetrics {
+    /// 1 for the current role (`active` or `standby`), 0 for the other.
+    pub role: Family<Labels, Gauge>,
+    /// Role changes, by new role and reason.
+    pub lease_transitions_total: Family<Labels, Counter>,
+    /// On taking over: since the previous holder's last renewal was first seen.
+    pub takeover_seconds: Histogram,
+    /// Mutating actions taken under the lease, by action.
+    pub actions_total: Family<Labels, Counter>,
+    /// Mutating actions refused: the lease was not held.
+    pub actions_refused_total: Family<Labels, Counter>,
+    /// Actions that finished after their tenure had run out.
+    pub actions_late_total: Counter,
+}
+
+impl HaMetrics {
+    /// Creates the metrics and registers them under `runner_manager_ha_`.
+    pub fn register(registry: &mut Registry) -> Arc<Self> {
+        let metrics = Self {
+            role: Family::default(),
+            lease_transitions_total: Family::default(),
+            takeover_seconds: Histogram::new(exponential_buckets(0.25, 1.5, 14)),
+            actions_total: Family::default(),
+            actions_refused_total: Family::default(),
+            actions_late_total: Counter::default(),
+        };
+        let r = registry.sub_registry_with_prefix("runner_manager_ha");
+        r.register(
+            "role",
+            "1 for this manager's current role (active or standby)",
+            metrics.role.clone(),
+        );
+        r.register(
+            "lease_transitions",
+            "Lease role changes by new role and reason",
+            metrics.lease_transitions_total.clone(),
+        );
+        r.register(
+            "takeover_seconds",
+            "On taking the lease over: time since the previous holder's last renewal was seen",
+            metrics.takeover_seconds.clone(),
+        );
+        r.register(
+            "actions",
+            "Mutating actions taken under the lease, by action",
+            metrics.actions_total.clone(),
+        );
+        r.register(
+            "actions_refused",
+            "Mutating actions refused because the lease was not held, by action",
+            metrics.actions_refused_total.clone(),
+        );
+        r.register(
+            "actions_late",
+            "Actions that finished after their tenure had run out",
+            metrics.actions_late_total.clone(),
+        );
+        let metrics = Arc::new(metrics);
+        metrics.set_role(crate::lease::Role::Standby);
+        metrics
+    }
+
+    /// The role gauge: 1 for `role`, 0 for the other.
+    pub fn set_role(&self, role: crate::lease::Role) {
+        for r in [crate::lease::Role::Active, crate::lease::Role::Standby] {
+            self.role
+                .get_or_create(&labels(&[("role", r.as_str())]))
+                .set(i64::from(r == role));
+        }
+    }
+
+    /// Counts a refused action.
+    pub fn refused(&self, action: &'static str) {
+        self.actions_refused_total
+            .get_or_create(&labels(&[("action", action)]))
+            .inc();
+    }
+}
+
+/// A mutating action, right after the lease check that allowed it (`late`: it finished after
+/// its tenure ran out). The log line carries the manager id, the lease generation and the time
+/// in unix milliseconds, so that two managers' action lines prove their tenures never overlap.
+#[derive(Debug, Clone)]
+pub struct LeaseAction<'a> {
+    pub manager_id: &'a str,
+    pub generation: u64,
+    pub action: &'static str,
+    /// The instance, image or registration acted on (`""`: none).
+    pub object: &'a str,
+    pub unix_ms: i64,
+    pub late: bool,
+}
+
+impl LeaseAction<'_> {
+    pub fn emit(&self, m: Option<&HaMetrics>) {
+        if self.late {
+            tracing::warn!(message = "Action finished after the lease term.", manager_id = %self.manager_id,
+                generation = self.generation, action = self.action, object = %self.object, unix_ms = self.unix_ms);
+            if let Some(m) = m {
+                m.actions_late_total.inc();
+            }
+            return;
+        }
+        tracing::info!(message = "Acting.", manager_id = %self.manager_id, generation = self.generation,
+            action = self.action, object = %self.object, unix_ms = self.unix_ms);
+        if let Some(m) = m {
+            m.actions_total
+                .get_or_create(&labels(&[("action", self.action)]))
+                .inc();
+        }
+    }
+}
+
+/// This manager became active or standby.
+#[derive(Debug, Clone)]
+pub struct LeaseRoleChanged<'a> {
+    pub manager_id: &'a str,
+    pub role: crate::lease::Role,
+    pub generation: u64,
+    /// `acquired`, `expired`, `taken_over`, `shutdown`.
+    pub reason: &'static str,
+    pub takeover: Option<Duration>,
+    /// The holder as last read.
+    pub holder: Option<&'a str>,
+    pub store: &'a str,
+    pub unix_ms: i64,
+}
+
+impl LeaseRoleChanged<'_> {
+    pub fn emit(&self, m: Option<&HaMetrics>) {
+        tracing::info!(message = "Lease role changed.", manager_id = %self.manager_id,
+            role = self.role.as_str(), generation = self.generation, reason = self.reason,
+            takeover_seconds = self.takeover.map(|d| d.as_secs_f64()),
+            holder = self.holder.unwrap_or("-"), store = %self.store, unix_ms = self.unix_ms);
+        if let Some(m) = m {
+            m.set_role(self.role);
+            m.lease_transitions_total
+                .get_or_create(&labels(&[
+                    ("to", self.role.as_str()),
+                    ("reason", self.reason),
+                ]))
+                .inc();
+            if let Some(t) = self.takeover {
+                m.takeover_seconds.observe(t.as_secs_f64());
+            }
+        }
     }
 }

@@ -10,6 +10,13 @@
 //! - A failed probe (exec error) of a runner GitHub shows online counts as alive: a transient
 //!   exec failure never removes a working runner.
 //! - Scale-down picks booting, then offline, then online idle runners; never busy ones.
+//! - On a cluster, an instance whose member is offline is *lost*: not healthy, not counted
+//!   toward the quantity (so it is replaced on the other members), and never called (no probe,
+//!   no delete) while its member is offline. Its registration, if GitHub says it is idle, is
+//!   deleted (registration only): the runner, still polling GitHub from an instance the manager
+//!   cannot reach, takes no new job there. A busy one keeps its registration: its job is
+//!   reported, never cut. When the member is back, an instance seen lost is *stale* and removed
+//!   (instance and registration) unless GitHub says it is busy; it is never counted healthy.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -29,6 +36,32 @@ pub enum Probe {
     Unknown,
 }
 
+/// The state of an instance's cluster member, as the pass sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberState {
+    Online,
+    /// The cluster says the member is offline: the instance is lost and never called.
+    Offline,
+    /// The member is online again, and this instance was seen lost before: stale.
+    Returned,
+}
+
+/// Where an instance lives on a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub member: String,
+    pub state: MemberState,
+}
+
+impl Location {
+    pub fn online(member: &str) -> Self {
+        Self {
+            member: member.to_owned(),
+            state: MemberState::Online,
+        }
+    }
+}
+
 /// An owned instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObservedInstance {
@@ -42,6 +75,17 @@ pub struct ObservedInstance {
     pub image: Option<String>,
     /// Made from an image its pool no longer launches (a baked image that was replaced).
     pub outdated: bool,
+    /// Its cluster member; `None` on a standalone server.
+    pub location: Option<Location>,
+}
+
+impl ObservedInstance {
+    /// On an offline member.
+    pub fn is_lost(&self) -> bool {
+        self.location
+            .as_ref()
+            .is_some_and(|l| l.state == MemberState::Offline)
+    }
 }
 
 /// An owned registration.
@@ -62,6 +106,8 @@ pub struct ObservedRegistration {
 pub struct Observed {
     pub instances: Vec<ObservedInstance>,
     pub registrations: Vec<ObservedRegistration>,
+    /// The cluster's members (status, groups, capacity); `None` on a standalone server.
+    pub members: Option<Vec<crate::provider::Member>>,
 }
 
 #[cfg(test)]
@@ -81,6 +127,7 @@ impl Observed {
                 .filter(|r| !removed.contains(&r.name))
                 .cloned()
                 .collect(),
+            members: self.members.clone(),
         }
     }
 }
@@ -122,6 +169,11 @@ pub enum RemovalReason {
     Outdated,
     /// `flush`.
     Flush,
+    /// Idle on an offline member: its registration is deleted, its instance left alone until
+    /// the member is back.
+    Lost,
+    /// Seen lost, and its member is back: instance and registration go.
+    Stale,
 }
 
 impl RemovalReason {
@@ -139,6 +191,8 @@ impl RemovalReason {
             Self::Recycled => "recycled",
             Self::Outdated => "outdated",
             Self::Flush => "flush",
+            Self::Lost => "lost",
+            Self::Stale => "stale",
         }
     }
 
@@ -146,7 +200,11 @@ impl RemovalReason {
     pub fn is_crash(self) -> bool {
         matches!(
             self,
-            Self::ProcessDead | Self::InstanceNotRunning | Self::Unresponsive | Self::Offline
+            Self::ProcessDead
+                | Self::InstanceNotRunning
+                | Self::Unresponsive
+                | Self::Offline
+                | Self::Lost
         )
     }
 }
@@ -169,6 +227,11 @@ pub enum RunnerState {
     Remove(RemovalReason),
     /// A registration with no instance that GitHub says is busy: left alone, not counted.
     BusyDangling,
+    /// Its instance is on an offline cluster member: not healthy, not counted, not called.
+    /// `busy`: GitHub says it runs a job (reported, never cut).
+    Lost {
+        busy: bool,
+    },
 }
 
 /// One removal: the registration first (if any), then the instance (if any).
@@ -221,6 +284,21 @@ pub fn classify(observed: &Observed, desired: &Desired) -> BTreeMap<RunnerName, 
     let mut states = BTreeMap::new();
     for instance in &observed.instances {
         let registration = registrations.get(&instance.name).copied();
+        let busy = registration.is_some_and(|r| r.busy);
+        match instance.location.as_ref().map(|l| l.state) {
+            Some(MemberState::Offline) => {
+                states.insert(instance.name.clone(), RunnerState::Lost { busy });
+                continue;
+            }
+            Some(MemberState::Returned) if !busy => {
+                states.insert(
+                    instance.name.clone(),
+                    RunnerState::Remove(RemovalReason::Stale),
+                );
+                continue;
+            }
+            _ => {}
+        }
         let booting = instance.age < desired.boot_grace;
         let state = match (registration, instance.status, instance.probe) {
             (Some(r), _, _) if r.busy => RunnerState::Busy,
@@ -303,6 +381,13 @@ pub fn plan(observed: &Observed, desired: &Desired) -> Plan {
         .iter()
         .filter_map(|(name, state)| match state {
             RunnerState::Remove(reason) => Some(removal(name, *reason)),
+            // The registration only: its instance is on an offline member, never called.
+            RunnerState::Lost { busy: false } => registration_ids.get(name).map(|&id| Removal {
+                name: name.clone(),
+                registration: Some(id),
+                has_instance: false,
+                reason: RemovalReason::Lost,
+            }),
             _ => None,
         })
         .collect();
@@ -373,7 +458,19 @@ pub fn plan_flush(observed: &Observed, flush_busy: bool, boot_grace: Duration) -
         .iter()
         .map(|r| (&r.name, r.id))
         .collect();
-    let instances: BTreeSet<&RunnerName> = observed.instances.iter().map(|i| &i.name).collect();
+    // An instance on an offline member is never called: only its registration may go.
+    let lost: BTreeSet<&RunnerName> = observed
+        .instances
+        .iter()
+        .filter(|i| i.is_lost())
+        .map(|i| &i.name)
+        .collect();
+    let instances: BTreeSet<&RunnerName> = observed
+        .instances
+        .iter()
+        .filter(|i| !i.is_lost())
+        .map(|i| &i.name)
+        .collect();
     let names: BTreeSet<&RunnerName> = instances
         .iter()
         .copied()
@@ -382,6 +479,9 @@ pub fn plan_flush(observed: &Observed, flush_busy: bool, boot_grace: Duration) -
     names
         .into_iter()
         .filter(|name| flush_busy || !(busy.contains(name) || booting_unregistered.contains(name)))
+        // A lost runner's registration goes only when GitHub says it is idle: the manager
+        // cannot stop a job on an offline member.
+        .filter(|name| !(lost.contains(name) && busy.contains(name)))
         .map(|name| Removal {
             name: name.clone(),
             registration: ids.get(name).copied(),

@@ -167,6 +167,7 @@ fn observe(runners: &[Runner]) -> Observed {
                 probe: i.probe,
                 image: None,
                 outdated: false,
+                location: None,
             });
         }
         if let Some(reg) = r.registration {
@@ -607,6 +608,7 @@ fn apply(observed: &Observed, plan: &Plan) -> Observed {
             probe: Probe::Alive,
             image: None,
             outdated: false,
+            location: None,
         });
         next.registrations.push(ObservedRegistration {
             id: 10_000 + k as u64,

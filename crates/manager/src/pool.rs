@@ -123,6 +123,71 @@ impl ImageMode {
     }
 }
 
+/// How a pool's runners are spread over the members of an LXD/Incus cluster.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Strategy {
+    /// Each new runner goes to the candidate member carrying the fewest of this pool's runners
+    /// (ties by member name): the pool ends balanced.
+    #[default]
+    Spread,
+    /// Each new runner goes to the first candidate member (by name) with room: fill one member,
+    /// then the next.
+    Pack,
+}
+
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Spread => "spread",
+            Self::Pack => "pack",
+        }
+    }
+}
+
+/// Which members a pool's runners may go to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlacementTarget {
+    /// This member only.
+    Member(String),
+    /// The members of this cluster group (written `@group`).
+    Group(String),
+}
+
+impl PlacementTarget {
+    /// `m1` or `@gpu`; `None` for an empty name.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.strip_prefix('@') {
+            Some(group) if !group.is_empty() => Some(Self::Group(group.to_owned())),
+            Some(_) => None,
+            None if !text.is_empty() => Some(Self::Member(text.to_owned())),
+            None => None,
+        }
+    }
+
+    /// LXD's `?target=` value: the member name, or `@group`.
+    pub fn as_target(&self) -> String {
+        match self {
+            Self::Member(member) => member.clone(),
+            Self::Group(group) => format!("@{group}"),
+        }
+    }
+}
+
+impl fmt::Display for PlacementTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.as_target())
+    }
+}
+
+/// Where a pool's runners go on a cluster (`placement` and `target` of a pool, `lxd.target`
+/// for every pool). On a standalone server only `target` matters, and is passed as is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Placement {
+    pub strategy: Strategy,
+    /// `None`: every online member.
+    pub target: Option<PlacementTarget>,
+}
+
 /// One pool as configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolSpec {
@@ -145,6 +210,8 @@ pub struct PoolSpec {
     /// Whether runners carry [`POOL_KEY`] and the marker label. A pool declared in
     /// `[[pools]]` does; the single-pool form does not (its runners look as the seed's did).
     pub marked: bool,
+    /// Where its runners go on a cluster ([`crate::placement`]).
+    pub placement: Placement,
 }
 
 impl PoolSpec {
@@ -171,7 +238,14 @@ impl PoolSpec {
             priority: 0,
             marked: false,
             image_mode: ImageMode::Plain,
+            placement: Placement::default(),
         }
+    }
+
+    /// The same pool with this placement.
+    pub fn with_placement(mut self, placement: Placement) -> Self {
+        self.placement = placement;
+        self
     }
 
     /// What routing needs of this pool: its sizing, priority and every label of its runners

@@ -148,6 +148,10 @@ pub enum ResourceKind {
     StoragePool,
     Project,
     Network,
+    /// A cluster member named by a creation's target.
+    ClusterMember,
+    /// A cluster group named by a creation's target (`@group`).
+    ClusterGroup,
 }
 
 impl ResourceKind {
@@ -159,6 +163,8 @@ impl ResourceKind {
             Self::StoragePool => "storage pool",
             Self::Project => "project",
             Self::Network => "network",
+            Self::ClusterMember => "cluster member",
+            Self::ClusterGroup => "cluster group",
         }
     }
 }

@@ -4,6 +4,11 @@
 //! install scripts by recognising them. It is *not* LXD and must never stand in for it in
 //! end-to-end tests. What happens to the "runner" on `config.sh` and `run.sh` is delegated to
 //! [`SimRunnerHooks`] (for example registering with github-sim).
+//!
+//! It can also simulate a cluster ([`SimProvider::with_members`]): members with a status and a
+//! capacity, each instance on a member (its `target`, or the member with the fewest instances),
+//! and a member taken offline ([`SimProvider::set_member_online`]) whose instances answer
+//! nothing but a timeout, as a member whose daemon is gone.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -17,7 +22,7 @@ use time::OffsetDateTime;
 use crate::model::{InstanceType, Owner, Resources};
 use crate::provider::{
     ExecOutput, ExecPurpose, ExecRequest, FilePush, Instance, InstanceProvider, InstanceSpec,
-    InstanceStatus, ProviderError,
+    InstanceStatus, Member, ProviderError,
 };
 
 /// What a simulated runner does when it is configured and started.
@@ -74,6 +79,8 @@ pub struct SimInstance {
     pub runner_exit: Option<i32>,
     /// Launched from an image whose runner cannot start ([`SimProvider::break_image`]).
     pub broken: bool,
+    /// Its member on a simulated cluster.
+    pub location: Option<String>,
 }
 
 /// A simulated image (published from an instance).
@@ -105,6 +112,8 @@ struct SimState {
     pools: Vec<String>,
     images: BTreeMap<String, SimImage>,
     next_image: u64,
+    /// A simulated cluster's members; `None`: a standalone server.
+    members: Option<Vec<Member>>,
 }
 
 /// The simulated provider.
@@ -146,8 +155,62 @@ impl SimProvider {
                 runner_alive: true,
                 runner_exit: None,
                 broken: false,
+                location: None,
             },
         );
+    }
+
+    /// A simulated cluster with these members (their status, groups and capacity).
+    pub fn with_members(self, members: Vec<Member>) -> Self {
+        self.state.lock().members = Some(members);
+        self
+    }
+
+    /// Takes a simulated member offline (its instances stop answering) or brings it back.
+    pub fn set_member_online(&self, member: &str, online: bool) {
+        if let Some(m) = self
+            .state
+            .lock()
+            .members
+            .iter_mut()
+            .flatten()
+            .find(|m| m.name == member)
+        {
+            m.online = online;
+        }
+    }
+
+    /// Puts an existing instance on a member (a test's or benchmark's fleet).
+    pub fn set_location(&self, name: &str, member: &str) {
+        if let Some(i) = self.state.lock().instances.get_mut(name) {
+            i.location = Some(member.to_owned());
+        }
+    }
+
+    /// Instances per member.
+    pub fn per_member(&self) -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for i in self.state.lock().instances.values() {
+            if let Some(m) = &i.location {
+                *counts.entry(m.clone()).or_insert(0) += 1;
+            }
+        }
+        counts
+    }
+
+    /// An error when `name` lives on an offline member: what a call to it meets (a bounded
+    /// timeout).
+    fn reachable(&self, name: &str) -> Result<(), ProviderError> {
+        let s = self.state.lock();
+        let location = s.instances.get(name).and_then(|i| i.location.as_deref());
+        let offline =
+            location.is_some_and(|l| s.members.iter().flatten().any(|m| m.name == l && !m.online));
+        if offline {
+            return Err(ProviderError::Timeout {
+                what: format!("instance {name} on offline member"),
+            });
+        }
+        Ok(())
     }
 
     /// A running instance whose runner is not started yet (still installing).
@@ -315,9 +378,22 @@ impl InstanceProvider for SimProvider {
                 status: i.status,
                 created_at: i.created_at,
                 config: i.config.clone(),
-                location: None,
+                location: i.location.clone(),
             })
             .collect())
+    }
+
+    async fn cluster_members(&self) -> Result<Option<Vec<Member>>, ProviderError> {
+        Ok(self.state.lock().members.clone().map(|members| {
+            members
+                .into_iter()
+                .map(|m| Member {
+                    // An offline member's resources cannot be read.
+                    capacity: m.capacity.filter(|_| m.online),
+                    ..m
+                })
+                .collect()
+        }))
     }
 
     async fn ensure_pool(&self, path: &Path) -> Result<(), ProviderError> {
@@ -356,6 +432,39 @@ impl InstanceProvider for SimProvider {
         if s.instances.contains_key(spec.name.as_str()) {
             return Err(ProviderError::failed("creating instance", "already exists"));
         }
+        let location = match &s.members {
+            None => None,
+            Some(members) => {
+                // As LXD: a member by name, `@group`, or the member with the fewest instances.
+                let mut load: BTreeMap<&str, usize> = BTreeMap::new();
+                for i in s.instances.values() {
+                    if let Some(m) = &i.location {
+                        *load.entry(m.as_str()).or_insert(0) += 1;
+                    }
+                }
+                let allowed = |m: &Member| match spec.target.as_deref() {
+                    None => true,
+                    Some(t) => match t.strip_prefix('@') {
+                        Some(group) => m.groups.iter().any(|g| g == group),
+                        None => m.name == t,
+                    },
+                };
+                let chosen = members
+                    .iter()
+                    .filter(|m| allowed(m))
+                    .filter(|m| m.online)
+                    .min_by_key(|m| (load.get(m.name.as_str()).copied().unwrap_or(0), &m.name));
+                match chosen {
+                    Some(m) => Some(m.name.clone()),
+                    None => {
+                        return Err(ProviderError::failed(
+                            "creating instance",
+                            format!("no online member for target {:?}", spec.target),
+                        ))
+                    }
+                }
+            }
+        };
         let image = s
             .images
             .values()
@@ -372,6 +481,7 @@ impl InstanceProvider for SimProvider {
                 runner_alive: false,
                 runner_exit: None,
                 broken: image.is_some_and(|i| i.broken),
+                location,
             },
         );
         Ok(())
@@ -379,6 +489,7 @@ impl InstanceProvider for SimProvider {
 
     async fn exec(&self, name: &str, request: &ExecRequest) -> Result<ExecOutput, ProviderError> {
         Self::pause(self.latency.exec).await;
+        self.reachable(name)?;
         {
             let mut s = self.state.lock();
             s.exec_total += 1;
@@ -549,6 +660,7 @@ impl InstanceProvider for SimProvider {
 
     async fn delete(&self, name: &str) -> Result<(), ProviderError> {
         Self::pause(self.latency.delete).await;
+        self.reachable(name)?;
         let mut s = self.state.lock();
         push_bounded(&mut s.calls, format!("delete {name}"));
         s.instances.remove(name);

@@ -1,6 +1,8 @@
 //! Fixtures shared by the test binaries of several crates and the benchmarks; never a dependency
 //! of a shipped crate.
 //!
+//! - [`cluster`]: the 3-member Incus cluster of `scripts/incus-cluster.sh`: clients, killing and
+//!   restarting members, waiting for a member's status, per-test names and cleanup.
 //! - [`incus_ignored`]: keeps the Incus tests `#[ignore]`d, so a plain `cargo test` reports them
 //!   as ignored, never as passed.
 //! - [`incus`]: the Incus bridge's address, random app names, and the cleanup of a test's
@@ -10,6 +12,7 @@
 //! - [`config`]: the `runner-manager` binary's config for a simulator and real Incus.
 //! - [`on_both_images!`]: an Incus test on each guest image.
 
+pub mod cluster;
 pub mod config;
 pub mod incus;
 pub mod incus_ignored;

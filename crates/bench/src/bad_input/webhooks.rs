@@ -63,6 +63,7 @@ impl Operations for CountingOps {
             runners: Vec::new(),
             dangling: Vec::new(),
             orphans: Vec::new(),
+            ha: None,
         })
     }
     async fn runner_bin_latest(&self, _os: &str, _arch: &str) -> anyhow::Result<RunnerBinOutput> {

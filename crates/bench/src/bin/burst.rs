@@ -25,11 +25,7 @@ use bench::outside::RestCost;
 use bench::real::{self, median, secs, Guard, REPO};
 use bench::table::{ratio, Table};
 use clap::Parser;
-use futures::future::join_all;
 use github_sim::{JobSpec, JobStatus, RequestCount, SimHandle, WebhookTarget};
-use manager::adapters::LxdProvider;
-use manager::provider::InstanceProvider;
-use manager::{InstanceType, Resources};
 
 const JOBS: usize = 30;
 const API_TOKEN: &str = "burst-api-token-0123456789";
@@ -80,28 +76,6 @@ struct RunResult {
     created: f64,
     peak_online: usize,
     jobs_per_pool: BTreeMap<String, usize>,
-}
-
-/// Force-deletes the instances named `prefix*`.
-async fn delete_prefix(lxd: &lxd::Client, prefix: &str) -> anyhow::Result<()> {
-    let names: Vec<String> = lxd
-        .list_instances()
-        .await?
-        .into_iter()
-        .map(|i| i.name)
-        .filter(|n| n.starts_with(prefix))
-        .collect();
-    join_all(names.iter().map(|n| lxd.force_delete_instance(n))).await;
-    Ok(())
-}
-
-async fn instances_of(lxd: &lxd::Client, prefix: &str) -> anyhow::Result<usize> {
-    Ok(lxd
-        .list_instances()
-        .await?
-        .iter()
-        .filter(|i| i.name.starts_with(prefix))
-        .count())
 }
 
 async fn health(client: &reqwest::Client, base: &str) -> Option<serde_json::Value> {
@@ -174,7 +148,7 @@ async fn one_run(
         Duration::from_secs(60),
     )
     .await;
-    delete_prefix(lxd, &floor_prefix).await?;
+    burst::delete_prefix(lxd, &floor_prefix).await?;
     let floor = floor_result?;
     eprintln!(
         "[{tag}] floor: {JOBS} bare parallel launches + exec: {}",
@@ -219,21 +193,7 @@ async fn one_run(
         secret: github_sim::Secret::new(WEBHOOK_SECRET),
     }));
 
-    let update = tokio::process::Command::new(bin)
-        .arg("--config")
-        .arg(&config)
-        .args(["runner-bin", "update", "--json"])
-        .env("NO_COLOR", "1")
-        .env_remove("RUNNER_MANAGER_GITHUB_TOKEN")
-        .env_remove("RUNNER_MANAGER_CONFIG")
-        .output()
-        .await
-        .context("runner-manager runner-bin update")?;
-    anyhow::ensure!(
-        update.status.success(),
-        "runner-bin update: {}",
-        String::from_utf8_lossy(&update.stderr)
-    );
+    burst::runner_bin_update(bin, &config).await?;
 
     let log_path = std::env::temp_dir().join(format!("burst-{tag}-daemon.log"));
     let mut daemon = Daemon::start(bin, &config, &log_path)?;
@@ -242,7 +202,7 @@ async fn one_run(
         .build()?;
     wait_startup(&client, &base, &mut daemon).await?;
     anyhow::ensure!(
-        instances_of(lxd, &prefix).await? == 0,
+        burst::instances_of(lxd, &prefix).await? == 0,
         "an idle runner exists before the burst"
     );
 
@@ -316,7 +276,7 @@ async fn one_run(
             .iter()
             .filter(|r| r.name.starts_with(&prefix))
             .count();
-        if registered == 0 && instances_of(lxd, &prefix).await? == 0 {
+        if registered == 0 && burst::instances_of(lxd, &prefix).await? == 0 {
             back_to_zero = Some(t0.elapsed());
             break;
         }
@@ -442,27 +402,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
     const RUNNER_VERSION: &str = "2.331.0";
     let tarball = github_sim::tarball::build_runner_tarball(&agent, RUNNER_VERSION)?;
     let sim = Arc::new(
-        github_sim::Sim::start(
-            github_sim::SimConfig::default()
-                .with_listen(real::BRIDGE.parse()?)
-                .with_repo(REPO)
-                .with_runner_tarball(tarball, RUNNER_VERSION),
+        burst::bridge_sim(
+            github_sim::SimConfig::default().with_runner_tarball(tarball, RUNNER_VERSION),
         )
-        .await
-        .context(
-            "starting github-sim on the Incus bridge (run `sudo ./scripts/incus-env.sh up`)",
-        )?,
+        .await?,
     );
     let lxd = lxd::Client::discover()
         .await
         .context("connecting to Incus")?;
-    // The daemon's instances get `default` and the resource profile of `[runners]` (1 CPU,
-    // 256 MiB, 1 GiB); the floor uses the same ones.
-    let resources = Resources::new(1, "256MiB", "1GiB")?;
-    let profile = LxdProvider::new(lxd.clone())
-        .ensure_profile(&resources, InstanceType::Container, false)
-        .await?;
-    let profiles = vec!["default".to_owned(), profile];
+    // The daemon's instances and the floor get the same profiles.
+    let profiles = burst::daemon_profiles(&lxd).await?;
     eprintln!(
         "burst: daemon {}, sim at {}, image {}, {} run(s)",
         bin.display(),

@@ -190,15 +190,29 @@ impl Validator<'_> {
         let policy = self.policy(raw.policy);
         let metrics = self.metrics(raw.metrics);
         let server = self.server(raw.server);
+        let cluster = self.cluster(raw.cluster);
         let defaults = PoolDefaults {
             lxd: lxd.as_ref(),
             runners: runners.as_ref(),
             repo_scope,
             quantity_set,
+            cluster: cluster.as_ref(),
         };
+        let scaling: Vec<_> = raw
+            .pools
+            .iter()
+            .map(|p| (p.scaling.unwrap_or_default(), p.scale_set_name.clone()))
+            .collect();
         let pools = self.pools(raw.pools, &defaults);
+        let scale_sets = self.scale_sets(
+            &scaling,
+            pools.as_deref(),
+            app_name.as_deref(),
+            raw.scaleset,
+        );
         let demand = self.demand(raw.demand);
         let images = self.images(raw.images);
+        let ha = self.ha(raw.ha);
         Some(Config {
             app_name: app_name?,
             unit,
@@ -213,6 +227,9 @@ impl Validator<'_> {
             pools: pools?,
             demand: demand?,
             images: images?,
+            scale_sets: scale_sets?,
+            cluster: cluster?,
+            ha: ha?,
         })
     }
 
@@ -496,12 +513,8 @@ impl Validator<'_> {
         };
         let storage_path = self.optional_path("lxd.storage_path", raw.storage_path);
         let target = match raw.target {
-            Some(target) if target.trim().is_empty() => {
-                self.errors
-                    .push("lxd.target", "must be a cluster member name");
-                None
-            }
-            target => Some(target),
+            Some(target) => self.placement_target("lxd.target", target).map(Some),
+            None => Some(None),
         };
         Some(LxdConfig {
             endpoint: endpoint?,

@@ -87,6 +87,22 @@ pub struct Config {
     pub demand: DemandConfig,
     /// `[images]`: baked pools' canary and how often images are checked.
     pub images: ImagesConfig,
+    /// Scale-set pools (`scaling = "scaleset"`) and `[scaleset]`.
+    pub scale_sets: ScaleSetsConfig,
+    /// `[cluster]`: placement on an LXD/Incus cluster.
+    pub cluster: ClusterConfig,
+    /// `[ha]`: active/standby managers sharing a lease in the cluster.
+    pub ha: HaConfig,
+}
+
+/// `[cluster]`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ClusterConfig {
+    /// `placement`: every pool's default strategy (a pool's `placement` wins), and the
+    /// single-pool form's.
+    pub placement: manager::pool::Strategy,
+    /// `overcommit_cpu` and `overcommit_memory`.
+    pub overcommit: manager::placement::Overcommit,
 }
 
 #[derive(Debug, Clone)]
@@ -145,7 +161,7 @@ pub struct LxdConfig {
     pub instance_type: InstanceType,
     /// The seed's `lxd_storage_path`: a dir pool `runner` there; `None` = the default pool.
     pub storage_path: Option<PathBuf>,
-    /// Cluster member to place instances on.
+    /// Cluster member (or `@group`) to place instances on: every pool's default target.
     pub target: Option<String>,
 }
 
@@ -249,6 +265,7 @@ impl Default for DemandConfig {
 
 mod demand;
 mod errors;
+mod ha;
 mod load;
 mod pools;
 #[cfg(test)]
@@ -258,8 +275,18 @@ mod route;
 mod summary;
 
 pub use errors::*;
+pub use ha::HaConfig;
 pub use load::*;
 use pools::{repo_scope, PoolDefaults};
 use raw::*;
 pub use route::*;
 pub use summary::*;
+
+/// The pools of `[[pools]]` with `scaling = "scaleset"`, and `[scaleset]`'s timings.
+#[derive(Debug, Clone, Default)]
+pub struct ScaleSetsConfig {
+    pub pools: Vec<manager::scaleset::ScaleSetPool>,
+    pub settings: manager::scaleset::ScaleSetSettings,
+    /// Per-attempt timeout of the long poll (beyond the service's ~50 s hold).
+    pub poll_timeout: Duration,
+}

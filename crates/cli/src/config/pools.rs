@@ -4,8 +4,16 @@
 //! fall back to `[lxd]` (image, instance type), `[runners]` (resources, labels, registration)
 //! and the scope's own runner group. Without `[[pools]]` the single-pool form applies, and
 //! [`Config::pool_specs`] describes it as one unmarked pool named `default`.
+//!
+//! Placement on a cluster: a pool's `placement` (`"spread"`, the default, or `"pack"`) falls
+//! back to `[cluster] placement`, its `target` (a member name, or `@group` for a cluster
+//! group) to `lxd.target`; the single-pool form takes both defaults. `[cluster]
+//! overcommit_cpu` and `overcommit_memory` say how far a member's capacity may be promised.
 
-use manager::pool::{candidates, MAX_POOL_NAME_LEN, POOL_LABEL_PREFIX};
+use manager::placement::Overcommit;
+use manager::pool::{
+    candidates, Placement, PlacementTarget, Strategy, MAX_POOL_NAME_LEN, POOL_LABEL_PREFIX,
+};
 use manager::Resources;
 
 use super::*;
@@ -34,7 +42,16 @@ impl Config {
             self.runners.labels.clone(),
             self.runners.registration,
             usize::try_from(self.runners.quantity).unwrap_or(usize::MAX),
-        )]
+        )
+        .with_placement(self.single_placement())]
+    }
+
+    /// The single-pool form's placement: `[cluster] placement` and `lxd.target`.
+    pub fn single_placement(&self) -> Placement {
+        Placement {
+            strategy: self.cluster.placement,
+            target: self.lxd.target.as_deref().and_then(PlacementTarget::parse),
+        }
     }
 
     /// What the demand planner needs of each pool of [`Self::pool_specs`]: every label its
@@ -81,7 +98,12 @@ pub(super) struct PoolDefaults<'a> {
     pub(super) repo_scope: Option<String>,
     /// Whether `runners.quantity` is set.
     pub(super) quantity_set: bool,
+    /// `None` when `[cluster]` is invalid (its own errors are reported).
+    pub(super) cluster: Option<&'a ClusterConfig>,
 }
+
+/// Largest overcommit ratio accepted.
+const MAX_OVERCOMMIT: f64 = 100.0;
 
 /// `github.path` when it names a repository.
 pub(super) fn repo_scope(path: Option<&str>) -> Option<String> {
@@ -168,6 +190,14 @@ impl Validator<'_> {
             .or(defaults.runners.map(|runners| runners.registration));
         let sizing = self.pool_sizing(&key, raw.min_idle, raw.max);
         let priority = raw.priority.unwrap_or(0);
+        let strategy = match raw.placement {
+            Some(text) => self.strategy(&key("placement"), &text),
+            None => defaults.cluster.map(|c| c.placement),
+        };
+        let target = match raw.target {
+            Some(text) => self.placement_target(&key("target"), text).map(Some),
+            None => defaults.lxd.map(|lxd| lxd.target.clone()),
+        };
         identities.push(PoolIdentity {
             index,
             name: raw.name,
@@ -195,6 +225,10 @@ impl Validator<'_> {
             priority,
             marked: true,
             image_mode: raw.image_mode.unwrap_or_default(),
+            placement: Placement {
+                strategy: strategy?,
+                target: target?.as_deref().and_then(PlacementTarget::parse),
+            },
         })
     }
 
@@ -267,6 +301,92 @@ impl Validator<'_> {
             }
         }
         ok.then_some(raw)
+    }
+
+    /// `[cluster]`: the default placement and the overcommit ratios.
+    pub(super) fn cluster(&mut self, raw: RawCluster) -> Option<ClusterConfig> {
+        let defaults = Overcommit::default();
+        let placement = match raw.placement {
+            Some(text) => self.strategy("cluster.placement", &text),
+            None => Some(Strategy::default()),
+        };
+        let cpu = self.ratio("cluster.overcommit_cpu", raw.overcommit_cpu, defaults.cpu);
+        let memory = self.ratio(
+            "cluster.overcommit_memory",
+            raw.overcommit_memory,
+            defaults.memory,
+        );
+        Some(ClusterConfig {
+            placement: placement?,
+            overcommit: Overcommit {
+                cpu: cpu?,
+                memory: memory?,
+            },
+        })
+    }
+
+    fn ratio(&mut self, key: &str, value: Option<f64>, default: f64) -> Option<f64> {
+        match value {
+            None => Some(default),
+            Some(v) if v.is_finite() && v > 0.0 && v <= MAX_OVERCOMMIT => Some(v),
+            Some(_) => {
+                self.errors.push(
+                    key,
+                    format!(
+                        "must be a ratio above 0 and at most {MAX_OVERCOMMIT} (1.0: no overcommit)"
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// `"spread"` or `"pack"`.
+    fn strategy(&mut self, key: &str, text: &str) -> Option<Strategy> {
+        match text {
+            "spread" => Some(Strategy::Spread),
+            "pack" => Some(Strategy::Pack),
+            other => {
+                let hint = if PlacementTarget::parse(other).is_some() && !other.contains(' ') {
+                    format!(
+                        "; to place on a member or group, use target = \"{}\"",
+                        other.escape_debug()
+                    )
+                } else {
+                    String::new()
+                };
+                self.errors.push(
+                    key,
+                    format!(
+                        "must be \"spread\" (balance over the members) or \"pack\" (fill one member, then the next), not \"{}\"{hint}",
+                        other.escape_debug()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// A cluster member's name, or `@group` (`lxd.target`, `pools[i].target`).
+    pub(super) fn placement_target(&mut self, key: &str, text: String) -> Option<String> {
+        let name = text.strip_prefix('@').unwrap_or(&text);
+        let valid = !name.is_empty()
+            && name.len() <= 63
+            && !name
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == '/' || c == '@');
+        if valid {
+            Some(text)
+        } else {
+            self.errors.push(
+                key,
+                format!(
+                    "invalid target \"{}\": a cluster member name (\"m1\") or a cluster group (\"@gpu\")",
+                    text.escape_debug()
+                ),
+            );
+            None
+        }
     }
 
     /// `Some(None)`: the scope's own group.
@@ -428,5 +548,291 @@ impl Validator<'_> {
             }
         }
         ok.then_some(raw)
+    }
+}
+
+/// Longest scale-set name accepted.
+const MAX_SCALE_SET_NAME: usize = 100;
+
+impl Validator<'_> {
+    /// The scale-set pools (`scaling = "scaleset"`) of `[[pools]]` (`scaling[i]` is pool `i`'s
+    /// `scaling` and `scale_set_name`), and `[scaleset]`. `pools` is `None` when a pool is
+    /// invalid (its own errors are reported).
+    pub(super) fn scale_sets(
+        &mut self,
+        scaling: &[(manager::scaleset::Scaling, Option<String>)],
+        pools: Option<&[PoolSpec]>,
+        app_name: Option<&str>,
+        raw: RawScaleSet,
+    ) -> Option<ScaleSetsConfig> {
+        use manager::scaleset::{default_scale_set_name, ScaleSetPool, ScaleSetSettings, Scaling};
+        let mut ok = true;
+        let mut specs = Vec::new();
+        let mut names = BTreeSet::new();
+        for (index, (mode, name)) in scaling.iter().enumerate() {
+            let key = |k: &str| format!("pools[{index}].{k}");
+            if *mode != Scaling::Scaleset {
+                if name.is_some() {
+                    self.errors.push(
+                        key("scale_set_name"),
+                        "only for a pool with scaling = \"scaleset\"",
+                    );
+                    ok = false;
+                }
+                continue;
+            }
+            let Some(spec) = pools.and_then(|p| p.get(index)) else {
+                continue;
+            };
+            if spec.registration != RegistrationMode::Jit {
+                self.errors.push(
+                    key("registration"),
+                    "scaling = \"scaleset\" needs registration = \"jit\" (the scale set issues each runner's JIT config)",
+                );
+                ok = false;
+            }
+            let Some(app_name) = app_name else {
+                continue;
+            };
+            let scale_set_name = match name {
+                Some(n)
+                    if n.trim().is_empty()
+                        || n.len() > MAX_SCALE_SET_NAME
+                        || n.chars().any(|c| c.is_control() || c.is_whitespace()) =>
+                {
+                    self.errors.push(
+                        key("scale_set_name"),
+                        format!("1 to {MAX_SCALE_SET_NAME} characters, without spaces"),
+                    );
+                    ok = false;
+                    continue;
+                }
+                Some(n) => n.clone(),
+                None => default_scale_set_name(app_name, &spec.name),
+            };
+            if !names.insert(scale_set_name.to_ascii_lowercase()) {
+                self.errors.push(
+                    key("scale_set_name"),
+                    format!("\"{scale_set_name}\" is the scale set of another pool"),
+                );
+                ok = false;
+            }
+            let (min_idle, max) = match spec.sizing {
+                Sizing::Demand { min_idle, max } => (min_idle, max),
+                Sizing::Fixed(q) => (q, q),
+            };
+            specs.push(ScaleSetPool {
+                pool: spec.name.clone(),
+                scale_set_name,
+                runner_group: spec.runner_group.clone(),
+                labels: spec.registration_labels(app_name),
+                min_idle,
+                max,
+            });
+        }
+        let ms = |v: Option<u64>, default: Duration| v.map_or(default, Duration::from_millis);
+        let defaults = ScaleSetSettings::default();
+        let settings = ScaleSetSettings {
+            standby_min: ms(raw.standby_backoff_min_ms, defaults.standby_min),
+            standby_max: ms(raw.standby_backoff_max_ms, defaults.standby_max),
+            error_backoff_min: ms(raw.error_backoff_min_ms, defaults.error_backoff_min),
+            error_backoff_max: ms(raw.error_backoff_max_ms, defaults.error_backoff_max),
+            owner_host: defaults.owner_host,
+        };
+        for (key, min, max) in [
+            (
+                "scaleset.standby_backoff_max_ms",
+                settings.standby_min,
+                settings.standby_max,
+            ),
+            (
+                "scaleset.error_backoff_max_ms",
+                settings.error_backoff_min,
+                settings.error_backoff_max,
+            ),
+        ] {
+            if min.is_zero() || max < min {
+                self.errors.push(
+                    key,
+                    "the backoff's minimum must be above 0 and its maximum at least the minimum",
+                );
+                ok = false;
+            }
+        }
+        let poll_timeout = Duration::from_secs(raw.poll_timeout_seconds.unwrap_or(120));
+        if poll_timeout < Duration::from_secs(2) {
+            self.errors.push(
+                "scaleset.poll_timeout_seconds",
+                "must be at least 2 (and above the service's long-poll hold, ~50 s on GitHub)",
+            );
+            ok = false;
+        }
+        ok.then_some(ScaleSetsConfig {
+            pools: specs,
+            settings,
+            poll_timeout,
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod scaleset_tests {
+    use super::*;
+
+    struct NoEnv;
+
+    impl Environment for NoEnv {
+        fn var(&self, _name: &str) -> Option<String> {
+            None
+        }
+        fn read_file(&self, path: &Path) -> std::io::Result<String> {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("{} not found", path.display()),
+            ))
+        }
+        fn file_exists(&self, _path: &Path) -> bool {
+            false
+        }
+    }
+
+    fn parse(pools: &str) -> Result<Config, ConfigError> {
+        let text = format!(
+            "app_name = \"app\"\n[github]\npath = \"my-org\"\ntoken = \"ghp_TEST\"\n{pools}"
+        );
+        Config::parse(&text, Path::new("/etc/rm"), &NoEnv)
+    }
+
+    fn errors(pools: &str) -> Vec<String> {
+        match parse(pools) {
+            Ok(_) => panic!("expected an error for:\n{pools}"),
+            Err(ConfigError::Invalid(errors)) => errors.iter().map(ToString::to_string).collect(),
+            Err(other) => panic!("unexpected error {other}"),
+        }
+    }
+
+    #[test]
+    fn a_scaleset_pool_is_one_scale_set_named_after_app_and_pool() {
+        let config = parse(
+            r#"
+[[pools]]
+name = "web"
+max = 3
+
+[[pools]]
+name = "ss"
+labels = ["gpu"]
+registration = "jit"
+scaling = "scaleset"
+min_idle = 1
+max = 8
+
+[[pools]]
+name = "named"
+labels = ["named"]
+registration = "jit"
+scaling = "scaleset"
+scale_set_name = "my-set"
+max = 2
+
+[scaleset]
+standby_backoff_min_ms = 100
+standby_backoff_max_ms = 400
+"#,
+        )
+        .unwrap();
+        let sets = &config.scale_sets;
+        let names: Vec<_> = sets
+            .pools
+            .iter()
+            .map(|p| {
+                (
+                    p.pool.as_str(),
+                    p.scale_set_name.as_str(),
+                    p.min_idle,
+                    p.max,
+                )
+            })
+            .collect();
+        assert_eq!(names, [("ss", "app-ss", 1, 8), ("named", "my-set", 0, 2)]);
+        assert!(sets.pools[0].labels.contains(&"gpu".to_owned()));
+        assert!(sets.pools[0]
+            .labels
+            .contains(&"runner-manager-pool:ss".to_owned()));
+        assert_eq!(sets.settings.standby_min, Duration::from_millis(100));
+        assert_eq!(sets.settings.standby_max, Duration::from_millis(400));
+        // The default stays webhook sizing.
+        assert_eq!(config.pools.len(), 3);
+    }
+
+    #[test]
+    fn scaleset_needs_jit_and_scale_set_name_needs_scaleset() {
+        let errors = errors(
+            r#"
+[[pools]]
+name = "ss"
+registration = "token"
+scaling = "scaleset"
+max = 2
+
+[[pools]]
+name = "web"
+labels = ["web"]
+scale_set_name = "x"
+max = 2
+"#,
+        );
+        assert_eq!(
+            errors,
+            [
+                "pools[0].registration: scaling = \"scaleset\" needs registration = \"jit\" (the scale set issues each runner's JIT config)",
+                "pools[1].scale_set_name: only for a pool with scaling = \"scaleset\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn two_pools_cannot_share_a_scale_set_and_backoffs_are_ordered() {
+        let errors = errors(
+            r#"
+[[pools]]
+name = "a"
+registration = "jit"
+scaling = "scaleset"
+scale_set_name = "Same"
+max = 2
+
+[[pools]]
+name = "b"
+labels = ["b"]
+registration = "jit"
+scaling = "scaleset"
+scale_set_name = "same"
+max = 2
+
+[scaleset]
+error_backoff_min_ms = 500
+error_backoff_max_ms = 100
+"#,
+        );
+        assert_eq!(
+            errors,
+            [
+                "pools[1].scale_set_name: \"same\" is the scale set of another pool",
+                "scaleset.error_backoff_max_ms: the backoff's minimum must be above 0 and its maximum at least the minimum",
+            ]
+        );
+    }
+
+    #[test]
+    fn scaling_is_only_a_pool_key() {
+        let err = Config::parse(
+            "[github]\npath = \"o\"\ntoken = \"t\"\n[runners]\nquantity = 1\nscaling = \"scaleset\"\n",
+            Path::new("/etc/rm"),
+            &NoEnv,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("scaling"), "{err}");
     }
 }

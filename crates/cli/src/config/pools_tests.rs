@@ -116,6 +116,7 @@ fn two_pools_parse_into_pool_specs_with_fallbacks() {
                 priority: 5,
                 marked: true,
                 image_mode: manager::pool::ImageMode::Plain,
+                placement: manager::pool::Placement::default(),
             },
             PoolSpec {
                 name: PoolName::new("fallback").unwrap(),
@@ -133,6 +134,7 @@ fn two_pools_parse_into_pool_specs_with_fallbacks() {
                 priority: 0,
                 marked: true,
                 image_mode: manager::pool::ImageMode::Plain,
+                placement: manager::pool::Placement::default(),
             },
         ]
     );
@@ -390,11 +392,11 @@ fn pool_errors_name_the_key() {
         ),
         (
             pool("a", "colour = \"blue\""),
-            "pools[0].colour: unknown key (expected one of `name`, `image`, `instance_type`, `cpu`, `memory`, `disk`, `profiles`, `labels`, `runner_group`, `registration`, `min_idle`, `max`, `priority`, `image_mode`)",
+            "pools[0].colour: unknown key (expected one of `name`, `image`, `instance_type`, `cpu`, `memory`, `disk`, `profiles`, `labels`, `runner_group`, `registration`, `min_idle`, `max`, `priority`, `image_mode`, `scaling`, `scale_set_name`, `placement`, `target`)",
         ),
         (
             pool("a", "") + &pool("b", "colour = 1"),
-            "pools[1].colour: unknown key (expected one of `name`, `image`, `instance_type`, `cpu`, `memory`, `disk`, `profiles`, `labels`, `runner_group`, `registration`, `min_idle`, `max`, `priority`, `image_mode`)",
+            "pools[1].colour: unknown key (expected one of `name`, `image`, `instance_type`, `cpu`, `memory`, `disk`, `profiles`, `labels`, `runner_group`, `registration`, `min_idle`, `max`, `priority`, `image_mode`, `scaling`, `scale_set_name`, `placement`, `target`)",
         ),
         (
             "[pools]\nname = \"a\"\n".to_owned(),

@@ -44,6 +44,34 @@ pub(super) struct RawConfig {
     pub(super) demand: RawDemand,
     #[serde(default)]
     pub(super) images: RawImages,
+    #[serde(default)]
+    pub(super) cluster: RawCluster,
+    /// `[scaleset]`: timings of scale-set pools' listeners.
+    #[serde(default)]
+    pub(super) scaleset: RawScaleSet,
+    /// `[ha]`: active/standby managers.
+    #[serde(default)]
+    pub(super) ha: super::ha::RawHa,
+}
+
+/// `[scaleset]`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawScaleSet {
+    pub(super) standby_backoff_min_ms: Option<u64>,
+    pub(super) standby_backoff_max_ms: Option<u64>,
+    pub(super) error_backoff_min_ms: Option<u64>,
+    pub(super) error_backoff_max_ms: Option<u64>,
+    pub(super) poll_timeout_seconds: Option<u64>,
+}
+
+/// `[cluster]`: placement on an LXD/Incus cluster.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCluster {
+    pub(super) placement: Option<String>,
+    pub(super) overcommit_cpu: Option<f64>,
+    pub(super) overcommit_memory: Option<f64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -145,6 +173,11 @@ pub(super) struct RawPool {
     pub(super) max: Option<u32>,
     pub(super) priority: Option<i32>,
     pub(super) image_mode: Option<manager::pool::ImageMode>,
+    /// `webhook` (the default) or `scaleset`.
+    pub(super) scaling: Option<manager::scaleset::Scaling>,
+    pub(super) scale_set_name: Option<String>,
+    pub(super) placement: Option<String>,
+    pub(super) target: Option<String>,
 }
 
 #[derive(Deserialize, Default)]

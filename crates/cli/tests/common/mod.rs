@@ -129,6 +129,7 @@ impl Operations for FakeOps {
             ],
             dangling: vec!["github-runner-0-dead".into()],
             orphans: vec![],
+            ha: None,
         })
     }
 

@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, patch, post};
 use axum::Router;
+use parking_lot::MutexGuard;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -66,6 +67,25 @@ pub(super) fn routes() -> Router<AppState> {
 
 type Params = HashMap<String, String>;
 
+/// What a handler answers: `Err` is a refusal from a check (auth, a path parameter, the body)
+/// that ends the handler early, answered as it is.
+type Handled = Result<Response, Reject>;
+
+/// A refusal as the answer; `?` turns the checks' `Box<Response>` into one.
+struct Reject(Box<Response>);
+
+impl From<Box<Response>> for Reject {
+    fn from(response: Box<Response>) -> Self {
+        Self(response)
+    }
+}
+
+impl IntoResponse for Reject {
+    fn into_response(self) -> Response {
+        *self.0
+    }
+}
+
 fn bad_request(message: &str) -> Response {
     service_error(
         StatusCode::BAD_REQUEST,
@@ -82,6 +102,14 @@ fn set_not_found(id: u64) -> Response {
         "RunnerScaleSetNotFoundException",
         &format!("The runner scale set {id} does not exist."),
     )
+}
+
+/// 404 `RunnerScaleSetNotFoundException` unless the scope has the set.
+fn set_exists(state: &State, scope: &Scope, id: u64) -> Result<(), Reject> {
+    match state.ss_set(scope, id) {
+        Some(_) => Ok(()),
+        None => Err(Reject(Box::new(set_not_found(id)))),
+    }
 }
 
 fn list(values: Vec<Value>) -> Value {
@@ -106,13 +134,23 @@ fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, Box<Response
     serde_json::from_slice(bytes).map_err(|e| Box::new(bad_request(&format!("invalid body: {e}"))))
 }
 
+/// The locked state and the scope of the request's admin token (401 without one).
+fn admin<'a>(
+    shared: &'a AppState,
+    headers: &HeaderMap,
+) -> Result<(MutexGuard<'a, State>, Scope), Reject> {
+    let state = shared.state.lock();
+    let scope = admin_scope(&state, headers)?;
+    Ok((state, scope))
+}
+
 fn server(shared: &AppState, headers: &HeaderMap) -> String {
     base_url(shared.public_url.as_deref(), headers)
 }
 
-/// `{base}/tenant/{tenant}/`.
-fn tenant_base(server: &str, tenant: &str) -> String {
-    format!("{server}/tenant/{tenant}/")
+/// `{base}/tenant/{tenant}/`, the tenant of the path.
+fn tenant_base(shared: &AppState, headers: &HeaderMap, path: &Params) -> String {
+    format!("{}/tenant/{}/", server(shared, headers), path["tenant"])
 }
 
 // ------------------------------------------------------------------------ runner groups
@@ -130,12 +168,8 @@ async fn runner_groups(
     AxState(shared): AxState<AppState>,
     headers: HeaderMap,
     Query(query): Query<Params>,
-) -> Response {
-    let state = shared.state.lock();
-    let scope = match admin_scope(&state, &headers) {
-        Ok(scope) => scope,
-        Err(response) => return *response,
-    };
+) -> Handled {
+    let (state, scope) = admin(&shared, &headers)?;
     let groups: Vec<Value> = state
         .groups(&scope)
         .iter()
@@ -146,7 +180,7 @@ async fn runner_groups(
         })
         .map(group_json)
         .collect();
-    json_response(StatusCode::OK, &list(groups))
+    Ok(json_response(StatusCode::OK, &list(groups)))
 }
 
 // ------------------------------------------------------------------------ scale sets
@@ -249,13 +283,9 @@ async fn list_sets(
     headers: HeaderMap,
     Path(path): Path<Params>,
     Query(query): Query<Params>,
-) -> Response {
-    let base = tenant_base(&server(&shared, &headers), &path["tenant"]);
-    let state = shared.state.lock();
-    let scope = match admin_scope(&state, &headers) {
-        Ok(scope) => scope,
-        Err(response) => return *response,
-    };
+) -> Handled {
+    let base = tenant_base(&shared, &headers, &path);
+    let (state, scope) = admin(&shared, &headers)?;
     let group: Option<u64> = query
         .get("runnerGroupId")
         .and_then(|g| g.parse().ok())
@@ -270,7 +300,7 @@ async fn list_sets(
         .filter(|s| name.is_none_or(|n| s.name.eq_ignore_ascii_case(n)))
         .map(|s| set_json(&state, s.id, &base))
         .collect();
-    json_response(StatusCode::OK, &list(sets))
+    Ok(json_response(StatusCode::OK, &list(sets)))
 }
 
 async fn create_set(
@@ -278,27 +308,19 @@ async fn create_set(
     headers: HeaderMap,
     Path(path): Path<Params>,
     bytes: Bytes,
-) -> Response {
-    let base = tenant_base(&server(&shared, &headers), &path["tenant"]);
-    let mut state = shared.state.lock();
-    let scope = match admin_scope(&state, &headers) {
-        Ok(scope) => scope,
-        Err(response) => return *response,
-    };
-    let body: SetBody = match body(&bytes) {
-        Ok(body) => body,
-        Err(response) => return *response,
-    };
+) -> Handled {
+    let base = tenant_base(&shared, &headers, &path);
+    let (mut state, scope) = admin(&shared, &headers)?;
+    let body: SetBody = body(&bytes)?;
     let Some(name) = body.name() else {
-        return bad_request("The scale set name is required.");
+        return Ok(bad_request("The scale set name is required."));
     };
-    let group = match body.group(&state, &scope) {
-        Ok(Some(group)) => group,
-        Ok(None) => match state.group_by_name(&scope, None) {
+    let group = match body.group(&state, &scope)? {
+        Some(group) => group,
+        None => match state.group_by_name(&scope, None) {
             Some(group) => group,
-            None => return bad_request("The scope has no default runner group."),
+            None => return Ok(bad_request("The scope has no default runner group.")),
         },
-        Err(response) => return *response,
     };
     let labels = body.labels().unwrap_or_else(|| vec![name.clone()]);
     let disable_update = body
@@ -306,39 +328,32 @@ async fn create_set(
         .as_ref()
         .and_then(|s| s.disable_update)
         .unwrap_or(false);
-    match state.ss_create_set(&scope, name.clone(), &group, labels, disable_update) {
-        Ok(id) => json_response(StatusCode::OK, &set_json(&state, id, &base)),
-        Err(_) => service_error(
-            StatusCode::CONFLICT,
-            RUNTIME,
-            "RunnerScaleSetExistsException",
-            &format!(
-                "A runner scale set named {name} already exists in the runner group {}.",
-                group.name
+    Ok(
+        match state.ss_create_set(&scope, name.clone(), &group, labels, disable_update) {
+            Ok(id) => json_response(StatusCode::OK, &set_json(&state, id, &base)),
+            Err(_) => service_error(
+                StatusCode::CONFLICT,
+                RUNTIME,
+                "RunnerScaleSetExistsException",
+                &format!(
+                    "A runner scale set named {name} already exists in the runner group {}.",
+                    group.name
+                ),
             ),
-        ),
-    }
+        },
+    )
 }
 
 async fn get_set(
     AxState(shared): AxState<AppState>,
     headers: HeaderMap,
     Path(path): Path<Params>,
-) -> Response {
-    let base = tenant_base(&server(&shared, &headers), &path["tenant"]);
-    let id: u64 = match number(&path, "id") {
-        Ok(id) => id,
-        Err(response) => return *response,
-    };
-    let state = shared.state.lock();
-    let scope = match admin_scope(&state, &headers) {
-        Ok(scope) => scope,
-        Err(response) => return *response,
-    };
-    if state.ss_set(&scope, id).is_none() {
-        return set_not_found(id);
-    }
-    json_response(StatusCode::OK, &set_json(&state, id, &base))
+) -> Handled {
+    let base = tenant_base(&shared, &headers, &path);
+    let id: u64 = number(&path, "id")?;
+    let (state, scope) = admin(&shared, &headers)?;
+    set_exists(&state, &scope, id)?;
+    Ok(json_response(StatusCode::OK, &set_json(&state, id, &base)))
 }
 
 async fn update_set(
@@ -346,28 +361,15 @@ async fn update_set(
     headers: HeaderMap,
     Path(path): Path<Params>,
     bytes: Bytes,
-) -> Response {
-    let base = tenant_base(&server(&shared, &headers), &path["tenant"]);
-    let id: u64 = match number(&path, "id") {
-        Ok(id) => id,
-        Err(response) => return *response,
-    };
-    let mut state = shared.state.lock();
-    let scope = match admin_scope(&state, &headers) {
-        Ok(scope) => scope,
-        Err(response) => return *response,
-    };
-    let body: SetBody = match body(&bytes) {
-        Ok(body) => body,
-        Err(response) => return *response,
-    };
+) -> Handled {
+    let base = tenant_base(&shared, &headers, &path);
+    let id: u64 = number(&path, "id")?;
+    let (mut state, scope) = admin(&shared, &headers)?;
+    let body: SetBody = body(&bytes)?;
     let Some(current) = state.ss_set(&scope, id) else {
-        return set_not_found(id);
+        return Ok(set_not_found(id));
     };
-    let group = match body.group(&state, &scope) {
-        Ok(group) => group,
-        Err(response) => return *response,
-    };
+    let group = body.group(&state, &scope)?;
     let name = body.name().unwrap_or_else(|| current.name.clone());
     let group_id = group.as_ref().map_or(current.group_id, |g| g.id);
     let clash = state.ss().sets.values().any(|s| {
@@ -377,12 +379,12 @@ async fn update_set(
             && s.name.eq_ignore_ascii_case(&name)
     });
     if clash {
-        return service_error(
+        return Ok(service_error(
             StatusCode::CONFLICT,
             RUNTIME,
             "RunnerScaleSetExistsException",
             &format!("A runner scale set named {name} already exists in that runner group."),
-        );
+        ));
     }
     let labels = body.labels();
     let disable_update = body.runner_setting.as_ref().and_then(|s| s.disable_update);
@@ -400,24 +402,17 @@ async fn update_set(
         }
     }
     state.ss_pump();
-    json_response(StatusCode::OK, &set_json(&state, id, &base))
+    Ok(json_response(StatusCode::OK, &set_json(&state, id, &base)))
 }
 
 async fn delete_set(
     AxState(shared): AxState<AppState>,
     headers: HeaderMap,
     Path(path): Path<Params>,
-) -> Response {
-    let id: u64 = match number(&path, "id") {
-        Ok(id) => id,
-        Err(response) => return *response,
-    };
-    let mut state = shared.state.lock();
-    let scope = match admin_scope(&state, &headers) {
-        Ok(scope) => scope,
-        Err(response) => return *response,
-    };
-    match state.ss_delete_set(&scope, id) {
+) -> Handled {
+    let id: u64 = number(&path, "id")?;
+    let (mut state, scope) = admin(&shared, &headers)?;
+    Ok(match state.ss_delete_set(&scope, id) {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(DeleteSetError::NoSet) => set_not_found(id),
         Err(DeleteSetError::Busy(runner)) => service_error(
@@ -426,7 +421,7 @@ async fn delete_set(
             "JobStillRunningException",
             &format!("The runner scale set {id} has a runner running a job ({runner})."),
         ),
-    }
+    })
 }
 
 // ------------------------------------------------------------------------ sessions
@@ -473,26 +468,16 @@ async fn create_session(
     headers: HeaderMap,
     Path(path): Path<Params>,
     bytes: Bytes,
-) -> Response {
-    let base = tenant_base(&server(&shared, &headers), &path["tenant"]);
-    let id: u64 = match number(&path, "id") {
-        Ok(id) => id,
-        Err(response) => return *response,
-    };
-    let mut state = shared.state.lock();
-    let scope = match admin_scope(&state, &headers) {
-        Ok(scope) => scope,
-        Err(response) => return *response,
-    };
-    let body: SessionBody = match body(&bytes) {
-        Ok(body) => body,
-        Err(response) => return *response,
-    };
+) -> Handled {
+    let base = tenant_base(&shared, &headers, &path);
+    let id: u64 = number(&path, "id")?;
+    let (mut state, scope) = admin(&shared, &headers)?;
+    let body: SessionBody = body(&bytes)?;
     let owner = body
         .owner_name
         .filter(|o| !o.is_empty())
         .unwrap_or_else(|| "unknown".to_owned());
-    match state.ss_create_session(&scope, id, owner) {
+    Ok(match state.ss_create_session(&scope, id, owner) {
         Ok((session_id, token)) => {
             let answer = session_json(&mut state, id, &session_id, &token, &base);
             json_response(StatusCode::OK, &answer)
@@ -504,29 +489,20 @@ async fn create_session(
             "RunnerScaleSetSessionConflictException",
             &format!("The actions runner scaleset {name} already has an active session."),
         ),
-    }
+    })
 }
 
 async fn refresh_session(
     AxState(shared): AxState<AppState>,
     headers: HeaderMap,
     Path(path): Path<Params>,
-) -> Response {
-    let base = tenant_base(&server(&shared, &headers), &path["tenant"]);
-    let id: u64 = match number(&path, "id") {
-        Ok(id) => id,
-        Err(response) => return *response,
-    };
+) -> Handled {
+    let base = tenant_base(&shared, &headers, &path);
+    let id: u64 = number(&path, "id")?;
     let session_id = path["session_id"].clone();
-    let mut state = shared.state.lock();
-    let scope = match admin_scope(&state, &headers) {
-        Ok(scope) => scope,
-        Err(response) => return *response,
-    };
-    if state.ss_set(&scope, id).is_none() {
-        return set_not_found(id);
-    }
-    match state.ss_refresh_session(id, &session_id) {
+    let (mut state, scope) = admin(&shared, &headers)?;
+    set_exists(&state, &scope, id)?;
+    Ok(match state.ss_refresh_session(id, &session_id) {
         Some(token) => {
             let answer = session_json(&mut state, id, &session_id, &token, &base);
             json_response(StatusCode::OK, &answer)
@@ -537,41 +513,32 @@ async fn refresh_session(
             "RunnerAdminException",
             &format!("Failed to refresh the session: session ID {session_id} that doesn't exist in redis."),
         ),
-    }
+    })
 }
 
 async fn delete_session(
     AxState(shared): AxState<AppState>,
     headers: HeaderMap,
     Path(path): Path<Params>,
-) -> Response {
-    let id: u64 = match number(&path, "id") {
-        Ok(id) => id,
-        Err(response) => return *response,
-    };
+) -> Handled {
+    let id: u64 = number(&path, "id")?;
     let session_id = path["session_id"].clone();
-    let mut state = shared.state.lock();
-    let scope = match admin_scope(&state, &headers) {
-        Ok(scope) => scope,
-        Err(response) => return *response,
-    };
-    if state.ss_set(&scope, id).is_none() {
-        return set_not_found(id);
-    }
+    let (mut state, scope) = admin(&shared, &headers)?;
+    set_exists(&state, &scope, id)?;
     let known = state
         .ss()
         .sessions
         .get(&session_id)
         .is_some_and(|s| s.set_id == id);
     if known && state.ss_drop_session(&session_id) {
-        return StatusCode::NO_CONTENT.into_response();
+        return Ok(StatusCode::NO_CONTENT.into_response());
     }
-    service_error(
+    Ok(service_error(
         StatusCode::BAD_REQUEST,
         RUNTIME,
         "RunnerScaleSetSessionExpiredException",
         &format!("The session identifier {session_id} is not valid."),
-    )
+    ))
 }
 
 // ------------------------------------------------------------------------ runners
@@ -589,21 +556,11 @@ async fn generate_jitconfig(
     headers: HeaderMap,
     Path(path): Path<Params>,
     bytes: Bytes,
-) -> Response {
+) -> Handled {
     let server_url = server(&shared, &headers);
-    let id: u64 = match number(&path, "id") {
-        Ok(id) => id,
-        Err(response) => return *response,
-    };
-    let mut state = shared.state.lock();
-    let scope = match admin_scope(&state, &headers) {
-        Ok(scope) => scope,
-        Err(response) => return *response,
-    };
-    let body: JitBody = match body(&bytes) {
-        Ok(body) => body,
-        Err(response) => return *response,
-    };
+    let id: u64 = number(&path, "id")?;
+    let (mut state, scope) = admin(&shared, &headers)?;
+    let body: JitBody = body(&bytes)?;
     let Some(name) = body
         .name
         .as_deref()
@@ -611,23 +568,23 @@ async fn generate_jitconfig(
         .filter(|n| !n.is_empty())
         .map(str::to_owned)
     else {
-        return bad_request("The runner name is required.");
+        return Ok(bad_request("The runner name is required."));
     };
     let Some(set) = state.ss_set(&scope, id) else {
-        return set_not_found(id);
+        return Ok(set_not_found(id));
     };
     let (group_id, group_name) = (set.group_id, set.group_name.clone());
     let (runner_id, credential) = match state.ss_register_runner(id, name.clone()) {
         Ok(registered) => registered,
         Err(RegisterError::NameExists(_)) => {
-            return service_error(
+            return Ok(service_error(
                 StatusCode::CONFLICT,
                 DISTRIBUTED_TASK,
                 "AgentExistsException",
                 &format!("A runner with the name {name} already exists in the pool."),
-            )
+            ))
         }
-        Err(_) => return set_not_found(id),
+        Err(_) => return Ok(set_not_found(id)),
     };
     let work_folder = body
         .work_folder
@@ -648,10 +605,10 @@ async fn generate_jitconfig(
         .runner(runner_id)
         .map(|r| agent_json(&state, r))
         .unwrap_or(Value::Null);
-    json_response(
+    Ok(json_response(
         StatusCode::OK,
         &json!({ "runner": runner, "encodedJITConfig": encoded }),
-    )
+    ))
 }
 
 fn agent_json(state: &State, runner: &Runner) -> Value {
@@ -687,40 +644,32 @@ async fn get_agent(
     AxState(shared): AxState<AppState>,
     headers: HeaderMap,
     Path(path): Path<Params>,
-) -> Response {
-    let state = shared.state.lock();
-    let scope = match admin_scope(&state, &headers) {
-        Ok(scope) => scope,
-        Err(response) => return *response,
-    };
+) -> Handled {
+    let (state, scope) = admin(&shared, &headers)?;
     let runner = path
         .get("runner_id")
         .and_then(|id| id.parse().ok())
         .and_then(|id| state.runner(id))
         .filter(|r| r.scope == scope);
-    match runner {
+    Ok(match runner {
         Some(runner) => json_response(StatusCode::OK, &agent_json(&state, runner)),
         None => agent_not_found(&path["runner_id"]),
-    }
+    })
 }
 
 async fn agents_by_name(
     AxState(shared): AxState<AppState>,
     headers: HeaderMap,
     Query(query): Query<Params>,
-) -> Response {
-    let state = shared.state.lock();
-    let scope = match admin_scope(&state, &headers) {
-        Ok(scope) => scope,
-        Err(response) => return *response,
-    };
+) -> Handled {
+    let (state, scope) = admin(&shared, &headers)?;
     let name = query.get("agentName");
     let runners: Vec<Value> = state
         .scope_runners(&scope)
         .filter(|r| name.is_none_or(|n| r.name == *n))
         .map(|r| agent_json(&state, r))
         .collect();
-    json_response(StatusCode::OK, &list(runners))
+    Ok(json_response(StatusCode::OK, &list(runners)))
 }
 
 /// RemoveRunner: 204 when removed or already absent; 400 `JobStillRunningException` while it
@@ -729,33 +678,29 @@ async fn remove_agent(
     AxState(shared): AxState<AppState>,
     headers: HeaderMap,
     Path(path): Path<Params>,
-) -> Response {
-    let mut state = shared.state.lock();
-    let scope = match admin_scope(&state, &headers) {
-        Ok(scope) => scope,
-        Err(response) => return *response,
-    };
+) -> Handled {
+    let (mut state, scope) = admin(&shared, &headers)?;
     let Some(runner) = path
         .get("runner_id")
         .and_then(|id| id.parse().ok())
         .and_then(|id| state.runner(id))
         .filter(|r| r.scope == scope)
     else {
-        return StatusCode::NO_CONTENT.into_response();
+        return Ok(StatusCode::NO_CONTENT.into_response());
     };
     if runner.job.is_some() {
         let message = format!("Runner {} is still running a job.", runner.name);
-        return service_error(
+        return Ok(service_error(
             StatusCode::BAD_REQUEST,
             DISTRIBUTED_TASK,
             "JobStillRunningException",
             &message,
-        );
+        ));
     }
     let id = runner.id;
     state.remove_runner(id);
     state.ss_pump();
-    StatusCode::NO_CONTENT.into_response()
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 // ------------------------------------------------------------------------ queue
@@ -808,34 +753,28 @@ async fn get_message(
     headers: HeaderMap,
     Path(path): Path<Params>,
     Query(query): Query<Params>,
-) -> Response {
-    let set_id: u64 = match number(&path, "id") {
-        Ok(id) => id,
-        Err(response) => return *response,
-    };
+) -> Handled {
+    let set_id: u64 = number(&path, "id")?;
     let last: i64 = match query.get("lastMessageId") {
         None => 0,
         Some(v) => match v.parse() {
             Ok(v) => v,
-            Err(_) => return bad_request("lastMessageId is not valid."),
+            Err(_) => return Ok(bad_request("lastMessageId is not valid.")),
         },
     };
     let capacity: i64 = match headers.get("x-scalesetmaxcapacity") {
         None => i64::from(i32::MAX),
         Some(v) => match v.to_str().ok().and_then(|v| v.trim().parse().ok()) {
             Some(c) if c >= 0 => c,
-            _ => return bad_request("X-ScaleSetMaxCapacity is not valid."),
+            _ => return Ok(bad_request("X-ScaleSetMaxCapacity is not valid.")),
         },
     };
     let (session, wait) = {
         let mut state = shared.state.lock();
-        let session = match queue_session(&mut state, &headers, set_id) {
-            Ok(session) => session,
-            Err(response) => return *response,
-        };
+        let session = queue_session(&mut state, &headers, set_id)?;
         if state.ss().faults.empty_body > 0 {
             state.ss_mut().faults.empty_body -= 1;
-            return StatusCode::OK.into_response();
+            return Ok(StatusCode::OK.into_response());
         }
         state.ss_poll_started(&session, set_id, capacity);
         (session, state.ss().cfg.poll_wait)
@@ -848,18 +787,16 @@ async fn get_message(
     let mut stop = shared.shutdown.clone();
     loop {
         let Some(notify) = shared.state.lock().ss_notify(set_id) else {
-            return set_not_found(set_id);
+            return Ok(set_not_found(set_id));
         };
         let notified = notify.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
         {
             let mut state = shared.state.lock();
-            if let Err(response) = queue_session(&mut state, &headers, set_id) {
-                return *response;
-            }
+            queue_session(&mut state, &headers, set_id)?;
             if let Some(envelope) = state.ss_next_message(set_id, last) {
-                return json_response(StatusCode::OK, &envelope);
+                return Ok(json_response(StatusCode::OK, &envelope));
             }
         }
         let timed_out = tokio::select! {
@@ -868,7 +805,7 @@ async fn get_message(
             _ = stop.wait_for(|stopped| *stopped) => true,
         };
         if timed_out {
-            return StatusCode::ACCEPTED.into_response();
+            return Ok(StatusCode::ACCEPTED.into_response());
         }
     }
 }
@@ -877,21 +814,13 @@ async fn ack_message(
     AxState(shared): AxState<AppState>,
     headers: HeaderMap,
     Path(path): Path<Params>,
-) -> Response {
-    let set_id: u64 = match number(&path, "id") {
-        Ok(id) => id,
-        Err(response) => return *response,
-    };
-    let message_id: i64 = match number(&path, "message_id") {
-        Ok(id) => id,
-        Err(response) => return *response,
-    };
+) -> Handled {
+    let set_id: u64 = number(&path, "id")?;
+    let message_id: i64 = number(&path, "message_id")?;
     let mut state = shared.state.lock();
-    if let Err(response) = queue_session(&mut state, &headers, set_id) {
-        return *response;
-    }
+    queue_session(&mut state, &headers, set_id)?;
     state.ss_ack(set_id, message_id);
-    StatusCode::NO_CONTENT.into_response()
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// `acquirejobs` (GHES flow, queue token): the offered jobs won, as `{count, value}`; 404 in
@@ -901,24 +830,22 @@ async fn acquire_jobs(
     headers: HeaderMap,
     Path(path): Path<Params>,
     bytes: Bytes,
-) -> Response {
-    let set_id: u64 = match number(&path, "id") {
-        Ok(id) => id,
-        Err(response) => return *response,
-    };
+) -> Handled {
+    let set_id: u64 = number(&path, "id")?;
     let mut state = shared.state.lock();
     if state.ss().cfg.mode == super::AcquireMode::Hosted {
-        return plain_error(StatusCode::NOT_FOUND, "Not Found");
+        return Ok(plain_error(StatusCode::NOT_FOUND, "Not Found"));
     }
-    if let Err(response) = queue_session(&mut state, &headers, set_id) {
-        return *response;
-    }
+    queue_session(&mut state, &headers, set_id)?;
     let ids: Vec<i64> = match serde_json::from_slice(&bytes) {
         Ok(ids) => ids,
-        Err(e) => return bad_request(&format!("invalid body: {e}")),
+        Err(e) => return Ok(bad_request(&format!("invalid body: {e}"))),
     };
     let won = state.ss_acquire(set_id, &ids);
-    json_response(StatusCode::OK, &json!({ "count": won.len(), "value": won }))
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "count": won.len(), "value": won }),
+    ))
 }
 
 /// The legacy `acquirablejobs`: the offered jobs (GHES), 204 when none.
@@ -926,22 +853,13 @@ async fn acquirable_jobs(
     AxState(shared): AxState<AppState>,
     headers: HeaderMap,
     Path(path): Path<Params>,
-) -> Response {
-    let set_id: u64 = match number(&path, "id") {
-        Ok(id) => id,
-        Err(response) => return *response,
-    };
-    let state = shared.state.lock();
-    let scope = match admin_scope(&state, &headers) {
-        Ok(scope) => scope,
-        Err(response) => return *response,
-    };
-    if state.ss_set(&scope, set_id).is_none() {
-        return set_not_found(set_id);
-    }
+) -> Handled {
+    let set_id: u64 = number(&path, "id")?;
+    let (state, scope) = admin(&shared, &headers)?;
+    set_exists(&state, &scope, set_id)?;
     let offered = state.ss_offered_messages(set_id);
     if offered.is_empty() {
-        return StatusCode::NO_CONTENT.into_response();
+        return Ok(StatusCode::NO_CONTENT.into_response());
     }
-    json_response(StatusCode::OK, &list(offered))
+    Ok(json_response(StatusCode::OK, &list(offered)))
 }

@@ -85,6 +85,97 @@ enum Credential<'a> {
     Queue(&'a Session),
 }
 
+/// One call on the admin base: idempotent, without a body, with the admin token and a bare
+/// 404 as a plain `Status`, unless set otherwise.
+struct AdminCall<'a> {
+    operation: &'static str,
+    method: Method,
+    path: String,
+    query: Vec<(&'a str, &'a str)>,
+    body: Option<Vec<u8>>,
+    retry: RetryMode,
+    credential: Credential<'a>,
+    gone: Gone,
+}
+
+impl<'a> AdminCall<'a> {
+    fn new(operation: &'static str, method: Method, path: impl Into<String>) -> Self {
+        Self {
+            operation,
+            method,
+            path: path.into(),
+            query: Vec::new(),
+            body: None,
+            retry: RetryMode::Idempotent,
+            credential: Credential::Admin,
+            gone: Gone::Status,
+        }
+    }
+
+    fn get(operation: &'static str, path: impl Into<String>) -> Self {
+        Self::new(operation, Method::GET, path)
+    }
+
+    fn query(mut self, query: &[(&'a str, &'a str)]) -> Self {
+        self.query = query.to_vec();
+        self
+    }
+
+    /// `body` as the JSON body.
+    fn json<T: Serialize + ?Sized>(mut self, body: &T) -> Result<Self, ScaleSetError> {
+        self.body = Some(encode(self.operation, body)?);
+        Ok(self)
+    }
+
+    /// Not retried after an ambiguous failure (the call creates something).
+    fn unprocessed(mut self) -> Self {
+        self.retry = RetryMode::Unprocessed;
+        self
+    }
+
+    fn gone(mut self, gone: Gone) -> Self {
+        self.gone = gone;
+        self
+    }
+}
+
+/// What a bare 404 of a call means.
+#[derive(Clone, Copy)]
+enum Gone {
+    /// Nothing more than its status.
+    Status,
+    /// The scale set is gone (`ScaleSetNotFound`), unless the service names an agent.
+    ScaleSet,
+    /// The session is gone, evicted on the service side (`SessionExpired`).
+    Session,
+}
+
+/// The path of the session's resource.
+fn session_path(session: &Session) -> String {
+    format!(
+        "{SCALE_SETS}/{}/sessions/{}",
+        session.scale_set.id, session.id
+    )
+}
+
+/// The only item of a lookup by name, if any; more than one is `InvalidResponse`.
+fn at_most_one<W, T: From<W>>(
+    operation: &'static str,
+    list: ListWire<W>,
+    what: &str,
+    name: &str,
+) -> Result<Option<T>, ScaleSetError> {
+    let mut items = list.value.into_iter();
+    match (items.next(), items.next()) {
+        (None, _) => Ok(None),
+        (Some(item), None) => Ok(Some(item.into())),
+        (Some(_), Some(_)) => Err(ScaleSetError::InvalidResponse {
+            operation,
+            reason: format!("more than one {what} is named {name:?}"),
+        }),
+    }
+}
+
 impl ScaleSetClient {
     /// Builds the client; makes no request. Fails on an unusable config URL, proxy or
     /// credentials (a GitHub App cannot register enterprise runners).
@@ -143,18 +234,8 @@ impl ScaleSetClient {
         if name.is_empty() || name.eq_ignore_ascii_case("default") {
             return Ok(crate::DEFAULT_RUNNER_GROUP_ID);
         }
-        let answer = self
-            .admin_call(
-                OP,
-                Method::GET,
-                "_apis/runtime/runnergroups/",
-                &[("groupName", name)],
-                None,
-                RetryMode::Idempotent,
-                Credential::Admin,
-            )
-            .await?;
-        let list: ListWire<RunnerGroupWire> = decode(OP, expect(OP, answer, &[200])?)?;
+        let call = AdminCall::get(OP, "_apis/runtime/runnergroups/").query(&[("groupName", name)]);
+        let list: ListWire<RunnerGroupWire> = self.call_json(call).await?;
         match list.value.as_slice() {
             [] => Err(ScaleSetError::RunnerGroupNotFound {
                 name: name.to_owned(),
@@ -175,66 +256,27 @@ impl ScaleSetClient {
     ) -> Result<Option<ScaleSet>, ScaleSetError> {
         const OP: &str = "scale set lookup";
         let group = group_id.to_string();
-        let answer = self
-            .admin_call(
-                OP,
-                Method::GET,
-                SCALE_SETS,
-                &[("runnerGroupId", &group), ("name", name)],
-                None,
-                RetryMode::Idempotent,
-                Credential::Admin,
-            )
-            .await?;
-        let list: ListWire<ScaleSetWire> = decode(OP, expect(OP, answer, &[200])?)?;
-        let mut sets = list.value.into_iter();
-        match (sets.next(), sets.next()) {
-            (None, _) => Ok(None),
-            (Some(set), None) => Ok(Some(set.into())),
-            (Some(_), Some(_)) => Err(ScaleSetError::InvalidResponse {
-                operation: OP,
-                reason: format!("more than one scale set is named {name:?}"),
-            }),
-        }
+        let call =
+            AdminCall::get(OP, SCALE_SETS).query(&[("runnerGroupId", &group), ("name", name)]);
+        let list: ListWire<ScaleSetWire> = self.call_json(call).await?;
+        at_most_one(OP, list, "scale set", name)
     }
 
     /// The scale set with this id (`ScaleSetNotFound` when it is gone).
     pub async fn scale_set(&self, id: u64) -> Result<ScaleSet, ScaleSetError> {
-        const OP: &str = "get scale set";
-        let answer = self
-            .admin_call(
-                OP,
-                Method::GET,
-                &format!("{SCALE_SETS}/{id}"),
-                &[],
-                None,
-                RetryMode::Idempotent,
-                Credential::Admin,
-            )
-            .await?;
-        let wire: ScaleSetWire = decode(OP, expect_set(OP, answer, &[200])?)?;
-        Ok(wire.into())
+        let call =
+            AdminCall::get("get scale set", format!("{SCALE_SETS}/{id}")).gone(Gone::ScaleSet);
+        Ok(self.call_json::<ScaleSetWire>(call).await?.into())
     }
 
     /// Creates a scale set (only a 200 is success). Labels default to the name; every label is
     /// sent as `System`. Not retried after an ambiguous failure: look the set up by name
     /// before creating it again.
     pub async fn create_scale_set(&self, new: &NewScaleSet) -> Result<ScaleSet, ScaleSetError> {
-        const OP: &str = "create scale set";
-        let body = encode(OP, &ScaleSetOut::create(new))?;
-        let answer = self
-            .admin_call(
-                OP,
-                Method::POST,
-                SCALE_SETS,
-                &[],
-                Some(body),
-                RetryMode::Unprocessed,
-                Credential::Admin,
-            )
-            .await?;
-        let wire: ScaleSetWire = decode(OP, expect(OP, answer, &[200])?)?;
-        Ok(wire.into())
+        let call = AdminCall::new("create scale set", Method::POST, SCALE_SETS)
+            .json(&ScaleSetOut::create(new))?
+            .unprocessed();
+        Ok(self.call_json::<ScaleSetWire>(call).await?.into())
     }
 
     /// Changes the fields set in `patch` (the service merges them) and returns the set.
@@ -243,39 +285,26 @@ impl ScaleSetClient {
         id: u64,
         patch: &ScaleSetPatch,
     ) -> Result<ScaleSet, ScaleSetError> {
-        const OP: &str = "update scale set";
-        let body = encode(OP, &ScaleSetOut::patch(patch))?;
-        let answer = self
-            .admin_call(
-                OP,
-                Method::PATCH,
-                &format!("{SCALE_SETS}/{id}"),
-                &[],
-                Some(body),
-                RetryMode::Idempotent,
-                Credential::Admin,
-            )
-            .await?;
-        let wire: ScaleSetWire = decode(OP, expect_set(OP, answer, &[200])?)?;
-        Ok(wire.into())
+        let call = AdminCall::new(
+            "update scale set",
+            Method::PATCH,
+            format!("{SCALE_SETS}/{id}"),
+        )
+        .json(&ScaleSetOut::patch(patch))?
+        .gone(Gone::ScaleSet);
+        Ok(self.call_json::<ScaleSetWire>(call).await?.into())
     }
 
     /// Deletes a scale set (204). The service refuses while one of its runners runs a job
     /// (`JobStillRunning`).
     pub async fn delete_scale_set(&self, id: u64) -> Result<(), ScaleSetError> {
-        const OP: &str = "delete scale set";
-        let answer = self
-            .admin_call(
-                OP,
-                Method::DELETE,
-                &format!("{SCALE_SETS}/{id}"),
-                &[],
-                None,
-                RetryMode::Idempotent,
-                Credential::Admin,
-            )
-            .await?;
-        expect_set(OP, answer, &[204])?;
+        let call = AdminCall::new(
+            "delete scale set",
+            Method::DELETE,
+            format!("{SCALE_SETS}/{id}"),
+        )
+        .gone(Gone::ScaleSet);
+        self.call(call, &[204]).await?;
         Ok(())
     }
 
@@ -288,25 +317,17 @@ impl ScaleSetClient {
         owner: &str,
     ) -> Result<Session, ScaleSetError> {
         const OP: &str = "create session";
-        let body = encode(
+        let call = AdminCall::new(
             OP,
-            &SessionOut {
-                session_id: ZERO_UUID,
-                owner_name: owner,
-            },
-        )?;
-        let answer = self
-            .admin_call(
-                OP,
-                Method::POST,
-                &format!("{SCALE_SETS}/{scale_set_id}/sessions"),
-                &[],
-                Some(body),
-                RetryMode::Unprocessed,
-                Credential::Admin,
-            )
-            .await?;
-        let mut wire: SessionWire = decode(OP, expect(OP, answer, &[200])?)?;
+            Method::POST,
+            format!("{SCALE_SETS}/{scale_set_id}/sessions"),
+        )
+        .json(&SessionOut {
+            session_id: ZERO_UUID,
+            owner_name: owner,
+        })?
+        .unprocessed();
+        let mut wire: SessionWire = self.call_json(call).await?;
         let scale_set = match wire.runner_scale_set.take() {
             Some(set) => set.into(),
             None => self.scale_set(scale_set_id).await?,
@@ -332,22 +353,8 @@ impl ScaleSetClient {
     /// `SessionExpired`: create a new one.
     pub async fn refresh_session(&self, session: &mut Session) -> Result<(), ScaleSetError> {
         const OP: &str = "refresh session";
-        let answer = self
-            .admin_call(
-                OP,
-                Method::PATCH,
-                &format!(
-                    "{SCALE_SETS}/{}/sessions/{}",
-                    session.scale_set.id, session.id
-                ),
-                &[],
-                None,
-                RetryMode::Idempotent,
-                Credential::Admin,
-            )
-            .await?;
-        let answer = expect_session(OP, answer, &[200])?;
-        let mut wire: SessionWire = decode(OP, answer)?;
+        let call = AdminCall::new(OP, Method::PATCH, session_path(session)).gone(Gone::Session);
+        let mut wire: SessionWire = self.call_json(call).await?;
         let scale_set = wire.runner_scale_set.take();
         let parts = session_parts(OP, wire, Some(&session.id))?;
         session.id = parts.id;
@@ -368,22 +375,9 @@ impl ScaleSetClient {
 
     /// Closes the session (204). A session the service no longer knows counts as closed.
     pub async fn delete_session(&self, session: &Session) -> Result<(), ScaleSetError> {
-        const OP: &str = "delete session";
-        let answer = self
-            .admin_call(
-                OP,
-                Method::DELETE,
-                &format!(
-                    "{SCALE_SETS}/{}/sessions/{}",
-                    session.scale_set.id, session.id
-                ),
-                &[],
-                None,
-                RetryMode::Idempotent,
-                Credential::Admin,
-            )
-            .await?;
-        match expect_session(OP, answer, &[204]) {
+        let call = AdminCall::new("delete session", Method::DELETE, session_path(session))
+            .gone(Gone::Session);
+        match self.call(call, &[204]).await {
             Ok(_) | Err(ScaleSetError::SessionExpired { .. }) => Ok(()),
             Err(error) => Err(error),
         }
@@ -477,17 +471,10 @@ impl ScaleSetClient {
         let path = format!("{SCALE_SETS}/{}/acquirejobs", session.scale_set.id);
         let mut refreshed = false;
         loop {
-            let answer = self
-                .admin_call(
-                    OP,
-                    Method::POST,
-                    &path,
-                    &[],
-                    Some(body.clone()),
-                    RetryMode::Idempotent,
-                    Credential::Queue(session),
-                )
-                .await?;
+            let mut call = AdminCall::new(OP, Method::POST, path.clone());
+            call.body = Some(body.clone());
+            call.credential = Credential::Queue(session);
+            let answer = self.admin_call(&call).await?;
             if answer.status == StatusCode::UNAUTHORIZED && !refreshed {
                 refreshed = true;
                 self.refresh_session(session).await?;
@@ -508,25 +495,14 @@ impl ScaleSetClient {
         runner_name: &str,
     ) -> Result<ScaleSetJit, ScaleSetError> {
         const OP: &str = "generate jit config";
-        let body = encode(
-            OP,
-            &JitOut {
+        let path = format!("{SCALE_SETS}/{scale_set_id}/generatejitconfig");
+        let call = AdminCall::new(OP, Method::POST, path)
+            .json(&JitOut {
                 name: runner_name,
                 work_folder: "",
-            },
-        )?;
-        let answer = self
-            .admin_call(
-                OP,
-                Method::POST,
-                &format!("{SCALE_SETS}/{scale_set_id}/generatejitconfig"),
-                &[],
-                Some(body),
-                RetryMode::Unprocessed,
-                Credential::Admin,
-            )
-            .await?;
-        let answer = match expect(OP, answer, &[200]) {
+            })?
+            .unprocessed();
+        let answer = match self.call(call, &[200]).await {
             Ok(answer) => answer,
             Err(ScaleSetError::RunnerExists { source, .. }) => {
                 let existing = match self.runner_by_name(runner_name).await {
@@ -559,18 +535,10 @@ impl ScaleSetClient {
     /// The runner with this id, or `None` when it is gone.
     pub async fn runner_by_id(&self, id: u64) -> Result<Option<ScaleSetRunner>, ScaleSetError> {
         const OP: &str = "get runner";
-        let answer = self
-            .admin_call(
-                OP,
-                Method::GET,
-                &format!("{AGENTS}/{id}"),
-                &[],
-                None,
-                RetryMode::Idempotent,
-                Credential::Admin,
-            )
-            .await?;
-        match expect(OP, answer, &[200]) {
+        match self
+            .call(AdminCall::get(OP, format!("{AGENTS}/{id}")), &[200])
+            .await
+        {
             Ok(answer) => Ok(Some(decode::<RunnerWire>(OP, answer)?.into())),
             Err(ScaleSetError::RunnerNotFound { .. }) => Ok(None),
             Err(ScaleSetError::Status { status: 404, .. }) => Ok(None),
@@ -584,46 +552,17 @@ impl ScaleSetClient {
         name: &str,
     ) -> Result<Option<ScaleSetRunner>, ScaleSetError> {
         const OP: &str = "find runner";
-        let answer = self
-            .admin_call(
-                OP,
-                Method::GET,
-                AGENTS,
-                &[("agentName", name)],
-                None,
-                RetryMode::Idempotent,
-                Credential::Admin,
-            )
-            .await?;
-        let list: ListWire<RunnerWire> = decode(OP, expect(OP, answer, &[200])?)?;
-        let mut runners = list.value.into_iter();
-        match (runners.next(), runners.next()) {
-            (None, _) => Ok(None),
-            (Some(runner), None) => Ok(Some(runner.into())),
-            (Some(_), Some(_)) => Err(ScaleSetError::InvalidResponse {
-                operation: OP,
-                reason: format!("more than one runner is named {name:?}"),
-            }),
-        }
+        let call = AdminCall::get(OP, AGENTS).query(&[("agentName", name)]);
+        let list: ListWire<RunnerWire> = self.call_json(call).await?;
+        at_most_one(OP, list, "runner", name)
     }
 
     /// Deregisters a runner (204, also when it is already gone). A runner running a job is
     /// left alone: `Ok(RemoveRunner::JobStillRunning)` (the service answers
     /// `JobStillRunningException`, 400 per the ADR).
     pub async fn remove_runner(&self, id: u64) -> Result<RemoveRunner, ScaleSetError> {
-        const OP: &str = "remove runner";
-        let answer = self
-            .admin_call(
-                OP,
-                Method::DELETE,
-                &format!("{AGENTS}/{id}"),
-                &[],
-                None,
-                RetryMode::Idempotent,
-                Credential::Admin,
-            )
-            .await?;
-        match expect(OP, answer, &[204]) {
+        let call = AdminCall::new("remove runner", Method::DELETE, format!("{AGENTS}/{id}"));
+        match self.call(call, &[204]).await {
             Ok(_) => Ok(RemoveRunner::Removed),
             Err(ScaleSetError::JobStillRunning { .. }) => Ok(RemoveRunner::JobStillRunning),
             Err(ScaleSetError::RunnerNotFound { .. })
@@ -648,25 +587,32 @@ impl ScaleSetClient {
         send(&self.inner.http, &self.inner.retry, &user_agent, request).await
     }
 
+    /// [`admin_call`](Self::admin_call), then the answer when its status is one of `ok`,
+    /// otherwise the mapped error (a bare 404 as the call's [`Gone`] says).
+    async fn call(&self, call: AdminCall<'_>, ok: &[u16]) -> Result<Answer, ScaleSetError> {
+        let answer = self.admin_call(&call).await?;
+        expect_gone(call.operation, answer, ok, call.gone)
+    }
+
+    /// [`call`](Self::call) for a 200, its JSON body decoded.
+    async fn call_json<T: DeserializeOwned>(
+        &self,
+        call: AdminCall<'_>,
+    ) -> Result<T, ScaleSetError> {
+        let operation = call.operation;
+        decode(operation, self.call(call, &[200]).await?)
+    }
+
     /// A call on the admin base: `api-version` added, query keys sorted (as Go does). With the
     /// admin token, a 401 re-bootstraps once and retries (the token may be revoked before its
     /// `exp`); with the queue token, the 401 is returned for the caller to refresh.
-    #[allow(clippy::too_many_arguments)]
-    async fn admin_call(
-        &self,
-        operation: &'static str,
-        method: Method,
-        path: &str,
-        query: &[(&str, &str)],
-        body: Option<Vec<u8>>,
-        retry: RetryMode,
-        credential: Credential<'_>,
-    ) -> Result<Answer, ScaleSetError> {
+    async fn admin_call(&self, call: &AdminCall<'_>) -> Result<Answer, ScaleSetError> {
+        let operation = call.operation;
         let mut rejected: Option<Secret> = None;
         loop {
             let connection = self.admin_connection(rejected.as_ref()).await?;
-            let url = admin_url(&connection.base, path, query)?;
-            let authorization = match &credential {
+            let url = admin_url(&connection.base, &call.path, &call.query)?;
+            let authorization = match &call.credential {
                 Credential::Admin => connection.authorization.clone(),
                 Credential::Queue(session) => {
                     authorization("Bearer", session.queue_token.expose())?
@@ -674,19 +620,19 @@ impl ScaleSetClient {
             };
             let request = Request {
                 operation,
-                method: method.clone(),
+                method: call.method.clone(),
                 url,
                 authorization,
-                body: body.clone(),
+                body: call.body.clone(),
                 json: true,
                 accept: None,
                 max_capacity: None,
                 timeout: self.inner.timeout,
-                retry,
+                retry: call.retry,
             };
             let answer = self.send(&request).await?;
             if answer.status == StatusCode::UNAUTHORIZED
-                && matches!(credential, Credential::Admin)
+                && matches!(call.credential, Credential::Admin)
                 && rejected.is_none()
             {
                 tracing::info!(
@@ -890,55 +836,37 @@ fn expect(operation: &'static str, answer: Answer, ok: &[u16]) -> Result<Answer,
     }
 }
 
-/// `expect` where a bare 404 means the scale set is gone.
-fn expect_set(
+/// `expect` where a bare 404 means what `gone` says.
+fn expect_gone(
     operation: &'static str,
     answer: Answer,
     ok: &[u16],
+    gone: Gone,
 ) -> Result<Answer, ScaleSetError> {
-    match expect(operation, answer, ok) {
-        Err(ScaleSetError::Status {
-            status: 404,
-            type_name,
-            message,
-            activity_id,
-            ..
-        }) if !type_name.contains("Agent") => Err(ScaleSetError::ScaleSetNotFound {
-            source: ServiceError {
+    match (gone, expect(operation, answer, ok)) {
+        (
+            Gone::ScaleSet | Gone::Session,
+            Err(ScaleSetError::Status {
+                status: 404,
+                type_name,
+                message,
+                activity_id,
+                ..
+            }),
+        ) if !(matches!(gone, Gone::ScaleSet) && type_name.contains("Agent")) => {
+            let source = ServiceError {
                 status: 404,
                 type_name,
                 message,
                 activity_id,
                 request_id: None,
-            },
-        }),
-        other => other,
-    }
-}
-
-/// `expect` where a bare 404 means the session is gone (evicted on the service side).
-fn expect_session(
-    operation: &'static str,
-    answer: Answer,
-    ok: &[u16],
-) -> Result<Answer, ScaleSetError> {
-    match expect(operation, answer, ok) {
-        Err(ScaleSetError::Status {
-            status: 404,
-            type_name,
-            message,
-            activity_id,
-            ..
-        }) => Err(ScaleSetError::SessionExpired {
-            source: ServiceError {
-                status: 404,
-                type_name,
-                message,
-                activity_id,
-                request_id: None,
-            },
-        }),
-        other => other,
+            };
+            Err(match gone {
+                Gone::Session => ScaleSetError::SessionExpired { source },
+                Gone::ScaleSet | Gone::Status => ScaleSetError::ScaleSetNotFound { source },
+            })
+        }
+        (_, other) => other,
     }
 }
 

@@ -12,6 +12,7 @@ use url::Url;
 use super::config::{ScaleSetConfig, ScaleSetRetry};
 use super::error::{ScaleSetError, ServiceError};
 use super::wire::error_fields;
+use crate::client::with_proxy;
 
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 /// A plain-text error body is kept up to this many bytes.
@@ -93,33 +94,13 @@ impl Answer {
 }
 
 pub(crate) fn build_http(config: &ScaleSetConfig) -> Result<reqwest::Client, ScaleSetError> {
-    let mut builder = reqwest::Client::builder()
+    let builder = reqwest::Client::builder()
         .connect_timeout(config.timeout.min(Duration::from_secs(10)))
         .redirect(reqwest::redirect::Policy::limited(10));
-    let proxy = config
-        .proxy
-        .as_ref()
-        .filter(|p| p.http.is_some() || p.https.is_some());
-    match proxy {
-        None => builder = builder.no_proxy(),
-        Some(p) => {
-            let no_proxy = p
-                .no_proxy
-                .as_deref()
-                .and_then(reqwest::NoProxy::from_string);
-            let bad = |which: &str| ScaleSetError::Config {
-                reason: format!("invalid {which} proxy url"),
-            };
-            if let Some(url) = &p.http {
-                let proxy = reqwest::Proxy::http(url.as_str()).map_err(|_| bad("http"))?;
-                builder = builder.proxy(proxy.no_proxy(no_proxy.clone()));
-            }
-            if let Some(url) = &p.https {
-                let proxy = reqwest::Proxy::https(url.as_str()).map_err(|_| bad("https"))?;
-                builder = builder.proxy(proxy.no_proxy(no_proxy));
-            }
-        }
-    }
+    let builder =
+        with_proxy(builder, config.proxy.as_ref()).map_err(|which| ScaleSetError::Config {
+            reason: format!("invalid {which} proxy url"),
+        })?;
     builder.build().map_err(|e| ScaleSetError::Config {
         reason: format!("building the http client: {e}"),
     })

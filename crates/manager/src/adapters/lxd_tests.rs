@@ -246,3 +246,275 @@ fn error_mapping() {
     assert!(is_busy(&op("Instance is running")));
     assert!(!is_busy(&op("Failed to delete storage volume")));
 }
+
+/// A creation's target naming no member or group of the cluster is permanent, says which, and
+/// how to list what the cluster has; a member that is down is not permanent (it may come back).
+#[test]
+fn unknown_cluster_targets_are_permanent_and_say_how_to_list_them() {
+    let what = "creating instance app-0-abcdefgh on m9";
+    let e = INCUS.error(
+        what,
+        missing(
+            lxd::ObjectKind::ClusterMember,
+            Some("m9"),
+            "Cluster member \"m9\" not found",
+        ),
+        None,
+    );
+    assert_eq!(
+        e.permanent().map(|p| &p.problem),
+        Some(&Problem::Missing {
+            kind: ResourceKind::ClusterMember,
+            name: Some("m9".into())
+        })
+    );
+    let text = e.to_string();
+    assert!(
+        text.starts_with("creating instance app-0-abcdefgh on m9: cluster member \"m9\" not found")
+            && text.contains("`incus cluster list`"),
+        "{text}"
+    );
+    let e = INCUS.error(
+        "creating instance app-0-abcdefgh on @gpu",
+        missing(
+            lxd::ObjectKind::ClusterGroup,
+            Some("gpu"),
+            "Cluster group \"gpu\" doesn't exist",
+        ),
+        None,
+    );
+    let text = e.to_string();
+    assert!(e.is_permanent(), "{e:?}");
+    assert!(
+        text.contains("cluster group \"gpu\" not found")
+            && text.contains("`incus cluster group list`"),
+        "{text}"
+    );
+    let down = lxd::Error::MemberUnavailable {
+        what: what.into(),
+        message: "Unable to connect to: 127.0.1.3:8443".into(),
+    };
+    let e = INCUS.error(what, down, None);
+    assert!(!e.is_permanent(), "{e:?}");
+    assert!(
+        render_chain_of(&e).contains("Unable to connect to: 127.0.1.3:8443"),
+        "{e:?}"
+    );
+}
+
+fn render_chain_of(e: &ProviderError) -> String {
+    crate::provider::render_chain(e)
+}
+
+/// An instance spec of `owner` placed on `target`.
+fn owned_spec(owner: &Owner, name: &str, target: Option<&str>) -> InstanceSpec {
+    InstanceSpec {
+        name: name.to_owned(),
+        image: test_support::incus::BUSYBOX.to_owned(),
+        instance_type: InstanceType::Container,
+        profiles: vec!["default".to_owned()],
+        config: [
+            (APP_KEY.to_owned(), owner.app_name().to_owned()),
+            (crate::model::UNIT_KEY.to_owned(), "0".to_owned()),
+        ]
+        .into(),
+        ephemeral: true,
+        target: target.map(str::to_owned),
+    }
+}
+
+/// On the real cluster: every member with its groups and capacity; creations placed on a
+/// member or a group and listed with their location; an unknown member or group is a permanent
+/// error saying how to list them. A standalone server has no members.
+#[tokio::test]
+#[ignore = "needs the Incus cluster: run by scripts/test.sh"]
+async fn cluster_members_and_targets_on_the_real_cluster() {
+    use test_support::cluster;
+    let _serial = cluster::serial().await;
+    let client = cluster::connect().await;
+    let provider = LxdProvider::new(client.clone());
+    let started = std::time::Instant::now();
+    let members = provider
+        .cluster_members()
+        .await
+        .expect("members")
+        .expect("clustered");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, cluster::MEMBERS);
+    for m in &members {
+        assert!(m.online, "{m:?}");
+        assert!(
+            m.groups.iter().any(|g| g == cluster::DEFAULT_GROUP),
+            "{m:?}"
+        );
+        let capacity = m.capacity.expect("an online member's capacity");
+        assert!(capacity.cpus >= 1 && capacity.memory_bytes > 0, "{m:?}");
+        assert!(capacity.memory_used_bytes <= capacity.memory_bytes, "{m:?}");
+    }
+
+    let app = test_support::incus::random_app("clp", 6);
+    let owner = Owner::new(&app, 0).expect("owner");
+    let _cleanup = cluster::Cleanup::new(&client, format!("{app}-"));
+    let on_m2 = format!("{app}-0-onmember");
+    provider
+        .create_and_start(&owned_spec(&owner, &on_m2, Some("m2")))
+        .await
+        .expect("create on m2");
+    let on_group = format!("{app}-0-ongroup1");
+    provider
+        .create_and_start(&owned_spec(&owner, &on_group, Some("@default")))
+        .await
+        .expect("create on @default");
+    let untargeted = format!("{app}-0-anywhere");
+    provider
+        .create_and_start(&owned_spec(&owner, &untargeted, None))
+        .await
+        .expect("create anywhere");
+    let listed = provider.list_instances(&owner).await.expect("list");
+    let location = |name: &str| {
+        listed
+            .iter()
+            .find(|i| i.name == name)
+            .and_then(|i| i.location.clone())
+    };
+    assert_eq!(location(&on_m2).as_deref(), Some("m2"));
+    for name in [&on_group, &untargeted] {
+        let at = location(name).expect("a location");
+        assert!(cluster::MEMBERS.contains(&at.as_str()), "{name} on {at}");
+    }
+
+    for (target, kind, listing) in [
+        ("m9", ResourceKind::ClusterMember, "`incus cluster list`"),
+        (
+            "@nosuchgroup",
+            ResourceKind::ClusterGroup,
+            "`incus cluster group list`",
+        ),
+    ] {
+        let name = format!("{app}-0-missing1");
+        let e = provider
+            .create_and_start(&owned_spec(&owner, &name, Some(target)))
+            .await
+            .expect_err("no such target");
+        assert_eq!(
+            e.permanent().map(|p| &p.problem),
+            Some(&Problem::Missing {
+                kind,
+                name: Some(target.trim_start_matches('@').to_owned())
+            }),
+            "{e}"
+        );
+        assert!(e.to_string().contains(listing), "{e}");
+    }
+
+    let standalone = lxd::Client::connect(
+        lxd::Endpoint::Unix("/var/lib/incus/unix.socket".into()),
+        lxd::Timeouts::default(),
+    )
+    .await
+    .expect("the standalone daemon");
+    assert_eq!(
+        LxdProvider::new(standalone)
+            .cluster_members()
+            .await
+            .expect("standalone"),
+        None
+    );
+}
+
+/// On the real cluster with a member killed: the members come back promptly, the dead one
+/// offline and without capacity, its instance listed (not running) with its location; a
+/// creation targeted at it fails fast and is not permanent. Then it is restarted.
+#[tokio::test]
+#[ignore = "needs the Incus cluster: run by scripts/test.sh"]
+async fn cluster_member_killed_is_offline_for_the_provider() {
+    use test_support::cluster;
+    let _serial = cluster::serial().await;
+    let client = cluster::connect().await;
+    let provider = LxdProvider::new(client.clone());
+    let app = test_support::incus::random_app("clk", 6);
+    let owner = Owner::new(&app, 0).expect("owner");
+    let _cleanup = cluster::Cleanup::new(&client, format!("{app}-"));
+    let on_m3 = format!("{app}-0-onmember");
+    provider
+        .create_and_start(&owned_spec(&owner, &on_m3, Some("m3")))
+        .await
+        .expect("create on m3");
+    // A pass lists it while m3 is up (the provider keeps what it listed: a cluster lists an
+    // instance on an offline member without its config).
+    let listed = provider.list_instances(&owner).await.expect("list");
+    let i = listed.iter().find(|i| i.name == on_m3).expect("listed");
+    assert_eq!(i.location.as_deref(), Some("m3"));
+    assert_eq!(i.status, InstanceStatus::Running);
+    let created_at = i.created_at;
+
+    let killed = cluster::kill_member("m3").await;
+    cluster::wait_member_status(&client, "m3", "Offline", Duration::from_secs(40)).await;
+    let started = std::time::Instant::now();
+    let members = provider
+        .cluster_members()
+        .await
+        .expect("members")
+        .expect("clustered");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    for m in &members {
+        if m.name == "m3" {
+            assert!(!m.online && m.capacity.is_none(), "{m:?}");
+            assert!(m.message.contains("heartbeat"), "{m:?}");
+        } else {
+            assert!(m.online && m.capacity.is_some(), "{m:?}");
+        }
+    }
+    let started = std::time::Instant::now();
+    let listed = provider.list_instances(&owner).await.expect("list");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let i = listed.iter().find(|i| i.name == on_m3).expect("listed");
+    assert_eq!(i.location.as_deref(), Some("m3"));
+    assert_eq!(i.status, InstanceStatus::Other);
+    assert_eq!(i.created_at, created_at);
+    assert!(owner.owns_instance(&i.name, &i.config), "{:?}", i.config);
+    let started = std::time::Instant::now();
+    let e = provider
+        .create_and_start(&owned_spec(
+            &owner,
+            &format!("{app}-0-toolate1"),
+            Some("m3"),
+        ))
+        .await
+        .expect_err("m3 is down");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(!e.is_permanent(), "{e:?}");
+    assert!(
+        crate::provider::render_chain(&e).contains("unavailable"),
+        "{}",
+        crate::provider::render_chain(&e)
+    );
+
+    killed.start().await;
+    cluster::wait_member_status(&client, "m3", "Online", Duration::from_secs(30)).await;
+    let members = provider
+        .cluster_members()
+        .await
+        .expect("members")
+        .expect("clustered");
+    assert!(
+        members.iter().all(|m| m.online && m.capacity.is_some()),
+        "{members:?}"
+    );
+    let listed = provider.list_instances(&owner).await.expect("list");
+    let i = listed.iter().find(|i| i.name == on_m3).expect("listed");
+    assert_eq!(i.status, InstanceStatus::Running);
+}

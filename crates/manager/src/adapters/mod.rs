@@ -4,9 +4,13 @@
 
 mod github;
 mod lxd;
+mod lxd_lease;
+mod scaleset;
 
 pub use self::github::GitHubRegistry;
 pub use self::lxd::{LxdProvider, RUNNER_POOL};
+pub use self::lxd_lease::{lease_profile, LxdLeaseStore};
+pub use self::scaleset::ScaleSetAdapter;
 
 use std::sync::Arc;
 

@@ -140,16 +140,18 @@ impl RunnerManager {
 
     /// Creates, installs and starts one runner; on failure cleans up everything it made. The
     /// error is the creation's, rendered with its causes, and the cleanup's if that failed too.
+    /// `target`: the cluster member (or `@group`) placement chose; `None`: the server's choice.
     pub(super) async fn create_runner(
         &self,
         prepared: &Prepared,
         tarball: &[u8],
+        target: Option<String>,
     ) -> Result<RunnerName, (RunnerName, String)> {
         let name = self.owner.new_runner_name();
         let started = Instant::now();
         let mut jit_id = None;
         let result = self
-            .create_runner_steps(&name, prepared, tarball, &mut jit_id)
+            .create_runner_steps(&name, prepared, tarball, target, &mut jit_id)
             .await;
         match result {
             Ok(()) => {
@@ -177,6 +179,7 @@ impl RunnerManager {
         name: &RunnerName,
         prepared: &Prepared,
         tarball: &[u8],
+        target: Option<String>,
         jit_id: &mut Option<u64>,
     ) -> Result<(), CreateError> {
         let spec = InstanceSpec {
@@ -186,7 +189,7 @@ impl RunnerManager {
             profiles: prepared.profiles.clone(),
             config: prepared.config.clone(),
             ephemeral: true,
-            target: None,
+            target,
         };
         // The instance boots while GitHub issues the runner's credentials; a JIT registration
         // made for an instance that then fails is removed by `cleanup_failed` (via `jit_id`).

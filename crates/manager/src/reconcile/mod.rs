@@ -86,6 +86,13 @@ pub struct ManagerConfig {
     pub queued_expiry: Duration,
     /// Baked images: the canary's share of launches and when it is promoted.
     pub images: crate::images::ImageSettings,
+    /// The single-pool form's placement on a cluster (`lxd.target`); a `[[pools]]` pool has
+    /// its own in its [`PoolSpec`].
+    pub placement: crate::pool::Placement,
+    /// How far a cluster member's CPU and memory may be promised to runners.
+    pub overcommit: crate::placement::Overcommit,
+    /// Scale-set pools: what their listeners, passes and registry share (empty: none).
+    pub scale_sets: Arc<crate::scaleset::ScaleSetHub>,
 }
 
 impl ManagerConfig {
@@ -117,6 +124,9 @@ impl ManagerConfig {
             demand: DemandSettings::default(),
             queued_expiry: Duration::from_secs(24 * 3600),
             images: crate::images::ImageSettings::default(),
+            placement: crate::pool::Placement::default(),
+            overcommit: crate::placement::Overcommit::default(),
+            scale_sets: Arc::default(),
         }
     }
 }
@@ -145,6 +155,8 @@ pub enum ManagerError {
     NoMatchingDownload { os: String, arch: String },
     #[error("listing instances")]
     ListInstances(#[source] ProviderError),
+    #[error("listing the cluster's members")]
+    ListMembers(#[source] ProviderError),
     #[error("{what}")]
     Registry {
         what: &'static str,
@@ -277,6 +289,12 @@ pub struct PoolReport {
     pub removed: usize,
     /// No longer configured: idle runners go, busy ones finish first.
     pub draining: bool,
+    /// Runners wanted that no cluster member had room for: retried by a later pass.
+    pub shortfall: usize,
+    /// Why (`no_member`, `offline`, `full`), when `shortfall > 0`.
+    pub shortfall_reason: Option<crate::placement::Shortfall>,
+    /// Busy runners on an offline cluster member: jobs running on a lost member.
+    pub lost_busy: Vec<RunnerName>,
 }
 
 impl ReconcileReport {
@@ -292,6 +310,9 @@ impl ReconcileReport {
 
 /// The requeue hint after the first pass with a failed step.
 pub const FAILED_STEP_REQUEUE: Duration = Duration::from_secs(5);
+/// The requeue hint when some runners found no cluster member with room: room may free (a
+/// runner finishes, a member comes back) before the full interval.
+pub const SHORTFALL_REQUEUE: Duration = Duration::from_secs(30);
 /// The longest requeue hint after failed steps.
 pub const FAILED_STEP_REQUEUE_MAX: Duration = Duration::from_secs(300);
 
@@ -352,6 +373,8 @@ struct PassState {
     seen_online: std::collections::HashSet<RunnerName>,
     /// Whether a pass observed before: the first one only learns what is online already.
     observed_before: bool,
+    /// Runners seen on an offline cluster member: stale once their member is back.
+    lost: std::collections::HashSet<RunnerName>,
 }
 
 /// Manages the runners of one unit of one application.
@@ -430,6 +453,16 @@ impl RunnerManager {
 
     pub fn owner(&self) -> &Owner {
         &self.owner
+    }
+
+    /// What the scale-set listeners share with the passes.
+    pub fn scale_set_hub(&self) -> &Arc<crate::scaleset::ScaleSetHub> {
+        &self.config.scale_sets
+    }
+
+    /// The state directory (runner binaries, job table, locks).
+    pub fn state_dir(&self) -> &std::path::Path {
+        &self.config.state_dir
     }
 
     pub(crate) fn provider(&self) -> &Arc<dyn InstanceProvider> {
@@ -576,6 +609,7 @@ impl RunnerManager {
             self.config.registration_mode,
             quantity,
         )
+        .with_placement(self.config.placement.clone())
     }
 
     /// What routing needs of a pool: its sizing, priority and every label of its runners.
@@ -698,6 +732,7 @@ fn count_states<'a>(states: impl Iterator<Item = &'a RunnerState>) -> RunnerCoun
             RunnerState::Booting => counts.booting += 1,
             RunnerState::Remove(_) => counts.unhealthy += 1,
             RunnerState::BusyDangling => {}
+            RunnerState::Lost { .. } => counts.lost += 1,
         }
     }
     counts

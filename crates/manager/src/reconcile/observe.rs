@@ -1,5 +1,6 @@
-//! Observe: both sides listed concurrently, ownership checked, and only the instances GitHub
-//! does not report online probed.
+//! Observe: both sides listed concurrently (with the cluster's members on a cluster),
+//! ownership checked, and only the instances GitHub does not report online probed. An instance
+//! on an offline member is lost: never probed.
 
 use std::time::{Duration, Instant};
 
@@ -9,7 +10,7 @@ use time::OffsetDateTime;
 use super::{ManagerError, PassState, RunnerManager};
 use crate::guest;
 use crate::model::RunnerName;
-use crate::plan::{Observed, ObservedInstance, ObservedRegistration, Probe};
+use crate::plan::{Location, MemberState, Observed, ObservedInstance, ObservedRegistration, Probe};
 use crate::pool::PoolName;
 use crate::provider::{InstanceStatus, Registration};
 
@@ -37,18 +38,57 @@ impl RunnerManager {
         pass: &mut PassState,
         probe: bool,
     ) -> Result<Observed, ManagerError> {
-        let (instances, registrations) = tokio::join!(
+        // The members once per pass: the cluster's own status says which are offline (those
+        // are never called), the resources API what each online one has.
+        let (instances, registrations, members) = tokio::join!(
             self.provider.list_instances(&self.owner),
-            self.list_owned_registrations()
+            self.list_owned_registrations(),
+            self.provider.cluster_members()
         );
         let instances = instances.map_err(ManagerError::ListInstances)?;
         let registrations = registrations?;
+        let members = members.map_err(ManagerError::ListMembers)?;
+        let offline: std::collections::BTreeSet<&str> = members
+            .iter()
+            .flatten()
+            .filter(|m| !m.online)
+            .map(|m| m.name.as_str())
+            .collect();
         let now = OffsetDateTime::now_utc();
         let owned: Vec<_> = instances
             .into_iter()
             .filter(|i| self.owner.owns_instance(&i.name, &i.config))
             .filter_map(|i| self.owner.parse_name(&i.name).map(|name| (name, i)))
+            .map(|(name, i)| {
+                let location = i
+                    .location
+                    .as_deref()
+                    .filter(|_| members.is_some())
+                    .map(|member| {
+                        let state = if offline.contains(member) {
+                            MemberState::Offline
+                        } else if pass.lost.contains(&name) {
+                            MemberState::Returned
+                        } else {
+                            MemberState::Online
+                        };
+                        Location {
+                            member: member.to_owned(),
+                            state,
+                        }
+                    });
+                (name, i, location)
+            })
             .collect();
+        // Remembered across passes: a runner seen lost is stale once its member is back.
+        pass.lost
+            .retain(|name| owned.iter().any(|(n, _, _)| n == name));
+        pass.lost.extend(
+            owned
+                .iter()
+                .filter(|(_, _, l)| l.as_ref().is_some_and(|l| l.state == MemberState::Offline))
+                .map(|(n, _, _)| n.clone()),
+        );
 
         // A runner that GitHub reports online is alive: it polls GitHub. Only the others
         // (booting, offline, unregistered) are probed, so an idle pass over a healthy fleet
@@ -62,10 +102,13 @@ impl RunnerManager {
         // pass's future not `Send` for every lifetime (rust-lang/rust#102211).
         let probe_futures: Vec<_> = owned
             .iter()
-            .map(|(name, instance)| {
+            .map(|(name, instance, location)| {
                 let online = online.contains(name);
+                let lost = location
+                    .as_ref()
+                    .is_some_and(|l| l.state == MemberState::Offline);
                 async move {
-                    if instance.status != InstanceStatus::Running {
+                    if lost || instance.status != InstanceStatus::Running {
                         return Probe::Unknown;
                     }
                     if online {
@@ -90,7 +133,7 @@ impl RunnerManager {
         let instances = owned
             .into_iter()
             .zip(probes)
-            .map(|((name, i), probe)| ObservedInstance {
+            .map(|((name, i, location), probe)| ObservedInstance {
                 name,
                 pool: PoolName::of_instance(&i.config),
                 image: i.config.get(crate::images::IMAGE_KEY).cloned(),
@@ -98,6 +141,7 @@ impl RunnerManager {
                 status: i.status,
                 age: (now - i.created_at).try_into().unwrap_or(Duration::ZERO),
                 probe,
+                location,
             })
             .collect();
 
@@ -125,6 +169,7 @@ impl RunnerManager {
         let observed = Observed {
             instances,
             registrations,
+            members,
         };
         self.report_first_online(pass, &observed);
         *self.runner_pools.lock() = observed

@@ -78,7 +78,10 @@ impl RunnerManager {
             offline_grace: self.config.offline_grace,
             max_idle_age: self.config.demand.max_idle_age,
         };
-        let demands: Vec<_> = pools.iter().map(|p| self.pool_demand(p)).collect();
+        let mut demands: Vec<_> = pools.iter().map(|p| self.pool_demand(p)).collect();
+        // Scale-set pools: sized by their listener's count; hands off one whose session
+        // another manager holds.
+        let hands_off = self.config.scale_sets.size_demands(&mut demands);
         let mut fleet = plan_fleet(
             &observed,
             &demands,
@@ -87,6 +90,7 @@ impl RunnerManager {
             self.config.demand.stale_after,
             now,
         );
+        fleet.pools.retain(|p| !hands_off.contains(&p.pool));
         self.judge_canaries(&mut catalog, &fleet, &observed).await;
         if let Some(only) = only {
             fleet.pools.retain(|p| &p.pool == only);
@@ -94,12 +98,22 @@ impl RunnerManager {
                 return Err(ManagerError::UnknownPool(only.to_string()));
             }
         }
+        // Each pool's creations get their member before anything is created (on a cluster: by
+        // the pool's placement and each member's room); what finds no room is the pool's
+        // shortfall, reported and retried, never forced.
+        let mut placements =
+            crate::placement::place_fleet(&fleet, &observed, pools, self.config.overcommit);
+        for (pool_plan, placed) in fleet.pools.iter_mut().zip(&placements) {
+            pool_plan.plan.create = placed.targets.len();
+        }
         let mut paced: Option<Duration> = None;
         for pool_plan in &mut fleet.pools {
             let jit = pools
                 .iter()
                 .find(|p| p.name == pool_plan.pool)
-                .is_some_and(|p| p.registration == RegistrationMode::Jit);
+                .is_some_and(|p| p.registration == RegistrationMode::Jit)
+                // A scale set's JIT configs are not REST's content-creating requests.
+                && !self.config.scale_sets.is_scale_set(&pool_plan.pool);
             if jit {
                 let pacing = pass.jit.admit(pool_plan.plan.create, Instant::now());
                 pool_plan.plan.create = pacing.admitted;
@@ -108,6 +122,9 @@ impl RunnerManager {
                     (a, b) => a.or(b),
                 };
             }
+        }
+        for (pool_plan, placed) in fleet.pools.iter().zip(&mut placements) {
+            placed.targets.truncate(pool_plan.plan.create);
         }
         let creating: usize = fleet.pools.iter().map(|p| p.plan.create).sum();
         // The tarball is read (and re-verified) only for launches from a base image: a launch
@@ -158,7 +175,8 @@ impl RunnerManager {
         let mut pool_reports: Vec<PoolReport> = fleet
             .pools
             .iter()
-            .map(|p| PoolReport {
+            .zip(&placements)
+            .map(|(p, placed)| PoolReport {
                 pool: p.pool.clone(),
                 target: p.target,
                 counts: count_states(p.plan.states.values()),
@@ -166,8 +184,29 @@ impl RunnerManager {
                 created: 0,
                 removed: 0,
                 draining: p.draining,
+                shortfall: placed.shortfall,
+                shortfall_reason: placed.reason,
+                lost_busy: p
+                    .plan
+                    .states
+                    .iter()
+                    .filter(|(_, s)| matches!(s, crate::plan::RunnerState::Lost { busy: true }))
+                    .map(|(name, _)| name.clone())
+                    .collect(),
             })
             .collect();
+        if observed.members.is_some() {
+            self.report_placement(&fleet, &placements);
+        } else if let Some(spec) = pools.iter().find(|p| {
+            p.placement.target.is_some()
+                && fleet
+                    .pools
+                    .iter()
+                    .any(|f| f.pool == p.name && f.plan.create > 0)
+        }) {
+            tracing::warn!(message = "A placement target is ignored: the server is not clustered.",
+                pool = %spec.name, target = ?spec.placement.target.as_ref().map(|t| t.as_target()));
+        }
 
         // What every creation of a group shares (nothing to prepare for a pool that creates
         // nothing).
@@ -213,21 +252,28 @@ impl RunnerManager {
                     .iter()
                     .find(|s| s.name == p.pool)
                     .map_or(0, |s| s.sizing.max());
+                // A lost instance (offline member) does not take a slot: it is replaced, so
+                // the pool exceeds its cap by at most its lost runners.
                 let instances = observed
                     .instances
                     .iter()
-                    .filter(|i| i.pool == p.pool)
+                    .filter(|i| i.pool == p.pool && !i.is_lost())
                     .count();
                 cap.saturating_sub(instances)
             })
             .collect();
 
+        let targets: Vec<VecDeque<Option<String>>> = placements
+            .iter()
+            .map(|p| p.targets.iter().cloned().collect())
+            .collect();
         let executed = self
             .remove_and_create(
                 &rechecked,
                 &removals,
                 waiting,
                 room,
+                targets,
                 &tarball.unwrap_or_default(),
             )
             .await;
@@ -283,7 +329,16 @@ impl RunnerManager {
         let demand = (!jobs.is_empty())
             .then(|| self.next_stale(&jobs, now))
             .flatten();
-        report.requeue_after = [paced, failed, demand].into_iter().flatten().min();
+        // Runners no member had room for: room may free before the full interval.
+        let shortfall = report
+            .pools
+            .iter()
+            .any(|p| p.shortfall > 0)
+            .then_some(super::SHORTFALL_REQUEUE);
+        report.requeue_after = [paced, failed, demand, shortfall]
+            .into_iter()
+            .flatten()
+            .min();
         Ok(report)
     }
 
@@ -298,6 +353,7 @@ impl RunnerManager {
         pool_of: &[(usize, Removal)],
         mut waiting: Vec<VecDeque<(&'a Prepared, Option<&'a String>)>>,
         mut room: Vec<usize>,
+        mut targets: Vec<VecDeque<Option<String>>>,
         tarball: &'a [u8],
     ) -> Executed {
         enum Done {
@@ -326,9 +382,13 @@ impl RunnerManager {
                     room[i] -= 1;
                     creating += 1;
                     let canary = canary.cloned();
+                    // The member placement gave this creation (`None`: the server's choice).
+                    let target = targets.get_mut(i).and_then(VecDeque::pop_front).flatten();
                     running.push(
-                        async move { Done::Created(i, canary, self.create_runner(p, tarball).await) }
-                            .boxed(),
+                        async move {
+                            Done::Created(i, canary, self.create_runner(p, tarball, target).await)
+                        }
+                        .boxed(),
                     );
                 }
             }
@@ -381,6 +441,33 @@ impl RunnerManager {
             })
             .filter(|left| !left.is_zero())
             .min()
+    }
+
+    /// On a cluster: each pool's placement, shortfall and runners on offline members.
+    fn report_placement(&self, fleet: &FleetPlan, placements: &[crate::placement::PoolPlacement]) {
+        for (p, placed) in fleet.pools.iter().zip(placements) {
+            let lost = |busy: bool| -> Vec<String> {
+                p.plan
+                    .states
+                    .iter()
+                    .filter(|(_, s)| **s == crate::plan::RunnerState::Lost { busy })
+                    .map(|(name, _)| name.to_string())
+                    .collect()
+            };
+            crate::events::PoolPlaced {
+                pool: p.pool.to_string(),
+                placed: placed
+                    .per_member()
+                    .into_iter()
+                    .map(|(m, n)| (m.to_owned(), n))
+                    .collect(),
+                shortfall: placed.shortfall,
+                reason: placed.reason.map(crate::placement::Shortfall::as_str),
+                lost_idle: lost(false),
+                lost_busy: lost(true),
+            }
+            .emit(&self.telemetry);
+        }
     }
 
     fn report_plan(&self, fleet: &FleetPlan) {

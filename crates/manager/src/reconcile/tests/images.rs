@@ -19,6 +19,7 @@ fn baked(min_idle: usize, max: usize) -> PoolSpec {
         priority: 0,
         marked: true,
         image_mode: ImageMode::Baked,
+        placement: crate::pool::Placement::default(),
     }
 }
 

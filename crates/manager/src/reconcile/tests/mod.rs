@@ -2,6 +2,7 @@
 //! They check ordering and accounting; correctness on real Incus is in the end-to-end tests.
 //! The doubles and the `World` live here; `pass.rs` tests whole passes, `remove.rs` removals.
 
+mod cluster;
 mod images;
 mod pass;
 mod pools;

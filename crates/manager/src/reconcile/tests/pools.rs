@@ -21,6 +21,7 @@ fn pool(name: &str, labels: &[&str], min_idle: usize, max: usize) -> PoolSpec {
         priority: 0,
         marked: true,
         image_mode: crate::pool::ImageMode::Plain,
+        placement: crate::pool::Placement::default(),
     }
 }
 
