@@ -136,8 +136,8 @@ fn the_pools_example_is_valid() {
     let text = include_str!("../../../deploy/config.pools.example.toml");
     let config = parse(text).expect("deploy/config.pools.example.toml is valid");
     let names: Vec<&str> = config.pools.iter().map(|p| p.name.as_str()).collect();
-    assert_eq!(names, ["small", "large"]);
-    assert_eq!(config.pool_demands().len(), 2);
+    assert_eq!(names, ["small", "large", "gpu"]);
+    assert_eq!(config.pool_demands().len(), 3);
 }
 
 #[test]

@@ -55,11 +55,19 @@ impl Config {
     }
 
     /// What the demand planner needs of each pool of [`Self::pool_specs`]: every label its
-    /// runners have on GitHub (with this host's OS and architecture), sizing and priority.
+    /// runners have on GitHub (with this host's OS and architecture), sizing and priority. A
+    /// scale-set pool has no labels here: GitHub gives it its jobs, webhook routing never does
+    /// (as `ScaleSetHub::size_demands` has it in a pass).
     pub fn pool_demands(&self) -> Vec<PoolDemand> {
         self.pool_specs()
             .iter()
-            .map(|spec| spec.demand(&self.app_name))
+            .map(|spec| {
+                let mut demand = spec.demand(&self.app_name);
+                if self.scale_sets.pools.iter().any(|s| s.pool == spec.name) {
+                    demand.labels.clear();
+                }
+                demand
+            })
             .collect()
     }
 

@@ -552,7 +552,14 @@ fn the_pools_example_is_valid() {
     let text = include_str!("../../../../deploy/config.pools.example.toml");
     let config = parse(text).expect("deploy/config.pools.example.toml is valid");
     let names: Vec<&str> = config.pools.iter().map(|p| p.name.as_str()).collect();
-    assert_eq!(names, ["small", "large"]);
+    assert_eq!(names, ["small", "large", "gpu"]);
+    let scale_sets: Vec<&str> = config
+        .scale_sets
+        .pools
+        .iter()
+        .map(|s| s.scale_set_name.as_str())
+        .collect();
+    assert_eq!(scale_sets, ["ci-gpu"], "the scale-set pool");
     assert_eq!(
         config.pools[1].sizing,
         Sizing::Demand {
@@ -569,5 +576,10 @@ fn the_pools_example_is_valid() {
     assert!(config.server.public_url.is_some());
     let route = config.route(&strings(&["self-hosted"]));
     let order: Vec<&str> = route.candidates.iter().map(|c| c.name.as_str()).collect();
-    assert_eq!(order, ["small", "large"]);
+    assert_eq!(
+        order,
+        ["small", "large"],
+        "a scale-set pool takes no webhook job"
+    );
+    assert_eq!(config.route(&strings(&["gpu"])).pool, None);
 }

@@ -164,13 +164,16 @@ impl ScaleSetHub {
     }
 
     /// For a pass: a scale-set pool this manager holds is sized `Fixed(desired)` (never by
-    /// webhook demand); the pools it does not hold are returned, for the pass to leave alone.
+    /// webhook demand) and takes no webhook job in routing (GitHub gives a scale set its jobs
+    /// itself; a job routed there would be taken from the webhook pools and given to no one);
+    /// the pools it does not hold are returned, for the pass to leave alone.
     pub fn size_demands(&self, demands: &mut [PoolDemand]) -> BTreeSet<PoolName> {
         let mut hands_off = BTreeSet::new();
         for demand in demands {
             if !self.is_scale_set(&demand.name) {
                 continue;
             }
+            demand.labels.clear();
             match self.desired(&demand.name) {
                 Some(desired) => demand.sizing = Sizing::Fixed(desired.min(demand.sizing.max())),
                 None => {
