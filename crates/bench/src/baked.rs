@@ -14,18 +14,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use manager::events::Metrics;
 use manager::images::{IMAGE_KEY, PROP_APP};
 use manager::pool::{ImageMode, PoolName, PoolSpec, Sizing};
 use manager::provider::{ExecPurpose, ProviderError};
-use manager::tap::{Call as TapCall, Tap, Tapped};
-use manager::{
-    Backends, GitHubPath, InstanceType, ManagerConfig, ProxySettings, RegistrationMode, Resources,
-    RunnerManager,
-};
+use manager::tap::{Call as TapCall, Tap};
+use manager::{InstanceType, RegistrationMode, Resources, RunnerManager};
 use parking_lot::Mutex;
 
-use crate::real::{Call, Rig, REPO};
+use crate::real::{Call, Rig};
 
 /// The pool every benchmark manager has.
 pub const POOL: &str = "bench";
@@ -169,41 +165,16 @@ pub async fn manager(
     pool: PoolSpec,
     concurrency: Option<usize>,
 ) -> anyhow::Result<(RunnerManager, Arc<Recorder>)> {
-    let github = github::Client::new(github::ClientConfig::new(
-        url::Url::parse(&rig.sim.api_url())?,
-        url::Url::parse(&rig.sim.web_url())?,
-        github::Scope::parse(REPO)?,
-        github::Auth::Token(github::Secret::new(github_sim::DEFAULT_TOKEN)),
-    ))?;
-    let mut registry = prometheus_client::registry::Registry::default();
-    let metrics = Metrics::new(&mut registry);
-    let real = Backends::real(github, None, rig.lxd.clone(), metrics);
     let recorder = Arc::new(Recorder::default());
-    let backends = Backends {
-        provider: Arc::new(Tapped::new(real.provider.clone(), recorder.clone())),
-        ..real
-    };
-    let state = state.join(app);
-    let mut config = ManagerConfig::new(
-        GitHubPath::parse(REPO, "")?,
-        &rig.sim.web_url(),
-        &pool.image,
-        &state,
-    );
-    config.events_log = state.join("events.log");
-    config.pools = vec![pool];
-    if let Some(n) = concurrency {
-        config.create_concurrency = n;
-    }
-    let manager = RunnerManager::new(app, 0, config, &ProxySettings::default(), backends)?;
-    let download = manager
-        .get_latest_runner_bin_url("linux", "x64")
-        .await
-        .context("listing runner downloads")?;
-    manager
-        .update_runner_bin(&download)
-        .await
-        .context("installing the runner binary")?;
+    let image = pool.image.clone();
+    let manager = rig
+        .tapped_manager(app, state, &image, recorder.clone(), |config| {
+            config.pools = vec![pool];
+            if let Some(n) = concurrency {
+                config.create_concurrency = n;
+            }
+        })
+        .await?;
     Ok((manager, recorder))
 }
 

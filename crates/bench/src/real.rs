@@ -139,6 +139,24 @@ impl Rig {
         app: &str,
         adjust: impl FnOnce(&mut ManagerConfig),
     ) -> anyhow::Result<(RunnerManager, Arc<Timeline>)> {
+        let timeline = Arc::new(Timeline::default());
+        let manager = self
+            .tapped_manager(app, self.state.path(), IMAGE, timeline.clone(), adjust)
+            .await?;
+        Ok((manager, timeline))
+    }
+
+    /// A manager for `app` (unit 0) over the real provider with every call reported to `tap`,
+    /// launching `image`, its state in `state_root/<app>`, its config changed by `adjust`; the
+    /// runner binary installed.
+    pub async fn tapped_manager<T: Tap + 'static>(
+        &self,
+        app: &str,
+        state_root: &std::path::Path,
+        image: &str,
+        tap: T,
+        adjust: impl FnOnce(&mut ManagerConfig),
+    ) -> anyhow::Result<RunnerManager> {
         let github = github::Client::new(github::ClientConfig::new(
             url::Url::parse(&self.sim.api_url())?,
             url::Url::parse(&self.sim.web_url())?,
@@ -148,16 +166,15 @@ impl Rig {
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = Metrics::new(&mut registry);
         let real = Backends::real(github, None, self.lxd.clone(), metrics);
-        let timeline = Arc::new(Timeline::default());
         let backends = Backends {
-            provider: Arc::new(TimingProvider::new(real.provider.clone(), timeline.clone())),
+            provider: Arc::new(Tapped::new(real.provider.clone(), tap)),
             ..real
         };
-        let state = self.state.path().join(app);
+        let state = state_root.join(app);
         let mut config = ManagerConfig::new(
             GitHubPath::parse(REPO, "")?,
             &self.sim.web_url(),
-            IMAGE,
+            image,
             &state,
         );
         config.events_log = state.join("events.log");
@@ -171,7 +188,7 @@ impl Rig {
             .update_runner_bin(&download)
             .await
             .context("installing the runner binary")?;
-        Ok((manager, timeline))
+        Ok(manager)
     }
 
     /// Polls the sim every 20 ms from now until `n` runners named `prefix*` are online; returns

@@ -105,7 +105,7 @@ pub enum JobRecord {
 pub use manager::FlushMode;
 
 /// `reconcile --json` and `POST /reconcile`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReconcileOutput {
     /// The target number of runners.
     pub quantity: u32,
@@ -159,7 +159,7 @@ pub struct PassOutput {
 }
 
 /// `flush --json` and `POST /flush`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlushOutput {
     /// Runners removed.
     pub removed: u32,
@@ -168,7 +168,7 @@ pub struct FlushOutput {
 }
 
 /// `status --json` and `GET /runners`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusOutput {
     pub runners: Vec<RunnerStatus>,
     /// The runners by pool (configured pools, then pools that only have runners left).

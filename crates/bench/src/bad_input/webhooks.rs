@@ -42,29 +42,14 @@ impl Operations for CountingOps {
         self.reconciles.fetch_add(1, Ordering::SeqCst);
         Ok(ReconcileOutput {
             quantity,
-            delta: 0,
-            created: 0,
-            removed: 0,
-            skipped_busy: 0,
-            failed: 0,
-            pools: Vec::new(),
-            unmatched_jobs: 0,
+            ..ReconcileOutput::default()
         })
     }
     async fn flush(&self, _mode: FlushMode) -> anyhow::Result<FlushOutput> {
-        Ok(FlushOutput {
-            removed: 0,
-            skipped_busy: 0,
-        })
+        Ok(FlushOutput::default())
     }
     async fn status(&self) -> anyhow::Result<StatusOutput> {
-        Ok(StatusOutput {
-            pools: Vec::new(),
-            runners: Vec::new(),
-            dangling: Vec::new(),
-            orphans: Vec::new(),
-            ha: None,
-        })
+        Ok(StatusOutput::default())
     }
     async fn runner_bin_latest(&self, _os: &str, _arch: &str) -> anyhow::Result<RunnerBinOutput> {
         anyhow::bail!("not used by the webhook check")

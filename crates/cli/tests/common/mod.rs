@@ -84,11 +84,8 @@ impl Operations for FakeOps {
             quantity,
             delta: i64::from(quantity),
             created: quantity,
-            removed: 0,
-            skipped_busy: 0,
             failed: u32::from(partial),
-            pools: Vec::new(),
-            unmatched_jobs: 0,
+            ..ReconcileOutput::default()
         })
     }
 
