@@ -583,3 +583,144 @@ fn the_pools_example_is_valid() {
     );
     assert_eq!(config.route(&strings(&["gpu"])).pool, None);
 }
+
+/// `scaling = "scaleset"` and `[scaleset]`.
+mod scaleset {
+    use super::*;
+
+    fn config_text(pools: &str) -> String {
+        format!("app_name = \"app\"\n[github]\npath = \"my-org\"\ntoken = \"ghp_TEST\"\n{pools}")
+    }
+
+    fn parse(pools: &str) -> Result<Config, ConfigError> {
+        super::parse(&config_text(pools))
+    }
+
+    fn errors(pools: &str) -> Vec<String> {
+        super::errors(&config_text(pools))
+    }
+
+    #[test]
+    fn a_scaleset_pool_is_one_scale_set_named_after_app_and_pool() {
+        let config = parse(
+            r#"
+[[pools]]
+name = "web"
+max = 3
+
+[[pools]]
+name = "ss"
+labels = ["gpu"]
+registration = "jit"
+scaling = "scaleset"
+min_idle = 1
+max = 8
+
+[[pools]]
+name = "named"
+labels = ["named"]
+registration = "jit"
+scaling = "scaleset"
+scale_set_name = "my-set"
+max = 2
+
+[scaleset]
+standby_backoff_min_ms = 100
+standby_backoff_max_ms = 400
+"#,
+        )
+        .unwrap();
+        let sets = &config.scale_sets;
+        let names: Vec<_> = sets
+            .pools
+            .iter()
+            .map(|p| {
+                (
+                    p.pool.as_str(),
+                    p.scale_set_name.as_str(),
+                    p.min_idle,
+                    p.max,
+                )
+            })
+            .collect();
+        assert_eq!(names, [("ss", "app-ss", 1, 8), ("named", "my-set", 0, 2)]);
+        assert!(sets.pools[0].labels.contains(&"gpu".to_owned()));
+        assert!(sets.pools[0]
+            .labels
+            .contains(&"runner-manager-pool:ss".to_owned()));
+        assert_eq!(sets.settings.standby_min, Duration::from_millis(100));
+        assert_eq!(sets.settings.standby_max, Duration::from_millis(400));
+        // The default stays webhook sizing.
+        assert_eq!(config.pools.len(), 3);
+    }
+
+    #[test]
+    fn scaleset_needs_jit_and_scale_set_name_needs_scaleset() {
+        let errors = errors(
+            r#"
+[[pools]]
+name = "ss"
+registration = "token"
+scaling = "scaleset"
+max = 2
+
+[[pools]]
+name = "web"
+labels = ["web"]
+scale_set_name = "x"
+max = 2
+"#,
+        );
+        assert_eq!(
+            errors,
+            [
+                "pools[0].registration: scaling = \"scaleset\" needs registration = \"jit\" (the scale set issues each runner's JIT config)",
+                "pools[1].scale_set_name: only for a pool with scaling = \"scaleset\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn two_pools_cannot_share_a_scale_set_and_backoffs_are_ordered() {
+        let errors = errors(
+            r#"
+[[pools]]
+name = "a"
+registration = "jit"
+scaling = "scaleset"
+scale_set_name = "Same"
+max = 2
+
+[[pools]]
+name = "b"
+labels = ["b"]
+registration = "jit"
+scaling = "scaleset"
+scale_set_name = "same"
+max = 2
+
+[scaleset]
+error_backoff_min_ms = 500
+error_backoff_max_ms = 100
+"#,
+        );
+        assert_eq!(
+            errors,
+            [
+                "pools[1].scale_set_name: \"same\" is the scale set of another pool",
+                "scaleset.error_backoff_max_ms: the backoff's minimum must be above 0 and its maximum at least the minimum",
+            ]
+        );
+    }
+
+    #[test]
+    fn scaling_is_only_a_pool_key() {
+        let err = Config::parse(
+            "[github]\npath = \"o\"\ntoken = \"t\"\n[runners]\nquantity = 1\nscaling = \"scaleset\"\n",
+            Path::new("/etc/rm"),
+            &NoEnv,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("scaling"), "{err}");
+    }
+}
