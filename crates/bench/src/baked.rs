@@ -129,12 +129,13 @@ impl Tap for Recorder {
 }
 
 /// The one pool of a benchmark manager: `n` runners by demand (`min_idle = max = n`) of
-/// `image`, launched as `mode` says.
+/// `image`, launched as `mode` says, registered as `registration` says.
 pub fn pool(
     image: &str,
     resources: &Resources,
     n: usize,
     mode: ImageMode,
+    registration: RegistrationMode,
 ) -> anyhow::Result<PoolSpec> {
     Ok(PoolSpec {
         name: PoolName::new(POOL)?,
@@ -144,7 +145,7 @@ pub fn pool(
         profiles: Vec::new(),
         labels: Vec::new(),
         runner_group: None,
-        registration: RegistrationMode::Token,
+        registration,
         sizing: Sizing::Demand {
             min_idle: n,
             max: n,
@@ -249,6 +250,24 @@ impl Drop for ImageGuard {
     }
 }
 
+/// The row of the time from a runner's setup exec's start to its runner online in the sim.
+pub const EXEC_TO_ONLINE: &str = "setup exec start → online in sim";
+
+/// The mean, over runners, of the time from the start of each one's setup exec to its runner
+/// online in the sim (`online`: since `t0`, as [`crate::real::Rig::watch_online`] reports).
+pub fn exec_to_online(calls: &[Call], online: &BTreeMap<String, Duration>, t0: Instant) -> f64 {
+    let mut sum = 0.0;
+    let mut runners = 0;
+    for call in calls.iter().filter(|c| c.phase == SETUP) {
+        if let Some(at) = online.get(&call.instance) {
+            let started = call.start.saturating_duration_since(t0);
+            sum += at.saturating_sub(started).as_secs_f64();
+            runners += 1;
+        }
+    }
+    sum / f64::from(runners.max(1))
+}
+
 /// The rows of the per-runner phase table, in launch order.
 pub fn phase_order() -> Vec<&'static str> {
     vec![
@@ -259,6 +278,7 @@ pub fn phase_order() -> Vec<&'static str> {
         PROBE,
         OTHER,
         "run.sh alive → online in sim",
+        EXEC_TO_ONLINE,
     ]
 }
 
@@ -267,9 +287,42 @@ mod tests {
     use super::*;
 
     #[test]
+    fn exec_to_online_is_measured_from_each_setup_exec() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let call = |instance: &str, phase: &'static str, start: u64, end: u64| Call {
+            instance: instance.to_owned(),
+            phase,
+            start: at(start),
+            end: at(end),
+        };
+        let calls = vec![
+            call("a", CREATE, 0, 1000),
+            call("a", SETUP, 1000, 1200),
+            call("b", CREATE, 0, 1100),
+            call("b", SETUP, 1100, 1400),
+            call("c", SETUP, 1000, 1100),
+        ];
+        let online: BTreeMap<String, Duration> = [
+            ("a".to_owned(), Duration::from_millis(1100)),
+            ("b".to_owned(), Duration::from_millis(1400)),
+        ]
+        .into();
+        let mean = exec_to_online(&calls, &online, t0);
+        assert!((mean - 0.2).abs() < 1e-9, "{mean}");
+        assert_eq!(exec_to_online(&[], &online, t0), 0.0);
+    }
+
+    #[test]
     fn pools_are_sized_by_demand() -> anyhow::Result<()> {
         let resources = Resources::new(1, "256MiB", "1GiB")?;
-        let p = pool("busybox", &resources, 10, ImageMode::Baked)?;
+        let p = pool(
+            "busybox",
+            &resources,
+            10,
+            ImageMode::Baked,
+            RegistrationMode::Jit,
+        )?;
         assert_eq!(
             p.sizing,
             Sizing::Demand {
@@ -278,6 +331,7 @@ mod tests {
             }
         );
         assert_eq!(p.image_mode, ImageMode::Baked);
+        assert_eq!(p.registration, RegistrationMode::Jit);
         assert!(p.marked);
         Ok(())
     }

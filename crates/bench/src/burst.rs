@@ -48,26 +48,20 @@ pub struct PoolSizes {
 /// priority 1) and `large` (JIT), both `min_idle = 0` and the default resources (those of the
 /// floor's instances), and a timer of `interval_seconds` (an hour: only webhooks drive passes).
 pub fn pools_config(sizes: PoolSizes, port: u16, dir: &Path, interval_seconds: u64) -> String {
-    format!(
-        r#"
-[[pools]]
-name = "small"
-labels = ["small"]
-registration = "token"
-min_idle = 0
-max = {small}
-priority = 1
+    [
+        pool_table("small", "token", sizes.small_max, "priority = 1\n"),
+        pool_table("large", "jit", sizes.large_max, ""),
+        server_section(port, dir, interval_seconds),
+    ]
+    .concat()
+}
 
-[[pools]]
-name = "large"
-labels = ["large"]
-registration = "jit"
-min_idle = 0
-max = {large}
-{server}"#,
-        small = sizes.small_max,
-        large = sizes.large_max,
-        server = server_section(port, dir, interval_seconds),
+/// One `[[pools]]` table: pool `name` for jobs labelled `name`, `registration`,
+/// `min_idle = 0`, `max`, then the lines of `more`.
+pub fn pool_table(name: &str, registration: &str, max: u32, more: &str) -> String {
+    format!(
+        "\n[[pools]]\nname = \"{name}\"\nlabels = [\"{name}\"]\nregistration = \"{registration}\"\n\
+         min_idle = 0\nmax = {max}\n{more}"
     )
 }
 
@@ -85,19 +79,6 @@ reconcile_interval_seconds = {interval_seconds}
         api = dir.join("api-token").display(),
         secret = dir.join("webhook-secret").display(),
     )
-}
-
-/// Force-deletes the instances named `prefix*`.
-pub async fn delete_prefix(lxd: &lxd::Client, prefix: &str) -> anyhow::Result<()> {
-    let names: Vec<String> = lxd
-        .list_instances()
-        .await?
-        .into_iter()
-        .map(|i| i.name)
-        .filter(|n| n.starts_with(prefix))
-        .collect();
-    futures::future::join_all(names.iter().map(|n| lxd.force_delete_instance(n))).await;
-    Ok(())
 }
 
 /// How many instances are named `prefix*`.
@@ -221,6 +202,154 @@ impl Drop for Daemon {
             let _ = child.wait();
         }
     }
+}
+
+/// One `runner-manager run` daemon's world: the daemon, its HTTP base URL, its instances' name
+/// prefix and its temporary directory (GitHub token, API token, webhook secret, state, config).
+pub struct World {
+    /// Declared first: killed before the directory goes.
+    pub daemon: Daemon,
+    pub base: String,
+    pub prefix: String,
+    webhook_secret: String,
+    _dir: tempfile::TempDir,
+}
+
+impl World {
+    /// Writes the daemon's secrets (an API token and a webhook secret named after `app`) and
+    /// config (`BinaryConfig::render_pools()` for `app`'s runners of `image`, quantity 0, then
+    /// `pools(port, dir)`: its `[[pools]]` and `[server]`), installs the runner binary
+    /// (`runner-bin update`) and starts `bin run`, logging to `log`.
+    pub async fn start(
+        sim: &github_sim::SimHandle,
+        bin: &Path,
+        image: &str,
+        app: &str,
+        log: &Path,
+        pools: impl FnOnce(u16, &Path) -> String,
+    ) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let token = dir.path().join("github-token");
+        std::fs::write(&token, sim.token().expose())?;
+        let webhook_secret = format!("{app}-webhook-secret-abcdef");
+        std::fs::write(
+            dir.path().join("api-token"),
+            format!("{app}-api-token-0123"),
+        )?;
+        std::fs::write(dir.path().join("webhook-secret"), &webhook_secret)?;
+        let port = free_port()?;
+        let state = dir.path().join("state");
+        let mut text = test_support::config::BinaryConfig {
+            app,
+            repo: crate::real::REPO,
+            image,
+            state_dir: &state,
+            token_file: &token,
+            sim,
+            quantity: 0,
+        }
+        .render_pools();
+        text.push_str(&pools(port, dir.path()));
+        let config = dir.path().join("config.toml");
+        std::fs::write(&config, text)?;
+        runner_bin_update(bin, &config).await?;
+        Ok(Self {
+            daemon: Daemon::start(bin, &config, log)?,
+            base: format!("http://127.0.0.1:{port}"),
+            prefix: format!("{app}-"),
+            webhook_secret,
+            _dir: dir,
+        })
+    }
+
+    /// Where the sim sends this daemon's webhooks (`POST /webhook`, signed with its secret).
+    pub fn webhook_target(&self) -> github_sim::WebhookTarget {
+        github_sim::WebhookTarget {
+            url: format!("{}/webhook", self.base),
+            secret: github_sim::Secret::new(&self.webhook_secret),
+        }
+    }
+
+    /// Waits up to `timeout` for the daemon's startup pass (`/health`: `passes >= 1`, none in
+    /// flight).
+    pub async fn wait_started(
+        &mut self,
+        client: &reqwest::Client,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(h) = self.health(client).await {
+                let d = &h["daemon"];
+                if d["passes"].as_u64().unwrap_or(0) >= 1 && d["in_flight"] == false {
+                    return Ok(());
+                }
+            }
+            self.ensure_alive()?;
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "no startup pass after {timeout:?}:\n{}",
+                self.daemon.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn health(&self, client: &reqwest::Client) -> Option<serde_json::Value> {
+        let response = client.get(format!("{}/health", self.base)).send().await;
+        response.ok()?.json().await.ok()
+    }
+
+    /// Fails, with the daemon's log, when the daemon no longer runs.
+    pub fn ensure_alive(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.daemon.alive(),
+            "the daemon died:\n{}",
+            self.daemon.log_text()
+        );
+        Ok(())
+    }
+
+    /// No registration in `sim` and no instance in `lxd` is named after the world.
+    pub async fn is_empty(
+        &self,
+        sim: &github_sim::SimHandle,
+        lxd: &lxd::Client,
+    ) -> anyhow::Result<bool> {
+        Ok(self.registered(sim, false) == 0 && instances_of(lxd, &self.prefix).await? == 0)
+    }
+
+    /// The world's registrations in `sim` (`online`: only those online).
+    pub fn registered(&self, sim: &github_sim::SimHandle, online: bool) -> usize {
+        sim.runners()
+            .iter()
+            .filter(|r| r.name.starts_with(&self.prefix) && (!online || r.status == "online"))
+            .count()
+    }
+}
+
+/// The floor of the daemon benchmarks: `n` bare launches of `image` with `profiles` (one exec
+/// each within `exec_timeout`) named `<tag>f-*`, deleted after; logged; then `settle` for Incus
+/// to settle after the deletes.
+pub async fn floor(
+    lxd: &lxd::Client,
+    image: &str,
+    profiles: &[String],
+    tag: &str,
+    n: usize,
+    exec_timeout: Duration,
+    settle: Duration,
+) -> anyhow::Result<Duration> {
+    let prefix = format!("{tag}f-");
+    let floor = crate::real::launch_floor(lxd, image, profiles, &prefix, n, exec_timeout).await;
+    crate::real::delete_prefix(lxd, &prefix).await?;
+    let floor = floor?;
+    eprintln!(
+        "[{tag}] floor: {n} bare parallel launches + exec: {}",
+        crate::real::secs(floor)
+    );
+    tokio::time::sleep(settle).await;
+    Ok(floor)
 }
 
 /// One sample of the OpenMetrics text.
@@ -489,6 +618,54 @@ pub fn passes(log: &str, t0: f64) -> LogTimeline {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pool_tables_render_each_pool_and_the_server() {
+        let dir = Path::new("/d");
+        let parse = |text: String| -> toml::Table { text.parse().expect("TOML") };
+        let sizes = PoolSizes {
+            small_max: 3,
+            large_max: 4,
+        };
+        let doc = parse(pools_config(sizes, 8080, dir, 3600));
+        let pools = doc["pools"].as_array().expect("[[pools]]");
+        let want = [("small", "token", 3, Some(1)), ("large", "jit", 4, None)];
+        assert_eq!(pools.len(), want.len());
+        for (pool, (name, registration, max, priority)) in pools.iter().zip(want) {
+            assert_eq!(pool["name"].as_str(), Some(name));
+            assert_eq!(pool["labels"].as_array(), Some(&vec![name.into()]));
+            assert_eq!(pool["registration"].as_str(), Some(registration));
+            assert_eq!(pool["min_idle"].as_integer(), Some(0));
+            assert_eq!(pool["max"].as_integer(), Some(max));
+            assert_eq!(pool.get("priority").and_then(|p| p.as_integer()), priority);
+        }
+        let server = &doc["server"];
+        assert_eq!(server["listen"].as_str(), Some("127.0.0.1:8080"));
+        assert_eq!(server["api_token_file"].as_str(), Some("/d/api-token"));
+        assert_eq!(
+            server["reconcile_interval_seconds"].as_integer(),
+            Some(3600)
+        );
+
+        use crate::scaleset::{rest_jit_pool, scaleset_pool};
+        for (text, name, scaling, max) in [
+            (scaleset_pool(5, 1, dir, 60), "ss", Some("scaleset"), 5),
+            (rest_jit_pool(7, 1, dir, 60), "restjit", None, 7),
+        ] {
+            let doc = parse(text);
+            let pool = &doc["pools"][0];
+            assert_eq!(pool["name"].as_str(), Some(name));
+            assert_eq!(pool["registration"].as_str(), Some("jit"));
+            assert_eq!(pool.get("scaling").and_then(|s| s.as_str()), scaling);
+            assert_eq!(pool["max"].as_integer(), Some(max));
+            let interval = doc["server"]["reconcile_interval_seconds"].as_integer();
+            assert_eq!(interval, Some(60));
+            let poll = doc
+                .get("scaleset")
+                .map(|s| s["poll_timeout_seconds"].clone());
+            assert_eq!(poll, scaling.map(|_| 120.into()));
+        }
+    }
 
     const METRICS: &str = "# TYPE runner_manager_job_queue_seconds histogram
 runner_manager_job_queue_seconds_sum{pool=\"small\"} 30.0

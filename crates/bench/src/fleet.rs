@@ -153,24 +153,38 @@ impl Fleet {
         mode: RegistrationMode,
         create_concurrency: usize,
     ) -> anyhow::Result<Self> {
-        let state = tempfile::tempdir()?;
         let agents = Arc::new(SimAgents::new(outside.clone(), REPO)?);
         let provider = Arc::new(SimProvider::new(
             SimLatency::default(),
             Some(agents as Arc<dyn SimRunnerHooks>),
         ));
-        let client =
-            github::Client::new(sim_client_config(&outside.api_url(), outside.base_url())?)?;
+        let client_config = sim_client_config(&outside.api_url(), outside.base_url())?;
+        Self::with(outside, app, provider, client_config, |config| {
+            config.registration_mode = mode;
+            config.create_concurrency = create_concurrency;
+        })
+        .await
+    }
+
+    /// The fleet of `app` (unit 0) in `outside`'s sim over `provider`: a client from
+    /// `client_config`, the manager's config adjusted by `configure`, the sim's runner binary
+    /// installed.
+    pub async fn with(
+        outside: &Outside,
+        app: &str,
+        provider: Arc<SimProvider>,
+        client_config: github::ClientConfig,
+        configure: impl FnOnce(&mut ManagerConfig),
+    ) -> anyhow::Result<Self> {
+        let state = tempfile::tempdir()?;
+        let client = github::Client::new(client_config)?;
         let manager = sim_manager(
             outside.base_url(),
             app,
             state.path(),
             &client,
             provider.clone(),
-            |config| {
-                config.registration_mode = mode;
-                config.create_concurrency = create_concurrency;
-            },
+            configure,
         )?;
         install_runner_bin(&manager).await?;
         Ok(Self {

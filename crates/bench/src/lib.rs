@@ -35,3 +35,48 @@ pub fn block_on<T>(
         .build()?
         .block_on(body)
 }
+
+/// A benchmark binary's `main`: the child process of [`outside`] when this run is one, else
+/// the command line parsed as `A` and `run(args)` on [`block_on`]'s runtime.
+pub fn main<A: clap::Parser, F>(run: impl FnOnce(A) -> F) -> anyhow::Result<()>
+where
+    F: std::future::Future<Output = anyhow::Result<()>>,
+{
+    if let Some(child) = outside::run_child_if_requested() {
+        return child;
+    }
+    block_on(run(A::parse()))
+}
+
+/// The command line of a benchmark that takes no option (anything given is ignored).
+#[derive(clap::Parser, Debug)]
+#[command(ignore_errors = true)]
+pub struct NoArgs {}
+
+/// The `--binary` option of the suites that run the real binary.
+#[derive(clap::Args, Debug)]
+pub struct BinaryArg {
+    /// The runner-manager binary (default: built by cargo).
+    #[arg(long)]
+    binary: Option<std::path::PathBuf>,
+}
+
+impl BinaryArg {
+    /// The binary given, or the one cargo builds.
+    pub fn path(self) -> anyhow::Result<std::path::PathBuf> {
+        bad_input::given_or_built_binary(self.binary)
+    }
+}
+
+/// A reliability suite's `main`: the command line parsed as `A`, `run(args)` on [`block_on`]'s
+/// runtime; exits with success when it returns `true` (nothing wrong found).
+pub fn suite<A: clap::Parser, F>(run: impl FnOnce(A) -> F) -> anyhow::Result<std::process::ExitCode>
+where
+    F: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    Ok(if block_on(run(A::parse()))? {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    })
+}

@@ -91,6 +91,20 @@ impl Rig {
         Self::start_on(lxd).await
     }
 
+    /// A benchmark's start on the local Incus: the rig, a fresh [`run_tag`] and the [`Guard`] of
+    /// the instances named after it (bind it last, so it is dropped first, while nothing else
+    /// runs); logs `<name>: sim at …, instances named <tag>*`.
+    pub async fn start_run(name: &str) -> anyhow::Result<(Self, String, Guard)> {
+        let rig = Self::start().await?;
+        let tag = run_tag();
+        eprintln!(
+            "{name}: sim at {}, instances named {tag}*",
+            rig.sim.base_url()
+        );
+        let guard = Guard::new(tag.clone());
+        Ok((rig, tag, guard))
+    }
+
     /// [`Self::start`] on the server `lxd` speaks to (a cluster, say).
     pub async fn start_on(lxd: lxd::Client) -> anyhow::Result<Self> {
         let agent = github_sim::tarball::locate_or_build_agent().context("the fake runner")?;
@@ -180,14 +194,7 @@ impl Rig {
         config.events_log = state.join("events.log");
         adjust(&mut config);
         let manager = RunnerManager::new(app, 0, config, &ProxySettings::default(), backends)?;
-        let download = manager
-            .get_latest_runner_bin_url("linux", "x64")
-            .await
-            .context("listing runner downloads")?;
-        manager
-            .update_runner_bin(&download)
-            .await
-            .context("installing the runner binary")?;
+        crate::fleet::install_runner_bin(&manager).await?;
         Ok(manager)
     }
 
@@ -221,18 +228,62 @@ impl Rig {
         })
     }
 
+    /// [`Self::reconcile`] `n` from zero, timed from `t0` until all `n` runners named after the
+    /// manager are online (each within `timeout`). A pass that did not create all `n` cleans up
+    /// and fails.
+    pub async fn reconcile_online(
+        &self,
+        manager: &RunnerManager,
+        n: usize,
+        t0: Instant,
+        timeout: Duration,
+    ) -> anyhow::Result<Online> {
+        let watcher = self.watch_online(&manager.owner().prefix(), n, t0, timeout);
+        let report = tokio::time::timeout(timeout, manager.reconcile(n, &self.resources))
+            .await
+            .context("reconcile timed out")??;
+        let reconcile = t0.elapsed();
+        if !(report.failed.is_empty() && report.created.len() == n) {
+            watcher.abort();
+            self.clean(manager).await?;
+            anyhow::bail!(
+                "reconcile({n}) created {} of {n} runners; first failure: {:?}",
+                report.created.len(),
+                report.failed.first().map(|f| &f.error)
+            );
+        }
+        Ok(Online {
+            reconcile,
+            at: watcher.await??,
+        })
+    }
+
     /// The floor: `n` instances of the image launched in parallel with the manager's profiles,
-    /// plus one exec in each; returns the wall time. The instances are left for [`Self::delete_prefix`].
-    pub async fn floor(&self, prefix: &str, n: usize) -> anyhow::Result<Duration> {
-        launch_floor(
-            &self.lxd,
-            IMAGE,
-            &self.profiles,
-            prefix,
-            n,
-            Duration::from_secs(30),
-        )
+    /// plus one exec in each (within `exec_timeout`), spread over `members` (none: the server
+    /// places them); returns the wall time. The instances are left for [`Self::delete_prefix`].
+    pub async fn floor_on(
+        &self,
+        prefix: &str,
+        n: usize,
+        exec_timeout: Duration,
+        members: &[String],
+    ) -> anyhow::Result<Duration> {
+        Floor {
+            lxd: &self.lxd,
+            image: IMAGE,
+            profiles: &self.profiles,
+            exec_timeout,
+        }
+        .launch(prefix, n, members)
         .await
+    }
+
+    /// The floor of `n` on the local server (30 s for each exec), measured, then its instances
+    /// deleted whatever the outcome.
+    pub async fn measure_floor(&self, prefix: &str, n: usize) -> anyhow::Result<Duration> {
+        let floor = self.floor_on(prefix, n, Duration::from_secs(30), &[]).await;
+        self.delete_prefix(prefix).await?;
+        floor
     }
 
     /// Force-deletes every instance whose name starts with `prefix`, in parallel; returns the count.
@@ -260,7 +311,9 @@ impl Rig {
     }
 }
 
-async fn delete_prefix(lxd: &lxd::Client, prefix: &str) -> anyhow::Result<usize> {
+/// Force-deletes every instance whose name starts with `prefix`, in parallel (one that is gone
+/// already is fine); returns the count.
+pub async fn delete_prefix(lxd: &lxd::Client, prefix: &str) -> anyhow::Result<usize> {
     let names: Vec<String> = lxd
         .list_instances()
         .await?
@@ -290,6 +343,42 @@ async fn delete_prefix(lxd: &lxd::Client, prefix: &str) -> anyhow::Result<usize>
         }
     }
     Ok(names.len())
+}
+
+/// What [`Rig::reconcile_online`] measured.
+#[derive(Debug)]
+pub struct Online {
+    /// From `t0` to the pass's end.
+    pub reconcile: Duration,
+    /// When each runner came online, from `t0`.
+    pub at: BTreeMap<String, Duration>,
+}
+
+impl Online {
+    /// When the last runner came online, from `t0`.
+    pub fn last(&self) -> Duration {
+        self.at.values().copied().max().unwrap_or_default()
+    }
+}
+
+/// Runs `round` up to 3 times, counting the failed attempts in `failed`.
+pub async fn retried<T, F, Fut>(failed: &mut usize, mut round: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match round().await {
+            Ok(run) => return Ok(run),
+            Err(e) if attempt < 3 => {
+                *failed += 1;
+                eprintln!("round failed, repeating it: {e:#}");
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Deletes every instance under `prefix` when dropped (on its own thread and runtime, so it
@@ -527,62 +616,86 @@ pub async fn launch_floor(
     n: usize,
     exec_timeout: Duration,
 ) -> anyhow::Result<Duration> {
-    launch_floor_on(lxd, image, profiles, prefix, n, exec_timeout, &[]).await
+    Floor {
+        lxd,
+        image,
+        profiles,
+        exec_timeout,
+    }
+    .launch(prefix, n, &[])
+    .await
 }
 
-/// [`launch_floor`] on a cluster: launch `i` goes to `members[i % members.len()]` (`?target=`),
-/// so the floor is spread evenly; with no members the server places them.
-pub async fn launch_floor_on(
-    lxd: &lxd::Client,
-    image: &str,
-    profiles: &[String],
-    prefix: &str,
-    n: usize,
-    exec_timeout: Duration,
-    members: &[String],
-) -> anyhow::Result<Duration> {
-    let started = Instant::now();
-    let launches = (0..n).map(|i| {
-        let name = format!("{prefix}{i}");
-        let member = (!members.is_empty()).then(|| members[i % members.len()].clone());
-        async move {
-            let mut spec = lxd::InstanceSpec::new(&name, lxd::ImageSource::Alias(image.to_owned()))
-                .profiles(profiles.iter().cloned())
-                .ephemeral()
-                .started();
-            if let Some(member) = member {
-                spec = spec.target(member);
-            }
-            (|| async {
-                let created = lxd.create_instance(&spec).await;
-                if let Err(e) = &created {
-                    eprintln!("floor: launching {name} failed: {e}");
-                    lxd.force_delete_instance(&name).await.ok();
+/// What [`launch_floor`] launches: bare instances of `image` (an alias) with `profiles`, one
+/// exec (`true`, within `exec_timeout`) in each.
+#[derive(Debug, Clone, Copy)]
+pub struct Floor<'a> {
+    pub lxd: &'a lxd::Client,
+    pub image: &'a str,
+    pub profiles: &'a [String],
+    pub exec_timeout: Duration,
+}
+
+impl Floor<'_> {
+    /// `n` instances `<prefix><i>` launched in parallel, launch `i` on
+    /// `members[i % members.len()]` (`?target=`, so the floor is spread evenly; with no members
+    /// the server places them); the wall time. The instances are left for the caller to delete.
+    pub async fn launch(
+        &self,
+        prefix: &str,
+        n: usize,
+        members: &[String],
+    ) -> anyhow::Result<Duration> {
+        let Floor {
+            lxd,
+            image,
+            profiles,
+            exec_timeout,
+        } = *self;
+        let started = Instant::now();
+        let launches = (0..n).map(|i| {
+            let name = format!("{prefix}{i}");
+            let member = (!members.is_empty()).then(|| members[i % members.len()].clone());
+            async move {
+                let mut spec =
+                    lxd::InstanceSpec::new(&name, lxd::ImageSource::Alias(image.to_owned()))
+                        .profiles(profiles.iter().cloned())
+                        .ephemeral()
+                        .started();
+                if let Some(member) = member {
+                    spec = spec.target(member);
                 }
-                created
-            })
-            .retry(
-                backon::ExponentialBuilder::default()
-                    .with_min_delay(Duration::from_millis(500))
-                    .with_max_times(2),
-            )
-            .await
-            .with_context(|| format!("floor: launching {name}"))?;
-            let out = lxd
-                .exec(
-                    &name,
-                    &lxd::ExecRequest::new(["true"]).timeout(exec_timeout),
+                (|| async {
+                    let created = lxd.create_instance(&spec).await;
+                    if let Err(e) = &created {
+                        eprintln!("floor: launching {name} failed: {e}");
+                        lxd.force_delete_instance(&name).await.ok();
+                    }
+                    created
+                })
+                .retry(
+                    backon::ExponentialBuilder::default()
+                        .with_min_delay(Duration::from_millis(500))
+                        .with_max_times(2),
                 )
                 .await
-                .with_context(|| format!("floor: exec in {name}"))?;
-            anyhow::ensure!(out.success(), "floor: exec in {name} failed");
-            Ok(())
+                .with_context(|| format!("floor: launching {name}"))?;
+                let out = lxd
+                    .exec(
+                        &name,
+                        &lxd::ExecRequest::new(["true"]).timeout(exec_timeout),
+                    )
+                    .await
+                    .with_context(|| format!("floor: exec in {name}"))?;
+                anyhow::ensure!(out.success(), "floor: exec in {name} failed");
+                Ok(())
+            }
+        });
+        for result in join_all(launches).await {
+            result?;
         }
-    });
-    for result in join_all(launches).await {
-        result?;
+        Ok(started.elapsed())
     }
-    Ok(started.elapsed())
 }
 
 #[cfg(test)]

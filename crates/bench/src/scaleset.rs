@@ -11,46 +11,31 @@ use std::path::Path;
 
 use github_sim::RequestCount;
 
-use crate::burst::server_section;
+use crate::burst::{pool_table, server_section};
 use crate::outside::is_content_creating;
 
 /// A scale-set pool `ss` (`min_idle = 0`, `max`), the listener's test-friendly backoffs and a
 /// `[server]` with a backstop pass every `interval_seconds`.
 pub fn scaleset_pool(max: u32, port: u16, dir: &Path, interval_seconds: u64) -> String {
-    format!(
+    [
+        pool_table("ss", "jit", max, "scaling = \"scaleset\"\n"),
         r#"
-[[pools]]
-name = "ss"
-labels = ["ss"]
-registration = "jit"
-scaling = "scaleset"
-min_idle = 0
-max = {max}
-
 [scaleset]
 standby_backoff_min_ms = 500
 standby_backoff_max_ms = 5000
 error_backoff_min_ms = 500
 error_backoff_max_ms = 5000
 poll_timeout_seconds = 120
-{server}"#,
-        server = server_section(port, dir, interval_seconds)
-    )
+"#
+        .to_owned(),
+        server_section(port, dir, interval_seconds),
+    ]
+    .concat()
 }
 
 /// A webhook-driven pool `restjit` with REST JIT registrations (`min_idle = 0`, `max`).
 pub fn rest_jit_pool(max: u32, port: u16, dir: &Path, interval_seconds: u64) -> String {
-    format!(
-        r#"
-[[pools]]
-name = "restjit"
-labels = ["restjit"]
-registration = "jit"
-min_idle = 0
-max = {max}
-{server}"#,
-        server = server_section(port, dir, interval_seconds)
-    )
+    pool_table("restjit", "jit", max, "") + &server_section(port, dir, interval_seconds)
 }
 
 /// Requests by kind.

@@ -404,18 +404,16 @@ impl Operations for ManagerOps {
         // The core observes and classifies exactly as a pass does; here the types are mapped.
         let fleet = self.manager.status().await.context("observing the fleet")?;
         let version = fleet.runner_binary.map(|b| b.filename);
-        let dangling = fleet
-            .runners
-            .iter()
-            .filter(|r| r.is_dangling())
-            .map(|r| r.name.to_string())
-            .collect();
-        let orphans = fleet
-            .runners
-            .iter()
-            .filter(|r| r.is_orphan())
-            .map(|r| r.name.to_string())
-            .collect();
+        let names_of = |keep: fn(&manager::RunnerView) -> bool| -> Vec<String> {
+            fleet
+                .runners
+                .iter()
+                .filter(|r| keep(r))
+                .map(|r| r.name.to_string())
+                .collect()
+        };
+        let dangling = names_of(manager::RunnerView::is_dangling);
+        let orphans = names_of(manager::RunnerView::is_orphan);
         // A runner of a baked image runs that image's runner version.
         let images: std::collections::BTreeMap<String, manager::images::BakedImage> = if self
             .manager

@@ -333,13 +333,13 @@ impl Operations for HaOps {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicU32;
     use std::sync::Mutex;
     use std::time::{Duration, Instant};
 
     use manager::lease::{LeaseRecord, LeaseStoreError, Stored, Version};
 
     use super::*;
+    use crate::counting_ops::CountingOps;
     use crate::daemon::{Daemon, DaemonMetrics, DaemonSettings, PassError, TriggerSource};
 
     /// The lease in memory (the LXD store is tested on real daemons, `crates/lxd/tests/lease.rs`
@@ -392,36 +392,6 @@ mod tests {
         }
     }
 
-    /// Counts passes.
-    #[derive(Default)]
-    struct Counting(AtomicU32);
-
-    #[async_trait]
-    impl Operations for Counting {
-        async fn reconcile(&self, quantity: u32) -> anyhow::Result<ReconcileOutput> {
-            self.0.fetch_add(1, Ordering::SeqCst);
-            Ok(ReconcileOutput {
-                quantity,
-                ..ReconcileOutput::default()
-            })
-        }
-        async fn flush(&self, _mode: FlushMode) -> anyhow::Result<FlushOutput> {
-            Ok(FlushOutput::default())
-        }
-        async fn status(&self) -> anyhow::Result<StatusOutput> {
-            Ok(StatusOutput::default())
-        }
-        async fn runner_bin_latest(&self, _: &str, _: &str) -> anyhow::Result<RunnerBinOutput> {
-            anyhow::bail!("not used")
-        }
-        async fn runner_bin_update(&self) -> anyhow::Result<RunnerBinUpdateOutput> {
-            anyhow::bail!("not used")
-        }
-        async fn runner_bin_check(&self) -> anyhow::Result<RunnerBinCheckOutput> {
-            anyhow::bail!("not used")
-        }
-    }
-
     fn config(id: &str) -> HaConfig {
         HaConfig {
             enabled: true,
@@ -465,7 +435,7 @@ mod tests {
             Arc::clone(&store),
             Ha::metrics(&mut registry),
         );
-        let counting = Arc::new(Counting::default());
+        let counting = Arc::new(CountingOps::default());
         let ops: Arc<dyn Operations> = Arc::new(HaOps::new(
             Arc::clone(&counting) as Arc<dyn Operations>,
             Arc::clone(&ha),
@@ -484,11 +454,7 @@ mod tests {
             let _ = stopped.await;
         }));
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        assert_eq!(
-            counting.0.load(Ordering::SeqCst),
-            0,
-            "a standby makes no pass"
-        );
+        assert_eq!(counting.passes(), 0, "a standby makes no pass");
         let answer = handle.reconcile_now(TriggerSource::Api, "test").await;
         assert!(matches!(answer, Err(PassError::Standby(_))), "{answer:?}");
         let state = handle.state().ha.expect("the role is shown");
@@ -506,7 +472,7 @@ mod tests {
         let _ = stop_rival.send(());
         rival_keeper.await.expect("rival keeper");
         until("the takeover and a pass", Duration::from_secs(3), || {
-            counting.0.load(Ordering::SeqCst) >= 1
+            counting.passes() >= 1
         })
         .await;
         assert_eq!(handle.state().ha.map(|h| h.role), Some("active".to_owned()));

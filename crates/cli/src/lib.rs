@@ -5,6 +5,9 @@ pub mod app;
 pub mod backend;
 pub mod cli;
 pub mod config;
+/// A stand-in `Operations` for tests and benchmarks (feature `test-doubles`): off in the binary.
+#[cfg(any(test, feature = "test-doubles"))]
+pub mod counting_ops;
 pub mod daemon;
 pub mod deliveries;
 pub mod ha;

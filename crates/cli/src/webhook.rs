@@ -43,18 +43,16 @@ pub struct WorkflowJobEvent {
     pub workflow_job: WorkflowJob,
 }
 
+/// A missing `Option` field is `None`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct WorkflowJob {
     pub id: u64,
     #[serde(default)]
     pub run_id: u64,
     /// RFC 3339; when GitHub queued the job.
-    #[serde(default)]
     pub created_at: Option<String>,
     /// RFC 3339; when a runner picked it up (GitHub repeats `created_at` while queued).
-    #[serde(default)]
     pub started_at: Option<String>,
-    #[serde(default)]
     pub completed_at: Option<String>,
     /// The `runs-on` labels.
     pub labels: Vec<String>,
@@ -305,5 +303,8 @@ mod tests {
         assert_eq!(event.workflow_job.id, 2_832_853_555);
         assert_eq!(event.workflow_job.labels, ["self-hosted", "jammy"]);
         assert_eq!(event.workflow_job.runner_name, None);
+        // Missing timestamps are `None`.
+        assert_eq!(event.workflow_job.started_at, None);
+        assert_eq!(event.workflow_job.completed_at, None);
     }
 }

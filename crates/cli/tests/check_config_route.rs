@@ -65,6 +65,13 @@ fn check_config(text: &str, args: &[&str]) -> Run {
     )
 }
 
+/// [`check_config`] of a valid config: asserts it exits 0.
+fn check_valid(text: &str, args: &[&str]) -> Run {
+    let out = check_config(text, args);
+    assert_eq!(out.code, 0, "a valid config: {}", out.stderr);
+    out
+}
+
 fn rows(stderr: &str) -> Vec<&str> {
     stderr.lines().map(str::trim).collect()
 }
@@ -80,8 +87,7 @@ fn assert_row(out: &Run, row: &str) {
 
 #[test]
 fn check_config_lists_the_pools() {
-    let out = check_config(POOLS, &[]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
+    let out = check_valid(POOLS, &[]);
     assert_row(&out, "pool small      1 to 10 x virtual-machine \"jammy\": 2 cpu, 7GiB memory, 10GiB disk, token registration, priority 10");
     assert_row(&out, "pool large      0 to 4 x container \"jammy\": 8 cpu, 32GiB memory, 10GiB disk, token registration, priority 0");
     assert_row(&out, "runner group \"big-runners\"");
@@ -100,8 +106,7 @@ fn check_config_lists_the_pools() {
 
 #[test]
 fn route_to_the_one_matching_pool() {
-    let out = check_config(POOLS, &["--route", "self-hosted,small"]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
+    let out = check_valid(POOLS, &["--route", "self-hosted,small"]);
     assert_row(
         &out,
         "route           runs-on [self-hosted, small]: pool \"small\" (priority 10)",
@@ -117,8 +122,7 @@ fn route_to_the_one_matching_pool() {
 #[test]
 fn route_to_several_pools_in_priority_order() {
     // Every pool matches: "small" by priority, then "big" and "large" by name.
-    let out = check_config(POOLS, &["--route", "self-hosted"]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
+    let out = check_valid(POOLS, &["--route", "self-hosted"]);
     assert_row(
         &out,
         "route           runs-on [self-hosted]: pool \"small\" (priority 10)",
@@ -135,15 +139,13 @@ fn route_to_several_pools_in_priority_order() {
 
 #[test]
 fn route_with_no_matching_pool() {
-    let out = check_config(POOLS, &["--route", "self-hosted,gpu"]);
-    assert_eq!(out.code, 0, "a valid config: {}", out.stderr);
+    let out = check_valid(POOLS, &["--route", "self-hosted,gpu"]);
     assert_row(&out, "route           runs-on [self-hosted, gpu]: no pool matches (no pool's runners have all these labels)");
 }
 
 #[test]
 fn route_as_json() {
-    let out = check_config(POOLS, &["--json", "--route", "self-hosted,large"]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
+    let out = check_valid(POOLS, &["--json", "--route", "self-hosted,large"]);
     let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(
         json["route"],
@@ -176,8 +178,7 @@ fn route_as_json() {
 
 #[test]
 fn the_single_pool_form_routes_to_default() {
-    let out = check_config(SINGLE, &["--route", "self-hosted,gpu"]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
+    let out = check_valid(SINGLE, &["--route", "self-hosted,gpu"]);
     assert!(
         rows(&out.stderr)
             .contains(&"route           runs-on [self-hosted, gpu]: pool \"default\" (priority 0)"),

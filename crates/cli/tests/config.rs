@@ -230,13 +230,18 @@ fn secrets_come_from_key_file_or_env_in_that_order() {
             SecretSource::Env("RUNNER_MANAGER_GITHUB_TOKEN")
         )
     );
+    let server_secrets = |config: &Config| {
+        let expose =
+            |secret: Option<&runner_manager::secret::Secret>| secret.map(|s| s.expose().to_owned());
+        (
+            expose(config.server.api_token.as_ref()),
+            expose(config.server.webhook_secret.as_ref()),
+        )
+    };
+    let both = |api: &str, hook: &str| (Some(api.to_owned()), Some(hook.to_owned()));
     assert_eq!(
-        from_env.server.api_token.as_ref().map(|s| s.expose()),
-        Some("api-from-env")
-    );
-    assert_eq!(
-        from_env.server.webhook_secret.as_ref().map(|s| s.expose()),
-        Some("hook-from-env")
+        server_secrets(&from_env),
+        both("api-from-env", "hook-from-env")
     );
 
     let from_file = parse_with(
@@ -257,14 +262,7 @@ fn secrets_come_from_key_file_or_env_in_that_order() {
 
     let server = "[server]\napi_token_file = \"/etc/rm/secret\"\nwebhook_secret = \"inline\"\n";
     let config = parse_with(&format!("{MINIMAL}{server}"), &env).expect("valid");
-    assert_eq!(
-        config.server.api_token.as_ref().map(|s| s.expose()),
-        Some("s3cret-from-file")
-    );
-    assert_eq!(
-        config.server.webhook_secret.as_ref().map(|s| s.expose()),
-        Some("inline")
-    );
+    assert_eq!(server_secrets(&config), both("s3cret-from-file", "inline"));
 
     // No token anywhere.
     assert_eq!(invalid_keys("[github]\npath = \"o/r\"\n"), ["github.token"]);
@@ -297,20 +295,15 @@ fn lxd_endpoints_and_urls() {
     let https = format!(
         "{MINIMAL}[lxd]\nurl = \"https://lxd.test:8443\"\nclient_cert = \"lxd.crt\"\nclient_key = \"/etc/rm/lxd.key\"\n"
     );
-    match parse(&https).expect("valid").lxd.endpoint {
+    assert_eq!(
+        parse(&https).expect("valid").lxd.endpoint,
         LxdEndpoint::Https {
-            url,
-            client_cert,
-            client_key,
-            server_cert,
-        } => {
-            assert_eq!(url.as_str(), "https://lxd.test:8443/");
-            assert_eq!(client_cert, PathBuf::from("/etc/rm/lxd.crt"));
-            assert_eq!(client_key, PathBuf::from("/etc/rm/lxd.key"));
-            assert_eq!(server_cert, None);
+            url: "https://lxd.test:8443/".parse().expect("a URL"),
+            client_cert: PathBuf::from("/etc/rm/lxd.crt"),
+            client_key: PathBuf::from("/etc/rm/lxd.key"),
+            server_cert: None,
         }
-        other => panic!("{other:?}"),
-    }
+    );
     assert_eq!(
         invalid_keys(&format!(
             "{MINIMAL}[lxd]\nsocket = \"/s\"\nurl = \"https://h:8443\"\n"
@@ -599,12 +592,36 @@ const fn case(key: &'static str, wrong_type: &'static str, wrong_value: &'static
     }
 }
 
+/// The base's token, which a GitHub App replaces.
+const NO_TOKEN: &[&str] = &["github.token"];
+/// A GitHub App's keys.
+const APP: &[(&str, &str)] = &[
+    ("github.app.app_id", "1"),
+    ("github.app.private_key_file", "\"app.pem\""),
+];
+
+impl Case {
+    /// The case in a config that authenticates as a GitHub App (no token).
+    const fn for_app(self) -> Self {
+        self.with(APP).without(NO_TOKEN)
+    }
+
+    /// The case with the extra keys `with`.
+    const fn with(self, with: &'static [(&'static str, &'static str)]) -> Self {
+        Self { with, ..self }
+    }
+
+    /// The case without the base's keys `without`.
+    const fn without(self, without: &'static [&'static str]) -> Self {
+        Self { without, ..self }
+    }
+}
+
 fn cases() -> Vec<Case> {
-    const NO_TOKEN: &[&str] = &["github.token"];
-    const APP: &[(&str, &str)] = &[
-        ("github.app.app_id", "1"),
-        ("github.app.private_key_file", "\"app.pem\""),
-    ];
+    const POLICY_URL: &[(&str, &str)] = &[("policy.url", "\"http://policy:8080\"")];
+    const API_TOKEN_FILE: &[(&str, &str)] = &[("server.api_token_file", "\"/etc/rm/secret\"")];
+    const HOOK_SECRET_FILE: &[(&str, &str)] =
+        &[("server.webhook_secret_file", "\"/etc/rm/secret\"")];
     const LXD_URL: &[(&str, &str)] = &[
         ("lxd.url", "\"https://lxd.test:8443\""),
         ("lxd.client_cert", "\"lxd.crt\""),
@@ -618,10 +635,7 @@ fn cases() -> Vec<Case> {
         case("github.path", "1", "\"a/b/c\""),
         case("github.runner_group", "1", "\"\""),
         case("github.token", "1", "\"\""),
-        Case {
-            without: NO_TOKEN,
-            ..case("github.token_file", "1", "\"/missing\"")
-        },
+        case("github.token_file", "1", "\"/missing\"").without(NO_TOKEN),
         case("github.api_url", "1", "\"ftp://x\""),
         case("github.web_url", "1", "\"not a url\""),
         case(
@@ -629,39 +643,15 @@ fn cases() -> Vec<Case> {
             "1",
             "{ app_id = 1, private_key_file = \"app.pem\" }",
         ),
-        Case {
-            with: APP,
-            without: NO_TOKEN,
-            ..case("github.app.app_id", "\"1\"", "0")
-        },
-        Case {
-            with: APP,
-            without: NO_TOKEN,
-            ..case("github.app.installation_id", "\"2\"", "0")
-        },
-        Case {
-            with: APP,
-            without: NO_TOKEN,
-            ..case("github.app.private_key_file", "1", "\"/missing.pem\"")
-        },
+        case("github.app.app_id", "\"1\"", "0").for_app(),
+        case("github.app.installation_id", "\"2\"", "0").for_app(),
+        case("github.app.private_key_file", "1", "\"/missing.pem\"").for_app(),
         case("lxd", "1", "{ socket = \"\" }"),
         case("lxd.socket", "1", "\"\""),
-        Case {
-            with: LXD_URL,
-            ..case("lxd.url", "1", "\"http://lxd.test:8443\"")
-        },
-        Case {
-            with: LXD_URL,
-            ..case("lxd.client_cert", "1", "\"/missing.crt\"")
-        },
-        Case {
-            with: LXD_URL,
-            ..case("lxd.client_key", "1", "\"/missing.key\"")
-        },
-        Case {
-            with: LXD_URL,
-            ..case("lxd.server_cert", "1", "\"/missing.crt\"")
-        },
+        case("lxd.url", "1", "\"http://lxd.test:8443\"").with(LXD_URL),
+        case("lxd.client_cert", "1", "\"/missing.crt\"").with(LXD_URL),
+        case("lxd.client_key", "1", "\"/missing.key\"").with(LXD_URL),
+        case("lxd.server_cert", "1", "\"/missing.crt\"").with(LXD_URL),
         case("lxd.image", "1", "\"two words\""),
         case("lxd.instance_type", "1", "\"vm\""),
         case("lxd.storage_path", "1", "\"\""),
@@ -680,30 +670,19 @@ fn cases() -> Vec<Case> {
         case("policy", "1", "{ url = \"ftp://x\" }"),
         case("policy.url", "1", "\"ftp://policy\""),
         case("policy.service_token", "1", "\"orphan-token\""),
-        Case {
-            with: &[("policy.url", "\"http://policy:8080\"")],
-            ..case("policy.service_token_file", "1", "\"/missing\"")
-        },
+        case("policy.service_token_file", "1", "\"/missing\"").with(POLICY_URL),
         case("metrics", "1", "{ events_log = \"\" }"),
+        // A boolean: no wrong value of the right type.
         Case {
-            key: "metrics.issue_metrics",
-            wrong_type: "\"yes\"",
             wrong_value: None,
-            with: &[],
-            without: &[],
+            ..case("metrics.issue_metrics", "\"yes\"", "")
         },
         case("metrics.events_log", "1", "\"\""),
         case("server", "1", "{ listen = \"\" }"),
         case("server.listen", "9464", "\"localhost:9464\""),
-        Case {
-            with: &[("server.api_token_file", "\"/etc/rm/secret\"")],
-            ..case("server.api_token", "1", "\"also-inline\"")
-        },
+        case("server.api_token", "1", "\"also-inline\"").with(API_TOKEN_FILE),
         case("server.api_token_file", "1", "\"/etc/rm/empty\""),
-        Case {
-            with: &[("server.webhook_secret_file", "\"/etc/rm/secret\"")],
-            ..case("server.webhook_secret", "1", "\"also-inline\"")
-        },
+        case("server.webhook_secret", "1", "\"also-inline\"").with(HOOK_SECRET_FILE),
         case("server.webhook_secret_file", "1", "\"/missing\""),
         case("server.reconcile_interval_seconds", "\"300\"", "0"),
         case("server.public_url", "1", "\"ftp://hooks.example.com\""),
@@ -804,12 +783,11 @@ fn unknown_keys_are_rejected_everywhere() {
         let key = format!("{section}colour");
         let mut table = base_table();
         if section == "github.app." {
-            remove(&mut table, "github.token");
-            for (k, v) in [
-                ("github.app.app_id", "1"),
-                ("github.app.private_key_file", "\"app.pem\""),
-            ] {
-                set(&mut table, k, v);
+            for key in NO_TOKEN {
+                remove(&mut table, key);
+            }
+            for (key, value) in APP {
+                set(&mut table, key, value);
             }
         }
         set(&mut table, &key, "\"blue\"");

@@ -59,6 +59,29 @@ fn start(ops: Arc<dyn Operations>, settings: DaemonSettings) -> Running {
     Running::spawn(Daemon::new(ops, settings, DaemonMetrics::default()))
 }
 
+/// Sends `n` webhook triggers (`job 0`, `job 1`...), `gap` apart, each accepted.
+async fn trigger_webhooks(running: &Running, n: usize, gap: Duration) {
+    for n in 0..n {
+        assert!(running
+            .handle
+            .trigger(TriggerSource::Webhook, format!("job {n}")));
+        if !gap.is_zero() {
+            sleep(gap).await;
+        }
+    }
+}
+
+/// The start time, a fake whose passes take `pass`, and its daemon running on `settings`.
+fn started(pass: Duration, settings: DaemonSettings) -> (Instant, Arc<FakeOps>, Running) {
+    started_with(FakeOps::with_pass_duration(pass), settings)
+}
+
+/// The start time and `ops`'s daemon running on `settings`.
+fn started_with(ops: Arc<FakeOps>, settings: DaemonSettings) -> (Instant, Arc<FakeOps>, Running) {
+    let running = start(ops.clone(), settings);
+    (Instant::now(), ops, running)
+}
+
 /// Seconds since `t0` of each pass start.
 fn start_times(ops: &FakeOps, t0: Instant) -> Vec<u64> {
     ops.starts
@@ -71,9 +94,7 @@ fn start_times(ops: &FakeOps, t0: Instant) -> Vec<u64> {
 
 #[tokio::test(start_paused = true)]
 async fn passes_at_start_then_every_interval() {
-    let t0 = Instant::now();
-    let ops = FakeOps::with_pass_duration(Duration::from_secs(10));
-    let running = start(ops.clone(), settings());
+    let (t0, ops, running) = started(Duration::from_secs(10), settings());
     sleep(Duration::from_secs(1_000)).await;
     // Start at 0, finish at 10, next at 310, 620, 930.
     assert_eq!(start_times(&ops, t0), [0, 310, 620, 930]);
@@ -82,10 +103,8 @@ async fn passes_at_start_then_every_interval() {
 
 #[tokio::test(start_paused = true)]
 async fn jitter_stays_within_bounds() {
-    let t0 = Instant::now();
-    let ops = FakeOps::new();
-    let running = start(
-        ops.clone(),
+    let (t0, ops, running) = started(
+        Duration::ZERO,
         DaemonSettings {
             jitter: 0.1,
             ..settings()
@@ -105,15 +124,9 @@ async fn jitter_stays_within_bounds() {
 
 #[tokio::test(start_paused = true)]
 async fn triggers_during_a_pass_coalesce_into_one_more_pass() {
-    let t0 = Instant::now();
-    let ops = FakeOps::with_pass_duration(Duration::from_secs(10));
-    let running = start(ops.clone(), settings());
+    let (t0, ops, running) = started(Duration::from_secs(10), settings());
     sleep(Duration::from_secs(2)).await;
-    for n in 0..5 {
-        assert!(running
-            .handle
-            .trigger(TriggerSource::Webhook, format!("job {n}")));
-    }
+    trigger_webhooks(&running, 5, Duration::ZERO).await;
     sleep(Duration::from_secs(100)).await;
     // The startup pass (0-10), then exactly one pass for the five triggers (10-20).
     assert_eq!(start_times(&ops, t0), [0, 10]);
@@ -128,20 +141,13 @@ async fn triggers_during_a_pass_coalesce_into_one_more_pass() {
 /// delivery and another for the rest; a pass someone waits for is not delayed.
 #[tokio::test(start_paused = true)]
 async fn a_burst_of_events_makes_one_pass_after_the_coalescing_delay() {
-    let t0 = Instant::now();
-    let ops = FakeOps::with_pass_duration(Duration::from_secs(10));
     let settings = DaemonSettings {
         coalesce: Duration::from_millis(150),
         ..settings()
     };
-    let running = start(ops.clone(), settings);
+    let (t0, ops, running) = started(Duration::from_secs(10), settings);
     sleep(Duration::from_secs(20)).await; // after the startup pass
-    for n in 0..30 {
-        assert!(running
-            .handle
-            .trigger(TriggerSource::Webhook, format!("job {n}")));
-        sleep(Duration::from_millis(3)).await;
-    }
+    trigger_webhooks(&running, 30, Duration::from_millis(3)).await;
     sleep(Duration::from_secs(30)).await;
     assert_eq!(start_times(&ops, t0), [0, 20], "one pass for the burst");
     let asked = Instant::now();
@@ -160,9 +166,7 @@ async fn a_burst_of_events_makes_one_pass_after_the_coalescing_delay() {
 
 #[tokio::test(start_paused = true)]
 async fn concurrent_requests_share_one_pass_and_its_result() {
-    let t0 = Instant::now();
-    let ops = FakeOps::with_pass_duration(Duration::from_secs(10));
-    let running = start(ops.clone(), settings());
+    let (t0, ops, running) = started(Duration::from_secs(10), settings());
     sleep(Duration::from_secs(20)).await; // after the startup pass
     let requests: Vec<_> = (0..4)
         .map(|_| {
@@ -181,8 +185,7 @@ async fn concurrent_requests_share_one_pass_and_its_result() {
 
 #[tokio::test(start_paused = true)]
 async fn flush_waits_for_the_running_pass() {
-    let ops = FakeOps::with_pass_duration(Duration::from_secs(10));
-    let running = start(ops.clone(), settings());
+    let (_, ops, running) = started(Duration::from_secs(10), settings());
     sleep(Duration::from_secs(1)).await;
     let t1 = Instant::now();
     let output = running.handle.flush(FlushMode::IdleOnly).await.unwrap();
@@ -195,13 +198,7 @@ async fn flush_waits_for_the_running_pass() {
 
 #[tokio::test(start_paused = true)]
 async fn failures_back_off_exponentially_then_recover() {
-    let t0 = Instant::now();
-    let ops = FakeOps::new();
-    ops.script
-        .lock()
-        .unwrap()
-        .extend([false, false, false, false, false]);
-    let running = start(ops.clone(), settings());
+    let (t0, ops, running) = started_with(FakeOps::failing(5), settings());
     sleep(Duration::from_secs(200)).await;
     // Retries after 5, 10, 20, 40, then capped at 60; then the regular interval.
     assert_eq!(start_times(&ops, t0), [0, 5, 15, 35, 75, 135]);
@@ -215,11 +212,7 @@ async fn failures_back_off_exponentially_then_recover() {
 
 #[tokio::test(start_paused = true)]
 async fn a_partial_pass_is_retried_with_backoff_not_after_an_interval() {
-    let t0 = Instant::now();
-    let ops = FakeOps::new();
-    ops.partial_passes
-        .store(2, std::sync::atomic::Ordering::SeqCst);
-    let running = start(ops.clone(), settings());
+    let (t0, ops, running) = started_with(FakeOps::partial(2), settings());
     sleep(Duration::from_secs(100)).await;
     // Two partial passes retried after 5 and 10 s; then the regular interval.
     assert_eq!(start_times(&ops, t0), [0, 5, 15]);
@@ -230,10 +223,7 @@ async fn a_partial_pass_is_retried_with_backoff_not_after_an_interval() {
 
 #[tokio::test(start_paused = true)]
 async fn requests_during_backoff_wait_for_the_retry() {
-    let t0 = Instant::now();
-    let ops = FakeOps::new();
-    ops.script.lock().unwrap().extend([false, false]);
-    let running = start(ops.clone(), settings());
+    let (t0, ops, running) = started_with(FakeOps::failing(2), settings());
     sleep(Duration::from_secs(1)).await; // first pass failed at 0, retry due at 5
     assert_eq!(running.handle.state().consecutive_failures, 1);
     assert!(running
@@ -257,8 +247,7 @@ async fn requests_during_backoff_wait_for_the_retry() {
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_lets_the_in_flight_pass_finish() {
-    let ops = FakeOps::with_pass_duration(Duration::from_secs(20));
-    let running = start(ops.clone(), settings());
+    let (_, ops, running) = started(Duration::from_secs(20), settings());
     sleep(Duration::from_secs(5)).await;
     let handle = running.handle.clone();
     let waiter = {
@@ -284,8 +273,7 @@ async fn shutdown_lets_the_in_flight_pass_finish() {
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_abandons_a_pass_after_the_grace_period() {
-    let ops = FakeOps::with_pass_duration(Duration::from_secs(500));
-    let running = start(ops.clone(), settings());
+    let (_, ops, running) = started(Duration::from_secs(500), settings());
     sleep(Duration::from_secs(5)).await;
     let t1 = Instant::now();
     assert_eq!(running.shut_down().await, DaemonExit::PassAbandoned);
@@ -295,10 +283,8 @@ async fn shutdown_abandons_a_pass_after_the_grace_period() {
 
 #[tokio::test(start_paused = true)]
 async fn a_hung_pass_times_out_and_is_retried() {
-    let t0 = Instant::now();
-    let ops = FakeOps::with_pass_duration(Duration::from_secs(1_000));
-    let running = start(
-        ops.clone(),
+    let (t0, ops, running) = started(
+        Duration::from_secs(1_000),
         DaemonSettings {
             pass_timeout: Duration::from_secs(100),
             ..settings()
@@ -450,11 +436,7 @@ async fn a_requeue_hint_brings_the_next_pass_before_the_interval() {
     sleep(Duration::from_secs(30)).await;
     assert_eq!(start_times(&fake, t0), [0, 22, 25]);
     // A webhook during that wait is served at once, in one pass.
-    for n in 0..3 {
-        assert!(running
-            .handle
-            .trigger(TriggerSource::Webhook, format!("job {n}")));
-    }
+    trigger_webhooks(&running, 3, Duration::ZERO).await;
     // 30-32, hint 10 000 s → capped at the interval: 332; then no hint, the interval: 634.
     sleep(Duration::from_secs(700)).await;
     assert_eq!(start_times(&fake, t0), [0, 22, 25, 30, 332, 634]);
@@ -476,8 +458,7 @@ async fn a_partial_pass_is_a_failure_for_health_and_the_gauge_alike() {
             .map(|v| v.parse::<u32>().unwrap())
             .unwrap()
     };
-    let ops = FakeOps::new();
-    ops.partial_passes.store(2, Ordering::SeqCst);
+    let ops = FakeOps::partial(2);
     let running = Running::spawn(Daemon::new(ops.clone(), settings(), metrics));
     let handle = running.handle.clone();
     sleep(Duration::from_secs(1)).await; // the first partial pass, at 0

@@ -20,34 +20,20 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use e2e_env::{free_port, API_TOKEN, BIN, REPO, RUNNER_VERSION, WEBHOOK_SECRET};
+use e2e_env::{free_port, get_json, now_ms, Env, ServerSection, API_TOKEN, BIN};
 use rand::Rng;
 use serde_json::Value;
-use test_support::config::{binary_command, BinaryConfig};
-use test_support::incus_ignored;
+use test_support::config::binary_command;
 
 const LEASE_MS: i64 = 3_000;
 const MEMBERS: [&str; 2] = ["m1", "m2"];
 
 #[test]
 fn incus_tests_are_ignored_by_default() {
-    incus_ignored::assert_only_these_run_by_default(
-        &std::env::current_exe().expect("the test binary"),
-        &[
-            "incus_tests_are_ignored_by_default",
-            "acting_windows_are_read_from_the_logs",
-        ],
-    );
-}
-
-fn now_ms() -> i64 {
-    i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("after 1970")
-            .as_millis(),
-    )
-    .expect("fits")
+    test_support::incus_ignored::assert_only_these_run_here(&[
+        "incus_tests_are_ignored_by_default",
+        "acting_windows_are_read_from_the_logs",
+    ]);
 }
 
 /// One daemon slot: its config (member socket, port) and every process started in it.
@@ -70,29 +56,14 @@ impl Slot {
         let log = self
             .dir
             .join(format!("{}-{}.log", self.name, self.logs.len()));
-        let file = std::fs::File::create(&log).expect("log file");
-        let child = binary_command(
-            Path::new(BIN),
-            &self.config,
-            &["--log-format", "json", "run"],
-        )
-        .stdout(file.try_clone().expect("log handle"))
-        .stderr(file)
-        .spawn()
-        .expect("runner-manager run starts");
+        let child = e2e_env::spawn_daemon(&self.config, &["--log-format", "json", "run"], &log);
         self.logs.push(log);
         self.child = Some(child);
         self.stopped = false;
     }
 
     fn signal(&mut self, signal: &str) {
-        let pid = self.child.as_ref().expect("running").id();
-        let status = std::process::Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(pid.to_string())
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill -{signal} {pid}");
+        e2e_env::signal(self.child.as_ref().expect("running").id(), signal);
         match signal {
             "STOP" => self.stopped = true,
             "CONT" => self.stopped = false,
@@ -114,11 +85,11 @@ impl Slot {
     }
 }
 
-/// Kills every daemon (pass or fail) and deletes the app's instances and lease profile.
+/// Kills every daemon (pass or fail) and deletes the app's lease profile; then its `Env`
+/// deletes the app's instances.
 struct World {
     slots: Vec<Slot>,
-    lxd: lxd::Client,
-    app: String,
+    env: Env,
 }
 
 impl Drop for World {
@@ -126,20 +97,11 @@ impl Drop for World {
         for slot in &mut self.slots {
             slot.kill();
         }
-        test_support::incus::delete_prefixed(&self.lxd, &format!("{}-", self.app));
-        let (lxd, profile) = (self.lxd.clone(), format!("rm-lease-{}-0", self.app));
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async {
-                let _ = lxd.delete_profile(&profile).await;
-            });
-        })
-        .join();
+        let lxd = self.env.lxd.clone();
+        let profile = format!("rm-lease-{}-0", self.env.app);
+        test_support::incus::block_on_own_thread(async move {
+            let _ = lxd.delete_profile(&profile).await;
+        });
     }
 }
 
@@ -343,24 +305,20 @@ fn acting_windows_are_read_from_the_logs() {
             r#"{{"message":"{message}","manager_id":"{manager}","generation":{generation},"unix_ms":{ms}{extra}}}"#
         )
     };
+    let acquired = |manager: &str, generation: u64, ms: i64| {
+        let extra = r#","role":"active","reason":"acquired""#;
+        log(manager, "Lease role changed.", generation, ms, extra)
+    };
+    let acting = |manager: &str, generation: u64, ms: i64, action: &str| {
+        let extra = format!(r#","action":"{action}""#);
+        log(manager, "Acting.", generation, ms, &extra)
+    };
     let clean = [
-        log(
-            "a",
-            "Lease role changed.",
-            1,
-            100,
-            r#","role":"active","reason":"acquired""#,
-        ),
-        log("a", "Acting.", 1, 150, r#","action":"create""#),
-        log("a", "Acting.", 1, 900, r#","action":"delete""#),
-        log(
-            "b",
-            "Lease role changed.",
-            2,
-            4000,
-            r#","role":"active","reason":"acquired""#,
-        ),
-        log("b", "Acting.", 2, 4100, r#","action":"create""#),
+        acquired("a", 1, 100),
+        acting("a", 1, 150, "create"),
+        acting("a", 1, 900, "delete"),
+        acquired("b", 2, 4000),
+        acting("b", 2, 4100, "create"),
         "not json".to_owned(),
     ]
     .join("\n");
@@ -373,21 +331,9 @@ fn acting_windows_are_read_from_the_logs() {
     assert_disjoint(&found);
 
     let overlap = [
-        log(
-            "a",
-            "Lease role changed.",
-            1,
-            100,
-            r#","role":"active","reason":"acquired""#,
-        ),
-        log(
-            "b",
-            "Lease role changed.",
-            2,
-            4000,
-            r#","role":"active","reason":"acquired""#,
-        ),
-        log("a", "Acting.", 1, 4001, r#","action":"create""#),
+        acquired("a", 1, 100),
+        acquired("b", 2, 4000),
+        acting("a", 1, 4001, "create"),
     ]
     .join("\n");
     let found = tenures(&parse_lines(&overlap));
@@ -406,80 +352,47 @@ async fn cluster_ha_two_daemons_never_act_together_under_kill_and_stop() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(50);
-    let lxd = test_support::cluster::connect().await;
-    let app = test_support::incus::random_app("hac", 5);
-    let sim = test_support::sim::start(test_support::sim::on_bridge(REPO, RUNNER_VERSION)).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("github-token"), sim.token().expose()).expect("token");
-    std::fs::write(dir.path().join("api-token"), API_TOKEN).expect("api token");
-    std::fs::write(dir.path().join("webhook-secret"), WEBHOOK_SECRET).expect("secret");
-    let started = Instant::now();
-    let mark = |what: &str| eprintln!("[{app} +{:7.2}s] {what}", started.elapsed().as_secs_f64());
-
-    let mut world = World {
-        slots: Vec::new(),
-        lxd: lxd.clone(),
-        app: app.clone(),
-    };
-    for (i, member) in MEMBERS.iter().enumerate() {
-        let name = ["a", "b"][i];
+    let mut env = Env::new(test_support::incus::BUSYBOX).await;
+    env.lxd = test_support::cluster::connect().await;
+    let (lxd, app) = (env.lxd.clone(), env.app.clone());
+    // `HA_LOG_DIR`: where the daemons' logs go (kept after the test), else the temp dir.
+    let logs = std::env::var_os("HA_LOG_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| env.dir.path().to_owned());
+    std::fs::create_dir_all(&logs).expect("log dir");
+    let mut slots = Vec::new();
+    for (name, member) in ["a", "b"].into_iter().zip(MEMBERS) {
         let port = free_port();
-        let state = dir.path().join(format!("state-{name}"));
-        let mut text = BinaryConfig {
-            app: &app,
-            repo: REPO,
-            image: test_support::incus::BUSYBOX,
-            state_dir: &state,
-            token_file: &dir.path().join("github-token"),
-            sim: &sim,
-            quantity: 2,
-        }
-        .render()
-        .replacen(
-            "[lxd]\n",
-            &format!(
-                "[lxd]\nsocket = \"{}\"\n",
-                test_support::cluster::member_socket(member).display()
-            ),
-            1,
+        let mut text = e2e_env::with_lxd_keys(
+            &env.config_text(&env.dir.path().join(format!("state-{name}")), Some(2)),
+            &test_support::cluster::member_socket(member),
+            "",
         );
+        text.push_str(&env.server_text(&ServerSection {
+            port,
+            interval_seconds: 10,
+        }));
         text.push_str(&format!(
-            r#"
-[server]
-listen = "127.0.0.1:{port}"
-api_token_file = "{dir}/api-token"
-webhook_secret_file = "{dir}/webhook-secret"
-reconcile_interval_seconds = 10
-
-[ha]
-enabled = true
-lease_seconds = {lease}
-renew_seconds = 1
-"#,
-            dir = dir.path().display(),
-            lease = LEASE_MS / 1000,
+            "\n[ha]\nenabled = true\nlease_seconds = {}\nrenew_seconds = 1\n",
+            LEASE_MS / 1000
         ));
-        let config = dir.path().join(format!("config-{name}.toml"));
+        let config = env.dir.path().join(format!("config-{name}.toml"));
         std::fs::write(&config, text).expect("config");
-        // `HA_LOG_DIR`: where the daemons' logs go (kept after the test), else the temp dir.
-        let logs = std::env::var_os("HA_LOG_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| dir.path().to_owned());
-        std::fs::create_dir_all(&logs).expect("log dir");
-        world.slots.push(Slot {
+        slots.push(Slot {
             name,
             config,
             port,
-            dir: logs,
+            dir: logs.clone(),
             child: None,
             stopped: false,
             logs: Vec::new(),
         });
     }
+    let mut world = World { slots, env };
     for slot in &mut world.slots {
         slot.start();
     }
-    mark("two daemons started");
+    world.env.clock.mark("two daemons started");
     let client = e2e_env::http();
 
     // Work: every ~0.7 s an instance of ours may be deleted and both daemons are asked for a
@@ -517,7 +430,10 @@ renew_seconds = 1
     };
 
     let mut first = wait_one_active(&client, &world, Duration::from_secs(60)).await;
-    mark(&format!("{} is active", world.slots[first].name));
+    world
+        .env
+        .clock
+        .mark(&format!("{} is active", world.slots[first].name));
     let mut signals: Vec<(usize, &str, i64, Duration)> = Vec::new();
     let mut moved = 0;
     for round in 0..rounds {
@@ -549,7 +465,7 @@ renew_seconds = 1
         }
         let polled = t0.elapsed();
         signals.push((other, kind, signalled, polled));
-        mark(&format!(
+        world.env.clock.mark(&format!(
             "round {round}: SIG{kind} {} after {dwell} ms -> {} active after {:.2}s",
             world.slots[active].name,
             world.slots[other].name,
@@ -585,7 +501,7 @@ renew_seconds = 1
         if first != other {
             // Safe, but a failover nobody asked for (renewals failed on a loaded host): counted.
             moved += 1;
-            mark(&format!(
+            world.env.clock.mark(&format!(
                 "round {round}: the lease moved on its own to {}",
                 world.slots[first].name
             ));
@@ -597,27 +513,26 @@ renew_seconds = 1
     // `status` (never active itself) naming the holder.
     let active = wait_one_active(&client, &world, Duration::from_secs(30)).await;
     let standby = 1 - active;
-    let health = |i: usize| {
-        let client = client.clone();
-        let base = world.slots[i].base();
-        async move {
-            let body: Value = client
-                .get(format!("{base}/health"))
-                .send()
-                .await
-                .expect("GET /health")
-                .json()
-                .await
-                .expect("json");
-            body["daemon"]["ha"].clone()
-        }
-    };
-    let active_ha = health(active).await;
-    let standby_ha = health(standby).await;
+    let health = |i: usize| format!("{}/health", world.slots[i].base());
+    let active_ha = get_json(&client, &health(active)).await["daemon"]["ha"].clone();
     let holder = active_ha["manager_id"]
         .as_str()
         .expect("manager id")
         .to_owned();
+    // A daemon continued after SIGSTOP reads `standby` at once (its term has expired) but names
+    // the new holder only once its keeper has read the lease again: within a lease.
+    let within = Duration::from_millis(u64::try_from(2 * LEASE_MS).expect("positive"));
+    let what = "the standby names the holder";
+    let every = Duration::from_millis(100);
+    let standby_ha = e2e_env::eventually(what, within, every, &|| tail_logs(&world), || async {
+        let ha = get_json(&client, &health(standby)).await["daemon"]["ha"].clone();
+        if ha["holder"].as_str() == Some(holder.as_str()) {
+            Ok(ha)
+        } else {
+            Err(format!("{ha}"))
+        }
+    })
+    .await;
     assert_eq!(active_ha["role"], "active", "{active_ha}");
     assert_eq!(active_ha["holder"].as_str(), Some(holder.as_str()));
     assert_eq!(standby_ha["role"], "standby", "{standby_ha}");
@@ -676,7 +591,7 @@ renew_seconds = 1
         String::from_utf8_lossy(&refused.stderr).contains("does not hold the lease"),
         "{refused:?}"
     );
-    mark(&format!(
+    world.env.clock.mark(&format!(
         "status, /health and metrics name the holder {holder}"
     ));
     for slot in &mut world.slots {
@@ -763,5 +678,5 @@ renew_seconds = 1
         actions >= rounds,
         "only {actions} actions in {rounds} rounds"
     );
-    mark("done");
+    world.env.clock.mark("done");
 }

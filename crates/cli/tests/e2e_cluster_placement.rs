@@ -36,16 +36,8 @@ fn write_cluster_config(
 ) {
     env.write_config(quantity, None);
     let text = std::fs::read_to_string(&env.config).expect("config");
-    let text = text.replacen(
-        "[lxd]\n",
-        &format!(
-            "[lxd]\nsocket = \"{}\"\n{lxd_extra}\n",
-            cluster::socket().display()
-        ),
-        1,
-    );
+    let mut text = with_lxd_keys(&text, &cluster::socket(), &format!("{lxd_extra}\n"));
     // `[runners]` keys replace the rendered ones (`cpu = 1`...); `[cluster]` goes last.
-    let mut text = text;
     for line in runners_extra.lines() {
         let key = line.split('=').next().unwrap_or_default().trim();
         let rendered = text
@@ -87,16 +79,17 @@ async fn per_member(env: &Env) -> BTreeMap<String, usize> {
 }
 
 async fn reconcile(env: &Env) -> (serde_json::Value, String) {
-    let out = env.run(&["reconcile", "--json"]).await;
-    assert!(
-        matches!(out.code, Some(0 | 1)),
-        "reconcile: {}\n{}",
-        out.stdout,
-        out.stderr
-    );
-    let doc: serde_json::Value = serde_json::from_str(&out.stdout)
-        .unwrap_or_else(|e| panic!("reconcile --json ({e}): {}\n{}", out.stdout, out.stderr));
+    let (doc, out) = env.reconcile().await;
     (doc, out.stderr)
+}
+
+/// The instances of `counts` on members other than `member`.
+fn elsewhere(counts: &BTreeMap<String, usize>, member: &str) -> usize {
+    counts
+        .iter()
+        .filter(|(m, _)| *m != member)
+        .map(|(_, n)| *n)
+        .sum()
 }
 
 fn spread_ok(counts: &BTreeMap<String, usize>) -> bool {
@@ -179,26 +172,13 @@ async fn pack_fills_in_order_and_capacity_limits_hold() {
 
 /// Waits until `check` holds, at most `bound`; `what` names it in the failure, with the
 /// daemon's log.
-async fn eventually<F, Fut>(env: &Env, what: &str, bound: Duration, mut check: F)
+async fn eventually<F, Fut>(env: &Env, what: &str, bound: Duration, check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(), String>>,
 {
-    let deadline = Instant::now() + bound;
-    loop {
-        match check().await {
-            Ok(()) => {
-                env.clock.mark(what);
-                return;
-            }
-            Err(last) => assert!(
-                Instant::now() < deadline,
-                "{what}: not within {bound:?}: {last}\n{}",
-                env.daemon_log()
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    env.eventually(what, bound, Duration::from_millis(500), check)
+        .await;
 }
 
 /// The daemon's passes come every `INTERVAL` seconds (plus jitter).
@@ -218,13 +198,10 @@ async fn a_killed_member_is_replaced_and_cleaned_when_back() {
     env.wait_online(6).await;
 
     // A job runs on one runner; its member is the one that fails.
-    let job = env
-        .sim
-        .enqueue_job(github_sim::JobSpec::new(
-            &["self-hosted", &env.app],
-            "sleep 90; echo done on $(hostname)",
-        ))
-        .expect("job enqueued");
+    let job = env.enqueue(
+        &["self-hosted", &env.app],
+        "sleep 90; echo done on $(hostname)",
+    );
     let deadline = Instant::now() + WAIT;
     let busy = loop {
         let view = env.sim.job(job).expect("job");
@@ -271,14 +248,7 @@ async fn a_killed_member_is_replaced_and_cleaned_when_back() {
         }),
     );
     let text = std::fs::read_to_string(&env.config).expect("config");
-    let text = text.replacen(
-        "[lxd]\n",
-        &format!(
-            "[lxd]\nsocket = \"{}\"\n",
-            cluster::member_socket(survivor).display()
-        ),
-        1,
-    );
+    let text = with_lxd_keys(&text, &cluster::member_socket(survivor), "");
     std::fs::write(
         &env.config,
         format!("{text}\n[cluster]\novercommit_cpu = 16.0\n"),
@@ -307,11 +277,7 @@ async fn a_killed_member_is_replaced_and_cleaned_when_back() {
     // idle one's registration goes, the busy one's stays and its job is reported.
     eventually(&env, "lost runners replaced", TWO_PASSES, || async {
         let counts = per_member(&env).await;
-        let online: usize = counts
-            .iter()
-            .filter(|(m, _)| **m != member)
-            .map(|(_, n)| *n)
-            .sum();
+        let online = elsewhere(&counts, &member);
         let registrations = env.registrations();
         let log = env.daemon_log();
         let reported = log.contains("Jobs running on a lost cluster member") && log.contains(&busy);
@@ -331,11 +297,7 @@ async fn a_killed_member_is_replaced_and_cleaned_when_back() {
     let until = Instant::now() + TWO_PASSES;
     while Instant::now() < until {
         let counts = per_member(&env).await;
-        let online: usize = counts
-            .iter()
-            .filter(|(m, _)| **m != member)
-            .map(|(_, n)| *n)
-            .sum();
+        let online = elsewhere(&counts, &member);
         assert_eq!(online, 6, "{counts:?}\n{}", env.daemon_log());
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
@@ -384,14 +346,11 @@ async fn a_killed_member_is_replaced_and_cleaned_when_back() {
 /// A plain `cargo test` (no cluster) must report the cluster tests as ignored, not as passed.
 #[test]
 fn incus_tests_are_ignored_by_default() {
-    test_support::incus_ignored::assert_only_these_run_by_default(
-        &std::env::current_exe().expect("the test binary"),
-        &[
-            "incus_tests_are_ignored_by_default",
-            "placement_keys_parse_and_fall_back",
-            "bad_placement_keys_are_named",
-        ],
-    );
+    test_support::incus_ignored::assert_only_these_run_here(&[
+        "incus_tests_are_ignored_by_default",
+        "placement_keys_parse_and_fall_back",
+        "bad_placement_keys_are_named",
+    ]);
 }
 
 struct NoEnv;

@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use e2e_env::*;
 use serde_json::{json, Value};
-use test_support::incus_ignored;
 
 test_support::on_both_images!(
     worker_threads = 2;
@@ -30,13 +29,10 @@ test_support::on_both_images!(
 /// A plain `cargo test` (no daemon) must report the Incus tests as ignored, not as passed.
 #[test]
 fn incus_tests_are_ignored_by_default() {
-    incus_ignored::assert_only_these_run_by_default(
-        &std::env::current_exe().expect("the test binary"),
-        &[
-            "incus_tests_are_ignored_by_default",
-            "the_openmetrics_parser_rejects_broken_expositions",
-        ],
-    );
+    test_support::incus_ignored::assert_only_these_run_here(&[
+        "incus_tests_are_ignored_by_default",
+        "the_openmetrics_parser_rejects_broken_expositions",
+    ]);
 }
 
 /// The commands on their own: binary update, reconcile to 2, status, an idempotent second
@@ -109,17 +105,21 @@ async fn commands_reconcile_status_and_flush_real_runners(image: &str) {
     assert_eq!(second["failed"], json!(0), "{second}");
     assert_eq!(env.registrations().len(), 2, "still the same two");
 
-    env.flush_all(2).await;
-    env.assert_nothing_left().await;
-    env.clock.mark("done");
+    env.flush_all_and_finish(2).await;
+}
+
+/// A world whose daemon keeps `quantity` runners on an hourly timer (so only the startup pass,
+/// webhooks and POSTs make passes): its base URL and an HTTP client.
+async fn hourly_daemon(image: &str, quantity: u32) -> (Env, String, reqwest::Client) {
+    let mut env = Env::new(image).await;
+    let base = env.start_daemon_on_hourly_timer(quantity);
+    (env, base, http())
 }
 
 /// The daemon: startup pass, signed and badly signed webhooks, bearer-protected POSTs, metrics
 /// that match the fleet, flush over HTTP and a clean stop.
 async fn daemon_webhook_metrics_and_auth(image: &str) {
-    let mut env = Env::new(image).await;
-    let base = env.start_daemon_on_hourly_timer(1);
-    let client = http();
+    let (mut env, base, client) = hourly_daemon(image, 1).await;
 
     // The startup pass updates the binary and creates the runner.
     let passes = daemon_fleet(&client, &base, 1, &env).await;
@@ -143,22 +143,8 @@ async fn daemon_webhook_metrics_and_auth(image: &str) {
         .expect("POST /webhook");
     assert_eq!(response.status(), 401, "an unsigned delivery");
     let samples = get_metrics(&client, &base).await;
-    assert_eq!(
-        metric(
-            &samples,
-            "runner_manager_reconcile_triggers_total",
-            &[("source", "webhook")]
-        ),
-        0.0
-    );
-    assert_eq!(
-        metric(
-            &samples,
-            "runner_manager_webhook_deliveries_total",
-            &[("event", "workflow_job"), ("outcome", "unauthorized")]
-        ),
-        2.0
-    );
+    assert_eq!(triggers(&samples, "webhook"), 0.0);
+    assert_eq!(job_deliveries(&samples, "unauthorized"), 2.0);
 
     // A signed `queued` delivery with our labels: a pass starts (the simulator sees its list
     // call) within a second.
@@ -169,17 +155,17 @@ async fn daemon_webhook_metrics_and_auth(image: &str) {
     assert_eq!(response.status(), 202);
     let answer: Value = response.json().await.expect("json answer");
     assert_eq!(answer["outcome"], json!("reconcile_triggered"));
-    let reaction = loop {
-        if env.list_calls() > before {
-            break sent.elapsed();
-        }
-        assert!(
-            sent.elapsed() < Duration::from_secs(10),
-            "no reconcile after the webhook:\n{}",
-            env.daemon_log()
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+    let ten_seconds = Duration::from_secs(10);
+    let every = Duration::from_millis(5);
+    let reaction = env
+        .eventually("a list call", ten_seconds, every, || async {
+            if env.list_calls() > before {
+                Ok(sent.elapsed())
+            } else {
+                Err("no reconcile after the webhook".to_owned())
+            }
+        })
+        .await;
     env.clock
         .mark(&format!("webhook -> list call in {reaction:?}"));
     assert!(
@@ -223,25 +209,8 @@ async fn daemon_webhook_metrics_and_auth(image: &str) {
         0.0,
         "nothing created"
     );
-    assert_eq!(
-        metric(
-            &samples,
-            "runner_manager_reconcile_triggers_total",
-            &[("source", "webhook")]
-        ),
-        1.0
-    );
-    assert_eq!(
-        metric(
-            &samples,
-            "runner_manager_webhook_deliveries_total",
-            &[
-                ("event", "workflow_job"),
-                ("outcome", "reconcile_triggered")
-            ]
-        ),
-        1.0
-    );
+    assert_eq!(triggers(&samples, "webhook"), 1.0);
+    assert_eq!(job_deliveries(&samples, "reconcile_triggered"), 1.0);
     let binary: Vec<&Sample> = samples
         .iter()
         .filter(|s| s.name == "runner_manager_runner_binary_info" && s.value == 1.0)
@@ -260,14 +229,7 @@ async fn daemon_webhook_metrics_and_auth(image: &str) {
     );
 
     // GET /runners is the status document.
-    let runners: Value = client
-        .get(format!("{base}/runners"))
-        .send()
-        .await
-        .expect("GET /runners")
-        .json()
-        .await
-        .expect("status json");
+    let runners = get_json(&client, &format!("{base}/runners")).await;
     assert_eq!(runners["runners"].as_array().map(Vec::len), Some(1));
     assert_eq!(runners["runners"][0]["github_status"], json!("online"));
     assert_eq!(runners["runners"][0]["name"], json!(registrations[0].name));
@@ -290,23 +252,13 @@ async fn daemon_webhook_metrics_and_auth(image: &str) {
     }
     assert_eq!(env.registrations().len(), 1, "the 401s changed nothing");
 
-    let response = client
-        .post(format!("{base}/reconcile"))
-        .bearer_auth(API_TOKEN)
-        .send()
-        .await
-        .expect("POST /reconcile");
+    let response = post_api(&client, &base, "/reconcile").await;
     assert_eq!(response.status(), 200);
     let result: Value = response.json().await.expect("json");
     assert_eq!(result["delta"], json!(0), "{result}");
     assert_eq!(result["created"], json!(0), "{result}");
 
-    let response = client
-        .post(format!("{base}/flush"))
-        .bearer_auth(API_TOKEN)
-        .send()
-        .await
-        .expect("POST /flush");
+    let response = post_api(&client, &base, "/flush").await;
     assert_eq!(response.status(), 200);
     let result: Value = response.json().await.expect("json");
     assert_eq!(result["removed"], json!(1), "{result}");
@@ -321,14 +273,7 @@ async fn daemon_webhook_metrics_and_auth(image: &str) {
         ),
         2.0
     );
-    assert_eq!(
-        counter(
-            &samples,
-            "runner_manager_reconcile_triggers_total",
-            &[("source", "api")]
-        ),
-        1.0
-    );
+    assert_eq!(triggers(&samples, "api") - triggers(&baseline, "api"), 1.0);
 
     // An idle daemon stops at once on SIGINT, with status 0, and does not flush or reconcile.
     let calls = env.list_calls();
@@ -345,26 +290,22 @@ async fn daemon_webhook_metrics_and_auth(image: &str) {
 /// period, the process exits 0, and the next pass finds exactly three whole runners.
 async fn sigterm_during_reconcile_leaves_no_half_created_runner(image: &str) {
     const QUANTITY: usize = 3;
-    let mut env = Env::new(image).await;
-    let base = env.start_daemon_on_hourly_timer(u32::try_from(QUANTITY).expect("small"));
-    let client = http();
+    let quantity = u32::try_from(QUANTITY).expect("small");
+    let (mut env, base, client) = hourly_daemon(image, quantity).await;
 
     // Wait until the startup pass is creating instances.
-    let deadline = Instant::now() + WAIT;
-    loop {
+    let what = "the startup pass creating instances";
+    env.eventually(what, WAIT, Duration::from_millis(20), || async {
         let in_flight = health(&client, &base)
             .await
             .is_some_and(|h| h["daemon"]["in_flight"] == json!(true));
         if in_flight && !env.instances().await.is_empty() {
-            break;
+            Ok(())
+        } else {
+            Err(format!("in flight: {in_flight}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "the startup pass never started creating instances:\n{}",
-            env.daemon_log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
     let registered = env.registrations().len();
     env.clock.mark(&format!(
         "SIGTERM with the pass in flight ({registered} of {QUANTITY} registered)"
@@ -410,18 +351,15 @@ async fn sigterm_during_reconcile_leaves_no_half_created_runner(image: &str) {
         "every instance is registered"
     );
 
-    env.flush_all(u64::try_from(QUANTITY).expect("small")).await;
-    env.assert_nothing_left().await;
-    env.clock.mark("done");
+    env.flush_all_and_finish(u64::try_from(QUANTITY).expect("small"))
+        .await;
 }
 
 /// The simulator delivers its own signed webhooks for a job: `queued` asks for a pass, the
 /// runner runs the job, and `completed` makes the daemon replace the finished ephemeral runner,
 /// all without the timer (the interval is an hour).
 async fn daemon_replaces_a_finished_runner_on_the_completed_webhook(image: &str) {
-    let mut env = Env::new(image).await;
-    let base = env.start_daemon_on_hourly_timer(1);
-    let client = http();
+    let (mut env, base, client) = hourly_daemon(image, 1).await;
     let passes = daemon_fleet(&client, &base, 1, &env).await;
     let first = env.registrations().remove(0);
     let created_before = metric(
@@ -434,13 +372,7 @@ async fn daemon_replaces_a_finished_runner_on_the_completed_webhook(image: &str)
         url: format!("{base}/webhook"),
         secret: github_sim::Secret::new(WEBHOOK_SECRET),
     }));
-    let job = env
-        .sim
-        .enqueue_job(github_sim::JobSpec::new(
-            &["self-hosted", &env.app],
-            "echo hello from $(hostname)",
-        ))
-        .expect("job enqueued");
+    let job = env.enqueue(&["self-hosted", &env.app], "echo hello from $(hostname)");
     let done = env
         .sim
         .wait_for_job(job, WAIT)
@@ -453,41 +385,45 @@ async fn daemon_replaces_a_finished_runner_on_the_completed_webhook(image: &str)
     assert!(done.output.contains(&first.name), "{done:#?}");
 
     // The finished runner is replaced: one new online runner, the old instance gone.
-    let deadline = Instant::now() + WAIT;
-    let replacement = loop {
-        let runners = env.registrations();
-        let instances = env.instances().await;
-        if let [runner] = runners.as_slice() {
-            if runner.name != first.name
-                && runner.status == "online"
-                && instances.len() == 1
-                && instances[0].name == runner.name
-            {
-                break runner.clone();
+    let what = "the finished runner replaced";
+    let replacement = env
+        .eventually(what, WAIT, Duration::from_millis(100), || async {
+            let runners = env.registrations();
+            let instances = env.instances().await;
+            match (runners.as_slice(), instances.as_slice()) {
+                ([runner], [instance])
+                    if runner.name != first.name
+                        && runner.status == "online"
+                        && instance.name == runner.name =>
+                {
+                    Ok(runner.clone())
+                }
+                _ => Err(format!(
+                    "{runners:#?} {:?}",
+                    instances.iter().map(|i| &i.name).collect::<Vec<_>>()
+                )),
             }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the finished runner was never replaced: {runners:#?} {:?}\n{}",
-            instances.iter().map(|i| &i.name).collect::<Vec<_>>(),
-            env.daemon_log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+        })
+        .await;
     env.clock
         .mark(&format!("{} replaced by {}", first.name, replacement.name));
     // The pass that created it has ended once the counter moved (metrics are recorded at the
     // end of a pass; `queued` and `completed` may share a pass, so passes are not counted).
-    let deadline = Instant::now() + WAIT;
-    while metric(
-        &get_metrics(&client, &base).await,
-        "runner_manager_runners_created_total",
-        &[],
-    ) < created_before + 1.0
-    {
-        assert!(Instant::now() < deadline, "{}", env.daemon_log());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let created = "runner_manager_runners_created_total";
+    env.eventually(
+        "the replacement counted",
+        WAIT,
+        Duration::from_millis(100),
+        || async {
+            let now = metric(&get_metrics(&client, &base).await, created, &[]);
+            if now < created_before + 1.0 {
+                Err(format!("{created} {now}"))
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await;
     wait_passes(&client, &base, passes + 1, &env).await;
 
     let deliveries = env.sim.webhook_deliveries();
@@ -507,38 +443,20 @@ async fn daemon_replaces_a_finished_runner_on_the_completed_webhook(image: &str)
         "{deliveries:#?}"
     );
     let samples = get_metrics(&client, &base).await;
-    let outcome = |outcome: &str| {
-        metric(
-            &samples,
-            "runner_manager_webhook_deliveries_total",
-            &[("event", "workflow_job"), ("outcome", outcome)],
-        )
-    };
+    let outcome = |outcome: &str| job_deliveries(&samples, outcome);
     assert_eq!(outcome("reconcile_triggered"), 1.0);
     assert_eq!(outcome("cleanup_triggered"), 1.0);
     assert_eq!(outcome("ignored"), 1.0, "in_progress is ignored");
     assert_eq!(outcome("unauthorized"), 0.0);
-    assert_eq!(
-        metric(
-            &samples,
-            "runner_manager_reconcile_triggers_total",
-            &[("source", "timer")]
-        ),
-        0.0,
-        "no timer pass"
-    );
+    assert_eq!(triggers(&samples, "timer"), 0.0, "no timer pass");
     assert_eq!(
         metric(&samples, "runner_manager_runners_created_total", &[]) - created_before,
         1.0,
         "the replacement"
     );
 
-    env.signal_daemon("TERM");
-    let (code, _) = env.wait_daemon_exit(Duration::from_secs(130)).await;
-    assert_eq!(code, Some(0), "{}", env.daemon_log());
-    env.flush_all(1).await;
-    env.assert_nothing_left().await;
-    env.clock.mark("done");
+    env.stop_daemon().await;
+    env.flush_all_and_finish(1).await;
 }
 
 #[test]

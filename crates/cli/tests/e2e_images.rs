@@ -28,52 +28,25 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use e2e_env::*;
-use github_sim::{JobSpec, JobStatus};
+use github_sim::JobStatus;
 use serde_json::{json, Value};
-use test_support::incus_ignored;
 
-test_support::on_both_images!(
+test_support::on_both_images!(worker_threads = 2; baked_pool_builds_runs_jobs_and_holds_no_secret);
+
+test_support::on_busybox_only!(
     worker_threads = 2;
-    baked_pool_builds_runs_jobs_and_holds_no_secret,
+    rotation_replaces_idle_runners_and_busy_job_finishes_on_old_image,
+    daemon_builds_the_image_at_start_and_launches_from_it,
+    a_changed_base_image_gets_a_new_image,
+    broken_canary_is_rolled_back,
 );
-
-mod busybox_only {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "needs Incus: run by scripts/test.sh"]
-    async fn rotation_replaces_idle_runners_and_busy_job_finishes_on_old_image() {
-        super::rotation_replaces_idle_runners_and_busy_job_finishes_on_old_image(
-            test_support::incus::BUSYBOX,
-        )
-        .await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "needs Incus: run by scripts/test.sh"]
-    async fn daemon_builds_the_image_at_start_and_launches_from_it() {
-        super::daemon_builds_the_image_at_start_and_launches_from_it(test_support::incus::BUSYBOX)
-            .await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "needs Incus: run by scripts/test.sh"]
-    async fn a_changed_base_image_gets_a_new_image() {
-        super::a_changed_base_image_gets_a_new_image(test_support::incus::BUSYBOX).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "needs Incus: run by scripts/test.sh"]
-    async fn broken_canary_is_rolled_back() {
-        super::broken_canary_is_rolled_back(test_support::incus::BUSYBOX).await;
-    }
-}
 
 /// A plain `cargo test` (no daemon) must report the Incus tests as ignored, not as passed.
 #[test]
 fn incus_tests_are_ignored_by_default() {
-    incus_ignored::assert_only_these_run_by_default(
-        &std::env::current_exe().expect("the test binary"),
-        &["incus_tests_are_ignored_by_default"],
-    );
+    test_support::incus_ignored::assert_only_these_run_here(&[
+        "incus_tests_are_ignored_by_default",
+    ]);
 }
 
 const POOL: &str = "baked";
@@ -130,17 +103,9 @@ fn app_images(app: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// `incus ARGS...`, which must succeed: its output.
 fn incus(args: &[&str]) -> String {
-    let out = std::process::Command::new("incus")
-        .args(args)
-        .output()
-        .expect("incus runs");
-    assert!(
-        out.status.success(),
-        "incus {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    test_support::command::stdout_of(std::process::Command::new("incus").args(args))
 }
 
 /// The config: one baked pool, `[images]`, and a `[proxy]` with a password when `proxy`.
@@ -193,12 +158,6 @@ image_mode = "baked"
     );
 }
 
-async fn runner_bin_update(env: &Env) -> Value {
-    env.run(&["runner-bin", "update", "--json"])
-        .await
-        .json("runner-bin update")
-}
-
 /// `image build [--pool POOL] --json`: the one image built.
 async fn build(env: &Env, force: bool) -> Value {
     let mut args = vec!["image", "build"];
@@ -211,6 +170,16 @@ async fn build(env: &Env, force: bool) -> Value {
     let built = doc["built"].as_array().expect("built");
     assert_eq!(built.len(), 1, "{doc}");
     built[0].clone()
+}
+
+/// `image build --json` builds nothing: the pool's newest image is current.
+async fn assert_build_is_current(env: &Env) {
+    let again = env
+        .run(&["image", "build", "--json"])
+        .await
+        .json("image build");
+    assert_eq!(again["built"], json!([]), "{again}");
+    assert_eq!(again["current"], json!([POOL]), "{again}");
 }
 
 /// `image list --json`: fingerprint → image.
@@ -236,15 +205,7 @@ async fn image_state(env: &Env, fingerprint: &str) -> Option<String> {
 
 /// `reconcile --json`, a pass with failed steps included (exit 1).
 async fn reconcile(env: &Env) -> (Value, String) {
-    let out = env.run(&["reconcile", "--json"]).await;
-    assert!(
-        matches!(out.code, Some(0 | 1)),
-        "reconcile: {}\n{}",
-        out.stdout,
-        out.stderr
-    );
-    let doc: Value = serde_json::from_str(&out.stdout)
-        .unwrap_or_else(|err| panic!("reconcile --json ({err}): {}\n{}", out.stdout, out.stderr));
+    let (doc, out) = env.reconcile().await;
     if out.code == Some(1) {
         env.clock
             .mark(&format!("reconcile had failed steps: {}", out.stderr));
@@ -266,42 +227,36 @@ async fn instance_images(env: &Env) -> BTreeMap<String, Option<String>> {
 }
 
 fn enqueue(env: &Env, script: &str) -> u64 {
-    let spec = JobSpec {
-        scope: Some(REPO.to_owned()),
-        ..JobSpec::new(&["self-hosted", POOL], script)
-    };
-    env.sim.enqueue_job(spec).expect("job enqueued")
+    env.enqueue(&["self-hosted", POOL], script)
 }
 
 async fn wait_job(env: &Env, id: u64, status: JobStatus) -> github_sim::JobView {
-    let deadline = Instant::now() + WAIT;
-    loop {
+    let what = format!("job {id} {status:?}");
+    env.eventually(&what, WAIT, Duration::from_millis(200), || async {
         let job = env.sim.job(id).expect("job");
         if job.status == status {
-            return job;
+            Ok(job)
+        } else {
+            Err(format!("{job:#?}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "job {id} never reached {status:?}: {job:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await
 }
 
 /// Waits until exactly `n` registrations of the app are online and idle.
 async fn wait_idle(env: &Env, n: usize) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let runners = env.registrations();
-        if runners.len() == n && runners.iter().all(|r| r.status == "online" && !r.busy) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{n} idle runners never came: {runners:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let what = format!("{n} idle runner(s)");
+    let logs = || env.daemon_log();
+    env.wait_idle_fleet(&what, n, WAIT, &logs, |_| true).await;
+}
+
+/// The fingerprint of the image `alias` points at on the server.
+async fn alias_target(env: &Env, alias: &str) -> String {
+    env.lxd
+        .image_alias_target(alias)
+        .await
+        .expect("the alias is read")
+        .unwrap_or_else(|| panic!("no image {alias}"))
 }
 
 /// Every instance name seen with a given image key (sampled every 100 ms).
@@ -515,7 +470,7 @@ async fn baked_pool_builds_runs_jobs_and_holds_no_secret(image: &str) {
         "token"
     };
     write_config(&env, registration, 2, 3, true);
-    let bin = runner_bin_update(&env).await;
+    let bin = env.update_runner_bin().await;
     let sha256 = bin["binary"]["sha256"]
         .as_str()
         .unwrap_or_default()
@@ -543,12 +498,7 @@ async fn baked_pool_builds_runs_jobs_and_holds_no_secret(image: &str) {
     assert_eq!(listed["pool"], json!(POOL), "{listed}");
     assert_eq!(listed["runner_version"], json!(RUNNER_VERSION), "{listed}");
     // What the server has.
-    let base_fp = env
-        .lxd
-        .image_alias_target(image)
-        .await
-        .expect("base alias")
-        .expect("base image");
+    let base_fp = alias_target(&env, image).await;
     let server = env.lxd.get_image(&fp).await.expect("the image");
     assert!(server.has_alias(&alias), "{server:?}");
     let props = &server.properties;
@@ -570,7 +520,7 @@ async fn baked_pool_builds_runs_jobs_and_holds_no_secret(image: &str) {
     assert!(!prop("runner-manager.manager-version").is_empty());
     let built_at: i64 = prop("runner-manager.built-at").parse().expect("built-at");
     assert!(
-        (built_at - time_now()).abs() < 900,
+        (built_at - now_ms() / 1000).abs() < 900,
         "built-at {built_at} is now"
     );
     assert_eq!(prop("runner-manager.state"), "canary", "{props:?}");
@@ -579,12 +529,7 @@ async fn baked_pool_builds_runs_jobs_and_holds_no_secret(image: &str) {
         "no build instance is left"
     );
     // The build is current: a second `image build` builds nothing.
-    let again = env
-        .run(&["image", "build", "--json"])
-        .await
-        .json("image build");
-    assert_eq!(again["built"], json!([]), "{again}");
-    assert_eq!(again["current"], json!([POOL]), "{again}");
+    assert_build_is_current(&env).await;
 
     // Two runners from it, each installed with one exec (the runner was in the image).
     let first = env.reconcile_until_clean().await;
@@ -732,13 +677,6 @@ async fn baked_pool_builds_runs_jobs_and_holds_no_secret(image: &str) {
     env.clock.mark("done");
 }
 
-fn time_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("time")
-        .as_secs() as i64
-}
-
 /// Paths below `root` whose file name is `name`.
 fn walk_find(root: &Path, name: &str) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
@@ -764,7 +702,7 @@ fn walk_find(root: &Path, name: &str) -> Vec<std::path::PathBuf> {
 
 /// Builds image A and makes it good: two runners from it online, a pass promotes it.
 async fn good_image(env: &Env) -> String {
-    runner_bin_update(env).await;
+    env.update_runner_bin().await;
     let a = build(env, false).await;
     let fp = a["fingerprint"].as_str().expect("fp").to_owned();
     env.reconcile_until_clean().await;
@@ -962,12 +900,7 @@ async fn broken_canary_is_rolled_back(image: &str) {
     let replaced: Vec<_> = a_runners.iter().filter(|n| !now.contains_key(*n)).collect();
     env.clock.mark(&format!("A runners replaced: {replaced:?}"));
     // The bad image is kept (newer than the good one), so the same runner is not built again.
-    let again = env
-        .run(&["image", "build", "--json"])
-        .await
-        .json("image build");
-    assert_eq!(again["built"], json!([]), "{again}");
-    assert_eq!(again["current"], json!([POOL]), "{again}");
+    assert_build_is_current(&env).await;
     env.flush_all(2).await;
     env.clock.mark("done");
 }
@@ -979,42 +912,37 @@ async fn daemon_builds_the_image_at_start_and_launches_from_it(image: &str) {
     let mut env = Env::new(image).await;
     let _guard = ImageGuard::new(&env);
     write_config(&env, "jit", 1, 2, false);
-    runner_bin_update(&env).await;
+    env.update_runner_bin().await;
     env.start_daemon();
-    let deadline = Instant::now() + WAIT;
-    let fp = loop {
-        let images = image_list(&env).await;
-        let instances = instance_images(&env).await;
-        let online: BTreeSet<String> = env
-            .registrations()
-            .into_iter()
-            .filter(|r| r.status == "online")
-            .map(|r| r.name)
-            .collect();
-        if let Some(fp) = images.keys().next() {
-            if instances.len() == 1
-                && instances
-                    .iter()
-                    .all(|(n, i)| i.as_deref() == Some(fp.as_str()) && online.contains(n))
-            {
-                break fp.clone();
+    let what = "a runner of the daemon's image";
+    let fp = env
+        .eventually(what, WAIT, Duration::from_millis(500), || async {
+            let images = image_list(&env).await;
+            let instances = instance_images(&env).await;
+            let online: BTreeSet<String> = env
+                .registrations()
+                .into_iter()
+                .filter(|r| r.status == "online")
+                .map(|r| r.name)
+                .collect();
+            let from = |fp: &String| {
+                instances.len() == 1
+                    && instances
+                        .iter()
+                        .all(|(n, i)| i.as_deref() == Some(fp.as_str()) && online.contains(n))
+            };
+            match images.keys().next() {
+                Some(fp) if from(fp) => Ok(fp.clone()),
+                _ => Err(format!("images {images:?}, instances {instances:?}")),
             }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the daemon never ran a runner of its image: images {images:?}, instances {instances:?}\n{}",
-            env.daemon_log()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+        })
+        .await;
     env.clock
         .mark(&format!("the daemon's runner runs image {fp}"));
     assert_eq!(image_list(&env).await.len(), 1, "one image built");
     let log = env.daemon_log();
     assert!(!log.contains("Image build failed"), "{log}");
-    env.signal_daemon("TERM");
-    let (code, _) = env.wait_daemon_exit(Duration::from_secs(130)).await;
-    assert_eq!(code, Some(0), "{}", env.daemon_log());
+    env.stop_daemon().await;
     env.flush_all(1).await;
     env.clock.mark("done");
 }
@@ -1038,30 +966,16 @@ async fn a_changed_base_image_gets_a_new_image(image: &str) {
     let _guard = ImageGuard::new(&env);
     let base = format!("{}-base", env.app);
     let _alias = AliasGuard(base.clone());
-    let first = env
-        .lxd
-        .image_alias_target(image)
-        .await
-        .expect("alias")
-        .expect("the base image");
-    let second = env
-        .lxd
-        .image_alias_target("busybox-user")
-        .await
-        .expect("alias")
-        .expect("a second base image (busybox-user)");
+    let first = alias_target(&env, image).await;
+    let second = alias_target(&env, "busybox-user").await;
     assert_ne!(first, second);
     incus(&["image", "alias", "create", &base, &first]);
     write_config_with(&env, "jit", 1, 2, false, &format!("image = \"{base}\"\n"));
-    runner_bin_update(&env).await;
+    env.update_runner_bin().await;
     let a = build(&env, false).await;
     assert_eq!(a["base_fingerprint"], json!(first), "{a}");
     assert_eq!(a["base_image"], json!(base), "{a}");
-    let again = env
-        .run(&["image", "build", "--json"])
-        .await
-        .json("image build");
-    assert_eq!(again["current"], json!([POOL]), "{again}");
+    assert_build_is_current(&env).await;
 
     incus(&["image", "alias", "delete", &base]);
     incus(&["image", "alias", "create", &base, &second]);

@@ -20,31 +20,19 @@ mod e2e_env;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use e2e_env::*;
-use github_sim::{JobSpec, JobStatus, WebhookTarget};
+use github_sim::{JobStatus, WebhookTarget};
 use serde_json::Value;
 
-test_support::on_both_images!(
+test_support::on_both_images!(worker_threads = 2; pools_route_jobs_drain_and_count_unmatched);
+
+test_support::on_busybox_only!(
     worker_threads = 2;
-    pools_route_jobs_drain_and_count_unmatched,
+    burst_of_30_jobs_over_two_pools,
+    daemon_killed_mid_burst_recovers_missed_deliveries,
 );
-
-mod busybox_only {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "needs Incus: run by scripts/test.sh"]
-    async fn burst_of_30_jobs_over_two_pools() {
-        super::burst_of_30_jobs_over_two_pools(test_support::incus::BUSYBOX).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "needs Incus: run by scripts/test.sh"]
-    async fn daemon_killed_mid_burst_recovers_missed_deliveries() {
-        super::daemon_killed_mid_burst_recovers_missed_deliveries(test_support::incus::BUSYBOX)
-            .await;
-    }
-}
 
 /// Two pools: `small` (token registration) and `large` (JIT, 2 CPUs), with their sizes.
 fn two_pools(small: (u32, u32), large: (u32, u32)) -> String {
@@ -90,11 +78,7 @@ impl Watch {
                 if let Ok(all) = lxd.list_instances().await {
                     let mut now: BTreeMap<String, usize> = BTreeMap::new();
                     for instance in all.iter().filter(|i| i.name.starts_with(&prefix)) {
-                        let pool = instance
-                            .config
-                            .get("user.runner-manager.pool")
-                            .cloned()
-                            .unwrap_or_else(|| "default".to_owned());
+                        let pool = pool_of_instance(instance);
                         *now.entry(pool.clone()).or_default() += 1;
                         seen2
                             .lock()
@@ -128,18 +112,27 @@ impl Drop for Watch {
     }
 }
 
-/// Instances of the app per pool, now.
-async fn per_pool(env: &Env) -> BTreeMap<String, usize> {
+/// The pool of an instance, by its `user.runner-manager.pool` key (none: `default`).
+fn pool_of_instance(instance: &lxd::Instance) -> String {
+    instance
+        .config
+        .get("user.runner-manager.pool")
+        .cloned()
+        .unwrap_or_else(|| "default".to_owned())
+}
+
+/// Instances per pool.
+fn count_per_pool(instances: &[lxd::Instance]) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
-    for instance in env.instances().await {
-        let pool = instance
-            .config
-            .get("user.runner-manager.pool")
-            .cloned()
-            .unwrap_or_else(|| "default".to_owned());
-        *out.entry(pool).or_default() += 1;
+    for instance in instances {
+        *out.entry(pool_of_instance(instance)).or_default() += 1;
     }
     out
+}
+
+/// Instances of the app per pool, now.
+async fn per_pool(env: &Env) -> BTreeMap<String, usize> {
+    count_per_pool(&env.instances().await)
 }
 
 /// Waits until the app's instances per pool are exactly `want` and each has an online, idle
@@ -150,64 +143,31 @@ async fn wait_pools(env: &Env, want: &[(&str, usize)], bound: Duration) {
         .filter(|(_, n)| *n > 0)
         .map(|(p, n)| ((*p).to_owned(), *n))
         .collect();
-    let deadline = Instant::now() + bound;
-    loop {
-        let now = per_pool(env).await;
-        let registrations = env.registrations();
-        let total: usize = want.values().sum();
-        if now == want
-            && registrations.len() == total
-            && registrations
-                .iter()
-                .all(|r| r.status == "online" && !r.busy)
-        {
-            env.clock.mark(&format!("pools at {want:?}"));
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "pools never reached {want:?}: instances {now:?}, registrations {registrations:#?}\n{}",
-            env.daemon_log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// Queues a job of the repository the runners serve (its deliveries are that repository's
-/// hook's).
-fn enqueue(env: &Env, labels: &[&str], script: &str) -> u64 {
-    let spec = JobSpec {
-        scope: Some(REPO.to_owned()),
-        ..JobSpec::new(labels, script)
-    };
-    env.sim.enqueue_job(spec).expect("job enqueued")
+    let what = format!("pools at {want:?}");
+    let total = want.values().sum();
+    let logs = || env.daemon_log();
+    env.wait_idle_fleet(&what, total, bound, &logs, |instances| {
+        count_per_pool(instances) == want
+    })
+    .await;
 }
 
 /// Waits for every job to complete; returns them.
 async fn wait_jobs(env: &Env, jobs: &[u64], bound: Duration) -> Vec<github_sim::JobView> {
-    let deadline = Instant::now() + bound;
-    loop {
+    let what = format!("{} job(s) completed", jobs.len());
+    env.eventually(&what, bound, Duration::from_millis(200), || async {
         let views: Vec<_> = jobs.iter().filter_map(|id| env.sim.job(*id)).collect();
-        let done = views
+        let running: Vec<_> = views
             .iter()
-            .filter(|j| j.status == JobStatus::Completed)
-            .count();
-        if done == jobs.len() {
-            env.clock.mark(&format!("{done} job(s) completed"));
-            return views;
+            .filter(|j| j.status != JobStatus::Completed)
+            .collect();
+        if views.len() == jobs.len() && running.is_empty() {
+            Ok(views)
+        } else {
+            Err(format!("not completed: {running:#?}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "{done} of {} jobs completed: {:#?}\n{}",
-            jobs.len(),
-            views
-                .iter()
-                .filter(|j| j.status != JobStatus::Completed)
-                .collect::<Vec<_>>(),
-            env.daemon_log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await
 }
 
 /// Each job succeeded on a runner of a pool that has all its labels.
@@ -266,8 +226,7 @@ async fn start_pools_daemon(
         url: format!("{base}/webhook"),
         secret: github_sim::Secret::new(WEBHOOK_SECRET),
     }));
-    let bin = env.run(&["runner-bin", "update", "--json"]).await;
-    assert_eq!(bin.code, Some(0), "{bin:#?}");
+    env.update_runner_bin().await;
     env.start_daemon();
     let client = http();
     wait_passes(&client, &base, 1, env).await;
@@ -287,9 +246,9 @@ async fn pools_route_jobs_drain_and_count_unmatched(image: &str) {
     let watch = Watch::start(&env);
 
     // A job for `large`: its pool grows from 0 to 1 and back, and it runs there.
-    let large = enqueue(&env, &["self-hosted", "LARGE"], "echo large on $(hostname)");
+    let large = env.enqueue(&["self-hosted", "LARGE"], "echo large on $(hostname)");
     // A job no pool matches: nothing is created for it, it is counted.
-    let gpu = enqueue(&env, &["self-hosted", "gpu"], "echo never");
+    let gpu = env.enqueue(&["self-hosted", "gpu"], "echo never");
     let done = wait_jobs(&env, &[large], WAIT).await;
     assert_ran_on_matching_pools(&watch, &done);
     assert_eq!(
@@ -351,9 +310,7 @@ async fn pools_route_jobs_drain_and_count_unmatched(image: &str) {
     );
 
     // `small` leaves the config: a new daemon drains it, `large` stays at min_idle 0.
-    env.signal_daemon("TERM");
-    let (code, _) = env.wait_daemon_exit(Duration::from_secs(130)).await;
-    assert_eq!(code, Some(0), "{}", env.daemon_log());
+    env.stop_daemon().await;
     let large_only = two_pools((0, 0), (1, 1));
     let large_only = &large_only[large_only
         .find("[[pools]]\nname = \"large\"")
@@ -405,7 +362,7 @@ async fn burst_of_30_jobs_over_two_pools(image: &str) {
         &["self-hosted", "linux"],
     ];
     let jobs: Vec<u64> = (0..30)
-        .map(|i| enqueue(&env, labels[i % 3], "echo job on $(hostname); sleep 1"))
+        .map(|i| env.enqueue(labels[i % 3], "echo job on $(hostname); sleep 1"))
         .collect();
     env.clock.mark("30 jobs queued");
     let done = wait_jobs(&env, &jobs, Duration::from_secs(600)).await;
@@ -452,28 +409,21 @@ async fn daemon_killed_mid_burst_recovers_missed_deliveries(image: &str) {
 
     let labels: [&[&str]; 2] = [&["self-hosted", "small"], &["self-hosted", "large"]];
     let mut jobs: Vec<u64> = (0..10)
-        .map(|i| enqueue(&env, labels[i % 2], "echo job on $(hostname); sleep 3"))
+        .map(|i| env.enqueue(labels[i % 2], "echo job on $(hostname); sleep 3"))
         .collect();
     // Mid-burst: some jobs done, others running or queued.
-    let deadline = Instant::now() + WAIT;
-    while jobs
-        .iter()
-        .filter(|id| {
-            env.sim
-                .job(**id)
-                .is_some_and(|j| j.status == JobStatus::Completed)
-        })
-        .count()
-        < 2
-    {
-        assert!(Instant::now() < deadline, "{}", env.daemon_log());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    env.eventually("2 jobs done", WAIT, Duration::from_millis(100), || async {
+        match env.completed(&jobs) {
+            done if done >= 2 => Ok(()),
+            done => Err(format!("{done} done")),
+        }
+    })
+    .await;
     env.signal_daemon("KILL");
     let _ = env.wait_daemon_exit(Duration::from_secs(10)).await;
     env.clock.mark("daemon killed");
     // Queued while the daemon is down: their deliveries fail.
-    jobs.extend((0..6).map(|i| enqueue(&env, labels[i % 2], "echo late on $(hostname)")));
+    jobs.extend((0..6).map(|i| env.enqueue(labels[i % 2], "echo late on $(hostname)")));
     tokio::time::sleep(Duration::from_secs(2)).await;
     let failed = env
         .sim
@@ -499,7 +449,5 @@ async fn daemon_killed_mid_burst_recovers_missed_deliveries(image: &str) {
     assert!(log.contains("Missed delivery recovered."), "{log}");
     // Nothing leaked: back to min_idle, every registration with its instance.
     wait_pools(&env, &[("small", 1)], WAIT).await;
-    env.flush_all(1).await;
-    env.assert_nothing_left().await;
-    env.clock.mark("done");
+    env.flush_all_and_finish(1).await;
 }

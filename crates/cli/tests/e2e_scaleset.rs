@@ -23,55 +23,31 @@
 
 mod e2e_env;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use e2e_env::*;
-use github_sim::JobSpec;
 use rand::Rng;
 use serde_json::{json, Value};
-use test_support::incus_ignored;
 
 #[test]
 fn incus_tests_are_ignored_by_default() {
-    incus_ignored::assert_only_these_run_by_default(
-        &std::env::current_exe().expect("the test binary"),
-        &["incus_tests_are_ignored_by_default"],
-    );
+    test_support::incus_ignored::assert_only_these_run_here(&[
+        "incus_tests_are_ignored_by_default",
+    ]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs Incus: run by scripts/test.sh"]
-async fn fifty_jobs_from_zero() {
-    fifty_jobs(test_support::incus::BUSYBOX).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs Incus: run by scripts/test.sh"]
-async fn listener_killed_fifty_times_while_jobs_flow() {
-    killed_while_jobs_flow(test_support::incus::BUSYBOX).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs Incus: run by scripts/test.sh"]
-async fn standby_takes_over_when_the_active_manager_dies() {
-    standby_takes_over(test_support::incus::BUSYBOX).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs Incus: run by scripts/test.sh"]
-async fn broker_faults_and_lost_sessions_are_survived() {
-    broker_faults(test_support::incus::BUSYBOX).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs Incus: run by scripts/test.sh"]
-async fn statistics_reading_zero_still_get_runners() {
-    statistics_zero(test_support::incus::BUSYBOX).await;
-}
+test_support::on_busybox_only!(
+    worker_threads = 2;
+    fifty_jobs_from_zero,
+    listener_killed_fifty_times_while_jobs_flow,
+    standby_takes_over_when_the_active_manager_dies,
+    broker_faults_and_lost_sessions_are_survived,
+    statistics_reading_zero_still_get_runners,
+);
 
 /// The sim's session expiry in these tests: a killed listener's session frees itself this long
 /// after its last poll.
@@ -124,14 +100,7 @@ async fn configure_sim(env: &Env) {
 }
 
 async fn sim_get(env: &Env, path: &str) -> Value {
-    http()
-        .get(format!("{}{path}", env.sim.base_url()))
-        .send()
-        .await
-        .expect("sim hook")
-        .json()
-        .await
-        .expect("json")
+    get_json(&http(), &format!("{}{path}", env.sim.base_url())).await
 }
 
 async fn sim_post(env: &Env, path: &str, body: Value) {
@@ -157,11 +126,14 @@ async fn scale_set(env: &Env) -> Option<Value> {
 
 /// Queues a job for the scale set (its `runs-on` is the set's name).
 fn enqueue(env: &Env, script: &str) -> u64 {
-    let spec = JobSpec {
-        scope: Some(REPO.to_owned()),
-        ..JobSpec::new(&[set_name(env).as_str()], script)
-    };
-    env.sim.enqueue_job(spec).expect("job enqueued")
+    env.enqueue(&[set_name(env).as_str()], script)
+}
+
+/// Queues `n` jobs for the scale set, the `i`th echoing `<what> <i>`.
+fn enqueue_n(env: &Env, n: usize, what: &str) -> Vec<u64> {
+    (0..n)
+        .map(|i| enqueue(env, &format!("echo {what} {i}")))
+        .collect()
 }
 
 /// Writes the config (`pools`, a `[server]` on a free port with `interval` seconds between
@@ -175,10 +147,18 @@ async fn start(env: &mut Env, pools: &str, interval: u64) -> String {
     };
     env.write_pools_config(pools, &server, "");
     enable_events_log(&env.config, &env.dir.path().join("events.log"));
-    let bin = env.run(&["runner-bin", "update", "--json"]).await;
-    assert_eq!(bin.code, Some(0), "{bin:#?}");
+    env.update_runner_bin().await;
     env.start_daemon();
     base
+}
+
+/// A world whose daemon keeps one scale-set pool of `min_idle` and `max` ([`start`], backstop
+/// passes hourly), the sim on test timings: the world and the daemon's base URL.
+async fn scaleset_daemon(image: &str, min_idle: u32, max: u32) -> (Env, String) {
+    let mut env = Env::new(image).await;
+    configure_sim(&env).await;
+    let base = start(&mut env, &scaleset_pool(min_idle, max), 3600).await;
+    (env, base)
 }
 
 /// Appends `[metrics]` with the events log to a config.
@@ -232,33 +212,22 @@ async fn wait_done(
     bound: Duration,
     logs: &dyn Fn() -> String,
 ) -> Vec<Value> {
-    let deadline = Instant::now() + bound;
-    loop {
+    let every = Duration::from_millis(250);
+    let what = format!("{} job(s) completed", jobs.len());
+    let records = eventually(&what, bound, every, logs, || async {
         let set = scale_set(env).await;
         let records: Vec<Value> = set
             .as_ref()
             .and_then(|s| s["jobs"].as_array().cloned())
             .unwrap_or_default();
-        let done = jobs
-            .iter()
-            .filter(|id| {
-                env.sim
-                    .job(**id)
-                    .is_some_and(|j| j.status == github_sim::JobStatus::Completed)
-            })
-            .count();
-        if done == jobs.len() {
-            env.clock.mark(&format!("{done} job(s) completed"));
-            return records;
+        match env.completed(jobs) {
+            done if done == jobs.len() => Ok(records),
+            done => Err(format!("{done} completed; scale set: {set:#?}")),
         }
-        assert!(
-            Instant::now() < deadline,
-            "{done} of {} jobs completed; scale set: {set:#?}\n{}",
-            jobs.len(),
-            logs()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    })
+    .await;
+    env.clock.mark(&what);
+    records
 }
 
 /// Every job ran exactly once on one of the app's runners, and succeeded.
@@ -283,33 +252,26 @@ fn assert_exactly_once(env: &Env, jobs: &[u64], records: &[Value]) {
 
 /// Waits until the app has exactly `n` instances, each with an idle online registration.
 async fn wait_idle(env: &Env, n: usize, bound: Duration, logs: &dyn Fn() -> String) {
-    let deadline = Instant::now() + bound;
-    loop {
-        let instances = env.instances().await.len();
-        let registrations = env.registrations();
-        if instances == n
-            && registrations.len() == n
-            && registrations
-                .iter()
-                .all(|r| r.status == "online" && !r.busy)
-        {
-            env.clock.mark(&format!("{n} idle runner(s)"));
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never {n} idle runners: {instances} instances, registrations {registrations:#?}\n{}",
-            logs()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
+    let what = format!("{n} idle runner(s)");
+    env.wait_idle_fleet(&what, n, bound, logs, |instances| instances.len() == n)
+        .await;
+}
+
+/// Each of `jobs` ran on a runner named `<prefix>...`.
+fn assert_ran_on(env: &Env, jobs: &[u64], prefix: &str) {
+    for id in jobs {
+        let runner = env
+            .sim
+            .job(*id)
+            .and_then(|j| j.runner_name)
+            .expect("runner");
+        assert!(runner.starts_with(prefix), "job {id} ran on {runner}");
     }
 }
 
-async fn fifty_jobs(image: &str) {
-    let mut env = Env::new(image).await;
-    configure_sim(&env).await;
+async fn fifty_jobs_from_zero(image: &str) {
     let (min_idle, max) = (1, 12);
-    let base = start(&mut env, &scaleset_pool(min_idle, max), 3600).await;
+    let (mut env, base) = scaleset_daemon(image, min_idle, max).await;
     let client = http();
     wait_idle(&env, 1, WAIT, &|| env.daemon_log()).await;
     let set = scale_set(&env).await.expect("the scale set exists");
@@ -317,9 +279,7 @@ async fn fifty_jobs(image: &str) {
 
     let peak = Peak::start(&env);
     let started = Instant::now();
-    let jobs: Vec<u64> = (0..50)
-        .map(|i| enqueue(&env, &format!("echo job {i}")))
-        .collect();
+    let jobs = enqueue_n(&env, 50, "job");
     let records = wait_done(&env, &jobs, Duration::from_secs(300), &|| env.daemon_log()).await;
     env.clock.mark(&format!(
         "50 jobs done in {:.1}s, peak {} instances",
@@ -382,11 +342,8 @@ async fn fifty_jobs(image: &str) {
     assert!(set["session_id"].is_null(), "session left: {set:#?}");
 }
 
-async fn killed_while_jobs_flow(image: &str) {
-    let mut env = Env::new(image).await;
-    configure_sim(&env).await;
-    let max = 6;
-    start(&mut env, &scaleset_pool(0, max), 3600).await;
+async fn listener_killed_fifty_times_while_jobs_flow(image: &str) {
+    let (mut env, _) = scaleset_daemon(image, 0, 6).await;
     let kills: usize = std::env::var("SCALESET_KILLS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -433,21 +390,21 @@ async fn killed_while_jobs_flow(image: &str) {
     .await;
     assert_exactly_once(&env, &jobs, &records);
     // Nothing left: min_idle is 0.
-    let deadline = Instant::now() + WAIT;
-    loop {
+    let what = "no instance or registration left";
+    let logs = || all_logs(&log_path);
+    eventually(what, WAIT, Duration::from_millis(500), &logs, || async {
         let (instances, registrations) = (env.instances().await, env.registrations());
         if instances.is_empty() && registrations.is_empty() {
-            break;
+            Ok(())
+        } else {
+            Err(format!(
+                "left: {:?} {registrations:#?}",
+                instances.iter().map(|i| &i.name).collect::<Vec<_>>()
+            ))
         }
-        assert!(
-            Instant::now() < deadline,
-            "left: {:?} {registrations:#?}\n{}",
-            instances.iter().map(|i| &i.name).collect::<Vec<_>>(),
-            all_logs(&log_path)
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    env.clock.mark("no instance or registration left");
+    })
+    .await;
+    env.clock.mark(what);
 }
 
 /// A second manager (unit 1, its own state dir and events log) on the same pool.
@@ -460,14 +417,11 @@ struct Second {
 
 impl Second {
     fn start(&mut self) {
-        let log = std::fs::File::create(&self.log).expect("log");
-        self.child = Some(
-            test_support::config::binary_command(Path::new(BIN), &self.config, &["run"])
-                .stdout(log.try_clone().expect("log"))
-                .stderr(log)
-                .spawn()
-                .expect("second daemon"),
-        );
+        self.child = Some(spawn_daemon(&self.config, &["run"], &self.log));
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
 
@@ -512,23 +466,11 @@ fn active_intervals(path: &Path, end_ms: i64) -> Vec<(i64, i64)> {
     out
 }
 
-fn now_ms() -> i64 {
-    i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .as_millis(),
-    )
-    .expect("ms")
-}
-
-async fn standby_takes_over(image: &str) {
-    let mut env = Env::new(image).await;
-    configure_sim(&env).await;
+async fn standby_takes_over_when_the_active_manager_dies(image: &str) {
     // min_idle 0: once its jobs are done the first manager has no runner left, so the jobs
     // after the kill can only run on runners the second one makes. (A runner the killed
     // manager was removing may stay frozen until that unit comes back.)
-    start(&mut env, &scaleset_pool(0, 4), 3600).await;
+    let (mut env, _) = scaleset_daemon(image, 0, 4).await;
     wait_session(&env).await;
     let first_events = env.dir.path().join("events.log");
 
@@ -557,35 +499,27 @@ async fn standby_takes_over(image: &str) {
     std::fs::write(&second.config, text).expect("config");
     second.start();
     // It stands by: 409s, no session of its own, no runner.
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let standby = events(&second.events, "scaleset_session")
-            .iter()
-            .any(|e| e["state"] == json!("standby"));
-        if standby {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the second manager never stood by:\n{}",
-            std::fs::read_to_string(&second.log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let what = "the second manager stands by";
+    let second_log = || second.log();
+    eventually(
+        what,
+        WAIT,
+        Duration::from_millis(200),
+        &second_log,
+        || async {
+            let sessions = events(&second.events, "scaleset_session");
+            if sessions.iter().any(|e| e["state"] == json!("standby")) {
+                Ok(())
+            } else {
+                Err(format!("sessions {sessions:?}"))
+            }
+        },
+    )
+    .await;
     // Jobs while the first is active: only unit 0 runs them.
-    let before: Vec<u64> = (0..3)
-        .map(|i| enqueue(&env, &format!("echo before {i}")))
-        .collect();
+    let before = enqueue_n(&env, 3, "before");
     wait_done(&env, &before, WAIT, &|| env.daemon_log()).await;
-    let unit0 = format!("{}-0-", env.app);
-    for id in &before {
-        let runner = env
-            .sim
-            .job(*id)
-            .and_then(|j| j.runner_name)
-            .expect("runner");
-        assert!(runner.starts_with(&unit0), "job {id} ran on {runner}");
-    }
+    assert_ran_on(&env, &before, &format!("{}-0-", env.app));
 
     wait_idle(&env, 0, WAIT, &|| env.daemon_log()).await;
     // Kill the active one: the standby takes over within the session expiry plus a long poll
@@ -594,21 +528,17 @@ async fn standby_takes_over(image: &str) {
     let killed_at = now_ms();
     env.wait_daemon_exit(Duration::from_secs(10)).await;
     let bound = Duration::from_millis(SESSION_TIMEOUT_MS + POLL_WAIT_MS + 1000 + 2000);
-    let deadline = Instant::now() + bound + Duration::from_secs(10);
-    let took_over = loop {
-        let active = events(&second.events, "scaleset_session")
+    let what = "the standby takes over";
+    let every = Duration::from_millis(100);
+    let within = bound + Duration::from_secs(10);
+    let took_over = eventually(what, within, every, &second_log, || async {
+        events(&second.events, "scaleset_session")
             .into_iter()
-            .find(|e| e["state"] == json!("active"));
-        if let Some(e) = active {
-            break e["at_ms"].as_i64().expect("at_ms");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the standby never took over:\n{}",
-            std::fs::read_to_string(&second.log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+            .find(|e| e["state"] == json!("active"))
+            .map(|e| e["at_ms"].as_i64().expect("at_ms"))
+            .ok_or_else(|| "no active session".to_owned())
+    })
+    .await;
     let takeover = Duration::from_millis(u64::try_from(took_over - killed_at).unwrap_or(0));
     env.clock
         .mark(&format!("standby took over {takeover:?} after the kill"));
@@ -616,22 +546,9 @@ async fn standby_takes_over(image: &str) {
         takeover <= bound,
         "takeover took {takeover:?} (session expiry {SESSION_TIMEOUT_MS} ms, poll {POLL_WAIT_MS} ms)"
     );
-    let after: Vec<u64> = (0..3)
-        .map(|i| enqueue(&env, &format!("echo after {i}")))
-        .collect();
-    let records = wait_done(&env, &after, WAIT, &|| {
-        std::fs::read_to_string(&second.log).unwrap_or_default()
-    })
-    .await;
-    let unit1 = format!("{}-1-", env.app);
-    for id in &after {
-        let runner = env
-            .sim
-            .job(*id)
-            .and_then(|j| j.runner_name)
-            .expect("runner");
-        assert!(runner.starts_with(&unit1), "job {id} ran on {runner}");
-    }
+    let after = enqueue_n(&env, 3, "after");
+    let records = wait_done(&env, &after, WAIT, &second_log).await;
+    assert_ran_on(&env, &after, &format!("{}-1-", env.app));
     let all: Vec<u64> = before.iter().chain(&after).copied().collect();
     assert_exactly_once(&env, &all, &records);
 
@@ -658,7 +575,6 @@ async fn standby_takes_over(image: &str) {
         );
     }
     // The first manager's instances are its own to clean (it is dead): not the second's.
-    let _ = BTreeMap::<String, String>::new();
 }
 
 /// Replaces the `listen = "127.0.0.1:PORT"` line's port.
@@ -678,21 +594,16 @@ fn regex_replace_listen(text: &str, port: u16) -> String {
 
 /// Waits until the app's scale set has a session.
 async fn wait_session(env: &Env) {
-    let deadline = Instant::now() + WAIT;
-    while !scale_set(env)
-        .await
-        .is_some_and(|s| s["session_id"].is_string())
-    {
-        assert!(
-            Instant::now() < deadline,
-            "no session: {}",
-            env.daemon_log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    env.eventually("a session", WAIT, Duration::from_millis(200), || async {
+        match scale_set(env).await {
+            Some(set) if set["session_id"].is_string() => Ok(()),
+            set => Err(format!("no session: {set:?}")),
+        }
+    })
+    .await;
 }
 
-async fn statistics_zero(image: &str) {
+async fn statistics_reading_zero_still_get_runners(image: &str) {
     let mut env = Env::new(image).await;
     configure_sim(&env).await;
     sim_post(
@@ -709,29 +620,26 @@ async fn statistics_zero(image: &str) {
         .map(|i| enqueue(&env, &format!("sleep 2; echo {i}")))
         .collect();
     // While they are assigned, the statistics say 0.
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let samples = get_metrics(&client, &base).await;
-        let messages = metric(
+    let messages = "runner_manager_scaleset_messages_total";
+    let what = "a message received";
+    let samples = env
+        .eventually(what, WAIT, Duration::from_millis(200), || async {
+            let samples = get_metrics(&client, &base).await;
+            match metric(&samples, messages, &[("pool", "ss")]) {
+                n if n >= 1.0 => Ok(samples),
+                n => Err(format!("{messages} {n}")),
+            }
+        })
+        .await;
+    assert_eq!(
+        metric(
             &samples,
-            "runner_manager_scaleset_messages_total",
-            &[("pool", "ss")],
-        );
-        if messages >= 1.0 {
-            assert_eq!(
-                metric(
-                    &samples,
-                    "runner_manager_scaleset_statistics",
-                    &[("pool", "ss"), ("stat", "assigned_jobs")]
-                ),
-                0.0,
-                "the fault makes the statistics read 0"
-            );
-            break;
-        }
-        assert!(Instant::now() < deadline, "{}", env.daemon_log());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+            "runner_manager_scaleset_statistics",
+            &[("pool", "ss"), ("stat", "assigned_jobs")]
+        ),
+        0.0,
+        "the fault makes the statistics read 0"
+    );
     let records = wait_done(&env, &jobs, WAIT, &|| env.daemon_log()).await;
     assert_exactly_once(&env, &jobs, &records);
     wait_idle(&env, 0, WAIT, &|| env.daemon_log()).await;
@@ -746,19 +654,15 @@ async fn session_id(env: &Env) -> Option<String> {
 
 /// Queues `n` jobs and waits until they ran, each exactly once.
 async fn jobs_run(env: &Env, n: usize, what: &str) -> Vec<u64> {
-    let jobs: Vec<u64> = (0..n)
-        .map(|i| enqueue(env, &format!("echo {what} {i}")))
-        .collect();
+    let jobs = enqueue_n(env, n, what);
     let records = wait_done(env, &jobs, WAIT, &|| env.daemon_log()).await;
     assert_exactly_once(env, &jobs, &records);
     env.clock.mark(&format!("{what}: {n} job(s) ran once"));
     jobs
 }
 
-async fn broker_faults(image: &str) {
-    let mut env = Env::new(image).await;
-    configure_sim(&env).await;
-    start(&mut env, &scaleset_pool(0, 3), 3600).await;
+async fn broker_faults_and_lost_sessions_are_survived(image: &str) {
+    let (mut env, _) = scaleset_daemon(image, 0, 3).await;
     wait_session(&env).await;
     let mut all = Vec::new();
 

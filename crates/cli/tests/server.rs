@@ -142,6 +142,36 @@ async fn assert_job_answer(app: &Router, body: String, status: StatusCode, answe
     );
 }
 
+/// A runner of ours (the harness's prefix is `github-runner-0-`).
+const OURS: &str = "github-runner-0-a1b2";
+
+/// A `workflow_job` delivery and its answer: `(action, labels, runner, status, outcome,
+/// passes)`: with `Some(passes)`, the fake has seen `passes` reconciles within a second.
+type Delivery<'a> = (
+    &'a str,
+    &'a [&'a str],
+    Option<&'a str>,
+    u16,
+    &'a str,
+    Option<usize>,
+);
+
+/// Sends each delivery as a signed `workflow_job`, asserts the answer (`{"outcome": outcome}`
+/// with `status`) and waits for the passes it names.
+async fn assert_deliveries(h: &Harness, deliveries: &[Delivery<'_>]) {
+    for &(action, labels, runner, status, outcome, passes) in deliveries {
+        let status = StatusCode::from_u16(status).unwrap();
+        let answer = format!(r#"{{"outcome":"{outcome}"}}"#);
+        assert_job_answer(&h.app, job(action, labels, runner), status, &answer).await;
+        if let Some(passes) = passes {
+            assert!(
+                wait_for_passes(&h.ops, passes, Duration::from_secs(1)).await,
+                "pass {passes} within a second of {outcome}"
+            );
+        }
+    }
+}
+
 /// Waits (real time) until the fake has seen `passes` reconciles; false after `within`.
 async fn wait_for_passes(ops: &FakeOps, passes: usize, within: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + within;
@@ -329,24 +359,12 @@ async fn queued_job_with_our_labels_triggers_a_prompt_reconcile() {
         "startup pass"
     );
 
-    assert_job_answer(
-        &h.app,
-        job("queued", &["self-hosted", "linux-not-ours"], None),
-        StatusCode::OK,
-        r#"{"outcome":"labels_not_matched"}"#,
-    )
-    .await;
-    assert_job_answer(
-        &h.app,
-        job(
-            "in_progress",
-            &["self-hosted"],
-            Some("github-runner-0-a1b2"),
-        ),
-        StatusCode::OK,
-        r#"{"outcome":"ignored"}"#,
-    )
-    .await;
+    #[rustfmt::skip]
+    let ignored: [Delivery; 2] = [
+        ("queued", &["self-hosted", "linux-not-ours"], None, 200, "labels_not_matched", None),
+        ("in_progress", &["self-hosted"], Some(OURS), 200, "ignored", None),
+    ];
+    assert_deliveries(&h, &ignored).await;
     let (status, body, _) = send(&h.app, signed_webhook("push", "{}")).await;
     assert_eq!(
         (status, body.as_str()),
@@ -355,36 +373,13 @@ async fn queued_job_with_our_labels_triggers_a_prompt_reconcile() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(h.ops.passes(), 1, "ignored deliveries trigger nothing");
 
-    assert_job_answer(
-        &h.app,
-        job("queued", &["Self-Hosted", "GPU"], None),
-        StatusCode::ACCEPTED,
-        r#"{"outcome":"reconcile_triggered"}"#,
-    )
-    .await;
-    assert!(
-        wait_for_passes(&h.ops, 2, Duration::from_secs(1)).await,
-        "reconcile within a second"
-    );
-
-    assert_job_answer(
-        &h.app,
-        job("completed", &["self-hosted"], Some("github-runner-0-a1b2")),
-        StatusCode::ACCEPTED,
-        r#"{"outcome":"cleanup_triggered"}"#,
-    )
-    .await;
-    assert!(
-        wait_for_passes(&h.ops, 3, Duration::from_secs(1)).await,
-        "cleanup pass within a second"
-    );
-    assert_job_answer(
-        &h.app,
-        job("completed", &["self-hosted"], Some("other-0-a1b2")),
-        StatusCode::OK,
-        r#"{"outcome":"not_our_runner"}"#,
-    )
-    .await;
+    #[rustfmt::skip]
+    let acted_on: [Delivery; 3] = [
+        ("queued", &["Self-Hosted", "GPU"], None, 202, "reconcile_triggered", Some(2)),
+        ("completed", &["self-hosted"], Some(OURS), 202, "cleanup_triggered", Some(3)),
+        ("completed", &["self-hosted"], Some("other-0-a1b2"), 200, "not_our_runner", None),
+    ];
+    assert_deliveries(&h, &acted_on).await;
     assert_eq!(h.ops.max_in_flight.load(Ordering::SeqCst), 1);
 
     let (status, _, _) = send(

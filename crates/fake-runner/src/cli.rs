@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::secret::Secret;
+use secrecy::SecretString;
 
 const INPUT_PREFIX: &str = "ACTIONS_RUNNER_INPUT_";
 
@@ -29,9 +29,9 @@ pub enum HelpTopic {
 }
 
 /// Where a secret comes from; a file is read (and maybe deleted) only when the command runs.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum SecretSource {
-    Value(Secret),
+    Value(SecretString),
     File(PathBuf),
 }
 
@@ -159,14 +159,14 @@ impl Parsed<'_> {
 
     fn secret(&self, name: &str, file_arg: &str) -> Option<SecretSource> {
         if let Some(v) = self.values.get(name) {
-            return Some(SecretSource::Value(Secret::new(v.clone())));
+            return Some(SecretSource::Value(SecretString::from(v.clone())));
         }
         if let Some(path) = self.value(file_arg) {
             return Some(SecretSource::File(PathBuf::from(path)));
         }
         self.env
             .get(name)
-            .map(|v| SecretSource::Value(Secret::new(v)))
+            .map(|v| SecretSource::Value(SecretString::from(v)))
     }
 }
 
@@ -382,7 +382,26 @@ The runner loads KEY=VALUE lines from .env at start, and honours http_proxy, htt
 
 #[cfg(test)]
 mod tests {
+    use secrecy::ExposeSecret;
+
     use super::*;
+
+    /// What a parsed secret says: `value <it>` or `file <path>`.
+    fn shown(source: &SecretSource) -> String {
+        match source {
+            SecretSource::Value(v) => format!("value {}", v.expose_secret()),
+            SecretSource::File(p) => format!("file {}", p.display()),
+        }
+    }
+
+    /// A secret given on the command line never shows in the parsed command's Debug.
+    #[test]
+    fn debug_and_display_redact() {
+        let parsed = parse(&args(&["--jitconfig", "AABBCC"]), &EnvInputs::default());
+        let shown = format!("{parsed:?}");
+        assert!(!shown.contains("AABBCC"), "{shown}");
+        assert!(shown.contains("REDACTED"), "{shown}");
+    }
 
     fn args(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
@@ -429,7 +448,7 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(c.url, "http://10.0.0.1:8080/o/r");
-        assert_eq!(c.token, SecretSource::Value(Secret::new("T")));
+        assert_eq!(shown(&c.token), "value T");
         assert_eq!(c.labels, vec!["app", "jammy"]);
         assert_eq!(c.name.as_deref(), Some("app-0-1"));
         assert_eq!(c.runner_group.as_deref(), Some("g"));
@@ -474,7 +493,7 @@ mod tests {
         ]);
         let c = configure(&["configure", "--name", "cli"], &e).expect("valid");
         assert_eq!(c.url, "http://1.2.3.4/o");
-        assert_eq!(c.token, SecretSource::Value(Secret::new("secret")));
+        assert_eq!(shown(&c.token), "value secret");
         assert_eq!(c.name.as_deref(), Some("cli"));
         assert!(c.ephemeral && c.no_default_labels);
         assert!(!c.replace);
@@ -487,7 +506,7 @@ mod tests {
             &EnvInputs::default(),
         )
         .expect("valid");
-        assert_eq!(c.token, SecretSource::File(PathBuf::from("/run/t")));
+        assert_eq!(shown(&c.token), "file /run/t");
     }
 
     #[test]
@@ -526,12 +545,12 @@ mod tests {
         let none = EnvInputs::default();
         match parse(&args(&["remove", "--token", "R"]), &none) {
             Ok(Command::Remove(r)) => {
-                assert_eq!(r.token, Some(SecretSource::Value(Secret::new("R"))))
+                assert_eq!(r.token.as_ref().map(shown).as_deref(), Some("value R"))
             }
             other => panic!("{other:?}"),
         }
         match parse(&args(&["remove", "--local"]), &none) {
-            Ok(Command::Remove(r)) => assert_eq!(r.token, None),
+            Ok(Command::Remove(r)) => assert!(r.token.is_none()),
             other => panic!("{other:?}"),
         }
         assert_eq!(
@@ -543,14 +562,20 @@ mod tests {
             &none,
         ) {
             Ok(Command::Run(r)) => {
-                assert_eq!(r.jit_config, Some(SecretSource::File("/tmp/j".into())));
+                assert_eq!(
+                    r.jit_config.as_ref().map(shown).as_deref(),
+                    Some("file /tmp/j")
+                );
                 assert!(r.once);
             }
             other => panic!("{other:?}"),
         }
         match parse(&args(&["--jitconfig", "abc"]), &none) {
             Ok(Command::Run(r)) => {
-                assert_eq!(r.jit_config, Some(SecretSource::Value(Secret::new("abc"))))
+                assert_eq!(
+                    r.jit_config.as_ref().map(shown).as_deref(),
+                    Some("value abc")
+                )
             }
             other => panic!("{other:?}"),
         }

@@ -1,5 +1,6 @@
 //! `_diag/Runner_<utc time>.log`: what the listener did, for a manager to pull after a crash.
-//! Secrets are never passed here (they are `Secret`s, which print as `***`).
+//! Secrets are never passed here (they are `secrecy::SecretString`s: redacted in Debug, no
+//! Display).
 
 use std::fs;
 use std::io::Write;

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine;
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::secret::Secret;
+use secrecy::{ExposeSecret, SecretString};
 
 pub const RUNNER_FILE: &str = ".runner";
 pub const CREDENTIALS_FILE: &str = ".credentials";
@@ -144,13 +144,13 @@ impl RunnerRoot {
         self.read_json(RUNNER_FILE)
     }
 
-    pub fn read_credential(&self) -> Result<Secret, FilesError> {
+    pub fn read_credential(&self) -> Result<SecretString, FilesError> {
         let file: CredentialsFile = self.read_json(CREDENTIALS_FILE)?;
         let path = self.join(CREDENTIALS_FILE);
         file.data
             .get("clientId")
             .filter(|c| !c.is_empty())
-            .map(|c| Secret::new(c.clone()))
+            .map(|c| SecretString::from(c.clone()))
             .ok_or_else(|| {
                 FilesError::Json(path, serde::de::Error::custom("data.clientId is missing"))
             })
@@ -160,12 +160,15 @@ impl RunnerRoot {
     pub fn write_config(
         &self,
         settings: &RunnerSettings,
-        credential: &Secret,
+        credential: &SecretString,
     ) -> Result<(), FilesError> {
         let runner = serde_json::to_vec_pretty(settings)
             .map_err(|e| FilesError::Json(self.join(RUNNER_FILE), e))?;
         let mut data = BTreeMap::new();
-        data.insert("clientId".to_string(), credential.expose().to_string());
+        data.insert(
+            "clientId".to_string(),
+            credential.expose_secret().to_string(),
+        );
         data.insert(
             "authorizationUrl".to_string(),
             format!(
@@ -187,7 +190,7 @@ impl RunnerRoot {
     }
 
     /// Decodes `--jitconfig` and writes each of its files into the root.
-    pub fn write_jit_config(&self, encoded: &Secret) -> Result<(), FilesError> {
+    pub fn write_jit_config(&self, encoded: &SecretString) -> Result<(), FilesError> {
         let files = decode_jit_config(encoded)?;
         for (name, content) in &files {
             let mode = if name == RUNNER_FILE { 0o644 } else { 0o600 };
@@ -233,9 +236,9 @@ impl RunnerRoot {
 }
 
 /// base64 of `{"<file name>": "<base64 content>", ...}`; only plain file names are accepted.
-pub fn decode_jit_config(encoded: &Secret) -> Result<Vec<(String, Vec<u8>)>, FilesError> {
-    let json =
-        decode_base64(encoded.expose().trim()).ok_or(FilesError::BadJitConfig("not base64"))?;
+pub fn decode_jit_config(encoded: &SecretString) -> Result<Vec<(String, Vec<u8>)>, FilesError> {
+    let json = decode_base64(encoded.expose_secret().trim())
+        .ok_or(FilesError::BadJitConfig("not base64"))?;
     let map: BTreeMap<String, String> = serde_json::from_slice(&json)
         .map_err(|_| FilesError::BadJitConfig("not a JSON object of strings"))?;
     let mut files = Vec::new();
@@ -304,7 +307,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().expect("tempdir");
         let root = RunnerRoot::new(dir.path());
-        root.write_config(&settings(), &Secret::new("cred"))
+        root.write_config(&settings(), &SecretString::from("cred"))
             .expect("write");
         let raw: serde_json::Value =
             serde_json::from_slice(&fs::read(root.join(RUNNER_FILE)).expect("read")).expect("json");
@@ -312,7 +315,10 @@ mod tests {
         assert_eq!(raw["gitHubUrl"], "http://127.0.0.1:9/o/r");
         assert_eq!(raw["disableUpdate"], false);
         assert_eq!(root.read_settings().expect("settings"), settings());
-        assert_eq!(root.read_credential().expect("cred").expose(), "cred");
+        assert_eq!(
+            root.read_credential().expect("cred").expose_secret(),
+            "cred"
+        );
         let mode = fs::metadata(root.join(CREDENTIALS_FILE))
             .expect("meta")
             .permissions()
@@ -334,7 +340,7 @@ mod tests {
             ".credentials": STANDARD.encode(creds),
             ".credentials_rsaparams": STANDARD.encode("{}"),
         });
-        let encoded = Secret::new(STANDARD.encode(map.to_string()));
+        let encoded = SecretString::from(STANDARD.encode(map.to_string()));
         let dir = tempfile::tempdir().expect("tempdir");
         let root = RunnerRoot::new(dir.path());
         root.write_jit_config(&encoded).expect("write");
@@ -343,12 +349,15 @@ mod tests {
             (s.agent_id, s.agent_name.as_str(), s.ephemeral),
             (12, "jit-1", true)
         );
-        assert_eq!(root.read_credential().expect("cred").expose(), "c-123");
+        assert_eq!(
+            root.read_credential().expect("cred").expose_secret(),
+            "c-123"
+        );
     }
 
     #[test]
     fn bad_jit_configs_are_refused() {
-        let bad = |s: &str| decode_jit_config(&Secret::new(s)).is_err();
+        let bad = |s: &str| decode_jit_config(&SecretString::from(s)).is_err();
         assert!(bad("%%%"));
         assert!(bad(&STANDARD.encode("[1,2]")));
         assert!(bad(&STANDARD.encode(r#"{".runner":"e30="}"#)));

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::secret::Secret;
 use crate::Env;
+use secrecy::{ExposeSecret, SecretString};
 
 /// Longest response body we read (a job's event payload is the largest).
 const BODY_LIMIT: u64 = 16 * 1024 * 1024;
@@ -438,10 +438,10 @@ impl SimClient {
     /// `POST /_runner/register` with a registration token.
     pub fn register(
         &self,
-        token: &Secret,
+        token: &SecretString,
         body: &RegisterRequest,
     ) -> Result<Registration, HttpError> {
-        let auth = format!("RemoteAuth {}", token.expose());
+        let auth = format!("RemoteAuth {}", token.expose_secret());
         let (status, text) = self.post("/_runner/register", &auth, body, CALL_TIMEOUT)?;
         match status {
             200 | 201 => serde_json::from_str(&text).map_err(|e| HttpError::Decode(e.to_string())),
@@ -450,8 +450,8 @@ impl SimClient {
     }
 
     /// `POST /_runner/remove` with a remove token.
-    pub fn remove(&self, token: &Secret, url: &str, agent_id: u64) -> Result<(), HttpError> {
-        let auth = format!("RemoteAuth {}", token.expose());
+    pub fn remove(&self, token: &SecretString, url: &str, agent_id: u64) -> Result<(), HttpError> {
+        let auth = format!("RemoteAuth {}", token.expose_secret());
         let body = serde_json::json!({ "url": url, "agent_id": agent_id });
         self.post_accepted("/_runner/remove", &auth, &body, CALL_TIMEOUT)
     }
@@ -459,11 +459,11 @@ impl SimClient {
     /// `GET /_runner/poll`: a job, or `None` when `wait` passed without one.
     pub fn poll(
         &self,
-        credential: &Secret,
+        credential: &SecretString,
         agent_id: u64,
         wait: Duration,
     ) -> Result<Option<Job>, HttpError> {
-        let auth = format!("Bearer {}", credential.expose());
+        let auth = format!("Bearer {}", credential.expose_secret());
         let path = format!("/_runner/poll?agent_id={agent_id}&wait={}", wait.as_secs());
         let (status, text) = self.get(&path, &auth, wait + Duration::from_secs(20))?;
         match status {
@@ -478,11 +478,11 @@ impl SimClient {
     /// `POST /_runner/jobs/{id}/complete`.
     pub fn complete(
         &self,
-        credential: &Secret,
+        credential: &SecretString,
         job_id: u64,
         completion: &Completion,
     ) -> Result<(), HttpError> {
-        let auth = format!("Bearer {}", credential.expose());
+        let auth = format!("Bearer {}", credential.expose_secret());
         let path = format!("/_runner/jobs/{job_id}/complete");
         self.post_accepted(&path, &auth, completion, CALL_TIMEOUT)
     }
@@ -490,11 +490,11 @@ impl SimClient {
     /// `POST /_runner/offline`: the agent is stopping.
     pub fn offline(
         &self,
-        credential: &Secret,
+        credential: &SecretString,
         agent_id: u64,
         timeout: Duration,
     ) -> Result<(), HttpError> {
-        let auth = format!("Bearer {}", credential.expose());
+        let auth = format!("Bearer {}", credential.expose_secret());
         let body = serde_json::json!({ "agent_id": agent_id });
         self.post_accepted("/_runner/offline", &auth, &body, timeout)
     }

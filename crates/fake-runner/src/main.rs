@@ -12,7 +12,6 @@ mod diag;
 mod files;
 mod http;
 mod job;
-mod secret;
 mod sys;
 
 use std::collections::BTreeMap;
@@ -25,7 +24,7 @@ use cli::{Command, ConfigureArgs, EnvInputs, RemoveArgs, RunArgs, SecretSource};
 use diag::{timestamp, Diag};
 use files::{FilesError, RunnerRoot, RunnerSettings};
 use http::{Conclusion, HttpError, RegisterRequest, ServerUrl, SimClient};
-use secret::Secret;
+use secrecy::SecretString;
 
 /// The listener's environment: the process environment with `.env` applied over it.
 pub type Env = BTreeMap<String, String>;
@@ -115,7 +114,7 @@ fn hostname() -> String {
 }
 
 /// Reads a secret; a `--jitconfig-file` is deleted once read.
-fn resolve_secret(source: SecretSource, delete_file: bool) -> io::Result<Secret> {
+fn resolve_secret(source: SecretSource, delete_file: bool) -> io::Result<SecretString> {
     match source {
         SecretSource::Value(s) => Ok(s),
         SecretSource::File(path) => {
@@ -130,7 +129,7 @@ fn resolve_secret(source: SecretSource, delete_file: bool) -> io::Result<Secret>
                     format!("{} is empty", path.display()),
                 ));
             }
-            Ok(Secret::new(value))
+            Ok(SecretString::from(value))
         }
     }
 }
@@ -258,7 +257,7 @@ fn configure(root: &RunnerRoot, env: &Env, args: ConfigureArgs) -> i32 {
         use_v2_flow: false,
         server_url_v2: String::new(),
     };
-    if let Err(e) = root.write_config(&settings, &Secret::new(registration.credential)) {
+    if let Err(e) = root.write_config(&settings, &SecretString::from(registration.credential)) {
         eprintln!("An error occurred: saving the settings: {e}");
         return EXIT_TERMINATED;
     }
@@ -354,7 +353,7 @@ enum Phase {
 
 struct Listener {
     client: SimClient,
-    credential: Secret,
+    credential: SecretString,
     settings: RunnerSettings,
     diag: Diag,
 }

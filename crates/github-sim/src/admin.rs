@@ -15,7 +15,9 @@ use crate::config::WebhookTarget;
 use crate::http::{json_response, plain_error};
 use crate::secret::Secret;
 use crate::server::AppState;
-use crate::state::{random_string, BusyLieSpec, FaultSpec, JobSpec, WebhookFaultSpec, ALNUM};
+use crate::state::{
+    random_string, BusyLieSpec, FaultSpec, JobSpec, State, WebhookFaultSpec, ALNUM,
+};
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
@@ -95,6 +97,25 @@ fn to_json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response {
     }
 }
 
+/// Arms a fault once `checks` pass (see [`refused`]): 201 with what `arm` answers.
+fn arm<T: serde::Serialize>(
+    shared: &AppState,
+    checks: &[(bool, &str)],
+    arm: impl FnOnce(&mut State) -> T,
+) -> Response {
+    if let Some(response) = refused(checks) {
+        return response;
+    }
+    let armed = arm(&mut shared.state.lock());
+    to_json(StatusCode::CREATED, &armed)
+}
+
+/// Applies `change` to the state: 204.
+fn changed(shared: &AppState, change: impl FnOnce(&mut State)) -> Response {
+    change(&mut shared.state.lock());
+    StatusCode::NO_CONTENT.into_response()
+}
+
 async fn enqueue_job(
     AxState(shared): AxState<AppState>,
     JsonBody(spec): JsonBody<JobSpec>,
@@ -128,19 +149,18 @@ async fn requests(AxState(shared): AxState<AppState>) -> Response {
 }
 
 async fn reset_requests(AxState(shared): AxState<AppState>) -> Response {
-    shared.state.lock().reset_counters();
-    StatusCode::NO_CONTENT.into_response()
+    changed(&shared, State::reset_counters)
 }
 
 async fn add_fault(
     AxState(shared): AxState<AppState>,
     JsonBody(spec): JsonBody<FaultSpec>,
 ) -> Response {
-    if let Some(response) = refused(&[rate_check(spec.rate)]) {
-        return response;
-    }
-    let id = shared.state.lock().add_fault(spec);
-    json_response(StatusCode::CREATED, &json!({ "fault_id": id }))
+    arm(
+        &shared,
+        &[rate_check(spec.rate)],
+        |state| json!({ "fault_id": state.add_fault(spec) }),
+    )
 }
 
 async fn list_faults(AxState(shared): AxState<AppState>) -> Response {
@@ -155,8 +175,7 @@ async fn list_faults(AxState(shared): AxState<AppState>) -> Response {
 }
 
 async fn clear_faults(AxState(shared): AxState<AppState>) -> Response {
-    shared.state.lock().clear_faults();
-    StatusCode::NO_CONTENT.into_response()
+    changed(&shared, State::clear_faults)
 }
 
 /// Arms the busy-lie fault (`{rate?, count?, seed?}`; `{}` = every busy runner, until cleared)
@@ -169,12 +188,10 @@ async fn set_busy_lie(
         rate_check(spec.rate),
         (spec.count != Some(0), COUNT_AT_LEAST_1),
     ];
-    if let Some(response) = refused(&checks) {
-        return response;
-    }
-    let mut state = shared.state.lock();
-    state.set_busy_lie(Some(spec));
-    to_json(StatusCode::CREATED, &state.busy_lie_status())
+    arm(&shared, &checks, |state| {
+        state.set_busy_lie(Some(spec));
+        state.busy_lie_status()
+    })
 }
 
 /// The busy-lie fault (`fault`: null when off) and its counters, among them
@@ -184,8 +201,7 @@ async fn busy_lie(AxState(shared): AxState<AppState>) -> Response {
 }
 
 async fn clear_busy_lie(AxState(shared): AxState<AppState>) -> Response {
-    shared.state.lock().set_busy_lie(None);
-    StatusCode::NO_CONTENT.into_response()
+    changed(&shared, |state| state.set_busy_lie(None))
 }
 
 /// Makes the next `count` webhook deliveries fail (`{count, status?}`: a connection failure, or
@@ -201,12 +217,10 @@ async fn set_webhook_fault(
             "status must be within 100..=599",
         ),
     ];
-    if let Some(response) = refused(&checks) {
-        return response;
-    }
-    let mut state = shared.state.lock();
-    state.set_webhook_fault(Some(spec));
-    to_json(StatusCode::CREATED, &state.webhook_fault())
+    arm(&shared, &checks, |state| {
+        state.set_webhook_fault(Some(spec));
+        state.webhook_fault()
+    })
 }
 
 /// The armed webhook fault (`count`: deliveries left), `null` when off.
@@ -215,14 +229,12 @@ async fn webhook_fault(AxState(shared): AxState<AppState>) -> Response {
 }
 
 async fn clear_webhook_fault(AxState(shared): AxState<AppState>) -> Response {
-    shared.state.lock().set_webhook_fault(None);
-    StatusCode::NO_CONTENT.into_response()
+    changed(&shared, |state| state.set_webhook_fault(None))
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RotateBody {
-    #[serde(default)]
     token: Option<String>,
 }
 
@@ -252,16 +264,15 @@ async fn set_webhook(
     if url::Url::parse(&body.url).is_err() {
         return plain_error(StatusCode::UNPROCESSABLE_ENTITY, "url is not a valid URL");
     }
-    shared.state.lock().webhook = Some(WebhookTarget {
+    let target = WebhookTarget {
         url: body.url,
         secret: Secret::new(body.secret),
-    });
-    StatusCode::NO_CONTENT.into_response()
+    };
+    changed(&shared, |state| state.webhook = Some(target))
 }
 
 async fn clear_webhook(AxState(shared): AxState<AppState>) -> Response {
-    shared.state.lock().webhook = None;
-    StatusCode::NO_CONTENT.into_response()
+    changed(&shared, |state| state.webhook = None)
 }
 
 async fn deliveries(AxState(shared): AxState<AppState>) -> Response {
@@ -271,7 +282,6 @@ async fn deliveries(AxState(shared): AxState<AppState>) -> Response {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AssignOnDeleteBody {
-    #[serde(default)]
     runner_name: Option<String>,
     enabled: bool,
 }
@@ -299,18 +309,15 @@ async fn assign_on_delete(
     AxState(shared): AxState<AppState>,
     JsonBody(body): JsonBody<AssignOnDeleteBody>,
 ) -> Response {
-    shared.state.lock().assign_on_delete = body.enabled.then_some(body.runner_name);
-    StatusCode::NO_CONTENT.into_response()
+    let hook = body.enabled.then_some(body.runner_name);
+    changed(&shared, |state| state.assign_on_delete = hook)
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RateLimitBody {
-    #[serde(default)]
     limit: Option<u32>,
-    #[serde(default)]
     used: Option<u32>,
-    #[serde(default)]
     secondary_per_minute: Option<u32>,
 }
 
@@ -318,9 +325,7 @@ async fn set_rate_limit(
     AxState(shared): AxState<AppState>,
     JsonBody(body): JsonBody<RateLimitBody>,
 ) -> Response {
-    shared
-        .state
-        .lock()
-        .set_rate_limit(body.limit, body.used, body.secondary_per_minute);
-    StatusCode::NO_CONTENT.into_response()
+    changed(&shared, |state| {
+        state.set_rate_limit(body.limit, body.used, body.secondary_per_minute)
+    })
 }

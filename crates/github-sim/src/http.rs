@@ -32,6 +32,25 @@ pub(crate) fn validation_error(message: &str, errors: &[&str]) -> Response {
     json_response(StatusCode::UNPROCESSABLE_ENTITY, &body)
 }
 
+/// What a handler answers: `Err` is a refusal from a check (auth, a path parameter, the body)
+/// that ends the handler early, answered as it is.
+pub(crate) type Handled = Result<Response, Reject>;
+
+/// A refusal as the answer; `?` turns the checks' `Box<Response>` into one.
+pub(crate) struct Reject(pub(crate) Box<Response>);
+
+impl From<Box<Response>> for Reject {
+    fn from(response: Box<Response>) -> Self {
+        Self(response)
+    }
+}
+
+impl IntoResponse for Reject {
+    fn into_response(self) -> Response {
+        *self.0
+    }
+}
+
 pub(crate) fn not_found() -> Response {
     gh_error(StatusCode::NOT_FOUND, "Not Found")
 }

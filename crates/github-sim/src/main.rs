@@ -95,20 +95,10 @@ fn config(cli: Cli) -> anyhow::Result<SimConfig> {
         config.repos = cli.repos;
     }
     if !cli.orgs.is_empty() {
-        config.orgs = cli
-            .orgs
-            .into_iter()
-            .enumerate()
-            .map(|(i, o)| OwnerConfig::new(o, 100 + i as u64))
-            .collect();
+        config.orgs = owners(cli.orgs, 100);
     }
     if !cli.enterprises.is_empty() {
-        config.enterprises = cli
-            .enterprises
-            .into_iter()
-            .enumerate()
-            .map(|(i, e)| OwnerConfig::new(e, 7 + i as u64))
-            .collect();
+        config.enterprises = owners(cli.enterprises, 7);
     }
     if let Some(url) = cli.public_url {
         config = config.with_public_url(url);
@@ -117,6 +107,15 @@ fn config(cli: Cli) -> anyhow::Result<SimConfig> {
         config = config.with_webhook(url, secret);
     }
     Ok(config)
+}
+
+/// Owners named on the command line, with ids from `first_id` up.
+fn owners(names: Vec<String>, first_id: u64) -> Vec<OwnerConfig> {
+    names
+        .into_iter()
+        .enumerate()
+        .map(|(i, name)| OwnerConfig::new(name, first_id + i as u64))
+        .collect()
 }
 
 fn build_tarball(agent: PathBuf, out: PathBuf, version: String) -> anyhow::Result<()> {

@@ -9,13 +9,15 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use parking_lot::MutexGuard;
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::http::{base_url, json_response, plain_error};
+use crate::http::{base_url, json_response, plain_error, Handled};
 use crate::rest::asset_names;
 use crate::server::AppState;
-use crate::state::{NewRunner, RegisterError, TokenKind};
+use crate::state::{NewRunner, RegisterError, State, TokenKind};
 use crate::Scope;
 
 pub(crate) fn routes() -> Router<AppState> {
@@ -49,6 +51,25 @@ fn auth_token<'a>(headers: &'a HeaderMap, scheme: &str) -> Option<&'a str> {
         .filter(|t| !t.is_empty())
 }
 
+/// A `RemoteAuth <token>` call with a JSON body: the locked state, the scope of the token (of
+/// `kind`) and the body. 401 without a token or with a wrong one, 400 for a body that is not
+/// JSON of the shape, in that order.
+fn remote_auth<'a, T: DeserializeOwned>(
+    shared: &'a AppState,
+    headers: &HeaderMap,
+    body: &Bytes,
+    kind: TokenKind,
+) -> Result<(MutexGuard<'a, State>, Scope, T), Box<Response>> {
+    let token = auth_token(headers, "RemoteAuth").ok_or_else(|| Box::new(unauthorized()))?;
+    let body: T = serde_json::from_slice(body)
+        .map_err(|error| Box::new(bad_request(&format!("invalid body: {error}"))))?;
+    let state = shared.state.lock();
+    let token_scope = state
+        .check_token(kind, token)
+        .ok_or_else(|| Box::new(unauthorized()))?;
+    Ok((state, token_scope, body))
+}
+
 /// Labels may come as a list, and each entry may itself be comma-separated.
 fn split_labels(labels: Vec<String>) -> Vec<String> {
     labels
@@ -66,7 +87,6 @@ struct RegisterBody {
     name: String,
     #[serde(default)]
     labels: Vec<String>,
-    #[serde(default)]
     runner_group: Option<String>,
     #[serde(default)]
     ephemeral: bool,
@@ -76,35 +96,26 @@ struct RegisterBody {
     no_default_labels: bool,
 }
 
-async fn register(AxState(shared): AxState<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let Some(token) = auth_token(&headers, "RemoteAuth") else {
-        return unauthorized();
-    };
-    let body: RegisterBody = match serde_json::from_slice(&body) {
-        Ok(body) => body,
-        Err(error) => return bad_request(&format!("invalid body: {error}")),
-    };
-    let mut state = shared.state.lock();
-    let Some(token_scope) = state.check_token(TokenKind::Registration, token) else {
-        return unauthorized();
-    };
+async fn register(AxState(shared): AxState<AppState>, headers: HeaderMap, body: Bytes) -> Handled {
+    let (mut state, token_scope, body): (_, _, RegisterBody) =
+        remote_auth(&shared, &headers, &body, TokenKind::Registration)?;
     let Some(scope) = Scope::from_url(&body.url).and_then(|s| state.resolve_scope(&s)) else {
-        return plain_error(StatusCode::NOT_FOUND, "Not Found");
+        return Ok(plain_error(StatusCode::NOT_FOUND, "Not Found"));
     };
     if scope != token_scope {
-        return unauthorized();
+        return Ok(unauthorized());
     }
     let Some(group) = state.group_by_name(&scope, body.runner_group.as_deref()) else {
         let name = body.runner_group.unwrap_or_default();
-        return plain_error(
+        return Ok(plain_error(
             StatusCode::NOT_FOUND,
             &RegisterError::UnknownGroup(name).to_string(),
-        );
+        ));
     };
     let labels = state.make_labels(&split_labels(body.labels), body.no_default_labels);
     let name = body.name.trim().to_owned();
     if name.is_empty() {
-        return bad_request("name is required");
+        return Ok(bad_request("name is required"));
     }
     let new = NewRunner {
         scope: scope.clone(),
@@ -114,7 +125,7 @@ async fn register(AxState(shared): AxState<AppState>, headers: HeaderMap, body: 
         ephemeral: body.ephemeral,
         jit: false,
     };
-    match state.register(new, body.replace) {
+    Ok(match state.register(new, body.replace) {
         Ok((id, credential)) => {
             let server_url = base_url(shared.public_url.as_deref(), &headers);
             let server_url = url::Url::parse(&body.url)
@@ -136,7 +147,7 @@ async fn register(AxState(shared): AxState<AppState>, headers: HeaderMap, body: 
             plain_error(StatusCode::CONFLICT, &error.to_string())
         }
         Err(error) => plain_error(StatusCode::NOT_FOUND, &error.to_string()),
-    }
+    })
 }
 
 #[derive(Deserialize)]
@@ -145,37 +156,28 @@ struct RemoveBody {
     agent_id: u64,
 }
 
-async fn remove(AxState(shared): AxState<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let Some(token) = auth_token(&headers, "RemoteAuth") else {
-        return unauthorized();
-    };
-    let body: RemoveBody = match serde_json::from_slice(&body) {
-        Ok(body) => body,
-        Err(error) => return bad_request(&format!("invalid body: {error}")),
-    };
-    let mut state = shared.state.lock();
-    let Some(token_scope) = state.check_token(TokenKind::Remove, token) else {
-        return unauthorized();
-    };
+async fn remove(AxState(shared): AxState<AppState>, headers: HeaderMap, body: Bytes) -> Handled {
+    let (mut state, token_scope, body): (_, _, RemoveBody) =
+        remote_auth(&shared, &headers, &body, TokenKind::Remove)?;
     let scope = Scope::from_url(&body.url).and_then(|s| state.resolve_scope(&s));
     if scope.as_ref() != Some(&token_scope) {
-        return unauthorized();
+        return Ok(unauthorized());
     }
     let Some(runner) = state
         .runner(body.agent_id)
         .filter(|r| r.scope == token_scope)
     else {
-        return plain_error(StatusCode::NOT_FOUND, "Not Found");
+        return Ok(plain_error(StatusCode::NOT_FOUND, "Not Found"));
     };
     if runner.job.is_some() {
         let message = format!(
             "Bad request - Runner \"{}\" is still running a job",
             runner.name
         );
-        return plain_error(StatusCode::UNPROCESSABLE_ENTITY, &message);
+        return Ok(plain_error(StatusCode::UNPROCESSABLE_ENTITY, &message));
     }
     state.remove_runner(body.agent_id);
-    StatusCode::NO_CONTENT.into_response()
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// The runner a `Bearer <credential>` belongs to; `agent_id`, when given, must match.
@@ -267,7 +269,6 @@ struct CompleteBody {
     exit_code: i32,
     #[serde(default)]
     output: String,
-    #[serde(default)]
     conclusion: Option<String>,
 }
 
@@ -297,7 +298,6 @@ async fn complete(
 
 #[derive(Deserialize)]
 struct OfflineBody {
-    #[serde(default)]
     agent_id: Option<u64>,
 }
 

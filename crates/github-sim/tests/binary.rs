@@ -66,27 +66,15 @@ async fn binary_serves_the_api_with_the_given_token_and_scopes() {
         .expect("send");
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["x-ratelimit-limit"], "77");
-    assert_eq!(
-        get("/orgs/acme-org/actions/runners", "ghp_from_env")
-            .await
-            .expect("send")
-            .status(),
-        200
-    );
-    assert_eq!(
-        get("/repos/octo/app/actions/runners", "ghp_from_env")
-            .await
-            .expect("send")
-            .status(),
-        404
-    );
-    assert_eq!(
-        get("/repos/acme/web/actions/runners", "ghp_other")
-            .await
-            .expect("send")
-            .status(),
-        401
-    );
+    // (path, token, status): the other scope given, the default one replaced, a wrong token.
+    for (path, token, status) in [
+        ("/orgs/acme-org/actions/runners", "ghp_from_env", 200),
+        ("/repos/octo/app/actions/runners", "ghp_from_env", 404),
+        ("/repos/acme/web/actions/runners", "ghp_other", 401),
+    ] {
+        let response = get(path, token).await.expect("send");
+        assert_eq!(response.status(), status, "{path} {token}");
+    }
     let admin = client
         .get(format!("http://{addr}/_sim/requests"))
         .send()

@@ -8,12 +8,8 @@ use github_sim::{BusyLieSpec, JobSpec, JobStatus, SimConfig, SimHandle};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-fn runner_path(id: u64) -> String {
-    format!("{}/{id}", repo().runners_path())
-}
-
 async fn rest_runner(sim: &SimHandle, id: u64) -> Value {
-    let response = api_send(sim, Method::GET, &runner_path(id)).await;
+    let response = api_send(sim, Method::GET, &runner_path(&repo(), id)).await;
     assert_eq!(response.status(), 200);
     json(response).await
 }
@@ -30,7 +26,7 @@ async fn rest_list_busy(sim: &SimHandle, name: &str) -> Value {
 }
 
 async fn delete(sim: &SimHandle, id: u64) -> u16 {
-    api_status(sim, Method::DELETE, &runner_path(id))
+    api_status(sim, Method::DELETE, &runner_path(&repo(), id))
         .await
         .as_u16()
 }

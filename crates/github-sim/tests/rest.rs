@@ -4,10 +4,18 @@ mod common;
 
 use base64::Engine;
 use common::*;
-use github_sim::{Scope, SimConfig};
+use github_sim::{Scope, SimConfig, SimHandle};
 use reqwest::Method;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+
+/// `config.sh --runnergroup group` for runner `name` of the organisation: the status and body.
+async fn join_group(sim: &SimHandle, token: &str, name: &str, group: &str) -> (u16, Value) {
+    let url = sim.scope_url(&org());
+    let body = json!({"url": url, "name": name, "runner_group": group});
+    let response = register_raw(sim, token, body).await;
+    (response.status().as_u16(), json(response).await)
+}
 
 #[tokio::test]
 async fn every_scope_issues_tokens_and_lists_runners_at_both_prefixes() {
@@ -161,12 +169,7 @@ async fn unknown_scopes_and_runners_are_404() {
     // A runner of one scope is not visible from another.
     let (id, _) = register(&sim, &org(), "org-runner", &[], false).await;
     assert_eq!(
-        api_status(
-            &sim,
-            Method::GET,
-            &format!("{}/{id}", repo().runners_path()),
-        )
-        .await,
+        api_status(&sim, Method::GET, &runner_path(&repo(), id),).await,
         404
     );
     // The enterprise is addressable by id too.
@@ -180,7 +183,7 @@ async fn unknown_scopes_and_runners_are_404() {
 async fn get_and_delete_runner() {
     let sim = start(SimConfig::default()).await;
     let (id, _) = register(&sim, &repo(), "gone-soon", &["jammy"], false).await;
-    let path = format!("{}/{id}", repo().runners_path());
+    let path = runner_path(&repo(), id);
     let response = api_send(&sim, Method::GET, &path).await;
     assert_eq!(response.status(), 200);
     assert_eq!(
@@ -313,7 +316,7 @@ async fn generate_jitconfig_errors_and_config_contents() {
     // The JIT credential works on the runner protocol.
     let response = poll(&sim, id, &credential, 0).await;
     assert_eq!(response.status(), 204);
-    let listed = get_json(&sim, &format!("{}/{id}", org().runners_path())).await;
+    let listed = get_json(&sim, &runner_path(&org(), id)).await;
     assert_eq!(listed["status"], "online");
     assert_eq!(listed["version"], "2.329.0");
 }
@@ -394,41 +397,19 @@ async fn runner_groups_of_org_and_enterprise() {
     // config.sh --runnergroup picks the group by name, ignoring case as actions/runner does; an
     // unknown group is refused with actions/runner's message.
     let token = registration_token(&sim, &org()).await;
-    let response = register_raw(
-        &sim,
-        &token,
-        json!({"url": sim.scope_url(&org()), "name": "g2", "runner_group": "private"}),
-    )
-    .await;
-    assert_eq!(response.status(), 201);
-    let response = register_raw(
-        &sim,
-        &token,
-        json!({"url": sim.scope_url(&org()), "name": "g3", "runner_group": "nope"}),
-    )
-    .await;
-    assert_eq!(response.status(), 404);
+    assert_eq!(join_group(&sim, &token, "g2", "private").await.0, 201);
+    let (status, body) = join_group(&sim, &token, "g3", "nope").await;
+    assert_eq!(status, 404);
     assert_eq!(
-        json(response).await["message"],
+        body["message"],
         "Could not find any self-hosted runner group named \"nope\"."
     );
-    let response = register_raw(
-        &sim,
-        &token,
-        json!({"url": sim.scope_url(&org()), "name": "g4", "runner_group": "PRIVATE"}),
-    )
-    .await;
-    assert_eq!(response.status(), 201);
-    assert_eq!(json(response).await["pool_name"], "private");
+    let (status, body) = join_group(&sim, &token, "g4", "PRIVATE").await;
+    assert_eq!(status, 201);
+    assert_eq!(body["pool_name"], "private");
     for (name, group) in [("g5", "default"), ("g6", "DEFAULT")] {
-        let response = register_raw(
-            &sim,
-            &token,
-            json!({"url": sim.scope_url(&org()), "name": name, "runner_group": group}),
-        )
-        .await;
-        assert_eq!(response.status(), 201, "{group}");
-        let body = json(response).await;
+        let (status, body) = join_group(&sim, &token, name, group).await;
+        assert_eq!(status, 201, "{group}");
         assert_eq!(
             (body["pool_id"].as_u64(), body["pool_name"].as_str()),
             (Some(1), Some("Default"))

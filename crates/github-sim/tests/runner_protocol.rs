@@ -10,7 +10,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 async fn rest_runner(sim: &github_sim::SimHandle, scope: &github_sim::Scope, id: u64) -> Value {
-    json(api_send(sim, Method::GET, &format!("{}/{id}", scope.runners_path())).await).await
+    json(api_send(sim, Method::GET, &runner_path(scope, id)).await).await
 }
 
 #[tokio::test]
@@ -37,12 +37,7 @@ async fn register_poll_run_complete_and_ephemeral_is_gone() {
     assert_eq!(response.status(), 201);
     let job_id = json(response).await["job_id"].as_u64().expect("job_id");
     assert_eq!(rest_runner(&sim, &repo(), id).await["busy"], true);
-    let busy_delete = api_send(
-        &sim,
-        Method::DELETE,
-        &format!("{}/{id}", repo().runners_path()),
-    )
-    .await;
+    let busy_delete = api_send(&sim, Method::DELETE, &runner_path(&repo(), id)).await;
     assert_error(
         busy_delete,
         422,
@@ -83,12 +78,7 @@ async fn register_poll_run_complete_and_ephemeral_is_gone() {
 
     // Ephemeral: deregistered right after its job; its next poll is refused.
     assert_eq!(
-        api_status(
-            &sim,
-            Method::GET,
-            &format!("{}/{id}", repo().runners_path())
-        )
-        .await,
+        api_status(&sim, Method::GET, &runner_path(&repo(), id)).await,
         404
     );
     assert_eq!(poll(&sim, id, &credential, 0).await.status(), 401);
@@ -363,7 +353,7 @@ async fn assign_on_delete_hook_makes_the_delete_lose_the_race() {
     )
     .await;
     assert_eq!(response.status(), 204);
-    let path = format!("{}/{id}", repo().runners_path());
+    let path = runner_path(&repo(), id);
     assert_eq!(api_status(&sim, Method::DELETE, &path).await, 422);
     let job = json(poll(&sim, id, &credential, 1).await).await;
     let job_id = job["job_id"].as_u64().expect("job");
@@ -382,12 +372,7 @@ async fn assign_on_delete_hook_makes_the_delete_lose_the_race() {
         .expect("enqueue");
     sim.set_assign_on_delete(None, true);
     assert_eq!(
-        api_status(
-            &sim,
-            Method::DELETE,
-            &format!("{}/{id2}", repo().runners_path()),
-        )
-        .await,
+        api_status(&sim, Method::DELETE, &runner_path(&repo(), id2),).await,
         422
     );
     assert_eq!(

@@ -84,6 +84,20 @@ impl Admin {
         send(self.req(method, path)).await
     }
 
+    /// Asserts that the call is refused with `status` and `exception` (see [`assert_refused`]).
+    async fn refused(&self, method: Method, path: &str, status: u16, exception: &str) {
+        assert_refused(self.call(method, path).await, status, exception).await;
+    }
+
+    /// `POST`s the reference's example scale set ([`EXAMPLE_SET`]).
+    async fn create_example_set(&self) -> Response {
+        send(
+            self.req(Method::POST, "_apis/runtime/runnerscalesets")
+                .body(EXAMPLE_SET),
+        )
+        .await
+    }
+
     /// `GET`, the JSON body.
     async fn get(&self, path: &str) -> Value {
         json(self.call(Method::GET, path).await).await
@@ -103,6 +117,13 @@ impl Admin {
         .await;
         assert_eq!(response.status(), 200);
         json(response).await
+    }
+
+    /// Creates a set, its id.
+    async fn set_id(&self, name: &str, labels: &[&str]) -> u64 {
+        self.create_set(name, labels).await["id"]
+            .as_u64()
+            .expect("id")
     }
 
     async fn session(&self, set_id: u64) -> Session {
@@ -150,6 +171,14 @@ impl Admin {
         assert_eq!(Some(id), body["runner"]["id"].as_u64());
         (id, credential)
     }
+}
+
+/// A listener's start: the organisation's admin connection, a new set and a session on it.
+async fn listening(sim: &SimHandle, name: &str, labels: &[&str]) -> (Admin, u64, Session) {
+    let admin = connect(sim, &org()).await;
+    let id = admin.set_id(name, labels).await;
+    let session = admin.session(id).await;
+    (admin, id, session)
 }
 
 fn b64_json(s: &str) -> Value {
@@ -266,6 +295,13 @@ async fn type_name(response: Response) -> String {
     body["typeName"].as_str().expect("typeName").to_owned()
 }
 
+/// Asserts a refusal: its status, and a `typeName` that names `exception`.
+async fn assert_refused(response: Response, status: u16, exception: &str) {
+    assert_eq!(response.status(), status);
+    let name = type_name(response).await;
+    assert!(name.contains(exception), "{name}");
+}
+
 async fn enqueue(sim: &SimHandle, labels: &[&str], script: &str) -> u64 {
     let response =
         send(admin(sim, Method::POST, "/jobs").json(&json!({"labels": labels, "script": script})))
@@ -357,9 +393,9 @@ async fn bootstrap_gives_the_tenant_and_an_expiring_admin_jwt_per_scope() {
     let groups = "_apis/runtime/runnergroups/?groupName=Default";
     assert_eq!(short.call(Method::GET, groups).await.status(), 200);
     tokio::time::sleep(Duration::from_millis(3200)).await;
-    let response = short.call(Method::GET, groups).await;
-    assert_eq!(response.status(), 401);
-    assert!(type_name(response).await.contains("InvalidTokenException"));
+    short
+        .refused(Method::GET, groups, 401, "InvalidTokenException")
+        .await;
     hook(
         &sim,
         "/scalesets/config",
@@ -404,12 +440,7 @@ async fn runner_groups_and_scale_set_crud() {
     assert_eq!(none["count"], 0);
 
     // Create with the reference's example body: 200 (not 201) and the object.
-    let response = send(
-        admin
-            .req(Method::POST, "_apis/runtime/runnerscalesets")
-            .body(EXAMPLE_SET),
-    )
-    .await;
+    let response = admin.create_example_set().await;
     assert_eq!(response.status(), 200);
     let set = json(response).await;
     let id = set["id"].as_u64().expect("id");
@@ -424,12 +455,7 @@ async fn runner_groups_and_scale_set_crud() {
     assert!(set["createdOn"].as_str().is_some_and(|t| t.ends_with('Z')));
     assert_eq!(set["statistics"]["totalAssignedJobs"], 0);
     // The same name again in the same group: 409.
-    let again = send(
-        admin
-            .req(Method::POST, "_apis/runtime/runnerscalesets")
-            .body(EXAMPLE_SET),
-    )
-    .await;
+    let again = admin.create_example_set().await;
     assert_eq!(again.status(), 409);
     // Without labels the name is the label.
     let bare = admin.create_set("bare", &[]).await;
@@ -535,11 +561,14 @@ async fn one_session_per_scale_set_refresh_delete_and_expiry() {
 
     // Delete: 204, again 400 RunnerScaleSetSessionExpiredException, then a new one is allowed.
     assert_eq!(admin.call(Method::DELETE, &path).await.status(), 204);
-    let response = admin.call(Method::DELETE, &path).await;
-    assert_eq!(response.status(), 400);
-    assert!(type_name(response)
-        .await
-        .contains("RunnerScaleSetSessionExpiredException"));
+    admin
+        .refused(
+            Method::DELETE,
+            &path,
+            400,
+            "RunnerScaleSetSessionExpiredException",
+        )
+        .await;
     assert_eq!(renewed.poll(0, 1).await.status(), 401, "its token is gone");
     let response = admin.call(Method::PATCH, &path).await;
     assert_eq!(response.status(), 404, "refresh of an evicted session");
@@ -578,9 +607,7 @@ async fn one_session_per_scale_set_refresh_delete_and_expiry() {
 async fn an_empty_long_poll_answers_202_without_a_body_after_its_wait() {
     let sim = sim().await;
     let admin = connect(&sim, &repo()).await;
-    let id = admin.create_set("idle", &["idle"]).await["id"]
-        .as_u64()
-        .expect("id");
+    let id = admin.set_id("idle", &["idle"]).await;
     let session = admin.session(id).await;
     let started = Instant::now();
     let response = session.poll(0, 10).await;
@@ -615,11 +642,7 @@ async fn an_empty_long_poll_answers_202_without_a_body_after_its_wait() {
 #[tokio::test]
 async fn ghes_acquire_flow_then_hosted_flow() {
     let sim = sim().await;
-    let admin = connect(&sim, &org()).await;
-    let id = admin.create_set("ghes", &["ghes", "linux"]).await["id"]
-        .as_u64()
-        .expect("id");
-    let session = admin.session(id).await;
+    let (admin, id, session) = listening(&sim, "ghes", &["ghes", "linux"]).await;
     let job = enqueue(&sim, &["ghes", "Linux"], "true").await;
     // A job with a label the set lacks is not offered to it.
     let other = enqueue(&sim, &["ghes", "gpu"], "true").await;
@@ -695,9 +718,7 @@ async fn ghes_acquire_flow_then_hosted_flow() {
 async fn unacked_messages_are_redelivered_also_to_a_new_session() {
     let sim = hosted_sim().await;
     let admin = connect(&sim, &repo()).await;
-    let id = admin.create_set("redeliver", &["redeliver"]).await["id"]
-        .as_u64()
-        .expect("id");
+    let id = admin.set_id("redeliver", &["redeliver"]).await;
     let session = admin.session(id).await;
     enqueue(&sim, &["redeliver"], "true").await;
     let (message, _, jobs) = session.message(0, 5).await;
@@ -724,11 +745,7 @@ async fn unacked_messages_are_redelivered_also_to_a_new_session() {
 #[tokio::test]
 async fn capacity_gates_assignment_and_is_read_on_every_poll() {
     let sim = hosted_sim().await;
-    let admin = connect(&sim, &org()).await;
-    let id = admin.create_set("cap", &["cap"]).await["id"]
-        .as_u64()
-        .expect("id");
-    let session = admin.session(id).await;
+    let (_, _, session) = listening(&sim, "cap", &["cap"]).await;
     let a = enqueue(&sim, &["cap"], "true").await;
     let b = enqueue(&sim, &["cap"], "true").await;
     assert_eq!(session.poll(0, 0).await.status(), 202, "capacity 0");
@@ -767,11 +784,7 @@ async fn jit_runner_lifecycle_statistics_and_rest_views() {
         url: hook_url,
         secret: github_sim::Secret::new("s3cret"),
     }));
-    let admin = connect(&sim, &org()).await;
-    let id = admin.create_set("jit-set", &["jit-set", "extra"]).await["id"]
-        .as_u64()
-        .expect("id");
-    let session = admin.session(id).await;
+    let (admin, id, session) = listening(&sim, "jit-set", &["jit-set", "extra"]).await;
     let (runner_id, credential) = admin.runner(id, "jit-runner-1").await;
 
     // Registered at once, offline, visible by id and name and in the REST list with its labels.
@@ -795,9 +808,12 @@ async fn jit_runner_lifecycle_statistics_and_rest_views() {
     assert_eq!(labels, ["jit-set", "extra"]);
     assert_eq!(rest["runners"][0]["status"], "offline");
     // A name in use: AgentExistsException.
-    let response = admin.jit(id, "jit-runner-1").await;
-    assert_eq!(response.status(), 409);
-    assert!(type_name(response).await.contains("AgentExistsException"));
+    assert_refused(
+        admin.jit(id, "jit-runner-1").await,
+        409,
+        "AgentExistsException",
+    )
+    .await;
 
     // Online and idle once it polls.
     assert_eq!(poll(&sim, runner_id, &credential, 0).await.status(), 204);
@@ -829,11 +845,9 @@ async fn jit_runner_lifecycle_statistics_and_rest_views() {
     assert_eq!(rest["runners"][0]["status"], "online");
 
     // RemoveRunner refuses a busy runner.
-    let response = admin.call(Method::DELETE, &agent_path).await;
-    assert_eq!(response.status(), 400);
-    assert!(type_name(response)
-        .await
-        .contains("JobStillRunningException"));
+    admin
+        .refused(Method::DELETE, &agent_path, 400, "JobStillRunningException")
+        .await;
 
     // Completion: JobCompleted{succeeded} with the runner, and the runner is gone.
     assert_eq!(
@@ -851,9 +865,9 @@ async fn jit_runner_lifecycle_statistics_and_rest_views() {
     assert_eq!(stats["totalAssignedJobs"], 0);
     assert_eq!(stats["totalRegisteredRunners"], 0);
     session.ack(m3).await;
-    let response = admin.call(Method::GET, &agent_path).await;
-    assert_eq!(response.status(), 404);
-    assert!(type_name(response).await.contains("AgentNotFoundException"));
+    admin
+        .refused(Method::GET, &agent_path, 404, "AgentNotFoundException")
+        .await;
     assert_eq!(admin.call(Method::DELETE, &agent_path).await.status(), 204);
     let rest = get_json(&sim, "/orgs/octo-org/actions/runners").await;
     assert_eq!(rest["total_count"], 0);
@@ -902,11 +916,7 @@ async fn an_assigned_job_no_runner_takes_is_canceled_and_reassigned_three_times(
         json!({"assign_timeout_ms": 300, "reassign_delay_ms": 100}),
     )
     .await;
-    let admin = connect(&sim, &org()).await;
-    let id = admin.create_set("orphan", &["orphan"]).await["id"]
-        .as_u64()
-        .expect("id");
-    let session = admin.session(id).await;
+    let (_, _, session) = listening(&sim, "orphan", &["orphan"]).await;
     let job = enqueue(&sim, &["orphan"], "true").await;
     let jobs = session.collect(5, 8, Duration::from_secs(20)).await;
     assert_eq!(
@@ -947,11 +957,7 @@ async fn an_assigned_job_no_runner_takes_is_canceled_and_reassigned_three_times(
 async fn a_killed_busy_runner_fails_its_job_after_the_lock_timeout() {
     let sim = hosted_sim().await;
     hook(&sim, "/scalesets/config", json!({"lock_timeout_ms": 700})).await;
-    let admin = connect(&sim, &org()).await;
-    let id = admin.create_set("doomed", &["doomed"]).await["id"]
-        .as_u64()
-        .expect("id");
-    let session = admin.session(id).await;
+    let (admin, id, session) = listening(&sim, "doomed", &["doomed"]).await;
     let (runner_id, credential) = admin.runner(id, "doomed-1").await;
     assert_eq!(poll(&sim, runner_id, &credential, 0).await.status(), 204);
     let job = enqueue(&sim, &["doomed"], "sleep 100").await;
@@ -989,9 +995,7 @@ async fn a_killed_busy_runner_fails_its_job_after_the_lock_timeout() {
 async fn faults_on_the_queue_and_the_admin_api() {
     let sim = hosted_sim().await;
     let admin = connect(&sim, &org()).await;
-    let id = admin.create_set("faulty", &["faulty"]).await["id"]
-        .as_u64()
-        .expect("id");
+    let id = admin.set_id("faulty", &["faulty"]).await;
 
     // An empty messageQueueUrl on the next session creation.
     let armed = hook(&sim, "/scalesets/faults", json!({"empty_queue_url": 1})).await;
@@ -1040,12 +1044,7 @@ async fn faults_on_the_queue_and_the_admin_api() {
             .json(&json!({"endpoint": sets, "status": 500, "count": 1})),
     )
     .await;
-    let response = send(
-        admin
-            .req(Method::POST, "_apis/runtime/runnerscalesets")
-            .body(EXAMPLE_SET),
-    )
-    .await;
+    let response = admin.create_example_set().await;
     assert_eq!(response.status(), 500);
     let counts = admin_json(&sim, "/requests").await;
     assert!(
@@ -1075,16 +1074,10 @@ async fn queue_token_expiry_and_refresh() {
         json!({"queue_token_ttl_ms": 400}),
     )
     .await;
-    let admin = connect(&sim, &org()).await;
-    let id = admin.create_set("tokens", &["tokens"]).await["id"]
-        .as_u64()
-        .expect("id");
-    let session = admin.session(id).await;
+    let (admin, id, session) = listening(&sim, "tokens", &["tokens"]).await;
     assert_eq!(session.poll(0, 1).await.status(), 202);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let response = session.poll(0, 1).await;
-    assert_eq!(response.status(), 401);
-    assert!(type_name(response).await.contains("InvalidTokenException"));
+    assert_refused(session.poll(0, 1).await, 401, "InvalidTokenException").await;
     assert_eq!(
         session.acquire(&admin, id, &[1]).await.status(),
         404,
@@ -1116,11 +1109,7 @@ async fn queue_token_expiry_and_refresh() {
 #[tokio::test]
 async fn deleting_a_scale_set_is_refused_while_busy_and_returns_its_jobs() {
     let sim = hosted_sim().await;
-    let admin = connect(&sim, &org()).await;
-    let id = admin.create_set("doomed-set", &["doomed-set"]).await["id"]
-        .as_u64()
-        .expect("id");
-    let session = admin.session(id).await;
+    let (admin, id, session) = listening(&sim, "doomed-set", &["doomed-set"]).await;
     let (runner_id, credential) = admin.runner(id, "busy-1").await;
     let (_offline, _) = admin.runner(id, "never-connects").await;
     assert_eq!(poll(&sim, runner_id, &credential, 0).await.status(), 204);
@@ -1131,11 +1120,9 @@ async fn deleting_a_scale_set_is_refused_while_busy_and_returns_its_jobs() {
     let running = picked["job_id"].as_u64().expect("job_id");
     let waiting = if running == first { second } else { first };
     let path = format!("_apis/runtime/runnerscalesets/{id}");
-    let response = admin.call(Method::DELETE, &path).await;
-    assert_eq!(response.status(), 400);
-    assert!(type_name(response)
-        .await
-        .contains("JobStillRunningException"));
+    admin
+        .refused(Method::DELETE, &path, 400, "JobStillRunningException")
+        .await;
     assert_eq!(
         complete(&sim, &credential, running, 0, "").await.status(),
         204
@@ -1147,9 +1134,7 @@ async fn deleting_a_scale_set_is_refused_while_busy_and_returns_its_jobs() {
     assert!(sim.runners().is_empty(), "{:?}", sim.runners());
     assert_eq!(dump(&sim).await["scale_sets"], json!([]));
     // A new set with the labels takes it.
-    let again = admin.create_set("reborn", &["doomed-set"]).await["id"]
-        .as_u64()
-        .expect("id");
+    let again = admin.set_id("reborn", &["doomed-set"]).await;
     assert_eq!(ss_job(&sim, waiting).await["scale_set_id"], again);
     // Webhooks keep their shape: the queue is still the sim's.
     let jobs = admin_json(&sim, "/jobs").await;
@@ -1160,11 +1145,7 @@ async fn deleting_a_scale_set_is_refused_while_busy_and_returns_its_jobs() {
 async fn an_offer_nobody_acquires_is_offered_again_to_the_next_listener() {
     let sim = sim().await;
     hook(&sim, "/scalesets/config", json!({"assign_timeout_ms": 300})).await;
-    let admin = connect(&sim, &org()).await;
-    let id = admin.create_set("reoffer", &["reoffer"]).await["id"]
-        .as_u64()
-        .expect("id");
-    let session = admin.session(id).await;
+    let (admin, id, session) = listening(&sim, "reoffer", &["reoffer"]).await;
     let job = enqueue(&sim, &["reoffer"], "true").await;
     let (m, _, jobs) = session.message(0, 3).await;
     assert_eq!(types(&jobs), ["JobAvailable"]);
@@ -1227,11 +1208,7 @@ async fn a_burst_of_200_jobs_runs_each_exactly_once_under_capacity_20() {
     const JOBS: usize = 200;
     const CAPACITY: i64 = 20;
     let sim = hosted_sim().await;
-    let admin = connect(&sim, &org()).await;
-    let id = admin.create_set("burst", &["burst"]).await["id"]
-        .as_u64()
-        .expect("id");
-    let session = admin.session(id).await;
+    let (admin, id, session) = listening(&sim, "burst", &["burst"]).await;
     let mut job_ids = Vec::new();
     for _ in 0..JOBS {
         job_ids.push(enqueue(&sim, &["burst"], "true").await);

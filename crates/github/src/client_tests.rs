@@ -15,50 +15,41 @@ fn link_next() {
 
 #[test]
 fn status_mapping() {
-    let m = |kind, code: u16, msg: &str| {
-        map_status(
-            kind,
-            StatusCode::from_u16(code).expect("valid"),
-            msg.to_owned(),
-            vec![],
-        )
-    };
-    assert!(matches!(
-        m(EndpointKind::GetRunner, 401, "Bad credentials"),
-        Error::Unauthorized { .. }
-    ));
-    assert!(matches!(
-        m(EndpointKind::GetRunner, 403, "no"),
-        Error::Forbidden { .. }
-    ));
-    assert!(matches!(
-        m(EndpointKind::GetRunner, 404, "Not Found"),
-        Error::NotFound { .. }
-    ));
-    assert!(matches!(
-        m(EndpointKind::JitConfig, 409, "Already exists"),
-        Error::Conflict { .. }
-    ));
-    assert!(matches!(
-        m(
-            EndpointKind::DeleteRunner,
-            422,
-            "Bad request - Runner \"x\" is still running a job"
-        ),
-        Error::RunnerBusy { .. }
-    ));
-    assert!(matches!(
-        m(EndpointKind::JitConfig, 422, "Invalid input"),
-        Error::Validation { .. }
-    ));
-    assert!(matches!(
-        m(EndpointKind::GetRunner, 502, "bad gateway"),
-        Error::Server { status: 502, .. }
-    ));
-    assert!(matches!(
-        m(EndpointKind::GetRunner, 410, "gone"),
-        Error::Unexpected { status: 410, .. }
-    ));
+    use EndpointKind::{DeleteRunner, GetRunner, JitConfig};
+    let busy = "Bad request - Runner \"x\" is still running a job";
+    /// The endpoint, the status and GitHub's message, and whether the error is the right one.
+    type Case<'a> = (EndpointKind, u16, &'a str, fn(&Error) -> bool);
+    let cases: [Case; 8] = [
+        (GetRunner, 401, "Bad credentials", |e| {
+            matches!(e, Error::Unauthorized { .. })
+        }),
+        (GetRunner, 403, "no", |e| {
+            matches!(e, Error::Forbidden { .. })
+        }),
+        (GetRunner, 404, "Not Found", |e| {
+            matches!(e, Error::NotFound { .. })
+        }),
+        (JitConfig, 409, "Already exists", |e| {
+            matches!(e, Error::Conflict { .. })
+        }),
+        (DeleteRunner, 422, busy, |e| {
+            matches!(e, Error::RunnerBusy { .. })
+        }),
+        (JitConfig, 422, "Invalid input", |e| {
+            matches!(e, Error::Validation { .. })
+        }),
+        (GetRunner, 502, "bad gateway", |e| {
+            matches!(e, Error::Server { status: 502, .. })
+        }),
+        (GetRunner, 410, "gone", |e| {
+            matches!(e, Error::Unexpected { status: 410, .. })
+        }),
+    ];
+    for (kind, code, msg, expected) in cases {
+        let status = StatusCode::from_u16(code).expect("valid");
+        let error = map_status(kind, status, msg.to_owned(), vec![]);
+        assert!(expected(&error), "{kind:?} {code} {msg:?}: {error:?}");
+    }
 }
 
 #[test]

@@ -242,11 +242,7 @@ async fn each_attempt_has_a_timeout() {
             .json(runner_json(1, "a")),
     ])
     .await;
-    let mut config = config(
-        &server.url,
-        "octo-org/app",
-        Auth::Token(Secret::from(TOKEN)),
-    );
+    let mut config = pat_config(&server.url, "octo-org/app");
     config.timeout = Duration::from_millis(200);
     config.retry.max_retries = 1;
     let client = Client::new(config).expect("client");
@@ -558,12 +554,7 @@ async fn api_url_with_path_prefix_for_ghes() {
     ])
     .await;
     let api = server.url.join("/api/v3/").expect("url");
-    let client = Client::new(config(
-        &api,
-        "octo-org/app",
-        Auth::Token(Secret::from(TOKEN)),
-    ))
-    .expect("client");
+    let client = Client::new(pat_config(&api, "octo-org/app")).expect("client");
     client.get_runner(RunnerId(1)).await.expect("get");
     assert_eq!(
         client.registration_url().as_str(),
@@ -579,7 +570,7 @@ async fn traffic_goes_through_the_configured_proxy() {
     ])
     .await;
     let api = url::Url::parse("http://github.test.invalid").expect("url");
-    let mut cfg = config(&api, "octo-org/app", Auth::Token(Secret::from(TOKEN)));
+    let mut cfg = pat_config(&api, "octo-org/app");
     cfg.proxy = Some(ProxyConfig {
         http: Some(proxy.url.to_string()),
         https: None,
@@ -635,11 +626,7 @@ async fn app_auth_on_enterprise_is_rejected() {
 fn client_and_futures_are_send_and_sync() {
     fn send_sync<T: Send + Sync>(_: &T) {}
     fn send<T: Send>(_: T) {}
-    let cfg = config(
-        &url::Url::parse("http://127.0.0.1:1").expect("url"),
-        "o/r",
-        Auth::Token(Secret::from(TOKEN)),
-    );
+    let cfg = pat_config(&url::Url::parse("http://127.0.0.1:1").expect("url"), "o/r");
     let client = Client::new(cfg).expect("client");
     send_sync(&client);
     send(client.list_runners(None));

@@ -24,12 +24,34 @@ fn runner_answer(id: u64, name: &str) -> Expect {
     expect("GET", &format!("{P}/{id}")).json(runner_json(id, name))
 }
 
-fn elapsed_between(start: Instant, low: u64, high: u64) {
+/// `POST {P}{path}` refused with a 429 saying `message`, to be retried after `retry_after` s.
+fn limited_post(path: &str, message: &str, retry_after: &str) -> Expect {
+    expect("POST", &format!("{P}{path}"))
+        .error(429, message)
+        .header("retry-after", retry_after)
+}
+
+/// `POST {P}{path}` answered 201 with `body`.
+fn created(path: &str, body: serde_json::Value) -> Expect {
+    expect("POST", &format!("{P}{path}")).status(201).json(body)
+}
+
+/// Awaits `call`, which must succeed (`what`) after waiting, on the paused clock, at least
+/// `low` and less than `high` seconds; its output.
+async fn after_waiting<T, E: std::fmt::Debug>(
+    low: u64,
+    high: u64,
+    call: impl std::future::Future<Output = Result<T, E>>,
+    what: &str,
+) -> T {
+    let start = Instant::now();
+    let output = call.await.expect(what);
     let elapsed = start.elapsed();
     assert!(
         elapsed >= Duration::from_secs(low) && elapsed < Duration::from_secs(high),
         "waited {elapsed:?}, expected [{low}s, {high}s)"
     );
+    output
 }
 
 #[tokio::test(start_paused = true)]
@@ -45,12 +67,7 @@ async fn primary_limit_waits_until_reset() {
         budget(runner_answer(1, "a"), 5000, 4999, reset + 3600),
     ])
     .await;
-    let start = Instant::now();
-    client
-        .get_runner(RunnerId(1))
-        .await
-        .expect("after the wait");
-    elapsed_between(start, 29, 33);
+    after_waiting(29, 33, client.get_runner(RunnerId(1)), "after the wait").await;
     server.finish();
     assert_eq!(
         client.stats().get(EndpointKind::GetRunner).rate_limit_waits,
@@ -68,20 +85,18 @@ async fn primary_limit_waits_until_reset() {
 #[tokio::test(start_paused = true)]
 async fn retry_after_wins() {
     let (server, client) = serve(vec![
-        expect("POST", &format!("{P}/registration-token"))
-            .error(429, "You have exceeded a secondary rate limit")
-            .header("retry-after", "5"),
-        expect("POST", &format!("{P}/registration-token"))
-            .status(201)
-            .json(json!({"token": "T", "expires_at": "2026-01-22T12:13:35Z"})),
+        limited_post(
+            "/registration-token",
+            "You have exceeded a secondary rate limit",
+            "5",
+        ),
+        created(
+            "/registration-token",
+            json!({"token": "T", "expires_at": "2026-01-22T12:13:35Z"}),
+        ),
     ])
     .await;
-    let start = Instant::now();
-    client
-        .create_registration_token()
-        .await
-        .expect("after the wait");
-    elapsed_between(start, 5, 6);
+    after_waiting(5, 6, client.create_registration_token(), "after the wait").await;
     server.finish();
 }
 
@@ -97,26 +112,20 @@ async fn secondary_limit_without_hints_waits_60s_then_backs_off() {
         )
     };
     let (server, client) = serve(vec![limited(), limited(), runner_answer(1, "a")]).await;
-    let start = Instant::now();
-    client
-        .get_runner(RunnerId(1))
-        .await
-        .expect("after two waits");
-    elapsed_between(start, 180, 181); // 60 s, then 120 s
+    after_waiting(180, 181, client.get_runner(RunnerId(1)), "after two waits").await; // 60 s, then 120 s
     server.finish();
 }
 
 #[tokio::test(start_paused = true)]
 async fn jit_post_is_resent_after_a_rate_limit_answer() {
     let (server, client) = serve(vec![
-        expect("POST", &format!("{P}/generate-jitconfig"))
-            .error(429, "slow down")
-            .header("retry-after", "2"),
-        expect("POST", &format!("{P}/generate-jitconfig"))
-            .status(201)
-            .json(json!({
+        limited_post("/generate-jitconfig", "slow down", "2"),
+        created(
+            "/generate-jitconfig",
+            json!({
             "runner": {"id": 3, "name": "j", "status": "offline", "busy": false, "labels": []},
-            "encoded_jit_config": "cfg"})),
+            "encoded_jit_config": "cfg"}),
+        ),
     ])
     .await;
     let request = JitRequest {
@@ -179,12 +188,13 @@ async fn a_spent_budget_delays_the_next_request() {
     .await;
     client.get_runner(RunnerId(1)).await.expect("first");
     assert_eq!(client.rate_limit().expect("known").remaining, 0);
-    let start = Instant::now();
-    client
-        .get_runner(RunnerId(2))
-        .await
-        .expect("second, after the reset");
-    elapsed_between(start, 19, 23);
+    after_waiting(
+        19,
+        23,
+        client.get_runner(RunnerId(2)),
+        "second, after the reset",
+    )
+    .await;
     server.finish();
 }
 

@@ -73,6 +73,16 @@ fn jwt(exp: u64, jti: &str) -> String {
 const REG: &str = "/api/v3/orgs/octo-org/actions/runners/registration-token";
 const REGISTRATION: &str = "/api/v3/actions/runner-registration";
 const SETS: &str = "/tenant/1/_apis/runtime/runnerscalesets";
+/// Set 7.
+const SET_7: &str = "/tenant/1/_apis/runtime/runnerscalesets/7?api-version=6.0-preview";
+/// Set 7's sessions.
+const SESSIONS: &str = "/tenant/1/_apis/runtime/runnerscalesets/7/sessions?api-version=6.0-preview";
+/// Set 7's session of [`session_json`].
+const SESSION: &str =
+    "/tenant/1/_apis/runtime/runnerscalesets/7/sessions/5b7d4b0e-2f7a-4a56-9c33-0d2f8f7e4a11?api-version=6.0-preview";
+/// Set 7's JIT configs.
+const JIT_CONFIG: &str =
+    "/tenant/1/_apis/runtime/runnerscalesets/7/generatejitconfig?api-version=6.0-preview";
 
 /// The two bootstrap calls, handing out an admin token valid for `ttl`.
 fn bootstrap(server: &Server, ttl: u64, reg_token: &str, jti: &str) -> Vec<Expect> {
@@ -110,6 +120,16 @@ fn session_json(server: &Server, token: &str) -> serde_json::Value {
         "messageQueueAccessToken": token,
         "statistics": stats(0),
     })
+}
+
+/// `POST` [`SESSIONS`] answered with a session whose queue token is `token`.
+fn session_created(server: &Server, token: &str) -> Expect {
+    expect("POST", SESSIONS).json(session_json(server, token))
+}
+
+/// `PATCH` [`SESSION`] (a refresh) answered with the session, its queue token now `token`.
+fn session_refreshed(server: &Server, token: &str) -> Expect {
+    expect("PATCH", SESSION).json(session_json(server, token))
 }
 
 fn scripted_client(server: &Server) -> ScaleSetClient {
@@ -204,13 +224,13 @@ async fn registration_401_and_403_are_retried_then_the_token_is_refreshed_by_exp
             // Less than the 60 s margin left: the next call bootstraps again.
             "token": jwt(epoch() + 30, "short"),
         })),
-        expect("GET", &format!("{SETS}/7?api-version=6.0-preview")).json(set_json(7, "lxd")),
+        expect("GET", SET_7).json(set_json(7, "lxd")),
     ]);
     server.push(bootstrap(&server, 3600, "r2", ""));
     server.push(vec![
-        expect("GET", &format!("{SETS}/7?api-version=6.0-preview")).json(set_json(7, "lxd")),
+        expect("GET", SET_7).json(set_json(7, "lxd")),
         // Fresh for an hour: no bootstrap before this one.
-        expect("GET", &format!("{SETS}/7?api-version=6.0-preview")).json(set_json(7, "lxd")),
+        expect("GET", SET_7).json(set_json(7, "lxd")),
     ]);
     let client = scripted_client(&server);
     for _ in 0..3 {
@@ -262,24 +282,23 @@ async fn registration_token_failure_is_a_bootstrap_error_with_github_s_cause() {
 async fn server_errors_and_429_are_retried_with_retry_after_4xx_never() {
     let server = Server::start(vec![]).await;
     server.push(bootstrap(&server, 3600, "r", ""));
-    let get = format!("{SETS}/7?api-version=6.0-preview");
     server.push(vec![
-        expect("GET", &get).status(503).header("retry-after", "0"),
-        expect("GET", &get).status(429).header("retry-after", "30"),
-        expect("GET", &get).status(500),
-        expect("GET", &get).status(200).json(set_json(7, "lxd")),
+        expect("GET", SET_7).status(503).header("retry-after", "0"),
+        expect("GET", SET_7).status(429).header("retry-after", "30"),
+        expect("GET", SET_7).status(500),
+        expect("GET", SET_7).status(200).json(set_json(7, "lxd")),
         // 4xx: one attempt.
-        expect("GET", &get)
+        expect("GET", SET_7)
             .status(400)
             .json(json!({"typeName": "X.ArgumentException, X", "message": "no"})),
         // 501: one attempt.
-        expect("GET", &get).status(501),
+        expect("GET", SET_7).status(501),
         // Retries run out: 1 + 4 attempts, then the last answer's error.
-        expect("GET", &get).status(502),
-        expect("GET", &get).status(502),
-        expect("GET", &get).status(502),
-        expect("GET", &get).status(502),
-        expect("GET", &get)
+        expect("GET", SET_7).status(502),
+        expect("GET", SET_7).status(502),
+        expect("GET", SET_7).status(502),
+        expect("GET", SET_7).status(502),
+        expect("GET", SET_7)
             .status(502)
             .header("activityid", "act-9"),
     ]);
@@ -314,18 +333,17 @@ async fn server_errors_and_429_are_retried_with_retry_after_4xx_never() {
 async fn creating_calls_are_not_retried_after_an_ambiguous_failure() {
     let server = Server::start(vec![]).await;
     server.push(bootstrap(&server, 3600, "r", ""));
-    let jit = format!("{SETS}/7/generatejitconfig?api-version=6.0-preview");
     server.push(vec![
         // 429: not processed, retried.
-        expect("POST", &jit).status(429).header("retry-after", "0"),
-        expect("POST", &jit).json(json!({
+        expect("POST", JIT_CONFIG).status(429).header("retry-after", "0"),
+        expect("POST", JIT_CONFIG).json(json!({
             "runner": {"id": 11, "name": "rm-0-aa", "runnerScaleSetId": 7},
             "encodedJITConfig": "eyJqaXQiOiJTRUNSRVQifQ=="
         })),
         // 500: maybe processed, not retried.
-        expect("POST", &jit).status(500),
+        expect("POST", JIT_CONFIG).status(500),
         // Name taken: RunnerExists, with the runner looked up.
-        expect("POST", &jit).status(409).json(json!({
+        expect("POST", JIT_CONFIG).status(409).json(json!({
             "typeName": "GitHub.DistributedTask.WebApi.AgentExistsException, GitHub.DistributedTask.WebApi",
             "message": "A runner named rm-0-aa already exists."
         })),
@@ -374,42 +392,20 @@ async fn queue_calls_refresh_the_session_once_after_a_401() {
         "body": json!([{"messageType": "JobAssigned", "jobId": "j1", "runnerRequestId": 0}]).to_string(),
     });
     server.push(vec![
-        expect(
-            "POST",
-            &format!("{SETS}/7/sessions?api-version=6.0-preview"),
-        )
-        .json(session_json(&server, "q1")),
+        session_created(&server, "q1"),
         expect("GET", queue).status(401),
-        expect(
-            "PATCH",
-            &format!(
-                "{SETS}/7/sessions/5b7d4b0e-2f7a-4a56-9c33-0d2f8f7e4a11?api-version=6.0-preview"
-            ),
-        )
-        .json(session_json(&server, "q2")),
+        session_refreshed(&server, "q2"),
         // The BOM some services prefix is stripped.
         expect("GET", queue)
             .header("content-type", "application/json")
             .raw(&format!("\u{feff}{envelope}")),
         expect("DELETE", "/queue/7/5?tenant=1").status(401),
-        expect(
-            "PATCH",
-            &format!(
-                "{SETS}/7/sessions/5b7d4b0e-2f7a-4a56-9c33-0d2f8f7e4a11?api-version=6.0-preview"
-            ),
-        )
-        .json(session_json(&server, "q3")),
+        session_refreshed(&server, "q3"),
         expect("DELETE", "/queue/7/5?tenant=1").status(204),
         expect("GET", "/queue/7?tenant=1&lastMessageId=5").status(202),
         // A second 401 after the refresh is an error.
         expect("GET", "/queue/7?tenant=1&lastMessageId=5").status(401),
-        expect(
-            "PATCH",
-            &format!(
-                "{SETS}/7/sessions/5b7d4b0e-2f7a-4a56-9c33-0d2f8f7e4a11?api-version=6.0-preview"
-            ),
-        )
-        .json(session_json(&server, "q4")),
+        session_refreshed(&server, "q4"),
         expect("GET", "/queue/7?tenant=1&lastMessageId=5").status(401),
     ]);
     let client = scripted_client(&server);
@@ -481,15 +477,11 @@ async fn the_long_poll_does_not_block_other_calls() {
     let server = Server::start(vec![]).await;
     server.push(bootstrap(&server, 3600, "r", ""));
     server.push(vec![
-        expect(
-            "POST",
-            &format!("{SETS}/7/sessions?api-version=6.0-preview"),
-        )
-        .json(session_json(&server, "q1")),
+        session_created(&server, "q1"),
         expect("GET", "/queue/7?tenant=1")
             .status(202)
             .delay(Duration::from_secs(2)),
-        expect("GET", &format!("{SETS}/7?api-version=6.0-preview")).json(set_json(7, "lxd")),
+        expect("GET", SET_7).json(set_json(7, "lxd")),
     ]);
     let client = scripted_client(&server);
     let mut session = client.create_session(7, "host-1").await.expect("session");
@@ -523,12 +515,11 @@ async fn session_conflict_and_broken_envelopes_are_typed() {
         "message": "The actions runner scaleset lxd already has an active session."
     });
     server.push(vec![
-        expect("POST", &format!("{SETS}/7/sessions?api-version=6.0-preview"))
+        expect("POST", SESSIONS)
             .status(409)
             .header("activityid", "act-1")
             .json(conflict),
-        expect("POST", &format!("{SETS}/7/sessions?api-version=6.0-preview"))
-            .json(session_json(&server, "q1")),
+        session_created(&server, "q1"),
         expect("GET", "/queue/7?tenant=1").status(200),
         expect("GET", "/queue/7?tenant=1").json(json!({
             "messageId": 1, "messageType": "RunnerScaleSetSomethingElse", "statistics": stats(0), "body": ""
@@ -572,13 +563,12 @@ async fn session_conflict_and_broken_envelopes_are_typed() {
 async fn an_admin_token_refused_before_its_exp_bootstraps_again_once() {
     let server = Server::start(vec![]).await;
     server.push(bootstrap(&server, 3600, "r1", "first"));
-    let get = format!("{SETS}/7?api-version=6.0-preview");
-    server.push(vec![expect("GET", &get).status(401).json(json!({
+    server.push(vec![expect("GET", SET_7).status(401).json(json!({
         "typeName": "GitHub.Services.WebApi.InvalidTokenException, GitHub.Services.WebApi",
         "message": "expired"
     }))]);
     server.push(bootstrap(&server, 3600, "r2", "second"));
-    server.push(vec![expect("GET", &get).json(set_json(7, "lxd"))]);
+    server.push(vec![expect("GET", SET_7).json(set_json(7, "lxd"))]);
     let client = scripted_client(&server);
     assert_eq!(client.scale_set(7).await.expect("get").id, 7);
     let seen = server.finish();
@@ -1295,26 +1285,12 @@ async fn no_secret_reaches_the_logs_or_the_errors() {
         expect("POST", REGISTRATION).json(json!({
             "url": format!("{}tenant/1/", server.url), "token": admin,
         })),
-        expect(
-            "POST",
-            &format!("{SETS}/7/sessions?api-version=6.0-preview"),
-        )
-        .json(session_json(&server, "QUEUE_SECRET_1")),
+        session_created(&server, "QUEUE_SECRET_1"),
         expect("GET", "/queue/7?tenant=1").status(503),
         expect("GET", "/queue/7?tenant=1").status(401),
-        expect(
-            "PATCH",
-            &format!(
-                "{SETS}/7/sessions/5b7d4b0e-2f7a-4a56-9c33-0d2f8f7e4a11?api-version=6.0-preview"
-            ),
-        )
-        .json(session_json(&server, "QUEUE_SECRET_2")),
+        session_refreshed(&server, "QUEUE_SECRET_2"),
         expect("GET", "/queue/7?tenant=1").status(401),
-        expect(
-            "POST",
-            &format!("{SETS}/7/generatejitconfig?api-version=6.0-preview"),
-        )
-        .json(json!({
+        expect("POST", JIT_CONFIG).json(json!({
             "runner": {"id": 1, "name": "r", "runnerScaleSetId": 7},
             "encodedJITConfig": "JIT_SECRET_BLOB"
         })),
@@ -1353,9 +1329,8 @@ async fn no_secret_reaches_the_logs_or_the_errors() {
 async fn concurrent_calls_share_one_bootstrap_and_one_re_bootstrap() {
     let server = Server::start(vec![]).await;
     server.push(bootstrap(&server, 3600, "r1", "first"));
-    let get = format!("{SETS}/7?api-version=6.0-preview");
     let refused = || {
-        expect("GET", &get)
+        expect("GET", SET_7)
             .status(401)
             .delay(Duration::from_millis(300))
             .json(json!({"typeName": "GitHub.Services.WebApi.InvalidTokenException, GitHub.Services.WebApi", "message": "revoked"}))
@@ -1363,8 +1338,8 @@ async fn concurrent_calls_share_one_bootstrap_and_one_re_bootstrap() {
     server.push(vec![refused(), refused()]);
     server.push(bootstrap(&server, 3600, "r2", "second"));
     server.push(vec![
-        expect("GET", &get).json(set_json(7, "lxd")),
-        expect("GET", &get).json(set_json(7, "lxd")),
+        expect("GET", SET_7).json(set_json(7, "lxd")),
+        expect("GET", SET_7).json(set_json(7, "lxd")),
     ]);
     let client = scripted_client(&server);
     let (a, b) = tokio::join!(client.scale_set(7), client.scale_set(7));
@@ -1381,11 +1356,10 @@ async fn concurrent_calls_share_one_bootstrap_and_one_re_bootstrap() {
 async fn retry_after_overrides_the_backoff_on_429_and_503() {
     let server = Server::start(vec![]).await;
     server.push(bootstrap(&server, 3600, "r", "ra"));
-    let get = format!("{SETS}/7?api-version=6.0-preview");
     server.push(vec![
-        expect("GET", &get).status(429).header("retry-after", "1"),
-        expect("GET", &get).status(503).header("retry-after", "1"),
-        expect("GET", &get).json(set_json(7, "lxd")),
+        expect("GET", SET_7).status(429).header("retry-after", "1"),
+        expect("GET", SET_7).status(503).header("retry-after", "1"),
+        expect("GET", SET_7).json(set_json(7, "lxd")),
     ]);
     let url = format!("{}octo-org", server.url);
     let mut config = config(&url, pat("ghp_pat_SECRET"));

@@ -16,6 +16,7 @@
 use std::time::Duration;
 
 use reqwest::Method;
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -94,14 +95,8 @@ impl Client {
     /// The cluster members with their status, message, roles and groups. A standalone server
     /// has none (an empty list).
     pub async fn cluster_members(&self) -> Result<Vec<ClusterMember>> {
-        if !self.server().clustered {
-            return Ok(Vec::new());
-        }
-        let rb = self
-            .req(Method::GET, "/1.0/cluster/members")
-            .query(&[("recursion", "1")])
-            .timeout(MEMBERS_TIMEOUT);
-        self.sync("listing cluster members", rb).await
+        self.cluster_list("listing cluster members", "/1.0/cluster/members")
+            .await
     }
 
     /// One cluster member. [`Error::NotFound`] if the cluster has none of that name.
@@ -115,14 +110,8 @@ impl Client {
 
     /// The cluster groups with their members. A standalone server has none (an empty list).
     pub async fn cluster_groups(&self) -> Result<Vec<ClusterGroup>> {
-        if !self.server().clustered {
-            return Ok(Vec::new());
-        }
-        let rb = self
-            .req(Method::GET, "/1.0/cluster/groups")
-            .query(&[("recursion", "1")])
-            .timeout(MEMBERS_TIMEOUT);
-        self.sync("listing cluster groups", rb).await
+        self.cluster_list("listing cluster groups", "/1.0/cluster/groups")
+            .await
     }
 
     /// Creates the cluster group `name` holding `members`. An existing one gives
@@ -208,6 +197,15 @@ impl Client {
             memory_total: raw.memory.total,
             memory_used: raw.memory.used,
         })
+    }
+
+    /// A cluster collection, within the members' timeout; a standalone server has none.
+    async fn cluster_list<T: DeserializeOwned>(&self, what: &str, path: &str) -> Result<Vec<T>> {
+        if !self.server().clustered {
+            return Ok(Vec::new());
+        }
+        self.list(what, self.req(Method::GET, path).timeout(MEMBERS_TIMEOUT))
+            .await
     }
 }
 

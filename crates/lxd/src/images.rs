@@ -338,11 +338,11 @@ fn is_missing_itself(message: &str) -> bool {
     !message.to_ascii_lowercase().contains("project")
 }
 
-fn image_path(fingerprint: &str) -> String {
+pub(crate) fn image_path(fingerprint: &str) -> String {
     format!("/1.0/images/{}", segment(fingerprint))
 }
 
-fn image_alias_path(name: &str) -> String {
+pub(crate) fn image_alias_path(name: &str) -> String {
     format!("/1.0/images/aliases/{}", segment(name))
 }
 

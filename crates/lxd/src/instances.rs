@@ -160,20 +160,19 @@ pub enum Stop {
 impl Client {
     /// All instances of the project, with their config (`recursion=1`).
     pub async fn list_instances(&self) -> Result<Vec<Instance>> {
-        let rb = self
-            .scoped(Method::GET, "/1.0/instances")
-            .query(&[("recursion", "1")]);
-        self.sync("listing instances", rb).await
+        self.list(
+            "listing instances",
+            self.scoped(Method::GET, "/1.0/instances"),
+        )
+        .await
     }
 
     /// The operations still running on the server (creates, starts, stops, deletes...), also
     /// those started by a client that has gone since.
     pub async fn running_operations(&self) -> Result<Vec<crate::types::Operation>> {
-        let rb = self
-            .scoped(Method::GET, "/1.0/operations")
-            .query(&[("recursion", "1")]);
+        let rb = self.scoped(Method::GET, "/1.0/operations");
         let mut by_status: std::collections::BTreeMap<String, Vec<crate::types::Operation>> =
-            self.sync("listing operations", rb).await?;
+            self.list("listing operations", rb).await?;
         Ok(by_status.remove("running").unwrap_or_default())
     }
 

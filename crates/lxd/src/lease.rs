@@ -276,16 +276,18 @@ fn transport(what: &str, e: reqwest::Error, after: Duration) -> Error {
 mod tests {
     use super::*;
 
+    /// The answer of a profile update with `code`.
+    fn api(code: u16, message: &str) -> Error {
+        Error::Api {
+            what: "updating profile p".into(),
+            code,
+            message: message.into(),
+        }
+    }
+
     #[test]
     fn precondition_failed_and_conflict_mean_changed() {
-        let stale = CasError::lxd(
-            "updating profile p",
-            Error::Api {
-                what: "updating profile p".into(),
-                code: 412,
-                message: "ETag doesn't match: a vs b".into(),
-            },
-        );
+        let stale = CasError::lxd("updating profile p", api(412, "ETag doesn't match: a vs b"));
         assert!(stale.is_changed(), "{stale:?}");
         let exists = CasError::lxd(
             "creating profile p",
@@ -295,14 +297,7 @@ mod tests {
             },
         );
         assert!(exists.is_changed(), "{exists:?}");
-        let other = CasError::lxd(
-            "updating profile p",
-            Error::Api {
-                what: "updating profile p".into(),
-                code: 500,
-                message: "boom".into(),
-            },
-        );
+        let other = CasError::lxd("updating profile p", api(500, "boom"));
         assert!(!other.is_changed());
         assert!(
             std::error::Error::source(&other).is_some(),

@@ -9,6 +9,7 @@ use serde_json::json;
 
 use crate::client::Client;
 use crate::error::{Error, Result};
+use crate::images::{image_alias_path, image_path};
 use crate::names::{segment, validate_simple_name};
 use crate::types::{Image, ImageAlias, Profile, StoragePool};
 
@@ -16,17 +17,18 @@ impl Client {
     // ---- storage pools ----
 
     pub async fn list_storage_pools(&self) -> Result<Vec<StoragePool>> {
-        let rb = self
-            .req(Method::GET, "/1.0/storage-pools")
-            .query(&[("recursion", "1")]);
-        self.sync("listing storage pools", rb).await
+        self.list(
+            "listing storage pools",
+            self.req(Method::GET, "/1.0/storage-pools"),
+        )
+        .await
     }
 
     pub async fn get_storage_pool(&self, name: &str) -> Result<StoragePool> {
         validate_simple_name("storage pool name", name)?;
         let what = format!("storage pool {name}");
-        let path = format!("/1.0/storage-pools/{}", segment(name));
-        self.sync(&what, self.req(Method::GET, &path)).await
+        self.sync(&what, self.req(Method::GET, &storage_pool_path(name)))
+            .await
     }
 
     /// Creates a `dir` pool stored at `source` (an existing, empty directory on the server host).
@@ -45,17 +47,18 @@ impl Client {
     pub async fn delete_storage_pool(&self, name: &str) -> Result<()> {
         validate_simple_name("storage pool name", name)?;
         let what = format!("deleting storage pool {name}");
-        let path = format!("/1.0/storage-pools/{}", segment(name));
-        self.run_done(&what, self.req(Method::DELETE, &path)).await
+        self.run_done(&what, self.req(Method::DELETE, &storage_pool_path(name)))
+            .await
     }
 
     // ---- profiles ----
 
     pub async fn list_profiles(&self) -> Result<Vec<Profile>> {
-        let rb = self
-            .scoped(Method::GET, "/1.0/profiles")
-            .query(&[("recursion", "1")]);
-        self.sync("listing profiles", rb).await
+        self.list(
+            "listing profiles",
+            self.scoped(Method::GET, "/1.0/profiles"),
+        )
+        .await
     }
 
     pub async fn get_profile(&self, name: &str) -> Result<Profile> {
@@ -114,24 +117,22 @@ impl Client {
     // ---- images ----
 
     pub async fn list_images(&self) -> Result<Vec<Image>> {
-        let rb = self
-            .scoped(Method::GET, "/1.0/images")
-            .query(&[("recursion", "1")]);
-        self.sync("listing images", rb).await
+        self.list("listing images", self.scoped(Method::GET, "/1.0/images"))
+            .await
     }
 
     pub async fn get_image(&self, fingerprint: &str) -> Result<Image> {
         validate_simple_name("image fingerprint", fingerprint)?;
         let what = format!("image {fingerprint}");
-        let path = format!("/1.0/images/{}", segment(fingerprint));
-        self.sync(&what, self.scoped(Method::GET, &path)).await
+        self.sync(&what, self.scoped(Method::GET, &image_path(fingerprint)))
+            .await
     }
 
     /// Resolves a local alias. A missing one gives [`Error::NotFound`].
     pub async fn image_alias(&self, alias: &str) -> Result<ImageAlias> {
         validate_simple_name("image alias", alias)?;
         let what = format!("image alias {alias}");
-        self.sync(&what, self.scoped(Method::GET, &alias_path(alias)))
+        self.sync(&what, self.scoped(Method::GET, &image_alias_path(alias)))
             .await
     }
 
@@ -169,15 +170,14 @@ impl Client {
     pub async fn delete_image_alias(&self, alias: &str) -> Result<()> {
         validate_simple_name("image alias", alias)?;
         let what = format!("deleting image alias {alias}");
-        self.run_done(&what, self.scoped(Method::DELETE, &alias_path(alias)))
+        self.run_done(&what, self.scoped(Method::DELETE, &image_alias_path(alias)))
             .await
     }
 
     pub async fn delete_image(&self, fingerprint: &str) -> Result<()> {
         validate_simple_name("image fingerprint", fingerprint)?;
         let what = format!("deleting image {fingerprint}");
-        let path = format!("/1.0/images/{}", segment(fingerprint));
-        self.run_done(&what, self.scoped(Method::DELETE, &path))
+        self.run_done(&what, self.scoped(Method::DELETE, &image_path(fingerprint)))
             .await
     }
 }
@@ -186,6 +186,6 @@ fn profile_path(name: &str) -> String {
     format!("/1.0/profiles/{}", segment(name))
 }
 
-fn alias_path(alias: &str) -> String {
-    format!("/1.0/images/aliases/{}", segment(alias))
+fn storage_pool_path(name: &str) -> String {
+    format!("/1.0/storage-pools/{}", segment(name))
 }

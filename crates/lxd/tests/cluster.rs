@@ -21,6 +21,31 @@ fn busybox(name: &str) -> InstanceSpec {
     InstanceSpec::new(name, ImageSource::Alias("busybox".into())).started()
 }
 
+/// A cluster test's start: its turn on the cluster, a client, and its names (`<tag>-…`),
+/// deleted on the way out.
+async fn setup(tag: &str) -> (cluster::Serial, Client, Cleanup) {
+    let serial = cluster::serial().await;
+    let c = cluster::connect().await;
+    let g = Cleanup::new(&c, cluster::unique_prefix(tag));
+    (serial, c, g)
+}
+
+/// Creates and starts a busybox `name` on `target` (a member, or `@group`), which must work.
+async fn create_on(c: &Client, name: &str, target: &str) {
+    c.create_instance(&busybox(name).target(target))
+        .await
+        .unwrap_or_else(|e| panic!("create {name} on {target}: {e}"));
+}
+
+/// `script`'s standard output in `name`, trimmed; the exec must work.
+async fn run(c: &Client, name: &str, script: &str) -> String {
+    let out = c
+        .exec(name, &ExecRequest::shell(script))
+        .await
+        .unwrap_or_else(|e| panic!("exec {script:?} in {name}: {e}"));
+    out.stdout_text().trim().to_owned()
+}
+
 #[tokio::test]
 #[ignore = "needs the Incus cluster: run by scripts/test.sh"]
 async fn cluster_members_are_listed_with_status_groups_and_resources() {
@@ -124,9 +149,7 @@ async fn cluster_calls_on_a_standalone_server() {
 #[tokio::test]
 #[ignore = "needs the Incus cluster: run by scripts/test.sh"]
 async fn cluster_create_with_a_target_member_or_group() {
-    let _serial = cluster::serial().await;
-    let c = cluster::connect().await;
-    let g = Cleanup::new(&c, cluster::unique_prefix("lxdt-cl"));
+    let (_serial, c, g) = setup("lxdt-cl").await;
     // Groups a failed run of this test left behind (the tests run one at a time).
     for stale in c.cluster_groups().await.expect("groups") {
         if stale.name.starts_with("lxdt-cl-") {
@@ -142,18 +165,14 @@ async fn cluster_create_with_a_target_member_or_group() {
     for m in MEMBERS {
         let name = g.name(m);
         let started = Instant::now();
-        c.create_instance(&busybox(&name).target(m))
-            .await
-            .unwrap_or_else(|e| panic!("create on {m}: {e}"));
+        create_on(&c, &name, m).await;
         eprintln!("create + start on {m}: {:?}", started.elapsed());
         let i = c.get_instance(&name).await.expect("created");
         assert_eq!(i.location, m);
         assert!(i.is_running(), "{name} on {m}: {}", i.status);
-        let out = c
-            .exec(&name, &ExecRequest::shell("echo hello from $(hostname)"))
-            .await
-            .expect("exec forwarded to the member");
-        assert_eq!(out.stdout_text().trim(), format!("hello from {name}"));
+        // The exec is forwarded to the member.
+        let out = run(&c, &name, "echo hello from $(hostname)").await;
+        assert_eq!(out, format!("hello from {name}"));
     }
     let listed = c.list_instances().await.expect("list");
     for m in MEMBERS {
@@ -201,17 +220,11 @@ async fn cluster_create_with_a_target_member_or_group() {
 #[tokio::test]
 #[ignore = "needs the Incus cluster: run by scripts/test.sh"]
 async fn cluster_member_killed_is_offline_fails_fast_and_comes_back() {
-    let _serial = cluster::serial().await;
-    let c = cluster::connect().await;
-    let g = Cleanup::new(&c, cluster::unique_prefix("lxdt-ck"));
+    let (_serial, c, g) = setup("lxdt-ck").await;
     let on_m3 = g.name("m3");
     let on_m2 = g.name("m2");
-    c.create_instance(&busybox(&on_m3).target("m3"))
-        .await
-        .expect("create on m3");
-    c.create_instance(&busybox(&on_m2).target("m2"))
-        .await
-        .expect("create on m2");
+    create_on(&c, &on_m3, "m3").await;
+    create_on(&c, &on_m2, "m2").await;
 
     let killed = cluster::kill_member("m3").await;
     let started = Instant::now();
@@ -220,13 +233,9 @@ async fn cluster_member_killed_is_offline_fails_fast_and_comes_back() {
     assert!(!m.message.is_empty());
 
     // Listing is prompt; m3's instance is reported, with status Error.
-    let started = Instant::now();
-    let listed = c.list_instances().await.expect("list with a member down");
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
-    );
+    let listed = cluster::within(Duration::from_secs(5), c.list_instances())
+        .await
+        .expect("list with a member down");
     let i3 = listed
         .iter()
         .find(|i| i.name == on_m3)
@@ -238,9 +247,9 @@ async fn cluster_member_killed_is_offline_fails_fast_and_comes_back() {
         .find(|i| i.name == on_m2)
         .expect("m2's instance listed");
     assert!(i2.is_running());
-    let started = Instant::now();
-    let members = c.cluster_members().await.expect("members");
-    assert!(started.elapsed() < Duration::from_secs(5));
+    let members = cluster::within(Duration::from_secs(5), c.cluster_members())
+        .await
+        .expect("members");
     assert_eq!(
         members.iter().filter(|m| m.status == "Online").count(),
         2,
@@ -248,44 +257,24 @@ async fn cluster_member_killed_is_offline_fails_fast_and_comes_back() {
     );
 
     // Calls that need m3 fail fast and say the member is unavailable.
-    let started = Instant::now();
-    let err = c
-        .create_instance(&busybox(&g.name("late")).target("m3"))
+    let late = busybox(&g.name("late")).target("m3");
+    let err = cluster::within(Duration::from_secs(5), c.create_instance(&late))
         .await
         .expect_err("m3 is down");
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
-    );
     assert!(err.is_member_unavailable(), "{err:?}");
     assert!(err.is_transient() && !err.is_permanent(), "{err:?}");
-    let started = Instant::now();
-    let err = c
-        .resources(Some("m3"), Duration::from_secs(5))
+    let resources = c.resources(Some("m3"), Duration::from_secs(5));
+    let err = cluster::within(Duration::from_secs(2), resources)
         .await
         .expect_err("m3 is down");
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        started.elapsed()
-    );
     assert!(err.is_member_unavailable(), "{err:?}");
-    let started = Instant::now();
-    let err = c
-        .exec(&on_m3, &ExecRequest::shell("true"))
+    let exec = ExecRequest::shell("true");
+    let err = cluster::within(Duration::from_secs(5), c.exec(&on_m3, &exec))
         .await
         .expect_err("m3 is down");
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
-    );
     assert!(err.is_member_unavailable(), "{err:?}");
     // The rest of the cluster works.
-    c.create_instance(&busybox(&g.name("meanwhile")).target("m2"))
-        .await
-        .expect("create on m2 while m3 is down");
+    create_on(&c, &g.name("meanwhile"), "m2").await;
 
     // Back: usable again, its container kept running.
     let took = killed.start().await;
@@ -293,14 +282,8 @@ async fn cluster_member_killed_is_offline_fails_fast_and_comes_back() {
     cluster::wait_member_status(&c, "m3", "Online", Duration::from_secs(30)).await;
     let i3 = c.get_instance(&on_m3).await.expect("m3's instance");
     assert!(i3.is_running(), "{}", i3.status);
-    let out = c
-        .exec(&on_m3, &ExecRequest::shell("echo back"))
-        .await
-        .expect("exec on m3 again");
-    assert_eq!(out.stdout_text().trim(), "back");
-    c.create_instance(&busybox(&g.name("after")).target("m3"))
-        .await
-        .expect("create on m3 again");
+    assert_eq!(run(&c, &on_m3, "echo back").await, "back");
+    create_on(&c, &g.name("after"), "m3").await;
     let r = c
         .resources(Some("m3"), Duration::from_secs(5))
         .await
@@ -314,13 +297,9 @@ async fn cluster_member_killed_is_offline_fails_fast_and_comes_back() {
 #[tokio::test]
 #[ignore = "needs the Incus cluster: run by scripts/test.sh"]
 async fn cluster_member_back_from_offline_is_usable_once_online() {
-    let _serial = cluster::serial().await;
-    let c = cluster::connect().await;
-    let g = Cleanup::new(&c, cluster::unique_prefix("lxdt-cb"));
+    let (_serial, c, g) = setup("lxdt-cb").await;
     let on_m2 = g.name("m2");
-    c.create_instance(&busybox(&on_m2).target("m2"))
-        .await
-        .expect("create on m2");
+    create_on(&c, &on_m2, "m2").await;
     let killed = cluster::kill_member("m2").await;
     cluster::wait_member_status(&c, "m2", "Offline", Duration::from_secs(40)).await;
     let started = Instant::now();
@@ -332,10 +311,6 @@ async fn cluster_member_back_from_offline_is_usable_once_online() {
         .await
         .expect("m2's resources once Online");
     assert!(r.cpu_threads >= 1);
-    let out = c
-        .exec(&on_m2, &ExecRequest::shell("echo still here"))
-        .await
-        .expect("exec on m2 once Online");
-    assert_eq!(out.stdout_text().trim(), "still here");
+    assert_eq!(run(&c, &on_m2, "echo still here").await, "still here");
     eprintln!("m2 usable {:?} after its restart began", started.elapsed());
 }

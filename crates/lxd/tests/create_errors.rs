@@ -14,13 +14,17 @@ fn missing(err: &Error) -> &Object {
         .unwrap_or_else(|| panic!("expected Error::Missing, got {err:?}"))
 }
 
+/// `err` is permanent and names the missing `kind` `name`.
+fn assert_missing(err: &Error, kind: ObjectKind, name: &str) {
+    assert_eq!(missing(err), &Object::new(kind, name), "{err}");
+    assert!(err.is_permanent(), "{err:?}");
+}
+
 /// Incus 6.0 fails the create operation with "Image not provided for instance creation", LXD 5.0
 /// the POST with 404 "Image alias not found": both become `Missing` naming the alias.
 #[tokio::test]
 async fn create_from_a_missing_alias_names_it() {
-    let c = client().await;
-    let g = Cleanup::new();
-    let name = g.name("noalias");
+    let (c, _g, name) = common::named("noalias").await;
     let alias = common::unique("noalias");
     let spec = busybox(&name);
     let spec = lxd::InstanceSpec {
@@ -28,8 +32,8 @@ async fn create_from_a_missing_alias_names_it() {
         ..spec
     };
     let err = c.create_instance(&spec).await.expect_err("no such alias");
-    assert_eq!(missing(&err), &Object::new(ObjectKind::ImageAlias, &alias));
-    assert!(err.is_permanent() && !err.is_transient(), "{err:?}");
+    assert_missing(&err, ObjectKind::ImageAlias, &alias);
+    assert!(!err.is_transient(), "{err:?}");
     assert!(err.to_string().contains(&alias), "{err}");
     assert!(
         err.server_message().is_some_and(|m| !m.is_empty()),
@@ -42,7 +46,7 @@ async fn create_from_a_missing_alias_names_it() {
         .check_image(&ImageSource::Alias(alias.clone()))
         .await
         .expect_err("no such alias");
-    assert_eq!(missing(&err), &Object::new(ObjectKind::ImageAlias, &alias));
+    assert_missing(&err, ObjectKind::ImageAlias, &alias);
     c.check_image(&ImageSource::Alias("busybox".into()))
         .await
         .expect("busybox is there");
@@ -56,21 +60,18 @@ async fn create_from_a_missing_alias_names_it() {
 /// Both daemons answer the POST with 500 `Requested profile "x" doesn't exist`.
 #[tokio::test]
 async fn create_with_a_missing_profile_names_it() {
-    let c = client().await;
-    let g = Cleanup::new();
-    let name = g.name("noprof");
+    let (c, _g, name) = common::named("noprof").await;
     let profile = common::unique("noprof");
     let spec = busybox(&name).profiles(["default".to_owned(), profile.clone()]);
     let err = c.create_instance(&spec).await.expect_err("no such profile");
-    assert_eq!(missing(&err), &Object::new(ObjectKind::Profile, &profile));
-    assert!(err.is_permanent(), "{err:?}");
+    assert_missing(&err, ObjectKind::Profile, &profile);
     assert_no_instance(&c, &name).await;
 
     let err = c
         .check_profiles(&["default", profile.as_str()])
         .await
         .expect_err("no such profile");
-    assert_eq!(missing(&err), &Object::new(ObjectKind::Profile, &profile));
+    assert_missing(&err, ObjectKind::Profile, &profile);
     c.check_profiles(&["default"])
         .await
         .expect("default exists");
@@ -82,17 +83,14 @@ async fn create_with_a_missing_profile_names_it() {
 /// A root disk on a pool that does not exist fails inside the create operation.
 #[tokio::test]
 async fn create_on_a_missing_storage_pool_names_it() {
-    let c = client().await;
-    let g = Cleanup::new();
-    let name = g.name("nopool");
+    let (c, _g, name) = common::named("nopool").await;
     let pool = common::unique("nopool");
     let spec = busybox(&name).device(
         "root",
         [("type", "disk"), ("path", "/"), ("pool", pool.as_str())],
     );
     let err = c.create_instance(&spec).await.expect_err("no such pool");
-    assert_eq!(missing(&err), &Object::new(ObjectKind::StoragePool, &pool));
-    assert!(err.is_permanent(), "{err:?}");
+    assert_missing(&err, ObjectKind::StoragePool, &pool);
     assert_no_instance(&c, &name).await;
 }
 
@@ -108,18 +106,17 @@ async fn a_missing_project_is_named() {
         .create_instance(&busybox(&name))
         .await
         .expect_err("no such project");
-    assert_eq!(missing(&err), &Object::new(ObjectKind::Project, &project));
-    assert!(err.is_permanent(), "{err:?}");
+    assert_missing(&err, ObjectKind::Project, &project);
     let err = p
         .check_image(&ImageSource::Alias("busybox".into()))
         .await
         .expect_err("no such project");
-    assert_eq!(missing(&err), &Object::new(ObjectKind::Project, &project));
+    assert_missing(&err, ObjectKind::Project, &project);
     let err = p
         .check_profiles(&["default"])
         .await
         .expect_err("no such project");
-    assert_eq!(missing(&err), &Object::new(ObjectKind::Project, &project));
+    assert_missing(&err, ObjectKind::Project, &project);
     assert_no_instance(&c, &name).await;
 }
 

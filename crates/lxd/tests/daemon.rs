@@ -54,9 +54,7 @@ async fn no_daemon_fails_with_a_hint() {
 
 #[tokio::test]
 async fn instance_lifecycle() {
-    let c = client().await;
-    let g = Cleanup::new();
-    let name = g.name("life");
+    let (c, _g, name) = common::named("life").await;
     let owner = common::unique("owner");
     c.create_instance(&busybox(&name).config("user.owner", &owner))
         .await
@@ -121,8 +119,7 @@ async fn instance_lifecycle() {
         .await
         .expect("force stop");
     c.delete_instance(&name).await.expect("delete");
-    let err = c.get_instance(&name).await.expect_err("gone");
-    assert!(err.is_not_found(), "{err:?}");
+    assert_no_instance(&c, &name).await;
     assert!(!c
         .force_delete_instance(&name)
         .await
@@ -131,9 +128,7 @@ async fn instance_lifecycle() {
 
 #[tokio::test]
 async fn create_started_ephemeral_goes_away_on_stop() {
-    let c = client().await;
-    let g = Cleanup::new();
-    let name = g.name("eph");
+    let (c, _g, name) = common::named("eph").await;
     let spec = busybox(&name)
         .ephemeral()
         .started()
@@ -163,9 +158,7 @@ async fn force_delete_removes_a_running_instance() {
 
 #[tokio::test]
 async fn missing_image_alias_is_missing() {
-    let c = client().await;
-    let g = Cleanup::new();
-    let name = g.name("noimg");
+    let (c, _g, name) = common::named("noimg").await;
     let spec = InstanceSpec::new(&name, ImageSource::Alias("no-such-image-alias".into()));
     let err = c.create_instance(&spec).await.expect_err("no such alias");
     match &err {
@@ -181,9 +174,7 @@ async fn missing_image_alias_is_missing() {
 
 #[tokio::test]
 async fn duplicate_name_is_a_conflict() {
-    let c = client().await;
-    let g = Cleanup::new();
-    let name = g.name("dup");
+    let (c, _g, name) = common::named("dup").await;
     c.create_instance(&busybox(&name))
         .await
         .expect("first create");
@@ -282,38 +273,44 @@ async fn invalid_names_are_rejected_before_any_call() {
     );
 }
 
+/// Runs `request` in `name`: the call must work (the command's own failure is a result).
+async fn exec(c: &Client, name: &str, request: &ExecRequest) -> lxd::ExecOutput {
+    c.exec(name, request)
+        .await
+        .unwrap_or_else(|e| panic!("exec in {name}: {e}"))
+}
+
 #[tokio::test]
 async fn exec_output_exit_codes_env_cwd_user() {
     let (c, _g, name) = started_instance("exec").await;
 
-    let out = c
-        .exec(&name, &ExecRequest::shell("echo out; echo err >&2; exit 3"))
-        .await
-        .expect("exec");
+    let out = exec(
+        &c,
+        &name,
+        &ExecRequest::shell("echo out; echo err >&2; exit 3"),
+    )
+    .await;
     assert_eq!(out.status, ExecStatus::Exited(3));
     assert_eq!(out.exit_code(), 3);
     assert!(!out.success());
     assert_eq!(out.stdout_text(), "out\n");
     assert_eq!(out.stderr_text(), "err\n");
 
-    let out = c
-        .exec(
-            &name,
-            &ExecRequest::shell("echo \"$FOO\"; pwd; id -u; id -g")
-                .env("FOO", "bar baz")
-                .cwd("/tmp")
-                .user(1000)
-                .group(1001),
-        )
-        .await
-        .expect("exec with env");
+    let out = exec(
+        &c,
+        &name,
+        &ExecRequest::shell("echo \"$FOO\"; pwd; id -u; id -g")
+            .env("FOO", "bar baz")
+            .cwd("/tmp")
+            .user(1000)
+            .group(1001),
+    )
+    .await;
     assert!(out.success(), "{out:?}");
     assert_eq!(out.stdout_text(), "bar baz\n/tmp\n1000\n1001\n");
 
-    let out = c
-        .exec(&name, &ExecRequest::new(["/no/such/command"]))
-        .await
-        .expect("a missing command is a result, not an error");
+    // A missing command is a result, not an error.
+    let out = exec(&c, &name, &ExecRequest::new(["/no/such/command"])).await;
     assert_eq!(out.status, ExecStatus::CommandNotFound);
     assert_eq!(out.exit_code(), 127);
 
@@ -325,33 +322,24 @@ async fn exec_output_exit_codes_env_cwd_user() {
     )
     .await
     .expect("push");
-    let out = c
-        .exec(&name, &ExecRequest::new(["/tmp/not-exec"]))
-        .await
-        .expect("exec of a non-executable file");
+    // Exec of a non-executable file.
+    let out = exec(&c, &name, &ExecRequest::new(["/tmp/not-exec"])).await;
     assert_eq!(out.status, ExecStatus::NotExecutable);
     assert_eq!(out.exit_code(), 126);
 
     // A shell's own 127 looks the same to the server (it cannot tell them apart).
-    let out = c
-        .exec(&name, &ExecRequest::shell("no-such-cmd-xyz"))
-        .await
-        .expect("exec");
+    let out = exec(&c, &name, &ExecRequest::shell("no-such-cmd-xyz")).await;
     assert_eq!(out.exit_code(), 127);
-    let out = c
-        .exec(&name, &ExecRequest::shell("exit 125"))
-        .await
-        .expect("exec");
+    let out = exec(&c, &name, &ExecRequest::shell("exit 125")).await;
     assert_eq!(out.status, ExecStatus::Exited(125));
 
     // Binary output survives, and large outputs are read fully.
-    let out = c
-        .exec(
-            &name,
-            &ExecRequest::shell("head -c 300000 /dev/zero | tr '\\0' 'x'"),
-        )
-        .await
-        .expect("exec");
+    let out = exec(
+        &c,
+        &name,
+        &ExecRequest::shell("head -c 300000 /dev/zero | tr '\\0' 'x'"),
+    )
+    .await;
     assert_eq!(out.stdout.len(), 300_000);
     assert!(out.stdout.iter().all(|b| *b == b'x'));
 
@@ -377,23 +365,17 @@ async fn exec_output_exit_codes_env_cwd_user() {
 /// input still finishes. A background child that keeps the streams open does not hold the call.
 #[tokio::test]
 async fn exec_with_stdin() {
-    let c = client().await;
+    let (c, _g, name) = started_instance("stdin").await;
     assert!(c.streams_stdin(), "the tests use the unix socket");
-    let g = Cleanup::new();
-    let name = g.name("stdin");
-    c.create_instance(&busybox(&name).started())
-        .await
-        .expect("create");
 
     let input: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
-    let out = c
-        .exec(
-            &name,
-            &ExecRequest::shell("cat >/tmp/in; wc -c </tmp/in; sha256sum </tmp/in >&2; exit 4")
-                .stdin(input.clone()),
-        )
-        .await
-        .expect("exec with stdin");
+    let out = exec(
+        &c,
+        &name,
+        &ExecRequest::shell("cat >/tmp/in; wc -c </tmp/in; sha256sum </tmp/in >&2; exit 4")
+            .stdin(input.clone()),
+    )
+    .await;
     assert_eq!(out.status, ExecStatus::Exited(4), "{out:?}");
     assert_eq!(out.stdout_text().trim(), "1000000");
     let pulled = c.pull_file(&name, "/tmp/in").await.expect("pull");
@@ -405,33 +387,28 @@ async fn exec_with_stdin() {
     assert!(out.stderr_text().starts_with(&digest), "{out:?}");
 
     // The input is closed after it is sent: `cat` ends.
-    let out = c
-        .exec(&name, &ExecRequest::new(["cat"]).stdin(&b"hello\n"[..]))
-        .await
-        .expect("cat");
+    let out = exec(&c, &name, &ExecRequest::new(["cat"]).stdin(&b"hello\n"[..])).await;
     assert!(out.success(), "{out:?}");
     assert_eq!(out.stdout_text(), "hello\n");
 
     // A command that exits without reading a large input.
-    let out = c
-        .exec(
-            &name,
-            &ExecRequest::shell("echo early; exit 0").stdin(vec![b'z'; 4_000_000]),
-        )
-        .await
-        .expect("early exit");
+    let out = exec(
+        &c,
+        &name,
+        &ExecRequest::shell("echo early; exit 0").stdin(vec![b'z'; 4_000_000]),
+    )
+    .await;
     assert!(out.success(), "{out:?}");
     assert_eq!(out.stdout_text(), "early\n");
 
     // A detached child keeps stdout open: the call returns once the command has ended.
     let started = std::time::Instant::now();
-    let out = c
-        .exec(
-            &name,
-            &ExecRequest::shell("sleep 60 & echo $! >/tmp/child; echo parent").stdin(&b""[..]),
-        )
-        .await
-        .expect("detached child");
+    let out = exec(
+        &c,
+        &name,
+        &ExecRequest::shell("sleep 60 & echo $! >/tmp/child; echo parent").stdin(&b""[..]),
+    )
+    .await;
     assert!(out.success(), "{out:?}");
     assert!(out.stdout_text().starts_with("parent"), "{out:?}");
     assert!(
@@ -439,28 +416,21 @@ async fn exec_with_stdin() {
         "held by the child: {:?}",
         started.elapsed()
     );
-    let out = c
-        .exec(&name, &ExecRequest::shell("kill $(cat /tmp/child)"))
-        .await
-        .expect("pkill");
+    let out = exec(&c, &name, &ExecRequest::shell("kill $(cat /tmp/child)")).await;
     assert!(out.success(), "{out:?}");
 
     // Environment and user apply as in the recorded mode; a missing command is a result.
-    let out = c
-        .exec(
-            &name,
-            &ExecRequest::shell("read line; echo \"$line $FOO $(id -u)\"")
-                .env("FOO", "bar")
-                .user(1000)
-                .stdin(&b"in\n"[..]),
-        )
-        .await
-        .expect("env");
+    let out = exec(
+        &c,
+        &name,
+        &ExecRequest::shell("read line; echo \"$line $FOO $(id -u)\"")
+            .env("FOO", "bar")
+            .user(1000)
+            .stdin(&b"in\n"[..]),
+    )
+    .await;
     assert_eq!(out.stdout_text(), "in bar 1000\n");
-    let out = c
-        .exec(&name, &ExecRequest::new(["/no/such"]).stdin(&b"x"[..]))
-        .await
-        .expect("missing command");
+    let out = exec(&c, &name, &ExecRequest::new(["/no/such"]).stdin(&b"x"[..])).await;
     assert_eq!(out.exit_code(), 127);
 
     c.stop_instance(&name, Stop::Force).await.expect("stop");
@@ -548,13 +518,12 @@ async fn files_round_trip_with_mode_and_owner() {
     );
     assert_eq!(got.mode, Some(0o600));
     assert_eq!((got.uid, got.gid), (Some(1000), Some(1000)));
-    let out = c
-        .exec(
-            &name,
-            &ExecRequest::shell("stat -c '%a %u %g' /opt/runner/secret /opt/runner"),
-        )
-        .await
-        .expect("stat");
+    let out = exec(
+        &c,
+        &name,
+        &ExecRequest::shell("stat -c '%a %u %g' /opt/runner/secret /opt/runner"),
+    )
+    .await;
     assert_eq!(out.stdout_text(), "600 1000 1000\n755 1000 1000\n");
 
     let list = c.list_dir(&name, "/opt/runner").await.expect("ls");
@@ -636,9 +605,7 @@ async fn push_without_octet_stream_writes_an_empty_file() {
 /// start); what fails clearly is exec on it, and anything on an instance that is gone.
 #[tokio::test]
 async fn push_to_stopped_and_gone_instances() {
-    let c = client().await;
-    let g = Cleanup::new();
-    let name = g.name("stopped");
+    let (c, g, name) = common::named("stopped").await;
     c.create_instance(&busybox(&name))
         .await
         .expect("create stopped");
@@ -651,13 +618,12 @@ async fn push_to_stopped_and_gone_instances() {
     .await
     .expect("push into a stopped container");
     c.start_instance(&name).await.expect("start");
-    let out = c
-        .exec(
-            &name,
-            &ExecRequest::shell("cat /tmp/before-start; stat -c %a /tmp/before-start"),
-        )
-        .await
-        .expect("exec");
+    let out = exec(
+        &c,
+        &name,
+        &ExecRequest::shell("cat /tmp/before-start; stat -c %a /tmp/before-start"),
+    )
+    .await;
     assert_eq!(out.stdout_text(), "early\n600\n");
 
     let eph = g.name("stoppedeph");

@@ -103,17 +103,30 @@ async fn tagged(c: &Client, tag: &str) -> Vec<lxd::Image> {
     all
 }
 
+/// A publishing test's start: a client, its instances' guard, its images' guard (`tag`) and
+/// the instance to publish, a busybox named after `tag`, created `running` or stopped.
+async fn publishing(tag: &str, running: bool) -> (Client, Cleanup, ImageGuard, String) {
+    let (c, g) = (client().await, Cleanup::new());
+    let name = g.name(tag);
+    let spec = busybox(&name);
+    let spec = if running { spec.started() } else { spec };
+    c.create_instance(&spec)
+        .await
+        .unwrap_or_else(|e| panic!("create {name}: {e}"));
+    (c, g, ImageGuard::new(tag), name)
+}
+
+/// No image carries the test's tag and `alias` resolves to nothing.
+async fn assert_nothing_published(c: &Client, images: &ImageGuard, alias: &str) {
+    assert!(tagged(c, &images.tag).await.is_empty(), "no image left");
+    assert_eq!(c.image_alias_target(alias).await.expect("resolve"), None);
+}
+
 /// Publish a stopped container with two aliases and properties; read it back by list, get and
 /// alias; launch from it; retarget, create and delete aliases; replace the properties; delete it.
 #[tokio::test]
 async fn images_publish_launch_retarget_and_delete() {
-    let c = client().await;
-    let g = Cleanup::new();
-    let images = ImageGuard::new("pubflow");
-    let source = g.name("pubsrc");
-    c.create_instance(&busybox(&source).started())
-        .await
-        .expect("create the source container");
+    let (c, g, images, source) = publishing("pubflow", true).await;
     let marker = common::unique("marker");
     sh(&c, &source, &format!("echo {marker} > /root/marker")).await;
     c.stop_instance(&source, Stop::Force)
@@ -151,16 +164,11 @@ async fn images_publish_launch_retarget_and_delete() {
     let img = c.get_image(&fp).await.expect("get the published image");
     assert_eq!(img.fingerprint, fp);
     assert!(img.has_alias(&a1) && img.has_alias(&a2), "{img:?}");
+    let property = |key: &str| img.properties.get(key).map(String::as_str);
+    assert_eq!(property("user.role"), Some("runner"));
+    assert_eq!(property("description"), Some("published by lxd tests"));
     assert_eq!(
-        img.properties.get("user.role").map(String::as_str),
-        Some("runner")
-    );
-    assert_eq!(
-        img.properties.get("description").map(String::as_str),
-        Some("published by lxd tests")
-    );
-    assert_eq!(
-        img.properties.get("os").map(String::as_str),
+        property("os"),
         Some("busybox"),
         "properties of the source image are inherited: {:?}",
         img.properties
@@ -289,13 +297,7 @@ async fn images_publish_launch_retarget_and_delete() {
 /// A running instance cannot be published: the server's reason comes back, nothing is left.
 #[tokio::test]
 async fn images_publishing_a_running_instance_fails_clearly() {
-    let c = client().await;
-    let g = Cleanup::new();
-    let images = ImageGuard::new("pubrun");
-    let name = g.name("pubrun");
-    c.create_instance(&busybox(&name).started())
-        .await
-        .expect("create");
+    let (c, _g, images, name) = publishing("pubrun", true).await;
     let alias = images.alias("pubrun", "");
     let err = c
         .publish_instance(&name, &images.spec().alias(&alias))
@@ -308,19 +310,14 @@ async fn images_publishing_a_running_instance_fails_clearly() {
         .to_ascii_lowercase();
     assert!(message.contains("running"), "{err}");
     assert!(err.to_string().contains(&name), "names the instance: {err}");
-    assert!(tagged(&c, &images.tag).await.is_empty(), "no image left");
-    assert_eq!(c.image_alias_target(&alias).await.expect("resolve"), None);
+    assert_nothing_published(&c, &images, &alias).await;
 }
 
 /// An alias that exists already stops the publish before anything is built; a missing instance is
 /// not found.
 #[tokio::test]
 async fn images_publish_conflicts_and_missing_instances() {
-    let c = client().await;
-    let g = Cleanup::new();
-    let images = ImageGuard::new("pubconf");
-    let name = g.name("pubconf");
-    c.create_instance(&busybox(&name)).await.expect("create");
+    let (c, g, images, name) = publishing("pubconf", false).await;
     let fresh = images.alias("pubconf", "");
     let err = c
         .publish_instance(&name, &images.spec().alias(&fresh).alias("busybox"))
@@ -328,8 +325,7 @@ async fn images_publish_conflicts_and_missing_instances() {
         .expect_err("busybox is taken");
     assert!(err.is_conflict(), "{err:?}");
     assert!(err.to_string().contains("busybox"), "{err}");
-    assert!(tagged(&c, &images.tag).await.is_empty(), "no image left");
-    assert_eq!(c.image_alias_target(&fresh).await.expect("resolve"), None);
+    assert_nothing_published(&c, &images, &fresh).await;
 
     // The same alias twice passes the check, and the server fails the publish after building the
     // image (measured on Incus 6.0: `Alias already exists`): the image is deleted again.
@@ -339,8 +335,7 @@ async fn images_publish_conflicts_and_missing_instances() {
         .await
         .expect_err("the second alias clashes with the first");
     assert!(err.is_conflict(), "{err:?}");
-    assert!(tagged(&c, &images.tag).await.is_empty(), "no image left");
-    assert_eq!(c.image_alias_target(&twice).await.expect("resolve"), None);
+    assert_nothing_published(&c, &images, &twice).await;
 
     let missing = g.name("pubnone");
     let err = c

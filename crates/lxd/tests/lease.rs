@@ -21,6 +21,14 @@ fn keys(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// `name`'s keys and ETag, which must be there.
+async fn read(c: &lxd::Client, name: &str) -> lxd::KeysAt {
+    c.read_profile_keys(name, T)
+        .await
+        .expect("read")
+        .unwrap_or_else(|| panic!("the profile {name} exists"))
+}
+
 #[tokio::test]
 async fn a_stale_etag_is_refused_and_nothing_is_written() {
     let c = client().await;
@@ -31,11 +39,7 @@ async fn a_stale_etag_is_refused_and_nothing_is_written() {
     c.create_profile_keys(&name, &keys(&[("user.holder", "a"), ("user.seq", "1")]), T)
         .await
         .expect("create");
-    let first = c
-        .read_profile_keys(&name, T)
-        .await
-        .expect("read")
-        .expect("the profile exists");
+    let first = read(&c, &name).await;
     assert_eq!(first.keys, keys(&[("user.holder", "a"), ("user.seq", "1")]));
     assert!(!first.etag.as_str().is_empty());
 
@@ -48,11 +52,7 @@ async fn a_stale_etag_is_refused_and_nothing_is_written() {
     )
     .await
     .expect("a write at the current etag");
-    let second = c
-        .read_profile_keys(&name, T)
-        .await
-        .expect("read")
-        .expect("exists");
+    let second = read(&c, &name).await;
     assert_eq!(second.keys["user.seq"], "2");
     assert_ne!(second.etag, first.etag, "the etag follows the content");
 
@@ -67,19 +67,11 @@ async fn a_stale_etag_is_refused_and_nothing_is_written() {
         .await
         .expect_err("a stale etag");
     assert!(stale.is_changed(), "412 is typed: {stale:?}");
-    let after = c
-        .read_profile_keys(&name, T)
-        .await
-        .expect("read")
-        .expect("exists");
+    let after = read(&c, &name).await;
     assert_eq!(after, second, "nothing was written");
 
     // Reading twice without a write gives the same ETag (a watcher compares them).
-    let again = c
-        .read_profile_keys(&name, T)
-        .await
-        .expect("read")
-        .expect("exists");
+    let again = read(&c, &name).await;
     assert_eq!(again.etag, second.etag);
 
     // Creating it again is "changed" too; a deleted profile is not found.
@@ -128,11 +120,7 @@ async fn of_concurrent_creations_exactly_one_wins() {
                 assert!(e.is_changed(), "a loser is told it changed: {e:?}");
             }
         }
-        let stored = c
-            .read_profile_keys(&name, T)
-            .await
-            .expect("read")
-            .expect("exists");
+        let stored = read(&c, &name).await;
         assert_eq!(
             &stored.keys["user.holder"], winners[0],
             "the winner's keys are stored"

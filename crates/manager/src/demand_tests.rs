@@ -12,12 +12,7 @@ const GRACE: Duration = Duration::from_secs(300);
 const STALE: Duration = Duration::from_secs(600);
 
 fn tolerances() -> Desired {
-    Desired {
-        quantity: 0,
-        boot_grace: GRACE,
-        offline_grace: GRACE,
-        max_idle_age: None,
-    }
+    Desired::with_grace(0, GRACE)
 }
 
 fn now() -> OffsetDateTime {
@@ -84,16 +79,34 @@ fn targets(plan: &FleetPlan) -> Vec<(String, usize, usize)> {
         .collect()
 }
 
+/// Plans as [`fleet`] and checks each pool's `(name, target, create)`.
+#[track_caller]
+fn planned(
+    observed: &Observed,
+    pools: &[PoolDemand],
+    jobs: &[QueuedJob],
+    expected: &[(&str, usize, usize)],
+) -> FleetPlan {
+    let plan = fleet(observed, pools, jobs);
+    let expected: Vec<(String, usize, usize)> = expected
+        .iter()
+        .map(|&(pool, target, create)| (pool.to_owned(), target, create))
+        .collect();
+    assert_eq!(targets(&plan), expected);
+    plan
+}
+
 #[test]
 fn an_empty_queue_keeps_min_idle_per_pool() {
     let pools = [
         pool("small", &["small"], 2, 10, 0),
         pool("large", &["large"], 0, 5, 0),
     ];
-    let plan = fleet(&Observed::default(), &pools, &[]);
-    assert_eq!(
-        targets(&plan),
-        [("small".into(), 2, 2), ("large".into(), 0, 0)]
+    planned(
+        &Observed::default(),
+        &pools,
+        &[],
+        &[("small", 2, 2), ("large", 0, 0)],
     );
 }
 
@@ -110,11 +123,12 @@ fn jobs_go_to_the_pool_whose_labels_they_all_match() {
         job(4, &["self-hosted", "gpu"], 5),
         job(5, &["self-hosted"], 5),
     ];
-    let plan = fleet(&Observed::default(), &pools, &jobs);
     // Job 5 matches both at equal priority: the name decides ("large" < "small").
-    assert_eq!(
-        targets(&plan),
-        [("small".into(), 1, 1), ("large".into(), 3, 3)]
+    let plan = planned(
+        &Observed::default(),
+        &pools,
+        &jobs,
+        &[("small", 1, 1), ("large", 3, 3)],
     );
     assert_eq!(plan.unmatched, [4]);
     assert!(plan.waiting.is_empty());
@@ -127,10 +141,11 @@ fn higher_priority_first_then_the_next_pool_when_full() {
         pool("spare", &["x"], 0, 10, 0),
     ];
     let jobs: Vec<_> = (1..=5).map(|i| job(i, &["x"], 5)).collect();
-    let plan = fleet(&Observed::default(), &pools, &jobs);
-    assert_eq!(
-        targets(&plan),
-        [("cheap".into(), 2, 2), ("spare".into(), 3, 3)]
+    planned(
+        &Observed::default(),
+        &pools,
+        &jobs,
+        &[("cheap", 2, 2), ("spare", 3, 3)],
     );
 }
 
@@ -143,10 +158,11 @@ fn a_job_any_pool_can_take_leaves_room_for_one_only_a_pool_can_take() {
         pool("large", &["large"], 0, 1, 0),
     ];
     let jobs = [job(1, &["self-hosted"], 50), job(2, &["small"], 5)];
-    let plan = fleet(&Observed::default(), &pools, &jobs);
-    assert_eq!(
-        targets(&plan),
-        [("small".into(), 1, 1), ("large".into(), 1, 1)]
+    let plan = planned(
+        &Observed::default(),
+        &pools,
+        &jobs,
+        &[("small", 1, 1), ("large", 1, 1)],
     );
     assert!(plan.waiting.is_empty(), "{:?}", plan.waiting);
 }
@@ -158,9 +174,7 @@ fn busy_runners_take_room_and_count_toward_the_target() {
     runner(&mut observed, "small", 1, true);
     runner(&mut observed, "small", 2, true);
     let jobs = [job(1, &["small"], 5), job(2, &["small"], 4)];
-    let plan = fleet(&observed, &pools, &jobs);
-    // busy 2 + queued 1 (one job has room, the other waits) + min_idle 1 = 4, capped at 3.
-    assert_eq!(targets(&plan), [("small".into(), 3, 1)]);
+    let plan = planned(&observed, &pools, &jobs, &[("small", 3, 1)]);
     assert_eq!(plan.waiting, [2]);
 }
 
@@ -170,10 +184,18 @@ fn a_stale_job_gets_a_runner_of_its_own_within_max() {
     let mut observed = Observed::default();
     runner(&mut observed, "small", 1, false);
     runner(&mut observed, "small", 2, false);
-    let fresh = fleet(&observed, &pools, &[job(1, &["small"], 5)]);
-    assert_eq!(targets(&fresh), [("small".into(), 2, 0)]);
-    let stale = fleet(&observed, &pools, &[job(1, &["small"], 700)]);
-    assert_eq!(targets(&stale), [("small".into(), 3, 1)]);
+    planned(
+        &observed,
+        &pools,
+        &[job(1, &["small"], 5)],
+        &[("small", 2, 0)],
+    );
+    planned(
+        &observed,
+        &pools,
+        &[job(1, &["small"], 700)],
+        &[("small", 3, 1)],
+    );
 }
 
 #[test]
@@ -219,8 +241,7 @@ fn a_fixed_pool_keeps_its_quantity_whatever_the_queue() {
         ..pool("default", &[], 0, 0, 0)
     }];
     let jobs: Vec<_> = (1..=5).map(|i| job(i, &["self-hosted"], 5)).collect();
-    let plan = fleet(&Observed::default(), &pools, &jobs);
-    assert_eq!(targets(&plan), [("default".into(), 3, 3)]);
+    planned(&Observed::default(), &pools, &jobs, &[("default", 3, 3)]);
 }
 
 // ------------------------------------------------------------------------------- properties

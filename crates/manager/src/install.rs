@@ -477,10 +477,12 @@ async fn run_setup(
     })
 }
 
-/// [`REGISTER_SCRIPT`] (`guest/register-and-start.sh`): waits for the network, registers
-/// (token mode), starts `start.sh` detached and waits in the instance, in 50 ms steps up to
-/// `wait`, until `run.sh` is alive. The last line printed is `alive`, `exited CODE` (then the
-/// log's tail), `waiting`, or `config-failed CODE`.
+/// [`REGISTER_SCRIPT`] (`guest/register-and-start.sh`): in token mode waits for the network
+/// and registers, then starts `start.sh` detached (it waits for the network before `run.sh`) and
+/// waits in the instance, in 10 ms steps up to `wait`, until `run.sh` is alive. A launch from a
+/// baked image reads the runner's options from the image's record instead of asking `--help`.
+/// The last line printed is `alive`, `exited CODE` (then the log's tail), `waiting`, or
+/// `config-failed CODE`.
 pub fn register_script(
     settings: &InstallSettings,
     name: &RunnerName,

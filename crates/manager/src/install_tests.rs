@@ -363,7 +363,7 @@ fn bundle_contents_and_secrets() {
         None,
     );
     assert!(!manifest(&plain).contains("docker"));
-    // JIT: the config file instead of config.sh; 5 s in 50 ms steps.
+    // JIT: the config file instead of config.sh; 5 s in 10 ms steps.
     let jit = RegistrationSecret::Jit(Secret::new("JITCONFIG-789"));
     let files = install_files(&s, &name, &jit, None);
     assert!(files
@@ -372,7 +372,7 @@ fn bundle_contents_and_secrets() {
     let register = register_script(&s, &name, &jit, Duration::from_secs(5));
     assert!(register.contains("RM_REGISTER=jit") && !register.contains("--url"));
     assert!(!register.contains("JITCONFIG"));
-    assert!(register.contains("RM_WAIT_STEPS=100\n"));
+    assert!(register.contains("RM_WAIT_STEPS=500\n"));
 }
 
 /// The setup script does what it says on a scratch root: run with its paths moved into a
@@ -505,6 +505,111 @@ fn network_wait() {
             "{routes:?} {inet6:?}"
         );
     }
+}
+
+/// A gzipped runner tarball of `(path, content)` entries, each 0755.
+fn runner_tarball(entries: &[(&str, &str)]) -> Vec<u8> {
+    let mut runner = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    for (path, content) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(content.len() as u64);
+        h.set_mode(0o755);
+        runner
+            .append_data(&mut h, path, content.as_bytes())
+            .expect("append");
+    }
+    runner.into_inner().expect("tar").finish().expect("gz")
+}
+
+/// `setup.sh` in `mode` on the scratch `root` (owner: this process), the bundle on stdin;
+/// its exit code and stdout.
+fn setup_on(root: &std::path::Path, mode: crate::guest::SetupMode, bundle: &[u8]) -> (i32, String) {
+    let ids = own_ids(root);
+    let script = crate::guest::setup_script_at(&root.display().to_string(), true, mode)
+        .replace("chown -R \"$RM_UID:$RM_GID\"", &format!("chown -R {ids}"))
+        .replace("chown \"$RM_UID:$RM_GID\"", &format!("chown {ids}"));
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("sh runs");
+    let mut stdin = child.stdin.take().expect("stdin");
+    std::io::Write::write_all(&mut stdin, bundle).expect("feed");
+    drop(stdin);
+    let out = child.wait_with_output().expect("sh ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.is_empty() || out.status.success(),
+        "{mode:?}: {stderr}"
+    );
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// A bake records which secret-file options the runner takes (asked once, as root with
+/// `RUNNER_ALLOW_RUNASROOT`, as the launches' scripts would), so launches from the image skip
+/// `--help`; a launch from the image keeps the record; a plain install drops it (its runner may
+/// not be the one recorded).
+#[test]
+fn a_bake_records_the_runner_options_and_a_plain_install_drops_the_record() {
+    use crate::guest::{SetupMode, CAPS_FILE};
+    let dir = tempfile::tempdir().expect("tmp");
+    let root = dir.path().display().to_string();
+    let rooted = |p: &str| format!("{root}{p}");
+    std::fs::create_dir_all(rooted("/tmp")).expect("mkdir");
+    std::fs::create_dir_all(rooted("/etc")).expect("mkdir");
+    std::fs::write(rooted("/etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").expect("write");
+    // As actions/runner: refuses root without RUNNER_ALLOW_RUNASROOT (the test may run as root).
+    // Like its env.sh, it writes `.env` and `.path` on every run: runner state, not the image's.
+    let refuse = "[ -n \"$RUNNER_ALLOW_RUNASROOT\" ] || { echo refused; exit 1; }\n\
+                  cd \"${0%/*}\" && echo LANG=C >.env && echo /bin >.path\n";
+    let tarball = runner_tarball(&[
+        (
+            "config.sh",
+            &format!("#!/bin/sh\n{refuse}echo ' --token-file path'\n"),
+        ),
+        ("run.sh", &format!("#!/bin/sh\n{refuse}echo ' --once'\n")),
+        ("keep", "the runner's own file\n"),
+    ]);
+    let bundle = build_bundle(&tarball, &bake_files()).expect("bundle");
+    let (code, stdout) = setup_on(dir.path(), SetupMode::Bake, &bundle);
+    assert_eq!((code, stdout.trim()), (0, BAKED));
+    let read = |p: &str| std::fs::read_to_string(rooted(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+    assert_eq!(read(CAPS_FILE), "config.sh --token-file\n");
+    assert!(!std::path::Path::new(&rooted(&format!("{CAPS_FILE}.new"))).exists());
+    for state in [".env", ".path"] {
+        let path = format!("{RUNNER_DIR}/{state}");
+        assert!(
+            !std::path::Path::new(&rooted(&path)).exists(),
+            "{path} baked"
+        );
+    }
+    assert!(std::path::Path::new(&rooted(&format!("{RUNNER_DIR}/keep"))).exists());
+
+    // A launch from the image: the record stays (the register script is a stand-in here).
+    let s = settings(ProxySettings::default(), false);
+    let token = RegistrationSecret::Token(Secret::new("tok"));
+    let mut files = install_files(&s, &runner_name(), &token, None);
+    for f in files.iter_mut().filter(|f| f.path == REGISTER_SCRIPT) {
+        f.content = b"echo registered\n".to_vec();
+    }
+    let bundle = build_bundle_of(None, &files).expect("bundle");
+    let (code, stdout) = setup_on(dir.path(), SetupMode::Baked, &bundle);
+    assert_eq!(code, 0, "{stdout}");
+    assert_eq!(read(CAPS_FILE), "config.sh --token-file\n");
+
+    // A plain install over it: the runner is replaced, the record goes.
+    let bundle = build_bundle(&tarball, &files).expect("bundle");
+    let (code, stdout) = setup_on(dir.path(), SetupMode::Install, &bundle);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(!std::path::Path::new(&rooted(CAPS_FILE)).exists());
 }
 
 /// `uid:gid` of the test process, so `chown` works without root.

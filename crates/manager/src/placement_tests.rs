@@ -59,25 +59,69 @@ fn placement(strategy: Fill, target: Option<&str>) -> Placement {
     }
 }
 
-fn place_one(
-    members: &[Member],
-    existing: &[(&str, Demand)],
+/// One pool's request; by default: no runner yet, small runners, spread, default overcommit.
+struct Ask<'a> {
+    existing: &'a [(&'a str, Demand)],
     demand: Demand,
-    placement: &Placement,
+    placement: Placement,
     count: usize,
     overcommit: Overcommit,
-) -> PoolPlacement {
+}
+
+impl Default for Ask<'_> {
+    fn default() -> Self {
+        Self {
+            existing: &[],
+            demand: small(),
+            placement: Placement::default(),
+            count: 0,
+            overcommit: Overcommit::default(),
+        }
+    }
+}
+
+/// Room for exactly what the hardware has.
+const EXACT: Overcommit = Overcommit {
+    cpu: 1.0,
+    memory: 1.0,
+};
+
+fn place_one(members: &[Member], ask: Ask<'_>) -> PoolPlacement {
     let pool = name("p");
-    let existing = existing.iter().map(|(m, d)| (*m, &pool, *d));
+    let existing = ask.existing.iter().map(|(m, d)| (*m, &pool, *d));
     let requests = [Request {
         pool: &pool,
-        demand,
-        placement,
-        count,
+        demand: ask.demand,
+        placement: &ask.placement,
+        count: ask.count,
     }];
-    place(members, existing, &requests, overcommit)
+    place(members, existing, &requests, ask.overcommit)
         .pop()
         .expect("one")
+}
+
+/// `count` small runners spread on `members`.
+fn spread(members: &[Member], count: usize) -> PoolPlacement {
+    place_one(
+        members,
+        Ask {
+            count,
+            ..Ask::default()
+        },
+    )
+}
+
+/// `count` small runners spread within `target` (a member or `@group`).
+fn spread_to(members: &[Member], target: &str, count: usize) -> PoolPlacement {
+    let placement = placement(Fill::Spread, Some(target));
+    place_one(
+        members,
+        Ask {
+            placement,
+            count,
+            ..Ask::default()
+        },
+    )
 }
 
 fn counts(p: &PoolPlacement) -> Vec<usize> {
@@ -90,14 +134,7 @@ fn counts(p: &PoolPlacement) -> Vec<usize> {
 
 #[test]
 fn spread_balances_thirty_over_three() {
-    let p = place_one(
-        &three(),
-        &[],
-        small(),
-        &Placement::default(),
-        30,
-        Overcommit::default(),
-    );
+    let p = spread(&three(), 30);
     assert_eq!(counts(&p), [10, 10, 10]);
     assert_eq!(p.shortfall, 0);
     // The creations of one pass alternate: the first three go to three members.
@@ -117,34 +154,34 @@ fn spread_fills_the_least_loaded_first() {
     ];
     let p = place_one(
         &three(),
-        &existing,
-        small(),
-        &Placement::default(),
-        5,
-        Overcommit::default(),
+        Ask {
+            existing: &existing,
+            count: 5,
+            ..Ask::default()
+        },
     );
     // 3,1,0 + 5 → 3,3,3.
     assert_eq!(counts(&p), [0, 2, 3]);
 }
 
+/// Members `names` with 2 threads and 256 GiB each.
+fn two_threads(names: [&str; 3]) -> Vec<Member> {
+    names.iter().map(|n| member(n, true, 2, 256)).collect()
+}
+
 #[test]
 fn pack_fills_one_member_then_the_next() {
     // 2 threads, overcommit 1: two one-CPU runners per member.
-    let members: Vec<Member> = ["m3", "m1", "m2"]
-        .iter()
-        .map(|n| member(n, true, 2, 256))
-        .collect();
-    let overcommit = Overcommit {
-        cpu: 1.0,
-        memory: 1.0,
-    };
+    let members = two_threads(["m3", "m1", "m2"]);
+    let placement = placement(Fill::Pack, None);
     let p = place_one(
         &members,
-        &[],
-        small(),
-        &placement(Fill::Pack, None),
-        5,
-        overcommit,
+        Ask {
+            placement,
+            count: 5,
+            overcommit: EXACT,
+            ..Ask::default()
+        },
     );
     let targets: Vec<_> = p.targets.iter().flatten().map(String::as_str).collect();
     assert_eq!(targets, ["m1", "m1", "m2", "m2", "m3"]);
@@ -153,30 +190,24 @@ fn pack_fills_one_member_then_the_next() {
 #[test]
 fn capacity_holds_with_small_members_and_the_rest_is_a_shortfall() {
     // A pool's cpu equal to a member's threads, overcommit 1: one runner per member.
-    let members: Vec<Member> = ["m1", "m2", "m3"]
-        .iter()
-        .map(|n| member(n, true, 2, 256))
-        .collect();
+    let members = two_threads(["m1", "m2", "m3"]);
     let demand = Demand {
         cpu: 2,
         memory_bytes: GIB,
     };
-    let overcommit = Overcommit {
-        cpu: 1.0,
-        memory: 1.0,
+    let on_m2 = [("m2", demand)];
+    let ask = |existing, count, overcommit| Ask {
+        existing,
+        demand,
+        count,
+        overcommit,
+        ..Ask::default()
     };
-    let p = place_one(&members, &[], demand, &Placement::default(), 5, overcommit);
+    let p = place_one(&members, ask(&[], 5, EXACT));
     assert_eq!(counts(&p), [1, 1, 1]);
     assert_eq!((p.shortfall, p.reason), (2, Some(Shortfall::Full)));
     // With one already on m2, only two more fit.
-    let p = place_one(
-        &members,
-        &[("m2", demand)],
-        demand,
-        &Placement::default(),
-        5,
-        overcommit,
-    );
+    let p = place_one(&members, ask(&on_m2, 5, EXACT));
     assert_eq!(counts(&p), [1, 0, 1]);
     assert_eq!(p.shortfall, 3);
     // Overcommit 2.0 doubles the room.
@@ -184,7 +215,7 @@ fn capacity_holds_with_small_members_and_the_rest_is_a_shortfall() {
         cpu: 2.0,
         memory: 1.0,
     };
-    let p = place_one(&members, &[], demand, &Placement::default(), 7, twice);
+    let p = place_one(&members, ask(&[], 7, twice));
     assert_eq!(counts(&p), [2, 2, 2]);
     assert_eq!(p.shortfall, 1);
 }
@@ -195,16 +226,17 @@ fn memory_counts_the_hosts_used_memory() {
     if let Some(c) = m.capacity.as_mut() {
         c.memory_used_bytes = 5 * GIB;
     }
+    let demand = Demand {
+        cpu: 1,
+        memory_bytes: 2 * GIB,
+    };
     let p = place_one(
         &[m],
-        &[],
-        Demand {
-            cpu: 1,
-            memory_bytes: 2 * GIB,
+        Ask {
+            demand,
+            count: 4,
+            ..Ask::default()
         },
-        &Placement::default(),
-        4,
-        Overcommit::default(),
     );
     // 8 GiB − 5 GiB used: one 2 GiB runner.
     assert_eq!((p.targets.len(), p.shortfall), (1, 3));
@@ -215,15 +247,7 @@ fn an_offline_member_or_unknown_capacity_gets_nothing() {
     let mut members = three();
     members[1].online = false;
     members[2].capacity = None;
-    let p = place_one(
-        &members,
-        &[],
-        small(),
-        &Placement::default(),
-        4,
-        Overcommit::default(),
-    );
-    assert_eq!(counts(&p), [4, 0, 0]);
+    assert_eq!(counts(&spread(&members, 4)), [4, 0, 0]);
 }
 
 #[test]
@@ -231,42 +255,12 @@ fn targets_a_member_or_a_group() {
     let mut members = three();
     members[0].groups = vec!["gpu".into()];
     members[2].groups = vec!["gpu".into()];
-    let p = place_one(
-        &members,
-        &[],
-        small(),
-        &placement(Fill::Spread, Some("m2")),
-        3,
-        Overcommit::default(),
-    );
-    assert_eq!(counts(&p), [0, 3, 0]);
-    let p = place_one(
-        &members,
-        &[],
-        small(),
-        &placement(Fill::Spread, Some("@gpu")),
-        4,
-        Overcommit::default(),
-    );
-    assert_eq!(counts(&p), [2, 0, 2]);
-    let p = place_one(
-        &members,
-        &[],
-        small(),
-        &placement(Fill::Spread, Some("m9")),
-        2,
-        Overcommit::default(),
-    );
+    assert_eq!(counts(&spread_to(&members, "m2", 3)), [0, 3, 0]);
+    assert_eq!(counts(&spread_to(&members, "@gpu", 4)), [2, 0, 2]);
+    let p = spread_to(&members, "m9", 2);
     assert_eq!((p.shortfall, p.reason), (2, Some(Shortfall::NoMember)));
     members[1].online = false;
-    let p = place_one(
-        &members,
-        &[],
-        small(),
-        &placement(Fill::Spread, Some("m2")),
-        2,
-        Overcommit::default(),
-    );
+    let p = spread_to(&members, "m2", 2);
     assert_eq!((p.shortfall, p.reason), (2, Some(Shortfall::Offline)));
 }
 
@@ -289,12 +283,8 @@ fn pools_share_the_room_first_come_first_served() {
             count: 3,
         },
     ];
-    let overcommit = Overcommit {
-        cpu: 1.0,
-        memory: 1.0,
-    };
     let existing: [(&str, &PoolName, Demand); 0] = [];
-    let placed = place(&members, existing, &requests, overcommit);
+    let placed = place(&members, existing, &requests, EXACT);
     assert_eq!(placed[0].targets.len(), 1);
     assert_eq!((placed[1].targets.len(), placed[1].shortfall), (1, 2));
 }
@@ -439,6 +429,21 @@ fn standalone_places_everything_without_a_target() {
     assert_eq!((placed[1].shortfall, placed[1].reason), (0, None));
 }
 
+/// Member m3 goes offline or comes back: the cluster says so, and so do its runners' locations.
+fn m3_becomes(observed: &mut Observed, state: MemberState) {
+    if let Some(members) = observed.members.as_mut() {
+        members[2].online = !matches!(state, MemberState::Offline);
+    }
+    for i in &mut observed.instances {
+        if i.location.as_ref().is_some_and(|l| l.member == "m3") {
+            i.location = Some(Location {
+                member: "m3".into(),
+                state,
+            });
+        }
+    }
+}
+
 #[test]
 fn a_failed_member_is_lost_replaced_then_cleaned_when_back() {
     let pools = [spec("p", 6, Placement::default())];
@@ -450,17 +455,7 @@ fn a_failed_member_is_lost_replaced_then_cleaned_when_back() {
         runner(&mut observed, "p", n, ["m1", "m2", "m3"][n % 3], n == 2);
     }
     // m3 goes offline: runners 2 (busy) and 5 (idle) are lost.
-    if let Some(members) = observed.members.as_mut() {
-        members[2].online = false;
-    }
-    for i in &mut observed.instances {
-        if i.location.as_ref().is_some_and(|l| l.member == "m3") {
-            i.location = Some(Location {
-                member: "m3".into(),
-                state: MemberState::Offline,
-            });
-        }
-    }
+    m3_becomes(&mut observed, MemberState::Offline);
     let (fleet, placed) = fleet_and_placement(&observed, &pools, Overcommit::default());
     let plan = &fleet.pools[0].plan;
     assert_eq!(
@@ -496,17 +491,7 @@ fn a_failed_member_is_lost_replaced_then_cleaned_when_back() {
 
     // m3 is back: its runners are stale. The idle one goes (instance and all); the busy one
     // stays busy (never cut) and counts again, so an idle runner is scaled down.
-    if let Some(members) = after.members.as_mut() {
-        members[2].online = true;
-    }
-    for i in &mut after.instances {
-        if i.location.as_ref().is_some_and(|l| l.member == "m3") {
-            i.location = Some(Location {
-                member: "m3".into(),
-                state: MemberState::Returned,
-            });
-        }
-    }
+    m3_becomes(&mut after, MemberState::Returned);
     let (fleet3, placed3) = fleet_and_placement(&after, &pools, Overcommit::default());
     let plan = &fleet3.pools[0].plan;
     assert_eq!(
@@ -709,7 +694,7 @@ proptest! {
         let pack = Placement { strategy: Fill::Pack, target: None };
         let request = [Request { pool: &pool, demand: small(), placement: &pack, count }];
         let none: [(&str, &PoolName, Demand); 0] = [];
-        let placed = place(&members, none, &request, Overcommit { cpu: 1.0, memory: 1.0 });
+        let placed = place(&members, none, &request, EXACT);
         let order: Vec<usize> = placed[0]
             .targets
             .iter()

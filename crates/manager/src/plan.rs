@@ -144,6 +144,20 @@ pub struct Desired {
     pub max_idle_age: Option<Duration>,
 }
 
+#[cfg(test)]
+impl Desired {
+    /// The tests' tolerances: `quantity` runners, `grace` for booting and for offline, no
+    /// recycling.
+    pub(crate) fn with_grace(quantity: usize, grace: Duration) -> Self {
+        Self {
+            quantity,
+            boot_grace: grace,
+            offline_grace: grace,
+            max_idle_age: None,
+        }
+    }
+}
+
 /// Why a runner is removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RemovalReason {

@@ -10,12 +10,7 @@ const YOUNG: Duration = Duration::from_secs(5);
 const OLD: Duration = Duration::from_secs(3600);
 
 fn desired(quantity: usize) -> Desired {
-    Desired {
-        quantity,
-        boot_grace: GRACE,
-        offline_grace: GRACE,
-        max_idle_age: None,
-    }
+    Desired::with_grace(quantity, GRACE)
 }
 
 fn name(n: u32) -> RunnerName {

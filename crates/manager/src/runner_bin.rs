@@ -381,6 +381,33 @@ pub(crate) mod tests {
         names
     }
 
+    /// A cache in a fresh directory, updated to `v1` (a good tarball) from a server that also
+    /// serves `more`.
+    struct Cached {
+        dir: tempfile::TempDir,
+        cache: RunnerBinCache,
+        base: String,
+        v1: Vec<u8>,
+    }
+
+    async fn cached_v1(mut more: Vec<(&'static str, Vec<u8>)>) -> Cached {
+        let v1 = good_tarball();
+        more.push(("v1.tgz", v1.clone()));
+        let (base, _) = serve(more).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = RunnerBinCache::new(dir.path()).expect("cache");
+        cache
+            .update(&download(&base, "v1.tgz", &sha(&v1)))
+            .await
+            .expect("v1");
+        Cached {
+            dir,
+            cache,
+            base,
+            v1,
+        }
+    }
+
     #[tokio::test]
     async fn update_verifies_and_replaces_old_version() {
         let v1 = good_tarball();
@@ -423,21 +450,18 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn failed_updates_keep_the_old_binary() {
-        let v1 = good_tarball();
         let not_tar = b"definitely not a tarball".to_vec();
         let no_config = tarball(&[("run.sh", "x")]);
-        let (base, _) = serve(vec![
-            ("v1.tgz", v1.clone()),
+        let Cached {
+            dir,
+            cache,
+            base,
+            v1,
+        } = cached_v1(vec![
             ("bad.tgz", not_tar.clone()),
             ("noconfig.tgz", no_config.clone()),
         ])
         .await;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let cache = RunnerBinCache::new(dir.path()).expect("cache");
-        cache
-            .update(&download(&base, "v1.tgz", &sha(&v1)))
-            .await
-            .expect("v1");
         let before = cached_files(dir.path());
 
         type Check = fn(&RunnerBinError) -> bool;
@@ -474,14 +498,7 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn corrupted_cache_is_refused() {
-        let v1 = good_tarball();
-        let (base, _) = serve(vec![("v1.tgz", v1.clone())]).await;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let cache = RunnerBinCache::new(dir.path()).expect("cache");
-        cache
-            .update(&download(&base, "v1.tgz", &sha(&v1)))
-            .await
-            .expect("v1");
+        let Cached { dir, cache, v1, .. } = cached_v1(Vec::new()).await;
         std::fs::write(
             dir.path().join(format!("runner-{}.tar.gz", sha(&v1))),
             b"tampered",

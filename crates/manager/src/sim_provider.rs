@@ -277,6 +277,12 @@ impl SimProvider {
         self.state.lock().calls.clone()
     }
 
+    /// How many calls of the log start with `prefix` (`"create "`, `"delete "`...).
+    pub fn calls_starting(&self, prefix: &str) -> usize {
+        let state = self.state.lock();
+        state.calls.iter().filter(|c| c.starts_with(prefix)).count()
+    }
+
     async fn pause(d: Duration) {
         if !d.is_zero() {
             tokio::time::sleep(d).await;

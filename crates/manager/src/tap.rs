@@ -1,8 +1,11 @@
-//! [`Tapped`]: an [`InstanceProvider`] that forwards every call to another one and tells a
-//! [`Tap`] about each, once it has ended. Benchmarks time the manager's calls through it; a new
-//! trait method is forwarded here once, not in every wrapper.
+//! [`Wrapped`]: an [`InstanceProvider`] that forwards every call to another one through an
+//! [`Around`] hook, which states only what the wrapper adds (a new trait method is forwarded here
+//! once, not in every wrapper). [`Tapped`] tells a [`Tap`] about each call once it has ended
+//! (benchmarks time the manager's calls through it); the lease's `FencedProvider` checks the
+//! term before each mutating call.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,7 +23,7 @@ use crate::provider::{
 pub enum Call<'a> {
     ListInstances,
     ClusterMembers,
-    EnsurePool,
+    EnsurePool(&'a Path),
     EnsureProfile,
     CheckImage(&'a str),
     CheckProfiles,
@@ -56,6 +59,173 @@ impl Call<'_> {
     }
 }
 
+/// What a [`Wrapped`] provider does around each call: `next` is the inner provider's call,
+/// `call` names it. An implementation awaits `next` (or refuses the call) and returns its result.
+#[async_trait]
+pub trait Around: Send + Sync {
+    async fn around<R, F>(&self, call: Call<'_>, next: F) -> Result<R, ProviderError>
+    where
+        R: Send,
+        F: Future<Output = Result<R, ProviderError>> + Send;
+}
+
+/// `inner` with every call made through `around`.
+pub struct Wrapped<A> {
+    inner: Arc<dyn InstanceProvider>,
+    around: A,
+}
+
+impl<A: Around> Wrapped<A> {
+    pub fn new(inner: Arc<dyn InstanceProvider>, around: A) -> Self {
+        Self { inner, around }
+    }
+
+    /// The hook (a [`Tapped`] provider's tap).
+    pub fn tap(&self) -> &A {
+        &self.around
+    }
+}
+
+#[async_trait]
+impl<A: Around> InstanceProvider for Wrapped<A> {
+    async fn list_instances(&self, owner: &Owner) -> Result<Vec<Instance>, ProviderError> {
+        self.around
+            .around(Call::ListInstances, self.inner.list_instances(owner))
+            .await
+    }
+
+    async fn cluster_members(&self) -> Result<Option<Vec<Member>>, ProviderError> {
+        self.around
+            .around(Call::ClusterMembers, self.inner.cluster_members())
+            .await
+    }
+
+    async fn ensure_pool(&self, path: &Path) -> Result<(), ProviderError> {
+        self.around
+            .around(Call::EnsurePool(path), self.inner.ensure_pool(path))
+            .await
+    }
+
+    async fn ensure_profile(
+        &self,
+        resources: &Resources,
+        instance_type: InstanceType,
+        with_pool: bool,
+    ) -> Result<String, ProviderError> {
+        self.around
+            .around(
+                Call::EnsureProfile,
+                self.inner
+                    .ensure_profile(resources, instance_type, with_pool),
+            )
+            .await
+    }
+
+    async fn check_image(&self, image: &str) -> Result<(), ProviderError> {
+        self.around
+            .around(Call::CheckImage(image), self.inner.check_image(image))
+            .await
+    }
+
+    async fn check_profiles(&self, profiles: &[String]) -> Result<(), ProviderError> {
+        self.around
+            .around(Call::CheckProfiles, self.inner.check_profiles(profiles))
+            .await
+    }
+
+    async fn create_and_start(&self, spec: &InstanceSpec) -> Result<(), ProviderError> {
+        self.around
+            .around(
+                Call::CreateAndStart(spec),
+                self.inner.create_and_start(spec),
+            )
+            .await
+    }
+
+    async fn exec(&self, name: &str, request: &ExecRequest) -> Result<ExecOutput, ProviderError> {
+        self.around
+            .around(Call::Exec(name, request), self.inner.exec(name, request))
+            .await
+    }
+
+    fn streams_stdin(&self) -> bool {
+        self.inner.streams_stdin()
+    }
+
+    async fn push_file(&self, name: &str, file: &FilePush) -> Result<(), ProviderError> {
+        self.around
+            .around(Call::PushFile(name, file), self.inner.push_file(name, file))
+            .await
+    }
+
+    async fn pull_file(&self, name: &str, path: &str) -> Result<Option<Vec<u8>>, ProviderError> {
+        self.around
+            .around(Call::PullFile(name, path), self.inner.pull_file(name, path))
+            .await
+    }
+
+    async fn delete(&self, name: &str) -> Result<(), ProviderError> {
+        self.around
+            .around(Call::Delete(name), self.inner.delete(name))
+            .await
+    }
+
+    async fn image_fingerprint(&self, alias: &str) -> Result<Option<String>, ProviderError> {
+        self.around
+            .around(
+                Call::ImageFingerprint(alias),
+                self.inner.image_fingerprint(alias),
+            )
+            .await
+    }
+
+    async fn list_images(&self) -> Result<Vec<ImageInfo>, ProviderError> {
+        self.around
+            .around(Call::ListImages, self.inner.list_images())
+            .await
+    }
+
+    async fn stop(&self, name: &str) -> Result<(), ProviderError> {
+        self.around
+            .around(Call::Stop(name), self.inner.stop(name))
+            .await
+    }
+
+    async fn publish(
+        &self,
+        name: &str,
+        alias: &str,
+        properties: &BTreeMap<String, String>,
+    ) -> Result<String, ProviderError> {
+        self.around
+            .around(
+                Call::Publish(name),
+                self.inner.publish(name, alias, properties),
+            )
+            .await
+    }
+
+    async fn set_image_properties(
+        &self,
+        fingerprint: &str,
+        properties: &BTreeMap<String, String>,
+    ) -> Result<(), ProviderError> {
+        let next = self.inner.set_image_properties(fingerprint, properties);
+        self.around
+            .around(Call::SetImageProperties(fingerprint), next)
+            .await
+    }
+
+    async fn delete_image(&self, fingerprint: &str) -> Result<(), ProviderError> {
+        self.around
+            .around(
+                Call::DeleteImage(fingerprint),
+                self.inner.delete_image(fingerprint),
+            )
+            .await
+    }
+}
+
 /// Told about every call of a [`Tapped`] provider.
 pub trait Tap: Send + Sync {
     /// `call` ended; it started at `started`; `error` is its error, if it failed.
@@ -68,166 +238,20 @@ impl<T: Tap + ?Sized> Tap for Arc<T> {
     }
 }
 
-/// `inner` with every call reported to `tap`.
-pub struct Tapped<T> {
-    inner: Arc<dyn InstanceProvider>,
-    tap: T,
-}
-
-impl<T: Tap> Tapped<T> {
-    pub fn new(inner: Arc<dyn InstanceProvider>, tap: T) -> Self {
-        Self { inner, tap }
-    }
-
-    pub fn tap(&self) -> &T {
-        &self.tap
-    }
-
-    fn report<R>(&self, call: Call<'_>, started: Instant, result: R) -> R
+/// A tap times each call and is told about it once it has ended.
+#[async_trait]
+impl<T: Tap> Around for T {
+    async fn around<R, F>(&self, call: Call<'_>, next: F) -> Result<R, ProviderError>
     where
-        R: AsErr,
+        R: Send,
+        F: Future<Output = Result<R, ProviderError>> + Send,
     {
-        self.tap.record(call, started, result.as_err());
+        let started = Instant::now();
+        let result = next.await;
+        self.record(call, started, result.as_ref().err());
         result
     }
 }
 
-/// The error of a call's result, whatever its success type.
-trait AsErr {
-    fn as_err(&self) -> Option<&ProviderError>;
-}
-
-impl<V> AsErr for Result<V, ProviderError> {
-    fn as_err(&self) -> Option<&ProviderError> {
-        self.as_ref().err()
-    }
-}
-
-#[async_trait]
-impl<T: Tap> InstanceProvider for Tapped<T> {
-    async fn list_instances(&self, owner: &Owner) -> Result<Vec<Instance>, ProviderError> {
-        let started = Instant::now();
-        let result = self.inner.list_instances(owner).await;
-        self.report(Call::ListInstances, started, result)
-    }
-
-    async fn cluster_members(&self) -> Result<Option<Vec<Member>>, ProviderError> {
-        let started = Instant::now();
-        let result = self.inner.cluster_members().await;
-        self.report(Call::ClusterMembers, started, result)
-    }
-
-    async fn ensure_pool(&self, path: &Path) -> Result<(), ProviderError> {
-        let started = Instant::now();
-        let result = self.inner.ensure_pool(path).await;
-        self.report(Call::EnsurePool, started, result)
-    }
-
-    async fn ensure_profile(
-        &self,
-        resources: &Resources,
-        instance_type: InstanceType,
-        with_pool: bool,
-    ) -> Result<String, ProviderError> {
-        let started = Instant::now();
-        let result = self
-            .inner
-            .ensure_profile(resources, instance_type, with_pool)
-            .await;
-        self.report(Call::EnsureProfile, started, result)
-    }
-
-    async fn check_image(&self, image: &str) -> Result<(), ProviderError> {
-        let started = Instant::now();
-        let result = self.inner.check_image(image).await;
-        self.report(Call::CheckImage(image), started, result)
-    }
-
-    async fn check_profiles(&self, profiles: &[String]) -> Result<(), ProviderError> {
-        let started = Instant::now();
-        let result = self.inner.check_profiles(profiles).await;
-        self.report(Call::CheckProfiles, started, result)
-    }
-
-    async fn create_and_start(&self, spec: &InstanceSpec) -> Result<(), ProviderError> {
-        let started = Instant::now();
-        let result = self.inner.create_and_start(spec).await;
-        self.report(Call::CreateAndStart(spec), started, result)
-    }
-
-    async fn exec(&self, name: &str, request: &ExecRequest) -> Result<ExecOutput, ProviderError> {
-        let started = Instant::now();
-        let result = self.inner.exec(name, request).await;
-        self.report(Call::Exec(name, request), started, result)
-    }
-
-    fn streams_stdin(&self) -> bool {
-        self.inner.streams_stdin()
-    }
-
-    async fn push_file(&self, name: &str, file: &FilePush) -> Result<(), ProviderError> {
-        let started = Instant::now();
-        let result = self.inner.push_file(name, file).await;
-        self.report(Call::PushFile(name, file), started, result)
-    }
-
-    async fn pull_file(&self, name: &str, path: &str) -> Result<Option<Vec<u8>>, ProviderError> {
-        let started = Instant::now();
-        let result = self.inner.pull_file(name, path).await;
-        self.report(Call::PullFile(name, path), started, result)
-    }
-
-    async fn delete(&self, name: &str) -> Result<(), ProviderError> {
-        let started = Instant::now();
-        let result = self.inner.delete(name).await;
-        self.report(Call::Delete(name), started, result)
-    }
-
-    async fn image_fingerprint(&self, alias: &str) -> Result<Option<String>, ProviderError> {
-        let started = Instant::now();
-        let result = self.inner.image_fingerprint(alias).await;
-        self.report(Call::ImageFingerprint(alias), started, result)
-    }
-
-    async fn list_images(&self) -> Result<Vec<ImageInfo>, ProviderError> {
-        let started = Instant::now();
-        let result = self.inner.list_images().await;
-        self.report(Call::ListImages, started, result)
-    }
-
-    async fn stop(&self, name: &str) -> Result<(), ProviderError> {
-        let started = Instant::now();
-        let result = self.inner.stop(name).await;
-        self.report(Call::Stop(name), started, result)
-    }
-
-    async fn publish(
-        &self,
-        name: &str,
-        alias: &str,
-        properties: &BTreeMap<String, String>,
-    ) -> Result<String, ProviderError> {
-        let started = Instant::now();
-        let result = self.inner.publish(name, alias, properties).await;
-        self.report(Call::Publish(name), started, result)
-    }
-
-    async fn set_image_properties(
-        &self,
-        fingerprint: &str,
-        properties: &BTreeMap<String, String>,
-    ) -> Result<(), ProviderError> {
-        let started = Instant::now();
-        let result = self
-            .inner
-            .set_image_properties(fingerprint, properties)
-            .await;
-        self.report(Call::SetImageProperties(fingerprint), started, result)
-    }
-
-    async fn delete_image(&self, fingerprint: &str) -> Result<(), ProviderError> {
-        let started = Instant::now();
-        let result = self.inner.delete_image(fingerprint).await;
-        self.report(Call::DeleteImage(fingerprint), started, result)
-    }
-}
+/// `inner` with every call reported to the tap `T`.
+pub type Tapped<T> = Wrapped<T>;

@@ -11,22 +11,20 @@
 //! Every test uses its own app name, so tests run in parallel and never see each other's runners;
 //! a failed test deletes the instances named after its app.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use github_sim::{JobSpec, JobStatus, SimHandle};
+use common::{resources, REPO};
+use github_sim::{JobStatus, SimHandle};
 use manager::events::Metrics;
 use manager::model::{APP_KEY, UNIT_KEY};
 use manager::policy::PolicyConfig;
-use manager::{
-    Backends, FlushMode, GitHubPath, ManagerConfig, ProxySettings, RegistrationMode, Resources,
-    RunnerManager,
-};
+use manager::{Backends, FlushMode, ManagerConfig, RegistrationMode, RunnerManager};
 use test_support::incus::{bridge_ip, random_app, CleanupOnPanic, BUSYBOX};
+use test_support::incus_ignored;
 use test_support::policy::PolicyService;
-use test_support::{incus_ignored, sim};
-
-const REPO: &str = "octo/repo";
 
 // What runs inside the instances depends on the image (shell, init, users, tools): these run on
 // both. The three other Incus tests below never run anything inside an instance, so they run once.
@@ -54,10 +52,6 @@ fn incus_tests_are_ignored_by_default() {
 /// processes, and the runner runs as `ubuntu` there; busybox's ps accepts it too.
 const ALL_PROCESSES: &str = "ps -eo args 2>/dev/null || ps";
 
-fn resources() -> Resources {
-    Resources::new(1, "256MiB", "1GiB").expect("valid")
-}
-
 struct Env {
     app: String,
     /// The image alias the manager creates its instances from.
@@ -71,17 +65,13 @@ struct Env {
     _cleanup: CleanupOnPanic,
 }
 
-async fn start_sim() -> SimHandle {
-    sim::start(sim::on_bridge(REPO, "2.330.0").with_silence_timeout(Duration::from_secs(10))).await
-}
-
 /// `e2e` and 6 letters.
 fn new_app() -> String {
     random_app("e2e", 6)
 }
 
 async fn env_with(image: &str, unit: u32, edit: impl FnOnce(&mut ManagerConfig)) -> Env {
-    env_for(new_app(), image, unit, start_sim().await, edit).await
+    env_for(new_app(), image, unit, common::start_sim().await, edit).await
 }
 
 async fn env_for(
@@ -95,31 +85,12 @@ async fn env_for(
     let lxd = lxd::Client::discover().await.expect("incus is up");
     let mut prometheus = prometheus_client::registry::Registry::default();
     let metrics = Metrics::new(&mut prometheus);
-    let scope = github::Scope::parse(REPO).expect("scope");
-    let client = github::Client::new(github::ClientConfig::new(
-        url::Url::parse(&sim.api_url()).expect("url"),
-        url::Url::parse(&sim.web_url()).expect("url"),
-        scope,
-        github::Auth::Token(sim.token()),
-    ))
-    .expect("github client");
-    let mut config = ManagerConfig::new(
-        GitHubPath::parse(REPO, "").expect("path"),
-        &sim.web_url(),
-        image,
-        state.path(),
-    );
-    config.ready_timeout = Duration::from_secs(60);
-    config.boot_grace = Duration::from_secs(60);
-    let events_log = state.path().join("events.log");
-    config.events_log = events_log.clone();
+    let client = common::github_client(&sim);
+    let mut config = common::manager_config(&sim, image, state.path());
+    let events_log = config.events_log.clone();
     edit(&mut config);
     let image = config.image.clone();
-    let proxies = ProxySettings {
-        http: Some(format!("http://{}:9", bridge_ip()).parse().expect("valid")),
-        https: None,
-        no_proxy: Some(bridge_ip().to_string()),
-    };
+    let proxies = common::proxies_on_the_bridge();
     let backends = Backends::real(client, None, lxd.clone(), metrics);
     let manager = RunnerManager::new(&app, unit, config, &proxies, backends).expect("manager");
     Env {
@@ -135,25 +106,13 @@ async fn env_for(
 }
 
 impl Env {
-    /// One pass for `quantity` runners of [`resources`], which must not fail.
+    /// One pass for `quantity` runners of [`resources`], which must run.
     async fn reconcile(&self, quantity: usize) -> manager::ReconcileReport {
-        self.manager
-            .reconcile(quantity, &resources())
-            .await
-            .expect("reconcile")
+        common::reconcile(&self.manager, quantity).await
     }
 
     async fn install_binary(&self) {
-        let download = self
-            .manager
-            .get_latest_runner_bin_url("linux", "x64")
-            .await
-            .expect("download listed");
-        self.manager
-            .update_runner_bin(&download)
-            .await
-            .expect("binary verified");
-        assert!(self.manager.check_runner_bin());
+        common::install_runner_bin(&self.manager).await;
     }
 
     /// Instances carrying this app's key.
@@ -174,15 +133,7 @@ impl Env {
     }
 
     async fn wait_online(&self, n: usize) {
-        // Generous: the machine is shared and containers start slowly under load.
-        for _ in 0..360 {
-            let info = self.manager.get_github_info().await.expect("info");
-            if info.iter().filter(|r| r.online).count() >= n {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-        panic!("{n} runners never came online");
+        common::wait_online(&self.manager, n).await;
     }
 
     /// Waits until GitHub (the sim) shows `name` offline: its silence timeout after the runner's
@@ -202,26 +153,23 @@ impl Env {
     }
 
     async fn wait_job(&self, id: u64, status: JobStatus) -> github_sim::JobView {
-        for _ in 0..240 {
-            if let Some(job) = self.sim.job(id) {
-                if job.status == status {
-                    return job;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-        panic!("job {id} never reached {status:?}: {:?}", self.sim.job(id));
+        common::wait_job(&self.sim, id, status, Duration::from_secs(60)).await
+    }
+
+    /// Until job `id` has completed with `conclusion`; the job.
+    async fn wait_done(&self, id: u64, conclusion: &str) -> github_sim::JobView {
+        let done = self.wait_job(id, JobStatus::Completed).await;
+        assert_eq!(
+            done.conclusion.as_deref(),
+            Some(conclusion),
+            "{}",
+            done.output
+        );
+        done
     }
 
     fn job(&self, script: &str) -> u64 {
-        self.sim
-            .enqueue_job(JobSpec {
-                labels: vec![self.app.clone()],
-                script: script.to_owned(),
-                scope: Some(REPO.to_owned()),
-                ..JobSpec::default()
-            })
-            .expect("enqueued")
+        common::enqueue(&self.sim, &self.app, script)
     }
 
     async fn exec(&self, name: &str, script: &str) -> String {
@@ -234,6 +182,26 @@ impl Env {
             .await
             .expect("exec");
         out.stdout_text()
+    }
+
+    /// No registration secret on a process's command line or in its environment, nor left in a
+    /// file of the runner's.
+    async fn assert_no_visible_secrets(&self, name: &str) {
+        let ps = self.exec(name, ALL_PROCESSES).await;
+        for flag in ["--token ", "--jitconfig "] {
+            assert!(!ps.contains(flag), "{flag}on a command line: {ps}");
+        }
+        let environ = self
+            .exec(name, "cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n' | grep -c ACTIONS_RUNNER_INPUT || true")
+            .await;
+        assert_eq!(environ.trim(), "0", "secret in a process environment");
+        let files = self
+            .exec(name, "ls -a /opt/actions-runner /var/lib/runner-manager")
+            .await;
+        assert!(
+            !files.contains(".jitconfig") && !files.contains("token"),
+            "{files}"
+        );
     }
 
     /// Flushes everything and checks nothing is left.
@@ -256,20 +224,8 @@ async fn reconcile_job_scale_down_keeps_busy_and_flush(image: &str) {
     assert_eq!(first.created.len(), 2, "{:?}", first.failed);
     env.wait_online(2).await;
     // Token mode: no secret on a command line, in a process environment or left in a file.
-    let name = first.created[0].to_string();
-    let ps = env.exec(&name, ALL_PROCESSES).await;
-    assert!(
-        !ps.contains("--token ") && !ps.contains("--jitconfig "),
-        "{ps}"
-    );
-    let environ = env
-        .exec(&name, "cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n' | grep -c ACTIONS_RUNNER_INPUT || true")
+    env.assert_no_visible_secrets(&first.created[0].to_string())
         .await;
-    assert_eq!(environ.trim(), "0", "secret in a process environment");
-    let files = env
-        .exec(&name, "ls -a /opt/actions-runner /var/lib/runner-manager")
-        .await;
-    assert!(!files.contains("token"), "{files}");
     let second = env.reconcile(2).await;
     assert_eq!(second.delta, 0);
     assert!(
@@ -290,13 +246,7 @@ async fn reconcile_job_scale_down_keeps_busy_and_flush(image: &str) {
     let names: Vec<String> = env.instances().await.into_iter().map(|i| i.name).collect();
     assert_eq!(names, vec![busy.clone()]);
 
-    let done = env.wait_job(job, JobStatus::Completed).await;
-    assert_eq!(
-        done.conclusion.as_deref(),
-        Some("success"),
-        "{}",
-        done.output
-    );
+    let done = env.wait_done(job, "success").await;
     let proxy = format!("http://{}:9", bridge_ip());
     assert!(
         done.output.contains(&format!("hello-from-{busy}")),
@@ -372,10 +322,7 @@ async fn reconcile_job_scale_down_keeps_busy_and_flush(image: &str) {
 async fn job_assigned_during_delete_is_never_killed(image: &str) {
     let env = env_with(image, 0, |_| {}).await;
     env.install_binary().await;
-    let rounds: usize = std::env::var("RUNNER_MANAGER_RACE_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(4);
+    let rounds = common::env_count("RUNNER_MANAGER_RACE_ROUNDS", 4);
     for round in 0..rounds {
         // Creation may fail on a loaded machine; the next pass retries (not what is tested here).
         for attempt in 0..3 {
@@ -463,8 +410,7 @@ async fn a_lying_busy_flag_never_kills_a_running_job(image: &str) {
     assert!(flushed.removed.is_empty(), "{flushed:?}");
     assert_eq!(flushed.skipped_busy.len(), 1, "{flushed:?}");
 
-    let done = env.wait_job(job, JobStatus::Completed).await;
-    assert_eq!(done.conclusion.as_deref(), Some("success"), "{done:?}");
+    let done = env.wait_done(job, "success").await;
     assert!(!done.killed_by_deletion);
     assert_eq!(env.sim.busy_lie().jobs_killed_by_deletion, 0);
     env.sim.set_busy_lie(None);
@@ -642,21 +588,7 @@ async fn jit_mode_runs_jobs_without_visible_secrets(image: &str) {
         ps.contains("Runner.Listener") || ps.contains("run.sh"),
         "{ps}"
     );
-    assert!(
-        !ps.contains("--jitconfig "),
-        "jit config on a command line: {ps}"
-    );
-    let environ = env
-        .exec(&name, "cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n' | grep -c ACTIONS_RUNNER_INPUT || true")
-        .await;
-    assert_eq!(environ.trim(), "0", "secret in a process environment");
-    let files = env
-        .exec(&name, "ls -a /opt/actions-runner /var/lib/runner-manager")
-        .await;
-    assert!(
-        !files.contains(".jitconfig") && !files.contains("token"),
-        "{files}"
-    );
+    env.assert_no_visible_secrets(&name).await;
     let instance = env.lxd.get_instance(&name).await.expect("instance");
     for (key, value) in &instance.config {
         assert!(
@@ -668,8 +600,7 @@ async fn jit_mode_runs_jobs_without_visible_secrets(image: &str) {
     }
 
     let job = env.job("echo jit-ok");
-    let done = env.wait_job(job, JobStatus::Completed).await;
-    assert_eq!(done.conclusion.as_deref(), Some("success"));
+    let done = env.wait_done(job, "success").await;
     assert!(done.output.contains("jit-ok"), "{}", done.output);
     env.teardown().await;
 }
@@ -726,8 +657,7 @@ async fn non_root_user_runs_the_runner(image: &str) {
     );
 
     let job = env.job("echo uid=$(id -u)");
-    let done = env.wait_job(job, JobStatus::Completed).await;
-    assert_eq!(done.conclusion.as_deref(), Some("success"));
+    let done = env.wait_done(job, "success").await;
     assert!(
         done.output.contains(&format!("uid={uid}")),
         "{}",
@@ -759,18 +689,11 @@ async fn vm_mode_reaches_the_create_request_and_cleans_up() {
         .get_profile(&resources().profile_name())
         .await
         .expect("resource profile");
-    assert_eq!(
-        profile.config.get("limits.cpu").map(String::as_str),
-        Some("1")
-    );
-    assert_eq!(
-        profile.config.get("limits.memory").map(String::as_str),
-        Some("256MiB")
-    );
-    assert_eq!(
-        profile.devices["root"].get("size").map(String::as_str),
-        Some("1GiB")
-    );
+    let config = |key: &str| profile.config.get(key).map(String::as_str);
+    assert_eq!(config("limits.cpu"), Some("1"));
+    assert_eq!(config("limits.memory"), Some("256MiB"));
+    let disk = profile.devices["root"].get("size").map(String::as_str);
+    assert_eq!(disk, Some("1GiB"));
     env.teardown().await;
 }
 
@@ -789,13 +712,7 @@ async fn policy_check_allows_and_blocks(image: &str) {
     env.reconcile(1).await;
     env.wait_online(1).await;
     let allowed = env.job("echo allowed-job-ran");
-    let done = env.wait_job(allowed, JobStatus::Completed).await;
-    assert_eq!(
-        done.conclusion.as_deref(),
-        Some("success"),
-        "{}",
-        done.output
-    );
+    let done = env.wait_done(allowed, "success").await;
     assert!(done.output.contains("allowed-job-ran"));
     assert_eq!(policy.checks(), 1);
 
@@ -804,13 +721,7 @@ async fn policy_check_allows_and_blocks(image: &str) {
     assert_eq!(report.created.len(), 1, "{report:?}");
     env.wait_online(1).await;
     let blocked = env.job("echo blocked-job-ran");
-    let done = env.wait_job(blocked, JobStatus::Completed).await;
-    assert_eq!(
-        done.conclusion.as_deref(),
-        Some("failure"),
-        "{}",
-        done.output
-    );
+    let done = env.wait_done(blocked, "failure").await;
     assert!(!done.output.contains("blocked-job-ran"), "{}", done.output);
     assert_eq!(policy.checks(), 2);
     env.teardown().await;

@@ -35,18 +35,20 @@
 //! `RUNNER_MANAGER_CLUSTER_FAILURE_ROUNDS` (default 10). The CPU overcommit is raised: the
 //! three members share this machine's 2 threads, and capacity is not what is tested here.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use github_sim::{JobSpec, JobStatus, SimHandle};
+use common::resources;
+use github_sim::{JobStatus, SimHandle};
 use manager::events::Metrics;
 use manager::plan::RemovalReason;
-use manager::{Backends, GitHubPath, ManagerConfig, ProxySettings, Resources, RunnerManager};
+use manager::{Backends, ProxySettings, RunnerManager};
 use test_support::cluster::{self, Cleanup, MEMBERS};
 use test_support::incus::{bridge_ip, random_app, BUSYBOX};
-use test_support::{incus_ignored, sim};
+use test_support::incus_ignored;
 
-const REPO: &str = "octo/repo";
 /// The fleet.
 const QUANTITY: usize = 12;
 /// Jobs queued before each kill (more if a member has no busy runner then).
@@ -70,17 +72,6 @@ fn incus_tests_are_ignored_by_default() {
     );
 }
 
-fn resources() -> Resources {
-    Resources::new(1, "256MiB", "1GiB").expect("valid")
-}
-
-fn rounds() -> usize {
-    std::env::var("RUNNER_MANAGER_CLUSTER_FAILURE_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10)
-}
-
 /// An error with its causes.
 fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     manager::provider::render_chain(error)
@@ -97,29 +88,12 @@ struct Env {
 
 impl Env {
     async fn new(lxd: &lxd::Client, app: &str) -> Self {
-        let sim = sim::start(
-            sim::on_bridge(REPO, "2.330.0").with_silence_timeout(Duration::from_secs(10)),
-        )
-        .await;
+        let sim = common::start_sim().await;
         let state = tempfile::tempdir().expect("tempdir");
         let mut prometheus = prometheus_client::registry::Registry::default();
         let metrics = Metrics::new(&mut prometheus);
-        let client = github::Client::new(github::ClientConfig::new(
-            url::Url::parse(&sim.api_url()).expect("url"),
-            url::Url::parse(&sim.web_url()).expect("url"),
-            github::Scope::parse(REPO).expect("scope"),
-            github::Auth::Token(sim.token()),
-        ))
-        .expect("github client");
-        let mut config = ManagerConfig::new(
-            GitHubPath::parse(REPO, "").expect("path"),
-            &sim.web_url(),
-            BUSYBOX,
-            state.path(),
-        );
-        config.ready_timeout = Duration::from_secs(60);
-        config.boot_grace = Duration::from_secs(60);
-        config.events_log = state.path().join("events.log");
+        let client = common::github_client(&sim);
+        let mut config = common::manager_config(&sim, BUSYBOX, state.path());
         config.overcommit.cpu = 16.0;
         let proxies = ProxySettings {
             http: None,
@@ -128,14 +102,7 @@ impl Env {
         };
         let backends = Backends::real(client, None, lxd.clone(), metrics);
         let manager = RunnerManager::new(app, 0, config, &proxies, backends).expect("manager");
-        let download = manager
-            .get_latest_runner_bin_url("linux", "x64")
-            .await
-            .expect("download listed");
-        manager
-            .update_runner_bin(&download)
-            .await
-            .expect("binary verified");
+        common::install_runner_bin(&manager).await;
         Self {
             app: app.to_owned(),
             sim,
@@ -160,6 +127,17 @@ impl Env {
             })
             .unwrap_or_else(|e| panic!("{what}: the pass failed: {}", chain(&e)));
         (report, started.elapsed())
+    }
+
+    /// [`pass`](Self::pass), and what an assertion on it says (`what` and the report).
+    async fn reported_pass(
+        &self,
+        what: &str,
+        bound: Duration,
+    ) -> (manager::ReconcileReport, Duration, String) {
+        let (report, took) = self.pass(what, bound).await;
+        let context = format!("{what}: {report:#?}");
+        (report, took, context)
     }
 
     /// This test's instances by name, with their member (an offline member's are listed as
@@ -191,29 +169,11 @@ impl Env {
             "i=0; while [ ! -e {RELEASE} ] && [ \"$i\" -lt 240 ]; do sleep 1; i=$((i+1)); done; \
              echo \"released on $(hostname) after ${{i}}s\""
         );
-        self.sim
-            .enqueue_job(JobSpec {
-                labels: vec![self.app.clone()],
-                script,
-                scope: Some(REPO.to_owned()),
-                ..JobSpec::default()
-            })
-            .expect("enqueued")
+        common::enqueue(&self.sim, &self.app, script)
     }
 
     async fn wait_job(&self, id: u64, status: JobStatus, timeout: Duration) -> github_sim::JobView {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let job = self.sim.job(id).expect("the job exists");
-            if job.status == status {
-                return job;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "job {id} not {status:?} after {timeout:?}: {job:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        common::wait_job(&self.sim, id, status, timeout).await
     }
 
     /// Lets the job running in `runner`'s container end.
@@ -226,6 +186,31 @@ impl Env {
             .await
             .unwrap_or_else(|e| panic!("releasing the job in {runner}: {e}"));
         assert_eq!(out.exit_code(), 0, "releasing the job in {runner}: {out:?}");
+    }
+
+    /// Lets the jobs running in these runners (`runner → job id`) end, and waits until each has
+    /// completed successfully; the jobs, in that order.
+    async fn release_jobs<'a>(
+        &self,
+        jobs: impl IntoIterator<Item = (&'a String, u64)> + Clone,
+        what: &str,
+    ) -> Vec<github_sim::JobView> {
+        for (runner, _) in jobs.clone() {
+            self.release(runner).await;
+        }
+        let mut done = Vec::new();
+        for (runner, id) in jobs {
+            let job = self
+                .wait_job(id, JobStatus::Completed, Duration::from_secs(60))
+                .await;
+            assert_eq!(
+                job.conclusion.as_deref(),
+                Some("success"),
+                "{what}: the job on {runner}: {job:?}"
+            );
+            done.push(job);
+        }
+        done
     }
 
     /// Whether the fleet is 12 running instances on online members, each registered, online
@@ -260,26 +245,18 @@ impl Env {
         let located = self.instances().await;
         assert_eq!(located.len(), QUANTITY, "{what}: {located:?}");
         let ids: Vec<u64> = (0..QUANTITY).map(|_| self.job()).collect();
-        let mut runners = Vec::new();
+        let mut running = Vec::new();
         for &id in &ids {
             let job = self
                 .wait_job(id, JobStatus::InProgress, Duration::from_secs(60))
                 .await;
-            runners.push(job.runner_name.expect("an in-progress job has a runner"));
+            running.push((
+                job.runner_name.expect("an in-progress job has a runner"),
+                id,
+            ));
         }
-        for runner in &runners {
-            self.release(runner).await;
-        }
-        for &id in &ids {
-            let done = self
-                .wait_job(id, JobStatus::Completed, Duration::from_secs(60))
-                .await;
-            assert_eq!(
-                done.conclusion.as_deref(),
-                Some("success"),
-                "{what}: {done:?}"
-            );
-        }
+        self.release_jobs(running.iter().map(|(r, id)| (r, *id)), what)
+            .await;
         let (report, _) = self.pass(what, PASS_BOUND).await;
         assert!(report.failed.is_empty(), "{what}: {report:#?}");
         assert_eq!(report.created.len(), QUANTITY, "{what}: {report:#?}");
@@ -379,20 +356,8 @@ async fn cluster_member_failure_lost_runners_replaced_and_stale_cleaned() {
         "the default placement spreads 12 runners over 3 members"
     );
     eprintln!("initial fleet ready after {:?}", started.elapsed());
-
-    let mut table = Vec::new();
-    for round in 0..rounds() {
-        if round > 0 {
-            env.settle(&format!("round {round}: fleet before the kill"))
-                .await;
-        }
-        let member = victims[round % victims.len()];
-        let measured = one_round(&env, round, member).await;
-        eprintln!("round {round}: {measured:?}");
-        table.push(measured);
-    }
-    print_table(&table);
-    eprintln!("whole test: {:?}", started.elapsed());
+    let rounds = common::env_count("RUNNER_MANAGER_CLUSTER_FAILURE_ROUNDS", 10);
+    kill_rounds(&env, &victims, rounds, BeforeKill::Settle, started).await;
 }
 
 /// The member dies right after the pass that created its runners, before any other pass
@@ -404,13 +369,43 @@ async fn cluster_member_failure_lost_runners_replaced_and_stale_cleaned() {
 async fn cluster_member_killed_right_after_the_pass_that_created_its_runners() {
     let (_serial, _cleanup, victims, env) = setup("cmg").await;
     let started = Instant::now();
+    kill_rounds(&env, &victims, 2, BeforeKill::SettleAndRenew, started).await;
+}
+
+/// What a round does before it kills a member.
+#[derive(Clone, Copy, PartialEq)]
+enum BeforeKill {
+    /// Settles the fleet (not in round 0: the test has just done so).
+    Settle,
+    /// Settles the fleet, then renews every runner in one pass.
+    SettleAndRenew,
+}
+
+/// `rounds` rounds of [`one_round`], the member killed rotating over `victims`; prints the
+/// table of measurements and the test's duration since `started`.
+async fn kill_rounds(
+    env: &Env,
+    victims: &[&str],
+    rounds: usize,
+    before: BeforeKill,
+    started: Instant,
+) {
     let mut table = Vec::new();
-    for round in 0..2 {
-        env.settle(&format!("round {round}: fleet")).await;
-        env.renew_fleet(&format!("round {round}: renewing every runner"))
-            .await;
+    for round in 0..rounds {
+        match before {
+            BeforeKill::Settle if round == 0 => {}
+            BeforeKill::Settle => {
+                env.settle(&format!("round {round}: fleet before the kill"))
+                    .await
+            }
+            BeforeKill::SettleAndRenew => {
+                env.settle(&format!("round {round}: fleet")).await;
+                env.renew_fleet(&format!("round {round}: renewing every runner"))
+                    .await;
+            }
+        }
         let member = victims[round % victims.len()];
-        let measured = one_round(&env, round, member).await;
+        let measured = one_round(env, round, member).await;
         eprintln!("round {round}: {measured:?}");
         table.push(measured);
     }
@@ -497,11 +492,10 @@ async fn one_round(env: &Env, round: usize, member: &str) -> Round {
     }
 
     // ONE pass with the member offline.
-    let (report, took) = env
-        .pass(&what("pass with the member offline"), PASS_BOUND)
+    let (report, took, context) = env
+        .reported_pass(&what("pass with the member offline"), PASS_BOUND)
         .await;
     measured.pass_lost = took;
-    let context = format!("{}: {report:#?}", what("pass with the member offline"));
     assert!(report.failed.is_empty(), "{context}");
     assert_eq!(report.counts.lost, lost.len(), "lost runners: {context}");
     let healthy = report.counts.busy + report.counts.idle + report.counts.booting;
@@ -571,11 +565,10 @@ async fn one_round(env: &Env, round: usize, member: &str) -> Round {
     }
 
     // The next pass, member still offline: nothing to do, nothing counted twice, no hang.
-    let (steady, took) = env
-        .pass(&what("second pass, member still offline"), IDLE_PASS_BOUND)
+    let (steady, took, context) = env
+        .reported_pass(&what("second pass, member still offline"), IDLE_PASS_BOUND)
         .await;
     measured.pass_steady = took;
-    let context = format!("{}: {steady:#?}", what("second pass, member still offline"));
     assert!(
         steady.created.is_empty() && steady.removed.is_empty() && steady.failed.is_empty(),
         "{context}"
@@ -588,19 +581,8 @@ async fn one_round(env: &Env, round: usize, member: &str) -> Round {
     );
 
     // The healthy members' jobs were never cut: released, they succeed.
-    for runner in &busy_healthy {
-        env.release(runner).await;
-    }
-    for runner in &busy_healthy {
-        let done = env
-            .wait_job(jobs[runner], JobStatus::Completed, Duration::from_secs(60))
-            .await;
-        assert_eq!(
-            done.conclusion.as_deref(),
-            Some("success"),
-            "{}: the job on healthy {runner}: {done:?}",
-            what("jobs")
-        );
+    let healthy_jobs = busy_healthy.iter().map(|r| (r, jobs[r]));
+    for done in env.release_jobs(healthy_jobs, &what("healthy jobs")).await {
         assert!(!done.killed_by_deletion, "{done:?}");
     }
     measured.healthy_jobs_ok = busy_healthy.len();
@@ -609,30 +591,16 @@ async fn one_round(env: &Env, round: usize, member: &str) -> Round {
     // containers kept running): released now, they end.
     measured.restart = killed.start().await;
     cluster::wait_member_status(&env.lxd, member, "Online", Duration::from_secs(60)).await;
-    for runner in &busy_lost {
-        env.release(runner).await;
-    }
-    for runner in &busy_lost {
-        let done = env
-            .wait_job(jobs[runner], JobStatus::Completed, Duration::from_secs(60))
-            .await;
-        measured
-            .lost_jobs
-            .push(done.conclusion.clone().unwrap_or_default());
-        assert_eq!(
-            done.conclusion.as_deref(),
-            Some("success"),
-            "{}: the job on lost {runner}: {done:?}",
-            what("jobs")
-        );
+    let lost_jobs = busy_lost.iter().map(|r| (r, jobs[r]));
+    for done in env.release_jobs(lost_jobs, &what("lost jobs")).await {
+        measured.lost_jobs.push(done.conclusion.unwrap_or_default());
     }
 
     // ONE pass once it is back: stale instances and registrations gone, 12 runners.
-    let (back, took) = env
-        .pass(&what("pass once the member is back"), PASS_BOUND)
+    let (back, took, context) = env
+        .reported_pass(&what("pass once the member is back"), PASS_BOUND)
         .await;
     measured.pass_back = took;
-    let context = format!("{}: {back:#?}", what("pass once the member is back"));
     assert!(back.failed.is_empty(), "{context}");
     assert_eq!(back.counts.lost, 0, "{context}");
     let stale: BTreeSet<String> = back

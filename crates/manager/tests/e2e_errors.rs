@@ -7,10 +7,11 @@
 //! Every test uses its own app name (`e2eerr…`): its instances and registrations start with it,
 //! and a failing test deletes its instances on the way out.
 
+mod common;
+
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use github_sim::SimHandle;
@@ -22,14 +23,9 @@ use manager::provider::{
     ExecOutput, ExecRequest, FilePush, Instance, InstanceProvider, InstanceSpec, ProviderError,
     RunnerRegistry,
 };
-use manager::{
-    Backends, FlushMode, GitHubPath, ManagerConfig, ProxySettings, RegistrationMode, Resources,
-    RunnerManager,
-};
-use test_support::incus::{bridge_ip, delete_prefixed, random_app};
-use test_support::{incus_ignored, sim};
-
-const REPO: &str = "octo/repo";
+use manager::{Backends, FlushMode, RegistrationMode, Resources, RunnerManager};
+use test_support::incus::{delete_prefixed, random_app};
+use test_support::incus_ignored;
 
 /// A plain `cargo test` (no daemon) must report the Incus tests as ignored, not as passed.
 #[test]
@@ -38,10 +34,6 @@ fn incus_tests_are_ignored_by_default() {
         &std::env::current_exe().expect("the test binary"),
         &["incus_tests_are_ignored_by_default"],
     );
-}
-
-fn resources() -> Resources {
-    Resources::new(1, "256MiB", "1GiB").expect("valid")
 }
 
 /// The real LXD provider, counting creation attempts. Without `preflight` it does not forward
@@ -126,6 +118,20 @@ impl InstanceProvider for Counting {
     }
 }
 
+/// A manager made by [`Env::manager`], its provider and its state directory.
+struct Unit {
+    manager: RunnerManager,
+    provider: Arc<Counting>,
+    _state: tempfile::TempDir,
+}
+
+impl Unit {
+    /// One pass for `quantity` runners, which must run (it may report failures).
+    async fn reconcile(&self, quantity: usize) -> manager::ReconcileReport {
+        common::reconcile(&self.manager, quantity).await
+    }
+}
+
 /// One app on the simulator and the real daemon; deletes its instances if the test fails.
 struct Env {
     app: String,
@@ -137,18 +143,9 @@ struct Env {
 
 impl Env {
     async fn new() -> Env {
-        let sim = sim::start(
-            sim::on_bridge(REPO, "2.330.0").with_silence_timeout(Duration::from_secs(10)),
-        )
-        .await;
+        let sim = common::start_sim().await;
         let lxd = lxd::Client::discover().await.expect("incus is up");
-        let github = github::Client::new(github::ClientConfig::new(
-            url::Url::parse(&sim.api_url()).expect("url"),
-            url::Url::parse(&sim.web_url()).expect("url"),
-            github::Scope::parse(REPO).expect("scope"),
-            github::Auth::Token(github::Secret::new(sim.token().expose())),
-        ))
-        .expect("github client");
+        let github = common::github_client(&sim);
         let app = random_app("e2eerr", 6);
         Env {
             owner: Owner::new(&app, 0).expect("owner"),
@@ -159,57 +156,39 @@ impl Env {
         }
     }
 
-    fn provider(&self, preflight: bool, profile: Option<String>) -> Arc<Counting> {
-        Arc::new(Counting {
-            inner: LxdProvider::new(self.lxd.clone()),
-            creates: AtomicUsize::new(0),
-            preflight,
-            profile,
-        })
-    }
-
-    /// A manager of this app's unit 0 on `provider`, with its runner binary in place.
+    /// A manager of this app's unit 0 with its own state directory, on a [`Counting`] provider
+    /// (`preflight`, `profile`: see there), with its runner binary in place.
     async fn manager(
         &self,
         image: &str,
         mode: RegistrationMode,
-        provider: Arc<Counting>,
-        state: &tempfile::TempDir,
-    ) -> RunnerManager {
-        let mut config = ManagerConfig::new(
-            GitHubPath::parse(REPO, "").expect("path"),
-            &self.sim.web_url(),
-            image,
-            state.path(),
-        );
+        preflight: bool,
+        profile: Option<String>,
+    ) -> Unit {
+        let state = tempfile::tempdir().expect("tempdir");
+        let provider = Arc::new(Counting {
+            inner: LxdProvider::new(self.lxd.clone()),
+            creates: AtomicUsize::new(0),
+            preflight,
+            profile,
+        });
+        let mut config = common::manager_config(&self.sim, image, state.path());
         config.registration_mode = mode;
-        config.ready_timeout = Duration::from_secs(60);
-        config.boot_grace = Duration::from_secs(60);
-        config.events_log = state.path().join("events.log");
         let mut prometheus = prometheus_client::registry::Registry::default();
         let backends = Backends {
-            provider,
+            provider: provider.clone(),
             registry: self.registry.clone(),
             metrics: Metrics::new(&mut prometheus),
         };
-        let proxies = ProxySettings {
-            http: Some(
-                manager::ProxyUrl::parse(&format!("http://{}:9", bridge_ip())).expect("proxy url"),
-            ),
-            https: None,
-            no_proxy: Some(bridge_ip().to_string()),
-        };
+        let proxies = common::proxies_on_the_bridge();
         let manager =
             RunnerManager::new(&self.app, 0, config, &proxies, backends).expect("manager");
-        let download = manager
-            .get_latest_runner_bin_url("linux", "x64")
-            .await
-            .expect("download listed");
-        manager
-            .update_runner_bin(&download)
-            .await
-            .expect("binary verified");
-        manager
+        common::install_runner_bin(&manager).await;
+        Unit {
+            manager,
+            provider,
+            _state: state,
+        }
     }
 
     async fn instances(&self) -> Vec<String> {
@@ -237,17 +216,6 @@ impl Env {
         let issued = self.sim.issued_secrets();
         (issued.registration_tokens.len(), issued.jit_configs.len())
     }
-
-    async fn wait_online(&self, manager: &RunnerManager, n: usize) {
-        for _ in 0..360 {
-            let info = manager.get_github_info().await.expect("info");
-            if info.iter().filter(|r| r.online).count() >= n {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-        panic!("{n} runners never came online");
-    }
 }
 
 impl Drop for Env {
@@ -270,6 +238,13 @@ fn prepare_error(report: &manager::ReconcileReport) -> &str {
     &failure.error
 }
 
+/// Every one of `parts` is in `error`.
+fn assert_names(error: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(error.contains(part), "{part:?} not in {error:?}");
+    }
+}
+
 /// A missing image alias: one error, naming the alias and the server and saying how to list the
 /// images, before anything is registered or created. A healthy runner is left alone and a
 /// dangling registration is still removed in that pass.
@@ -277,18 +252,12 @@ fn prepare_error(report: &manager::ReconcileReport) -> &str {
 #[ignore = "needs Incus: run by scripts/test.sh"]
 async fn a_missing_image_fails_the_pass_once_before_anything_is_made() {
     let env = Env::new().await;
-    let healthy_state = tempfile::tempdir().expect("tempdir");
     let healthy = env
-        .manager(
-            "busybox",
-            RegistrationMode::Token,
-            env.provider(true, None),
-            &healthy_state,
-        )
+        .manager("busybox", RegistrationMode::Token, true, None)
         .await;
-    let first = healthy.reconcile(1, &resources()).await.expect("reconcile");
+    let first = healthy.reconcile(1).await;
     assert_eq!(first.created.len(), 1, "{:?}", first.failed);
-    env.wait_online(&healthy, 1).await;
+    common::wait_online(&healthy.manager, 1).await;
     // A registration without an instance: the pass removes it.
     let dangling = env.owner.new_runner_name();
     env.registry
@@ -297,28 +266,28 @@ async fn a_missing_image_fails_the_pass_once_before_anything_is_made() {
         .expect("dangling registration");
 
     let alias = format!("{}-nosuch", env.app);
-    let provider = env.provider(true, None);
-    let state = tempfile::tempdir().expect("tempdir");
     let broken = env
-        .manager(&alias, RegistrationMode::Token, provider.clone(), &state)
+        .manager(&alias, RegistrationMode::Token, true, None)
         .await;
     let issued = env.registrations_issued();
-    let report = broken
-        .reconcile(3, &resources())
-        .await
-        .expect("the pass runs");
+    let report = broken.reconcile(3).await;
     let error = prepare_error(&report);
     eprintln!("the operator reads: {error}");
-    for part in [
-        format!("image alias \"{alias}\" not found"),
-        format!("on Incus {}", env.lxd.server().version),
-        env.lxd.endpoint().to_owned(),
-        "`incus image list`".to_owned(),
-    ] {
-        assert!(error.contains(&part), "{part:?} not in {error:?}");
-    }
+    assert_names(
+        error,
+        &[
+            &format!("image alias \"{alias}\" not found"),
+            &format!("on Incus {}", env.lxd.server().version),
+            env.lxd.endpoint(),
+            "`incus image list`",
+        ],
+    );
     assert!(report.created.is_empty(), "{report:?}");
-    assert_eq!(provider.creates(), 0, "no instance creation was attempted");
+    assert_eq!(
+        broken.provider.creates(),
+        0,
+        "no instance creation was attempted"
+    );
     assert_eq!(
         env.registrations_issued(),
         issued,
@@ -334,6 +303,7 @@ async fn a_missing_image_fails_the_pass_once_before_anything_is_made() {
     assert_eq!(env.registrations(), vec![first.created[0].to_string()]);
 
     healthy
+        .manager
         .flush(FlushMode::IncludingBusy)
         .await
         .expect("flush");
@@ -347,21 +317,16 @@ async fn a_missing_profile_fails_the_pass_once_before_anything_is_made() {
     let env = Env::new().await;
     let profile = format!("{}-noprofile", env.app);
     for mode in [RegistrationMode::Token, RegistrationMode::Jit] {
-        let provider = env.provider(true, Some(profile.clone()));
-        let state = tempfile::tempdir().expect("tempdir");
-        let manager = env.manager("busybox", mode, provider.clone(), &state).await;
+        let unit = env
+            .manager("busybox", mode, true, Some(profile.clone()))
+            .await;
         let issued = env.registrations_issued();
-        let report = manager.reconcile(2, &resources()).await.expect("pass");
+        let report = unit.reconcile(2).await;
         let error = prepare_error(&report);
         eprintln!("the operator reads ({mode:?}): {error}");
-        for part in [
-            format!("profile \"{profile}\" not found"),
-            "on Incus".to_owned(),
-            "`incus profile list`".to_owned(),
-        ] {
-            assert!(error.contains(&part), "{part:?} not in {error:?}");
-        }
-        assert_eq!(provider.creates(), 0, "{mode:?}");
+        let missing = format!("profile \"{profile}\" not found");
+        assert_names(error, &[&missing, "on Incus", "`incus profile list`"]);
+        assert_eq!(unit.provider.creates(), 0, "{mode:?}");
         assert_eq!(env.registrations_issued(), issued, "{mode:?}");
         assert!(env.registrations().is_empty(), "{mode:?}");
         assert!(env.instances().await.is_empty(), "{mode:?}");
@@ -392,19 +357,20 @@ async fn a_permanent_create_error_is_not_retried() {
         ),
     ];
     for (image, profile, missing, listing) in cases {
-        let provider = env.provider(false, profile);
-        let state = tempfile::tempdir().expect("tempdir");
-        let manager = env
-            .manager(image, RegistrationMode::Jit, provider.clone(), &state)
+        let unit = env
+            .manager(image, RegistrationMode::Jit, false, profile)
             .await;
-        let report = manager.reconcile(1, &resources()).await.expect("pass");
+        let report = unit.reconcile(1).await;
         assert_eq!(report.failed.len(), 1, "{:#?}", report.failed);
         let failure = &report.failed[0];
         eprintln!("the operator reads: {}", failure.error);
         assert_eq!(failure.action, "create", "{failure:?}");
-        assert!(failure.error.contains(&missing), "{failure:?}");
-        assert!(failure.error.contains(listing), "{failure:?}");
-        assert_eq!(provider.creates(), 1, "exactly one attempt: {failure:?}");
+        assert_names(&failure.error, &[&missing, listing]);
+        assert_eq!(
+            unit.provider.creates(),
+            1,
+            "exactly one attempt: {failure:?}"
+        );
         assert!(env.instances().await.is_empty());
         // The JIT registration made meanwhile was removed with the failed runner.
         assert!(env.registrations().is_empty(), "{:?}", env.registrations());

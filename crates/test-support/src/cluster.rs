@@ -13,6 +13,7 @@
 //!   [`KilledMember::start`] restarts it and waits until calls forwarded to it work.
 //! - [`wait_member_status`]: until the cluster lists a member `Online` or `Offline`.
 //! - [`Cleanup`]: deletes a test's instances (by its [`unique_prefix`]) when dropped.
+//! - [`within`]: a call that must answer within a bound (fail fast while a member is down).
 //! - [`serial`]: one cluster test at a time on the machine (a file lock), also across test
 //!   processes and under plain `cargo test`.
 
@@ -260,4 +261,17 @@ pub async fn serial() -> Serial {
 pub struct Serial {
     _file: std::fs::File,
     _local: tokio::sync::MutexGuard<'static, ()>,
+}
+
+/// Awaits `call` and asserts it answered within `limit` (a call that must fail fast while a
+/// member is down, say); its output.
+pub async fn within<T>(limit: Duration, call: impl std::future::Future<Output = T>) -> T {
+    let started = Instant::now();
+    let output = call.await;
+    let took = started.elapsed();
+    assert!(
+        took < limit,
+        "answered after {took:?}, not within {limit:?}"
+    );
+    output
 }

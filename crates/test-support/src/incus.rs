@@ -28,28 +28,37 @@ pub fn random_app(prefix: &str, letters: usize) -> String {
     format!("{prefix}{suffix}")
 }
 
-/// Force-deletes every instance whose name starts with `prefix`, saying so on stderr, on its own
-/// thread and runtime: this runs from `Drop`, inside or outside a test's runtime, and while it
-/// unwinds. Errors are ignored (the cleanup is best effort).
-pub fn delete_prefixed(lxd: &lxd::Client, prefix: &str) {
-    let (lxd, prefix) = (lxd.clone(), prefix.to_owned());
-    let cleanup = std::thread::spawn(move || {
+/// Runs `work` to its end on its own thread and current-thread runtime: usable from `Drop`,
+/// inside or outside a test's runtime, and while it unwinds. Does nothing when no runtime can be
+/// built (the cleanup it serves is best effort).
+pub fn block_on_own_thread<F>(work: F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let thread = std::thread::spawn(move || {
         let Ok(rt) = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
         else {
             return;
         };
-        rt.block_on(async {
-            for instance in lxd.list_instances().await.unwrap_or_default() {
-                if instance.name.starts_with(&prefix) {
-                    eprintln!("cleanup: deleting {}", instance.name);
-                    let _ = lxd.force_delete_instance(&instance.name).await;
-                }
-            }
-        });
+        rt.block_on(work);
     });
-    let _ = cleanup.join();
+    let _ = thread.join();
+}
+
+/// Force-deletes every instance whose name starts with `prefix`, saying so on stderr, on its own
+/// thread and runtime ([`block_on_own_thread`]). Errors are ignored (the cleanup is best effort).
+pub fn delete_prefixed(lxd: &lxd::Client, prefix: &str) {
+    let (lxd, prefix) = (lxd.clone(), prefix.to_owned());
+    block_on_own_thread(async move {
+        for instance in lxd.list_instances().await.unwrap_or_default() {
+            if instance.name.starts_with(&prefix) {
+                eprintln!("cleanup: deleting {}", instance.name);
+                let _ = lxd.force_delete_instance(&instance.name).await;
+            }
+        }
+    });
 }
 
 /// Calls [`delete_prefixed`] when dropped during a panic: a failed test still removes its

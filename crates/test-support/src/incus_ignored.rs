@@ -50,3 +50,9 @@ pub fn assert_only_these_run_by_default(binary: &Path, names: &[&str]) {
         "no ignored test: where did the Incus tests go? (all: {all:?})"
     );
 }
+
+/// [`assert_only_these_run_by_default`] for the calling test's own binary.
+pub fn assert_only_these_run_here(names: &[&str]) {
+    let binary = std::env::current_exe().expect("the test binary");
+    assert_only_these_run_by_default(&binary, names);
+}

@@ -10,9 +10,11 @@
 //! - [`sim`]: the GitHub simulator on the Incus bridge, serving the fake runner tarball.
 //! - [`policy`]: a pre-job policy service double.
 //! - [`config`]: the `runner-manager` binary's config for a simulator and real Incus.
-//! - [`on_both_images!`]: an Incus test on each guest image.
+//! - [`command`]: a command of the machine run to its end, its success asserted.
+//! - [`on_both_images!`]: an Incus test on each guest image; [`on_busybox_only!`]: on busybox.
 
 pub mod cluster;
+pub mod command;
 pub mod config;
 pub mod incus;
 pub mod incus_ignored;
@@ -30,21 +32,37 @@ pub mod sim;
 #[macro_export]
 macro_rules! on_both_images {
     (worker_threads = $threads:tt; $($name:ident),+ $(,)?) => {
-        mod busybox {
+        $crate::on_image!(busybox = BUSYBOX, worker_threads = $threads; $($name),+);
+        $crate::on_image!(debian = DEBIAN, worker_threads = $threads; $($name),+);
+    };
+}
+
+/// Generates `busybox_only::$name` for each `$name`: an `#[ignore]`d test (it needs Incus) that
+/// runs the caller's `async fn $name(image: &str)` on [`incus::BUSYBOX`] alone, on a
+/// multi-thread runtime of `worker_threads`.
+///
+/// ```text
+/// test_support::on_busybox_only!(worker_threads = 2; burst_of_30_jobs);
+/// ```
+#[macro_export]
+macro_rules! on_busybox_only {
+    (worker_threads = $threads:tt; $($name:ident),+ $(,)?) => {
+        $crate::on_image!(busybox_only = BUSYBOX, worker_threads = $threads; $($name),+);
+    };
+}
+
+/// Generates `$module::$name` for each `$name`: an `#[ignore]`d test (it needs Incus) that runs
+/// the caller's `async fn $name(image: &str)` on the image [`incus`]`::$image`, on a
+/// multi-thread runtime of `worker_threads`.
+#[macro_export]
+macro_rules! on_image {
+    ($module:ident = $image:ident, worker_threads = $threads:tt; $($name:ident),+ $(,)?) => {
+        mod $module {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = $threads)]
                 #[ignore = "needs Incus: run by scripts/test.sh"]
                 async fn $name() {
-                    super::$name($crate::incus::BUSYBOX).await;
-                }
-            )+
-        }
-        mod debian {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = $threads)]
-                #[ignore = "needs Incus: run by scripts/test.sh"]
-                async fn $name() {
-                    super::$name($crate::incus::DEBIAN).await;
+                    super::$name($crate::incus::$image).await;
                 }
             )+
         }

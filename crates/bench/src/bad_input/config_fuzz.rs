@@ -12,7 +12,8 @@ use rand::SeedableRng;
 use runner_manager::config::{Config, ConfigError};
 
 use super::config_inputs::{
-    bad_values, base_configs, generate, key_paths, BASE_SECRETS, KINDS, PEM, SECRET_ENV, TOP_LEVEL,
+    bad_values, base_configs, generate, is_top_level, key_paths, BASE_SECRETS, KINDS, PEM,
+    SECRET_ENV,
 };
 use super::{thousands, Options, Outcome, Row};
 
@@ -37,7 +38,7 @@ fn names_a_key(key: &str, input_top: &BTreeSet<String>, input_paths: &BTreeSet<S
     let segments = key_segments(key);
     let head = segments.first().map(String::as_str).unwrap_or_default();
     !key.is_empty()
-        && (TOP_LEVEL.contains(&head)
+        && (is_top_level(head)
             || input_top.contains(head)
             || input_paths.contains(key)
             || input_paths.contains(&segments.join(".")))

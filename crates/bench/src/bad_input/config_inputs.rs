@@ -79,19 +79,16 @@ pub(super) fn base_configs() -> Vec<(&'static str, String)> {
     ]
 }
 
-/// Known top-level names (as `top_level_names()` in crates/cli/tests/config.rs).
-pub(super) const TOP_LEVEL: [&str; 10] = [
-    "app_name",
-    "unit",
-    "state_dir",
-    "github",
-    "lxd",
-    "runners",
-    "proxy",
-    "policy",
-    "metrics",
-    "server",
+/// The schema's top-level tables.
+const TOP_TABLES: [&str; 7] = [
+    "github", "lxd", "runners", "proxy", "policy", "metrics", "server",
 ];
+
+/// Whether `name` is a known top-level name: a table or a top-level key (as
+/// `top_level_names()` in crates/cli/tests/config.rs).
+pub(super) fn is_top_level(name: &str) -> bool {
+    ["app_name", "unit", "state_dir"].contains(&name) || TOP_TABLES.contains(&name)
+}
 
 /// Every key of the schema, with values of the right type that are not allowed.
 pub(super) fn bad_values() -> Vec<(&'static str, Vec<String>)> {
@@ -376,21 +373,14 @@ fn mutate(
         }
         // an unknown key at a random level
         3 => {
+            // The root, every table (`github.app` after `github`), then the input's tables.
             let mut tables: Vec<String> = vec![String::new()];
-            tables.extend(
-                [
-                    "github",
-                    "github.app",
-                    "lxd",
-                    "runners",
-                    "proxy",
-                    "policy",
-                    "metrics",
-                    "server",
-                ]
-                .iter()
-                .map(|t| (*t).to_owned()),
-            );
+            for table in TOP_TABLES {
+                tables.push(table.to_owned());
+                if table == "github" {
+                    tables.push("github.app".to_owned());
+                }
+            }
             tables.extend(paths.iter().filter(|(_, t)| *t).map(|(p, _)| p.clone()));
             let at = tables[rng.random_range(0..tables.len())].clone();
             let name = match rng.random_range(0..8) {

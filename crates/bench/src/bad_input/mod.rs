@@ -15,7 +15,6 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
-use rand::rngs::StdRng;
 use rand::Rng;
 
 use crate::table::Table;
@@ -195,8 +194,9 @@ pub async fn run(options: &Options) -> anyhow::Result<Outcome> {
     Ok(outcome)
 }
 
-/// A random string over `alphabet` (used by the inputs of every check).
-fn random_string(rng: &mut StdRng, alphabet: &[u8], len: usize) -> String {
+/// A random string over `alphabet` (used by the inputs of every check, and by the secrets of
+/// the secret scan).
+pub(crate) fn random_string(rng: &mut impl Rng, alphabet: &[u8], len: usize) -> String {
     (0..len)
         .map(|_| char::from(alphabet[rng.random_range(0..alphabet.len())]))
         .collect()

@@ -2,22 +2,18 @@
 
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use async_trait::async_trait;
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use futures::FutureExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+// The manager's operations for the daemon behind the router: they count and succeed.
+use runner_manager::counting_ops::CountingOps;
 use runner_manager::daemon::{Daemon, DaemonMetrics, DaemonSettings};
-use runner_manager::ops::{
-    FlushMode, FlushOutput, Operations, ReconcileOutput, RunnerBinCheckOutput, RunnerBinOutput,
-    RunnerBinUpdateOutput, StatusOutput,
-};
 use runner_manager::secret::{Secret, SecretExt};
 use runner_manager::server::{router, ServerMetrics, ServerState, MAX_BODY_BYTES};
 use runner_manager::webhook::{sign, LabelMatcher};
@@ -29,38 +25,6 @@ use crate::table::Table;
 const WEBHOOK_SECRET: &str = "r5-webhook-secret-0123456789";
 const OUR_LABELS: [&str; 4] = ["self-hosted", "github-runner", "jammy", "gpu"];
 const RUNNER_PREFIX: &str = "github-runner-0-";
-
-/// The manager's operations for the daemon behind the router: they count and succeed.
-#[derive(Default)]
-struct CountingOps {
-    reconciles: AtomicU64,
-}
-
-#[async_trait]
-impl Operations for CountingOps {
-    async fn reconcile(&self, quantity: u32) -> anyhow::Result<ReconcileOutput> {
-        self.reconciles.fetch_add(1, Ordering::SeqCst);
-        Ok(ReconcileOutput {
-            quantity,
-            ..ReconcileOutput::default()
-        })
-    }
-    async fn flush(&self, _mode: FlushMode) -> anyhow::Result<FlushOutput> {
-        Ok(FlushOutput::default())
-    }
-    async fn status(&self) -> anyhow::Result<StatusOutput> {
-        Ok(StatusOutput::default())
-    }
-    async fn runner_bin_latest(&self, _os: &str, _arch: &str) -> anyhow::Result<RunnerBinOutput> {
-        anyhow::bail!("not used by the webhook check")
-    }
-    async fn runner_bin_update(&self) -> anyhow::Result<RunnerBinUpdateOutput> {
-        anyhow::bail!("not used by the webhook check")
-    }
-    async fn runner_bin_check(&self) -> anyhow::Result<RunnerBinCheckOutput> {
-        anyhow::bail!("not used by the webhook check")
-    }
-}
 
 /// One request and the status server.rs promises for it.
 struct Case {
@@ -168,6 +132,11 @@ impl Cases {
             .push(Case::plain(kind, event, body, signature, expected));
     }
 
+    /// A `workflow_job` delivery of `body` with its signature.
+    fn add_job(&mut self, kind: &'static str, body: Vec<u8>, expected: StatusCode) {
+        self.add_signed(kind, Some("workflow_job"), body, expected);
+    }
+
     /// [`Cases::add`] with the signature of `body`.
     fn add_signed(
         &mut self,
@@ -190,9 +159,8 @@ fn webhook_cases(rng: &mut StdRng, scale: usize) -> Vec<Case> {
     let wj = Some("workflow_job");
     for _ in 0..40 * scale {
         let body = our_job_body(rng, "queued", None);
-        cases.add_signed(
+        cases.add_job(
             "signed queued, our labels → 202",
-            wj,
             body,
             StatusCode::ACCEPTED,
         );
@@ -210,12 +178,7 @@ fn webhook_cases(rng: &mut StdRng, scale: usize) -> Vec<Case> {
             labels
         };
         let body = job_body(rng, "queued", &labels, None);
-        cases.add_signed(
-            "signed queued, other labels → 200",
-            wj,
-            body,
-            StatusCode::OK,
-        );
+        cases.add_job("signed queued, other labels → 200", body, StatusCode::OK);
     }
     for _ in 0..30 * scale {
         let runner = format!(
@@ -223,12 +186,7 @@ fn webhook_cases(rng: &mut StdRng, scale: usize) -> Vec<Case> {
             random_string(rng, b"abcdef0123456789", 8)
         );
         let body = our_job_body(rng, "completed", Some(&runner));
-        cases.add_signed(
-            "signed completed on ours → 202",
-            wj,
-            body,
-            StatusCode::ACCEPTED,
-        );
+        cases.add_job("signed completed on ours → 202", body, StatusCode::ACCEPTED);
     }
     for _ in 0..10 * scale {
         let runner = if rng.random_bool(0.5) {
@@ -237,15 +195,14 @@ fn webhook_cases(rng: &mut StdRng, scale: usize) -> Vec<Case> {
             None
         };
         let body = our_job_body(rng, "completed", runner.as_deref());
-        cases.add_signed("signed completed elsewhere → 200", wj, body, StatusCode::OK);
+        cases.add_job("signed completed elsewhere → 200", body, StatusCode::OK);
     }
     for _ in 0..30 * scale {
         let action = ["in_progress", "waiting", "requested", "", "QUEUED"][rng.random_range(0..5)];
         let runner = format!("{RUNNER_PREFIX}abcd1234");
         let body = our_job_body(rng, action, Some(&runner));
-        cases.add_signed(
+        cases.add_job(
             "signed in_progress/other action → 200",
-            wj,
             body,
             StatusCode::OK,
         );
@@ -373,9 +330,8 @@ fn webhook_cases(rng: &mut StdRng, scale: usize) -> Vec<Case> {
             7 => format!("{{\"action\":7,\"workflow_job\":{{\"id\":{id},\"labels\":[],\"runner_name\":null}}}}").into_bytes(),
             _ => b"null".to_vec(),
         };
-        cases.add_signed(
+        cases.add_job(
             "non-JSON / wrong shape, signed → 400",
-            wj,
             body,
             StatusCode::BAD_REQUEST,
         );
@@ -420,9 +376,8 @@ fn webhook_cases(rng: &mut StdRng, scale: usize) -> Vec<Case> {
     for _ in 0..30 * scale {
         let len = rng.random_range(0..4096);
         let body: Vec<u8> = (0..len).map(|_| rng.random()).collect();
-        cases.add_signed(
+        cases.add_job(
             "random bytes, signed, workflow_job → 400",
-            wj,
             body.clone(),
             StatusCode::BAD_REQUEST,
         );
@@ -625,15 +580,12 @@ pub(super) async fn webhooks(options: &Options, outcome: &mut Outcome) -> anyhow
     // The deliveries' pass starts once the daemon has gathered the burst
     // (`DaemonSettings::coalesce`): give it a few seconds before stopping.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while triggering > 0
-        && ops.reconciles.load(Ordering::SeqCst) < 2
-        && tokio::time::Instant::now() < deadline
-    {
+    while triggering > 0 && ops.passes() < 2 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(10), daemon_task).await;
-    let passes = ops.reconciles.load(Ordering::SeqCst);
+    let passes = ops.passes();
     let no_pass = u64::from(passes < 2);
     if no_pass > 0 {
         outcome.problem(format!(

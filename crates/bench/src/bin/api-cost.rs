@@ -16,10 +16,7 @@ use manager::RegistrationMode;
 const PASSES: u64 = 5;
 
 fn main() -> anyhow::Result<()> {
-    if let Some(child) = bench::outside::run_child_if_requested() {
-        return child;
-    }
-    bench::block_on(run())
+    bench::main(|bench::NoArgs {}| run())
 }
 
 struct Idle {

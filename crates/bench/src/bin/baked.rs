@@ -3,11 +3,14 @@
 //! base image, then a demand pool of N (`min_idle = max = N`) reconciled from empty with
 //! `image_mode = plain` and with `image_mode = baked` (its image built by the manager and
 //! promoted by a warm-up pass first), each timed from the pass's start to N runners online in
-//! github-sim. Also the image build once, by step.
+//! github-sim. Also the image build once, by step. `--registration token,jit` measures both
+//! registration modes in the same run against the same floor (a plain and a baked manager per
+//! mode; the default is the pools' default, `token`).
 //!
-//! `cargo run --release -p bench --bin baked [-- --runs 3 --image busybox --n 10,50]`
+//! `cargo run --release -p bench --bin baked [-- --runs 3 --image busybox --n 10,50
+//! --registration token,jit]`
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -17,7 +20,8 @@ use bench::table::{ratio, Table};
 use clap::Parser;
 use manager::images::ImageState;
 use manager::pool::ImageMode;
-use manager::RunnerManager;
+use manager::reconcile::JIT_PER_MINUTE;
+use manager::{RegistrationMode, RunnerManager};
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -33,6 +37,18 @@ struct Args {
     /// `create_concurrency` of both managers (default: `ManagerConfig`'s default).
     #[arg(long)]
     concurrency: Option<usize>,
+    /// The pools' registration modes, each measured (plain and baked) against the same floor:
+    /// `token`, `jit` (default: `token`, a pool's default).
+    #[arg(long, value_delimiter = ',', default_value = "token", value_parser = registration)]
+    registration: Vec<RegistrationMode>,
+}
+
+fn registration(s: &str) -> Result<RegistrationMode, String> {
+    match s {
+        "token" => Ok(RegistrationMode::Token),
+        "jit" => Ok(RegistrationMode::Jit),
+        other => Err(format!("{other:?}: token or jit")),
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -49,11 +65,64 @@ struct Run {
     stdin_per_runner: u64,
 }
 
+/// One registration mode's pair of runs in a round.
+struct ModeRun {
+    plain: Run,
+    baked: Run,
+}
+
 struct Round {
     floor_baked: Duration,
     floor_base: Duration,
-    plain: Run,
-    baked: Run,
+    /// In the order of `--registration`.
+    modes: Vec<ModeRun>,
+}
+
+/// The JIT registrations the run's managers sent in the last minute: each manager's pacer admits
+/// [`JIT_PER_MINUTE`] a minute, and GitHub's secondary limit counts every manager of the run
+/// (one token), so a pass of `n` waits here until all `n` fit (a round that creates fewer than
+/// `n` is a failed round).
+#[derive(Default)]
+struct JitWindow {
+    sent: VecDeque<(Instant, usize)>,
+}
+
+impl JitWindow {
+    async fn before(&mut self, mode: RegistrationMode, n: usize) -> anyhow::Result<()> {
+        if mode != RegistrationMode::Jit {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            n <= JIT_PER_MINUTE,
+            "N = {n} JIT runners do not fit the manager's pacing ({JIT_PER_MINUTE} a minute)"
+        );
+        let window = Duration::from_secs(61);
+        loop {
+            self.sent.retain(|(at, _)| at.elapsed() < window);
+            let sent: usize = self.sent.iter().map(|(_, k)| k).sum();
+            match self.sent.front() {
+                Some((oldest, _)) if sent + n > JIT_PER_MINUTE => {
+                    let wait = window.saturating_sub(oldest.elapsed());
+                    eprintln!("jit: waiting {} for the pacing window", secs(wait));
+                    tokio::time::sleep(wait).await;
+                }
+                _ => break,
+            }
+        }
+        self.sent.push_back((Instant::now(), n));
+        Ok(())
+    }
+}
+
+/// A registration mode's two managers (plain and baked) for one N.
+struct Side {
+    mode: RegistrationMode,
+    plain: RunnerManager,
+    plain_rec: std::sync::Arc<Recorder>,
+    baked: RunnerManager,
+    baked_rec: std::sync::Arc<Recorder>,
+    fingerprint: String,
+    alias: String,
 }
 
 /// The image build, by step.
@@ -114,7 +183,12 @@ async fn measure(
     }
     let online_at = watcher.await??;
     let online = online_at.values().copied().max().unwrap_or_default();
-    let profile = real::profile(&recorder.calls(), &online_at, t0);
+    let calls = recorder.calls();
+    let mut profile = real::profile(&calls, &online_at, t0);
+    profile.mean.insert(
+        baked::EXEC_TO_ONLINE,
+        baked::exec_to_online(&calls, &online_at, t0),
+    );
     let stdin_per_runner = recorder.stdin_bytes() / n.max(1) as u64;
     rig.clean(manager).await?;
     Ok(Run {
@@ -249,80 +323,154 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
 
     let mut rounds: BTreeMap<usize, Vec<Round>> = BTreeMap::new();
-    let mut builds: Vec<(usize, Build)> = Vec::new();
+    let mut builds: Vec<(String, Build)> = Vec::new();
     let mut failed_rounds = 0;
+    let modes = args.registration.clone();
+    let jit = tokio::sync::Mutex::new(JitWindow::default());
     for &n in &args.n {
-        let plain_pool = baked::pool(&args.image, &rig.resources, n, ImageMode::Plain)?;
-        let baked_pool = baked::pool(&args.image, &rig.resources, n, ImageMode::Baked)?;
-        let (plain, plain_rec) = baked::manager(
-            &rig,
-            state.path(),
-            &format!("{tag}p{n}"),
-            plain_pool,
-            args.concurrency,
-        )
-        .await?;
-        let (bakedm, baked_rec) = baked::manager(
-            &rig,
-            state.path(),
-            &format!("{tag}k{n}"),
-            baked_pool,
-            args.concurrency,
-        )
-        .await?;
-        let (fingerprint, built) = build(&bakedm, &baked_rec).await?;
-        eprintln!(
-            "N={n}: image {} built in {} {}",
-            built.alias,
-            secs(built.total),
-            built.size_note
-        );
-        let alias = built.alias.clone();
-        builds.push((n, built));
-        let started = Instant::now();
-        let passes = warm_up(&rig, &bakedm, n, &fingerprint).await?;
-        eprintln!(
-            "N={n}: warm-up promoted the image in {} pass(es) after the first, {}",
-            passes,
-            secs(started.elapsed())
-        );
-        for rep in 0..args.runs {
-            let prefix = format!("{tag}f{n}x{rep}k-");
-            let floor_baked = baked::floor(&rig, &alias, &prefix, n).await;
-            rig.delete_prefix(&prefix).await?;
-            let floor_baked = floor_baked?;
-            let prefix = format!("{tag}f{n}x{rep}b-");
-            let floor_base = baked::floor(&rig, &args.image, &prefix, n).await;
-            rig.delete_prefix(&prefix).await?;
-            let floor_base = floor_base?;
-            let plain_run = retried(&mut failed_rounds, || {
-                measure(&rig, &plain, &plain_rec, n, None)
-            })
+        let mut sides: Vec<Side> = Vec::new();
+        for &mode in &modes {
+            let m = mode.as_str().chars().next().unwrap_or('x');
+            let plain_pool = baked::pool(&args.image, &rig.resources, n, ImageMode::Plain, mode)?;
+            let baked_pool = baked::pool(&args.image, &rig.resources, n, ImageMode::Baked, mode)?;
+            let (plain, plain_rec) = baked::manager(
+                &rig,
+                state.path(),
+                &format!("{tag}p{m}{n}"),
+                plain_pool,
+                args.concurrency,
+            )
             .await?;
-            let baked_run = retried(&mut failed_rounds, || {
-                measure(&rig, &bakedm, &baked_rec, n, Some(&fingerprint))
-            })
+            let (bakedm, baked_rec) = baked::manager(
+                &rig,
+                state.path(),
+                &format!("{tag}k{m}{n}"),
+                baked_pool,
+                args.concurrency,
+            )
             .await?;
+            let (fingerprint, built) = build(&bakedm, &baked_rec).await?;
             eprintln!(
-                "N={n} rep {rep}: floor {} (base image {}), plain {} (pass {}), baked {} (pass {})",
-                secs(floor_baked),
-                secs(floor_base),
-                secs(plain_run.online),
-                secs(plain_run.pass),
-                secs(baked_run.online),
-                secs(baked_run.pass),
+                "N={n} {}: image {} built in {} {}",
+                mode.as_str(),
+                built.alias,
+                secs(built.total),
+                built.size_note
             );
+            let alias = built.alias.clone();
+            builds.push((format!("N={n} {}", mode.as_str()), built));
+            jit.lock().await.before(mode, n).await?;
+            let started = Instant::now();
+            let passes = warm_up(&rig, &bakedm, n, &fingerprint).await?;
+            eprintln!(
+                "N={n} {}: warm-up promoted the image in {} pass(es) after the first, {}",
+                mode.as_str(),
+                passes,
+                secs(started.elapsed())
+            );
+            sides.push(Side {
+                mode,
+                plain,
+                plain_rec,
+                baked: bakedm,
+                baked_rec,
+                fingerprint,
+                alias,
+            });
+        }
+        let Some(alias) = sides.first().map(|s| s.alias.clone()) else {
+            anyhow::bail!("no registration mode to measure");
+        };
+        for rep in 0..args.runs {
+            // Each repetition measures the same rounds in a rotated order, so that no round
+            // is always the first or the last (the host slows down as a repetition goes on:
+            // the deleted instances' volumes are still being cleaned up).
+            #[derive(Clone, Copy)]
+            enum Step {
+                Floor,
+                FloorBase,
+                Plain(usize),
+                Baked(usize),
+            }
+            let mut steps = vec![Step::Floor, Step::FloorBase];
+            for i in 0..sides.len() {
+                steps.extend([Step::Plain(i), Step::Baked(i)]);
+            }
+            let turn = rep % steps.len();
+            steps.rotate_left(turn);
+            let (mut floor_baked, mut floor_base) = (None, None);
+            let mut plain_runs: Vec<Option<_>> = sides.iter().map(|_| None).collect();
+            let mut baked_runs: Vec<Option<_>> = sides.iter().map(|_| None).collect();
+            for step in steps {
+                match step {
+                    Step::Floor => {
+                        let prefix = format!("{tag}f{n}x{rep}k-");
+                        let floor = baked::floor(&rig, &alias, &prefix, n).await;
+                        rig.delete_prefix(&prefix).await?;
+                        floor_baked = Some(floor?);
+                    }
+                    Step::FloorBase => {
+                        let prefix = format!("{tag}f{n}x{rep}b-");
+                        let floor = baked::floor(&rig, &args.image, &prefix, n).await;
+                        rig.delete_prefix(&prefix).await?;
+                        floor_base = Some(floor?);
+                    }
+                    Step::Plain(i) => {
+                        let side = &sides[i];
+                        let run = retried(&mut failed_rounds, || async {
+                            jit.lock().await.before(side.mode, n).await?;
+                            measure(&rig, &side.plain, side.plain_rec.as_ref(), n, None).await
+                        })
+                        .await?;
+                        plain_runs[i] = Some(run);
+                    }
+                    Step::Baked(i) => {
+                        let side = &sides[i];
+                        let run = retried(&mut failed_rounds, || async {
+                            jit.lock().await.before(side.mode, n).await?;
+                            let fingerprint = Some(side.fingerprint.as_str());
+                            measure(&rig, &side.baked, side.baked_rec.as_ref(), n, fingerprint)
+                                .await
+                        })
+                        .await?;
+                        baked_runs[i] = Some(run);
+                    }
+                }
+            }
+            let (Some(floor_baked), Some(floor_base)) = (floor_baked, floor_base) else {
+                anyhow::bail!("N={n} rep {rep}: a floor was not measured");
+            };
+            let mut mode_runs = Vec::new();
+            for ((side, plain_run), baked_run) in sides.iter().zip(plain_runs).zip(baked_runs) {
+                let (Some(plain_run), Some(baked_run)) = (plain_run, baked_run) else {
+                    anyhow::bail!("N={n} rep {rep}: a round was not measured");
+                };
+                eprintln!(
+                    "N={n} {} rep {rep}: floor {} (base image {}), plain {} (pass {}), baked {} (pass {})",
+                    side.mode.as_str(),
+                    secs(floor_baked),
+                    secs(floor_base),
+                    secs(plain_run.online),
+                    secs(plain_run.pass),
+                    secs(baked_run.online),
+                    secs(baked_run.pass),
+                );
+                mode_runs.push(ModeRun {
+                    plain: plain_run,
+                    baked: baked_run,
+                });
+            }
             rounds.entry(n).or_default().push(Round {
                 floor_baked,
                 floor_base,
-                plain: plain_run,
-                baked: baked_run,
+                modes: mode_runs,
             });
         }
     }
 
     let mut table = Table::new(&[
         "N",
+        "registration",
         "floor (baked image)",
         "floor (base image)",
         "plain → N online",
@@ -332,20 +480,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "baked/plain",
     ]);
     for (n, list) in &rounds {
-        let pick = |f: fn(&Round) -> Duration| median(&list.iter().map(f).collect::<Vec<_>>());
-        let floor = pick(|r| r.floor_baked);
-        let plain = pick(|r| r.plain.online);
-        let baked_online = pick(|r| r.baked.online);
-        table.row(vec![
-            n.to_string(),
-            secs(floor),
-            secs(pick(|r| r.floor_base)),
-            secs(plain),
-            secs(baked_online),
-            ratio(baked_online.as_secs_f64(), floor.as_secs_f64()),
-            ratio(plain.as_secs_f64(), floor.as_secs_f64()),
-            ratio(baked_online.as_secs_f64(), plain.as_secs_f64()),
-        ]);
+        let pick = |f: &dyn Fn(&Round) -> Duration| median(&list.iter().map(f).collect::<Vec<_>>());
+        let floor = pick(&|r| r.floor_baked);
+        let floor_base = pick(&|r| r.floor_base);
+        for (k, mode) in modes.iter().enumerate() {
+            let plain = pick(&|r| r.modes[k].plain.online);
+            let baked_online = pick(&|r| r.modes[k].baked.online);
+            table.row(vec![
+                n.to_string(),
+                mode.as_str().to_owned(),
+                secs(floor),
+                secs(floor_base),
+                secs(plain),
+                secs(baked_online),
+                ratio(baked_online.as_secs_f64(), floor.as_secs_f64()),
+                ratio(plain.as_secs_f64(), floor.as_secs_f64()),
+                ratio(baked_online.as_secs_f64(), plain.as_secs_f64()),
+            ]);
+        }
     }
     println!(
         "\n### Baked against plain and the floor (median of {} run(s); target baked ≤ 1.10× floor at N = 10)\n",
@@ -357,6 +509,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut per_run = Table::new(&[
         "N",
         "run",
+        "registration",
         "floor (baked)",
         "floor (base)",
         "plain online",
@@ -366,38 +519,56 @@ async fn run(args: Args) -> anyhow::Result<()> {
     ]);
     for (n, list) in &rounds {
         for (i, r) in list.iter().enumerate() {
-            per_run.row(vec![
-                n.to_string(),
-                i.to_string(),
-                secs(r.floor_baked),
-                secs(r.floor_base),
-                secs(r.plain.online),
-                secs(r.plain.pass),
-                secs(r.baked.online),
-                secs(r.baked.pass),
-            ]);
+            for (mode, m) in modes.iter().zip(&r.modes) {
+                per_run.row(vec![
+                    n.to_string(),
+                    i.to_string(),
+                    mode.as_str().to_owned(),
+                    secs(r.floor_baked),
+                    secs(r.floor_base),
+                    secs(m.plain.online),
+                    secs(m.plain.pass),
+                    secs(m.baked.online),
+                    secs(m.baked.pass),
+                ]);
+            }
         }
     }
     println!("\n### Per run\n");
     print!("{}", per_run.render());
 
-    type Pick = fn(&Round) -> &Run;
+    type Pick = fn(&ModeRun) -> &Run;
     for (label, pick) in [
-        ("plain", (|r: &Round| &r.plain) as Pick),
-        ("baked", |r: &Round| &r.baked),
+        ("plain", (|r: &ModeRun| &r.plain) as Pick),
+        ("baked", |r: &ModeRun| &r.baked),
     ] {
+        let columns: Vec<(usize, usize, RegistrationMode)> = rounds
+            .keys()
+            .flat_map(|&n| modes.iter().enumerate().map(move |(k, m)| (n, k, *m)))
+            .collect();
         let mut header = vec!["phase (mean s per runner)".to_owned()];
-        header.extend(rounds.keys().map(|n| format!("N={n}")));
+        header.extend(
+            columns
+                .iter()
+                .map(|(n, _, m)| format!("N={n} {}", m.as_str())),
+        );
         let header_refs: Vec<&str> = header.iter().map(String::as_str).collect();
         let mut phases = Table::new(&header_refs);
+        let runs_of = |n: usize, k: usize| -> Vec<&Run> {
+            rounds
+                .get(&n)
+                .map(|list| list.iter().map(|r| pick(&r.modes[k])).collect())
+                .unwrap_or_default()
+        };
         for phase in baked::phase_order() {
-            let cells: Vec<f64> = rounds
-                .values()
-                .map(|list| {
-                    list.iter()
-                        .map(|r| pick(r).profile.mean.get(phase).copied().unwrap_or(0.0))
+            let cells: Vec<f64> = columns
+                .iter()
+                .map(|&(n, k, _)| {
+                    let runs = runs_of(n, k);
+                    runs.iter()
+                        .map(|r| r.profile.mean.get(phase).copied().unwrap_or(0.0))
                         .sum::<f64>()
-                        / list.len().max(1) as f64
+                        / runs.len().max(1) as f64
                 })
                 .collect();
             if cells.iter().all(|v| *v == 0.0) {
@@ -408,9 +579,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             phases.row(row);
         }
         let mut row = vec!["setup exec stdin per runner (KiB)".to_owned()];
-        row.extend(rounds.values().map(|list| {
-            let bytes = list.iter().map(|r| pick(r).stdin_per_runner).sum::<u64>()
-                / list.len().max(1) as u64;
+        row.extend(columns.iter().map(|&(n, k, _)| {
+            let runs = runs_of(n, k);
+            let bytes =
+                runs.iter().map(|r| r.stdin_per_runner).sum::<u64>() / runs.len().max(1) as u64;
             format!("{:.1}", bytes as f64 / 1024.0)
         }));
         phases.row(row);
@@ -420,7 +592,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     if !builds.is_empty() {
         let mut header = vec!["image build step".to_owned()];
-        header.extend(builds.iter().map(|(n, _)| format!("pool of N={n}")));
+        header.extend(builds.iter().map(|(n, _)| format!("pool of {n}")));
         let header_refs: Vec<&str> = header.iter().map(String::as_str).collect();
         let mut table = Table::new(&header_refs);
         let steps: Vec<&'static str> = builds

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use bench::real::{self, launch_floor_on, median, secs, Guard, Rig, IMAGE};
+use bench::real::{self, median, secs, Guard, Rig};
 use bench::table::{ratio, Table};
 use clap::Parser;
 use manager::RunnerManager;
@@ -30,8 +30,7 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    bench::block_on(run(args))
+    bench::main(run)
 }
 
 /// Instances under `prefix` per member (their `location`).
@@ -76,29 +75,12 @@ async fn measure(
     manager: &RunnerManager,
     n: usize,
 ) -> anyhow::Result<(Duration, BTreeMap<String, usize>)> {
-    let prefix = manager.owner().prefix();
-    let t0 = Instant::now();
-    let watcher = rig.watch_online(&prefix, n, t0, Duration::from_secs(180));
-    let report = tokio::time::timeout(
-        Duration::from_secs(180),
-        manager.reconcile(n, &rig.resources),
-    )
-    .await
-    .context("reconcile timed out")??;
-    if !(report.failed.is_empty() && report.created.len() == n) {
-        watcher.abort();
-        rig.clean(manager).await?;
-        anyhow::bail!(
-            "reconcile({n}) created {} of {n} runners; first failure: {:?}",
-            report.created.len(),
-            report.failed.first().map(|f| &f.error)
-        );
-    }
-    let online_at = watcher.await??;
-    let online = online_at.values().copied().max().unwrap_or_default();
-    let spread = per_member(&rig.lxd, &prefix).await?;
+    let online = rig
+        .reconcile_online(manager, n, Instant::now(), Duration::from_secs(180))
+        .await?;
+    let spread = per_member(&rig.lxd, &manager.owner().prefix()).await?;
     rig.clean(manager).await?;
-    Ok((online, spread))
+    Ok((online.last(), spread))
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -147,32 +129,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     // Warm-up, not measured: a member copies an image from another on its first launch of it.
     let warm = format!("{tag}w-");
-    let warmed = launch_floor_on(
-        &rig.lxd,
-        IMAGE,
-        &rig.profiles,
-        &warm,
-        members.len(),
-        Duration::from_secs(60),
-        &members,
-    )
-    .await;
+    let warmed = rig
+        .floor_on(&warm, members.len(), Duration::from_secs(60), &members)
+        .await;
     rig.delete_prefix(&warm).await?;
     eprintln!("warm-up (the image on every member): {}", secs(warmed?));
 
     let mut rounds = Vec::new();
     for run in 0..args.runs {
         let floor_prefix = format!("{tag}f{run}-");
-        let floor = launch_floor_on(
-            &rig.lxd,
-            IMAGE,
-            &rig.profiles,
-            &floor_prefix,
-            args.n,
-            Duration::from_secs(60),
-            &members,
-        )
-        .await;
+        let floor = rig
+            .floor_on(&floor_prefix, args.n, Duration::from_secs(60), &members)
+            .await;
         let floor_spread = per_member(&rig.lxd, &floor_prefix).await?;
         rig.delete_prefix(&floor_prefix).await?;
         let floor = floor?;

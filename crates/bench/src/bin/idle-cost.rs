@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use bench::real::{self, secs, Guard, Rig};
+use bench::real::{secs, Rig};
 use bench::table::Table;
 use clap::Parser;
 use parking_lot::Mutex;
@@ -33,8 +33,7 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    bench::block_on(run(args))
+    bench::main(run)
 }
 
 /// Lines of an `incus monitor` child, collected by a thread.
@@ -108,13 +107,7 @@ fn rest_requests(sim: &github_sim::SimHandle) -> u64 {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let rig = Rig::start().await?;
-    let tag = real::run_tag();
-    let _guard = Guard::new(tag.clone());
-    eprintln!(
-        "idle-cost: sim at {}, instances named {tag}*",
-        rig.sim.base_url()
-    );
+    let (rig, tag, _guard) = Rig::start_run("idle-cost").await?;
     let lifecycle = Monitor::start(&["--type=lifecycle", "--format=json"])?;
     let logging = Monitor::start(&["--type=logging", "--loglevel=debug", "--pretty"])?;
     let mut table = Table::new(&[

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use bench::real::{self, median, secs, Guard, Rig};
+use bench::real::{median, secs, Rig};
 use bench::table::Table;
 use clap::Parser;
 use github_sim::{JobSpec, JobStatus};
@@ -21,8 +21,7 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    bench::block_on(run(args))
+    bench::main(run)
 }
 
 struct Rep {
@@ -32,22 +31,15 @@ struct Rep {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let rig = Rig::start().await?;
-    let tag = real::run_tag();
-    let _guard = Guard::new(tag.clone());
+    let (rig, tag, _guard) = Rig::start_run("pickup-latency").await?;
     let app = format!("{tag}p");
     let (manager, _timeline) = rig.manager(&app, None).await?;
     let prefix = manager.owner().prefix();
-    eprintln!(
-        "pickup-latency: sim at {}, instances named {tag}*",
-        rig.sim.base_url()
-    );
 
     let mut reps = Vec::new();
     for rep in 0..args.reps {
         let floor_prefix = format!("{tag}f{rep}-");
-        let floor = rig.floor(&floor_prefix, 1).await?;
-        rig.delete_prefix(&floor_prefix).await?;
+        let floor = rig.measure_floor(&floor_prefix, 1).await?;
 
         let idle = rig
             .sim
@@ -61,19 +53,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .sim
             .enqueue_job(JobSpec::new(&["self-hosted", &app], "true"))?;
         // The webhook-equivalent trigger: reconcile(1) at once.
-        let watcher = rig.watch_online(&prefix, 1, t0, Duration::from_secs(120));
-        let report = tokio::time::timeout(
-            Duration::from_secs(120),
-            manager.reconcile(1, &rig.resources),
-        )
-        .await
-        .context("reconcile timed out")??;
-        anyhow::ensure!(
-            report.failed.is_empty() && report.created.len() == 1,
-            "reconcile(1) did not create a runner: {report:?}"
-        );
-        let online_at = watcher.await??;
-        let online = online_at.values().copied().max().unwrap_or_default();
+        let online = rig
+            .reconcile_online(&manager, 1, t0, Duration::from_secs(120))
+            .await?
+            .last();
         let picked = loop {
             let view = rig.sim.job(job).context("the job vanished")?;
             if view.status != JobStatus::Queued {

@@ -9,8 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use bench::real::{self, median, phase_order, secs, Guard, Rig, Timeline};
+use bench::real::{self, median, phase_order, retried, secs, Rig, Timeline};
 use bench::table::{ratio, Table};
 use clap::Parser;
 use manager::RunnerManager;
@@ -29,8 +28,7 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    bench::block_on(run(args))
+    bench::main(run)
 }
 
 struct Run {
@@ -52,71 +50,31 @@ async fn measure(
     timeline: &Timeline,
     n: usize,
 ) -> anyhow::Result<Run> {
-    let prefix = manager.owner().prefix();
     timeline.clear();
     let t0 = Instant::now();
-    let watcher = rig.watch_online(&prefix, n, t0, Duration::from_secs(150));
-    let report = tokio::time::timeout(
-        Duration::from_secs(150),
-        manager.reconcile(n, &rig.resources),
-    )
-    .await
-    .context("reconcile timed out")??;
-    let reconcile = t0.elapsed();
+    let online = rig
+        .reconcile_online(manager, n, t0, Duration::from_secs(150))
+        .await;
     for error in timeline.errors() {
         eprintln!("provider error (the manager retried or failed): {error}");
     }
-    if !(report.failed.is_empty() && report.created.len() == n) {
-        watcher.abort();
-        rig.clean(manager).await?;
-        anyhow::bail!(
-            "reconcile({n}) created {} of {n} runners; first failure: {:?}",
-            report.created.len(),
-            report.failed.first().map(|f| &f.error)
-        );
-    }
-    let online_at = watcher.await??;
-    let online = online_at.values().copied().max().unwrap_or_default();
-    let profile = real::profile(&timeline.calls(), &online_at, t0);
+    let online = online?;
+    let profile = real::profile(&timeline.calls(), &online.at, t0);
     rig.clean(manager).await?;
     Ok(Run {
-        online,
-        reconcile,
+        online: online.last(),
+        reconcile: online.reconcile,
         profile,
     })
 }
 
-/// Runs `round` up to 3 times, counting the failed attempts.
-async fn retried<F, Fut>(failed: &mut usize, mut round: F) -> anyhow::Result<Run>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<Run>>,
-{
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match round().await {
-            Ok(run) => return Ok(run),
-            Err(e) if attempt < 3 => {
-                *failed += 1;
-                eprintln!("round failed, repeating it: {e:#}");
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 async fn run(args: Args) -> anyhow::Result<()> {
-    let rig = Rig::start().await?;
-    let tag = real::run_tag();
-    // Declared after the rig: dropped first, while nothing else is running.
-    let _guard = Guard::new(tag.clone());
+    let (rig, tag, _guard) = Rig::start_run("provisioning").await?;
     let (default, default_timeline) = rig.manager(&format!("{tag}m"), args.concurrency).await?;
     let widest = args.sizes.iter().copied().max().unwrap_or(1);
     let (wide, wide_timeline) = rig.manager(&format!("{tag}w"), Some(widest)).await?;
     eprintln!(
-        "provisioning: sim at {}, instances named {tag}*, create_concurrency {} and {widest}",
-        rig.sim.base_url(),
+        "provisioning: create_concurrency {} and {widest}",
         args.concurrency
             .map_or_else(|| "default".to_owned(), |n| n.to_string())
     );
@@ -126,9 +84,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     for &n in &args.sizes {
         for rep in 0..args.reps {
             let floor_prefix = format!("{tag}f{n}x{rep}-");
-            let floor = rig.floor(&floor_prefix, n).await;
-            rig.delete_prefix(&floor_prefix).await?;
-            let floor = floor?;
+            let floor = rig.measure_floor(&floor_prefix, n).await?;
             let default_run = retried(&mut failed_rounds, || {
                 measure(&rig, &default, &default_timeline, n)
             })

@@ -31,10 +31,7 @@ const RSS_TARGET_MIB: f64 = 30.0;
 const REAL_TARBALL_MIB: usize = 128;
 
 fn main() -> anyhow::Result<()> {
-    if let Some(child) = bench::outside::run_child_if_requested() {
-        return child;
-    }
-    bench::block_on(run())
+    bench::main(|bench::NoArgs {}| run())
 }
 
 /// What `passes` repetitions of `f` cost, per repetition.

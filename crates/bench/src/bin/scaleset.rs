@@ -14,20 +14,17 @@
 //! The daemon binary is `target/release/runner-manager` (next to this one) or
 //! `RUNNER_MANAGER_BIN`.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use bench::burst::{self, Daemon};
+use bench::burst::{self, World};
 use bench::real::{self, secs, Guard, REPO};
 use bench::scaleset::{rest_jit_pool, scaleset_pool, RequestSplit};
 use bench::table::{ratio, Table};
 use clap::Parser;
-use github_sim::{JobSpec, JobStatus, SimHandle, WebhookTarget};
+use github_sim::{JobSpec, JobStatus, SimHandle};
 
-const API_TOKEN: &str = "scaleset-api-token-0123456789";
-const WEBHOOK_SECRET: &str = "scaleset-webhook-secret-abcdef";
 const TARGET: f64 = 1.3;
 
 #[derive(Parser, Debug)]
@@ -53,79 +50,19 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    bench::block_on(run(args))
+    bench::main(run)
 }
 
-/// One daemon's world: its temp dir, config and process.
-struct World {
-    _dir: tempfile::TempDir,
-    daemon: Daemon,
-    base: String,
-    prefix: String,
-    log: std::path::PathBuf,
-}
-
-async fn start_daemon(
-    sim: &SimHandle,
-    bin: &Path,
-    image: &str,
-    app: &str,
-    pools: impl Fn(u16, &Path) -> String,
-) -> anyhow::Result<World> {
-    let dir = tempfile::tempdir()?;
-    let token = dir.path().join("github-token");
-    std::fs::write(&token, sim.token().expose())?;
-    std::fs::write(dir.path().join("api-token"), API_TOKEN)?;
-    std::fs::write(dir.path().join("webhook-secret"), WEBHOOK_SECRET)?;
-    let port = burst::free_port()?;
-    let base = format!("http://127.0.0.1:{port}");
-    let state = dir.path().join("state");
-    let mut text = test_support::config::BinaryConfig {
-        app,
-        repo: REPO,
-        image,
-        state_dir: &state,
-        token_file: &token,
-        sim,
-        quantity: 0,
-    }
-    .render_pools();
-    text.push_str(&pools(port, dir.path()));
-    let config = dir.path().join("config.toml");
-    std::fs::write(&config, text)?;
-    burst::runner_bin_update(bin, &config).await?;
-    let log = std::env::temp_dir().join(format!("scaleset-{app}-daemon.log"));
-    let daemon = Daemon::start(bin, &config, &log)?;
-    Ok(World {
-        _dir: dir,
-        daemon,
-        base,
-        prefix: format!("{app}-"),
-        log,
-    })
+/// The daemon log of `app`.
+fn log_of(app: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("scaleset-{app}-daemon.log"))
 }
 
 /// Waits for the daemon's `/health` to say its startup pass is done.
 async fn wait_started(world: &mut World) -> anyhow::Result<()> {
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Ok(r) = client.get(format!("{}/health", world.base)).send().await {
-            if let Ok(h) = r.json::<serde_json::Value>().await {
-                if h["daemon"]["passes"].as_u64().unwrap_or(0) >= 1 {
-                    return Ok(());
-                }
-            }
-        }
-        anyhow::ensure!(
-            world.daemon.alive(),
-            "the daemon exited:\n{}",
-            world.daemon.log_text()
-        );
-        anyhow::ensure!(Instant::now() < deadline, "no startup pass");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    world
+        .wait_started(&reqwest::Client::new(), Duration::from_secs(120))
+        .await
 }
 
 /// Queues `n` jobs with `labels` and waits until all are picked up; the time to the last pickup,
@@ -155,21 +92,12 @@ async fn burst(
             .iter()
             .filter(|id| sim.job(**id).is_some_and(|j| j.status != JobStatus::Queued))
             .count();
-        let online = sim
-            .runners()
-            .iter()
-            .filter(|r| r.name.starts_with(&world.prefix) && r.status == "online")
-            .count();
-        peak = peak.max(online);
-        anyhow::ensure!(
-            world.daemon.alive(),
-            "the daemon died:\n{}",
-            world.daemon.log_text()
-        );
+        peak = peak.max(world.registered(sim, true));
+        world.ensure_alive()?;
         anyhow::ensure!(
             t0.elapsed() < bound,
             "{picked} of {n} picked up after {bound:?}; log {}",
-            world.log.display()
+            world.daemon.log.display()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -191,18 +119,14 @@ async fn burst(
 async fn wait_empty(sim: &SimHandle, lxd: &lxd::Client, world: &World) -> anyhow::Result<Duration> {
     let t0 = Instant::now();
     loop {
-        let registered = sim
-            .runners()
-            .iter()
-            .filter(|r| r.name.starts_with(&world.prefix))
-            .count();
-        if registered == 0 && burst::instances_of(lxd, &world.prefix).await? == 0 {
+        if world.is_empty(sim, lxd).await? {
             return Ok(t0.elapsed());
         }
         anyhow::ensure!(
             t0.elapsed() < Duration::from_secs(300),
-            "{registered} registrations left; log {}",
-            world.log.display()
+            "{} registrations left; log {}",
+            world.registered(sim, false),
+            world.daemon.log.display()
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -241,28 +165,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
 
     // 1. The floor.
-    let floor_prefix = format!("{tag}f-");
-    let floor = real::launch_floor(
+    let floor = burst::floor(
         &lxd,
         &args.image,
         &profiles,
-        &floor_prefix,
+        &tag,
         n,
         Duration::from_secs(120),
+        Duration::from_secs(5),
     )
-    .await;
-    burst::delete_prefix(&lxd, &floor_prefix).await?;
-    let floor = floor?;
-    eprintln!(
-        "[{tag}] floor: {n} bare parallel launches + exec: {}",
-        secs(floor)
-    );
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    .await?;
 
     // 2. Scale-set mode.
     let app = format!("{tag}s");
     let backstop = args.backstop_seconds;
-    let mut world = start_daemon(&sim, &bin, &args.image, &app, |port, dir| {
+    let mut world = World::start(&sim, &bin, &args.image, &app, &log_of(&app), |port, dir| {
         scaleset_pool(args.runners, port, dir, backstop)
     })
     .await?;
@@ -281,7 +198,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let idle_window = idle_start.elapsed().as_secs_f64();
     let idle = RequestSplit::from_counts(&sim.request_counts());
     world.daemon.stop(Duration::from_secs(30));
-    burst::delete_prefix(&lxd, &world.prefix).await?;
+    real::delete_prefix(&lxd, &world.prefix).await?;
 
     // 4. The REST-JIT path: a webhook-driven JIT pool.
     let rest = if args.no_rest {
@@ -289,14 +206,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     } else {
         tokio::time::sleep(Duration::from_secs(5)).await;
         let app = format!("{tag}r");
-        let mut world = start_daemon(&sim, &bin, &args.image, &app, |port, dir| {
+        let mut world = World::start(&sim, &bin, &args.image, &app, &log_of(&app), |port, dir| {
             rest_jit_pool(args.runners, port, dir, 3600)
         })
         .await?;
-        sim.set_webhook(Some(WebhookTarget {
-            url: format!("{}/webhook", world.base),
-            secret: github_sim::Secret::new(WEBHOOK_SECRET),
-        }));
+        sim.set_webhook(Some(world.webhook_target()));
         wait_started(&mut world).await?;
         let result = burst(
             &sim,
@@ -309,7 +223,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         eprintln!("[{tag}] REST JIT: {n} jobs picked up in {}", secs(result.0));
         sim.set_webhook(None);
         world.daemon.stop(Duration::from_secs(30));
-        burst::delete_prefix(&lxd, &world.prefix).await?;
+        real::delete_prefix(&lxd, &world.prefix).await?;
         Some(result)
     };
 

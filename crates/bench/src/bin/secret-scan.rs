@@ -4,14 +4,13 @@
 //!
 //! `cargo run --release -p bench --bin secret-scan [-- --mode token|jit] [--job-sleep S]`
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 
-use bench::bad_input::given_or_built_binary;
 use bench::secret_scan::{run, Mode, Options};
+use bench::BinaryArg;
 
 #[derive(Parser)]
 #[command(about = "R6: secret scan of a full runner-manager cycle on real Incus")]
@@ -22,41 +21,35 @@ struct Args {
     /// Seconds each job sleeps.
     #[arg(long, default_value_t = 4)]
     job_sleep: u64,
-    /// The runner-manager binary (default: built by cargo).
-    #[arg(long)]
-    binary: Option<PathBuf>,
+    #[command(flatten)]
+    binary: BinaryArg,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<ExitCode> {
-    let args = Args::parse();
-    let started = Instant::now();
-    let binary = given_or_built_binary(args.binary)?;
-    let modes = match args.mode.as_deref() {
-        Some("token") => vec![Mode::Token],
-        Some("jit") => vec![Mode::Jit],
-        _ => vec![Mode::Token, Mode::Jit],
-    };
-    let options = Options {
-        binary,
-        modes,
-        job_sleep: Duration::from_secs(args.job_sleep),
-    };
-    let outcome = run(&options).await?;
-    for hit in &outcome.hits {
-        eprintln!("HIT: {hit}");
-    }
-    println!(
-        "R6 secret scan, wall time {:.1} s\n",
-        started.elapsed().as_secs_f64()
-    );
-    for note in &outcome.notes {
-        println!("{note}");
-    }
-    println!("\n{}", outcome.table());
-    Ok(if outcome.leaks() == 0 && outcome.failed_controls() == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
+fn main() -> anyhow::Result<ExitCode> {
+    bench::suite(|args: Args| async move {
+        let started = Instant::now();
+        let modes = match args.mode.as_deref() {
+            Some("token") => vec![Mode::Token],
+            Some("jit") => vec![Mode::Jit],
+            _ => vec![Mode::Token, Mode::Jit],
+        };
+        let options = Options {
+            binary: args.binary.path()?,
+            modes,
+            job_sleep: Duration::from_secs(args.job_sleep),
+        };
+        let outcome = run(&options).await?;
+        for hit in &outcome.hits {
+            eprintln!("HIT: {hit}");
+        }
+        println!(
+            "R6 secret scan, wall time {:.1} s\n",
+            started.elapsed().as_secs_f64()
+        );
+        for note in &outcome.notes {
+            println!("{note}");
+        }
+        println!("\n{}", outcome.table());
+        Ok(outcome.leaks() == 0 && outcome.failed_controls() == 0)
     })
 }

@@ -2,16 +2,20 @@
 
 use super::*;
 
-/// A manager over the SIMULATION provider with [`ChaosAgents`], and a GitHub client with the
+/// A [`Fleet`] over the SIMULATION provider with [`ChaosAgents`], and a GitHub client with the
 /// suite's shorter timeout and backoff constants.
 pub struct ChaosFleet {
-    pub manager: RunnerManager,
-    pub provider: Arc<SimProvider>,
+    fleet: Fleet,
     pub agents: Arc<ChaosAgents>,
-    pub client: github::Client,
-    pub resources: Resources,
     pub label: String,
-    _state: tempfile::TempDir,
+}
+
+impl std::ops::Deref for ChaosFleet {
+    type Target = Fleet;
+
+    fn deref(&self) -> &Fleet {
+        &self.fleet
+    }
 }
 
 impl ChaosFleet {
@@ -20,7 +24,6 @@ impl ChaosFleet {
         app: &str,
         mode: RegistrationMode,
     ) -> anyhow::Result<Self> {
-        let state = tempfile::tempdir()?;
         let agents = Arc::new(ChaosAgents::new(outside.clone())?);
         let provider = Arc::new(SimProvider::new(
             SimLatency {
@@ -39,29 +42,28 @@ impl ChaosFleet {
             max_delay: Duration::from_millis(400),
         };
         client_config.max_rate_limit_wait = Duration::from_secs(5);
-        let client = github::Client::new(client_config)?;
-        let manager = crate::fleet::sim_manager(
-            outside.base_url(),
-            app,
-            state.path(),
-            &client,
-            provider.clone(),
-            |config| {
-                config.registration_mode = mode;
-                config.create_concurrency = 4;
-                config.busy_stop_timeout = Duration::from_secs(5);
-            },
-        )?;
-        crate::fleet::install_runner_bin(&manager).await?;
-        Ok(Self {
-            manager,
-            provider,
-            agents,
-            client,
-            resources: Resources::new(2, "7GiB", "10GiB")?,
-            label: app.to_owned(),
-            _state: state,
+        let fleet = Fleet::with(outside, app, provider, client_config, |config| {
+            config.registration_mode = mode;
+            config.create_concurrency = 4;
+            config.busy_stop_timeout = Duration::from_secs(5);
         })
+        .await?;
+        Ok(Self {
+            fleet,
+            agents,
+            label: app.to_owned(),
+        })
+    }
+
+    /// The suite's [`Admin`] with GitHub's rate limit lifted, and a new fleet.
+    pub async fn start(
+        outside: &Arc<Outside>,
+        app: &str,
+        mode: RegistrationMode,
+    ) -> anyhow::Result<(Admin, Self)> {
+        let admin = Admin::new(outside)?;
+        admin.lift_rate_limit().await?;
+        Ok((admin, Self::new(outside, app, mode).await?))
     }
 
     fn owns(&self, name: &str) -> bool {
@@ -162,6 +164,22 @@ impl ChaosFleet {
         let registrations = self.registrations(admin).await?.len() as u64;
         Ok(instances + registrations)
     }
+}
+
+/// Every job [`killed_jobs`] finds is a failure of `counts` (`busy jobs killed`), noted as
+/// seen `when`.
+pub(super) async fn fail_killed(
+    fleet: &ChaosFleet,
+    admin: &Admin,
+    counted: &mut BTreeSet<u64>,
+    counts: &mut Counts,
+    when: &str,
+) -> anyhow::Result<()> {
+    for note in killed_jobs(fleet, admin, counted).await? {
+        counts.add("busy jobs killed", 1);
+        counts.fail(format!("{when}: {note}"));
+    }
+    Ok(())
 }
 
 /// Jobs whose runner's instance is gone while the job was still assigned, and jobs that ended

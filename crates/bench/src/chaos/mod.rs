@@ -28,11 +28,11 @@ use anyhow::Context;
 use async_trait::async_trait;
 use github_sim::{BusyLieSpec, BusyLieStatus, FaultSpec, JobStatus, JobView, RunnerView};
 use manager::sim_provider::{SimLatency, SimProvider, SimRunnerHooks};
-use manager::{FlushMode, RegistrationMode, Resources, RunnerManager};
+use manager::{FlushMode, RegistrationMode};
 use parking_lot::Mutex;
 
 use crate::agents::SimAgents;
-use crate::fleet::REPO;
+use crate::fleet::{Fleet, REPO};
 use crate::outside::Outside;
 
 mod admin;
@@ -94,6 +94,9 @@ impl Rng {
     }
 }
 
+/// A named counter read from a snapshot (`T`), counted as its growth between two snapshots.
+type Counter<T> = (&'static str, fn(&T) -> u64);
+
 /// The counts one check prints.
 #[derive(Debug, Clone, Default)]
 pub struct Counts {
@@ -118,6 +121,11 @@ impl Counts {
 
     fn add(&mut self, key: &str, n: u64) {
         crate::table::fold_count(&mut self.details, key, n, |old, n| old + n);
+    }
+
+    /// Adds how much a counter grew from `before` to `after`.
+    fn add_growth(&mut self, key: &str, before: u64, after: u64) {
+        self.add(key, after - before);
     }
 
     pub fn detail(&self, key: &str) -> u64 {

@@ -155,9 +155,7 @@ async fn r1_mode(
 ) -> anyhow::Result<Counts> {
     let started = Instant::now();
     let mut counts = Counts::new("R1");
-    let admin = Admin::new(outside)?;
-    admin.lift_rate_limit().await?;
-    let fleet = ChaosFleet::new(outside, app, mode).await?;
+    let (admin, fleet) = ChaosFleet::start(outside, app, mode).await?;
     let lie_before = match busy_lie {
         Some(rate) => {
             let before = admin.busy_lie_status().await?;
@@ -264,10 +262,8 @@ async fn r1_mode(
             }
         }
         admin.assign_on_delete(None, false).await?;
-        for note in killed_jobs(&fleet, &admin, &mut counted).await? {
-            counts.add("busy jobs killed", 1);
-            counts.fail(format!("iteration {i}: {note}"));
-        }
+        let when = format!("iteration {i}");
+        fail_killed(&fleet, &admin, &mut counted, &mut counts, &when).await?;
         let busy = fleet
             .registrations(&admin)
             .await?
@@ -291,24 +287,24 @@ async fn r1_mode(
     if let Some(before) = lie_before {
         // Read before the drain, which disarms the lie (the drain must not kill anything).
         let after = admin.busy_lie_status().await?;
-        counts.add(
-            "jobs killed by deletion (sim counter)",
-            after.jobs_killed_by_deletion - before.jobs_killed_by_deletion,
-        );
-        counts.add(
-            "busy runners deleted through the lie (sim counter)",
-            after.busy_runners_deleted - before.busy_runners_deleted,
-        );
-        counts.add(
-            "assigned jobs requeued by such a deletion (not killed)",
-            after.jobs_requeued_by_deletion - before.jobs_requeued_by_deletion,
-        );
+        let counters: [Counter<BusyLieStatus>; 3] = [
+            ("jobs killed by deletion (sim counter)", |s| {
+                s.jobs_killed_by_deletion
+            }),
+            ("busy runners deleted through the lie (sim counter)", |s| {
+                s.busy_runners_deleted
+            }),
+            (
+                "assigned jobs requeued by such a deletion (not killed)",
+                |s| s.jobs_requeued_by_deletion,
+            ),
+        ];
+        for (key, count) in counters {
+            counts.add_growth(key, count(&before), count(&after));
+        }
     }
     counts.leaks += fleet.drain_leaks(&admin).await?;
-    for note in killed_jobs(&fleet, &admin, &mut counted).await? {
-        counts.add("busy jobs killed", 1);
-        counts.fail(format!("after drain: {note}"));
-    }
+    fail_killed(&fleet, &admin, &mut counted, &mut counts, "after drain").await?;
     counts.add("busy jobs killed", 0);
     counts.elapsed = started.elapsed();
     Ok(counts)

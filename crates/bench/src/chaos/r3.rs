@@ -208,9 +208,7 @@ async fn r3_mode(
 ) -> anyhow::Result<Counts> {
     let started = Instant::now();
     let mut counts = Counts::new("R3");
-    let admin = Admin::new(outside)?;
-    admin.lift_rate_limit().await?;
-    let fleet = ChaosFleet::new(outside, app, mode).await?;
+    let (admin, fleet) = ChaosFleet::start(outside, app, mode).await?;
     let mut rng = Rng::new(seed);
     let quantity = 6usize;
     let mut counted = BTreeSet::new();
@@ -325,10 +323,8 @@ async fn r3_mode(
             "offline registrations above quantity after a pass (removed later)",
             extra,
         );
-        for note in killed_jobs(&fleet, &admin, &mut counted).await? {
-            counts.add("busy jobs killed", 1);
-            counts.fail(format!("pass {pass}: {note}"));
-        }
+        let when = format!("pass {pass}");
+        fail_killed(&fleet, &admin, &mut counted, &mut counts, &when).await?;
         counts.iterations += 1;
     }
 
@@ -360,18 +356,16 @@ async fn r3_mode(
         ));
     }
     let stats = fleet.client.stats().total();
-    counts.add(
-        "client retries (5xx, timeouts, drops)",
-        stats.retries - stats_before.retries,
-    );
-    counts.add(
-        "client rate-limit waits (retry-after honoured)",
-        stats.rate_limit_waits - stats_before.rate_limit_waits,
-    );
-    counts.add(
-        "client calls that failed",
-        stats.errors - stats_before.errors,
-    );
+    let counters: [Counter<github::EndpointStats>; 3] = [
+        ("client retries (5xx, timeouts, drops)", |s| s.retries),
+        ("client rate-limit waits (retry-after honoured)", |s| {
+            s.rate_limit_waits
+        }),
+        ("client calls that failed", |s| s.errors),
+    ];
+    for (key, count) in counters {
+        counts.add_growth(key, count(&stats_before), count(&stats));
+    }
     counts.leaks += fleet.drain_leaks(&admin).await?;
     counts.add("healthy runners deleted", 0);
     counts.add("busy jobs killed", 0);

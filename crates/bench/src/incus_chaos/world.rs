@@ -45,6 +45,17 @@ impl Output {
 }
 
 /// Both sides as the checks see them (this run's prefix only).
+/// The keys of `map` that `other` does not have.
+fn keys_not_in<'a, V, W>(
+    map: &'a BTreeMap<String, V>,
+    other: &BTreeMap<String, W>,
+) -> Vec<&'a str> {
+    map.keys()
+        .filter(|n| !other.contains_key(*n))
+        .map(String::as_str)
+        .collect()
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct Snapshot {
     /// Owned instances (prefix, name form and config keys) → status.
@@ -55,20 +66,14 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Owned instances with no registration.
     pub fn orphans(&self) -> Vec<&str> {
-        self.owned
-            .keys()
-            .filter(|n| !self.registrations.contains_key(*n))
-            .map(String::as_str)
-            .collect()
+        keys_not_in(&self.owned, &self.registrations)
     }
 
+    /// Registrations with no owned instance.
     pub fn dangling(&self) -> Vec<&str> {
-        self.registrations
-            .keys()
-            .filter(|n| !self.owned.contains_key(*n))
-            .map(String::as_str)
-            .collect()
+        keys_not_in(&self.registrations, &self.owned)
     }
 
     pub fn offline(&self) -> Vec<&str> {

@@ -3,26 +3,11 @@
 use super::*;
 use runner_manager::secret::SecretExt;
 
-fn random_lower(n: usize) -> String {
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz";
-    let mut rng = rand::rng();
-    (0..n)
-        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
-        .collect()
-}
-
-fn random_alnum(n: usize) -> String {
+/// A random string of `n` letters and digits (lowercase only with `lower`).
+fn random(n: usize, lower: bool) -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-    let mut rng = rand::rng();
-    (0..n)
-        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
-        .collect()
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    let alphabet = if lower { &ALPHABET[..26] } else { ALPHABET };
+    crate::bad_input::random_string(&mut rand::rng(), alphabet, n)
 }
 
 /// The daemon process; killed on drop.
@@ -481,12 +466,12 @@ pub(super) async fn cycle(
     outcome: &mut Outcome,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
-    let app = format!("r6scan{}", random_lower(4));
+    let app = format!("r6scan{}", random(4, true));
     let _guard = Guard::new(format!("{app}-"));
-    let pat = format!("ghp_{}", random_alnum(36));
-    let api_token = format!("r6api_{}", random_alnum(30));
-    let webhook_secret = format!("r6hook_{}", random_alnum(30));
-    let service_token = format!("r6svc_{}", random_alnum(30));
+    let pat = format!("ghp_{}", random(36, false));
+    let api_token = format!("r6api_{}", random(30, false));
+    let webhook_secret = format!("r6hook_{}", random(30, false));
+    let service_token = format!("r6svc_{}", random(30, false));
 
     let agent = github_sim::tarball::locate_or_build_agent().context("the fake runner agent")?;
     let tarball = github_sim::tarball::build_runner_tarball(&agent, RUNNER_VERSION)?;
@@ -514,7 +499,7 @@ pub(super) async fn cycle(
     ] {
         std::fs::write(dir.path().join(name), value)?;
     }
-    let port = free_port()?;
+    let port = crate::burst::free_port()?;
     let config = dir.path().join("config.toml");
     std::fs::write(
         &config,
@@ -700,7 +685,7 @@ async fn control(
 ) -> anyhow::Result<()> {
     let name = format!("{}-control", cycle.app);
     incus(&["launch", "busybox", &name]).await?;
-    let planted = format!("r6control_{}", random_alnum(24));
+    let planted = format!("r6control_{}", random(24, false));
     // exec works once the container runs init; retry briefly.
     let mut planted_ok = false;
     for _ in 0..50 {

@@ -11,16 +11,6 @@
 
 use super::*;
 
-/// `[ha]` as written.
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawHa {
-    pub(super) enabled: Option<bool>,
-    pub(super) lease_seconds: Option<u64>,
-    pub(super) renew_seconds: Option<u64>,
-    pub(super) manager_id: Option<String>,
-}
-
 /// `[ha]`, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HaConfig {

@@ -17,41 +17,29 @@ impl<'de> Deserialize<'de> for RawSecret {
     }
 }
 
+/// The whole file. Every table may be left out: a missing one is its `Default`.
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub(super) struct RawConfig {
     pub(super) app_name: Option<String>,
     pub(super) unit: Option<u32>,
     pub(super) state_dir: Option<PathBuf>,
-    #[serde(default)]
     pub(super) github: RawGitHub,
-    #[serde(default)]
     pub(super) lxd: RawLxd,
-    #[serde(default)]
     pub(super) runners: RawRunners,
-    #[serde(default)]
     pub(super) proxy: RawProxy,
-    #[serde(default)]
     pub(super) policy: RawPolicy,
-    #[serde(default)]
     pub(super) metrics: RawMetrics,
-    #[serde(default)]
     pub(super) server: RawServer,
     /// `[[pools]]`; empty for the single-pool form.
-    #[serde(default)]
     pub(super) pools: Vec<RawPool>,
-    #[serde(default)]
     pub(super) demand: RawDemand,
-    #[serde(default)]
     pub(super) images: RawImages,
-    #[serde(default)]
     pub(super) cluster: RawCluster,
     /// `[scaleset]`: timings of scale-set pools' listeners.
-    #[serde(default)]
     pub(super) scaleset: RawScaleSet,
     /// `[ha]`: active/standby managers.
-    #[serde(default)]
-    pub(super) ha: super::ha::RawHa,
+    pub(super) ha: RawHa,
 }
 
 /// `[scaleset]`.
@@ -63,6 +51,16 @@ pub(super) struct RawScaleSet {
     pub(super) error_backoff_min_ms: Option<u64>,
     pub(super) error_backoff_max_ms: Option<u64>,
     pub(super) poll_timeout_seconds: Option<u64>,
+}
+
+/// `[ha]` as written (validated in `ha.rs`).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHa {
+    pub(super) enabled: Option<bool>,
+    pub(super) lease_seconds: Option<u64>,
+    pub(super) renew_seconds: Option<u64>,
+    pub(super) manager_id: Option<String>,
 }
 
 /// `[cluster]`: placement on an LXD/Incus cluster.

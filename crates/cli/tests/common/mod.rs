@@ -41,6 +41,18 @@ impl FakeOps {
         *ops.pass_duration.lock().unwrap() = duration;
         Arc::new(ops)
     }
+    /// A fake whose next `n` passes fail.
+    pub fn failing(n: usize) -> Arc<Self> {
+        let ops = Self::default();
+        ops.script.lock().unwrap().extend(vec![false; n]);
+        Arc::new(ops)
+    }
+    /// A fake whose next `n` passes each have one failed step (partial passes).
+    pub fn partial(n: usize) -> Arc<Self> {
+        let ops = Self::default();
+        ops.partial_passes.store(n, Ordering::SeqCst);
+        Arc::new(ops)
+    }
     pub fn passes(&self) -> usize {
         self.starts.lock().unwrap().len()
     }
@@ -103,26 +115,8 @@ impl Operations for FakeOps {
         Ok(StatusOutput {
             pools: vec![],
             runners: vec![
-                RunnerStatus {
-                    name: "github-runner-0-a1b2".into(),
-                    pool: "default".into(),
-                    instance_status: "Running".into(),
-                    github_status: Some("online".into()),
-                    busy: Some(false),
-                    age_seconds: Some(125),
-                    version: Some("2.329.0".into()),
-                    image: None,
-                },
-                RunnerStatus {
-                    name: "github-runner-0-c3d4".into(),
-                    pool: "default".into(),
-                    instance_status: "Running".into(),
-                    github_status: Some("online".into()),
-                    busy: Some(true),
-                    age_seconds: Some(4_000),
-                    version: Some("2.329.0".into()),
-                    image: None,
-                },
+                running("github-runner-0-a1b2", false, 125),
+                running("github-runner-0-c3d4", true, 4_000),
             ],
             dangling: vec!["github-runner-0-dead".into()],
             orphans: vec![],
@@ -153,6 +147,20 @@ impl Operations for FakeOps {
             present: *self.bin_present.lock().unwrap(),
             path: "/var/lib/runner-manager/actions-runner.tar.gz".into(),
         })
+    }
+}
+
+/// A running, online runner of the default pool, on runner 2.329.0.
+fn running(name: &str, busy: bool, age_seconds: u64) -> RunnerStatus {
+    RunnerStatus {
+        name: name.into(),
+        pool: "default".into(),
+        instance_status: "Running".into(),
+        github_status: Some("online".into()),
+        busy: Some(busy),
+        age_seconds: Some(age_seconds),
+        version: Some("2.329.0".into()),
+        image: None,
     }
 }
 

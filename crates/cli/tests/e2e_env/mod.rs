@@ -4,7 +4,7 @@
 #![allow(dead_code)] // each suite uses a part
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,80 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port()
+}
+
+/// Milliseconds since the Unix epoch (what the daemons' logs and events carry).
+pub fn now_ms() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis(),
+    )
+    .expect("fits")
+}
+
+/// Sends `signal` (e.g. `TERM`) to process `pid` with kill(1), and asserts it was delivered.
+pub fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+/// Polls `check` every `every` until it gives `Ok`, at most `bound`; then panics naming `what`,
+/// the last `Err` and `logs()`.
+pub async fn eventually<T, F, Fut>(
+    what: &str,
+    bound: Duration,
+    every: Duration,
+    logs: &dyn Fn() -> String,
+    mut check: F,
+) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + bound;
+    loop {
+        match check().await {
+            Ok(done) => return done,
+            Err(last) => assert!(
+                Instant::now() < deadline,
+                "{what}: not within {bound:?}: {last}\n{}",
+                logs()
+            ),
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Whether `runners` are exactly `n` registrations, all online.
+pub fn all_online(runners: &[RunnerView], n: usize) -> bool {
+    runners.len() == n && runners.iter().all(|r| r.status == "online")
+}
+
+/// Whether `runners` are exactly `n` registrations, all online and idle.
+pub fn all_idle(runners: &[RunnerView], n: usize) -> bool {
+    all_online(runners, n) && runners.iter().all(|r| !r.busy)
+}
+
+/// `text` (a config) with `socket = "<socket>"` and the `extra` keys first in its `[lxd]` table.
+pub fn with_lxd_keys(text: &str, socket: &Path, extra: &str) -> String {
+    let keys = format!("[lxd]\nsocket = \"{}\"\n{extra}", socket.display());
+    text.replacen("[lxd]\n", &keys, 1)
+}
+
+/// Starts `runner-manager --config CONFIG ARGS...` (a daemon), its output going to `log`.
+pub fn spawn_daemon(config: &Path, args: &[&str], log: &Path) -> Child {
+    let log = std::fs::File::create(log).expect("daemon log");
+    test_support::config::binary_command(Path::new(BIN), config, args)
+        .stdout(log.try_clone().expect("log handle"))
+        .stderr(log)
+        .spawn()
+        .expect("runner-manager starts")
 }
 
 /// Logs a phase with the time since the test started (visible with `--nocapture`).
@@ -135,32 +209,48 @@ impl Env {
         format!("{}-", self.app)
     }
 
-    pub fn write_config(&self, quantity: u32, server: Option<&ServerSection>) {
-        let path = |name: &str| self.dir.path().join(name).display().to_string();
-        let mut text = BinaryConfig {
+    /// The config text of this world ([`BinaryConfig`]): its state in `state_dir`, `quantity`
+    /// runners, or with `None` the `[[pools]]` form (no `[runners] quantity`). `[runners]` is the
+    /// last table.
+    pub fn config_text(&self, state_dir: &Path, quantity: Option<u32>) -> String {
+        let config = BinaryConfig {
             app: &self.app,
             repo: REPO,
             image: &self.image,
-            state_dir: &self.dir.path().join("state"),
+            state_dir,
             token_file: &self.dir.path().join("github-token"),
             sim: &self.sim,
-            quantity,
+            quantity: quantity.unwrap_or(0),
+        };
+        match quantity {
+            Some(_) => config.render(),
+            None => config.render_pools(),
         }
-        .render();
-        if let Some(server) = server {
-            text.push_str(&format!(
-                r#"
+    }
+
+    /// A `[server]` section on `server`'s port and interval, with this world's API token and
+    /// webhook secret files.
+    pub fn server_text(&self, server: &ServerSection) -> String {
+        let path = |name: &str| self.dir.path().join(name).display().to_string();
+        format!(
+            r#"
 [server]
 listen = "127.0.0.1:{port}"
 api_token_file = "{api_token}"
 webhook_secret_file = "{secret}"
 reconcile_interval_seconds = {interval}
 "#,
-                port = server.port,
-                api_token = path("api-token"),
-                secret = path("webhook-secret"),
-                interval = server.interval_seconds,
-            ));
+            port = server.port,
+            api_token = path("api-token"),
+            secret = path("webhook-secret"),
+            interval = server.interval_seconds,
+        )
+    }
+
+    pub fn write_config(&self, quantity: u32, server: Option<&ServerSection>) {
+        let mut text = self.config_text(&self.dir.path().join("state"), Some(quantity));
+        if let Some(server) = server {
+            text.push_str(&self.server_text(server));
         }
         std::fs::write(&self.config, text).expect("config written");
     }
@@ -168,31 +258,10 @@ reconcile_interval_seconds = {interval}
     /// A config with `[[pools]]` (`pools`, TOML) instead of `[runners] quantity`, and a
     /// `[server]` section with `server_extra` keys appended (e.g. `public_url`).
     pub fn write_pools_config(&self, pools: &str, server: &ServerSection, server_extra: &str) {
-        let path = |name: &str| self.dir.path().join(name).display().to_string();
-        let mut text = BinaryConfig {
-            app: &self.app,
-            repo: REPO,
-            image: &self.image,
-            state_dir: &self.dir.path().join("state"),
-            token_file: &self.dir.path().join("github-token"),
-            sim: &self.sim,
-            quantity: 0,
-        }
-        .render_pools();
+        let mut text = self.config_text(&self.dir.path().join("state"), None);
         text.push_str(pools);
-        text.push_str(&format!(
-            r#"
-[server]
-listen = "127.0.0.1:{port}"
-api_token_file = "{api_token}"
-webhook_secret_file = "{secret}"
-reconcile_interval_seconds = {interval}
-{server_extra}"#,
-            port = server.port,
-            api_token = path("api-token"),
-            secret = path("webhook-secret"),
-            interval = server.interval_seconds,
-        ));
+        text.push_str(&self.server_text(server));
+        text.push_str(server_extra);
         std::fs::write(&self.config, text).expect("config written");
     }
 
@@ -225,6 +294,14 @@ reconcile_interval_seconds = {interval}
         output
     }
 
+    /// `runner-bin update --json` (caches the runner binary from the simulator, as an
+    /// operator's first step): its document.
+    pub async fn update_runner_bin(&self) -> Value {
+        self.run(&["runner-bin", "update", "--json"])
+            .await
+            .json("runner-bin update")
+    }
+
     /// Writes the config for `quantity` runners with a `[server]` on a free port and a timer of
     /// an hour (so only the startup pass, webhooks and POSTs make passes), starts the daemon, and
     /// returns its base URL.
@@ -243,13 +320,7 @@ reconcile_interval_seconds = {interval}
 
     /// Starts `runner-manager run`, logging to `daemon.log`.
     pub fn start_daemon(&mut self) {
-        let log = std::fs::File::create(self.daemon_log_path()).expect("daemon log");
-        let child =
-            test_support::config::binary_command(std::path::Path::new(BIN), &self.config, &["run"])
-                .stdout(log.try_clone().expect("log handle"))
-                .stderr(log)
-                .spawn()
-                .expect("runner-manager run starts");
+        let child = spawn_daemon(&self.config, &["run"], &self.daemon_log_path());
         self.daemon = Some(child);
         self.clock.mark("daemon started");
     }
@@ -264,13 +335,18 @@ reconcile_interval_seconds = {interval}
 
     /// Sends `signal` (e.g. `TERM`) to the daemon with kill(1).
     pub fn signal_daemon(&self, signal: &str) {
-        let pid = self.daemon.as_ref().expect("the daemon was started").id();
-        let status = std::process::Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(pid.to_string())
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill -{signal} {pid}");
+        self::signal(
+            self.daemon.as_ref().expect("the daemon was started").id(),
+            signal,
+        );
+    }
+
+    /// Stops the daemon with SIGTERM and asserts it exits 0 within its shutdown grace (120 s)
+    /// plus the server drain (10 s).
+    pub async fn stop_daemon(&mut self) {
+        self.signal_daemon("TERM");
+        let (code, _) = self.wait_daemon_exit(Duration::from_secs(130)).await;
+        assert_eq!(code, Some(0), "{}", self.daemon_log());
     }
 
     /// Waits for the daemon to exit; its exit code and how long it took.
@@ -300,6 +376,42 @@ reconcile_interval_seconds = {interval}
             .collect()
     }
 
+    /// Waits until the app has exactly `n` registrations, all online and idle, and instances
+    /// that `instances_ok` accepts; `logs` are shown on failure.
+    pub async fn wait_idle_fleet(
+        &self,
+        what: &str,
+        n: usize,
+        bound: Duration,
+        logs: &dyn Fn() -> String,
+        instances_ok: impl Fn(&[lxd::Instance]) -> bool,
+    ) {
+        eventually(what, bound, Duration::from_millis(200), logs, || async {
+            let instances = self.instances().await;
+            let registrations = self.registrations();
+            if instances_ok(&instances) && all_idle(&registrations, n) {
+                Ok(())
+            } else {
+                let names: Vec<&str> = instances.iter().map(|i| i.name.as_str()).collect();
+                Err(format!(
+                    "instances {names:?}, registrations {registrations:#?}"
+                ))
+            }
+        })
+        .await;
+        self.clock.mark(what);
+    }
+
+    /// How many of `jobs` the simulator has completed.
+    pub fn completed(&self, jobs: &[u64]) -> usize {
+        let done = |id: &&u64| {
+            self.sim
+                .job(**id)
+                .is_some_and(|j| j.status == github_sim::JobStatus::Completed)
+        };
+        jobs.iter().filter(done).count()
+    }
+
     /// Incus instances of this app.
     pub async fn instances(&self) -> Vec<lxd::Instance> {
         let prefix = self.prefix();
@@ -310,20 +422,43 @@ reconcile_interval_seconds = {interval}
 
     /// Waits until exactly `n` registrations of this app are online (and none offline).
     pub async fn wait_online(&self, n: usize) -> Vec<RunnerView> {
-        let deadline = Instant::now() + WAIT;
-        loop {
+        let what = format!("{n} runner(s) online");
+        self.eventually(&what, WAIT, Duration::from_millis(100), || async {
             let runners = self.registrations();
-            if runners.len() == n && runners.iter().all(|r| r.status == "online") {
-                self.clock.mark(&format!("{n} runner(s) online"));
-                return runners;
+            if all_online(&runners, n) {
+                Ok(runners)
+            } else {
+                Err(format!("{runners:#?}"))
             }
-            assert!(
-                Instant::now() < deadline,
-                "{n} runners never came online: {runners:#?}\n{}",
-                self.daemon_log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        })
+        .await
+    }
+
+    /// [`eventually`] with the daemon's log; marks `what` when it holds.
+    pub async fn eventually<T, F, Fut>(
+        &self,
+        what: &str,
+        bound: Duration,
+        every: Duration,
+        check: F,
+    ) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, String>>,
+    {
+        let done = eventually(what, bound, every, &|| self.daemon_log(), check).await;
+        self.clock.mark(what);
+        done
+    }
+
+    /// Queues a job of the repository the runners serve (its deliveries are that repository's
+    /// hook's) with `labels`, running `script`.
+    pub fn enqueue(&self, labels: &[&str], script: &str) -> u64 {
+        let spec = github_sim::JobSpec {
+            scope: Some(REPO.to_owned()),
+            ..github_sim::JobSpec::new(labels, script)
+        };
+        self.sim.enqueue_job(spec).expect("job enqueued")
     }
 
     /// `flush --json` until it removed `expected` runners in all. A removal that fails because
@@ -360,19 +495,25 @@ reconcile_interval_seconds = {interval}
 
     /// `reconcile --json` until a pass reports no failed step (Incus occasionally fails to start
     /// a container under load; the next pass replaces it). Returns the first pass's document.
+    /// `reconcile --json`, a pass with failed steps included (exit 1): its document and output.
+    pub async fn reconcile(&self) -> (Value, Output) {
+        let out = self.run(&["reconcile", "--json"]).await;
+        assert!(
+            matches!(out.code, Some(0 | 1)),
+            "reconcile: {}\n{}",
+            out.stdout,
+            out.stderr
+        );
+        let doc: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|err| {
+            panic!("reconcile --json ({err}): {}\n{}", out.stdout, out.stderr)
+        });
+        (doc, out)
+    }
+
     pub async fn reconcile_until_clean(&self) -> Value {
         let mut first = None;
         for attempt in 1..=3 {
-            let out = self.run(&["reconcile", "--json"]).await;
-            assert!(
-                matches!(out.code, Some(0 | 1)),
-                "reconcile: {}\n{}",
-                out.stdout,
-                out.stderr
-            );
-            let doc: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|err| {
-                panic!("reconcile --json ({err}): {}\n{}", out.stdout, out.stderr)
-            });
+            let (doc, out) = self.reconcile().await;
             let failed = doc["failed"].as_u64().expect("failed");
             assert_eq!(
                 out.code == Some(0),
@@ -402,6 +543,14 @@ reconcile_interval_seconds = {interval}
             .filter(|(key, _)| key.starts_with("GET ") && key.ends_with("/actions/runners"))
             .map(|(_, count)| count.count)
             .sum()
+    }
+
+    /// [`Self::flush_all`] of `expected` runners, then [`Self::assert_nothing_left`]: the end of
+    /// a test.
+    pub async fn flush_all_and_finish(&self, expected: u64) {
+        self.flush_all(expected).await;
+        self.assert_nothing_left().await;
+        self.clock.mark("done");
     }
 
     /// Asserts the app has no instance, no registration, and `status` agrees.
@@ -554,6 +703,21 @@ pub fn metric(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
     matching.first().map_or(0.0, |s| s.value)
 }
 
+/// `runner_manager_reconcile_triggers_total` of `source` (`webhook`, `api`, `timer`...).
+pub fn triggers(samples: &[Sample], source: &str) -> f64 {
+    metric(
+        samples,
+        "runner_manager_reconcile_triggers_total",
+        &[("source", source)],
+    )
+}
+
+/// `runner_manager_webhook_deliveries_total` of the `workflow_job` deliveries with `outcome`.
+pub fn job_deliveries(samples: &[Sample], outcome: &str) -> f64 {
+    let labels = [("event", "workflow_job"), ("outcome", outcome)];
+    metric(samples, "runner_manager_webhook_deliveries_total", &labels)
+}
+
 pub async fn get_metrics(client: &reqwest::Client, base: &str) -> Vec<Sample> {
     let response = client
         .get(format!("{base}/metrics"))
@@ -581,38 +745,52 @@ pub async fn health(client: &reqwest::Client, base: &str) -> Option<Value> {
     response.json().await.ok()
 }
 
-/// Waits until `/health` says `passes >= n` and no pass is in flight.
-pub async fn wait_passes(client: &reqwest::Client, base: &str, n: u64, env: &Env) -> Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(health) = health(client, base).await {
-            let daemon = &health["daemon"];
-            if daemon["passes"].as_u64().unwrap_or(0) >= n && daemon["in_flight"] == json!(false) {
-                env.clock.mark(&format!("{n} pass(es) done"));
-                return health;
-            }
+/// `GET url`, answered with a JSON document.
+pub async fn get_json(client: &reqwest::Client, url: &str) -> Value {
+    client
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: not JSON: {e}"))
+}
+
+/// `POST base + path` with the API's bearer token.
+pub async fn post_api(client: &reqwest::Client, base: &str, path: &str) -> reqwest::Response {
+    client
+        .post(format!("{base}{path}"))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+}
+
+/// Waits until `/health` says `passes >= n` and no pass is in flight; the passes done.
+pub async fn wait_passes(client: &reqwest::Client, base: &str, n: u64, env: &Env) -> u64 {
+    let what = format!("{n} pass(es) done");
+    env.eventually(&what, WAIT, Duration::from_millis(100), || async {
+        let health = health(client, base).await.unwrap_or_default();
+        let daemon = &health["daemon"];
+        match daemon["passes"].as_u64() {
+            Some(passes) if passes >= n && daemon["in_flight"] == json!(false) => Ok(passes),
+            _ => Err(format!("health {health}")),
         }
-        assert!(
-            Instant::now() < deadline,
-            "the daemon never finished {n} passes:\n{}",
-            env.daemon_log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
 }
 
 /// Waits for the daemon's startup pass and `n` online runners. When a pass had a failed step
 /// (Incus occasionally fails a container start under load, and the daemon's next pass is an
 /// interval away), asks for one more pass over `POST /reconcile`. Returns the passes done.
 pub async fn daemon_fleet(client: &reqwest::Client, base: &str, n: usize, env: &Env) -> u64 {
-    let mut passes = wait_passes(client, base, 1, env).await["daemon"]["passes"]
-        .as_u64()
-        .expect("passes");
+    let mut passes = wait_passes(client, base, 1, env).await;
     let deadline = Instant::now() + WAIT;
     let mut heals = 0;
     loop {
         let runners = env.registrations();
-        if runners.len() == n && runners.iter().all(|r| r.status == "online") {
+        if all_online(&runners, n) {
             env.clock.mark(&format!("{n} runner(s) online"));
             return passes;
         }
@@ -620,16 +798,8 @@ pub async fn daemon_fleet(client: &reqwest::Client, base: &str, n: usize, env: &
         if failures > heals && heals < 3 {
             heals = failures;
             env.clock.mark("a pass had a failed step; POST /reconcile");
-            let response = client
-                .post(format!("{base}/reconcile"))
-                .bearer_auth(API_TOKEN)
-                .send()
-                .await
-                .expect("POST /reconcile");
-            assert_eq!(response.status(), 200);
-            passes = wait_passes(client, base, passes + 1, env).await["daemon"]["passes"]
-                .as_u64()
-                .expect("passes");
+            assert_eq!(post_api(client, base, "/reconcile").await.status(), 200);
+            passes = wait_passes(client, base, passes + 1, env).await;
         }
         assert!(
             Instant::now() < deadline,

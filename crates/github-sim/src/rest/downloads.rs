@@ -21,19 +21,12 @@ pub(crate) fn asset_names(version: &str) -> Vec<(&'static str, &'static str, Str
     .collect()
 }
 
-pub(super) async fn downloads(
-    AxState(shared): AxState<AppState>,
-    Extension(identity): Extension<Identity>,
-    params: ScopeParams,
-    headers: HeaderMap,
-) -> Response {
+pub(super) async fn downloads(caller: Caller, headers: HeaderMap) -> Handled {
     let (scope, version) = {
-        let state = shared.state.lock();
-        match authorize(&state, &identity, &params.scope) {
-            Ok(scope) => (scope, state.config.runner_version.clone()),
-            Err(response) => return *response,
-        }
+        let (state, scope) = caller.authorized()?;
+        (scope, state.config.runner_version.clone())
     };
+    let shared = &caller.shared;
     let base = base_url(shared.public_url.as_deref(), &headers);
     let body: Vec<Value> = match &shared.tarball {
         None => Vec::new(),
@@ -51,5 +44,8 @@ pub(super) async fn downloads(
             })
             .collect(),
     };
-    with_accepted_permissions(json_response(StatusCode::OK, &Value::Array(body)), &scope)
+    Ok(with_accepted_permissions(
+        json_response(StatusCode::OK, &Value::Array(body)),
+        &scope,
+    ))
 }

@@ -1,4 +1,5 @@
-//! Shared pieces of the REST handlers: scope extraction, authorization, JSON bodies, paging.
+//! Shared pieces of the REST handlers: scope extraction, the `Caller` extractor (who calls about
+//! which scope) and authorization, JSON bodies, paging.
 
 use super::*;
 
@@ -32,6 +33,53 @@ impl<S: Send + Sync> FromRequestParts<S> for ScopeParams {
             label: map.remove("label"),
             installation_id: map.remove("installation_id"),
         })
+    }
+}
+
+/// A REST call about a scope: the app, who calls (`Identity`, from the auth layer) and the
+/// scope and ids of the path.
+pub(super) struct Caller {
+    pub(super) shared: AppState,
+    identity: Identity,
+    pub(super) params: ScopeParams,
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        shared: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Extension(identity) = Extension::<Identity>::from_request_parts(parts, shared)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let params = ScopeParams::from_request_parts(parts, shared).await?;
+        Ok(Self {
+            shared: shared.clone(),
+            identity,
+            params,
+        })
+    }
+}
+
+impl Caller {
+    /// The locked state and the scope resolved, once the caller may manage its runners (see
+    /// [`authorize`]).
+    pub(super) fn authorized(&self) -> Result<(MutexGuard<'_, State>, Scope), Box<Response>> {
+        let state = self.shared.state.lock();
+        let scope = self.scope(&state)?;
+        Ok((state, scope))
+    }
+
+    /// The scope resolved, once the caller may manage its runners (see [`authorize`]).
+    pub(super) fn scope(&self, state: &State) -> Result<Scope, Box<Response>> {
+        authorize(state, &self.identity, &self.params.scope)
+    }
+
+    /// The runner of the path, if `scope` has it (see [`scope_runner_id`]).
+    pub(super) fn runner_id(&self, state: &State, scope: &Scope) -> Result<u64, Box<Response>> {
+        scope_runner_id(state, scope, self.params.runner_id.as_deref())
     }
 }
 

@@ -14,12 +14,11 @@ fn path_id(map: &HashMap<String, String>, key: &str) -> Result<u64, Box<Response
 
 /// The hook `hook_id` of the scope in the path, after the usual scope authorization.
 fn find_hook(
+    caller: &Caller,
     state: &State,
-    identity: &Identity,
-    params: &ScopeParams,
     map: &HashMap<String, String>,
 ) -> Result<HookInfo, Box<Response>> {
-    let scope = authorize(state, identity, &params.scope)?;
+    let scope = caller.scope(state)?;
     let hook_id = path_id(map, "hook_id")?;
     state
         .hooks_of(&scope)
@@ -135,17 +134,8 @@ fn decode_cursor(cursor: &str) -> Option<u64> {
         .ok()
 }
 
-pub(super) async fn list_hooks(
-    AxState(shared): AxState<AppState>,
-    Extension(identity): Extension<Identity>,
-    params: ScopeParams,
-    listing: Listing,
-) -> Response {
-    let state = shared.state.lock();
-    let scope = match authorize(&state, &identity, &params.scope) {
-        Ok(scope) => scope,
-        Err(response) => return *response,
-    };
+pub(super) async fn list_hooks(caller: Caller, listing: Listing) -> Handled {
+    let (state, scope) = caller.authorized()?;
     let api = listing.api_base();
     let hooks = state.hooks_of(&scope);
     let last = hooks.len().div_ceil(listing.per_page).max(1);
@@ -156,53 +146,46 @@ pub(super) async fn list_hooks(
     drop(state);
     let mut response = json_response(StatusCode::OK, &Value::Array(list));
     listing.link_pages(&mut response, &[], last);
-    with_hook_permissions(response, &scope, false)
+    Ok(with_hook_permissions(response, &scope, false))
 }
 
 pub(super) async fn get_hook(
-    AxState(shared): AxState<AppState>,
-    Extension(identity): Extension<Identity>,
-    params: ScopeParams,
+    caller: Caller,
     Path(map): Path<HashMap<String, String>>,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
-) -> Response {
-    let state = shared.state.lock();
-    match find_hook(&state, &identity, &params, &map) {
-        Ok(hook) => {
-            let body = hook_json(&state, &hook, &api_base(&headers, &uri));
-            with_hook_permissions(json_response(StatusCode::OK, &body), &hook.scope, false)
-        }
-        Err(response) => *response,
-    }
+) -> Handled {
+    let state = caller.shared.state.lock();
+    let hook = find_hook(&caller, &state, &map)?;
+    let body = hook_json(&state, &hook, &api_base(&headers, &uri));
+    Ok(with_hook_permissions(
+        json_response(StatusCode::OK, &body),
+        &hook.scope,
+        false,
+    ))
 }
 
 pub(super) async fn list_deliveries(
-    AxState(shared): AxState<AppState>,
-    Extension(identity): Extension<Identity>,
-    params: ScopeParams,
+    caller: Caller,
     Path(map): Path<HashMap<String, String>>,
     listing: Listing,
-) -> Response {
+) -> Handled {
     let (query, per_page) = (&listing.query, listing.per_page);
     let before = match query.get("cursor").filter(|c| !c.is_empty()) {
         None => None,
         Some(cursor) => match decode_cursor(cursor) {
             Some(id) => Some(id),
-            None => return gh_error(StatusCode::BAD_REQUEST, "Invalid cursor"),
+            None => return Ok(gh_error(StatusCode::BAD_REQUEST, "Invalid cursor")),
         },
     };
     let redelivery = match query.get("redelivery").map(String::as_str) {
         None => None,
         Some("true") => Some(true),
         Some("false") => Some(false),
-        Some(_) => return validation_error("Invalid value for redelivery", &[]),
+        Some(_) => return Ok(validation_error("Invalid value for redelivery", &[])),
     };
-    let state = shared.state.lock();
-    let hook = match find_hook(&state, &identity, &params, &map) {
-        Ok(hook) => hook,
-        Err(response) => return *response,
-    };
+    let state = caller.shared.state.lock();
+    let hook = find_hook(&caller, &state, &map)?;
     let mut page: Vec<&HookDelivery> = state
         .hook_deliveries(hook.id, before, redelivery)
         .take(per_page + 1)
@@ -222,52 +205,40 @@ pub(super) async fn list_deliveries(
         let link = format!("<{url}?{extra}&cursor={cursor}>; rel=\"next\"");
         Listing::set_link(&mut response, &link);
     }
-    with_hook_permissions(response, &hook.scope, false)
+    Ok(with_hook_permissions(response, &hook.scope, false))
 }
 
 pub(super) async fn get_delivery(
-    AxState(shared): AxState<AppState>,
-    Extension(identity): Extension<Identity>,
-    params: ScopeParams,
+    caller: Caller,
     Path(map): Path<HashMap<String, String>>,
-) -> Response {
-    let state = shared.state.lock();
-    let result = find_hook(&state, &identity, &params, &map).and_then(|hook| {
-        let id = path_id(&map, "delivery_id")?;
-        let delivery = state
-            .hook_delivery(hook.id, id)
-            .ok_or_else(boxed_not_found)?;
-        Ok(with_hook_permissions(
-            json_response(StatusCode::OK, &delivery_json(delivery)),
-            &hook.scope,
-            false,
-        ))
-    });
-    result.unwrap_or_else(|response| *response)
+) -> Handled {
+    let state = caller.shared.state.lock();
+    let hook = find_hook(&caller, &state, &map)?;
+    let id = path_id(&map, "delivery_id")?;
+    let delivery = state
+        .hook_delivery(hook.id, id)
+        .ok_or_else(boxed_not_found)?;
+    Ok(with_hook_permissions(
+        json_response(StatusCode::OK, &delivery_json(delivery)),
+        &hook.scope,
+        false,
+    ))
 }
 
-pub(super) async fn redeliver(
-    AxState(shared): AxState<AppState>,
-    Extension(identity): Extension<Identity>,
-    params: ScopeParams,
-    Path(map): Path<HashMap<String, String>>,
-) -> Response {
-    let mut state = shared.state.lock();
-    let hook = match find_hook(&state, &identity, &params, &map) {
-        Ok(hook) => hook,
-        Err(response) => return *response,
-    };
+pub(super) async fn redeliver(caller: Caller, Path(map): Path<HashMap<String, String>>) -> Handled {
+    let mut state = caller.shared.state.lock();
+    let hook = find_hook(&caller, &state, &map)?;
     let queued = path_id(&map, "delivery_id")
         .ok()
         .is_some_and(|id| state.redeliver(hook.id, id));
     if !queued {
-        return not_found();
+        return Ok(not_found());
     }
-    with_hook_permissions(
+    Ok(with_hook_permissions(
         json_response(StatusCode::ACCEPTED, &json!({})),
         &hook.scope,
         true,
-    )
+    ))
 }
 
 #[cfg(test)]

@@ -10,19 +10,18 @@ fn labels_body(labels: &[crate::Label]) -> Response {
 }
 
 /// Runs `f` on the runner named by the path, after authorization.
-fn with_runner(
-    shared: &AppState,
-    identity: &Identity,
-    params: &ScopeParams,
-    f: impl FnOnce(&mut State, u64) -> Response,
-) -> Response {
-    let mut state = shared.state.lock();
-    let result = authorize(&state, identity, &params.scope)
-        .and_then(|scope| scope_runner_id(&state, &scope, params.runner_id.as_deref()));
-    match result {
-        Ok(id) => f(&mut state, id),
-        Err(response) => *response,
-    }
+fn with_runner(caller: &Caller, f: impl FnOnce(&mut State, u64) -> Response) -> Handled {
+    let (mut state, scope) = caller.authorized()?;
+    let id = caller.runner_id(&state, &scope)?;
+    Ok(f(&mut state, id))
+}
+
+/// Every label of the runner.
+fn runner_labels(state: &State, id: u64) -> Vec<crate::Label> {
+    state
+        .runner(id)
+        .map(|r| r.labels.clone())
+        .unwrap_or_default()
 }
 
 fn custom_labels(state: &State, id: u64) -> Vec<String> {
@@ -38,19 +37,8 @@ fn custom_labels(state: &State, id: u64) -> Vec<String> {
         .unwrap_or_default()
 }
 
-pub(super) async fn list_labels(
-    AxState(shared): AxState<AppState>,
-    Extension(identity): Extension<Identity>,
-    params: ScopeParams,
-) -> Response {
-    with_runner(&shared, &identity, &params, |state, id| {
-        labels_body(
-            &state
-                .runner(id)
-                .map(|r| r.labels.clone())
-                .unwrap_or_default(),
-        )
-    })
+pub(super) async fn list_labels(caller: Caller) -> Handled {
+    with_runner(&caller, |state, id| labels_body(&runner_labels(state, id)))
 }
 
 fn labels_from_body(body: &Bytes, min: usize) -> Result<Vec<String>, Box<Response>> {
@@ -65,59 +53,32 @@ fn labels_from_body(body: &Bytes, min: usize) -> Result<Vec<String>, Box<Respons
     Ok(labels)
 }
 
-pub(super) async fn add_labels(
-    AxState(shared): AxState<AppState>,
-    Extension(identity): Extension<Identity>,
-    params: ScopeParams,
-    body: Bytes,
-) -> Response {
-    let labels = match labels_from_body(&body, 1) {
-        Ok(labels) => labels,
-        Err(response) => return *response,
-    };
-    with_runner(&shared, &identity, &params, |state, id| {
+pub(super) async fn add_labels(caller: Caller, body: Bytes) -> Handled {
+    let labels = labels_from_body(&body, 1)?;
+    with_runner(&caller, |state, id| {
         let mut custom = custom_labels(state, id);
         custom.extend(labels);
         labels_body(&state.set_custom_labels(id, custom).unwrap_or_default())
     })
 }
 
-pub(super) async fn set_labels(
-    AxState(shared): AxState<AppState>,
-    Extension(identity): Extension<Identity>,
-    params: ScopeParams,
-    body: Bytes,
-) -> Response {
-    let labels = match labels_from_body(&body, 0) {
-        Ok(labels) => labels,
-        Err(response) => return *response,
-    };
-    with_runner(&shared, &identity, &params, |state, id| {
+pub(super) async fn set_labels(caller: Caller, body: Bytes) -> Handled {
+    let labels = labels_from_body(&body, 0)?;
+    with_runner(&caller, |state, id| {
         labels_body(&state.set_custom_labels(id, labels).unwrap_or_default())
     })
 }
 
-pub(super) async fn remove_all_labels(
-    AxState(shared): AxState<AppState>,
-    Extension(identity): Extension<Identity>,
-    params: ScopeParams,
-) -> Response {
-    with_runner(&shared, &identity, &params, |state, id| {
+pub(super) async fn remove_all_labels(caller: Caller) -> Handled {
+    with_runner(&caller, |state, id| {
         labels_body(&state.set_custom_labels(id, Vec::new()).unwrap_or_default())
     })
 }
 
-pub(super) async fn remove_label(
-    AxState(shared): AxState<AppState>,
-    Extension(identity): Extension<Identity>,
-    params: ScopeParams,
-) -> Response {
-    let wanted = params.label.clone().unwrap_or_default();
-    with_runner(&shared, &identity, &params, |state, id| {
-        let labels = state
-            .runner(id)
-            .map(|r| r.labels.clone())
-            .unwrap_or_default();
+pub(super) async fn remove_label(caller: Caller) -> Handled {
+    let wanted = caller.params.label.clone().unwrap_or_default();
+    with_runner(&caller, |state, id| {
+        let labels = runner_labels(state, id);
         match labels.iter().find(|l| l.name.eq_ignore_ascii_case(&wanted)) {
             None => not_found(),
             Some(label) if label.kind == LabelKind::ReadOnly => validation_error(

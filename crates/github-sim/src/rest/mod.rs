@@ -12,10 +12,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Extension, Router};
 use base64::Engine;
+use parking_lot::MutexGuard;
 use serde_json::{json, Value};
 
 use crate::auth::Identity;
-use crate::http::{base_url, gh_error, json_response, not_found, validation_error};
+use crate::http::{base_url, gh_error, json_response, not_found, validation_error, Handled};
 use crate::server::AppState;
 use crate::state::{
     random_string, rfc3339, LabelKind, NewRunner, RegisterError, State, TokenKind, ALNUM,
@@ -96,17 +97,16 @@ pub(crate) fn routes() -> Router<AppState> {
                 post(redeliver),
             );
     }
-    router
-        .route("/orgs/{org}/actions/runner-groups", get(runner_groups))
-        .route(
-            "/enterprises/{enterprise}/actions/runner-groups",
+    for prefix in ["/orgs/{org}", "/enterprises/{enterprise}"] {
+        router = router.route(
+            &format!("{prefix}/actions/runner-groups"),
             get(runner_groups),
-        )
-        .route(
-            "/repos/{owner}/{repo}/installation",
-            get(scope_installation),
-        )
-        .route("/orgs/{org}/installation", get(scope_installation))
+        );
+    }
+    for prefix in ["/repos/{owner}/{repo}", "/orgs/{org}"] {
+        router = router.route(&format!("{prefix}/installation"), get(scope_installation));
+    }
+    router
         .route("/app", get(app))
         .route("/app/installations", get(app_installations))
         .route(

@@ -2,18 +2,9 @@
 
 use super::*;
 
-pub(super) async fn list_runners(
-    AxState(shared): AxState<AppState>,
-    Extension(identity): Extension<Identity>,
-    params: ScopeParams,
-    listing: Listing,
-) -> Response {
+pub(super) async fn list_runners(caller: Caller, listing: Listing) -> Handled {
     let name = listing.query.get("name");
-    let mut state = shared.state.lock();
-    let scope = match authorize(&state, &identity, &params.scope) {
-        Ok(scope) => scope,
-        Err(response) => return *response,
-    };
+    let (mut state, scope) = caller.authorized()?;
     let cache_key = format!("{}?{}", scope.runners_path(), listing.query_string());
     let body = match state.cached_list(&cache_key) {
         Some(body) => body,
@@ -39,41 +30,23 @@ pub(super) async fn list_runners(
     let last = total.div_ceil(listing.per_page).max(1);
     let extra: Vec<(&str, &str)> = name.map(|n| vec![("name", n.as_str())]).unwrap_or_default();
     listing.link_pages(&mut response, &extra, last);
-    with_accepted_permissions(response, &scope)
+    Ok(with_accepted_permissions(response, &scope))
 }
 
-pub(super) async fn get_runner(
-    AxState(shared): AxState<AppState>,
-    Extension(identity): Extension<Identity>,
-    params: ScopeParams,
-) -> Response {
-    let state = shared.state.lock();
-    let result = authorize(&state, &identity, &params.scope).and_then(|scope| {
-        let id = scope_runner_id(&state, &scope, params.runner_id.as_deref())?;
-        let runner = state.runner(id).ok_or_else(boxed_not_found)?;
-        let body = state.runner_json(runner, state.clock.now());
-        Ok(with_accepted_permissions(
-            json_response(StatusCode::OK, &body),
-            &scope,
-        ))
-    });
-    result.unwrap_or_else(|response| *response)
+pub(super) async fn get_runner(caller: Caller) -> Handled {
+    let (state, scope) = caller.authorized()?;
+    let id = caller.runner_id(&state, &scope)?;
+    let runner = state.runner(id).ok_or_else(boxed_not_found)?;
+    let body = state.runner_json(runner, state.clock.now());
+    Ok(with_accepted_permissions(
+        json_response(StatusCode::OK, &body),
+        &scope,
+    ))
 }
 
-pub(super) async fn delete_runner(
-    AxState(shared): AxState<AppState>,
-    Extension(identity): Extension<Identity>,
-    params: ScopeParams,
-) -> Response {
-    let mut state = shared.state.lock();
-    let scope = match authorize(&state, &identity, &params.scope) {
-        Ok(scope) => scope,
-        Err(response) => return *response,
-    };
-    let id = match scope_runner_id(&state, &scope, params.runner_id.as_deref()) {
-        Ok(id) => id,
-        Err(response) => return *response,
-    };
+pub(super) async fn delete_runner(caller: Caller) -> Handled {
+    let (mut state, scope) = caller.authorized()?;
+    let id = caller.runner_id(&state, &scope)?;
     let name = state.runner(id).map(|r| r.name.clone()).unwrap_or_default();
     if let Some(hook) = state.assign_on_delete.clone() {
         if hook.as_ref().is_none_or(|n| *n == name) {
@@ -84,26 +57,17 @@ pub(super) async fn delete_runner(
     if state.runner(id).is_some_and(|r| r.job.is_some()) {
         // The busy-lie fault: GitHub says idle and lets the runner go, killing its job.
         if state.delete_busy_runner(id) {
-            return StatusCode::NO_CONTENT.into_response();
+            return Ok(StatusCode::NO_CONTENT.into_response());
         }
         let message = format!("Bad request - Runner \"{name}\" is still running a job");
-        return validation_error(&message, &[]);
+        return Ok(validation_error(&message, &[]));
     }
     state.remove_runner(id);
-    StatusCode::NO_CONTENT.into_response()
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-pub(super) async fn runner_groups(
-    AxState(shared): AxState<AppState>,
-    Extension(identity): Extension<Identity>,
-    params: ScopeParams,
-    listing: Listing,
-) -> Response {
-    let state = shared.state.lock();
-    let scope = match authorize(&state, &identity, &params.scope) {
-        Ok(scope) => scope,
-        Err(response) => return *response,
-    };
+pub(super) async fn runner_groups(caller: Caller, listing: Listing) -> Handled {
+    let (state, scope) = caller.authorized()?;
     let api = listing.api_base();
     let prefix = match &scope {
         Scope::Enterprise(e) => format!("{api}/enterprises/{e}/actions/runner-groups"),
@@ -135,8 +99,8 @@ pub(super) async fn runner_groups(
             group
         })
         .collect();
-    json_response(
+    Ok(json_response(
         StatusCode::OK,
         &json!({ "total_count": total, "runner_groups": list }),
-    )
+    ))
 }

@@ -10,73 +10,50 @@ fn token_time(t: time::OffsetDateTime) -> String {
     t.format(&format).unwrap_or_else(|_| rfc3339(t))
 }
 
-fn issue_token(shared: &AppState, identity: &Identity, scope: &Scope, kind: TokenKind) -> Response {
-    let mut state = shared.state.lock();
-    match authorize(&state, identity, scope) {
-        Ok(scope) => {
-            let (token, expires) = state.issue_token(kind, scope.clone());
-            let body = json!({ "token": token, "expires_at": token_time(expires) });
-            with_accepted_permissions(json_response(StatusCode::CREATED, &body), &scope)
-        }
-        Err(response) => *response,
-    }
+fn issue_token(caller: &Caller, kind: TokenKind) -> Handled {
+    let (mut state, scope) = caller.authorized()?;
+    let (token, expires) = state.issue_token(kind, scope.clone());
+    let body = json!({ "token": token, "expires_at": token_time(expires) });
+    Ok(with_accepted_permissions(
+        json_response(StatusCode::CREATED, &body),
+        &scope,
+    ))
 }
 
-pub(super) async fn registration_token(
-    AxState(shared): AxState<AppState>,
-    Extension(identity): Extension<Identity>,
-    params: ScopeParams,
-) -> Response {
-    issue_token(&shared, &identity, &params.scope, TokenKind::Registration)
+pub(super) async fn registration_token(caller: Caller) -> Handled {
+    issue_token(&caller, TokenKind::Registration)
 }
 
-pub(super) async fn remove_token(
-    AxState(shared): AxState<AppState>,
-    Extension(identity): Extension<Identity>,
-    params: ScopeParams,
-) -> Response {
-    issue_token(&shared, &identity, &params.scope, TokenKind::Remove)
+pub(super) async fn remove_token(caller: Caller) -> Handled {
+    issue_token(&caller, TokenKind::Remove)
 }
 
-pub(super) async fn generate_jitconfig(
-    AxState(shared): AxState<AppState>,
-    Extension(identity): Extension<Identity>,
-    params: ScopeParams,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let body = match parse_json(&body) {
-        Ok(body) => body,
-        Err(response) => return *response,
-    };
+pub(super) async fn generate_jitconfig(caller: Caller, headers: HeaderMap, body: Bytes) -> Handled {
+    let body = parse_json(&body)?;
     let Some(name) = body.get("name").and_then(Value::as_str).map(str::to_owned) else {
-        return missing_key("name");
+        return Ok(missing_key("name"));
     };
     let Some(group_id) = body.get("runner_group_id").and_then(Value::as_u64) else {
-        return missing_key("runner_group_id");
+        return Ok(missing_key("runner_group_id"));
     };
     let Some(labels) = string_list(body.get("labels")) else {
-        return missing_key("labels");
+        return Ok(missing_key("labels"));
     };
     if labels.is_empty() || labels.len() > 100 {
-        return validation_error(
+        return Ok(validation_error(
             "Invalid input: labels must have between 1 and 100 items.",
             &[],
-        );
+        ));
     }
     let work_folder = body
         .get("work_folder")
         .and_then(Value::as_str)
         .unwrap_or("_work")
         .to_owned();
-    let server_url = base_url(shared.public_url.as_deref(), &headers);
-    let mut state = shared.state.lock();
-    let scope = match authorize(&state, &identity, &params.scope) {
-        Ok(scope) => scope,
-        Err(response) => return *response,
-    };
+    let server_url = base_url(caller.shared.public_url.as_deref(), &headers);
+    let (mut state, scope) = caller.authorized()?;
     let Some(group) = state.group(&scope, group_id) else {
-        return not_found();
+        return Ok(not_found());
     };
     let labels = state.make_labels(&labels, true);
     let new = NewRunner {
@@ -91,12 +68,12 @@ pub(super) async fn generate_jitconfig(
         Ok(registered) => registered,
         Err(RegisterError::NameExists(_)) => {
             let message = format!("Already exists - A runner with the name {name} already exists.");
-            return gh_error(StatusCode::CONFLICT, &message);
+            return Ok(gh_error(StatusCode::CONFLICT, &message));
         }
-        Err(_) => return not_found(),
+        Err(_) => return Ok(not_found()),
     };
     let Some(runner) = state.runner(id) else {
-        return not_found();
+        return Ok(not_found());
     };
     let runner_json = state.runner_json(runner, state.clock.now());
     drop(state);
@@ -110,9 +87,12 @@ pub(super) async fn generate_jitconfig(
         work_folder: &work_folder,
         credential: &credential,
     });
-    shared.state.lock().record_jit_config(&encoded);
+    caller.shared.state.lock().record_jit_config(&encoded);
     let body = json!({ "runner": runner_json, "encoded_jit_config": encoded });
-    with_accepted_permissions(json_response(StatusCode::CREATED, &body), &scope)
+    Ok(with_accepted_permissions(
+        json_response(StatusCode::CREATED, &body),
+        &scope,
+    ))
 }
 
 /// What a JIT config describes.

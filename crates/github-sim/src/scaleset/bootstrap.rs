@@ -45,7 +45,6 @@ pub(super) fn config_scope(url: &str) -> Option<Scope> {
 #[derive(Deserialize)]
 struct RegistrationBody {
     url: String,
-    #[serde(default)]
     runner_event: Option<String>,
 }
 

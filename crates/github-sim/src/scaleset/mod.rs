@@ -4,12 +4,14 @@
 //!
 //! - `bootstrap.rs`: `POST [/api/v3]/actions/runner-registration` (`RemoteAuth <registration
 //!   token>`) → `{url, token}`: the tenant base URL and an HS256 admin JWT.
-//! - `api.rs`: the admin API under `/tenant/{tenant}/_apis/...` (runner groups, scale sets,
-//!   sessions, JIT configs, agents, `acquirejobs`) and the message queue (long poll, ack).
+//! - `api/`: the admin API under `/tenant/{tenant}/_apis/...` (`mod.rs`: routes, the shared
+//!   `Req` extractor and the runner groups; `sets.rs`, `sessions.rs`, `runners.rs`: JIT configs
+//!   and agents) and the message queue (`queue.rs`: long poll, ack, `acquirejobs`).
 //! - `hooks.rs`: the test hooks under `/_sim/scalesets/...`.
-//! - `state.rs`: the state and its rules (a submodule of `state`, so it shares the job queue and
+//! - `state/`: the state and its rules (a submodule of `state`, so it shares the job queue and
 //!   the runner table): scale sets, sessions, tokens, the per-set message log, the per-set job
-//!   life cycle (offered, assigned, running, re-assigned, done) and the statistics.
+//!   life cycle (offered, assigned, running, re-assigned, done) and the statistics (`mod.rs`,
+//!   `messages.rs`, `pump.rs`, `sessions.rs`, `views.rs`).
 
 use std::time::Duration;
 

@@ -10,26 +10,20 @@ pub struct FaultSpec {
     /// `"METHOD /template"` (as in the request counters), the template alone (any method), or `*`.
     pub endpoint: String,
     /// Answer with this status and a GitHub error body.
-    #[serde(default)]
     pub status: Option<u16>,
     /// Delay the answer.
-    #[serde(default)]
     pub latency_ms: Option<u64>,
     /// Close the connection without an answer (done by unwinding the connection task, so it
     /// needs `panic = "unwind"`, the default).
     #[serde(default)]
     pub drop: bool,
     /// `retry-after` header (seconds) on the faulty answer.
-    #[serde(default)]
     pub retry_after: Option<u64>,
     /// Message of the error body (default: the status's reason phrase).
-    #[serde(default)]
     pub message: Option<String>,
     /// Apply to the next K matching calls only (default: until cleared).
-    #[serde(default)]
     pub count: Option<u32>,
     /// Apply to this fraction (0..=1) of matching calls (default: all).
-    #[serde(default)]
     pub rate: Option<f64>,
 }
 
@@ -67,7 +61,6 @@ pub struct WebhookFaultSpec {
     /// How many deliveries (at least 1).
     pub count: u32,
     /// The HTTP status to record instead of a connection failure.
-    #[serde(default)]
     pub status: Option<u16>,
 }
 

@@ -238,7 +238,7 @@ impl State {
 
     /// Whether `runner` may take `job`: labels superset (case-insensitive), scope and group.
     fn runner_matches(&self, runner: &Runner, job: &Job) -> bool {
-        // A scale set's runners take only the jobs assigned to their set (`scaleset/state.rs`).
+        // A scale set's runners take only the jobs assigned to their set (`scaleset/state/`).
         if runner.scale_set.is_some() {
             return false;
         }
@@ -505,15 +505,8 @@ impl State {
                 .jobs
                 .get(&job_id)
                 .is_some_and(|j| j.delivered_at.is_some());
-            let name = self
-                .runners
-                .get(&runner_id)
-                .map(|r| r.name.clone())
-                .unwrap_or_default();
-            self.release_job(
-                job_id,
-                &format!("The self-hosted runner: {name} lost communication with the server."),
-            );
+            let reason = self.lost_communication(runner_id);
+            self.release_job(job_id, &reason);
             if delivered && self.runners.get(&runner_id).is_some_and(|r| r.ephemeral) {
                 self.remove_runner(runner_id);
             }

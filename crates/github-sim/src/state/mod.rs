@@ -29,7 +29,7 @@ mod rate_limit;
 mod runners;
 // The scale-set protocol's state shares the job queue and the runner table, so it is a
 // submodule of `state`; its file lives with the rest of the scale-set code.
-#[path = "../scaleset/state.rs"]
+#[path = "../scaleset/state/mod.rs"]
 mod scaleset;
 mod tokens;
 mod webhooks;
@@ -168,7 +168,7 @@ pub(crate) struct State {
     /// Cached list answers: request key → (time, body).
     list_cache: HashMap<String, (Instant, Value)>,
     webhook_tx: mpsc::UnboundedSender<WebhookEvent>,
-    /// Runner scale sets (`scaleset/state.rs`).
+    /// Runner scale sets (`scaleset/state/`).
     scalesets: scaleset::ScaleSets,
 }
 

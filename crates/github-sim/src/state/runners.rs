@@ -110,6 +110,12 @@ impl State {
         self.runners.get(&id)
     }
 
+    /// Why a job ends when its runner stops talking, as GitHub words it.
+    pub(crate) fn lost_communication(&self, id: u64) -> String {
+        let name = self.runner(id).map(|r| r.name.as_str()).unwrap_or_default();
+        format!("The self-hosted runner: {name} lost communication with the server.")
+    }
+
     pub(crate) fn runner_by_credential(&self, credential: &str) -> Option<&Runner> {
         self.credentials
             .get(credential)

@@ -204,6 +204,11 @@ pub async fn assert_error(response: Response, status: u16, message: &str) {
         .is_some_and(|u| u.starts_with("https://docs.github.com")));
 }
 
+/// The REST path of runner `id` of `scope`.
+pub fn runner_path(scope: &Scope, id: u64) -> String {
+    format!("{}/{id}", scope.runners_path())
+}
+
 pub fn repo() -> Scope {
     Scope::repo("octo", "app")
 }

@@ -251,14 +251,5 @@ pub(crate) fn retry_after(
     if !matches!(status.as_u16(), 429 | 503) {
         return None;
     }
-    let value = headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(now).unwrap_or_default())
+    crate::rate_limit::parse_retry_after(headers, now)
 }

@@ -7,7 +7,7 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::StatusCode;
 use url::Url;
 
-use super::client::{admin_url, parse_message, user_agent_json};
+use super::client::plumbing::{admin_url, parse_message, user_agent_json};
 use super::config::{ConfigUrl, UserAgentInfo};
 use super::error::{ScaleSetError, ServiceError};
 use super::http::{retry_after, status_retryable, Answer, RetryMode};

@@ -231,8 +231,13 @@ pub fn config(server: &Url, scope: &str, auth: Auth) -> ClientConfig {
     config
 }
 
+/// [`config`] with the personal access token [`TOKEN`].
+pub fn pat_config(server: &Url, scope: &str) -> ClientConfig {
+    config(server, scope, Auth::Token(Secret::from(TOKEN)))
+}
+
 pub fn pat_client(server: &Server, scope: &str) -> Client {
-    Client::new(config(&server.url, scope, Auth::Token(Secret::from(TOKEN)))).expect("client")
+    Client::new(pat_config(&server.url, scope)).expect("client")
 }
 
 pub fn runner_json(id: u64, name: &str) -> serde_json::Value {

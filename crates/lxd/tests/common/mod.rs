@@ -173,12 +173,18 @@ fn block_on_own_runtime(cleanup: impl std::future::Future<Output = ()> + Send + 
     let _ = t.join();
 }
 
-/// A client, the guard that cleans up after the test, and a started busybox instance named
-/// after `tag`.
-pub async fn started_instance(tag: &str) -> (Client, Cleanup, String) {
+/// A client, the guard that cleans up after the test, and a fresh instance name from `tag`
+/// (nothing created yet).
+pub async fn named(tag: &str) -> (Client, Cleanup, String) {
     let c = client().await;
     let g = Cleanup::new();
     let name = g.name(tag);
+    (c, g, name)
+}
+
+/// [`named`], with a started busybox instance of that name.
+pub async fn started_instance(tag: &str) -> (Client, Cleanup, String) {
+    let (c, g, name) = named(tag).await;
     c.create_instance(&busybox(&name).started())
         .await
         .expect("create");
@@ -217,18 +223,9 @@ pub fn raw_client() -> reqwest::Client {
 
 /// Runs a program with a timeout and returns its stdout.
 pub fn run(program: &str, args: &[&str]) -> String {
-    let out = std::process::Command::new("timeout")
-        .arg("30")
-        .arg(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let mut command = std::process::Command::new("timeout");
+    command.arg("30").arg(program).args(args);
+    test_support::command::stdout_of(&mut command)
 }
 
 /// A throwaway self-signed certificate and key (PEM) made with openssl, in `dir`.

@@ -52,11 +52,10 @@ impl LxdProvider {
     /// A pool that does not exist is a permanent error: no instance could be created on it.
     async fn default_pool(&self) -> Result<String, ProviderError> {
         let what = "reading the default profile";
-        let profile = self
-            .client
-            .get_profile("default")
-            .await
-            .map_err(|e| self.error(what, e, Some((ResourceKind::Profile, "default"))))?;
+        let profile = self.client.get_profile("default").await.map_err(|e| {
+            self.server()
+                .error(what, e, Some((ResourceKind::Profile, "default")))
+        })?;
         let pool = profile
             .devices
             .values()
@@ -67,29 +66,28 @@ impl LxdProvider {
             .and_then(|d| d.get("pool").cloned())
             .ok_or_else(|| ProviderError::failed(what, "it has no root disk"))?;
         let what = format!("reading storage pool {pool} (the default profile's root disk)");
-        self.client
-            .get_storage_pool(&pool)
-            .await
-            .map_err(|e| self.error(&what, e, Some((ResourceKind::StoragePool, &pool))))?;
+        self.client.get_storage_pool(&pool).await.map_err(|e| {
+            self.server()
+                .error(&what, e, Some((ResourceKind::StoragePool, &pool)))
+        })?;
         Ok(pool)
     }
 
-    /// An LXD error as the manager sees it: see [`Server::error`].
-    fn error(
-        &self,
-        what: &str,
-        error: lxd::Error,
-        asked: Option<(ResourceKind, &str)>,
-    ) -> ProviderError {
+    /// A `map_err` for a call that names no object: [`Server::error`] with `what`.
+    fn err<'a>(&'a self, what: &'a str) -> impl FnOnce(lxd::Error) -> ProviderError + 'a {
+        move |e| self.server().error(what, e, None)
+    }
+
+    /// The server this provider talks to, which names it in errors ([`Server::error`]).
+    fn server(&self) -> Server<'_> {
         let info = self.client.server();
-        let server = Server {
+        Server {
             flavour: info.flavour,
             version: &info.version,
             endpoint: self.client.endpoint(),
             project: self.client.project().unwrap_or("default"),
             remote: self.client.is_remote(),
-        };
-        server.error(what, error, asked)
+        }
     }
 }
 
@@ -269,7 +267,7 @@ impl LxdProvider {
             self.client.list_instances(),
             self.client.running_operations()
         );
-        let mut all = all.map_err(|e| self.error("listing instances", e, None))?;
+        let mut all = all.map_err(self.err("listing instances"))?;
         {
             let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
             // A name no longer listed is gone, unless it was created a moment ago (a creation
@@ -385,14 +383,14 @@ impl InstanceProvider for LxdProvider {
         match self.client.get_storage_pool(RUNNER_POOL).await {
             Ok(_) => return Ok(()),
             Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(self.error("reading storage pool runner", e, None)),
+            Err(e) => return Err(self.server().error("reading storage pool runner", e, None)),
         }
         std::fs::create_dir_all(path)
             .map_err(|e| ProviderError::caused_by(format!("creating {}", path.display()), e))?;
         match self.client.create_dir_pool(RUNNER_POOL, path).await {
             Ok(()) => Ok(()),
             Err(e) if e.is_conflict() => Ok(()),
-            Err(e) => Err(self.error("creating storage pool runner", e, None)),
+            Err(e) => Err(self.server().error("creating storage pool runner", e, None)),
         }
     }
 
@@ -431,7 +429,7 @@ impl InstanceProvider for LxdProvider {
         self.client
             .ensure_profile(&profile)
             .await
-            .map_err(|e| self.error(&format!("ensuring profile {name}"), e, None))?;
+            .map_err(self.err(&format!("ensuring profile {name}")))?;
         Ok(name)
     }
 
@@ -475,7 +473,7 @@ impl InstanceProvider for LxdProvider {
         self.client
             .create_instance(&lxd_spec)
             .await
-            .map_err(|e| self.error(&what, e, None))
+            .map_err(self.err(&what))
     }
 
     async fn cluster_members(&self) -> Result<Option<Vec<Member>>, ProviderError> {
@@ -486,7 +484,7 @@ impl InstanceProvider for LxdProvider {
             .client
             .cluster_members()
             .await
-            .map_err(|e| self.error("listing cluster members", e, None))?;
+            .map_err(self.err("listing cluster members"))?;
         // Only online members are asked, all at once, each within RESOURCES_TIMEOUT: an
         // offline one would answer "Server isn't ready yet" at best, and a slow one must not
         // hold up the pass. A member whose resources cannot be read has no capacity.
@@ -539,7 +537,7 @@ impl InstanceProvider for LxdProvider {
             .check_image(&lxd::ImageSource::Alias(image.to_owned()))
             .await
             .map_err(|e| {
-                self.error(
+                self.server().error(
                     "checking the image for new runners",
                     e,
                     Some((ResourceKind::ImageAlias, image)),
@@ -551,7 +549,7 @@ impl InstanceProvider for LxdProvider {
         self.client
             .check_profiles(profiles)
             .await
-            .map_err(|e| self.error("checking the profiles for new runners", e, None))
+            .map_err(self.err("checking the profiles for new runners"))
     }
 
     async fn exec(&self, name: &str, request: &ExecRequest) -> Result<ExecOutput, ProviderError> {
@@ -672,7 +670,7 @@ impl InstanceProvider for LxdProvider {
         self.client
             .image_alias_target(alias)
             .await
-            .map_err(|e| self.error(&format!("resolving image alias {alias}"), e, None))
+            .map_err(self.err(&format!("resolving image alias {alias}")))
     }
 
     async fn list_images(&self) -> Result<Vec<ImageInfo>, ProviderError> {
@@ -680,7 +678,7 @@ impl InstanceProvider for LxdProvider {
             .client
             .list_images()
             .await
-            .map_err(|e| self.error("listing images", e, None))?;
+            .map_err(self.err("listing images"))?;
         Ok(images
             .into_iter()
             .map(|image| ImageInfo {
@@ -704,7 +702,7 @@ impl InstanceProvider for LxdProvider {
         self.client
             .stop_instance(name, lxd::Stop::Force)
             .await
-            .map_err(|e| self.error(&format!("stopping instance {name}"), e, None))
+            .map_err(self.err(&format!("stopping instance {name}")))
     }
 
     async fn publish(
@@ -720,7 +718,7 @@ impl InstanceProvider for LxdProvider {
         self.client
             .publish_instance(name, &spec)
             .await
-            .map_err(|e| self.error(&format!("publishing instance {name} as {alias}"), e, None))
+            .map_err(self.err(&format!("publishing instance {name} as {alias}")))
     }
 
     async fn set_image_properties(
@@ -731,7 +729,7 @@ impl InstanceProvider for LxdProvider {
         self.client
             .update_image_properties(fingerprint, properties)
             .await
-            .map_err(|e| self.error(&format!("updating image {fingerprint}"), e, None))
+            .map_err(self.err(&format!("updating image {fingerprint}")))
     }
 
     async fn delete_image(&self, fingerprint: &str) -> Result<(), ProviderError> {
@@ -739,7 +737,7 @@ impl InstanceProvider for LxdProvider {
             .delete_image_if_exists(fingerprint)
             .await
             .map(|_| ())
-            .map_err(|e| self.error(&format!("deleting image {fingerprint}"), e, None))
+            .map_err(self.err(&format!("deleting image {fingerprint}")))
     }
 }
 

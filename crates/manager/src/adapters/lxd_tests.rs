@@ -45,14 +45,34 @@ const INCUS: Server<'static> = Server {
     remote: false,
 };
 
-fn missing(kind: lxd::ObjectKind, name: Option<&str>, message: &str) -> lxd::Error {
-    lxd::Error::Missing {
+/// What `server` makes of LXD's "missing" error about `kind` `name`.
+fn missing(
+    server: &Server<'_>,
+    what: &str,
+    (kind, name): (lxd::ObjectKind, Option<&str>),
+    message: &str,
+) -> ProviderError {
+    let error = lxd::Error::Missing {
         what: "creating instance app-0-abcdefgh".into(),
         object: lxd::Object {
             kind,
             name: name.map(str::to_owned),
         },
         message: message.into(),
+    };
+    server.error(what, error, None)
+}
+
+/// The problem of a permanent error.
+fn problem(e: &ProviderError) -> Option<&Problem> {
+    e.permanent().map(|p| &p.problem)
+}
+
+/// [`Problem::Missing`] with a name.
+fn missing_named(kind: ResourceKind, name: &str) -> Problem {
+    Problem::Missing {
+        kind,
+        name: Some(name.into()),
     }
 }
 
@@ -60,22 +80,17 @@ fn missing(kind: lxd::ObjectKind, name: Option<&str>, message: &str) -> lxd::Err
 #[test]
 fn permanent_errors_name_the_object_the_server_and_a_listing() {
     let what = "creating instance app-0-abcdefgh";
-    let e = INCUS.error(
+    let alias = (lxd::ObjectKind::ImageAlias, Some("nosuch"));
+    let e = missing(
+        &INCUS,
         what,
-        missing(
-            lxd::ObjectKind::ImageAlias,
-            Some("nosuch"),
-            "Image not provided for instance creation",
-        ),
-        None,
+        alias,
+        "Image not provided for instance creation",
     );
     assert!(e.is_permanent(), "{e:?}");
     assert_eq!(
-        e.permanent().map(|p| &p.problem),
-        Some(&Problem::Missing {
-            kind: ResourceKind::ImageAlias,
-            name: Some("nosuch".into())
-        })
+        problem(&e),
+        Some(&missing_named(ResourceKind::ImageAlias, "nosuch"))
     );
     assert_eq!(
         e.to_string(),
@@ -84,32 +99,30 @@ fn permanent_errors_name_the_object_the_server_and_a_listing() {
          creation); list the images there with `incus image list` and set lxd.image to one \
          of their aliases, or give an image that alias"
     );
-    let e = INCUS.error(
-        what,
-        missing(
-            lxd::ObjectKind::Profile,
-            Some("runner"),
+    let cases = [
+        (
+            (lxd::ObjectKind::Profile, Some("runner")),
             "Requested profile \"runner\" doesn't exist",
+            [
+                "profile \"runner\" not found on Incus 6.0.4",
+                "`incus profile list`",
+            ],
         ),
-        None,
-    );
-    let text = e.to_string();
-    assert!(
-        text.contains("profile \"runner\" not found on Incus 6.0.4")
-            && text.contains("`incus profile list`"),
-        "{text}"
-    );
-    let e = INCUS.error(
-        what,
-        missing(lxd::ObjectKind::StoragePool, None, "Storage pool not found"),
-        None,
-    );
-    assert!(
-        e.to_string()
-            .contains("storage pool not found on Incus 6.0.4")
-            && e.to_string().contains("`incus storage list`"),
-        "{e}"
-    );
+        (
+            (lxd::ObjectKind::StoragePool, None),
+            "Storage pool not found",
+            [
+                "storage pool not found on Incus 6.0.4",
+                "`incus storage list`",
+            ],
+        ),
+    ];
+    for (object, message, parts) in cases {
+        let text = missing(&INCUS, what, object, message).to_string();
+        for part in parts {
+            assert!(text.contains(part), "{part:?} not in {text}");
+        }
+    }
 
     // LXD over HTTPS in a project: `lxc`, the remote and the project.
     let lxd = Server {
@@ -119,15 +132,8 @@ fn permanent_errors_name_the_object_the_server_and_a_listing() {
         project: "ci",
         remote: true,
     };
-    let e = lxd.error(
-        what,
-        missing(
-            lxd::ObjectKind::ImageAlias,
-            Some("images:debian/12"),
-            "Image alias not found",
-        ),
-        None,
-    );
+    let alias = (lxd::ObjectKind::ImageAlias, Some("images:debian/12"));
+    let e = missing(&lxd, what, alias, "Image alias not found");
     let text = e.to_string();
     for part in [
         "on LXD 5.0.2 at https://10.0.0.5:8443/, project ci",
@@ -159,11 +165,8 @@ fn permanent_errors_name_the_object_the_server_and_a_listing() {
         None,
     );
     assert_eq!(
-        e.permanent().map(|p| &p.problem),
-        Some(&Problem::Missing {
-            kind: ResourceKind::Project,
-            name: Some("gone".into())
-        }),
+        problem(&e),
+        Some(&missing_named(ResourceKind::Project, "gone")),
         "{e:?}"
     );
     assert!(e.to_string().contains("`incus project list`"), "{e}");
@@ -177,7 +180,7 @@ fn permanent_errors_name_the_object_the_server_and_a_listing() {
     };
     let e = INCUS.error(what, forbidden, None);
     assert!(
-        e.permanent().map(|p| &p.problem) == Some(&Problem::Forbidden)
+        problem(&e) == Some(&Problem::Forbidden)
             && e.to_string().contains("`incus config trust list`"),
         "{e}"
     );
@@ -252,21 +255,11 @@ fn error_mapping() {
 #[test]
 fn unknown_cluster_targets_are_permanent_and_say_how_to_list_them() {
     let what = "creating instance app-0-abcdefgh on m9";
-    let e = INCUS.error(
-        what,
-        missing(
-            lxd::ObjectKind::ClusterMember,
-            Some("m9"),
-            "Cluster member \"m9\" not found",
-        ),
-        None,
-    );
+    let member = (lxd::ObjectKind::ClusterMember, Some("m9"));
+    let e = missing(&INCUS, what, member, "Cluster member \"m9\" not found");
     assert_eq!(
-        e.permanent().map(|p| &p.problem),
-        Some(&Problem::Missing {
-            kind: ResourceKind::ClusterMember,
-            name: Some("m9".into())
-        })
+        problem(&e),
+        Some(&missing_named(ResourceKind::ClusterMember, "m9"))
     );
     let text = e.to_string();
     assert!(
@@ -274,15 +267,9 @@ fn unknown_cluster_targets_are_permanent_and_say_how_to_list_them() {
             && text.contains("`incus cluster list`"),
         "{text}"
     );
-    let e = INCUS.error(
-        "creating instance app-0-abcdefgh on @gpu",
-        missing(
-            lxd::ObjectKind::ClusterGroup,
-            Some("gpu"),
-            "Cluster group \"gpu\" doesn't exist",
-        ),
-        None,
-    );
+    let group = (lxd::ObjectKind::ClusterGroup, Some("gpu"));
+    let on_gpu = "creating instance app-0-abcdefgh on @gpu";
+    let e = missing(&INCUS, on_gpu, group, "Cluster group \"gpu\" doesn't exist");
     let text = e.to_string();
     assert!(e.is_permanent(), "{e:?}");
     assert!(
@@ -323,6 +310,52 @@ fn owned_spec(owner: &Owner, name: &str, target: Option<&str>) -> InstanceSpec {
     }
 }
 
+/// The cluster's members, as the provider reports them.
+async fn members_of(provider: &LxdProvider) -> Vec<Member> {
+    provider
+        .cluster_members()
+        .await
+        .expect("members")
+        .expect("clustered")
+}
+
+/// `call`'s output, asserting that it came within 5 s (no hang on an offline member).
+async fn quickly<T>(call: impl std::future::Future<Output = T>) -> T {
+    let started = std::time::Instant::now();
+    let output = call.await;
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+    output
+}
+
+/// One test's hold on the real cluster (run one at a time): a provider, an app of its own
+/// (`{prefix}…`), whose instances are deleted when it is dropped.
+struct OnCluster {
+    client: lxd::Client,
+    provider: LxdProvider,
+    app: String,
+    owner: Owner,
+    _cleanup: test_support::cluster::Cleanup,
+    _serial: test_support::cluster::Serial,
+}
+
+impl OnCluster {
+    async fn new(prefix: &str) -> Self {
+        use test_support::cluster;
+        let _serial = cluster::serial().await;
+        let client = cluster::connect().await;
+        let app = test_support::incus::random_app(prefix, 6);
+        Self {
+            provider: LxdProvider::new(client.clone()),
+            owner: Owner::new(&app, 0).expect("owner"),
+            _cleanup: cluster::Cleanup::new(&client, format!("{app}-")),
+            client,
+            app,
+            _serial,
+        }
+    }
+}
+
 /// On the real cluster: every member with its groups and capacity; creations placed on a
 /// member or a group and listed with their location; an unknown member or group is a permanent
 /// error saying how to list them. A standalone server has no members.
@@ -330,16 +363,13 @@ fn owned_spec(owner: &Owner, name: &str, target: Option<&str>) -> InstanceSpec {
 #[ignore = "needs the Incus cluster: run by scripts/test.sh"]
 async fn cluster_members_and_targets_on_the_real_cluster() {
     use test_support::cluster;
-    let _serial = cluster::serial().await;
-    let client = cluster::connect().await;
-    let provider = LxdProvider::new(client.clone());
-    let started = std::time::Instant::now();
-    let members = provider
-        .cluster_members()
-        .await
-        .expect("members")
-        .expect("clustered");
-    assert!(started.elapsed() < Duration::from_secs(5));
+    let OnCluster {
+        provider,
+        app,
+        owner,
+        ..
+    } = &OnCluster::new("clp").await;
+    let members = quickly(members_of(provider)).await;
     let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
     assert_eq!(names, cluster::MEMBERS);
     for m in &members {
@@ -353,25 +383,22 @@ async fn cluster_members_and_targets_on_the_real_cluster() {
         assert!(capacity.memory_used_bytes <= capacity.memory_bytes, "{m:?}");
     }
 
-    let app = test_support::incus::random_app("clp", 6);
-    let owner = Owner::new(&app, 0).expect("owner");
-    let _cleanup = cluster::Cleanup::new(&client, format!("{app}-"));
     let on_m2 = format!("{app}-0-onmember");
     provider
-        .create_and_start(&owned_spec(&owner, &on_m2, Some("m2")))
+        .create_and_start(&owned_spec(owner, &on_m2, Some("m2")))
         .await
         .expect("create on m2");
     let on_group = format!("{app}-0-ongroup1");
     provider
-        .create_and_start(&owned_spec(&owner, &on_group, Some("@default")))
+        .create_and_start(&owned_spec(owner, &on_group, Some("@default")))
         .await
         .expect("create on @default");
     let untargeted = format!("{app}-0-anywhere");
     provider
-        .create_and_start(&owned_spec(&owner, &untargeted, None))
+        .create_and_start(&owned_spec(owner, &untargeted, None))
         .await
         .expect("create anywhere");
-    let listed = provider.list_instances(&owner).await.expect("list");
+    let listed = provider.list_instances(owner).await.expect("list");
     let location = |name: &str| {
         listed
             .iter()
@@ -394,15 +421,12 @@ async fn cluster_members_and_targets_on_the_real_cluster() {
     ] {
         let name = format!("{app}-0-missing1");
         let e = provider
-            .create_and_start(&owned_spec(&owner, &name, Some(target)))
+            .create_and_start(&owned_spec(owner, &name, Some(target)))
             .await
             .expect_err("no such target");
         assert_eq!(
-            e.permanent().map(|p| &p.problem),
-            Some(&Problem::Missing {
-                kind,
-                name: Some(target.trim_start_matches('@').to_owned())
-            }),
+            problem(&e),
+            Some(&missing_named(kind, target.trim_start_matches('@'))),
             "{e}"
         );
         assert!(e.to_string().contains(listing), "{e}");
@@ -430,38 +454,29 @@ async fn cluster_members_and_targets_on_the_real_cluster() {
 #[ignore = "needs the Incus cluster: run by scripts/test.sh"]
 async fn cluster_member_killed_is_offline_for_the_provider() {
     use test_support::cluster;
-    let _serial = cluster::serial().await;
-    let client = cluster::connect().await;
-    let provider = LxdProvider::new(client.clone());
-    let app = test_support::incus::random_app("clk", 6);
-    let owner = Owner::new(&app, 0).expect("owner");
-    let _cleanup = cluster::Cleanup::new(&client, format!("{app}-"));
+    let OnCluster {
+        client,
+        provider,
+        app,
+        owner,
+        ..
+    } = &OnCluster::new("clk").await;
     let on_m3 = format!("{app}-0-onmember");
     provider
-        .create_and_start(&owned_spec(&owner, &on_m3, Some("m3")))
+        .create_and_start(&owned_spec(owner, &on_m3, Some("m3")))
         .await
         .expect("create on m3");
     // A pass lists it while m3 is up (the provider keeps what it listed: a cluster lists an
     // instance on an offline member without its config).
-    let listed = provider.list_instances(&owner).await.expect("list");
+    let listed = provider.list_instances(owner).await.expect("list");
     let i = listed.iter().find(|i| i.name == on_m3).expect("listed");
     assert_eq!(i.location.as_deref(), Some("m3"));
     assert_eq!(i.status, InstanceStatus::Running);
     let created_at = i.created_at;
 
     let killed = cluster::kill_member("m3").await;
-    cluster::wait_member_status(&client, "m3", "Offline", Duration::from_secs(40)).await;
-    let started = std::time::Instant::now();
-    let members = provider
-        .cluster_members()
-        .await
-        .expect("members")
-        .expect("clustered");
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
-    );
+    cluster::wait_member_status(client, "m3", "Offline", Duration::from_secs(40)).await;
+    let members = quickly(members_of(provider)).await;
     for m in &members {
         if m.name == "m3" {
             assert!(!m.online && m.capacity.is_none(), "{m:?}");
@@ -470,32 +485,16 @@ async fn cluster_member_killed_is_offline_for_the_provider() {
             assert!(m.online && m.capacity.is_some(), "{m:?}");
         }
     }
-    let started = std::time::Instant::now();
-    let listed = provider.list_instances(&owner).await.expect("list");
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
-    );
+    let listed = quickly(provider.list_instances(owner)).await.expect("list");
     let i = listed.iter().find(|i| i.name == on_m3).expect("listed");
     assert_eq!(i.location.as_deref(), Some("m3"));
     assert_eq!(i.status, InstanceStatus::Other);
     assert_eq!(i.created_at, created_at);
     assert!(owner.owns_instance(&i.name, &i.config), "{:?}", i.config);
-    let started = std::time::Instant::now();
-    let e = provider
-        .create_and_start(&owned_spec(
-            &owner,
-            &format!("{app}-0-toolate1"),
-            Some("m3"),
-        ))
+    let too_late = owned_spec(owner, &format!("{app}-0-toolate1"), Some("m3"));
+    let e = quickly(provider.create_and_start(&too_late))
         .await
         .expect_err("m3 is down");
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
-    );
     assert!(!e.is_permanent(), "{e:?}");
     assert!(
         crate::provider::render_chain(&e).contains("unavailable"),
@@ -504,17 +503,13 @@ async fn cluster_member_killed_is_offline_for_the_provider() {
     );
 
     killed.start().await;
-    cluster::wait_member_status(&client, "m3", "Online", Duration::from_secs(30)).await;
-    let members = provider
-        .cluster_members()
-        .await
-        .expect("members")
-        .expect("clustered");
+    cluster::wait_member_status(client, "m3", "Online", Duration::from_secs(30)).await;
+    let members = members_of(provider).await;
     assert!(
         members.iter().all(|m| m.online && m.capacity.is_some()),
         "{members:?}"
     );
-    let listed = provider.list_instances(&owner).await.expect("list");
+    let listed = provider.list_instances(owner).await.expect("list");
     let i = listed.iter().find(|i| i.name == on_m3).expect("listed");
     assert_eq!(i.status, InstanceStatus::Running);
 }

@@ -8,8 +8,8 @@ use github::scaleset::{
 };
 
 use crate::scaleset::{
-    ApiError, ApiErrorKind, JobEvent, JobRef, QueueMessage, Removed, ScaleSetApi, ScaleSetInfo,
-    ScaleSetJit, ScaleSetPool, ScaleSetRunners, Statistics,
+    ApiError, ApiErrorKind, Completed, JobEvent, JobRef, QueueMessage, Removed, ScaleSetApi,
+    ScaleSetInfo, ScaleSetJit, ScaleSetPool, ScaleSetRunners, Started, Statistics,
 };
 
 /// The scale-set protocol over the real client (or the simulator).
@@ -71,16 +71,16 @@ fn message(m: &Message) -> QueueMessage {
             .map(|job| match job {
                 JobMessage::Available(j) => JobEvent::Available(job_ref(j)),
                 JobMessage::Assigned(j) => JobEvent::Assigned(job_ref(j)),
-                JobMessage::Started(s) => JobEvent::Started {
+                JobMessage::Started(s) => JobEvent::Started(Started {
                     job: job_ref(&s.job),
                     runner_id: s.runner_id,
                     runner_name: s.runner_name.clone(),
-                },
-                JobMessage::Completed(c) => JobEvent::Completed {
+                }),
+                JobMessage::Completed(c) => JobEvent::Completed(Completed {
                     job: job_ref(&c.job),
                     runner: c.runner_id.zip(c.runner_name.clone()),
                     result: c.result.as_str().to_owned(),
-                },
+                }),
             })
             .collect(),
     }

@@ -33,6 +33,10 @@ pub const POST_JOB_FILE: &str = "/var/lib/runner-manager/post-job.json";
 pub const POLICY_REFUSED_FILE: &str = "/var/lib/runner-manager/policy-refused";
 /// When the runner was installed (seconds since the epoch).
 pub const INSTALLED_FILE: &str = "/var/lib/runner-manager/installed-at";
+/// Which secret-file options the baked runner takes (`config.sh --token-file`,
+/// `run.sh --jitconfig-file`), one a line: written when an image is baked, so that launches from
+/// it skip the runner's `--help` probes (`guest/runner-caps.sh`); removed by a plain install.
+pub const CAPS_FILE: &str = "/var/lib/runner-manager/runner-caps";
 /// The pid of the running setup script.
 pub const SETUP_PID_FILE: &str = "/var/lib/runner-manager/setup.pid";
 /// The registration token (token mode), 0600, read and deleted by `config.sh`'s wrapper.
@@ -75,6 +79,7 @@ const START_SH: &str = include_str!("start.sh");
 const POST_JOB_SH: &str = include_str!("post-job.sh");
 const PRE_JOB_SH: &str = include_str!("pre-job.sh");
 const NETWORK_WAIT_SH: &str = include_str!("network-wait.sh");
+const RUNNER_CAPS_SH: &str = include_str!("runner-caps.sh");
 const REGISTER_SH: &str = include_str!("register-and-start.sh");
 const PICK_USER_SH: &str = include_str!("pick-user.sh");
 const SETUP_SH: &str = include_str!("setup.sh");
@@ -107,6 +112,7 @@ fn preamble_at(root: &str, body: &str) -> String {
         ("RM_BUNDLE_PATH", BUNDLE_PATH),
         ("RM_STAGE_DIR", STAGE_DIR),
         ("RM_REGISTER_SCRIPT", REGISTER_SCRIPT),
+        ("RM_CAPS_FILE", CAPS_FILE),
     ]
     .iter()
     .filter(|(k, _)| reads(body, k))
@@ -177,9 +183,21 @@ pub fn resume() -> ExecRequest {
     exec(RESUME_SH, ExecPurpose::Resume, Duration::from_secs(15))
 }
 
-/// `start.sh`, installed at [`START_SCRIPT`].
+/// `start.sh`, installed at [`START_SCRIPT`]: waits for the network, then runs the runner.
 pub fn start_script() -> String {
-    installed(START_SH, &[])
+    start_script_at("")
+}
+
+/// [`start_script`] with every path below `root` (tests use a scratch root).
+pub(crate) fn start_script_at(root: &str) -> String {
+    format!(
+        "#!/bin/sh\n{}",
+        assemble(
+            root,
+            &format!("{RUNNER_CAPS_SH}{NETWORK_WAIT_SH}{START_SH}"),
+            &[]
+        )
+    )
 }
 
 /// `post-job.sh`, the job-completed hook, installed at [`POST_JOB_SCRIPT`].
@@ -251,7 +269,7 @@ pub(crate) fn setup_script_at(root: &str, stdin: bool, mode: SetupMode) -> Strin
     let source = if stdin { "stdin" } else { "pushed" };
     assemble(
         root,
-        &format!("{PICK_USER_SH}{SETUP_SH}"),
+        &format!("{PICK_USER_SH}{RUNNER_CAPS_SH}{SETUP_SH}"),
         &[
             ("RM_BUNDLE_SOURCE", source.to_owned()),
             ("RM_SETUP_MODE", mode.as_str().to_owned()),
@@ -272,33 +290,60 @@ pub fn set_arguments(args: &[String]) -> String {
     format!("set -- {}\n", words.join(" "))
 }
 
-/// `register-and-start.sh`, installed at [`REGISTER_SCRIPT`] and run as the runner's user: waits
-/// for the network, registers with `config.sh` and `config_args` when `token` is set (the token
-/// in [`TOKEN_FILE`]; JIT runners are registered already), starts `start.sh` detached and waits
-/// up to `wait` for `run.sh` to be alive.
+/// `register-and-start.sh`, installed at [`REGISTER_SCRIPT`] and run as the runner's user: when
+/// `token` is set, waits for the network and registers with `config.sh` and `config_args` (the
+/// token in [`TOKEN_FILE`]; JIT runners are registered already, and `start.sh` waits for the
+/// network), starts `start.sh` detached and waits up to `wait`, in 10 ms steps, for `run.sh` to be
+/// alive.
 pub fn register_script(config_args: &[String], token: bool, wait: Duration) -> String {
+    register_script_at("", config_args, token, wait)
+}
+
+/// [`register_script`] with every path below `root` (tests use a scratch root).
+pub(crate) fn register_script_at(
+    root: &str,
+    config_args: &[String],
+    token: bool,
+    wait: Duration,
+) -> String {
     let arguments = set_arguments(if token { config_args } else { &[] });
-    let steps = (wait.as_millis() / 50).max(1);
-    installed(
-        &format!("{arguments}{NETWORK_WAIT_SH}{REGISTER_SH}"),
-        &[
-            (
-                "RM_REGISTER",
-                if token { "token" } else { "jit" }.to_owned(),
-            ),
-            ("RM_WAIT_STEPS", steps.to_string()),
-        ],
+    let steps = (wait.as_millis() / 10).max(1);
+    let body = format!("{arguments}{RUNNER_CAPS_SH}{NETWORK_WAIT_SH}{REGISTER_SH}");
+    format!(
+        "#!/bin/sh\n{}",
+        assemble(
+            root,
+            &body,
+            &[
+                (
+                    "RM_REGISTER",
+                    if token { "token" } else { "jit" }.to_owned(),
+                ),
+                ("RM_WAIT_STEPS", steps.to_string()),
+            ],
+        )
     )
 }
 
 /// `network-wait.sh` alone, with every path below `root` and at most `steps` steps, then
-/// `echo $i` (tests).
+/// `network_wait; echo $i` (tests).
 #[cfg(test)]
 pub(crate) fn network_wait_at(root: &str, steps: u32) -> String {
     let parameters = [("RM_NETWORK_STEPS", steps.to_string())];
     format!(
-        "{}echo \"$i\"\n",
+        "{}network_wait\necho \"$i\"\n",
         assemble(root, NETWORK_WAIT_SH, &parameters)
+    )
+}
+
+/// `runner-caps.sh` with every path below `root`, then `runner_has SCRIPT OPTION` run in `dir`
+/// (tests).
+#[cfg(test)]
+pub(crate) fn runner_has_at(root: &str, dir: &str, script: &str, option: &str) -> String {
+    format!(
+        "{}cd {} || exit 9\nrunner_has {script} {option}\n",
+        assemble(root, RUNNER_CAPS_SH, &[]),
+        shell_quote(dir)
     )
 }
 

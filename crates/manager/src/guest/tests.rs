@@ -288,3 +288,150 @@ fn exec_requests_carry_their_purpose() {
         assert!(request.argv.last().expect("script").starts_with("RM_"));
     }
 }
+
+/// `runner_has` answers from the image's record when there is one (never running the runner),
+/// else from the runner's `--help`.
+#[test]
+fn runner_has_answers_from_the_record_else_asks_help_under_every_shell() {
+    for shell in SHELLS {
+        let (dir, at) = scratch();
+        let runner = at(RUNNER_DIR);
+        std::fs::create_dir_all(&runner).expect("mkdir");
+        let calls = at("/calls");
+        let stub = format!(
+            "#!/bin/sh\necho \"$0 $*\" >>{}\necho ' --token-file path'\n",
+            calls.display()
+        );
+        std::fs::write(runner.join("config.sh"), &stub).expect("write");
+        std::fs::write(runner.join("run.sh"), &stub).expect("write");
+        for script in ["config.sh", "run.sh"] {
+            let path = runner.join(script);
+            let mut perms = std::fs::metadata(&path).expect("stat").permissions();
+            std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+            std::fs::set_permissions(&path, perms).expect("chmod");
+        }
+        let root = dir.path().display().to_string();
+        let dir_arg = runner.display().to_string();
+        let has = |script: &str, option: &str| {
+            run(shell, &runner_has_at(&root, &dir_arg, script, option))
+        };
+        assert_eq!(has("config.sh", "token-file"), 0, "{shell:?}: asked");
+        assert_eq!(has("run.sh", "jitconfig-file"), 1, "{shell:?}: asked");
+        let asked = std::fs::read_to_string(&calls).expect("calls");
+        assert_eq!(asked.lines().count(), 2, "{shell:?}: {asked}");
+        std::fs::remove_file(&calls).expect("rm");
+        std::fs::write(at(CAPS_FILE), "run.sh --jitconfig-file\n").expect("write");
+        assert_eq!(has("config.sh", "token-file"), 1, "{shell:?}: recorded");
+        assert_eq!(has("run.sh", "jitconfig-file"), 0, "{shell:?}: recorded");
+        assert_eq!(has("run.sh", "jitconfig"), 1, "{shell:?}: whole lines only");
+        assert!(!calls.exists(), "{shell:?}: the runner was run");
+    }
+}
+
+/// A stub runner below `root`: `config.sh` and `run.sh` log each call to `<root>/calls`,
+/// advertise both secret-file options in `--help`, and `run.sh` otherwise stays up (`sleep 30`);
+/// `/proc/net/route` with a route (the network is up).
+fn stub_runner(at: &dyn Fn(&str) -> std::path::PathBuf) {
+    let runner = at(RUNNER_DIR);
+    std::fs::create_dir_all(&runner).expect("mkdir");
+    std::fs::create_dir_all(at(SCRIPT_DIR)).expect("mkdir");
+    std::fs::create_dir_all(at("/proc/net")).expect("mkdir");
+    std::fs::write(
+        at("/proc/net/route"),
+        "Iface\tDestination\tGateway \tFlags\neth0\t00000000\t012D7B0A\t0003\n",
+    )
+    .expect("write");
+    let calls = at("/calls").display().to_string();
+    let config = format!(
+        "#!/bin/sh\necho \"config $*\" >>{calls}\n\
+         [ \"$1\" = --help ] && echo ' --token-file path'\nexit 0\n"
+    );
+    let run = format!(
+        "#!/bin/sh\necho \"run $*\" >>{calls}\n\
+         if [ \"$1\" = --help ]; then echo ' --jitconfig-file path'; exit 0; fi\nexec sleep 30\n"
+    );
+    for (name, content) in [("config.sh", config), ("run.sh", run)] {
+        let path = runner.join(name);
+        std::fs::write(&path, content).expect("write");
+        let mut perms = std::fs::metadata(&path).expect("stat").permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+        std::fs::set_permissions(&path, perms).expect("chmod");
+    }
+}
+
+/// Stops the runner `start.sh` started (its process group).
+fn stop_runner(at: &dyn Fn(&str) -> std::path::PathBuf) {
+    let pgid = std::fs::read_to_string(at(PGID_FILE)).expect("pgid");
+    let _ = Command::new("kill")
+        .args(["-s", "TERM", "--", &format!("-{}", pgid.trim())])
+        .status();
+}
+
+/// The register script, token and JIT, with and without the image's record of the runner's
+/// options: the secret goes by file, `--help` is asked only without a record, and the last line
+/// is `alive` once `run.sh` runs.
+#[test]
+fn register_and_start_skips_the_help_probes_on_a_baked_image_under_every_shell() {
+    for shell in SHELLS {
+        for token in [true, false] {
+            for recorded in [false, true] {
+                let (dir, at) = scratch();
+                stub_runner(&at);
+                let root = dir.path().display().to_string();
+                std::fs::write(at(START_SCRIPT), start_script_at(&root)).expect("write");
+                if recorded {
+                    std::fs::write(
+                        at(CAPS_FILE),
+                        "config.sh --token-file\nrun.sh --jitconfig-file\n",
+                    )
+                    .expect("write");
+                }
+                let secret = if token { TOKEN_FILE } else { JIT_FILE };
+                std::fs::write(at(secret), "s3cret").expect("write");
+                let args = vec!["--url".to_owned(), "https://example".to_owned()];
+                let script = register_script_at(&root, &args, token, Duration::from_secs(10));
+                let out = Command::new(shell[0])
+                    .args(&shell[1..])
+                    .args(["-c", &script])
+                    .stdin(Stdio::null())
+                    .output()
+                    .expect("runs");
+                let stdout = String::from_utf8_lossy(&out.stdout);
+                // `alive` is said once run.sh's process is up: its first line may come later.
+                let read_calls = || std::fs::read_to_string(at("/calls")).unwrap_or_default();
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while !read_calls()
+                    .lines()
+                    .any(|l| l.starts_with("run --jitconfig-file"))
+                    && !token
+                    && Instant::now() < deadline
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                let calls = read_calls();
+                let what = format!("{shell:?} token={token} recorded={recorded}: {calls}");
+                assert_eq!(stdout.lines().last(), Some("alive"), "{what} {stdout}");
+                let help = calls.lines().filter(|l| l.ends_with("--help")).count();
+                assert_eq!(help, usize::from(!recorded), "{what}");
+                let secret_path = at(secret).display().to_string();
+                if token {
+                    assert!(
+                        calls.contains(&format!(
+                            "config --token-file {secret_path} --url https://example"
+                        )),
+                        "{what}"
+                    );
+                    assert!(!at(secret).exists(), "{what}: the token file stays");
+                } else {
+                    assert!(
+                        calls.contains(&format!("run --jitconfig-file {secret_path}")),
+                        "{what}"
+                    );
+                    assert!(!calls.lines().any(|l| l.starts_with("config ")), "{what}");
+                }
+                assert!(!calls.contains("s3cret"), "{what}");
+                stop_runner(&at);
+            }
+        }
+    }
+}

@@ -26,6 +26,21 @@ fn event(guid: &str, id: u64, state: JobState) -> JobEvent {
     }
 }
 
+/// Records [`event`]`(guid, id, state)` at `at(minutes)`.
+fn record(store: &JobStore, guid: &str, id: u64, state: JobState, minutes: i64) -> Recorded {
+    store
+        .record(&event(guid, id, state), at(minutes))
+        .expect("record")
+}
+
+/// The job of an applied delivery, which found it in state `previous`.
+fn applied(r: Recorded, previous: Option<JobState>) -> Job {
+    match r {
+        Recorded::Applied { previous: p, job } if p == previous => job,
+        other => panic!("not applied over {previous:?}: {other:?}"),
+    }
+}
+
 fn state_of(store: &JobStore, id: u64) -> Option<JobState> {
     store.get(id).expect("get").map(|j| j.state)
 }
@@ -33,16 +48,7 @@ fn state_of(store: &JobStore, id: u64) -> Option<JobState> {
 #[test]
 fn lifecycle_queued_in_progress_completed() {
     let store = JobStore::open_in_memory().expect("open");
-    let r = store
-        .record(&event("a", 1, JobState::Queued), at(0))
-        .expect("record");
-    let Recorded::Applied {
-        previous: None,
-        job,
-    } = r
-    else {
-        panic!("new job not applied: {r:?}");
-    };
+    let job = applied(record(&store, "a", 1, JobState::Queued, 0), None);
     assert_eq!(job.state, JobState::Queued);
     assert_eq!(job.run_id, 1001);
     assert_eq!(job.runner_name, None);
@@ -50,32 +56,20 @@ fn lifecycle_queued_in_progress_completed() {
     assert_eq!(store.counts().expect("counts"), (1, 0, 0));
     assert_eq!(store.queued().expect("queued").len(), 1);
 
-    let r = store
-        .record(&event("b", 1, JobState::InProgress), at(1))
-        .expect("record");
-    let Recorded::Applied {
-        previous: Some(JobState::Queued),
-        job,
-    } = r
-    else {
-        panic!("in_progress not applied: {r:?}");
-    };
+    let job = applied(
+        record(&store, "b", 1, JobState::InProgress, 1),
+        Some(JobState::Queued),
+    );
     assert_eq!(job.state, JobState::InProgress);
     assert_eq!(job.runner_name.as_deref(), Some("runner-1"));
     assert_eq!(job.queue_time(), Some(std::time::Duration::from_secs(60)));
     assert_eq!(store.counts().expect("counts"), (0, 1, 0));
     assert!(store.queued().expect("queued").is_empty());
 
-    let r = store
-        .record(&event("c", 1, JobState::Completed), at(5))
-        .expect("record");
-    let Recorded::Applied {
-        previous: Some(JobState::InProgress),
-        job,
-    } = r
-    else {
-        panic!("completed not applied: {r:?}");
-    };
+    let job = applied(
+        record(&store, "c", 1, JobState::Completed, 5),
+        Some(JobState::InProgress),
+    );
     assert_eq!(job.completed_at, Some(at(5)));
     assert_eq!(job.updated_at, at(5));
     assert_eq!(store.counts().expect("counts"), (0, 0, 1));
@@ -96,9 +90,7 @@ fn completed_before_queued_stays_completed_and_fills_labels() {
     completed.started_at = None;
     store.record(&completed, at(5)).expect("record");
 
-    let r = store
-        .record(&event("a", 7, JobState::Queued), at(6))
-        .expect("record");
+    let r = record(&store, "a", 7, JobState::Queued, 6);
     let Recorded::Stale { current } = r else {
         panic!("older state applied: {r:?}");
     };
@@ -106,9 +98,7 @@ fn completed_before_queued_stays_completed_and_fills_labels() {
     assert_eq!(current.labels, ["self-hosted", "linux"]);
     assert_eq!(current.updated_at, at(6), "the fill is a change");
 
-    let r = store
-        .record(&event("b", 7, JobState::InProgress), at(7))
-        .expect("record");
+    let r = record(&store, "b", 7, JobState::InProgress, 7);
     let Recorded::Stale { current } = r else {
         panic!("older state applied: {r:?}");
     };
@@ -121,15 +111,11 @@ fn completed_before_queued_stays_completed_and_fills_labels() {
 fn duplicate_delivery_is_ignored() {
     let store = JobStore::open_in_memory().expect("open");
     assert!(!store.seen_delivery("a").expect("seen"));
-    store
-        .record(&event("a", 1, JobState::Queued), at(0))
-        .expect("record");
+    record(&store, "a", 1, JobState::Queued, 0);
     assert!(store.seen_delivery("a").expect("seen"));
 
     // The same GUID again, even claiming a later state, changes nothing.
-    let r = store
-        .record(&event("a", 1, JobState::Completed), at(1))
-        .expect("record");
+    let r = record(&store, "a", 1, JobState::Completed, 1);
     assert_eq!(r, Recorded::Duplicate);
     let job = store.get(1).expect("get").expect("job");
     assert_eq!(job.state, JobState::Queued);
@@ -151,41 +137,24 @@ fn duplicate_delivery_is_ignored() {
 #[test]
 fn redelivery_of_older_state_is_stale() {
     let store = JobStore::open_in_memory().expect("open");
-    store
-        .record(&event("a", 1, JobState::Queued), at(0))
-        .expect("record");
-    store
-        .record(&event("b", 1, JobState::InProgress), at(1))
-        .expect("record");
+    record(&store, "a", 1, JobState::Queued, 0);
+    record(&store, "b", 1, JobState::InProgress, 1);
     let before = store.get(1).expect("get").expect("job");
 
-    // A redelivery carries a new GUID.
-    let r = store
-        .record(&event("a2", 1, JobState::Queued), at(2))
-        .expect("record");
-    assert_eq!(
-        r,
-        Recorded::Stale {
-            current: before.clone()
-        }
-    );
-    // Equal state: stale too, and nothing to fill, so unchanged.
-    let r = store
-        .record(&event("b2", 1, JobState::InProgress), at(3))
-        .expect("record");
-    assert_eq!(
-        r,
-        Recorded::Stale {
-            current: before.clone()
-        }
-    );
+    // A redelivery carries a new GUID. An equal state is stale too, and with nothing to fill,
+    // changes nothing.
+    for (guid, state, minute) in [("a2", JobState::Queued, 2), ("b2", JobState::InProgress, 3)] {
+        let current = before.clone();
+        assert_eq!(
+            record(&store, guid, 1, state, minute),
+            Recorded::Stale { current }
+        );
+    }
     assert_eq!(store.get(1).expect("get"), Some(before));
     // The GUID is kept, so the redelivery is not processed a second time.
     assert!(store.seen_delivery("a2").expect("seen"));
     assert_eq!(
-        store
-            .record(&event("a2", 1, JobState::Queued), at(4))
-            .expect("record"),
+        record(&store, "a2", 1, JobState::Queued, 4),
         Recorded::Duplicate
     );
 }
@@ -196,12 +165,8 @@ fn survives_reopen() {
     let path = dir.path().join("state").join(JOB_DB_FILE);
     {
         let store = JobStore::open(&path).expect("open creates the directory");
-        store
-            .record(&event("a", 1, JobState::Queued), at(0))
-            .expect("record");
-        store
-            .record(&event("b", 2, JobState::InProgress), at(0))
-            .expect("record");
+        record(&store, "a", 1, JobState::Queued, 0);
+        record(&store, "b", 2, JobState::InProgress, 0);
     }
     let store = JobStore::open(&path).expect("reopen");
     let queued = store.queued().expect("queued");
@@ -216,9 +181,7 @@ fn survives_reopen() {
     assert_eq!(state_of(&store, 2), Some(JobState::InProgress));
     assert!(store.seen_delivery("b").expect("seen"));
     assert_eq!(
-        store
-            .record(&event("a", 1, JobState::Queued), at(1))
-            .expect("record"),
+        record(&store, "a", 1, JobState::Queued, 1),
         Recorded::Duplicate
     );
 }
@@ -231,9 +194,7 @@ fn queued_oldest_first_then_by_id() {
         e.created_at = at(created);
         store.record(&e, at(10)).expect("record");
     }
-    store
-        .record(&event("s", 1, JobState::InProgress), at(11))
-        .expect("record");
+    record(&store, "s", 1, JobState::InProgress, 11);
     let ids: Vec<u64> = store
         .queued()
         .expect("queued")
@@ -261,12 +222,8 @@ fn expire_and_prune() {
     let mut old = event("old", 1, JobState::Queued);
     old.created_at = at(-25 * 60);
     store.record(&old, at(-25 * 60)).expect("record");
-    store
-        .record(&event("new", 2, JobState::Queued), at(0))
-        .expect("record");
-    store
-        .record(&event("run", 3, JobState::InProgress), at(0))
-        .expect("record");
+    record(&store, "new", 2, JobState::Queued, 0);
+    record(&store, "run", 3, JobState::InProgress, 0);
 
     let expired = store.expire_queued(at(-24 * 60), at(1)).expect("expire");
     assert_eq!(expired, 1);
@@ -278,9 +235,7 @@ fn expire_and_prune() {
     assert_eq!(store.expire_queued(at(-24 * 60), at(2)).expect("expire"), 0);
 
     // A late queued delivery does not bring an expired job back.
-    let r = store
-        .record(&event("old2", 1, JobState::Queued), at(2))
-        .expect("record");
+    let r = record(&store, "old2", 1, JobState::Queued, 2);
     assert!(matches!(r, Recorded::Stale { .. }));
 
     // Job 1 was last changed at at(1) (the stale delivery had nothing to fill).
@@ -336,12 +291,8 @@ fn not_a_database_is_an_open_error_naming_the_file() {
 #[test]
 fn unparsable_rows_are_corrupt() {
     let store = JobStore::open_in_memory().expect("open");
-    store
-        .record(&event("a", 1, JobState::Queued), at(0))
-        .expect("record");
-    store
-        .record(&event("b", 2, JobState::Queued), at(0))
-        .expect("record");
+    record(&store, "a", 1, JobState::Queued, 0);
+    record(&store, "b", 2, JobState::Queued, 0);
     {
         let conn = store.conn.lock();
         conn.execute("UPDATE jobs SET labels = 'nope' WHERE id = 1", [])

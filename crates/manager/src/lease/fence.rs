@@ -105,15 +105,7 @@ impl Fence {
         };
         match term {
             Some(term) => {
-                LeaseAction {
-                    manager_id: &self.manager_id,
-                    generation: term.generation,
-                    action,
-                    object: target,
-                    unix_ms: crate::events::unix_now_ms(),
-                    late: false,
-                }
-                .emit(self.metrics.as_deref());
+                self.action_line(term, action, target, false);
                 Ok(term)
             }
             None => {
@@ -126,6 +118,34 @@ impl Fence {
                 })
             }
         }
+    }
+
+    /// Writes the line of an action taken under `term` (`late`: it finished after the term).
+    fn action_line(&self, term: Term, action: &'static str, target: &str, late: bool) {
+        LeaseAction {
+            manager_id: &self.manager_id,
+            generation: term.generation,
+            action,
+            object: target,
+            unix_ms: crate::events::unix_now_ms(),
+            late,
+        }
+        .emit(self.metrics.as_deref());
+    }
+
+    /// Runs the mutating `action` on `target` under the term: [`Self::check`] first, then
+    /// [`Self::guarded`]; a refusal or a cut short call is `lost("{action} {target}", why)`.
+    pub(super) async fn act<T, E>(
+        &self,
+        action: &'static str,
+        target: &str,
+        fut: impl Future<Output = Result<T, E>>,
+        lost: impl Fn(String, LeaseLost) -> E,
+    ) -> Result<T, E> {
+        let what = || format!("{action} {target}");
+        let term = self.check(action, target).map_err(|e| lost(what(), e))?;
+        let cut = |e| lost(what(), e);
+        self.guarded(term, action, target, fut, cut).await
     }
 
     /// Resolves when the term of `generation` ends (revoked, taken over, or run out).
@@ -170,15 +190,7 @@ impl Fence {
             biased;
             result = fut => {
                 if Instant::now() >= term.valid_until {
-                    LeaseAction {
-                        manager_id: &self.manager_id,
-                        generation: term.generation,
-                        action,
-                        object: target,
-                        unix_ms: crate::events::unix_now_ms(),
-                        late: true,
-                    }
-                    .emit(self.metrics.as_deref());
+                    self.action_line(term, action, target, true);
                 }
                 result
             }

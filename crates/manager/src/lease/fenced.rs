@@ -7,33 +7,47 @@ use super::*;
 
 /// An [`InstanceProvider`] whose mutating calls check the [`Fence`] first and end with the term.
 /// Reads pass through.
-pub struct FencedProvider {
-    inner: Arc<dyn InstanceProvider>,
-    fence: Arc<Fence>,
-}
+pub type FencedProvider = Wrapped<Arc<Fence>>;
 
-impl FencedProvider {
-    pub fn new(inner: Arc<dyn InstanceProvider>, fence: Arc<Fence>) -> Self {
-        Self { inner, fence }
-    }
-
-    async fn act<T>(
-        &self,
-        action: &'static str,
-        target: &str,
-        fut: impl Future<Output = Result<T, ProviderError>>,
-    ) -> Result<T, ProviderError> {
-        let what = format!("{action} {target}");
-        let term = self
-            .fence
-            .check(action, target)
-            .map_err(|e| ProviderError::caused_by(what.clone(), e))?;
-        self.fence
-            .guarded(term, action, target, fut, |e| {
-                ProviderError::caused_by(what, e)
-            })
+#[async_trait]
+impl Around for Arc<Fence> {
+    async fn around<R, F>(&self, call: Call<'_>, next: F) -> Result<R, ProviderError>
+    where
+        R: Send,
+        F: Future<Output = Result<R, ProviderError>> + Send,
+    {
+        let Some((action, target)) = fenced_action(&call) else {
+            return next.await;
+        };
+        self.act(action, &target, next, ProviderError::caused_by)
             .await
     }
+}
+
+/// The action line's name and object of a mutating call; `None` for a read.
+fn fenced_action(call: &Call<'_>) -> Option<(&'static str, String)> {
+    let action = match *call {
+        Call::EnsurePool(path) => return Some(("ensure_pool", path.display().to_string())),
+        Call::EnsureProfile => "ensure_profile",
+        Call::CreateAndStart(_) => "create",
+        Call::Exec(_, request) => exec_action(request),
+        Call::PushFile(..) => "push_file",
+        Call::Delete(_) => "delete",
+        Call::Stop(_) => "stop",
+        Call::Publish(_) => "publish",
+        Call::SetImageProperties(fingerprint) => {
+            return Some(("set_image_properties", fingerprint.to_owned()))
+        }
+        Call::DeleteImage(fingerprint) => return Some(("delete_image", fingerprint.to_owned())),
+        Call::ListInstances
+        | Call::ClusterMembers
+        | Call::CheckImage(_)
+        | Call::CheckProfiles
+        | Call::PullFile(..)
+        | Call::ImageFingerprint(_)
+        | Call::ListImages => return None,
+    };
+    Some((action, call.instance().to_owned()))
 }
 
 fn exec_action(request: &ExecRequest) -> &'static str {
@@ -46,117 +60,6 @@ fn exec_action(request: &ExecRequest) -> &'static str {
         P::Quiesce => "exec_quiesce",
         P::Resume => "exec_resume",
         P::Other => "exec",
-    }
-}
-
-#[async_trait]
-impl InstanceProvider for FencedProvider {
-    async fn list_instances(&self, owner: &Owner) -> Result<Vec<Instance>, ProviderError> {
-        self.inner.list_instances(owner).await
-    }
-
-    async fn cluster_members(&self) -> Result<Option<Vec<Member>>, ProviderError> {
-        self.inner.cluster_members().await
-    }
-
-    async fn ensure_pool(&self, path: &std::path::Path) -> Result<(), ProviderError> {
-        let target = path.display().to_string();
-        self.act("ensure_pool", &target, self.inner.ensure_pool(path))
-            .await
-    }
-
-    async fn ensure_profile(
-        &self,
-        resources: &Resources,
-        instance_type: InstanceType,
-        with_pool: bool,
-    ) -> Result<String, ProviderError> {
-        self.act(
-            "ensure_profile",
-            "",
-            self.inner
-                .ensure_profile(resources, instance_type, with_pool),
-        )
-        .await
-    }
-
-    async fn check_image(&self, image: &str) -> Result<(), ProviderError> {
-        self.inner.check_image(image).await
-    }
-
-    async fn check_profiles(&self, profiles: &[String]) -> Result<(), ProviderError> {
-        self.inner.check_profiles(profiles).await
-    }
-
-    async fn create_and_start(&self, spec: &InstanceSpec) -> Result<(), ProviderError> {
-        self.act("create", &spec.name, self.inner.create_and_start(spec))
-            .await
-    }
-
-    async fn exec(&self, name: &str, request: &ExecRequest) -> Result<ExecOutput, ProviderError> {
-        self.act(exec_action(request), name, self.inner.exec(name, request))
-            .await
-    }
-
-    fn streams_stdin(&self) -> bool {
-        self.inner.streams_stdin()
-    }
-
-    async fn push_file(&self, name: &str, file: &FilePush) -> Result<(), ProviderError> {
-        self.act("push_file", name, self.inner.push_file(name, file))
-            .await
-    }
-
-    async fn pull_file(&self, name: &str, path: &str) -> Result<Option<Vec<u8>>, ProviderError> {
-        self.inner.pull_file(name, path).await
-    }
-
-    async fn delete(&self, name: &str) -> Result<(), ProviderError> {
-        self.act("delete", name, self.inner.delete(name)).await
-    }
-
-    async fn image_fingerprint(&self, alias: &str) -> Result<Option<String>, ProviderError> {
-        self.inner.image_fingerprint(alias).await
-    }
-
-    async fn list_images(&self) -> Result<Vec<ImageInfo>, ProviderError> {
-        self.inner.list_images().await
-    }
-
-    async fn stop(&self, name: &str) -> Result<(), ProviderError> {
-        self.act("stop", name, self.inner.stop(name)).await
-    }
-
-    async fn publish(
-        &self,
-        name: &str,
-        alias: &str,
-        properties: &BTreeMap<String, String>,
-    ) -> Result<String, ProviderError> {
-        self.act("publish", name, self.inner.publish(name, alias, properties))
-            .await
-    }
-
-    async fn set_image_properties(
-        &self,
-        fingerprint: &str,
-        properties: &BTreeMap<String, String>,
-    ) -> Result<(), ProviderError> {
-        self.act(
-            "set_image_properties",
-            fingerprint,
-            self.inner.set_image_properties(fingerprint, properties),
-        )
-        .await
-    }
-
-    async fn delete_image(&self, fingerprint: &str) -> Result<(), ProviderError> {
-        self.act(
-            "delete_image",
-            fingerprint,
-            self.inner.delete_image(fingerprint),
-        )
-        .await
     }
 }
 
@@ -177,18 +80,11 @@ impl FencedRegistry {
         target: &str,
         fut: impl Future<Output = Result<T, RegistryError>>,
     ) -> Result<T, RegistryError> {
-        let what = format!("{action} {target}");
-        let lost = |e: LeaseLost| RegistryError::Failed {
-            what: what.clone(),
+        let lost = |what, e: LeaseLost| RegistryError::Failed {
+            what,
             source: Box::new(e),
         };
-        let term = self.fence.check(action, target).map_err(lost)?;
-        self.fence
-            .guarded(term, action, target, fut, |e| RegistryError::Failed {
-                what: what.clone(),
-                source: Box::new(e),
-            })
-            .await
+        self.fence.act(action, target, fut, lost).await
     }
 }
 

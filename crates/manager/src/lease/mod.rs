@@ -36,13 +36,12 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use crate::events::{HaMetrics, LeaseAction, LeaseRoleChanged};
-use crate::model::{InstanceType, Owner, Resources, RunnerName, Secret};
+use crate::model::{RunnerName, Secret};
 use crate::provider::{
-    BoxError, DeleteOutcome, ExecOutput, ExecRequest, FilePush, ImageInfo, Instance,
-    InstanceProvider, InstanceSpec, JitConfig, Member, ProviderError, Registration, RegistryError,
+    BoxError, DeleteOutcome, ExecRequest, JitConfig, ProviderError, Registration, RegistryError,
     RunnerDownload, RunnerRegistry,
 };
+use crate::tap::{Around, Call, Wrapped};
 
 /// The record's keys (`user.*`, so any LXD object with free-form keys can hold them).
 pub const KEY_HOLDER: &str = "user.runner-manager.lease.holder";
@@ -433,6 +432,22 @@ impl LeaseLogic {
         })
     }
 
+    /// When a failed or refused store call is tried again.
+    fn retry_at(&self, answered: Instant) -> Instant {
+        answered + (self.timing.renew / 4).max(Duration::from_millis(50))
+    }
+
+    /// The state, leaving a fresh watch from `answered` in its place (each answer sets the next).
+    fn take_state(&mut self, answered: Instant) -> State {
+        std::mem::replace(
+            &mut self.state,
+            State::Watching {
+                seen: None,
+                next_read: answered,
+            },
+        )
+    }
+
     /// A read sent at `sent` answered at `answered`: `Ok(None)` no record, `Err(())` failed.
     pub fn on_read(
         &mut self,
@@ -441,7 +456,7 @@ impl LeaseLogic {
         result: Result<Option<Stored>, ()>,
     ) -> Option<Transition> {
         let expired = self.expire(answered);
-        let retry = answered + (self.timing.renew / 4).max(Duration::from_millis(50));
+        let retry = self.retry_at(answered);
         let Ok(found) = result else {
             match &mut self.state {
                 State::Watching { next_read, .. } => *next_read = retry,
@@ -456,13 +471,7 @@ impl LeaseLogic {
         if record.is_some() {
             self.last_record.clone_from(&record);
         }
-        let state = std::mem::replace(
-            &mut self.state,
-            State::Watching {
-                seen: None,
-                next_read: answered,
-            },
-        );
+        let state = self.take_state(answered);
         match state {
             State::Watching { seen, .. } => {
                 self.watch(seen, version, record, sent, answered);
@@ -595,14 +604,8 @@ impl LeaseLogic {
         } else {
             result
         };
-        let retry = answered + (self.timing.renew / 4).max(Duration::from_millis(50));
-        let state = std::mem::replace(
-            &mut self.state,
-            State::Watching {
-                seen: None,
-                next_read: answered,
-            },
-        );
+        let retry = self.retry_at(answered);
+        let state = self.take_state(answered);
         match state {
             State::ReadyToClaim { claim, seen } => {
                 match result {
@@ -700,10 +703,12 @@ impl LeaseLogic {
     }
 }
 
+pub(crate) mod events;
 mod fence;
 mod fenced;
 mod keeper;
 
+pub use events::{HaMetrics, LeaseAction, LeaseRoleChanged};
 pub use fence::*;
 pub use fenced::*;
 pub use keeper::*;

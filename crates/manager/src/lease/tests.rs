@@ -30,13 +30,18 @@ fn stored(record: &LeaseRecord, version: &str) -> Result<Option<Stored>, ()> {
     }))
 }
 
-fn other(generation: u64, seq: u64) -> LeaseRecord {
+/// `holder`'s record with a 3 s lease.
+fn held_by(holder: &str, generation: u64, seq: u64) -> LeaseRecord {
     LeaseRecord {
-        holder: "other".into(),
+        holder: holder.into(),
         generation,
         seq,
         duration: Duration::from_secs(3),
     }
+}
+
+fn other(generation: u64, seq: u64) -> LeaseRecord {
+    held_by("other", generation, seq)
 }
 
 #[test]
@@ -76,45 +81,60 @@ fn first_manager_creates_after_a_lease_then_acts_after_the_settle_read() {
     assert_eq!(l.on_read(t0, t0 + ms(5), Ok(None)), None);
     // Not yet: reads until a read sent a lease after the first answer.
     let mut now = t0 + ms(5);
-    loop {
-        match l.next(now) {
-            Next::SleepUntil(until) => now = until,
+    let next = watch(&mut l, &mut now, ms(5), None, || Ok(None));
+    let Some(Next::Create(claim)) = next else {
+        panic!("unexpected {next:?}")
+    };
+    assert!(now >= t0 + ms(5) + Duration::from_secs(3), "waited a lease");
+    assert_eq!(claim.holder, "me");
+    assert_eq!(claim.generation, 1);
+    assert_eq!(l.role(now), Role::Standby);
+    assert!(l.on_write(now, now + ms(10), WriteResult::Done).is_none());
+    let claimed = now;
+    now += ms(10);
+    // Settles before reading back.
+    let Next::SleepUntil(read_at) = l.next(now) else {
+        panic!("expected the settle pause")
+    };
+    assert!(read_at >= now + timing().settle);
+    now = read_at;
+    assert_eq!(l.next(now), Next::Read);
+    let t = l
+        .on_read(now, now + ms(5), stored(&claim, "v1"))
+        .expect("a transition");
+    assert_eq!(t.role, Role::Active);
+    assert_eq!(t.reason, "acquired");
+    let term = l.term(now + ms(5)).expect("acting");
+    assert_eq!(term.generation, 1);
+    assert_eq!(
+        term.valid_until,
+        claimed + Duration::from_secs(3) - ms(750),
+        "the tenure counts from the claim's send"
+    );
+}
+
+/// A standby's steps from `now`: each read takes `read_takes` and gets `answer()` (and changes
+/// no role), each pause is slept, until `l` asks for anything else (returned) or `until` comes
+/// (`None`).
+fn watch(
+    l: &mut LeaseLogic,
+    now: &mut Instant,
+    read_takes: Duration,
+    until: Option<Instant>,
+    mut answer: impl FnMut() -> Result<Option<Stored>, ()>,
+) -> Option<Next> {
+    while until.is_none_or(|until| *now < until) {
+        match l.next(*now) {
             Next::Read => {
-                assert!(l.on_read(now, now + ms(5), Ok(None)).is_none());
-                now += ms(5);
+                let transition = l.on_read(*now, *now + read_takes, answer());
+                assert!(transition.is_none(), "{transition:?}");
+                *now += read_takes;
             }
-            Next::Create(claim) => {
-                assert!(now >= t0 + ms(5) + Duration::from_secs(3), "waited a lease");
-                assert_eq!(claim.holder, "me");
-                assert_eq!(claim.generation, 1);
-                assert_eq!(l.role(now), Role::Standby);
-                assert!(l.on_write(now, now + ms(10), WriteResult::Done).is_none());
-                let claimed = now;
-                now += ms(10);
-                // Settles before reading back.
-                let Next::SleepUntil(read_at) = l.next(now) else {
-                    panic!("expected the settle pause")
-                };
-                assert!(read_at >= now + timing().settle);
-                now = read_at;
-                assert_eq!(l.next(now), Next::Read);
-                let t = l
-                    .on_read(now, now + ms(5), stored(&claim, "v1"))
-                    .expect("a transition");
-                assert_eq!(t.role, Role::Active);
-                assert_eq!(t.reason, "acquired");
-                let term = l.term(now + ms(5)).expect("acting");
-                assert_eq!(term.generation, 1);
-                assert_eq!(
-                    term.valid_until,
-                    claimed + Duration::from_secs(3) - ms(750),
-                    "the tenure counts from the claim's send"
-                );
-                return;
-            }
-            other => panic!("unexpected {other:?}"),
+            Next::SleepUntil(at) => *now = at.max(*now + ms(1)),
+            next => return Some(next),
         }
     }
+    None
 }
 
 /// A holder that renews keeps a follower away; once it stops, the follower claims with the
@@ -126,55 +146,39 @@ fn a_follower_waits_while_the_record_changes_and_claims_once_it_stops() {
     let mut now = t0;
     let mut seq = 0;
     // 10 s of renewals every second: never a claim.
-    while now < t0 + Duration::from_secs(10) {
-        match l.next(now) {
-            Next::Read => {
-                seq += 1;
-                let v = format!("v{seq}");
-                assert!(l
-                    .on_read(now, now + ms(5), stored(&other(3, seq), &v))
-                    .is_none());
-                now += ms(5);
-            }
-            Next::SleepUntil(until) => now = until.max(now + ms(1)),
-            other => panic!("a follower of a live holder claimed: {other:?}"),
-        }
-    }
+    let renewing = || {
+        seq += 1;
+        stored(&other(3, seq), &format!("v{seq}"))
+    };
+    let ten_s = Some(t0 + Duration::from_secs(10));
+    let next = watch(&mut l, &mut now, ms(5), ten_s, renewing);
+    assert_eq!(next, None, "a follower of a live holder claimed");
     // The holder stops: the version last read (first seen when that read answered) stays.
     let last = format!("v{seq}");
     let stopped = now - ms(5).min(now - t0);
     let stopped = stopped.min(now);
-    loop {
-        match l.next(now) {
-            Next::Read => {
-                assert!(l
-                    .on_read(now, now + ms(5), stored(&other(3, seq), &last))
-                    .is_none());
-                now += ms(5);
-            }
-            Next::SleepUntil(until) => now = until,
-            Next::Write(claim, version) => {
-                assert_eq!(
-                    version,
-                    Version(last.clone()),
-                    "the claim is at the watched version"
-                );
-                assert_eq!(claim.generation, 4);
-                assert!(
-                    now + Duration::from_secs(1) >= stopped + Duration::from_secs(3),
-                    "{:?}",
-                    now - stopped
-                );
-                assert!(
-                    now <= stopped + Duration::from_secs(5),
-                    "no later than needed: {:?}",
-                    now - stopped
-                );
-                return;
-            }
-            other => panic!("unexpected {other:?}"),
-        }
-    }
+    let next = watch(&mut l, &mut now, ms(5), None, || {
+        stored(&other(3, seq), &last)
+    });
+    let Some(Next::Write(claim, version)) = next else {
+        panic!("unexpected {next:?}")
+    };
+    assert_eq!(
+        version,
+        Version(last.clone()),
+        "the claim is at the watched version"
+    );
+    assert_eq!(claim.generation, 4);
+    assert!(
+        now + Duration::from_secs(1) >= stopped + Duration::from_secs(3),
+        "{:?}",
+        now - stopped
+    );
+    assert!(
+        now <= stopped + Duration::from_secs(5),
+        "no later than needed: {:?}",
+        now - stopped
+    );
 }
 
 /// A holder announcing a longer lease is waited for that long.
@@ -188,15 +192,11 @@ fn the_longer_of_the_two_leases_is_waited_for() {
     };
     l.on_read(t0, t0, stored(&long, "v"));
     let mut now = t0;
-    while now < t0 + Duration::from_secs(19) {
-        match l.next(now) {
-            Next::Read => {
-                l.on_read(now, now, stored(&long, "v"));
-            }
-            Next::SleepUntil(until) => now = until,
-            other => panic!("claimed before the holder's own lease: {other:?}"),
-        }
-    }
+    let nineteen_s = Some(t0 + Duration::from_secs(19));
+    let next = watch(&mut l, &mut now, Duration::ZERO, nineteen_s, || {
+        stored(&long, "v")
+    });
+    assert_eq!(next, None, "claimed before the holder's own lease");
 }
 
 /// Two claims at one version may both be written (the server compares, then writes): the one
@@ -239,12 +239,7 @@ fn of_two_claims_only_the_one_read_back_acts() {
 fn a_holder_stops_acting_when_renewals_fail() {
     let t0 = Instant::now();
     let mut l = LeaseLogic::new("me", timing(), t0);
-    let claim = LeaseRecord {
-        holder: "me".into(),
-        generation: 1,
-        seq: 0,
-        duration: Duration::from_secs(3),
-    };
+    let claim = held_by("me", 1, 0);
     l.state = State::ReadyToClaim {
         claim: claim.clone(),
         seen: Seen {
@@ -296,12 +291,7 @@ fn a_holder_stops_acting_when_renewals_fail() {
 fn a_holder_that_sees_another_holder_steps_down() {
     let t0 = Instant::now();
     let mut l = LeaseLogic::new("me", timing(), t0);
-    let mine = LeaseRecord {
-        holder: "me".into(),
-        generation: 2,
-        seq: 5,
-        duration: Duration::from_secs(3),
-    };
+    let mine = held_by("me", 2, 5);
     l.state = State::Holding {
         record: mine,
         version: Some(Version("v".into())),
@@ -552,6 +542,21 @@ proptest! {
     }
 }
 
+/// An atomic store's answer to a write whose condition is `ok`: the record at a new version.
+fn write_if(
+    ok: bool,
+    store: &mut Option<(LeaseRecord, u64)>,
+    version: &mut u64,
+    record: LeaseRecord,
+) -> WriteResult {
+    if !ok {
+        return WriteResult::Changed;
+    }
+    *version += 1;
+    *store = Some((record, *version));
+    WriteResult::Done
+}
+
 /// With two managers and no frozen standby, a takeover after the holder's death takes at most
 /// two lease periods.
 #[test]
@@ -581,35 +586,13 @@ fn a_standby_takes_over_within_two_leases_of_a_death() {
                 }
                 Next::Create(r) => {
                     let ok = store.is_none();
-                    if ok {
-                        version += 1;
-                        store = Some((r, version));
-                    }
-                    l.on_write(
-                        now,
-                        now + ms(1),
-                        if ok {
-                            WriteResult::Done
-                        } else {
-                            WriteResult::Changed
-                        },
-                    );
+                    let result = write_if(ok, &mut store, &mut version, r);
+                    l.on_write(now, now + ms(1), result);
                 }
                 Next::Write(r, v) => {
                     let ok = store.as_ref().map(|(_, v)| v.to_string()) == Some(v.0.clone());
-                    if ok {
-                        version += 1;
-                        store = Some((r, version));
-                    }
-                    l.on_write(
-                        now,
-                        now + ms(1),
-                        if ok {
-                            WriteResult::Done
-                        } else {
-                            WriteResult::Changed
-                        },
-                    );
+                    let result = write_if(ok, &mut store, &mut version, r);
+                    l.on_write(now, now + ms(1), result);
                 }
             }
         }
@@ -737,4 +720,74 @@ async fn keepers_hand_over_and_the_fence_follows() {
     assert_eq!(term_b.generation, term.generation + 1);
     let _ = stop_b.send(());
     keeper_b.await.expect("keeper b");
+}
+
+/// Through [`FencedProvider`]: on a standby, reads pass and every mutating call is refused
+/// before it reaches the provider; once active, mutating calls go through, each with its action
+/// line (counted per action).
+#[tokio::test]
+async fn the_fenced_provider_passes_reads_and_fences_each_mutating_call() {
+    use crate::provider::{render_chain, FilePush, InstanceProvider, InstanceSpec};
+    use crate::sim_provider::{SimLatency, SimProvider};
+
+    let sim = Arc::new(SimProvider::new(SimLatency::default(), None));
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = HaMetrics::register(&mut registry);
+    let fence = Fence::new("me", Some(Arc::clone(&metrics)));
+    let fenced = FencedProvider::new(sim.clone(), Arc::clone(&fence));
+    let owner = crate::model::Owner::new("app", 0).expect("owner");
+    let spec = InstanceSpec {
+        name: "app-0-fenced01".into(),
+        image: "busybox".into(),
+        instance_type: crate::model::InstanceType::Container,
+        profiles: Vec::new(),
+        config: BTreeMap::new(),
+        ephemeral: true,
+        target: None,
+    };
+    let file = FilePush {
+        path: "/x".into(),
+        content: Vec::new(),
+        mode: 0o600,
+        uid: 0,
+        gid: 0,
+    };
+
+    // Standby: reads pass, writes are refused with the lease's error and never sent.
+    assert!(fenced.list_instances(&owner).await.is_ok());
+    assert!(fenced.check_image("busybox").await.is_ok());
+    let refused = fenced.create_and_start(&spec).await.expect_err("standby");
+    assert!(
+        render_chain(&refused).contains("does not hold the lease"),
+        "{}",
+        render_chain(&refused)
+    );
+    assert!(fenced.delete("app-0-fenced01").await.is_err());
+    assert!(fenced.push_file("app-0-fenced01", &file).await.is_err());
+    assert!(sim.calls().is_empty(), "{:?}", sim.calls());
+    let create = vec![("action", "create".to_owned())];
+    let refusals = metrics.actions_refused_total.get_or_create(&create).get();
+    assert_eq!(refusals, 1);
+
+    // Active: the same calls reach the provider, each counted under its action.
+    let valid_until = Instant::now() + Duration::from_secs(60);
+    fence.set(
+        Some(Term {
+            generation: 1,
+            valid_until,
+        }),
+        None,
+    );
+    fenced.create_and_start(&spec).await.expect("created");
+    fenced.delete("app-0-fenced01").await.expect("deleted");
+    assert_eq!(sim.calls_starting("create "), 1);
+    assert_eq!(sim.calls_starting("delete "), 1);
+    for action in ["create", "delete"] {
+        let labels = vec![("action", action.to_owned())];
+        assert_eq!(
+            metrics.actions_total.get_or_create(&labels).get(),
+            1,
+            "{action}"
+        );
+    }
 }

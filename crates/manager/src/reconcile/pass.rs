@@ -18,7 +18,7 @@ use super::{
 use crate::demand::{plan_fleet, FleetPlan};
 use crate::events::{JobChanged, PoolSized};
 use crate::model::{RegistrationMode, RunnerName, Secret};
-use crate::plan::{Desired, Removal};
+use crate::plan::{Desired, Removal, RemovalReason};
 use crate::pool::{PoolName, PoolSpec, QueuedJob, Sizing};
 use crate::runner_bin::RunnerBinError;
 
@@ -50,8 +50,14 @@ impl RunnerManager {
         let _lock = self.lock_pass().await?;
 
         // 1. The binary first: without it nothing is touched. It is only read (and re-verified)
-        // when the plan creates runners, so an idle pass costs no disk reads.
-        if !self.runner_bin.check() {
+        // when the plan creates runners, so an idle pass costs no disk reads. Pools that are
+        // all baked need it only for a launch from their base image (no image built yet),
+        // which step 3 checks.
+        if !self.runner_bin.check()
+            && pools
+                .iter()
+                .any(|p| p.image_mode != crate::pool::ImageMode::Baked)
+        {
             return Err(ManagerError::MissingRunnerBinary);
         }
 
@@ -361,18 +367,25 @@ impl RunnerManager {
             Created(usize, Option<String>, CreateResult),
         }
         let mut running: FuturesUnordered<BoxFuture<'a, Done>> = FuturesUnordered::new();
-        for (k, removal) in removals.iter().enumerate() {
-            running.push(
-                async move {
-                    Done::Removed(k, self.remove_runner(removal, FlushMode::IdleOnly).await)
-                }
-                .boxed(),
-            );
+        let (first, mut later) = removal_order(removals, pool_of, &waiting, &room);
+        // The removals that make room for a waiting creation start alone, so that the host's
+        // time goes to them (a burst's spent runners are many; two waiting jobs need two).
+        let mut making_room = first.len();
+        let remove = |k: usize| -> BoxFuture<'a, Done> {
+            let removal = &removals[k];
+            async move { Done::Removed(k, self.remove_runner(removal, FlushMode::IdleOnly).await) }
+                .boxed()
+        };
+        for k in first {
+            running.push(remove(k));
         }
         let concurrency = self.config.create_concurrency.max(1);
         let mut creating = 0;
         let mut executed = Executed::default();
         loop {
+            if making_room == 0 {
+                running.extend(later.drain(..).map(remove));
+            }
             // Start what has room, up to the concurrency.
             for (i, queue) in waiting.iter_mut().enumerate() {
                 while creating < concurrency && room[i] > 0 {
@@ -397,6 +410,7 @@ impl RunnerManager {
             };
             match done {
                 Done::Removed(k, outcome) => {
+                    making_room = making_room.saturating_sub(1);
                     if matches!(outcome, RemoveOutcome::Removed) && removals[k].has_instance {
                         room[pool_of[k].0] += 1;
                     }
@@ -525,5 +539,113 @@ impl RunnerManager {
             .emit(&self.telemetry);
         }
         Ok(recorded)
+    }
+}
+
+/// The order of a pass's removals (indices into `removals`; `pool_of[k].0` is removal `k`'s
+/// pool): the ones to start first and the ones to start after those. When a pool has more
+/// creations `waiting` than `room`, as many of its instance removals as the missing room go
+/// first (finished runners first: nothing to look inside), and the rest wait for them. When no
+/// creation waits for room, every removal starts at once.
+fn removal_order<T>(
+    removals: &[Removal],
+    pool_of: &[(usize, Removal)],
+    waiting: &[VecDeque<T>],
+    room: &[usize],
+) -> (Vec<usize>, Vec<usize>) {
+    let mut first = Vec::new();
+    for (pool, queue) in waiting.iter().enumerate() {
+        let missing = queue
+            .len()
+            .saturating_sub(room.get(pool).copied().unwrap_or(0));
+        let mut candidates: Vec<usize> = (0..removals.len())
+            .filter(|&k| pool_of.get(k).is_some_and(|p| p.0 == pool) && removals[k].has_instance)
+            .collect();
+        candidates.sort_by_key(|&k| (removals[k].reason != RemovalReason::Finished, k));
+        first.extend(candidates.into_iter().take(missing));
+    }
+    if first.is_empty() {
+        return ((0..removals.len()).collect(), Vec::new());
+    }
+    first.sort_unstable();
+    let later = (0..removals.len()).filter(|k| !first.contains(k)).collect();
+    (first, later)
+}
+
+#[cfg(test)]
+mod removal_order_tests {
+    use super::*;
+    use crate::model::Owner;
+
+    /// `removals`: one `(pool, reason, has_instance)` each; `waiting` and `room` per pool.
+    fn order(
+        removals: &[(usize, RemovalReason, bool)],
+        waiting: &[usize],
+        room: &[usize],
+    ) -> (Vec<usize>, Vec<usize>) {
+        let owner = Owner::new("app", 0).expect("owner");
+        let pool_of: Vec<(usize, Removal)> = removals
+            .iter()
+            .map(|&(pool, reason, has_instance)| {
+                let removal = Removal {
+                    name: owner.new_runner_name(),
+                    registration: None,
+                    has_instance,
+                    reason,
+                };
+                (pool, removal)
+            })
+            .collect();
+        let plain: Vec<Removal> = pool_of.iter().map(|(_, r)| r.clone()).collect();
+        let waiting: Vec<VecDeque<()>> = waiting
+            .iter()
+            .map(|&n| std::iter::repeat_n((), n).collect())
+            .collect();
+        removal_order(&plain, &pool_of, &waiting, room)
+    }
+
+    use RemovalReason::{Dangling, Finished, ScaleDown};
+
+    #[test]
+    fn without_a_creation_waiting_for_room_every_removal_starts_at_once() {
+        let removals = [
+            (0, Finished, true),
+            (1, ScaleDown, true),
+            (0, Dangling, false),
+        ];
+        assert_eq!(order(&removals, &[2, 0], &[2, 0]), (vec![0, 1, 2], vec![]));
+        assert_eq!(order(&removals, &[0, 0], &[0, 0]), (vec![0, 1, 2], vec![]));
+    }
+
+    #[test]
+    fn the_missing_room_is_made_first_by_finished_runners_of_that_pool() {
+        let removals = [
+            (0, ScaleDown, true), // 0: pool 0, looked inside first
+            (1, Finished, true),  // 1: the other pool
+            (0, Finished, true),  // 2
+            (0, Dangling, false), // 3: no instance, makes no room
+            (0, Finished, true),  // 4
+            (0, Finished, true),  // 5
+        ];
+        // Pool 0: 3 creations waiting, room for 1: two removals go first.
+        assert_eq!(
+            order(&removals, &[3, 0], &[1, 0]),
+            (vec![2, 4], vec![0, 1, 3, 5])
+        );
+        // Missing more than the finished ones: the others of the pool follow.
+        assert_eq!(
+            order(&removals, &[5, 0], &[0, 0]),
+            (vec![0, 2, 4, 5], vec![1, 3])
+        );
+    }
+
+    #[test]
+    fn both_pools_short_of_room_get_theirs_first() {
+        let removals = [
+            (0, Finished, true),
+            (1, Finished, true),
+            (1, Finished, true),
+        ];
+        assert_eq!(order(&removals, &[1, 1], &[0, 0]), (vec![0, 1], vec![2]));
     }
 }

@@ -23,9 +23,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::events::{ScaleSetJobCompleted, ScaleSetJobStarted, ScaleSetScaled, SessionChanged};
-use super::scaler::{Completed, Limits, ScalerState};
+use super::scaler::{Limits, ScalerState};
 use super::{ApiError, ApiErrorKind, Removed, ScaleSetApi, ScaleSetPool, ScaleSetSettings};
-use super::{JobRef, SessionState};
+use super::{Completed, JobRef, SessionState};
 use crate::pool::PoolName;
 use crate::provider::Chain;
 use crate::RunnerManager;

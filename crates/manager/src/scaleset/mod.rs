@@ -139,18 +139,26 @@ pub struct JobRef {
 pub enum JobEvent {
     Available(JobRef),
     Assigned(JobRef),
-    Started {
-        job: JobRef,
-        runner_id: u64,
-        runner_name: String,
-    },
-    Completed {
-        job: JobRef,
-        /// `None`: no runner took it (a cancelled run, a re-assignment timeout).
-        runner: Option<(u64, String)>,
-        /// `succeeded`, `failed`, `canceled`...
-        result: String,
-    },
+    Started(Started),
+    Completed(Completed),
+}
+
+/// A job that started on one of the set's runners.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Started {
+    pub job: JobRef,
+    pub runner_id: u64,
+    pub runner_name: String,
+}
+
+/// A job that completed, and the runner that ran it (if any).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completed {
+    pub job: JobRef,
+    /// `None`: no runner took it (a cancelled run, a re-assignment timeout).
+    pub runner: Option<(u64, String)>,
+    /// `succeeded`, `failed`, `canceled`...
+    pub result: String,
 }
 
 /// One message of the queue.

@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{JobEvent, JobRef, QueueMessage, Statistics};
+use super::{Completed, JobEvent, QueueMessage, Started, Statistics};
 
 /// A pool's bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,21 +30,6 @@ pub struct ScalerState {
     pub busy: BTreeMap<String, String>,
     /// `JobAvailable` jobs not acquired yet (no room then): job id → `runner_request_id`.
     pub available: BTreeMap<String, i64>,
-}
-
-/// A job that started on one of the set's runners, for telemetry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Started {
-    pub job: JobRef,
-    pub runner_name: String,
-}
-
-/// A job that completed, and the runner that ran it (if any).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Completed {
-    pub job: JobRef,
-    pub runner: Option<(u64, String)>,
-    pub result: String,
 }
 
 /// What handling one message decided.
@@ -103,37 +88,25 @@ impl ScalerState {
             }
         }
         for event in &message.jobs {
-            if let JobEvent::Started {
-                job, runner_name, ..
-            } = event
-            {
-                self.assigned.insert(job.job_id.clone());
-                self.busy.insert(runner_name.clone(), job.job_id.clone());
-                decision.started.push(Started {
-                    job: job.clone(),
-                    runner_name: runner_name.clone(),
-                });
+            if let JobEvent::Started(started) = event {
+                let job_id = &started.job.job_id;
+                self.assigned.insert(job_id.clone());
+                self.busy
+                    .insert(started.runner_name.clone(), job_id.clone());
+                decision.started.push(started.clone());
             }
         }
         for event in &message.jobs {
-            if let JobEvent::Completed {
-                job,
-                runner,
-                result,
-            } = event
-            {
-                self.assigned.remove(&job.job_id);
-                self.available.remove(&job.job_id);
-                if let Some((_, name)) = runner {
+            if let JobEvent::Completed(completed) = event {
+                let job_id = &completed.job.job_id;
+                self.assigned.remove(job_id);
+                self.available.remove(job_id);
+                if let Some((_, name)) = &completed.runner {
                     self.busy.remove(name);
                 }
                 // A runner whose job completed without a JobStarted seen here is not busy either.
-                self.busy.retain(|_, job_id| *job_id != job.job_id);
-                decision.completed.push(Completed {
-                    job: job.clone(),
-                    runner: runner.clone(),
-                    result: result.clone(),
-                });
+                self.busy.retain(|_, busy_job| busy_job != job_id);
+                decision.completed.push(completed.clone());
             }
         }
         decision.acquire = self.acquirable(limits);

@@ -1,6 +1,7 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::scaleset::JobRef;
 
 fn job(id: &str) -> JobRef {
     JobRef {
@@ -26,19 +27,19 @@ fn message(assigned: u32, jobs: Vec<JobEvent>) -> QueueMessage {
 }
 
 fn started(id: &str, runner: &str) -> JobEvent {
-    JobEvent::Started {
+    JobEvent::Started(Started {
         job: job(id),
         runner_id: 7,
         runner_name: runner.to_owned(),
-    }
+    })
 }
 
 fn completed(id: &str, runner: Option<&str>) -> JobEvent {
-    JobEvent::Completed {
+    JobEvent::Completed(Completed {
         job: job(id),
         runner: runner.map(|r| (7, r.to_owned())),
         result: "succeeded".to_owned(),
-    }
+    })
 }
 
 const LIMITS: Limits = Limits {

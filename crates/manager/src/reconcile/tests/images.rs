@@ -24,7 +24,7 @@ fn baked(min_idle: usize, max: usize) -> PoolSpec {
 }
 
 fn baked_world(min_idle: usize) -> World {
-    world_with("app", 0, |c| c.pools = vec![baked(min_idle, 6)], true)
+    app_world(|c| c.pools = vec![baked(min_idle, 6)])
 }
 
 /// The image each owned instance was launched from (`-` for a plain launch).
@@ -55,6 +55,15 @@ fn state_of(w: &World, fingerprint: &str) -> Option<String> {
 
 async fn pass(w: &World) -> ReconcileReport {
     w.manager.reconcile_demand(None).await.expect("pass")
+}
+
+/// A pool of three runners on image A, built, launched and promoted.
+async fn on_a_good_image() -> (World, crate::images::BakedImage) {
+    let w = baked_world(3);
+    let a = build(&w).await;
+    pass(&w).await;
+    pass(&w).await;
+    (w, a)
 }
 
 async fn build(w: &World) -> crate::images::BakedImage {
@@ -128,10 +137,7 @@ async fn the_first_image_takes_the_launches_and_is_promoted_once_runners_come_on
 
 #[tokio::test]
 async fn a_new_image_rotates_in_idle_runners_busy_ones_finish_and_the_old_image_goes() {
-    let w = baked_world(3);
-    let a = build(&w).await;
-    pass(&w).await;
-    pass(&w).await;
+    let (w, a) = on_a_good_image().await;
     assert_eq!(state_of(&w, &a.fingerprint).as_deref(), Some("good"));
     // A job on one runner: the pool grows to busy 1 + min_idle 3.
     let busy = w.owned_instances().into_iter().next().expect("a runner");
@@ -173,10 +179,7 @@ async fn a_new_image_rotates_in_idle_runners_busy_ones_finish_and_the_old_image_
 
 #[tokio::test]
 async fn a_broken_canary_is_rolled_back_after_one_launch() {
-    let w = baked_world(3);
-    let a = build(&w).await;
-    pass(&w).await;
-    pass(&w).await;
+    let (w, a) = on_a_good_image().await;
     let b = build(&w).await;
     w.provider.break_image(&b.alias);
     let report = pass(&w).await;
@@ -190,12 +193,7 @@ async fn a_broken_canary_is_rolled_back_after_one_launch() {
     // The pool goes on from A: back to three runners, all on A; B launched once only.
     pass(&w).await;
     assert_eq!(images_in_use(&w), vec![a.fingerprint.clone(); 3]);
-    let creates = w
-        .provider
-        .calls()
-        .iter()
-        .filter(|c| c.starts_with("create "))
-        .count();
+    let creates = w.provider.calls_starting("create ");
     // Two builds, three runners from A, the one canary launch, its replacement from A.
     assert_eq!(creates, 2 + 3 + 1 + 1);
     // The bad image stays while it is the newest: it records that this runner on this base

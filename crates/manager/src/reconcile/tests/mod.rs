@@ -91,6 +91,16 @@ impl FakeRegistry {
         }
     }
 
+    /// A job runs in `name`'s instance (what `guest/job-check.sh` finds).
+    fn job_inside(&self, name: &str) {
+        self.state.lock().jobs_inside.insert(name.to_owned());
+    }
+
+    /// Whether a DELETE of `name`'s registration came.
+    fn was_deleted(&self, name: &str) -> bool {
+        self.state.lock().deletes.iter().any(|(n, _)| n == name)
+    }
+
     /// GitHub drops an ephemeral runner's registration after its job.
     fn deregister(&self, name: &str) {
         self.state.lock().runners.retain(|_, r| r.name != name);
@@ -234,6 +244,11 @@ fn resources() -> Resources {
     Resources::new(2, "7GiB", "10GiB").expect("valid")
 }
 
+/// `app`, unit 0, with its runner hooks; `edit` changes its config.
+fn app_world(edit: impl FnOnce(&mut ManagerConfig)) -> World {
+    world_with("app", 0, edit, true)
+}
+
 fn world_with(
     app: &str,
     unit: u32,
@@ -301,7 +316,7 @@ fn world_on(
 }
 
 fn world() -> World {
-    world_with("app", 0, |_| {}, true)
+    app_world(|_| {})
 }
 
 impl World {

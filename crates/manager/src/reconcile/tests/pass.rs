@@ -147,7 +147,7 @@ async fn missing_binary_refuses_and_touches_nothing() {
 
 #[tokio::test]
 async fn failed_creation_is_cleaned_and_others_come_up() {
-    let w = world_with("app", 0, |c| c.create_concurrency = 1, true);
+    let w = app_world(|c| c.create_concurrency = 1);
     w.provider.fail_next_configures(1);
     let report = w.reconcile(3).await;
     assert_eq!(report.created.len(), 2);
@@ -173,12 +173,7 @@ async fn failed_creation_is_cleaned_and_others_come_up() {
     assert_eq!((report.created.len(), report.failed.len()), (1, 1));
     assert!(report.failed[0].error.contains("creating instance"));
     assert_eq!(w.owned_instances().len(), 4);
-    let deletes = w
-        .provider
-        .calls()
-        .iter()
-        .filter(|c| c.starts_with("delete "))
-        .count();
+    let deletes = w.provider.calls_starting("delete ");
     assert!(deletes >= 5, "each failed attempt is removed: {deletes}");
 }
 
@@ -266,12 +261,7 @@ async fn failed_steps_ask_for_a_requeue_that_backs_off() {
 /// window frees a slot (within its minute), not after a whole interval.
 #[tokio::test]
 async fn jit_pacing_asks_for_a_requeue_within_the_window() {
-    let w = world_with(
-        "app",
-        0,
-        |c| c.registration_mode = RegistrationMode::Jit,
-        true,
-    );
+    let w = app_world(|c| c.registration_mode = RegistrationMode::Jit);
     let report = w.reconcile(JIT_PER_MINUTE + 5).await;
     assert_eq!(report.created.len(), JIT_PER_MINUTE, "{:?}", report.failed);
     let hint = report.requeue_after.expect("the rest waits");
@@ -319,12 +309,7 @@ async fn github_failure_mid_pass_keeps_instances_and_reports() {
 
 #[tokio::test]
 async fn jit_mode_creates_without_config_sh() {
-    let w = world_with(
-        "app",
-        0,
-        |c| c.registration_mode = RegistrationMode::Jit,
-        true,
-    );
+    let w = app_world(|c| c.registration_mode = RegistrationMode::Jit);
     let report = w.reconcile(2).await;
     assert_eq!(report.created.len(), 2, "{:?}", report.failed);
     let info = w.manager.get_github_info().await.expect("info");
@@ -348,7 +333,7 @@ async fn jit_mode_creates_without_config_sh() {
 
 #[tokio::test]
 async fn metrics_events_for_a_full_cycle() {
-    let w = world_with("app", 0, |c| c.issue_metrics = true, true);
+    let w = app_world(|c| c.issue_metrics = true);
     let created = w.reconcile(1).await.created;
     let name = created[0].as_str();
     w.provider.write_file(name, INSTALLED_FILE, "1000\n");

@@ -25,6 +25,11 @@ fn pool(name: &str, labels: &[&str], min_idle: usize, max: usize) -> PoolSpec {
     }
 }
 
+/// `app` with these pools.
+fn pools_world(pools: Vec<PoolSpec>) -> World {
+    app_world(|c| c.pools = pools)
+}
+
 fn queued(id: u64, labels: &[&str]) -> JobEvent {
     JobEvent {
         delivery: Some(format!("guid-{id}")),
@@ -52,17 +57,10 @@ fn per_pool(w: &World) -> BTreeMap<String, usize> {
 
 #[tokio::test]
 async fn demand_sizes_each_pool_and_marks_runners_on_both_sides() {
-    let w = world_with(
-        "app",
-        0,
-        |c| {
-            c.pools = vec![
-                pool("small", &["small"], 1, 3),
-                pool("large", &["large"], 0, 1),
-            ];
-        },
-        true,
-    );
+    let w = pools_world(vec![
+        pool("small", &["small"], 1, 3),
+        pool("large", &["large"], 0, 1),
+    ]);
     for (id, labels) in [
         (1, &["self-hosted", "small"][..]),
         (2, &["self-hosted", "large"]),
@@ -128,17 +126,10 @@ async fn demand_sizes_each_pool_and_marks_runners_on_both_sides() {
 
 #[tokio::test]
 async fn a_started_job_keeps_its_runner_counted_and_a_pool_only_pass_leaves_others() {
-    let w = world_with(
-        "app",
-        0,
-        |c| {
-            c.pools = vec![
-                pool("small", &["small"], 0, 4),
-                pool("large", &["large"], 0, 4),
-            ]
-        },
-        true,
-    );
+    let w = pools_world(vec![
+        pool("small", &["small"], 0, 4),
+        pool("large", &["large"], 0, 4),
+    ]);
     w.manager
         .record_job(&queued(1, &["small"]))
         .expect("recorded");
@@ -180,17 +171,12 @@ async fn a_started_job_keeps_its_runner_counted_and_a_pool_only_pass_leaves_othe
 
 #[tokio::test]
 async fn a_pool_registers_jit_runners_in_its_own_group() {
-    let w = world_with(
-        "app",
-        0,
-        |c| {
-            c.path = GitHubPath::parse("octo-org", "").expect("valid");
-            let mut gpu = pool("gpu", &["gpu"], 1, 1);
-            gpu.runner_group = Some("GPU runners".into());
-            c.pools = vec![gpu, pool("cpu", &["cpu"], 1, 1)];
-        },
-        true,
-    );
+    let w = app_world(|c| {
+        c.path = GitHubPath::parse("octo-org", "").expect("valid");
+        let mut gpu = pool("gpu", &["gpu"], 1, 1);
+        gpu.runner_group = Some("GPU runners".into());
+        c.pools = vec![gpu, pool("cpu", &["cpu"], 1, 1)];
+    });
     w.manager.reconcile_demand(None).await.expect("pass");
     let groups: BTreeMap<String, Option<String>> = w
         .registry
@@ -233,7 +219,7 @@ async fn the_single_pool_form_adds_no_pool_key_or_label() {
 
 #[tokio::test]
 async fn runner_start_carries_the_queue_time_from_the_job_table() {
-    let w = world_with("app", 0, |c| c.issue_metrics = true, true);
+    let w = app_world(|c| c.issue_metrics = true);
     let created = w.reconcile(1).await.created;
     let name = created[0].as_str();
     let queued_at = OffsetDateTime::from_unix_timestamp(1_000).expect("valid");

@@ -121,7 +121,7 @@ async fn dangling_and_orphans_cleaned_foreign_untouched() {
 
 #[tokio::test]
 async fn finished_runner_is_not_a_crash() {
-    let w = world_with("app", 0, |c| c.issue_metrics = true, true);
+    let w = app_world(|c| c.issue_metrics = true);
     let created = w.reconcile(1).await.created;
     w.runner_finishes(created[0].as_str());
     let report = w.reconcile(1).await;
@@ -208,11 +208,7 @@ async fn idle_pass_makes_no_exec() {
 async fn scale_down_keeps_a_runner_with_a_job_inside() {
     let w = world();
     let created = w.reconcile(3).await.created;
-    w.registry
-        .state
-        .lock()
-        .jobs_inside
-        .insert(created[0].to_string());
+    w.registry.job_inside(created[0].as_str());
     let before = w.provider.exec_count();
     let report = w.reconcile(0).await;
     assert_eq!(report.skipped_busy, vec![created[0].clone()], "{report:?}");
@@ -221,13 +217,7 @@ async fn scale_down_keeps_a_runner_with_a_job_inside() {
     assert!(w.registry.names().contains(created[0].as_str()));
     // One look per removal candidate, nothing else.
     assert_eq!(w.provider.exec_count() - before, 3);
-    assert!(!w
-        .registry
-        .state
-        .lock()
-        .deletes
-        .iter()
-        .any(|(name, _)| name == created[0].as_str()));
+    assert!(!w.registry.was_deleted(created[0].as_str()));
 }
 
 /// The same for an idle-only flush; a flush of busy runners stops them regardless.
@@ -235,11 +225,7 @@ async fn scale_down_keeps_a_runner_with_a_job_inside() {
 async fn idle_flush_keeps_a_runner_with_a_job_inside() {
     let w = world();
     let created = w.reconcile(2).await.created;
-    w.registry
-        .state
-        .lock()
-        .jobs_inside
-        .insert(created[1].to_string());
+    w.registry.job_inside(created[1].as_str());
     let report = w.manager.flush(FlushMode::IdleOnly).await.expect("flush");
     assert_eq!(report.removed, vec![created[0].clone()]);
     assert_eq!(report.skipped_busy, vec![created[1].clone()]);

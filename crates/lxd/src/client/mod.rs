@@ -8,13 +8,15 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use reqwest::header::HeaderMap;
-use reqwest::{Method, RequestBuilder, StatusCode};
+use reqwest::{Method, RequestBuilder};
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
-use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::types::{Operation, ServerInfo};
+
+mod envelope;
+
+pub(crate) use envelope::{decode, decode_envelope, op_result, OperationRef, Reply};
 
 /// Timeouts applied to every call. Nothing waits without a bound.
 #[derive(Debug, Clone)]
@@ -143,65 +145,6 @@ impl fmt::Debug for Client {
             .field("project", &self.project)
             .finish()
     }
-}
-
-/// Where an operation lives: its path and the query to repeat (a cluster member may add `?project=`).
-#[derive(Debug, Clone)]
-pub(crate) struct OperationRef {
-    path: String,
-    query: Vec<(String, String)>,
-    /// The operation as the creating call described it (exec websockets: `metadata.fds`).
-    pub(crate) metadata: Value,
-}
-
-impl OperationRef {
-    pub(crate) fn parse(s: &str) -> OperationRef {
-        let (path, query) = s.split_once('?').unwrap_or((s, ""));
-        let query = url::form_urlencoded::parse(query.as_bytes())
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect();
-        OperationRef {
-            path: path.trim_end_matches('/').to_owned(),
-            query,
-            metadata: Value::Null,
-        }
-    }
-
-    /// An operation found in a listing, by id, scoped like the client that listed it.
-    pub(crate) fn listed(id: &str, project: Option<&str>) -> OperationRef {
-        OperationRef {
-            path: format!("/1.0/operations/{id}"),
-            query: project
-                .map(|p| ("project".to_owned(), p.to_owned()))
-                .into_iter()
-                .collect(),
-            metadata: Value::Null,
-        }
-    }
-
-    pub(crate) fn path(&self) -> &str {
-        &self.path
-    }
-}
-
-/// A decoded response envelope.
-pub(crate) enum Reply {
-    Sync(Value),
-    Async(OperationRef),
-}
-
-#[derive(Deserialize)]
-struct Envelope {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    operation: Option<String>,
-    #[serde(default)]
-    error_code: Option<u16>,
-    #[serde(default)]
-    error: Option<String>,
-    #[serde(default)]
-    metadata: Value,
 }
 
 impl Client {
@@ -395,11 +338,26 @@ impl Client {
     /// A call answered "Server isn't ready yet" is repeated while that may pass (see
     /// [`Client::not_ready_retry`]).
     pub(crate) async fn call(&self, what: &str, rb: RequestBuilder) -> Result<Reply> {
+        self.repeated_while_not_ready(what, rb, |rb| self.call_once(what, rb))
+            .await
+    }
+
+    /// `once(rb)`, repeated on a clone of `rb` for as long as
+    /// [`not_ready_retry`](Self::not_ready_retry) says.
+    async fn repeated_while_not_ready<T, F>(
+        &self,
+        what: &str,
+        rb: RequestBuilder,
+        once: impl Fn(RequestBuilder) -> F,
+    ) -> Result<T>
+    where
+        F: std::future::Future<Output = Result<T>>,
+    {
         let mut attempt = 0;
         let mut rb = rb;
         loop {
             let again = rb.try_clone();
-            match self.call_once(what, rb).await {
+            match once(rb).await {
                 Err(e) => match (again, self.not_ready_retry(attempt, &e).await) {
                     (Some(again), Some(delay)) => {
                         tracing::debug!(what, ?delay, error = %e, "member not ready, retrying");
@@ -473,6 +431,15 @@ impl Client {
         }
     }
 
+    /// [`Client::sync`] on a collection, every item in full (`?recursion=1`).
+    pub(crate) async fn list<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        rb: RequestBuilder,
+    ) -> Result<T> {
+        self.sync(what, rb.query(&[("recursion", "1")])).await
+    }
+
     /// [`Client::run`] for a request whose only result is success.
     pub(crate) async fn run_done(&self, what: &str, rb: RequestBuilder) -> Result<()> {
         self.run(what, rb).await.map(|_| ())
@@ -498,22 +465,8 @@ impl Client {
     /// Raw bytes (files, exec logs). Errors still come as an envelope. Repeated like
     /// [`Client::call`] while a member is not ready.
     pub(crate) async fn raw(&self, what: &str, rb: RequestBuilder) -> Result<(HeaderMap, Bytes)> {
-        let mut attempt = 0;
-        let mut rb = rb;
-        loop {
-            let again = rb.try_clone();
-            match self.raw_once(what, rb).await {
-                Err(e) => match (again, self.not_ready_retry(attempt, &e).await) {
-                    (Some(again), Some(delay)) => {
-                        tokio::time::sleep(delay).await;
-                        rb = again;
-                        attempt += 1;
-                    }
-                    _ => return Err(e),
-                },
-                ok => return ok,
-            }
-        }
+        self.repeated_while_not_ready(what, rb, |rb| self.raw_once(what, rb))
+            .await
     }
 
     async fn raw_once(&self, what: &str, rb: RequestBuilder) -> Result<(HeaderMap, Bytes)> {
@@ -603,89 +556,10 @@ const NOT_READY_DELAYS: [u64; 5] = [200, 400, 800, 1200, 1600];
 /// How long the member check behind a repeat may take.
 const MEMBER_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Success, or the operation's failure as a typed error.
-pub(crate) fn op_result(what: &str, op: Operation) -> Result<Operation> {
-    if op.status_code == 200 {
-        return Ok(op);
-    }
-    let message = if op.err.is_empty() {
-        op.status.clone()
-    } else {
-        op.err.clone()
-    };
-    match Error::from_server(what, 400, &message) {
-        e @ (Error::Conflict { .. } | Error::MemberUnavailable { .. }) => Err(e),
-        _ => Err(Error::OperationFailed {
-            what: what.to_owned(),
-            message,
-        }),
-    }
-}
-
-pub(crate) fn decode<T: DeserializeOwned>(what: &str, v: Value) -> Result<T> {
-    serde_json::from_value(v).map_err(|e| Error::Protocol {
-        what: what.to_owned(),
-        message: format!("decoding the response: {e}"),
-    })
-}
-
-/// The one place that reads the sync / async / error envelope.
-pub(crate) fn decode_envelope(
-    what: &str,
-    status: StatusCode,
-    location: Option<&str>,
-    body: &[u8],
-) -> Result<Reply> {
-    let env: Envelope = match serde_json::from_slice(body) {
-        Ok(env) => env,
-        Err(e) if status.is_success() => {
-            return Err(Error::Protocol {
-                what: what.to_owned(),
-                message: format!("HTTP {status} with a body that is not an envelope: {e}"),
-            })
-        }
-        Err(_) => {
-            let text = String::from_utf8_lossy(&body[..body.len().min(200)])
-                .trim()
-                .to_owned();
-            return Err(Error::from_server(what, status.as_u16(), &text));
-        }
-    };
-    match env.kind.as_str() {
-        "error" => {
-            let code = env
-                .error_code
-                .filter(|c| *c != 0)
-                .unwrap_or_else(|| status.as_u16());
-            Err(Error::from_server(
-                what,
-                code,
-                env.error.as_deref().unwrap_or(""),
-            ))
-        }
-        "sync" if status.is_success() => Ok(Reply::Sync(env.metadata)),
-        "async" if status.is_success() => {
-            let op = env
-                .operation
-                .filter(|o| !o.is_empty())
-                .or_else(|| location.map(str::to_owned))
-                .ok_or_else(|| Error::Protocol {
-                    what: what.to_owned(),
-                    message: "async answer without an operation".into(),
-                })?;
-            let mut op = OperationRef::parse(&op);
-            op.metadata = env.metadata;
-            Ok(Reply::Async(op))
-        }
-        other => Err(Error::Protocol {
-            what: what.to_owned(),
-            message: format!("HTTP {status} with envelope type {other:?}"),
-        }),
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use reqwest::StatusCode;
+
     use super::*;
 
     fn check_discover(env: &[(&str, &str)], existing: &[&str], expected: Option<&str>) {
