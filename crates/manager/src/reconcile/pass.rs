@@ -351,8 +351,9 @@ impl RunnerManager {
     /// Runs `removals` (`pool_of[k].0` is removal `k`'s pool) and the `waiting` creations
     /// of each pool together, at most `create_concurrency` creations at once. A pool's creation
     /// starts when the pool has `room` (instances below its cap): at once, or when a removal
-    /// of that pool has deleted an instance. Creations that never get room (a removal failed)
-    /// are left for the next pass.
+    /// of that pool has deleted an instance. When creations wait for room, only the removals
+    /// that make it start at first ([`removal_order`]), the rest once those creations are done.
+    /// Creations that never get room (a removal failed) are left for the next pass.
     async fn remove_and_create<'a>(
         &'a self,
         removals: &'a [Removal],
@@ -369,7 +370,8 @@ impl RunnerManager {
         let mut running: FuturesUnordered<BoxFuture<'a, Done>> = FuturesUnordered::new();
         let (first, mut later) = removal_order(removals, pool_of, &waiting, &room);
         // The removals that make room for a waiting creation start alone, so that the host's
-        // time goes to them (a burst's spent runners are many; two waiting jobs need two).
+        // time goes to them and then to the creations (a burst's spent runners are many; two
+        // waiting jobs need two).
         let mut making_room = first.len();
         let remove = |k: usize| -> BoxFuture<'a, Done> {
             let removal = &removals[k];
@@ -383,9 +385,6 @@ impl RunnerManager {
         let mut creating = 0;
         let mut executed = Executed::default();
         loop {
-            if making_room == 0 {
-                running.extend(later.drain(..).map(remove));
-            }
             // Start what has room, up to the concurrency.
             for (i, queue) in waiting.iter_mut().enumerate() {
                 while creating < concurrency && room[i] > 0 {
@@ -404,6 +403,11 @@ impl RunnerManager {
                         .boxed(),
                     );
                 }
+            }
+            // The other removals once the room is made and the creations that waited for it
+            // are done: jobs wait for those creations, nothing waits for a spent instance.
+            if making_room == 0 && creating == 0 {
+                running.extend(later.drain(..).map(remove));
             }
             let Some(done) = running.next().await else {
                 break;
