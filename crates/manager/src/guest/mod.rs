@@ -371,3 +371,7 @@ pub fn all_scripts() -> Vec<(&'static str, String)> {
 #[cfg(test)]
 #[path = "tests.rs"]
 pub(crate) mod tests;
+
+#[cfg(test)]
+#[path = "pre_job_tests.rs"]
+mod pre_job_tests;
