@@ -21,7 +21,7 @@ use manager::tap::{Call as TapCall, Tap};
 use manager::{InstanceType, RegistrationMode, Resources, RunnerManager};
 use parking_lot::Mutex;
 
-use crate::real::{Call, Rig};
+use crate::real::{Call, Rig, Timeline};
 
 /// The pool every benchmark manager has.
 pub const POOL: &str = "bench";
@@ -40,8 +40,7 @@ pub const OTHER: &str = "other";
 /// Every call a manager made, and the image each instance was created from.
 #[derive(Debug, Default)]
 pub struct Recorder {
-    calls: Mutex<Vec<Call>>,
-    errors: Mutex<Vec<String>>,
+    timeline: Timeline,
     /// Instance → (the image alias it was created from, the baked fingerprint it carries).
     images: Mutex<BTreeMap<String, (String, Option<String>)>>,
     /// Bytes sent on the setup execs' standard input (the install bundle).
@@ -50,18 +49,17 @@ pub struct Recorder {
 
 impl Recorder {
     pub fn clear(&self) {
-        self.calls.lock().clear();
-        self.errors.lock().clear();
+        self.timeline.clear();
         self.images.lock().clear();
         *self.stdin_bytes.lock() = 0;
     }
 
     pub fn calls(&self) -> Vec<Call> {
-        self.calls.lock().clone()
+        self.timeline.calls()
     }
 
     pub fn errors(&self) -> Vec<String> {
-        self.errors.lock().clone()
+        self.timeline.errors()
     }
 
     pub fn images(&self) -> BTreeMap<String, (String, Option<String>)> {
@@ -74,8 +72,7 @@ impl Recorder {
 
     /// Seconds spent in `phase` over every call (for the image build: one instance).
     pub fn total(&self, phase: &str) -> Duration {
-        self.calls
-            .lock()
+        self.calls()
             .iter()
             .filter(|c| c.phase == phase)
             .map(|c| c.end.saturating_duration_since(c.start))
@@ -112,19 +109,7 @@ impl Tap for Recorder {
             TapCall::Publish(_) => PUBLISH,
             _ => return,
         };
-        let instance = call.instance();
-        self.calls.lock().push(Call {
-            instance: instance.to_owned(),
-            phase,
-            start: started,
-            end: Instant::now(),
-        });
-        if let Some(e) = error {
-            self.errors.lock().push(format!(
-                "{instance} {phase}: {}",
-                manager::provider::Chain(e)
-            ));
-        }
+        self.timeline.push(call.instance(), phase, started, error);
     }
 }
 

@@ -477,6 +477,28 @@ impl Timeline {
     pub fn calls(&self) -> Vec<Call> {
         self.calls.lock().clone()
     }
+
+    /// Records a call of `instance` in `phase`, from `started` until now, and its `error`.
+    pub fn push(
+        &self,
+        instance: &str,
+        phase: &'static str,
+        started: Instant,
+        error: Option<&ProviderError>,
+    ) {
+        self.calls.lock().push(Call {
+            instance: instance.to_owned(),
+            phase,
+            start: started,
+            end: Instant::now(),
+        });
+        if let Some(error) = error {
+            self.errors.lock().push(format!(
+                "{instance} {phase}: {}",
+                manager::provider::Chain(error)
+            ));
+        }
+    }
 }
 
 /// Which phase an exec belongs to, by its purpose.
@@ -504,19 +526,9 @@ impl Tap for Timeline {
             TapCall::PushFile(..) | TapCall::PullFile(..) => "other",
             _ => return,
         };
-        self.calls.lock().push(Call {
-            instance: call.instance().to_owned(),
-            phase,
-            start: started,
-            end: Instant::now(),
-        });
-        if let (Some(error), TapCall::CreateAndStart(_) | TapCall::PushFile(..)) = (error, call) {
-            self.errors.lock().push(format!(
-                "{} {phase}: {}",
-                call.instance(),
-                manager::provider::Chain(error)
-            ));
-        }
+        let error =
+            error.filter(|_| matches!(call, TapCall::CreateAndStart(_) | TapCall::PushFile(..)));
+        self.push(call.instance(), phase, started, error);
     }
 }
 

@@ -78,6 +78,34 @@ pub fn ratio(a: f64, b: f64) -> String {
     }
 }
 
+/// A table of `phases` (rows, in that order) by `columns` (a header each, and the profiles of its
+/// rounds): each cell the phase's mean seconds per runner averaged over the column's rounds. A
+/// phase that is 0 in every column is left out.
+pub fn phase_table(phases: &[&str], columns: &[(String, Vec<&crate::real::Profile>)]) -> Table {
+    let mut header = vec!["phase (mean s per runner)"];
+    header.extend(columns.iter().map(|(h, _)| h.as_str()));
+    let mut table = Table::new(&header);
+    for phase in phases {
+        let cells: Vec<f64> = columns
+            .iter()
+            .map(|(_, profiles)| {
+                profiles
+                    .iter()
+                    .map(|p| p.mean.get(phase).copied().unwrap_or(0.0))
+                    .sum::<f64>()
+                    / profiles.len().max(1) as f64
+            })
+            .collect();
+        if cells.iter().all(|v| *v == 0.0) {
+            continue;
+        }
+        let mut row = vec![(*phase).to_owned()];
+        row.extend(cells.iter().map(|v| format!("{v:.2}")));
+        table.row(row);
+    }
+    table
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,5 +120,28 @@ mod tests {
         );
         assert_eq!(ratio(1.0, 4.0), "0.25×");
         assert_eq!(ratio(1.0, 0.0), "—");
+    }
+
+    #[test]
+    fn phase_tables_average_each_column_and_leave_out_empty_phases() {
+        let profile = |pairs: &[(&'static str, f64)]| crate::real::Profile {
+            mean: pairs.iter().copied().collect(),
+            runners: 1,
+        };
+        let (a, b) = (
+            profile(&[("create", 1.0)]),
+            profile(&[("create", 2.0), ("setup", 0.5)]),
+        );
+        let columns = [
+            ("N=1".to_owned(), vec![&a, &b]),
+            ("N=2".to_owned(), vec![&b]),
+        ];
+        assert_eq!(
+            phase_table(&["setup", "idle", "create"], &columns).render(),
+            "| phase (mean s per runner) | N=1  | N=2  |\n\
+             |---------------------------|------|------|\n\
+             | setup                     | 0.25 | 0.50 |\n\
+             | create                    | 1.50 | 2.00 |\n"
+        );
     }
 }

@@ -503,6 +503,26 @@ impl Operations for ManagerOps {
     }
 }
 
+/// A pool with no runner counted yet.
+fn empty_pool(
+    name: String,
+    min_idle: Option<u32>,
+    max: Option<u32>,
+    configured: bool,
+) -> PoolStatus {
+    PoolStatus {
+        name,
+        min_idle,
+        max,
+        idle: 0,
+        busy: 0,
+        booting: 0,
+        unhealthy: 0,
+        runners: Vec::new(),
+        configured,
+    }
+}
+
 /// The runners by pool: the configured pools in order (each even when empty), then pools that
 /// only have runners left (the single-pool form's `default`, or a removed pool draining).
 fn pool_statuses(configured: &[PoolSpec], runners: &[manager::RunnerView]) -> Vec<PoolStatus> {
@@ -513,34 +533,14 @@ fn pool_statuses(configured: &[PoolSpec], runners: &[manager::RunnerView]) -> Ve
                 Sizing::Demand { min_idle, max } => (Some(count(min_idle)), Some(count(max))),
                 Sizing::Fixed(quantity) => (None, Some(count(quantity))),
             };
-            PoolStatus {
-                name: spec.name.to_string(),
-                min_idle,
-                max,
-                idle: 0,
-                busy: 0,
-                booting: 0,
-                unhealthy: 0,
-                runners: Vec::new(),
-                configured: true,
-            }
+            empty_pool(spec.name.to_string(), min_idle, max, true)
         })
         .collect();
     for runner in runners {
         let index = match pools.iter().position(|p| p.name == runner.pool.as_str()) {
             Some(index) => index,
             None => {
-                pools.push(PoolStatus {
-                    name: runner.pool.to_string(),
-                    min_idle: None,
-                    max: None,
-                    idle: 0,
-                    busy: 0,
-                    booting: 0,
-                    unhealthy: 0,
-                    runners: Vec::new(),
-                    configured: false,
-                });
+                pools.push(empty_pool(runner.pool.to_string(), None, None, false));
                 pools.len() - 1
             }
         };

@@ -116,12 +116,14 @@ pub fn job_event(
         job_id: job.id,
         run_id: job.run_id,
         state,
-        labels: job.labels.clone(),
-        runner_name: job.runner_name.clone().filter(|n| !n.is_empty()),
-        created_at: parse(&job.created_at).unwrap_or(now),
-        // While queued, GitHub's `started_at` repeats `created_at`: not a start.
-        started_at: if queued { None } else { parse(&job.started_at) },
-        completed_at: parse(&job.completed_at),
+        facts: manager::jobs::JobFacts {
+            labels: job.labels.clone(),
+            runner_name: job.runner_name.clone().filter(|n| !n.is_empty()),
+            created_at: parse(&job.created_at).unwrap_or(now),
+            // While queued, GitHub's `started_at` repeats `created_at`: not a start.
+            started_at: if queued { None } else { parse(&job.started_at) },
+            completed_at: parse(&job.completed_at),
+        },
     })
 }
 

@@ -398,9 +398,16 @@ impl Monitor {
                             .join(" ")
                     })
                     .unwrap_or_default();
+                // Incus names the instance; LXD 5.0 gives only its URL (`source`).
+                let name = m["name"].as_str().unwrap_or_else(|| {
+                    let source = m["source"].as_str().unwrap_or_default();
+                    let path = source.split('?').next().unwrap_or_default();
+                    let rest = path.strip_prefix("/1.0/instances/").unwrap_or_default();
+                    rest.split('/').next().unwrap_or_default()
+                });
                 (
                     m["action"].as_str().unwrap_or_default().to_owned(),
-                    m["name"].as_str().unwrap_or_default().to_owned(),
+                    name.to_owned(),
                     command,
                 )
             })

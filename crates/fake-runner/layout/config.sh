@@ -14,17 +14,8 @@
 # Exit codes: 0 ok; 1 bad input, refused by the server, or already configured; 2 the server
 # could not be reached (retry later). Refuses root unless RUNNER_ALLOW_RUNASROOT is set.
 
-user_id=$(id -u 2>/dev/null)
-if [ "$user_id" = "0" ] && [ -z "$RUNNER_ALLOW_RUNASROOT" ]; then
-    echo "Must not run with sudo"
-    exit 1
-fi
-
-case "$0" in
-    */*) runner_root=${0%/*} ;;
-    *) runner_root=. ;;
-esac
-cd "$runner_root" || exit 1
+case "$0" in */*) runner_root=${0%/*} ;; *) runner_root=. ;; esac
+. "$runner_root/prelude.sh"
 
 . ./env.sh
 

@@ -13,17 +13,8 @@
 # Exit codes, as actions/runner's run-helper.sh: 0 for almost everything (the job's result is
 # reported to the server, not here); the listener is restarted after a retryable error (2).
 
-user_id=$(id -u 2>/dev/null)
-if [ "$user_id" = "0" ] && [ -z "$RUNNER_ALLOW_RUNASROOT" ]; then
-    echo "Must not run with sudo"
-    exit 1
-fi
-
-case "$0" in
-    */*) runner_root=${0%/*} ;;
-    *) runner_root=. ;;
-esac
-cd "$runner_root" || exit 1
+case "$0" in */*) runner_root=${0%/*} ;; *) runner_root=. ;; esac
+. "$runner_root/prelude.sh"
 
 listener_pid=
 forward() {

@@ -1,18 +1,16 @@
 //! The admin API under `/_sim/` (see `docs/sim-protocol.md`): jobs, runners, counters, faults,
 //! token rotation, webhooks, rate limits and the assign-on-delete hook.
 
-use axum::body::Bytes;
-use axum::extract::{FromRequest, Path, Request, State as AxState};
+use axum::extract::{Path, State as AxState};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::config::WebhookTarget;
-use crate::http::{json_response, plain_error};
+use crate::http::{json_response, plain_error, JsonBody};
 use crate::secret::Secret;
 use crate::server::AppState;
 use crate::state::{
@@ -52,23 +50,6 @@ pub(crate) fn routes() -> Router<AppState> {
 /// for secret scans.
 async fn issued_secrets(AxState(shared): AxState<AppState>) -> Response {
     to_json(StatusCode::OK, &shared.state.lock().issued_secrets())
-}
-
-/// An admin API body: JSON (an empty body reads as `{}`), refused with 400 `invalid body: …`.
-struct JsonBody<T>(T);
-
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
-    type Rejection = Response;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let body = Bytes::from_request(req, state)
-            .await
-            .map_err(IntoResponse::into_response)?;
-        let body: &[u8] = if body.is_empty() { b"{}" } else { &body };
-        serde_json::from_slice(body).map(JsonBody).map_err(|error| {
-            plain_error(StatusCode::BAD_REQUEST, &format!("invalid body: {error}"))
-        })
-    }
 }
 
 /// 422 with the message of the first check that fails (`(passes, message)`), if any.

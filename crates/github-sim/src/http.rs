@@ -1,7 +1,10 @@
 //! Response helpers: GitHub-shaped JSON bodies and errors.
 
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 pub(crate) const DOCS: &str = "https://docs.github.com/rest";
@@ -67,6 +70,24 @@ pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response {
 /// A plain JSON error for the runner-side and admin protocols: `{message}`.
 pub(crate) fn plain_error(status: StatusCode, message: &str) -> Response {
     json_response(status, &json!({ "message": message }))
+}
+
+/// A test-hook body (admin API, scale-set hooks): JSON (an empty body reads as `{}`), refused
+/// with 400 `invalid body: …`.
+pub(crate) struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let body = Bytes::from_request(req, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let body: &[u8] = if body.is_empty() { b"{}" } else { &body };
+        serde_json::from_slice(body).map(JsonBody).map_err(|error| {
+            plain_error(StatusCode::BAD_REQUEST, &format!("invalid body: {error}"))
+        })
+    }
 }
 
 /// `http://HOST` from the `Host` header, or the configured public URL.

@@ -1,8 +1,8 @@
 //! Builds the fake actions-runner tarball served by the simulator's downloads endpoint.
 //!
 //! The layout follows actions/runner's release tarball: `config.sh`, `run.sh` and `env.sh` at the
-//! root (POSIX `sh`, so they work under busybox), the listener as `bin/Runner.Listener` and the
-//! version in `bin/runnerversion`. The listener is `crates/fake-runner`'s static `runner-agent`.
+//! root (POSIX `sh`, so they work under busybox; both entry scripts source `prelude.sh` first), the
+//! listener as `bin/Runner.Listener` and the version in `bin/runnerversion`. The listener is `crates/fake-runner`'s static `runner-agent`.
 //! The archive is deterministic (fixed mtimes, owners and order), so its sha256 is stable.
 
 use std::io::{self, Write};
@@ -16,6 +16,7 @@ use flate2::{Compression, GzBuilder};
 const CONFIG_SH: &str = include_str!("../../fake-runner/layout/config.sh");
 const RUN_SH: &str = include_str!("../../fake-runner/layout/run.sh");
 const ENV_SH: &str = include_str!("../../fake-runner/layout/env.sh");
+const PRELUDE_SH: &str = include_str!("../../fake-runner/layout/prelude.sh");
 
 /// The mtime of every entry: 2023-11-14T22:13:20Z.
 const FIXED_MTIME: u64 = 1_700_000_000;
@@ -51,6 +52,7 @@ pub fn build_runner_tarball(agent: &Path, version: &str) -> io::Result<Vec<u8>> 
     )?;
     append_file(&mut tar, "config.sh", CONFIG_SH.as_bytes(), 0o755)?;
     append_file(&mut tar, "env.sh", ENV_SH.as_bytes(), 0o755)?;
+    append_file(&mut tar, "prelude.sh", PRELUDE_SH.as_bytes(), 0o755)?;
     append_file(&mut tar, "run.sh", RUN_SH.as_bytes(), 0o755)?;
     let gz: GzEncoder<Vec<u8>> = tar.into_inner()?;
     gz.finish()
@@ -216,6 +218,7 @@ mod tests {
                 "bin/runnerversion",
                 "config.sh",
                 "env.sh",
+                "prelude.sh",
                 "run.sh"
             ]
         );
@@ -225,6 +228,7 @@ mod tests {
             "bin/Runner.Listener",
             "config.sh",
             "env.sh",
+            "prelude.sh",
             "run.sh",
         ] {
             assert_eq!(mode(executable), 0o755, "{executable}");
@@ -234,14 +238,18 @@ mod tests {
         assert_eq!(entries["bin/Runner.Listener"].2, b"\x7fELF fake agent");
         assert_eq!(entries["bin/runnerversion"].2, b"2.336.0\n");
         let config = String::from_utf8_lossy(&entries["config.sh"].2).into_owned();
+        let run = String::from_utf8_lossy(&entries["run.sh"].2).into_owned();
         assert!(config.starts_with("#!/bin/sh\n"));
         assert!(config.contains("bin/Runner.Listener configure"));
-        assert!(config.contains("Must not run with sudo"));
+        let prelude = String::from_utf8_lossy(&entries["prelude.sh"].2).into_owned();
+        assert!(prelude.contains("Must not run with sudo"));
+        for script in [&config, &run] {
+            assert!(script.contains(". \"$runner_root/prelude.sh\""));
+        }
         assert!(
             config.contains("--token-file"),
             "the extension is documented"
         );
-        let run = String::from_utf8_lossy(&entries["run.sh"].2).into_owned();
         assert!(run.contains("bin/Runner.Listener run"));
         assert!(
             run.contains("--jitconfig-file"),

@@ -991,6 +991,35 @@ async fn a_killed_busy_runner_fails_its_job_after_the_lock_timeout() {
     assert!(sim.runners().is_empty(), "the runner is gone");
 }
 
+/// The test hooks' bodies (scale-set hooks and admin API alike): an empty one reads as `{}`, one
+/// that is not JSON of the hook's shape is refused with 400 `invalid body: …`.
+#[tokio::test]
+async fn hook_bodies_read_empty_as_defaults_and_refuse_a_wrong_shape() {
+    let sim = sim().await;
+    let armed = hook(&sim, "/scalesets/faults", json!({"empty_body": 1})).await;
+    assert_eq!(armed.status(), 201);
+    let cleared = send(common::admin(&sim, Method::POST, "/scalesets/faults")).await;
+    assert_eq!(cleared.status(), 201, "an empty body is {{}}: no faults");
+    assert_eq!(
+        json(cleared).await,
+        admin_json(&sim, "/scalesets/faults").await
+    );
+    assert_eq!(admin_json(&sim, "/scalesets/faults").await["empty_body"], 0);
+    for (path, body) in [
+        ("/scalesets/faults", "{\"empty_body\": "),
+        ("/scalesets/faults", "{\"no_such_fault\": 1}"),
+        ("/scalesets/mode", ""),
+        ("/scalesets/config", "not json"),
+        ("/scalesets/tokens/expire", "{\"admin\": \"yes\"}"),
+        ("/runners/freeze", "{\"name\": \"x\"}"),
+    ] {
+        let response = send(common::admin(&sim, Method::POST, path).body(body)).await;
+        assert_eq!(response.status(), 400, "{path} {body}");
+        let message = text(&json(response).await, "message");
+        assert!(message.starts_with("invalid body: "), "{path}: {message}");
+    }
+}
+
 #[tokio::test]
 async fn faults_on_the_queue_and_the_admin_api() {
     let sim = hosted_sim().await;

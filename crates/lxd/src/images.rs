@@ -73,20 +73,21 @@ impl PublishSpec {
         self
     }
 
-    /// The `POST /1.0/images` body.
-    pub(crate) fn body(&self, instance: &str) -> Value {
+    /// The `POST /1.0/images` body; `inherited` are the properties of the instance's own image
+    /// (its `image.*` config keys, the prefix removed), which the spec's properties override.
+    pub(crate) fn body(&self, instance: &str, inherited: &BTreeMap<String, String>) -> Value {
         let description = self.description.as_deref().unwrap_or("");
         let aliases: Vec<Value> = self
             .aliases
             .iter()
             .map(|name| json!({"name": name, "description": description}))
             .collect();
-        let mut properties = self.properties.clone();
+        // The inherited ones, then the description, then the spec's own properties.
+        let mut properties = inherited.clone();
         if let Some(d) = &self.description {
-            properties
-                .entry("description".to_owned())
-                .or_insert_with(|| d.clone());
+            properties.insert("description".to_owned(), d.clone());
         }
+        properties.extend(self.properties.clone());
         let mut body = json!({
             "source": {"type": "instance", "name": instance},
             "properties": properties,
@@ -138,9 +139,18 @@ impl Client {
                 });
             }
         }
+        // Incus 6.0 adds the source image's properties to those sent; LXD 5.0 keeps only those
+        // sent. Sending them both ways gives the same image on both.
+        let inherited: BTreeMap<String, String> = self
+            .get_instance(instance)
+            .await?
+            .config
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix("image.")?.to_owned(), v)))
+            .collect();
         let rb = self
             .scoped(Method::POST, "/1.0/images")
-            .json(&spec.body(instance));
+            .json(&spec.body(instance, &inherited));
         let op = match self.call(&what, rb).await? {
             Reply::Sync(metadata) => Operation {
                 status: "Success".into(),
@@ -223,19 +233,30 @@ impl Client {
 
     /// Points the alias `name` at `fingerprint`: retargets it (keeping its description) when it
     /// exists, creates it otherwise. Safe when several callers race.
+    ///
+    /// The retarget is a `PUT` of the alias read just before (LXD 5.0.2 answers a `PATCH` of an
+    /// alias with `context deadline exceeded` after 20 s; Incus takes either).
     pub async fn set_image_alias(&self, name: &str, fingerprint: &str) -> Result<()> {
         validate_simple_name("image alias", name)?;
         validate_simple_name("image fingerprint", fingerprint)?;
         let what = format!("pointing image alias {name} at {fingerprint}");
         let path = image_alias_path(name);
-        let body = json!({"target": fingerprint});
         for _ in 0..2 {
-            match self
-                .run(&what, self.scoped(Method::PATCH, &path).json(&body))
-                .await
-            {
-                Err(Error::NotFound { message, .. }) if is_missing_itself(&message) => {}
-                other => return other.map(|_| ()),
+            let current = match self.image_alias(name).await {
+                Ok(alias) => Some(alias),
+                Err(Error::NotFound { message, .. }) if is_missing_itself(&message) => None,
+                Err(e) => return Err(e),
+            };
+            if let Some(current) = current {
+                let body = json!({"target": fingerprint, "description": current.description});
+                match self
+                    .run(&what, self.scoped(Method::PUT, &path).json(&body))
+                    .await
+                {
+                    // Deleted by someone else between the two calls: create it.
+                    Err(Error::NotFound { message, .. }) if is_missing_itself(&message) => {}
+                    other => return other.map(|_| ()),
+                }
             }
             match self
                 .create_image_alias_with_description(name, fingerprint, "")
@@ -358,7 +379,12 @@ mod tests {
             .property("os", "busybox")
             .description("built by a test")
             .compression("none");
-        let body = spec.body("r-1");
+        let inherited = BTreeMap::from([
+            ("description".to_owned(), "the base".to_owned()),
+            ("os".to_owned(), "debian".to_owned()),
+            ("release".to_owned(), "bookworm".to_owned()),
+        ]);
+        let body = spec.body("r-1", &inherited);
         assert_eq!(body["source"], json!({"type": "instance", "name": "r-1"}));
         assert_eq!(
             body["aliases"],
@@ -369,7 +395,7 @@ mod tests {
         );
         assert_eq!(
             body["properties"],
-            json!({"os": "busybox", "description": "built by a test"})
+            json!({"os": "busybox", "release": "bookworm", "description": "built by a test"})
         );
         assert_eq!(body["public"], false);
         assert_eq!(body["compression_algorithm"], "none");
@@ -377,10 +403,10 @@ mod tests {
         let plain = PublishSpec::new()
             .property("description", "mine")
             .description("alias text")
-            .body("r-2");
+            .body("r-2", &BTreeMap::new());
         assert_eq!(plain["properties"]["description"], "mine");
         assert!(plain.get("compression_algorithm").is_none());
-        let bare = PublishSpec::new().body("r-3");
+        let bare = PublishSpec::new().body("r-3", &BTreeMap::new());
         assert_eq!(bare["aliases"], json!([]));
         assert_eq!(bare["properties"], json!({}));
     }

@@ -139,6 +139,15 @@ impl RunnerInstalled {
     }
 }
 
+/// The job a runner took, as its pre-job hook recorded it (missing fields are empty).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct JobContext {
+    pub workflow: String,
+    pub repo: String,
+    pub github_event: String,
+}
+
 /// A job started on a runner (collected from the pre-job hook's record).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RunnerStart {
@@ -146,9 +155,8 @@ pub struct RunnerStart {
     pub name: String,
     #[serde(skip)]
     pub timestamp: i64,
-    pub workflow: String,
-    pub repo: String,
-    pub github_event: String,
+    #[serde(flatten)]
+    pub job: JobContext,
     /// Seconds the runner waited for the job.
     pub idle: u64,
     /// Seconds the job waited for a runner (GitHub's queued → started), when the job table
@@ -159,7 +167,7 @@ pub struct RunnerStart {
 
 impl RunnerStart {
     pub fn emit(&self, t: &Telemetry) {
-        tracing::info!(message = "Runner started a job.", runner = %self.name, workflow = %self.workflow, repo = %self.repo, idle_seconds = self.idle);
+        tracing::info!(message = "Runner started a job.", runner = %self.name, workflow = %self.job.workflow, repo = %self.job.repo, idle_seconds = self.idle);
         t.issue("runner_start", self.timestamp, self);
     }
 }
@@ -171,9 +179,8 @@ pub struct RunnerStop {
     pub name: String,
     #[serde(skip)]
     pub timestamp: i64,
-    pub workflow: String,
-    pub repo: String,
-    pub github_event: String,
+    #[serde(flatten)]
+    pub job: JobContext,
     /// `normal`, `abnormal` or `repo-policy-check-failure`.
     pub status: String,
     pub job_duration: u64,

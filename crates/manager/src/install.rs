@@ -228,6 +228,11 @@ impl BundleFile {
         }
     }
 
+    /// One of the manager's scripts, `name` in [`SCRIPT_DIR`]: executable, owned by root.
+    fn script(name: &str, content: String) -> Self {
+        Self::new(format!("{SCRIPT_DIR}/{name}"), content, 0o755, false)
+    }
+
     fn is_docker(&self) -> bool {
         self.path == DOCKER_DROPIN || self.path == DOCKER_CLIENT_CONFIG
     }
@@ -262,24 +267,9 @@ pub fn install_files(
             0o644,
             false,
         ),
-        BundleFile::new(
-            format!("{SCRIPT_DIR}/start.sh"),
-            start_script(),
-            0o755,
-            false,
-        ),
-        BundleFile::new(
-            format!("{SCRIPT_DIR}/pre-job.sh"),
-            pre_job_script(settings.policy_url.as_deref()),
-            0o755,
-            false,
-        ),
-        BundleFile::new(
-            format!("{SCRIPT_DIR}/post-job.sh"),
-            post_job_script(),
-            0o755,
-            false,
-        ),
+        BundleFile::script("start.sh", start_script()),
+        BundleFile::script("pre-job.sh", pre_job_script(settings.policy_url.as_deref())),
+        BundleFile::script("post-job.sh", post_job_script()),
         BundleFile::new(
             REGISTER_SCRIPT,
             register_script(settings, name, registration, settings.ready_timeout),
@@ -392,18 +382,8 @@ pub fn setup_script(source: BundleSource) -> String {
 /// runner's own, and may hold a secret: it travels at launch).
 pub fn bake_files() -> Vec<BundleFile> {
     vec![
-        BundleFile::new(
-            format!("{SCRIPT_DIR}/start.sh"),
-            start_script(),
-            0o755,
-            false,
-        ),
-        BundleFile::new(
-            format!("{SCRIPT_DIR}/post-job.sh"),
-            post_job_script(),
-            0o755,
-            false,
-        ),
+        BundleFile::script("start.sh", start_script()),
+        BundleFile::script("post-job.sh", post_job_script()),
     ]
 }
 

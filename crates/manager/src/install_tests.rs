@@ -135,35 +135,6 @@ fn quoting() {
     assert_eq!(shell_quote(""), "''");
 }
 
-/// The generated scripts parse under `sh -n` (dash/busybox on the host).
-#[test]
-fn scripts_are_valid_sh() {
-    let s = settings(proxies(), true);
-    let name = runner_name();
-    let token = RegistrationSecret::Token(Secret::new("tok"));
-    let jit = RegistrationSecret::Jit(Secret::new("jit"));
-    for script in [
-        start_script(),
-        pre_job_script(None),
-        pre_job_script(Some("http://h:8080")),
-        post_job_script(),
-        setup_script(BundleSource::Stdin),
-        setup_script(BundleSource::Pushed),
-        register_script(&s, &name, &token, Duration::from_secs(30)),
-        register_script(&s, &name, &jit, Duration::from_secs(30)),
-    ] {
-        let out = std::process::Command::new("sh")
-            .args(["-n", "-c", &script])
-            .output()
-            .expect("sh runs");
-        assert!(
-            out.status.success(),
-            "{}\n{script}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
 /// Every generated script passes `shellcheck --shell=sh` and parses under dash, bash and
 /// busybox sh.
 #[test]
@@ -370,34 +341,12 @@ fn setup_script_runs_with(source: BundleSource) {
     let tarball = runner.into_inner().expect("tar").finish().expect("gz");
     let bundle = build_bundle(&tarball, &files).expect("bundle");
     let rooted = |p: &str| format!("{root}{p}");
-    std::fs::create_dir_all(rooted("/tmp")).expect("mkdir");
-    std::fs::create_dir_all(rooted("/etc")).expect("mkdir");
-    std::fs::write(rooted("/etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").expect("write");
+    scratch_root(dir.path());
     if source == BundleSource::Pushed {
         std::fs::write(rooted(BUNDLE_PATH), &bundle).expect("write");
     }
-    // Not root: the files go to this process's own ids.
-    let ids = own_ids(dir.path());
-    let script = crate::guest::setup_script_at(
-        &root,
-        source == BundleSource::Stdin,
-        crate::guest::SetupMode::Install,
-    )
-    .replace("chown -R \"$RM_UID:$RM_GID\"", &format!("chown -R {ids}"))
-    .replace("chown \"$RM_UID:$RM_GID\"", &format!("chown {ids}"));
-    let mut child = std::process::Command::new("sh")
-        .args(["-c", &script])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("sh runs");
-    let mut stdin = child.stdin.take().expect("stdin");
-    if source == BundleSource::Stdin {
-        std::io::Write::write_all(&mut stdin, &bundle).expect("feed");
-    }
-    drop(stdin);
-    let out = child.wait_with_output().expect("sh ends");
+    let stdin = (source == BundleSource::Stdin).then_some(bundle.as_slice());
+    let out = run_setup_sh(dir.path(), crate::guest::SetupMode::Install, stdin);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -463,11 +412,23 @@ fn network_wait() {
     }
 }
 
-/// `setup.sh` in `mode` on the scratch `root` (owner: this process), the bundle on stdin;
-/// its exit code and stdout.
-fn setup_on(root: &std::path::Path, mode: crate::guest::SetupMode, bundle: &[u8]) -> (i32, String) {
+/// A scratch root for `setup.sh`: `/tmp`, and an `/etc/passwd` with root alone.
+fn scratch_root(root: &std::path::Path) {
+    std::fs::create_dir_all(root.join("tmp")).expect("mkdir");
+    std::fs::create_dir_all(root.join("etc")).expect("mkdir");
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").expect("write");
+}
+
+/// Runs `setup.sh` in `mode` on the scratch `root`, its files going to this process's own ids
+/// (it need not be root); the bundle on its standard input when `stdin` has one, else where it
+/// was pushed.
+fn run_setup_sh(
+    root: &std::path::Path,
+    mode: crate::guest::SetupMode,
+    stdin: Option<&[u8]>,
+) -> std::process::Output {
     let ids = own_ids(root);
-    let script = crate::guest::setup_script_at(&root.display().to_string(), true, mode)
+    let script = crate::guest::setup_script_at(&root.display().to_string(), stdin.is_some(), mode)
         .replace("chown -R \"$RM_UID:$RM_GID\"", &format!("chown -R {ids}"))
         .replace("chown \"$RM_UID:$RM_GID\"", &format!("chown {ids}"));
     let mut child = std::process::Command::new("sh")
@@ -477,10 +438,18 @@ fn setup_on(root: &std::path::Path, mode: crate::guest::SetupMode, bundle: &[u8]
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("sh runs");
-    let mut stdin = child.stdin.take().expect("stdin");
-    std::io::Write::write_all(&mut stdin, bundle).expect("feed");
-    drop(stdin);
-    let out = child.wait_with_output().expect("sh ends");
+    let mut pipe = child.stdin.take().expect("stdin");
+    if let Some(bundle) = stdin {
+        std::io::Write::write_all(&mut pipe, bundle).expect("feed");
+    }
+    drop(pipe);
+    child.wait_with_output().expect("sh ends")
+}
+
+/// `setup.sh` in `mode` on the scratch `root` (owner: this process), the bundle on stdin;
+/// its exit code and stdout.
+fn setup_on(root: &std::path::Path, mode: crate::guest::SetupMode, bundle: &[u8]) -> (i32, String) {
+    let out = run_setup_sh(root, mode, Some(bundle));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.is_empty() || out.status.success(),
@@ -502,9 +471,7 @@ fn a_bake_records_the_runner_options_and_a_plain_install_drops_the_record() {
     let dir = tempfile::tempdir().expect("tmp");
     let root = dir.path().display().to_string();
     let rooted = |p: &str| format!("{root}{p}");
-    std::fs::create_dir_all(rooted("/tmp")).expect("mkdir");
-    std::fs::create_dir_all(rooted("/etc")).expect("mkdir");
-    std::fs::write(rooted("/etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").expect("write");
+    scratch_root(dir.path());
     // As actions/runner: refuses root without RUNNER_ALLOW_RUNASROOT (the test may run as root).
     // Like its env.sh, it writes `.env` and `.path` on every run: runner state, not the image's.
     let refuse = "[ -n \"$RUNNER_ALLOW_RUNASROOT\" ] || { echo refused; exit 1; }\n\

@@ -348,12 +348,8 @@ pub(crate) mod tests {
                 ),
             )
             .with_state((files, seen.clone()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        (format!("http://{addr}"), seen)
+        let url = test_support::http::serve(std::net::Ipv4Addr::LOCALHOST, app).await;
+        (url, seen)
     }
 
     fn download(base: &str, name: &str, sha256: &str) -> RunnerDownload {

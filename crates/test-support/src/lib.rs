@@ -9,6 +9,7 @@
 //!   instances (by name prefix) on its own thread and runtime.
 //! - [`sim`]: the GitHub simulator on the Incus bridge, serving the fake runner tarball.
 //! - [`policy`]: a pre-job policy service double.
+//! - [`http`]: serving an HTTP service double on an ephemeral port.
 //! - [`config`]: the `runner-manager` binary's config for a simulator and real Incus.
 //! - [`command`]: a command of the machine run to its end, its success asserted.
 //! - [`on_both_images!`]: an Incus test on each guest image; [`on_busybox_only!`]: on busybox.
@@ -16,6 +17,7 @@
 pub mod cluster;
 pub mod command;
 pub mod config;
+pub mod http;
 pub mod incus;
 pub mod incus_ignored;
 pub mod policy;

@@ -76,13 +76,8 @@ impl PolicyService {
         let app = axum::Router::new()
             .route("/one-time-token", axum::routing::get(issue))
             .route("/{event}/check-run", axum::routing::post(check));
-        let listener = tokio::net::TcpListener::bind((ip, 0))
-            .await
-            .expect("the policy double binds");
-        let addr = listener.local_addr().expect("its address");
-        tokio::spawn(async move { axum::serve(listener, app).await });
         Self {
-            url: format!("http://{addr}"),
+            url: crate::http::serve(ip, app).await,
             state,
         }
     }

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bench::baked::{self, ImageGuard, Recorder};
-use bench::real::{self, median, secs, Guard, Rig};
-use bench::table::{ratio, Table};
+use bench::real::{self, median, retried, secs, Guard, Rig};
+use bench::table::{phase_table, ratio, Table};
 use clap::Parser;
 use manager::images::ImageState;
 use manager::pool::ImageMode;
@@ -197,26 +197,6 @@ async fn measure(
         profile,
         stdin_per_runner,
     })
-}
-
-/// Runs `round` up to 3 times, counting the failed attempts.
-async fn retried<F, Fut>(failed: &mut usize, mut round: F) -> anyhow::Result<Run>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<Run>>,
-{
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match round().await {
-            Ok(run) => return Ok(run),
-            Err(e) if attempt < 3 => {
-                *failed += 1;
-                eprintln!("round failed, repeating it: {e:#}");
-            }
-            Err(e) => return Err(e),
-        }
-    }
 }
 
 /// Builds the baked pool's image with the manager, timed by step.
@@ -546,38 +526,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .keys()
             .flat_map(|&n| modes.iter().enumerate().map(move |(k, m)| (n, k, *m)))
             .collect();
-        let mut header = vec!["phase (mean s per runner)".to_owned()];
-        header.extend(
-            columns
-                .iter()
-                .map(|(n, _, m)| format!("N={n} {}", m.as_str())),
-        );
-        let header_refs: Vec<&str> = header.iter().map(String::as_str).collect();
-        let mut phases = Table::new(&header_refs);
         let runs_of = |n: usize, k: usize| -> Vec<&Run> {
             rounds
                 .get(&n)
                 .map(|list| list.iter().map(|r| pick(&r.modes[k])).collect())
                 .unwrap_or_default()
         };
-        for phase in baked::phase_order() {
-            let cells: Vec<f64> = columns
-                .iter()
-                .map(|&(n, k, _)| {
-                    let runs = runs_of(n, k);
-                    runs.iter()
-                        .map(|r| r.profile.mean.get(phase).copied().unwrap_or(0.0))
-                        .sum::<f64>()
-                        / runs.len().max(1) as f64
-                })
-                .collect();
-            if cells.iter().all(|v| *v == 0.0) {
-                continue;
-            }
-            let mut row = vec![phase.to_owned()];
-            row.extend(cells.iter().map(|v| format!("{v:.2}")));
-            phases.row(row);
-        }
+        let profiles: Vec<(String, Vec<&real::Profile>)> = columns
+            .iter()
+            .map(|&(n, k, m)| {
+                let runs = runs_of(n, k).into_iter().map(|r| &r.profile).collect();
+                (format!("N={n} {}", m.as_str()), runs)
+            })
+            .collect();
+        let mut phases = phase_table(&baked::phase_order(), &profiles);
         let mut row = vec!["setup exec stdin per runner (KiB)".to_owned()];
         row.extend(columns.iter().map(|&(n, k, _)| {
             let runs = runs_of(n, k);

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bench::real::{self, median, phase_order, retried, secs, Rig, Timeline};
-use bench::table::{ratio, Table};
+use bench::table::{phase_table, ratio, Table};
 use clap::Parser;
 use manager::RunnerManager;
 
@@ -155,27 +155,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ),
         (&wide_label, |r: &Round| &r.wide.profile),
     ] {
-        let mut header = vec!["phase (mean s per runner)".to_owned()];
-        header.extend(rounds.keys().map(|n| format!("N={n}")));
-        let header_refs: Vec<&str> = header.iter().map(String::as_str).collect();
-        let mut phases = Table::new(&header_refs);
-        for phase in phase_order() {
-            let cells: Vec<f64> = rounds
-                .values()
-                .map(|list| {
-                    list.iter()
-                        .map(|r| pick(r).mean.get(phase).copied().unwrap_or(0.0))
-                        .sum::<f64>()
-                        / list.len().max(1) as f64
-                })
-                .collect();
-            if cells.iter().all(|v| *v == 0.0) {
-                continue;
-            }
-            let mut row = vec![phase.to_owned()];
-            row.extend(cells.iter().map(|v| format!("{v:.2}")));
-            phases.row(row);
-        }
+        let columns: Vec<(String, Vec<&real::Profile>)> = rounds
+            .iter()
+            .map(|(n, list)| (format!("N={n}"), list.iter().map(pick).collect()))
+            .collect();
+        let phases = phase_table(&phase_order(), &columns);
         println!("\n### Where a runner's time goes: {label} (averaged over runs)\n");
         print!("{}", phases.render());
     }

@@ -18,16 +18,12 @@ pub async fn r1(
     } else {
         "R1 busy runners"
     });
-    let detected = detector_control(outside, booting_race).await?;
-    total.add(
+    control(
+        &mut total,
         "detector control: kills seen when an instance is deleted under a job (expect 1)",
-        detected,
+        "the kill detector",
+        detector_control(outside, booting_race).await?,
     );
-    if detected != 1 {
-        total.fail(format!(
-            "the kill detector saw {detected} kills in its control, not 1"
-        ));
-    }
     let apps = if booting_race {
         ["r1btok", "r1bjit"]
     } else {
@@ -62,16 +58,12 @@ pub async fn r1_busy_lie(
         "R1-lie busy runners, GitHub's busy flag lies for {:.0}% of jobs",
         rate * 100.0
     ));
-    let detected = busy_lie_control(outside).await?;
-    total.add(
+    control(
+        &mut total,
         "detector control: kills counted when a busy runner is deleted through the lie (expect 1)",
-        detected,
+        "the busy-lie kill counter",
+        busy_lie_control(outside).await?,
     );
-    if detected != 1 {
-        total.fail(format!(
-            "the busy-lie kill counter saw {detected} kills in its control, not 1"
-        ));
-    }
     for (mode, app, n, salt) in [
         (RegistrationMode::Token, "r1ltok", token, 0x3333),
         (RegistrationMode::Jit, "r1ljit", jit, 0x4444),
@@ -79,6 +71,17 @@ pub async fn r1_busy_lie(
         total.merge(r1_mode(outside, mode, app, n, seed ^ salt, false, Some(rate)).await?);
     }
     Ok(total)
+}
+
+/// Counts the kills a control saw (`detected`) under `what`; anything but exactly one is a failure
+/// of the `detector`.
+fn control(total: &mut Counts, what: &str, detector: &str, detected: u64) {
+    total.add(what, detected);
+    if detected != 1 {
+        total.fail(format!(
+            "{detector} saw {detected} kills in its control, not 1"
+        ));
+    }
 }
 
 /// Control of the busy-lie counter: one `DELETE` of a runner running a job, straight through the

@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use axum::body::Bytes;
 use axum::extract::{Path, State as AxState};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -14,7 +13,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{AcquireMode, ScaleSetConfig};
-use crate::http::{json_response, plain_error};
+use crate::http::{json_response, plain_error, JsonBody};
 use crate::server::AppState;
 use crate::state::ScaleSetFaults;
 
@@ -35,17 +34,6 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/_sim/scalesets/config", get(config).post(set_config))
         .route("/_sim/scalesets/mode", post(set_mode))
         .route("/_sim/scalesets/runners/{id}/kill", post(kill_runner))
-}
-
-/// A hook body: JSON (empty reads as `{}`), 400 `invalid body: …` otherwise.
-fn parse<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, Box<Response>> {
-    let bytes: &[u8] = if bytes.is_empty() { b"{}" } else { bytes };
-    serde_json::from_slice(bytes).map_err(|e| {
-        Box::new(plain_error(
-            StatusCode::BAD_REQUEST,
-            &format!("invalid body: {e}"),
-        ))
-    })
 }
 
 async fn dump(AxState(shared): AxState<AppState>) -> Response {
@@ -86,11 +74,10 @@ struct ExpireTokensBody {
 
 /// `{admin?, queue?}` (`{}`: both): every admin JWT and/or queue token handed out so far
 /// expires (401 from now on); answers how many.
-async fn expire_tokens(AxState(shared): AxState<AppState>, bytes: Bytes) -> Response {
-    let body: ExpireTokensBody = match parse(&bytes) {
-        Ok(body) => body,
-        Err(response) => return *response,
-    };
+async fn expire_tokens(
+    AxState(shared): AxState<AppState>,
+    JsonBody(body): JsonBody<ExpireTokensBody>,
+) -> Response {
     let both = !body.admin && !body.queue;
     let mut state = shared.state.lock();
     let mut admin = 0;
@@ -117,11 +104,10 @@ async fn faults(AxState(shared): AxState<AppState>) -> Response {
 }
 
 /// Replaces the protocol's faults (`{empty_body?, statistics_zero?, empty_queue_url?}`).
-async fn set_faults(AxState(shared): AxState<AppState>, bytes: Bytes) -> Response {
-    let faults: ScaleSetFaults = match parse(&bytes) {
-        Ok(faults) => faults,
-        Err(response) => return *response,
-    };
+async fn set_faults(
+    AxState(shared): AxState<AppState>,
+    JsonBody(faults): JsonBody<ScaleSetFaults>,
+) -> Response {
     shared.state.lock().ss_mut().faults = faults.clone();
     json_response(StatusCode::CREATED, &json!(faults))
 }
@@ -166,11 +152,10 @@ async fn config(AxState(shared): AxState<AppState>) -> Response {
 }
 
 /// Changes the given settings; answers them all. Tokens already handed out keep their expiry.
-async fn set_config(AxState(shared): AxState<AppState>, bytes: Bytes) -> Response {
-    let body: ConfigBody = match parse(&bytes) {
-        Ok(body) => body,
-        Err(response) => return *response,
-    };
+async fn set_config(
+    AxState(shared): AxState<AppState>,
+    JsonBody(body): JsonBody<ConfigBody>,
+) -> Response {
     let mut state = shared.state.lock();
     let cfg = &mut state.ss_mut().cfg;
     let set = |target: &mut Duration, ms: Option<u64>| {
@@ -204,11 +189,10 @@ struct ModeBody {
 
 /// `{mode: "ghes"|"hosted"}`: switches the acquire mode (jobs already offered or assigned keep
 /// their state).
-async fn set_mode(AxState(shared): AxState<AppState>, bytes: Bytes) -> Response {
-    let body: ModeBody = match parse(&bytes) {
-        Ok(body) => body,
-        Err(response) => return *response,
-    };
+async fn set_mode(
+    AxState(shared): AxState<AppState>,
+    JsonBody(body): JsonBody<ModeBody>,
+) -> Response {
     let mut state = shared.state.lock();
     state.ss_mut().cfg.mode = body.mode;
     state.ss_pump();

@@ -543,164 +543,72 @@ mod tests {
     use super::super::test_util::{runner, state};
     use super::super::*;
 
-    /// (runner scope, group, labels, no_default_labels, job scope, job labels, job group, matches)
-    type Case = (
+    /// Enqueues `spec` with a single runner (`scope`, group, `labels`, `no_default_labels`)
+    /// registered; whether the job went to that runner, checked on both sides.
+    fn assigned(
+        scope: &str,
+        group: u64,
+        labels: &[&str],
+        no_defaults: bool,
+        spec: JobSpec,
+    ) -> bool {
+        let mut state = state();
+        let id = runner(&mut state, scope, group, labels, no_defaults);
+        let (job, _) = state.enqueue(spec).expect("enqueue");
+        let assigned = state.job_view(job).and_then(|j| j.runner_id) == Some(id);
+        let busy = state.runner(id).is_some_and(|r| r.job.is_some());
+        assert_eq!(assigned, busy, "the job view and the runner agree");
+        assigned
+    }
+
+    #[test]
+    fn job_matching_by_labels() {
+        // (runner labels, no_default_labels, job labels, matches); an `octo/app` runner, group 1.
+        let cases: &[(&[&str], bool, &[&str], bool)] = &[
+            (&[], false, &["self-hosted", "linux", "x64"], true),
+            (&["jammy"], false, &["JAMMY"], true),
+            (&["jammy"], false, &["jammy", "gpu"], false),
+            (&["jammy"], true, &["self-hosted"], false),
+        ];
+        for (i, (labels, no_defaults, job_labels, expected)) in cases.iter().enumerate() {
+            let spec = JobSpec::new(job_labels, "");
+            let got = assigned("octo/app", 1, labels, *no_defaults, spec);
+            assert_eq!(got, *expected, "case {i}");
+        }
+    }
+
+    /// (runner scope, group, job scope, job runner group, matches)
+    type ScopeCase = (
         &'static str,
         u64,
-        &'static [&'static str],
-        bool,
         Option<&'static str>,
-        &'static [&'static str],
         Option<&'static str>,
         bool,
     );
 
     #[test]
-    fn job_matching_table() {
-        // (runner scope, group, labels, no_default_labels, job scope, job labels, job group, matches)
-        let cases: &[Case] = &[
-            (
-                "octo/app",
-                1,
-                &[],
-                false,
-                None,
-                &["self-hosted", "linux", "x64"],
-                None,
-                true,
-            ),
-            (
-                "octo/app",
-                1,
-                &["jammy"],
-                false,
-                None,
-                &["JAMMY"],
-                None,
-                true,
-            ),
-            (
-                "octo/app",
-                1,
-                &["jammy"],
-                false,
-                None,
-                &["jammy", "gpu"],
-                None,
-                false,
-            ),
-            (
-                "octo/app",
-                1,
-                &["jammy"],
-                true,
-                None,
-                &["self-hosted"],
-                None,
-                false,
-            ),
-            ("octo/app", 1, &[], false, Some("octo/app"), &[], None, true),
-            (
-                "octo/app",
-                1,
-                &[],
-                false,
-                Some("octo-org/web"),
-                &[],
-                None,
-                false,
-            ),
-            (
-                "octo-org",
-                1,
-                &[],
-                false,
-                Some("octo-org/web"),
-                &[],
-                None,
-                true,
-            ),
-            (
-                "octo-org",
-                2,
-                &[],
-                false,
-                Some("octo-org/web"),
-                &[],
-                None,
-                false,
-            ),
-            ("octo-org", 2, &[], false, Some("octo-org"), &[], None, true),
-            (
-                "octo-org",
-                1,
-                &[],
-                false,
-                Some("octo/app"),
-                &[],
-                None,
-                false,
-            ),
-            (
-                "enterprises/acme",
-                1,
-                &[],
-                false,
-                Some("octo/app"),
-                &[],
-                None,
-                true,
-            ),
-            (
-                "octo-org",
-                1,
-                &[],
-                false,
-                Some("enterprises/acme"),
-                &[],
-                None,
-                false,
-            ),
-            (
-                "octo-org",
-                2,
-                &[],
-                false,
-                None,
-                &[],
-                Some("restricted"),
-                true,
-            ),
-            (
-                "octo-org",
-                1,
-                &[],
-                false,
-                None,
-                &[],
-                Some("restricted"),
-                false,
-            ),
+    fn job_matching_by_scope_and_group() {
+        // Runners with the default labels, jobs asking for none.
+        let cases: &[ScopeCase] = &[
+            ("octo/app", 1, Some("octo/app"), None, true),
+            ("octo/app", 1, Some("octo-org/web"), None, false),
+            ("octo-org", 1, Some("octo-org/web"), None, true),
+            ("octo-org", 2, Some("octo-org/web"), None, false),
+            ("octo-org", 2, Some("octo-org"), None, true),
+            ("octo-org", 1, Some("octo/app"), None, false),
+            ("enterprises/acme", 1, Some("octo/app"), None, true),
+            ("octo-org", 1, Some("enterprises/acme"), None, false),
+            ("octo-org", 2, None, Some("restricted"), true),
+            ("octo-org", 1, None, Some("restricted"), false),
         ];
-        for (i, (rscope, group, labels, no_defaults, jscope, jlabels, jgroup, expected)) in
-            cases.iter().enumerate()
-        {
-            let mut state = state();
-            let id = runner(&mut state, rscope, *group, labels, *no_defaults);
+        for (i, (scope, group, job_scope, job_group, expected)) in cases.iter().enumerate() {
             let spec = JobSpec {
-                labels: jlabels.iter().map(|l| (*l).to_owned()).collect(),
-                scope: jscope.map(str::to_owned),
-                runner_group: jgroup.map(str::to_owned),
+                scope: job_scope.map(str::to_owned),
+                runner_group: job_group.map(str::to_owned),
                 ..JobSpec::default()
             };
-            let (job, _) = state.enqueue(spec).expect("enqueue");
-            let assigned = state.job_view(job).and_then(|j| j.runner_id);
-            assert_eq!(assigned == Some(id), *expected, "case {i}");
-            assert_eq!(
-                state.runner(id).is_some_and(|r| r.job.is_some()),
-                *expected,
-                "case {i}"
-            );
+            let got = assigned(scope, *group, &[], false, spec);
+            assert_eq!(got, *expected, "case {i}");
         }
     }
 

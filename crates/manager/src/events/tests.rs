@@ -21,6 +21,14 @@ fn lines(path: &std::path::Path) -> Vec<Value> {
         .collect()
 }
 
+fn job_context() -> JobContext {
+    JobContext {
+        workflow: "ci".into(),
+        repo: "o/r".into(),
+        github_event: "push".into(),
+    }
+}
+
 #[test]
 fn events_log_schema() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -34,9 +42,7 @@ fn events_log_schema() {
     RunnerStart {
         name: "n".into(),
         timestamp: 100,
-        workflow: "ci".into(),
-        repo: "o/r".into(),
-        github_event: "push".into(),
+        job: job_context(),
         idle: 7,
         queue_duration: None,
     }
@@ -44,9 +50,7 @@ fn events_log_schema() {
     RunnerStop {
         name: "n".into(),
         timestamp: 160,
-        workflow: "ci".into(),
-        repo: "o/r".into(),
-        github_event: "push".into(),
+        job: job_context(),
         status: "normal".into(),
         job_duration: 60,
     }

@@ -79,12 +79,8 @@ async fn policy_server() -> (
             },
         )
         .with_state(seen.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (format!("http://{addr}"), seen)
+    let url = test_support::http::serve(std::net::Ipv4Addr::LOCALHOST, app).await;
+    (url, seen)
 }
 
 /// A PATH holding only busybox applets (busybox wget, no curl, no jq).

@@ -141,16 +141,21 @@ pub(crate) fn session_leader(argv: &[&str]) -> std::process::Child {
     panic!("setsid never made {argv:?} a group leader");
 }
 
-/// Waits up to 5 s for `child` to exit.
-fn exits(child: &mut std::process::Child) -> bool {
+/// Waits up to 5 s for `done` to hold.
+fn within_5s(mut done: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
-        if child.try_wait().expect("wait").is_some() {
+        if done() {
             return true;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(10));
     }
     false
+}
+
+/// Waits up to 5 s for `child` to exit.
+fn exits(child: &mut std::process::Child) -> bool {
+    within_5s(|| child.try_wait().expect("wait").is_some())
 }
 
 /// The stop script signals the runner's whole process group. Under dash, `kill -TERM -- -PGID`
@@ -240,14 +245,7 @@ fn state(pid: u32) -> char {
 
 /// Waits up to 5 s for a process to reach a state.
 fn reaches(pid: u32, want: char) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        if state(pid) == want {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    false
+    within_5s(|| state(pid) == want)
 }
 
 /// An idle runner is frozen by quiesce (it takes no job while deregistered), thawed by resume,

@@ -52,6 +52,12 @@ pub struct JobEvent {
     pub job_id: u64,
     pub run_id: u64,
     pub state: JobState,
+    pub facts: JobFacts,
+}
+
+/// What GitHub tells of a job besides its ids and state: in a delivery, or as the table holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobFacts {
     /// `runs-on`.
     pub labels: Vec<String>,
     /// `None` while queued.
@@ -67,11 +73,7 @@ pub struct Job {
     pub id: u64,
     pub run_id: u64,
     pub state: JobState,
-    pub labels: Vec<String>,
-    pub runner_name: Option<String>,
-    pub created_at: OffsetDateTime,
-    pub started_at: Option<OffsetDateTime>,
-    pub completed_at: Option<OffsetDateTime>,
+    pub facts: JobFacts,
     /// When the table last changed this job.
     pub updated_at: OffsetDateTime,
 }
@@ -79,7 +81,7 @@ pub struct Job {
 impl Job {
     /// Queued → picked up, from GitHub's timestamps; `None` until it started.
     pub fn queue_time(&self) -> Option<std::time::Duration> {
-        let started = self.started_at?;
-        (started - self.created_at).try_into().ok()
+        let started = self.facts.started_at?;
+        (started - self.facts.created_at).try_into().ok()
     }
 }

@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
 use time::OffsetDateTime;
 
-use super::{Job, JobEvent, JobState, JOB_DB_FILE};
+use super::{Job, JobEvent, JobFacts, JobState, JOB_DB_FILE};
 use crate::pool::QueuedJob;
 
 /// The schema version this build writes and reads (`PRAGMA user_version`).
@@ -177,11 +177,7 @@ impl JobStore {
                     id: event.job_id,
                     run_id: event.run_id,
                     state: event.state,
-                    labels: event.labels.clone(),
-                    runner_name: event.runner_name.clone(),
-                    created_at: event.created_at,
-                    started_at: event.started_at,
-                    completed_at: event.completed_at,
+                    facts: event.facts.clone(),
                     updated_at: now,
                 };
                 write_job(&tx, &job)?;
@@ -369,43 +365,62 @@ fn init_schema(conn: &mut Connection, path: &Path) -> Result<(), JobStoreError> 
 }
 
 /// The job as `current` plus `event`: the state moves only forward; when it moves, the event's
-/// fields win where it has them, otherwise they only fill what is missing. The flag says
+/// facts win where it has them, otherwise they only fill what is missing. The flag says
 /// whether anything changed (then `updated_at` is `now`).
 fn merge(current: &Job, event: &JobEvent, now: OffsetDateTime) -> (Job, bool) {
     let mut job = current.clone();
-    if event.state > current.state {
-        job.state = event.state;
-        if !event.labels.is_empty() {
-            job.labels.clone_from(&event.labels);
-        }
-        job.runner_name = event.runner_name.clone().or(job.runner_name);
-        job.started_at = event.started_at.or(job.started_at);
-        job.completed_at = event.completed_at.or(job.completed_at);
-    } else {
-        if job.labels.is_empty() {
-            job.labels.clone_from(&event.labels);
-        }
-        job.runner_name = job.runner_name.or_else(|| event.runner_name.clone());
-        job.started_at = job.started_at.or(event.started_at);
-        job.completed_at = job.completed_at.or(event.completed_at);
-    }
-    // Compare at the table's precision, so a refill with the same values is not a change.
-    let changed = job.state != current.state
-        || job.labels != current.labels
-        || job.runner_name != current.runner_name
-        || job.started_at.map(OffsetDateTime::unix_timestamp)
-            != current.started_at.map(OffsetDateTime::unix_timestamp)
-        || job.completed_at.map(OffsetDateTime::unix_timestamp)
-            != current.completed_at.map(OffsetDateTime::unix_timestamp);
+    job.state = current.state.max(event.state);
+    job.facts = current
+        .facts
+        .merged(&event.facts, event.state > current.state);
+    let changed = job.state != current.state || job.facts.differs_stored(&current.facts);
     if changed {
         job.updated_at = now;
     }
     (job, changed)
 }
 
+impl JobFacts {
+    /// These facts (the table's) with `other`'s (a delivery's): where both have a value,
+    /// `other`'s wins when `other_wins`, else these stay. `created_at` never changes.
+    fn merged(&self, other: &Self, other_wins: bool) -> Self {
+        let (first, second) = if other_wins {
+            (other, self)
+        } else {
+            (self, other)
+        };
+        let labels = if first.labels.is_empty() {
+            &second.labels
+        } else {
+            &first.labels
+        };
+        Self {
+            labels: labels.clone(),
+            runner_name: first
+                .runner_name
+                .clone()
+                .or_else(|| second.runner_name.clone()),
+            created_at: self.created_at,
+            started_at: first.started_at.or(second.started_at),
+            completed_at: first.completed_at.or(second.completed_at),
+        }
+    }
+
+    /// Whether the table would hold these facts differently from `other`: compared at its
+    /// precision, so a refill with the same values is not a change.
+    fn differs_stored(&self, other: &Self) -> bool {
+        let secs = |t: Option<OffsetDateTime>| t.map(OffsetDateTime::unix_timestamp);
+        self.labels != other.labels
+            || self.runner_name != other.runner_name
+            || self.created_at.unix_timestamp() != other.created_at.unix_timestamp()
+            || secs(self.started_at) != secs(other.started_at)
+            || secs(self.completed_at) != secs(other.completed_at)
+    }
+}
+
 /// Inserts or replaces the job's row.
 fn write_job(tx: &Transaction<'_>, job: &Job) -> Result<(), JobStoreError> {
-    let labels = serde_json::Value::from(job.labels.clone()).to_string();
+    let labels = serde_json::Value::from(job.facts.labels.clone()).to_string();
     tx.execute(
         &format!(
             "INSERT OR REPLACE INTO jobs ({JOB_COLUMNS}) \
@@ -416,10 +431,10 @@ fn write_job(tx: &Transaction<'_>, job: &Job) -> Result<(), JobStoreError> {
             sql_id(job.run_id),
             job.state.as_str(),
             labels,
-            job.runner_name,
-            job.created_at.unix_timestamp(),
-            job.started_at.map(OffsetDateTime::unix_timestamp),
-            job.completed_at.map(OffsetDateTime::unix_timestamp),
+            job.facts.runner_name,
+            job.facts.created_at.unix_timestamp(),
+            job.facts.started_at.map(OffsetDateTime::unix_timestamp),
+            job.facts.completed_at.map(OffsetDateTime::unix_timestamp),
             job.updated_at.unix_timestamp(),
         ],
     )?;
@@ -485,11 +500,13 @@ impl RawJob {
             id,
             run_id: self.run_id,
             state,
-            labels: parse_labels(id, &self.labels)?,
-            runner_name: self.runner_name,
-            created_at: parse_time(id, "created_at", self.created_at)?,
-            started_at: optional_time("started_at", self.started_at).transpose()?,
-            completed_at: optional_time("completed_at", self.completed_at).transpose()?,
+            facts: JobFacts {
+                labels: parse_labels(id, &self.labels)?,
+                runner_name: self.runner_name,
+                created_at: parse_time(id, "created_at", self.created_at)?,
+                started_at: optional_time("started_at", self.started_at).transpose()?,
+                completed_at: optional_time("completed_at", self.completed_at).transpose()?,
+            },
             updated_at: parse_time(id, "updated_at", self.updated_at)?,
         })
     }

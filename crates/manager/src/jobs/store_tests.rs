@@ -18,11 +18,13 @@ fn event(guid: &str, id: u64, state: JobState) -> JobEvent {
         job_id: id,
         run_id: 1000 + id,
         state,
-        labels: vec!["self-hosted".to_owned(), "linux".to_owned()],
-        runner_name: started.then(|| "runner-1".to_owned()),
-        created_at: T0,
-        started_at: started.then(|| at(1)),
-        completed_at: (state == JobState::Completed).then(|| at(5)),
+        facts: JobFacts {
+            labels: vec!["self-hosted".to_owned(), "linux".to_owned()],
+            runner_name: started.then(|| "runner-1".to_owned()),
+            created_at: T0,
+            started_at: started.then(|| at(1)),
+            completed_at: (state == JobState::Completed).then(|| at(5)),
+        },
     }
 }
 
@@ -51,7 +53,7 @@ fn lifecycle_queued_in_progress_completed() {
     let job = applied(record(&store, "a", 1, JobState::Queued, 0), None);
     assert_eq!(job.state, JobState::Queued);
     assert_eq!(job.run_id, 1001);
-    assert_eq!(job.runner_name, None);
+    assert_eq!(job.facts.runner_name, None);
     assert_eq!(job.updated_at, at(0));
     assert_eq!(store.counts().expect("counts"), (1, 0, 0));
     assert_eq!(store.queued().expect("queued").len(), 1);
@@ -61,7 +63,7 @@ fn lifecycle_queued_in_progress_completed() {
         Some(JobState::Queued),
     );
     assert_eq!(job.state, JobState::InProgress);
-    assert_eq!(job.runner_name.as_deref(), Some("runner-1"));
+    assert_eq!(job.facts.runner_name.as_deref(), Some("runner-1"));
     assert_eq!(job.queue_time(), Some(std::time::Duration::from_secs(60)));
     assert_eq!(store.counts().expect("counts"), (0, 1, 0));
     assert!(store.queued().expect("queued").is_empty());
@@ -70,7 +72,7 @@ fn lifecycle_queued_in_progress_completed() {
         record(&store, "c", 1, JobState::Completed, 5),
         Some(JobState::InProgress),
     );
-    assert_eq!(job.completed_at, Some(at(5)));
+    assert_eq!(job.facts.completed_at, Some(at(5)));
     assert_eq!(job.updated_at, at(5));
     assert_eq!(store.counts().expect("counts"), (0, 0, 1));
     assert_eq!(store.get(1).expect("get"), Some(job.clone()));
@@ -82,12 +84,54 @@ fn lifecycle_queued_in_progress_completed() {
     assert_eq!(store.get(2).expect("get"), None);
 }
 
+/// Where both have a value, a newer delivery's wins and an older one's only fills what the
+/// table lacks; `created_at` stays the table's either way.
+#[test]
+fn merged_facts_take_the_newer_and_fill_from_the_older() {
+    let labels = |l: &str| vec![l.to_owned()];
+    let table = JobFacts {
+        labels: labels("a"),
+        runner_name: Some("r1".to_owned()),
+        created_at: T0,
+        started_at: None,
+        completed_at: Some(at(5)),
+    };
+    let delivery = JobFacts {
+        labels: labels("b"),
+        runner_name: Some("r2".to_owned()),
+        created_at: at(1),
+        started_at: Some(at(2)),
+        completed_at: None,
+    };
+    assert_eq!(
+        table.merged(&delivery, true),
+        JobFacts {
+            created_at: T0,
+            completed_at: Some(at(5)),
+            ..delivery.clone()
+        }
+    );
+    assert_eq!(
+        table.merged(&delivery, false),
+        JobFacts {
+            started_at: Some(at(2)),
+            ..table.clone()
+        }
+    );
+    let unlabelled = |f: &JobFacts| JobFacts {
+        labels: Vec::new(),
+        ..f.clone()
+    };
+    assert_eq!(unlabelled(&table).merged(&delivery, false).labels, ["b"]);
+    assert_eq!(table.merged(&unlabelled(&delivery), true).labels, ["a"]);
+}
+
 #[test]
 fn completed_before_queued_stays_completed_and_fills_labels() {
     let store = JobStore::open_in_memory().expect("open");
     let mut completed = event("c", 7, JobState::Completed);
-    completed.labels.clear();
-    completed.started_at = None;
+    completed.facts.labels.clear();
+    completed.facts.started_at = None;
     store.record(&completed, at(5)).expect("record");
 
     let r = record(&store, "a", 7, JobState::Queued, 6);
@@ -95,7 +139,7 @@ fn completed_before_queued_stays_completed_and_fills_labels() {
         panic!("older state applied: {r:?}");
     };
     assert_eq!(current.state, JobState::Completed);
-    assert_eq!(current.labels, ["self-hosted", "linux"]);
+    assert_eq!(current.facts.labels, ["self-hosted", "linux"]);
     assert_eq!(current.updated_at, at(6), "the fill is a change");
 
     let r = record(&store, "b", 7, JobState::InProgress, 7);
@@ -103,7 +147,7 @@ fn completed_before_queued_stays_completed_and_fills_labels() {
         panic!("older state applied: {r:?}");
     };
     assert_eq!(current.state, JobState::Completed);
-    assert_eq!(current.started_at, Some(at(1)), "started_at filled");
+    assert_eq!(current.facts.started_at, Some(at(1)), "started_at filled");
     assert!(store.queued().expect("queued").is_empty());
 }
 
@@ -191,7 +235,7 @@ fn queued_oldest_first_then_by_id() {
     let store = JobStore::open_in_memory().expect("open");
     for (id, created) in [(5, 3), (3, 1), (4, 1), (1, 2), (2, 0)] {
         let mut e = event(&format!("q{id}"), id, JobState::Queued);
-        e.created_at = at(created);
+        e.facts.created_at = at(created);
         store.record(&e, at(10)).expect("record");
     }
     record(&store, "s", 1, JobState::InProgress, 11);
@@ -209,7 +253,7 @@ fn job_on_runner_is_the_latest_started() {
     let store = JobStore::open_in_memory().expect("open");
     for (id, started) in [(1, 1), (3, 2), (2, 9)] {
         let mut e = event(&format!("s{id}"), id, JobState::InProgress);
-        e.started_at = Some(at(started));
+        e.facts.started_at = Some(at(started));
         store.record(&e, at(10)).expect("record");
     }
     let job = store.job_on_runner("runner-1").expect("on runner");
@@ -220,7 +264,7 @@ fn job_on_runner_is_the_latest_started() {
 fn expire_and_prune() {
     let store = JobStore::open_in_memory().expect("open");
     let mut old = event("old", 1, JobState::Queued);
-    old.created_at = at(-25 * 60);
+    old.facts.created_at = at(-25 * 60);
     store.record(&old, at(-25 * 60)).expect("record");
     record(&store, "new", 2, JobState::Queued, 0);
     record(&store, "run", 3, JobState::InProgress, 0);
@@ -229,7 +273,7 @@ fn expire_and_prune() {
     assert_eq!(expired, 1);
     let job = store.get(1).expect("get").expect("job");
     assert_eq!(job.state, JobState::Completed);
-    assert_eq!(job.completed_at, Some(at(1)));
+    assert_eq!(job.facts.completed_at, Some(at(1)));
     assert_eq!(job.updated_at, at(1));
     assert_eq!(store.counts().expect("counts"), (1, 1, 1));
     assert_eq!(store.expire_queued(at(-24 * 60), at(2)).expect("expire"), 0);

@@ -2,7 +2,7 @@
 //! `runner_start` and `runner_stop` events.
 
 use super::RunnerManager;
-use crate::events::{RunnerStart, RunnerStop};
+use crate::events::{JobContext, RunnerStart, RunnerStop};
 use crate::guest::{INSTALLED_FILE, POLICY_REFUSED_FILE, POST_JOB_FILE, PRE_JOB_FILE};
 
 impl RunnerManager {
@@ -55,12 +55,8 @@ pub struct JobRecords {
 #[derive(serde::Deserialize)]
 struct PreJob {
     timestamp: i64,
-    #[serde(default)]
-    workflow: String,
-    #[serde(default)]
-    repo: String,
-    #[serde(default)]
-    github_event: String,
+    #[serde(flatten)]
+    job: JobContext,
 }
 
 #[derive(serde::Deserialize)]
@@ -91,18 +87,14 @@ pub fn job_events(name: &str, records: &JobRecords, now: i64) -> Option<(RunnerS
     let start = RunnerStart {
         name: name.to_owned(),
         timestamp: pre.timestamp,
-        workflow: pre.workflow.clone(),
-        repo: pre.repo.clone(),
-        github_event: pre.github_event.clone(),
+        job: pre.job.clone(),
         idle: u64::try_from(idle).unwrap_or(0),
         queue_duration: None,
     };
     let stop = RunnerStop {
         name: name.to_owned(),
         timestamp: end,
-        workflow: pre.workflow,
-        repo: pre.repo,
-        github_event: pre.github_event,
+        job: pre.job,
         status: status.to_owned(),
         job_duration: u64::try_from(end - pre.timestamp).unwrap_or(0),
     };

@@ -524,11 +524,12 @@ impl RunnerManager {
             use crate::jobs::JobState;
             // The pool of the runner that took it; else the one its labels route to.
             let runner_pool = job
+                .facts
                 .runner_name
                 .as_ref()
                 .and_then(|r| self.runner_pools.lock().get(r).cloned());
             let pool = runner_pool
-                .or_else(|| self.route(&job.labels))
+                .or_else(|| self.route(&job.facts.labels))
                 .map(|p| p.to_string());
             // Observed once: when the job is first seen started (or finished).
             let started_now = job.state >= JobState::InProgress
@@ -538,7 +539,7 @@ impl RunnerManager {
                 state: job.state.as_str(),
                 pool,
                 queue_time: started_now.then(|| job.queue_time()).flatten(),
-                runner: job.runner_name.clone(),
+                runner: job.facts.runner_name.clone(),
             }
             .emit(&self.telemetry);
         }

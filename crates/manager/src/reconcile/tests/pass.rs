@@ -425,6 +425,25 @@ fn job_events_statuses() {
     let (start, stop) = job_events("n", &refused, 130).expect("events");
     assert_eq!(start.idle, 10);
     assert_eq!(stop.status, "repo-policy-check-failure");
+    let job = crate::events::JobContext {
+        workflow: "w".into(),
+        repo: "o/r".into(),
+        github_event: "push".into(),
+    };
+    assert_eq!((&start.job, &stop.job), (&job, &job));
+    let bare = JobRecords {
+        pre_job: Some(r#"{"timestamp":100,"repo":"o/r"}"#.to_owned()),
+        ..JobRecords::default()
+    };
+    let (start, _) = job_events("n", &bare, 500).expect("events");
+    assert_eq!(
+        start.job,
+        crate::events::JobContext {
+            repo: "o/r".into(),
+            ..Default::default()
+        },
+        "missing fields are empty"
+    );
 }
 
 /// `status` classifies as the pass does: a booting instance without a registration is booting,

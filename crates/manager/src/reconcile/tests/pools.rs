@@ -4,7 +4,7 @@
 use time::OffsetDateTime;
 
 use super::*;
-use crate::jobs::{JobEvent, JobState};
+use crate::jobs::{JobEvent, JobFacts, JobState};
 use crate::pool::{PoolName, PoolSpec, Sizing, POOL_KEY};
 
 fn pool(name: &str, labels: &[&str], min_idle: usize, max: usize) -> PoolSpec {
@@ -36,11 +36,13 @@ fn queued(id: u64, labels: &[&str]) -> JobEvent {
         job_id: id,
         run_id: id,
         state: JobState::Queued,
-        labels: labels.iter().map(|l| (*l).to_owned()).collect(),
-        runner_name: None,
-        created_at: OffsetDateTime::now_utc(),
-        started_at: None,
-        completed_at: None,
+        facts: JobFacts {
+            labels: labels.iter().map(|l| (*l).to_owned()).collect(),
+            runner_name: None,
+            created_at: OffsetDateTime::now_utc(),
+            started_at: None,
+            completed_at: None,
+        },
     }
 }
 
@@ -148,13 +150,17 @@ async fn a_started_job_keeps_its_runner_counted_and_a_pool_only_pass_leaves_othe
     // The small runner takes job 1: GitHub says busy, the job table says in progress.
     let runner = w.owned_instances().into_iter().next().expect("a runner");
     w.registry.set_busy(&runner);
+    let job = queued(1, &["small"]);
     w.manager
         .record_job(&JobEvent {
             state: JobState::InProgress,
-            runner_name: Some(runner.clone()),
-            started_at: Some(OffsetDateTime::now_utc()),
+            facts: JobFacts {
+                runner_name: Some(runner.clone()),
+                started_at: Some(OffsetDateTime::now_utc()),
+                ..job.facts
+            },
             delivery: Some("guid-1b".into()),
-            ..queued(1, &["small"])
+            ..job
         })
         .expect("recorded");
     let report = w.manager.reconcile_demand(None).await.expect("pass");
@@ -227,15 +233,19 @@ async fn runner_start_carries_the_queue_time_from_the_job_table() {
         (JobState::Queued, None, "q"),
         (JobState::InProgress, Some(1_042), "p"),
     ] {
+        let job = queued(7, &["self-hosted"]);
         w.manager
             .record_job(&JobEvent {
                 delivery: Some(guid.into()),
                 state,
-                runner_name: started_at.map(|_| name.to_owned()),
-                created_at: queued_at,
-                started_at: started_at
-                    .map(|t| OffsetDateTime::from_unix_timestamp(t).expect("valid")),
-                ..queued(7, &["self-hosted"])
+                facts: JobFacts {
+                    runner_name: started_at.map(|_| name.to_owned()),
+                    created_at: queued_at,
+                    started_at: started_at
+                        .map(|t| OffsetDateTime::from_unix_timestamp(t).expect("valid")),
+                    ..job.facts
+                },
+                ..job
             })
             .expect("recorded");
     }
