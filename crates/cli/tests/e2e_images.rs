@@ -6,6 +6,8 @@
 //!   one image with the right properties, runners are launched from it with one setup exec,
 //!   a job runs on them, and the published image holds no secret (no token the simulator
 //!   issued, not the GitHub token, not the proxy password).
+//! - `baked_runners_ask_the_policy_service` (both images): the pre-job hook of a baked runner asks
+//!   the policy service; an allowed job runs, a refused one fails without running its script.
 //! - `rotation_replaces_idle_runners_and_busy_job_finishes_on_old_image` (busybox): a new image
 //!   comes in through its canary, idle runners of the old image are replaced, a busy one
 //!   finishes its job first, then the old image is deleted.
@@ -30,8 +32,13 @@ use std::time::{Duration, Instant};
 use e2e_env::*;
 use github_sim::JobStatus;
 use serde_json::{json, Value};
+use test_support::policy::PolicyService;
 
-test_support::on_both_images!(worker_threads = 2; baked_pool_builds_runs_jobs_and_holds_no_secret);
+test_support::on_both_images!(
+    worker_threads = 2;
+    baked_pool_builds_runs_jobs_and_holds_no_secret,
+    baked_runners_ask_the_policy_service,
+);
 
 test_support::on_busybox_only!(
     worker_threads = 2;
@@ -52,6 +59,8 @@ fn incus_tests_are_ignored_by_default() {
 const POOL: &str = "baked";
 const IMAGE_KEY: &str = "user.runner-manager.image";
 const PROXY_PASSWORD: &str = "PROXY-S3CRET-e2e-images";
+/// The policy service's token for the manager (`[policy] service_token_file`).
+const POLICY_TOKEN: &str = "POLICY-S3CRET-e2e-images";
 
 /// Deletes the app's instances, then its images (by their `runner-manager.app` property), when
 /// dropped: also when the test failed.
@@ -681,6 +690,65 @@ async fn baked_pool_builds_runs_jobs_and_holds_no_secret(image: &str) {
     env.clock.mark("no secret in the image");
 
     env.flush_all(2).await;
+    env.clock.mark("done");
+}
+
+/// A baked runner runs the pre-job hook as a plain one does: the manager hands it a one-time
+/// token, an allowed job runs, a refused one fails without running its script.
+async fn baked_runners_ask_the_policy_service(image: &str) {
+    let env = Env::new(image).await;
+    let _guard = ImageGuard::new(&env);
+    let policy = PolicyService::start(test_support::incus::bridge_ip(), POLICY_TOKEN).await;
+    let registration = if image == test_support::incus::BUSYBOX {
+        "jit"
+    } else {
+        "token"
+    };
+    write_config(&env, registration, 1, 1, false);
+    let token_file = env.dir.path().join("policy-service-token");
+    std::fs::write(&token_file, POLICY_TOKEN).expect("token file");
+    let mut text = std::fs::read_to_string(&env.config).expect("config");
+    text.push_str(&format!(
+        "\n[policy]\nurl = \"{}\"\nservice_token_file = \"{}\"\n",
+        policy.url(),
+        token_file.display()
+    ));
+    std::fs::write(&env.config, text).expect("config written");
+    env.update_runner_bin().await;
+    let fp = build(&env, false).await["fingerprint"]
+        .as_str()
+        .expect("fingerprint")
+        .to_owned();
+
+    // Allowed: the job runs on a runner of the baked image.
+    env.reconcile_until_clean().await;
+    wait_idle(&env, 1).await;
+    let baked = |instances: &BTreeMap<String, Option<String>>| {
+        instances
+            .values()
+            .all(|image| image.as_deref() == Some(fp.as_str()))
+    };
+    let instances = instance_images(&env).await;
+    assert!(baked(&instances), "{instances:?} not all from {fp}");
+    let allowed = enqueue(&env, "echo allowed-job-ran");
+    let done = wait_job(&env, allowed, JobStatus::Completed).await;
+    assert_eq!(done.conclusion.as_deref(), Some("success"), "{done:#?}");
+    assert!(done.output.contains("allowed-job-ran"), "{done:#?}");
+    assert_eq!(policy.checks(), 1, "the hook asked the service once");
+
+    // Refused: the next runner (the first was ephemeral) never runs the script.
+    policy.allow(false);
+    env.reconcile_until_clean().await;
+    wait_idle(&env, 1).await;
+    let instances = instance_images(&env).await;
+    assert!(baked(&instances), "{instances:?} not all from {fp}");
+    let blocked = enqueue(&env, "echo blocked-job-ran");
+    let done = wait_job(&env, blocked, JobStatus::Completed).await;
+    assert_eq!(done.conclusion.as_deref(), Some("failure"), "{done:#?}");
+    assert!(!done.output.contains("blocked-job-ran"), "{done:#?}");
+    assert_eq!(policy.checks(), 2, "the hook asked the service again");
+
+    env.flush_all(1).await;
     env.clock.mark("done");
 }
 
