@@ -57,21 +57,12 @@ impl Drop for ImageGuard {
 
 /// One baked pool of `runners` idle runners (min_idle = max) on the cluster's socket.
 fn write_config(env: &Env, runners: u32) {
+    let tables = format!(
+        "\n[cluster]\novercommit_cpu = 16.0\n{}",
+        baked_pool(POOL, "jit", runners, runners, "")
+    );
     env.write_pools_config(
-        &format!(
-            r#"
-[cluster]
-overcommit_cpu = 16.0
-
-[[pools]]
-name = "{POOL}"
-labels = ["{POOL}"]
-registration = "jit"
-min_idle = {runners}
-max = {runners}
-image_mode = "baked"
-"#
-        ),
+        &tables,
         &ServerSection {
             port: free_port(),
             interval_seconds: 3600,

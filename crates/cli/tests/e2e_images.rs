@@ -140,23 +140,8 @@ fn write_config_with(
             "\n[proxy]\nhttp = \"http://proxy-user:{PROXY_PASSWORD}@127.0.0.1:3128\"\nhttps = \"http://proxy-user:{PROXY_PASSWORD}@127.0.0.1:3128\"\nno_proxy = \"localhost,127.0.0.1,{bridge}\"\n"
         ));
     }
-    text.push_str(&format!(
-        r#"
-[images]
-canary_percent = 50
-promote_after = 1
-check_seconds = 3600
-
-[[pools]]
-name = "{POOL}"
-labels = ["{POOL}"]
-registration = "{registration}"
-min_idle = {min_idle}
-max = {max}
-image_mode = "baked"
-{pool_extra}
-"#
-    ));
+    text.push_str("\n[images]\ncanary_percent = 50\npromote_after = 1\ncheck_seconds = 3600\n");
+    text.push_str(&baked_pool(POOL, registration, min_idle, max, pool_extra));
     env.write_pools_config(
         &text,
         &ServerSection {

@@ -95,6 +95,23 @@ pub fn with_lxd_keys(text: &str, socket: &Path, extra: &str) -> String {
     text.replacen("[lxd]\n", &keys, 1)
 }
 
+/// A `[[pools]]` table: pool `name` (also its one label) of baked images, `registration`
+/// (`token` or `jit`), `min_idle` and `max`, then `extra` keys.
+pub fn baked_pool(name: &str, registration: &str, min_idle: u32, max: u32, extra: &str) -> String {
+    format!(
+        r#"
+[[pools]]
+name = "{name}"
+labels = ["{name}"]
+registration = "{registration}"
+min_idle = {min_idle}
+max = {max}
+image_mode = "baked"
+{extra}
+"#
+    )
+}
+
 /// Starts `runner-manager --config CONFIG ARGS...` (a daemon), its output going to `log`.
 pub fn spawn_daemon(config: &Path, args: &[&str], log: &Path) -> Child {
     let log = std::fs::File::create(log).expect("daemon log");
