@@ -692,6 +692,29 @@ fn cases() -> Vec<Case> {
         case("demand.max_idle_age_seconds", "\"0\"", "60"),
         case("demand.delivery_check_seconds", "\"300\"", "5"),
         case("demand.queued_expiry_seconds", "\"86400\"", "30"),
+        case("images", "1", "{ canary_percent = 0 }"),
+        case("images.canary_percent", "\"20\"", "101"),
+        case("images.promote_after", "\"1\"", "0"),
+        case("images.check_seconds", "\"3600\"", "10"),
+        case("cluster", "1", "{ placement = \"fill\" }"),
+        case("cluster.placement", "1", "\"fill\""),
+        case("cluster.overcommit_cpu", "\"4\"", "0.0"),
+        case("cluster.overcommit_memory", "\"1\"", "-1.0"),
+        case("scaleset", "1", "{ poll_timeout_seconds = 1 }"),
+        case("scaleset.standby_backoff_min_ms", "\"1\"", "0"),
+        case("scaleset.standby_backoff_max_ms", "\"1\"", "1"),
+        case("scaleset.error_backoff_min_ms", "\"1\"", "0"),
+        case("scaleset.error_backoff_max_ms", "\"1\"", "1"),
+        case("scaleset.poll_timeout_seconds", "\"120\"", "1"),
+        case("ha", "1", "{ lease_seconds = 1 }"),
+        // A boolean: no wrong value of the right type.
+        Case {
+            wrong_value: None,
+            ..case("ha.enabled", "\"yes\"", "")
+        },
+        case("ha.lease_seconds", "\"15\"", "1"),
+        case("ha.renew_seconds", "\"5\"", "0"),
+        case("ha.manager_id", "1", "\"has space\""),
     ]
 }
 
@@ -779,6 +802,10 @@ fn unknown_keys_are_rejected_everywhere() {
         "metrics.",
         "server.",
         "demand.",
+        "images.",
+        "cluster.",
+        "scaleset.",
+        "ha.",
     ] {
         let key = format!("{section}colour");
         let mut table = base_table();

@@ -647,19 +647,27 @@ impl Validator<'_> {
             error_backoff_max: ms(raw.error_backoff_max_ms, defaults.error_backoff_max),
             owner_host: defaults.owner_host,
         };
-        for (key, min, max) in [
+        for (min_key, max_key, min, max) in [
             (
+                "scaleset.standby_backoff_min_ms",
                 "scaleset.standby_backoff_max_ms",
                 settings.standby_min,
                 settings.standby_max,
             ),
             (
+                "scaleset.error_backoff_min_ms",
                 "scaleset.error_backoff_max_ms",
                 settings.error_backoff_min,
                 settings.error_backoff_max,
             ),
         ] {
-            if min.is_zero() || max < min {
+            // The key that is wrong: a zero minimum, else a maximum below the minimum.
+            let wrong = if min.is_zero() {
+                Some(min_key)
+            } else {
+                (max < min).then_some(max_key)
+            };
+            if let Some(key) = wrong {
                 self.errors.push(
                     key,
                     "the backoff's minimum must be above 0 and its maximum at least the minimum",
