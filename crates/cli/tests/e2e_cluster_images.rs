@@ -106,6 +106,7 @@ async fn cluster_baked_image_serves_every_member() {
         .await
         .json("image build");
     assert_eq!(doc["failed"], json!([]), "{doc}");
+    assert_eq!(doc["built"].as_array().map(Vec::len), Some(1), "{doc}");
     let built: &Value = &doc["built"][0];
     let fingerprint = built["fingerprint"]
         .as_str()

@@ -117,6 +117,16 @@ fn incus(args: &[&str]) -> String {
     test_support::command::stdout_of(std::process::Command::new("incus").args(args))
 }
 
+/// The registration a test on `image` uses, so that both are covered: JIT on busybox, token on
+/// Debian.
+fn registration_on(image: &str) -> &'static str {
+    if image == test_support::incus::BUSYBOX {
+        "jit"
+    } else {
+        "token"
+    }
+}
+
 /// The config: one baked pool, `[images]`, and a `[proxy]` with a password when `proxy`.
 fn write_config(env: &Env, registration: &str, min_idle: u32, max: u32, proxy: bool) {
     write_config_with(env, registration, min_idle, max, proxy, "");
@@ -464,13 +474,7 @@ impl Drop for Monitor {
 async fn baked_pool_builds_runs_jobs_and_holds_no_secret(image: &str) {
     let env = Env::new(image).await;
     let _guard = ImageGuard::new(&env);
-    // Both registrations are covered: JIT on busybox, token on debian.
-    let registration = if image == test_support::incus::BUSYBOX {
-        "jit"
-    } else {
-        "token"
-    };
-    write_config(&env, registration, 2, 3, true);
+    write_config(&env, registration_on(image), 2, 3, true);
     let bin = env.update_runner_bin().await;
     let sha256 = bin["binary"]["sha256"]
         .as_str()
@@ -684,12 +688,7 @@ async fn baked_runners_ask_the_policy_service(image: &str) {
     let env = Env::new(image).await;
     let _guard = ImageGuard::new(&env);
     let policy = PolicyService::start(test_support::incus::bridge_ip(), POLICY_TOKEN).await;
-    let registration = if image == test_support::incus::BUSYBOX {
-        "jit"
-    } else {
-        "token"
-    };
-    write_config(&env, registration, 1, 1, false);
+    write_config(&env, registration_on(image), 1, 1, false);
     let token_file = env.dir.path().join("policy-service-token");
     std::fs::write(&token_file, POLICY_TOKEN).expect("token file");
     let mut text = std::fs::read_to_string(&env.config).expect("config");

@@ -242,21 +242,20 @@ impl Client {
         let what = format!("pointing image alias {name} at {fingerprint}");
         let path = image_alias_path(name);
         for _ in 0..2 {
-            let current = match self.image_alias(name).await {
-                Ok(alias) => Some(alias),
-                Err(Error::NotFound { message, .. }) if is_missing_itself(&message) => None,
-                Err(e) => return Err(e),
-            };
-            if let Some(current) = current {
-                let body = json!({"target": fingerprint, "description": current.description});
-                match self
-                    .run(&what, self.scoped(Method::PUT, &path).json(&body))
-                    .await
-                {
-                    // Deleted by someone else between the two calls: create it.
-                    Err(Error::NotFound { message, .. }) if is_missing_itself(&message) => {}
-                    other => return other.map(|_| ()),
+            match self.image_alias(name).await {
+                Ok(current) => {
+                    let body = json!({"target": fingerprint, "description": current.description});
+                    match self
+                        .run(&what, self.scoped(Method::PUT, &path).json(&body))
+                        .await
+                    {
+                        // Deleted by someone else between the two calls: create it.
+                        Err(Error::NotFound { message, .. }) if is_missing_itself(&message) => {}
+                        other => return other.map(|_| ()),
+                    }
                 }
+                Err(Error::NotFound { message, .. }) if is_missing_itself(&message) => {}
+                Err(e) => return Err(e),
             }
             match self
                 .create_image_alias_with_description(name, fingerprint, "")

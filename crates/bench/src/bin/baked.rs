@@ -44,11 +44,10 @@ struct Args {
 }
 
 fn registration(s: &str) -> Result<RegistrationMode, String> {
-    match s {
-        "token" => Ok(RegistrationMode::Token),
-        "jit" => Ok(RegistrationMode::Jit),
-        other => Err(format!("{other:?}: token or jit")),
-    }
+    [RegistrationMode::Token, RegistrationMode::Jit]
+        .into_iter()
+        .find(|mode| mode.as_str() == s)
+        .ok_or_else(|| format!("{s:?}: token or jit"))
 }
 
 fn main() -> anyhow::Result<()> {
