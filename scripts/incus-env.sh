@@ -128,16 +128,20 @@ fix_subids() {
 # Prints the pid of a live (non-zombie) process of that exact name, if one: a busy daemon may answer slowly,
 # and a second one must never be started beside it.
 running() { # running NAME
-  local pid sub
+  local pid args
   for pid in $(pgrep -x "$1" || true); do
     [ "$(ps -o stat= -p "$pid" 2>/dev/null | cut -c1)" = Z ] && continue
+    # A process that is gone by the time it is read (a helper that just exited) is not the
+    # daemon: taking it for one would wait for a daemon that was never started.
+    args=$(tr '\0' '\n' 2>/dev/null <"/proc/$pid/cmdline") || continue
+    [ -n "$args" ] || continue
     # incusd's helpers keep its process name: a container's `[lxc monitor]` (which outlives a
     # daemon stopped by SIGTERM) and `incusd forkfile|forkexec|...`. They are not the daemon.
-    case $(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | head -n1) in "["*) continue ;; esac
-    sub=$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | sed -n 2p)
-    case $sub in fork*) continue ;; esac
+    case $(printf '%s\n' "$args" | head -n1) in "["*) continue ;; esac
+    case $(printf '%s\n' "$args" | sed -n 2p) in fork*) continue ;; esac
     # incus-cluster.sh's members are incusd too, each with its own INCUS_DIR: not this daemon.
     tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -q '^INCUS_DIR=/var/lib/incus-' && continue
+    kill -0 "$pid" 2>/dev/null || continue
     echo "$pid"
     return 0
   done
