@@ -215,18 +215,10 @@ impl ImageGuard {
 impl Drop for ImageGuard {
     fn drop(&mut self) {
         let tag = self.tag.clone();
-        let cleanup = std::thread::spawn(move || -> anyhow::Result<usize> {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(async {
-                let lxd = lxd::Client::discover().await?;
-                tokio::time::timeout(Duration::from_secs(120), delete_images(&lxd, &tag))
-                    .await
-                    .context("image cleanup timed out")?
-            })
+        let cleanup = crate::real::clean_up_on_own_thread(None, |lxd| async move {
+            delete_images(&lxd, &tag).await
         });
-        match cleanup.join() {
+        match cleanup {
             Ok(Ok(0)) => {}
             Ok(Ok(n)) => eprintln!("image guard: deleted {n} image(s) of {}*", self.tag),
             Ok(Err(e)) => eprintln!("image guard: cleanup of {}* failed: {e:#}", self.tag),

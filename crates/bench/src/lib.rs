@@ -23,6 +23,7 @@ pub mod scaleset;
 pub mod secret_scan;
 pub mod seed;
 pub mod table;
+pub mod tally;
 
 /// Runs a benchmark's async body on the runtime every benchmark uses (two worker threads, as the
 /// machine has two cores).

@@ -21,7 +21,7 @@ use manager::plan::{
     Desired, Location, MemberState, Observed, ObservedInstance, ObservedRegistration, Probe,
 };
 use manager::pool::{Placement, PoolName, PoolSpec, Strategy};
-use manager::provider::{Capacity, InstanceProvider, InstanceStatus, Member};
+use manager::provider::{offline_members, Capacity, InstanceProvider, InstanceStatus, Member};
 use manager::sim_provider::{SimLatency, SimProvider};
 use manager::{InstanceType, Owner, RegistrationMode, Resources};
 
@@ -94,12 +94,7 @@ pub fn fleet(owner: &Owner, runners: usize, members: usize) -> SimProvider {
 async fn observe(provider: &SimProvider, owner: &Owner) -> anyhow::Result<Observed> {
     let instances = provider.list_instances(owner).await?;
     let members = provider.cluster_members().await?;
-    let offline: std::collections::BTreeSet<&str> = members
-        .iter()
-        .flatten()
-        .filter(|m| !m.online)
-        .map(|m| m.name.as_str())
-        .collect();
+    let offline = offline_members(members.as_deref());
     let mut observed = Observed::default();
     for (id, i) in instances.iter().enumerate() {
         if !owner.owns_instance(&i.name, &i.config) {

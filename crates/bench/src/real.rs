@@ -409,25 +409,10 @@ impl Guard {
 impl Drop for Guard {
     fn drop(&mut self) {
         let prefix = self.prefix.clone();
-        let socket = self.socket.clone();
-        let cleanup = std::thread::spawn(move || -> anyhow::Result<usize> {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(async {
-                let lxd = match socket {
-                    Some(path) => {
-                        lxd::Client::connect(lxd::Endpoint::Unix(path), lxd::Timeouts::default())
-                            .await?
-                    }
-                    None => lxd::Client::discover().await?,
-                };
-                tokio::time::timeout(Duration::from_secs(120), delete_prefix(&lxd, &prefix))
-                    .await
-                    .context("cleanup timed out")?
-            })
+        let cleanup = clean_up_on_own_thread(self.socket.clone(), |lxd| async move {
+            delete_prefix(&lxd, &prefix).await
         });
-        match cleanup.join() {
+        match cleanup {
             Ok(Ok(0)) => {}
             Ok(Ok(n)) => eprintln!(
                 "guard: deleted {n} leftover instance(s) under {}",
@@ -437,6 +422,38 @@ impl Drop for Guard {
             Err(_) => eprintln!("guard: cleanup thread panicked"),
         }
     }
+}
+
+/// Runs `cleanup` with a client of the server behind `socket` (`None`: the local Incus,
+/// discovered), within 120 s, on its own thread and runtime: usable from `Drop`, also while
+/// unwinding out of the benchmark's runtime. What `cleanup` deleted; `Err` when the thread
+/// panicked.
+pub(crate) fn clean_up_on_own_thread<F, Fut>(
+    socket: Option<std::path::PathBuf>,
+    cleanup: F,
+) -> std::thread::Result<anyhow::Result<usize>>
+where
+    F: FnOnce(lxd::Client) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<usize>>,
+{
+    std::thread::spawn(move || -> anyhow::Result<usize> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async {
+            let lxd = match socket {
+                Some(path) => {
+                    lxd::Client::connect(lxd::Endpoint::Unix(path), lxd::Timeouts::default())
+                        .await?
+                }
+                None => lxd::Client::discover().await?,
+            };
+            tokio::time::timeout(Duration::from_secs(120), cleanup(lxd))
+                .await
+                .context("cleanup timed out")?
+        })
+    })
+    .join()
 }
 
 /// The install phases, in the order a runner goes through them (`manager::install_runner`).

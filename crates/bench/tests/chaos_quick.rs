@@ -4,9 +4,10 @@
 
 use std::sync::Arc;
 
-use bench::chaos::{r1, r1_busy_lie, r3, Counts};
+use bench::chaos::{r1, r1_busy_lie, r3};
 use bench::fleet::{write_tarball, RUNNER_VERSION};
 use bench::outside::{Outside, OutsideOptions};
+use bench::tally::Tally;
 
 /// github-sim in a child process (the `chaos` binary), serving a tarball in its own directory.
 async fn outside() -> (tempfile::TempDir, Arc<Outside>) {
@@ -22,7 +23,7 @@ async fn outside() -> (tempfile::TempDir, Arc<Outside>) {
 }
 
 /// Prints the counts; every iteration ran, with no failure and no leak.
-fn assert_no_failure(counts: &Counts, iterations: u64) {
+fn assert_no_failure(counts: &Tally, iterations: u64) {
     println!("{}", counts.render());
     assert_eq!(counts.iterations, iterations);
     let failures_and_leaks = (counts.failures, counts.leaks);
@@ -30,14 +31,14 @@ fn assert_no_failure(counts: &Counts, iterations: u64) {
 }
 
 /// [`assert_no_failure`], and no busy job killed.
-fn assert_clean_run(counts: &Counts, iterations: u64) {
+fn assert_clean_run(counts: &Tally, iterations: u64) {
     assert_no_failure(counts, iterations);
     assert_detail(counts, "busy jobs killed", |n| n == 0);
 }
 
 /// The detail `key` of `counts` is as `expected` says.
-fn assert_detail(counts: &Counts, key: &str, expected: impl Fn(u64) -> bool) {
-    let n = counts.detail(key);
+fn assert_detail(counts: &Tally, key: &str, expected: impl Fn(u64) -> bool) {
+    let n = counts.get(key);
     assert!(expected(n), "{key}: {n}\n{}", counts.render());
 }
 
@@ -87,8 +88,8 @@ async fn r3_fault_storms_delete_nothing_healthy_and_recover() {
     let (_dir, outside) = outside().await;
     let counts = r3(&outside, 8, 0x5eed_0003).await.expect("r3 runs");
     assert_no_failure(&counts, 8);
-    assert_eq!(counts.detail("backoff probes"), 10);
-    assert_eq!(counts.detail("converged in one pass after the storm"), 2);
-    assert!(counts.detail("client rate-limit waits (retry-after honoured)") >= 4);
-    assert!(counts.detail("client retries (5xx, timeouts, drops)") >= 4);
+    assert_eq!(counts.get("backoff probes"), 10);
+    assert_eq!(counts.get("converged in one pass after the storm"), 2);
+    assert!(counts.get("client rate-limit waits (retry-after honoured)") >= 4);
+    assert!(counts.get("client retries (5xx, timeouts, drops)") >= 4);
 }

@@ -14,10 +14,10 @@ use tracing::{info, warn};
 
 use crate::cli::{Cli, Command, ImageCommand, RunnerBinCommand};
 use crate::config::{Config, ConfigError};
-use crate::daemon::{Daemon, DaemonExit, DaemonMetrics, DaemonSettings};
+use crate::daemon::{DaemonExit, DaemonSettings};
 use crate::ops::{FlushMode, Operations};
 use crate::output::{self, Console};
-use crate::server::{self, ServerMetrics, ServerState};
+use crate::server::{self, Access, ServerState};
 use crate::webhook::LabelMatcher;
 
 pub const EXIT_OK: u8 = 0;
@@ -236,14 +236,18 @@ async fn run_command(
 pub async fn run_daemon(
     config: &Config,
     ops: Arc<dyn Operations>,
-    mut registry: Registry,
+    registry: Registry,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<DaemonExit> {
-    let daemon_metrics = DaemonMetrics::register(&mut registry);
-    let server_metrics = ServerMetrics::register(&mut registry);
     let settings = DaemonSettings::new(config.runners.quantity, config.server.reconcile_interval);
-    let daemon = Daemon::new(Arc::clone(&ops), settings, daemon_metrics);
+    let access = Access {
+        api_token: config.server.api_token.clone(),
+        webhook_secret: config.server.webhook_secret.clone(),
+        labels: LabelMatcher::any_of(config.pool_demands().into_iter().map(|p| p.labels)),
+        runner_prefix: config.runner_name_prefix(),
+    };
+    let (daemon, state) = ServerState::with_daemon(Arc::clone(&ops), settings, registry, access);
     // [ha]: passes only while this manager holds the lease (kept by the keeper below).
     let ha = ops.ha();
     let daemon = match &ha {
@@ -257,15 +261,6 @@ pub async fn run_daemon(
     if config.server.webhook_secret.is_none() {
         warn!(message = "server.webhook_secret is not set: POST /webhook answers 401.");
     }
-    let state = ServerState {
-        daemon: daemon.handle(),
-        registry: Arc::new(registry),
-        api_token: config.server.api_token.clone(),
-        webhook_secret: config.server.webhook_secret.clone(),
-        labels: LabelMatcher::any_of(config.pool_demands().into_iter().map(|p| p.labels)),
-        runner_prefix: config.runner_name_prefix(),
-        metrics: server_metrics,
-    };
     let address = listener
         .local_addr()
         .context("reading the listen address")?;

@@ -29,8 +29,10 @@ use serde_json::json;
 use tower_http::limit::RequestBodyLimitLayer;
 use tracing::{info, warn};
 
-use crate::daemon::{DaemonHandle, PassError, TriggerSource};
-use crate::ops::FlushMode;
+use crate::daemon::{
+    Daemon, DaemonHandle, DaemonMetrics, DaemonSettings, PassError, TriggerSource,
+};
+use crate::ops::{FlushMode, Operations};
 use crate::secret::{Secret, SecretExt};
 use crate::webhook::{
     job_action, job_event, signature_is_valid, JobAction, LabelMatcher, WorkflowJobEvent,
@@ -115,17 +117,45 @@ impl ServerMetrics {
     }
 }
 
-/// Everything the handlers need.
+/// Who may call the API and which deliveries concern this manager.
 #[derive(Clone)]
-pub struct ServerState {
-    pub daemon: DaemonHandle,
-    pub registry: Arc<Registry>,
+pub struct Access {
     pub api_token: Option<Secret>,
     pub webhook_secret: Option<Secret>,
     pub labels: LabelMatcher,
     /// `<app_name>-<unit>-`: a finished job on a runner with this prefix ran on ours.
     pub runner_prefix: String,
+}
+
+/// Everything the handlers need.
+#[derive(Clone)]
+pub struct ServerState {
+    pub daemon: DaemonHandle,
+    pub registry: Arc<Registry>,
+    pub access: Access,
     pub metrics: ServerMetrics,
+}
+
+impl ServerState {
+    /// A daemon over `ops` and the handlers' state around its handle: the daemon's metrics and
+    /// the webhook metrics are registered in `registry`, which `GET /metrics` then serves.
+    pub fn with_daemon(
+        ops: Arc<dyn Operations>,
+        settings: DaemonSettings,
+        mut registry: Registry,
+        access: Access,
+    ) -> (Daemon, Self) {
+        let daemon_metrics = DaemonMetrics::register(&mut registry);
+        let metrics = ServerMetrics::register(&mut registry);
+        let daemon = Daemon::new(ops, settings, daemon_metrics);
+        let state = Self {
+            daemon: daemon.handle(),
+            registry: Arc::new(registry),
+            access,
+            metrics,
+        };
+        (daemon, state)
+    }
 }
 
 /// The router, with the body limit applied.
@@ -157,7 +187,7 @@ fn unauthorized(message: &str) -> Response {
 /// Checks `Authorization: Bearer <server.api_token>` in constant time; the 401 response when
 /// it does not match.
 fn rejection(state: &ServerState, headers: &HeaderMap) -> Option<Response> {
-    let Some(token) = &state.api_token else {
+    let Some(token) = &state.access.api_token else {
         return Some(unauthorized("server.api_token is not configured"));
     };
     let given = headers
@@ -294,7 +324,7 @@ async fn webhook_outcome(
     event: EventLabel,
     body: &[u8],
 ) -> (OutcomeLabel, Response) {
-    let Some(secret) = &state.webhook_secret else {
+    let Some(secret) = &state.access.webhook_secret else {
         return (
             OutcomeLabel::Unauthorized,
             error(
@@ -362,7 +392,7 @@ async fn webhook_outcome(
         }
     }
     let (source_detail, label, text) =
-        match job_action(&payload, &state.labels, &state.runner_prefix) {
+        match job_action(&payload, &state.access.labels, &state.access.runner_prefix) {
             JobAction::Reconcile { job_id } => (
                 format!("workflow_job {job_id} queued"),
                 OutcomeLabel::ReconcileTriggered,

@@ -132,15 +132,6 @@ fn the_example_config_is_valid() {
 }
 
 #[test]
-fn the_pools_example_is_valid() {
-    let text = include_str!("../../../deploy/config.pools.example.toml");
-    let config = parse(text).expect("deploy/config.pools.example.toml is valid");
-    let names: Vec<&str> = config.pools.iter().map(|p| p.name.as_str()).collect();
-    assert_eq!(names, ["small", "large", "gpu"]);
-    assert_eq!(config.pool_demands().len(), 3);
-}
-
-#[test]
 fn github_paths() {
     let check = |path: &str, expected: Option<GitHubPath>| {
         let text = format!("[github]\npath = \"{path}\"\ntoken = \"t\"\n");
@@ -592,6 +583,14 @@ const fn case(key: &'static str, wrong_type: &'static str, wrong_value: &'static
     }
 }
 
+/// A case of a boolean key: no value of the right type is wrong.
+const fn boolean(key: &'static str, wrong_type: &'static str) -> Case {
+    Case {
+        wrong_value: None,
+        ..case(key, wrong_type, "")
+    }
+}
+
 /// The base's token, which a GitHub App replaces.
 const NO_TOKEN: &[&str] = &["github.token"];
 /// A GitHub App's keys.
@@ -672,11 +671,7 @@ fn cases() -> Vec<Case> {
         case("policy.service_token", "1", "\"orphan-token\""),
         case("policy.service_token_file", "1", "\"/missing\"").with(POLICY_URL),
         case("metrics", "1", "{ events_log = \"\" }"),
-        // A boolean: no wrong value of the right type.
-        Case {
-            wrong_value: None,
-            ..case("metrics.issue_metrics", "\"yes\"", "")
-        },
+        boolean("metrics.issue_metrics", "\"yes\""),
         case("metrics.events_log", "1", "\"\""),
         case("server", "1", "{ listen = \"\" }"),
         case("server.listen", "9464", "\"localhost:9464\""),
@@ -707,11 +702,7 @@ fn cases() -> Vec<Case> {
         case("scaleset.error_backoff_max_ms", "\"1\"", "1"),
         case("scaleset.poll_timeout_seconds", "\"120\"", "1"),
         case("ha", "1", "{ lease_seconds = 1 }"),
-        // A boolean: no wrong value of the right type.
-        Case {
-            wrong_value: None,
-            ..case("ha.enabled", "\"yes\"", "")
-        },
+        boolean("ha.enabled", "\"yes\""),
         case("ha.lease_seconds", "\"15\"", "1"),
         case("ha.renew_seconds", "\"5\"", "0"),
         case("ha.manager_id", "1", "\"has space\""),

@@ -40,17 +40,7 @@ impl Drop for ImageGuard {
         let app = self.app.clone();
         test_support::incus::block_on_own_thread(async move {
             let lxd = cluster::connect().await;
-            let Ok(images) = lxd.list_images().await else {
-                return;
-            };
-            for image in images
-                .iter()
-                .filter(|i| i.properties.get(APP_PROPERTY) == Some(&app))
-            {
-                if let Err(e) = lxd.delete_image_if_exists(&image.fingerprint).await {
-                    eprintln!("cleanup: image {}: {e}", image.fingerprint);
-                }
-            }
+            test_support::images::delete_tagged(&lxd, APP_PROPERTY, &app).await;
         });
     }
 }

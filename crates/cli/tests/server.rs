@@ -13,11 +13,11 @@ use axum::Router;
 use common::FakeOps;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use runner_manager::daemon::{Daemon, DaemonMetrics, DaemonSettings};
+use runner_manager::daemon::DaemonSettings;
 use runner_manager::ops::FlushMode;
 use runner_manager::secret::{Secret, SecretExt};
 use runner_manager::server::{
-    router, ServerMetrics, ServerState, MAX_BODY_BYTES, OPENMETRICS_CONTENT_TYPE,
+    router, Access, ServerState, MAX_BODY_BYTES, OPENMETRICS_CONTENT_TYPE,
 };
 use runner_manager::webhook::{sign, LabelMatcher};
 use tower::ServiceExt;
@@ -46,22 +46,17 @@ fn harness_with(api_token: Option<&str>, webhook_secret: Option<&str>) -> Harnes
     let runners = Gauge::<i64>::default();
     runners.set(3);
     registry.register("runner_manager_runners", "Runners by state", runners);
-    let daemon_metrics = DaemonMetrics::register(&mut registry);
-    let server_metrics = ServerMetrics::register(&mut registry);
     let settings = DaemonSettings {
         update_runner_bin_at_start: false,
         ..DaemonSettings::new(3, Duration::from_secs(3_600))
     };
-    let daemon = Daemon::new(ops.clone(), settings, daemon_metrics);
-    let state = ServerState {
-        daemon: daemon.handle(),
-        registry: Arc::new(registry),
+    let access = Access {
         api_token: api_token.and_then(Secret::non_empty),
         webhook_secret: webhook_secret.and_then(Secret::non_empty),
         labels: LabelMatcher::new(["self-hosted", "github-runner", "jammy", "gpu"]),
         runner_prefix: "github-runner-0-".into(),
-        metrics: server_metrics,
     };
+    let (daemon, state) = ServerState::with_daemon(ops.clone(), settings, registry, access);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(daemon.run(async move {
         let _ = stopped.await;

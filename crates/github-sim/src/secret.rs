@@ -3,15 +3,3 @@
 //! passes a simulator token to the client by `clone`.
 
 pub use github::Secret;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn debug_and_display_redact() {
-        let s = Secret::new("ghp_value");
-        assert_eq!(format!("{s:?} {s}"), "Secret([redacted]) [redacted]");
-        assert_eq!(s.expose(), "ghp_value");
-    }
-}

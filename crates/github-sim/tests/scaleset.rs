@@ -175,7 +175,17 @@ impl Admin {
 
 /// A listener's start: the organisation's admin connection, a new set and a session on it.
 async fn listening(sim: &SimHandle, name: &str, labels: &[&str]) -> (Admin, u64, Session) {
-    let admin = connect(sim, &org()).await;
+    listening_in(sim, &org(), name, labels).await
+}
+
+/// A listener's start in `scope`: its admin connection, a new set and a session on it.
+async fn listening_in(
+    sim: &SimHandle,
+    scope: &github_sim::Scope,
+    name: &str,
+    labels: &[&str],
+) -> (Admin, u64, Session) {
+    let admin = connect(sim, scope).await;
     let id = admin.set_id(name, labels).await;
     let session = admin.session(id).await;
     (admin, id, session)
@@ -606,9 +616,7 @@ async fn one_session_per_scale_set_refresh_delete_and_expiry() {
 #[tokio::test]
 async fn an_empty_long_poll_answers_202_without_a_body_after_its_wait() {
     let sim = sim().await;
-    let admin = connect(&sim, &repo()).await;
-    let id = admin.set_id("idle", &["idle"]).await;
-    let session = admin.session(id).await;
+    let (_, _, session) = listening_in(&sim, &repo(), "idle", &["idle"]).await;
     let started = Instant::now();
     let response = session.poll(0, 10).await;
     let waited = started.elapsed();
@@ -717,9 +725,7 @@ async fn ghes_acquire_flow_then_hosted_flow() {
 #[tokio::test]
 async fn unacked_messages_are_redelivered_also_to_a_new_session() {
     let sim = hosted_sim().await;
-    let admin = connect(&sim, &repo()).await;
-    let id = admin.set_id("redeliver", &["redeliver"]).await;
-    let session = admin.session(id).await;
+    let (admin, id, session) = listening_in(&sim, &repo(), "redeliver", &["redeliver"]).await;
     enqueue(&sim, &["redeliver"], "true").await;
     let (message, _, jobs) = session.message(0, 5).await;
     // Not acked: the same message again on a lastMessageId=0 poll.

@@ -16,6 +16,15 @@ use lxd::{
     InstanceSpec, Profile, Stop, Timeouts,
 };
 
+/// Whether an instance `name` is in the list of the client's project.
+async fn listed(c: &Client, name: &str) -> bool {
+    c.list_instances()
+        .await
+        .expect("list")
+        .iter()
+        .any(|i| i.name == name)
+}
+
 #[tokio::test]
 async fn server_info_is_read_at_connect() {
     let c = client().await;
@@ -72,12 +81,7 @@ async fn instance_lifecycle() {
         tagged.iter().map(|i| &i.name).collect::<Vec<_>>(),
         vec![&name]
     );
-    assert!(c
-        .list_instances()
-        .await
-        .expect("list")
-        .iter()
-        .any(|i| i.name == name));
+    assert!(listed(&c, &name).await);
 
     c.start_instance(&name).await.expect("start");
     c.start_instance(&name)
@@ -970,18 +974,8 @@ async fn projects_scope_instances_and_exec_logs() {
     p.create_instance(&busybox(&name).started())
         .await
         .expect("create in project");
-    assert!(p
-        .list_instances()
-        .await
-        .expect("list")
-        .iter()
-        .any(|i| i.name == name));
-    assert!(!c
-        .list_instances()
-        .await
-        .expect("list")
-        .iter()
-        .any(|i| i.name == name));
+    assert!(listed(&p, &name).await);
+    assert!(!listed(&c, &name).await);
     assert_no_instance(&c, &name).await;
     let out = p
         .exec(&name, &ExecRequest::shell("echo in-project; echo e >&2"))

@@ -50,34 +50,17 @@ impl Drop for ImageGuard {
         let tag = self.tag.clone();
         let sock = common::socket();
         // The test's runtime may be unwinding: a runtime of its own, on a thread of its own.
-        let t = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime for cleanup");
-            rt.block_on(async move {
-                let Ok(c) = Client::connect(Endpoint::Unix(sock), Timeouts::default()).await else {
-                    return;
-                };
-                for a in &aliases {
-                    if let Err(e) = c.delete_image_alias_if_exists(a).await {
-                        eprintln!("cleanup: {e}");
-                    }
+        test_support::incus::block_on_own_thread(async move {
+            let Ok(c) = Client::connect(Endpoint::Unix(sock), Timeouts::default()).await else {
+                return;
+            };
+            for a in &aliases {
+                if let Err(e) = c.delete_image_alias_if_exists(a).await {
+                    eprintln!("cleanup: {e}");
                 }
-                let Ok(images) = c.list_images().await else {
-                    return;
-                };
-                for i in images
-                    .iter()
-                    .filter(|i| i.properties.get(TAG_KEY) == Some(&tag))
-                {
-                    if let Err(e) = c.delete_image_if_exists(&i.fingerprint).await {
-                        eprintln!("cleanup: {e}");
-                    }
-                }
-            });
+            }
+            test_support::images::delete_tagged(&c, TAG_KEY, &tag).await;
         });
-        let _ = t.join();
     }
 }
 

@@ -4,7 +4,7 @@
 //! types; adapters in `adapters/` translate from the wire crates. Every call made through these
 //! traits must be bounded by a timeout in the implementation.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
@@ -273,6 +273,16 @@ pub struct Member {
     pub groups: Vec<String>,
     /// From the server's resources API; `None` when it could not be read (an offline member).
     pub capacity: Option<Capacity>,
+}
+
+/// The names of the members the cluster reports offline (`members`: `None` off a cluster).
+pub fn offline_members(members: Option<&[Member]>) -> BTreeSet<&str> {
+    members
+        .into_iter()
+        .flatten()
+        .filter(|m| !m.online)
+        .map(|m| m.name.as_str())
+        .collect()
 }
 
 /// A member's hardware, from the resources API.
@@ -554,6 +564,17 @@ pub struct RunnerDownload {
     pub temp_download_token: Option<Secret>,
 }
 
+/// A JIT runner to register.
+#[derive(Debug, Clone)]
+pub struct JitRequest {
+    pub name: RunnerName,
+    /// All of the runner's labels: a JIT registration has only those it is given.
+    pub labels: Vec<String>,
+    /// The runner group (organisation and enterprise scopes; names match ignoring case); the
+    /// configured group when `None`.
+    pub group: Option<String>,
+}
+
 /// GitHub's runner API for one repo or org, as the manager uses it.
 #[async_trait]
 pub trait RunnerRegistry: Send + Sync {
@@ -562,14 +583,8 @@ pub trait RunnerRegistry: Send + Sync {
 
     async fn registration_token(&self) -> Result<Secret, RegistryError>;
 
-    /// Registers a JIT runner in `group` (organisation and enterprise scopes; names match
-    /// ignoring case), or in the configured group when `None`.
-    async fn generate_jit(
-        &self,
-        name: &RunnerName,
-        labels: &[String],
-        group: Option<&str>,
-    ) -> Result<JitConfig, RegistryError>;
+    /// Registers a JIT runner.
+    async fn generate_jit(&self, request: &JitRequest) -> Result<JitConfig, RegistryError>;
 
     async fn delete_registration(&self, id: u64) -> Result<DeleteOutcome, RegistryError>;
 

@@ -20,8 +20,8 @@ use manager::events::Metrics;
 use manager::model::{InstanceType, Owner, APP_KEY};
 use manager::plan::RemovalReason;
 use manager::provider::{
-    ExecOutput, ExecRequest, FilePush, Instance, InstanceProvider, InstanceSpec, ProviderError,
-    RunnerRegistry,
+    ExecOutput, ExecRequest, FilePush, Instance, InstanceProvider, InstanceSpec, JitRequest,
+    ProviderError, RunnerRegistry,
 };
 use manager::{Backends, FlushMode, RegistrationMode, Resources, RunnerManager};
 use test_support::incus::{delete_prefixed, random_app};
@@ -261,7 +261,11 @@ async fn a_missing_image_fails_the_pass_once_before_anything_is_made() {
     // A registration without an instance: the pass removes it.
     let dangling = env.owner.new_runner_name();
     env.registry
-        .generate_jit(&dangling, std::slice::from_ref(&env.app), None)
+        .generate_jit(&JitRequest {
+            name: dangling.clone(),
+            labels: vec![env.app.clone()],
+            group: None,
+        })
         .await
         .expect("dangling registration");
 

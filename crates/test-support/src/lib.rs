@@ -10,14 +10,18 @@
 //! - [`sim`]: the GitHub simulator on the Incus bridge, serving the fake runner tarball.
 //! - [`policy`]: a pre-job policy service double.
 //! - [`http`]: serving an HTTP service double on an ephemeral port.
+//! - [`client`]: requests a test makes as an HTTP client, their answers asserted.
+//! - [`images`]: deleting the images a test published, by a property it gave them.
 //! - [`config`]: the `runner-manager` binary's config for a simulator and real Incus.
 //! - [`command`]: a command of the machine run to its end, its success asserted.
 //! - [`on_both_images!`]: an Incus test on each guest image; [`on_busybox_only!`]: on busybox.
 
+pub mod client;
 pub mod cluster;
 pub mod command;
 pub mod config;
 pub mod http;
+pub mod images;
 pub mod incus;
 pub mod incus_ignored;
 pub mod policy;

@@ -13,9 +13,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 // The manager's operations for the daemon behind the router: they count and succeed.
 use runner_manager::counting_ops::CountingOps;
-use runner_manager::daemon::{Daemon, DaemonMetrics, DaemonSettings};
+use runner_manager::daemon::DaemonSettings;
 use runner_manager::secret::{Secret, SecretExt};
-use runner_manager::server::{router, ServerMetrics, ServerState, MAX_BODY_BYTES};
+use runner_manager::server::{router, Access, ServerState, MAX_BODY_BYTES};
 use runner_manager::webhook::{sign, LabelMatcher};
 use tower::ServiceExt;
 
@@ -469,23 +469,18 @@ fn request(case: &Case) -> anyhow::Result<Request<Body>> {
 
 pub(super) async fn webhooks(options: &Options, outcome: &mut Outcome) -> anyhow::Result<()> {
     let ops = Arc::new(CountingOps::default());
-    let mut registry = prometheus_client::registry::Registry::default();
-    let daemon_metrics = DaemonMetrics::register(&mut registry);
-    let server_metrics = ServerMetrics::register(&mut registry);
     let settings = DaemonSettings {
         update_runner_bin_at_start: false,
         ..DaemonSettings::new(1, Duration::from_secs(3_600))
     };
-    let daemon = Daemon::new(ops.clone(), settings, daemon_metrics);
-    let state = ServerState {
-        daemon: daemon.handle(),
-        registry: Arc::new(registry),
+    let access = Access {
         api_token: Secret::non_empty("r5-api-token"),
         webhook_secret: Secret::non_empty(WEBHOOK_SECRET),
         labels: LabelMatcher::new(OUR_LABELS),
         runner_prefix: RUNNER_PREFIX.into(),
-        metrics: server_metrics,
     };
+    let registry = prometheus_client::registry::Registry::default();
+    let (daemon, state) = ServerState::with_daemon(ops.clone(), settings, registry, access);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let daemon_task = tokio::spawn(daemon.run(async move {
         let _ = stopped.await;

@@ -13,9 +13,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bench::chaos::{r1, r1_busy_lie, r3, Counts};
+use bench::chaos::{r1, r1_busy_lie, r3};
 use bench::fleet::{write_tarball, RUNNER_VERSION};
 use bench::outside::{Outside, OutsideOptions};
+use bench::tally::Tally;
 
 fn main() -> anyhow::Result<()> {
     if let Some(child) = bench::outside::run_child_if_requested() {
@@ -68,7 +69,7 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(quick: bool, which: &str, seed: u64, lie_rate: f64) -> anyhow::Result<Vec<Counts>> {
+async fn run(quick: bool, which: &str, seed: u64, lie_rate: f64) -> anyhow::Result<Vec<Tally>> {
     let dir = tempfile::tempdir()?;
     let tarball = write_tarball(dir.path(), 0)?;
     let options = OutsideOptions {

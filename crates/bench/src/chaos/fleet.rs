@@ -172,7 +172,7 @@ pub(super) async fn fail_killed(
     fleet: &ChaosFleet,
     admin: &Admin,
     counted: &mut BTreeSet<u64>,
-    counts: &mut Counts,
+    counts: &mut Tally,
     when: &str,
 ) -> anyhow::Result<()> {
     for note in killed_jobs(fleet, admin, counted).await? {

@@ -34,6 +34,7 @@ use parking_lot::Mutex;
 use crate::agents::SimAgents;
 use crate::fleet::{Fleet, REPO};
 use crate::outside::Outside;
+use crate::tally::Tally;
 
 mod admin;
 mod agents;
@@ -97,79 +98,6 @@ impl Rng {
 /// A named counter read from a snapshot (`T`), counted as its growth between two snapshots.
 type Counter<T> = (&'static str, fn(&T) -> u64);
 
-/// The counts one check prints.
-#[derive(Debug, Clone, Default)]
-pub struct Counts {
-    pub check: String,
-    pub iterations: u64,
-    pub failures: u64,
-    pub leaks: u64,
-    /// Further named counts (evidence that the race or fault was exercised).
-    pub details: Vec<(String, u64)>,
-    /// Human-readable failure descriptions (first few).
-    pub notes: Vec<String>,
-    pub elapsed: Duration,
-}
-
-impl Counts {
-    fn new(check: &str) -> Self {
-        Self {
-            check: check.to_owned(),
-            ..Self::default()
-        }
-    }
-
-    fn add(&mut self, key: &str, n: u64) {
-        crate::table::fold_count(&mut self.details, key, n, |old, n| old + n);
-    }
-
-    /// Adds how much a counter grew from `before` to `after`.
-    fn add_growth(&mut self, key: &str, before: u64, after: u64) {
-        self.add(key, after - before);
-    }
-
-    pub fn detail(&self, key: &str) -> u64 {
-        crate::table::named_count(&self.details, key)
-    }
-
-    fn fail(&mut self, note: String) {
-        self.failures += 1;
-        if self.notes.len() < 20 {
-            self.notes.push(note);
-        }
-    }
-
-    /// Merges `other` (same check, another mode) into `self`.
-    pub fn merge(&mut self, other: Counts) {
-        self.iterations += other.iterations;
-        self.failures += other.failures;
-        self.leaks += other.leaks;
-        self.elapsed += other.elapsed;
-        for (k, v) in other.details {
-            self.add(&k, v);
-        }
-        self.notes.extend(other.notes);
-    }
-
-    pub fn render(&self) -> String {
-        let mut out = format!(
-            "{}: iterations {}, failures {}, leaks {} ({:.1} s)\n",
-            self.check,
-            self.iterations,
-            self.failures,
-            self.leaks,
-            self.elapsed.as_secs_f64()
-        );
-        for (k, v) in &self.details {
-            out.push_str(&format!("    {k}: {v}\n"));
-        }
-        for n in &self.notes {
-            out.push_str(&format!("    FAILURE: {n}\n"));
-        }
-        out
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,18 +112,5 @@ mod tests {
         assert!(xs.iter().all(|x| *x < 5));
         assert!((0..5).all(|v| xs.contains(&v)), "all values drawn: {xs:?}");
         assert_eq!(a.below(0), 0);
-    }
-
-    #[test]
-    fn counts_merge_and_render() {
-        let mut a = Counts::new("R9");
-        a.add("x", 2);
-        let mut b = Counts::new("R9");
-        b.add("x", 3);
-        b.fail("boom".to_owned());
-        b.iterations = 4;
-        a.merge(b);
-        assert_eq!((a.iterations, a.failures, a.detail("x")), (4, 1, 5));
-        assert!(a.render().contains("FAILURE: boom"));
     }
 }

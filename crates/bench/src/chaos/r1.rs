@@ -12,8 +12,8 @@ pub async fn r1(
     jit: u64,
     seed: u64,
     booting_race: bool,
-) -> anyhow::Result<Counts> {
-    let mut total = Counts::new(if booting_race {
+) -> anyhow::Result<Tally> {
+    let mut total = Tally::new(if booting_race {
         "R1b busy runners, booting instance registers mid-pass"
     } else {
         "R1 busy runners"
@@ -49,12 +49,12 @@ pub async fn r1_busy_lie(
     jit: u64,
     seed: u64,
     rate: f64,
-) -> anyhow::Result<Counts> {
+) -> anyhow::Result<Tally> {
     anyhow::ensure!(
         (0.0..=1.0).contains(&rate),
         "busy-lie rate {rate} is not within 0..=1"
     );
-    let mut total = Counts::new(&format!(
+    let mut total = Tally::new(&format!(
         "R1-lie busy runners, GitHub's busy flag lies for {:.0}% of jobs",
         rate * 100.0
     ));
@@ -75,7 +75,7 @@ pub async fn r1_busy_lie(
 
 /// Counts the kills a control saw (`detected`) under `what`; anything but exactly one is a failure
 /// of the `detector`.
-fn control(total: &mut Counts, what: &str, detector: &str, detected: u64) {
+fn control(total: &mut Tally, what: &str, detector: &str, detected: u64) {
     total.add(what, detected);
     if detected != 1 {
         total.fail(format!(
@@ -155,9 +155,9 @@ async fn r1_mode(
     seed: u64,
     booting_race: bool,
     busy_lie: Option<f64>,
-) -> anyhow::Result<Counts> {
+) -> anyhow::Result<Tally> {
     let started = Instant::now();
-    let mut counts = Counts::new("R1");
+    let mut counts = Tally::new("R1");
     let (admin, fleet) = ChaosFleet::start(outside, app, mode).await?;
     let lie_before = match busy_lie {
         Some(rate) => {

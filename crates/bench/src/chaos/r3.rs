@@ -80,8 +80,8 @@ impl Storm {
 }
 
 /// R3: `passes` storm passes (half token mode, half JIT) plus the deterministic backoff probes.
-pub async fn r3(outside: &Arc<Outside>, passes: u64, seed: u64) -> anyhow::Result<Counts> {
-    let mut total = Counts::new("R3 GitHub faults");
+pub async fn r3(outside: &Arc<Outside>, passes: u64, seed: u64) -> anyhow::Result<Tally> {
+    let mut total = Tally::new("R3 GitHub faults");
     let half = passes / 2;
     for (mode, app, n) in [
         (RegistrationMode::Token, "r3tok", half),
@@ -107,7 +107,7 @@ async fn backoff_probes(
     admin: &Admin,
     fleet: &ChaosFleet,
     quantity: usize,
-    counts: &mut Counts,
+    counts: &mut Tally,
 ) -> anyhow::Result<()> {
     struct Probe {
         what: &'static str,
@@ -205,9 +205,9 @@ async fn r3_mode(
     app: &str,
     passes: u64,
     seed: u64,
-) -> anyhow::Result<Counts> {
+) -> anyhow::Result<Tally> {
     let started = Instant::now();
-    let mut counts = Counts::new("R3");
+    let mut counts = Tally::new("R3");
     let (admin, fleet) = ChaosFleet::start(outside, app, mode).await?;
     let mut rng = Rng::new(seed);
     let quantity = 6usize;

@@ -29,6 +29,7 @@ use manager::Owner;
 use crate::chaos::Rng;
 use crate::real::Guard;
 use crate::table::Table;
+use crate::tally::Tally;
 
 mod r2;
 mod r4;
@@ -133,7 +134,7 @@ pub async fn run(options: &Options, which: &str) -> anyhow::Result<Vec<Tally>> {
     leak.add("left after flush, deleted by hand", leaked);
     leak.add("instances with the prefix at the end", remaining);
     if remaining > 0 {
-        leak.fail(format!(
+        leak.fail_and_print(format!(
             "{remaining} instance(s) remain under {}",
             world.prefix()
         ));

@@ -145,7 +145,7 @@ impl World {
     ) -> anyhow::Result<()> {
         if let Err(reason) = self.clean_pass(tally, registered_before).await {
             tally.add(failure_kind(&reason), 1);
-            tally.fail(format!(
+            tally.fail_and_print(format!(
                 "{what} ({context}at {:.2} s of {:.2} s; at kill: {}): {reason}",
                 at.as_secs_f64(),
                 window.as_secs_f64(),

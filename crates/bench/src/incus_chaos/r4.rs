@@ -126,7 +126,7 @@ pub async fn r4_restart(world: &World, options: &Options) -> anyhow::Result<Tall
         }
         if !appeared {
             let out = child.wait_with_output().await?;
-            tally.fail(format!(
+            tally.fail_and_print(format!(
                 "restart {}: the pass created nothing to interrupt (exit {:?}): {}",
                 attempts,
                 out.status.code(),
@@ -165,8 +165,10 @@ pub async fn r4_restart(world: &World, options: &Options) -> anyhow::Result<Tall
             at_restart.summary()
         );
         match waited {
-            Err(_) => tally.fail(format!("{note}: the pass hung past {RESTART_PASS_BOUND:?}")),
-            Ok(Err(e)) => tally.fail(format!("{note}: waiting for the pass: {e}")),
+            Err(_) => {
+                tally.fail_and_print(format!("{note}: the pass hung past {RESTART_PASS_BOUND:?}"))
+            }
+            Ok(Err(e)) => tally.fail_and_print(format!("{note}: waiting for the pass: {e}")),
             Ok(Ok(out)) => {
                 let out = Output {
                     code: out.status.code(),
@@ -178,14 +180,14 @@ pub async fn r4_restart(world: &World, options: &Options) -> anyhow::Result<Tall
                 let failed = out.json().and_then(|d| d["failed"].as_u64());
                 match (out.code, failed) {
                     _ if out.panicked() => {
-                        tally.fail(format!("{note}: the pass panicked: {}", out.tail()))
+                        tally.fail_and_print(format!("{note}: the pass panicked: {}", out.tail()))
                     }
                     (Some(1), Some(n)) if n > 0 => {
                         tally.add("pass exit 1, failed steps reported", 1)
                     }
                     (Some(1), None) => tally.add("pass exit 1, pass aborted with an error", 1),
                     (Some(0), Some(0)) => tally.add("pass exit 0 (rode out the restart)", 1),
-                    (code, failed) => tally.fail(format!(
+                    (code, failed) => tally.fail_and_print(format!(
                         "{note}: exit {code:?} with failed {failed:?}: {}",
                         out.tail()
                     )),
@@ -208,7 +210,7 @@ pub async fn r4_restart(world: &World, options: &Options) -> anyhow::Result<Tall
         tally.add("instances at restart", at_restart.owned.len() as u64);
         tally.add("of them still running after the pass", survived as u64);
         if let Err(reason) = world.clean_pass(&mut tally, &registered_before).await {
-            tally.fail(format!("{note}: next reconcile: {reason}"));
+            tally.fail_and_print(format!("{note}: next reconcile: {reason}"));
             world.recover(&mut tally).await?;
         }
     }

@@ -1,44 +1,6 @@
-//! The counts of one check and their table.
+//! The table of the checks' tallies.
 
 use super::*;
-
-/// The counts of one check.
-#[derive(Debug, Clone, Default)]
-pub struct Tally {
-    pub check: String,
-    pub iterations: u64,
-    pub failures: u64,
-    /// Instances or registrations left after the final cleanup.
-    pub leaks: u64,
-    /// Named counts showing what was exercised (where the kills landed, what the passes did).
-    pub evidence: Vec<(String, u64)>,
-    /// One line per failure (iteration and reason).
-    pub notes: Vec<String>,
-    pub elapsed: Duration,
-}
-
-impl Tally {
-    pub fn new(check: &str) -> Self {
-        Self {
-            check: check.to_owned(),
-            ..Self::default()
-        }
-    }
-
-    pub fn add(&mut self, key: &str, n: u64) {
-        crate::table::fold_count(&mut self.evidence, key, n, |old, n| old + n);
-    }
-
-    pub fn get(&self, key: &str) -> u64 {
-        crate::table::named_count(&self.evidence, key)
-    }
-
-    pub fn fail(&mut self, note: String) {
-        eprintln!("[{}] FAILURE: {note}", self.check);
-        self.failures += 1;
-        self.notes.push(note);
-    }
-}
 
 /// `check | iterations | failures | leaks | evidence`, then the failure notes.
 pub fn render(tallies: &[Tally]) -> String {

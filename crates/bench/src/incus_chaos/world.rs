@@ -388,7 +388,7 @@ impl World {
                 Ok(())
             }
             Err(e) => {
-                tally.fail(format!("{e:#}"));
+                tally.fail_and_print(format!("{e:#}"));
                 self.log("hard reset: flush, delete every instance of the run, settle");
                 self.run(&["flush", "--json"]).await.ok();
                 let left = self.snapshot().await?;

@@ -553,6 +553,7 @@ fn the_pools_example_is_valid() {
     let config = parse(text).expect("deploy/config.pools.example.toml is valid");
     let names: Vec<&str> = config.pools.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["small", "large", "gpu"]);
+    assert_eq!(config.pool_demands().len(), 3);
     let scale_sets: Vec<&str> = config
         .scale_sets
         .pools

@@ -736,12 +736,7 @@ pub fn job_deliveries(samples: &[Sample], outcome: &str) -> f64 {
 }
 
 pub async fn get_metrics(client: &reqwest::Client, base: &str) -> Vec<Sample> {
-    let response = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .expect("GET /metrics");
-    assert_eq!(response.status(), 200);
+    let response = test_support::client::get_ok(client, &format!("{base}/metrics")).await;
     let content_type = response
         .headers()
         .get("content-type")

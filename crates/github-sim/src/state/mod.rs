@@ -47,7 +47,7 @@ pub use scaleset::ScaleSetFaults;
 pub(crate) use scaleset::{DeleteSetError, QueueAuthError, SessionError};
 pub use tokens::IssuedSecrets;
 pub(crate) use tokens::TokenKind;
-use tokens::{InstallationToken, IssuedToken};
+use tokens::TokenTable;
 pub(crate) use webhooks::{AttemptOutcome, HookDelivery, HookInfo, WebhookEvent};
 pub use webhooks::{DeliveryRecord, ORG_HOOK_ID_BASE};
 
@@ -149,8 +149,8 @@ pub(crate) struct State {
     names: HashMap<(Scope, String), u64>,
     credentials: HashMap<String, u64>,
     label_ids: HashMap<String, u64>,
-    tokens: HashMap<String, IssuedToken>,
-    installation_tokens: HashMap<String, InstallationToken>,
+    tokens: TokenTable<(TokenKind, Scope)>,
+    installation_tokens: TokenTable<u64>,
     /// Every secret handed out so far, for secret scans (`GET /_sim/secrets`).
     issued: IssuedSecrets,
     jobs: BTreeMap<u64, Job>,
@@ -196,8 +196,8 @@ impl State {
             names: HashMap::new(),
             credentials: HashMap::new(),
             label_ids: HashMap::new(),
-            tokens: HashMap::new(),
-            installation_tokens: HashMap::new(),
+            tokens: TokenTable::default(),
+            installation_tokens: TokenTable::default(),
             issued: IssuedSecrets::default(),
             jobs: BTreeMap::new(),
             queue: VecDeque::new(),

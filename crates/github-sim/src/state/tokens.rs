@@ -8,11 +8,53 @@ pub(crate) enum TokenKind {
     Remove,
 }
 
+/// Tokens handed out, each with what it stands for and when it expires. Issuing one drops those
+/// already expired.
 #[derive(Debug)]
-pub(super) struct IssuedToken {
-    kind: TokenKind,
-    scope: Scope,
-    expires: Instant,
+pub(super) struct TokenTable<T> {
+    tokens: HashMap<String, (T, Instant)>,
+}
+
+impl<T> Default for TokenTable<T> {
+    fn default() -> Self {
+        Self {
+            tokens: HashMap::new(),
+        }
+    }
+}
+
+impl<T> TokenTable<T> {
+    /// Records `token` for `subject` until `expires`, dropping the tokens expired at `now`.
+    pub(super) fn issue(&mut self, now: Instant, token: &str, subject: T, expires: Instant) {
+        self.tokens.retain(|_, (_, until)| *until > now);
+        self.tokens.insert(token.to_owned(), (subject, expires));
+    }
+
+    /// The subject of `token`, and whether the token is still valid at `now`.
+    pub(super) fn lookup(&self, token: &str, now: Instant) -> Option<(&T, bool)> {
+        self.tokens
+            .get(token)
+            .map(|(subject, until)| (subject, *until > now))
+    }
+
+    /// The subject of `token` unless it is unknown or expired at `now`.
+    pub(super) fn valid(&self, token: &str, now: Instant) -> Option<&T> {
+        self.lookup(token, now)
+            .and_then(|(subject, valid)| valid.then_some(subject))
+    }
+
+    /// Keeps only the tokens whose subject passes `keep`.
+    pub(super) fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
+        self.tokens.retain(|_, (subject, _)| keep(subject));
+    }
+
+    /// Expires every token at `now`; answers how many there are.
+    pub(super) fn expire_all(&mut self, now: Instant) -> usize {
+        for (_, until) in self.tokens.values_mut() {
+            *until = now;
+        }
+        self.tokens.len()
+    }
 }
 
 /// Every secret the sim has handed out, in issue order, expired or not: what a secret scan
@@ -35,12 +77,6 @@ pub struct IssuedSecrets {
     pub scaleset_queue_tokens: Vec<String>,
 }
 
-#[derive(Debug)]
-pub(super) struct InstallationToken {
-    installation_id: u64,
-    expires: Instant,
-}
-
 impl State {
     // ---------------------------------------------------------------- tokens
 
@@ -50,31 +86,22 @@ impl State {
         scope: Scope,
     ) -> (String, OffsetDateTime) {
         let now = self.clock.now();
-        self.tokens.retain(|_, t| t.expires > now);
         let token = random_string(UPPER32, 29);
         match kind {
             TokenKind::Registration => self.issued.registration_tokens.push(token.clone()),
             TokenKind::Remove => self.issued.remove_tokens.push(token.clone()),
         }
         let expires = now + self.config.token_lifetime;
-        self.tokens.insert(
-            token.clone(),
-            IssuedToken {
-                kind,
-                scope,
-                expires,
-            },
-        );
+        self.tokens.issue(now, &token, (kind, scope), expires);
         (token, self.clock.wall(expires))
     }
 
     /// The scope a valid, unexpired token of `kind` was issued for.
     pub(crate) fn check_token(&self, kind: TokenKind, token: &str) -> Option<Scope> {
-        let now = self.clock.now();
         self.tokens
-            .get(token)
-            .filter(|t| t.kind == kind && t.expires > now)
-            .map(|t| t.scope.clone())
+            .valid(token, self.clock.now())
+            .filter(|(issued_as, _)| *issued_as == kind)
+            .map(|(_, scope)| scope.clone())
     }
 
     /// Records a scale-set admin JWT or queue token handed out.
@@ -103,25 +130,45 @@ impl State {
         lifetime: Duration,
     ) -> (String, OffsetDateTime) {
         let now = self.clock.now();
-        self.installation_tokens.retain(|_, t| t.expires > now);
         let token = format!("ghs_{}", random_string(ALNUM, 36));
         let expires = now + lifetime;
-        self.installation_tokens.insert(
-            token.clone(),
-            InstallationToken {
-                installation_id,
-                expires,
-            },
-        );
+        self.installation_tokens
+            .issue(now, &token, installation_id, expires);
         (token, self.clock.wall(expires))
     }
 
     /// The installation of a valid, unexpired `ghs_` token.
     pub(crate) fn check_installation_token(&self, token: &str) -> Option<u64> {
-        let now = self.clock.now();
         self.installation_tokens
-            .get(token)
-            .filter(|t| t.expires > now)
-            .map(|t| t.installation_id)
+            .valid(token, self.clock.now())
+            .copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_table_issue_lookup_expiry_and_retain() {
+        let start = Instant::now();
+        let later = start + Duration::from_secs(10);
+        let mut table = TokenTable::default();
+        table.issue(start, "a", "one", later + Duration::from_secs(10));
+        table.issue(start, "b", "two", start + Duration::from_secs(1));
+        assert_eq!(table.lookup("a", later), Some((&"one", true)));
+        assert_eq!(table.valid("b", start), Some(&"two"));
+        assert_eq!(table.lookup("b", later), Some((&"two", false)));
+        assert_eq!(table.valid("b", later), None);
+        assert_eq!(table.valid("c", start), None);
+
+        // Issuing drops what has expired by then.
+        table.issue(later, "c", "three", later + Duration::from_secs(1));
+        assert_eq!(table.lookup("b", later), None);
+
+        table.retain(|subject| *subject != "three");
+        assert_eq!(table.lookup("c", later), None);
+        assert_eq!(table.expire_all(start), 1);
+        assert_eq!(table.lookup("a", start), Some((&"one", false)));
     }
 }

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::events::Metrics;
-use crate::model::{RunnerName, Secret};
+use crate::model::Secret;
 use crate::provider::{
-    DeleteOutcome, JitConfig, Registration, RegistryError, RunnerDownload, RunnerRegistry,
+    DeleteOutcome, JitConfig, JitRequest, Registration, RegistryError, RunnerDownload,
+    RunnerRegistry,
 };
 
 /// GitHub as a [`RunnerRegistry`]; reports calls and the rate-limit budget into [`Metrics`].
@@ -121,14 +122,10 @@ impl RunnerRegistry for GitHubRegistry {
         Ok(token.token)
     }
 
-    async fn generate_jit(
-        &self,
-        name: &RunnerName,
-        labels: &[String],
-        group: Option<&str>,
-    ) -> Result<JitConfig, RegistryError> {
-        let group = group
-            .map(str::to_owned)
+    async fn generate_jit(&self, request: &JitRequest) -> Result<JitConfig, RegistryError> {
+        let group = request
+            .group
+            .clone()
             .or_else(|| self.group.clone())
             .unwrap_or_else(|| "default".to_owned());
         let cell = Arc::clone(
@@ -144,13 +141,15 @@ impl RunnerRegistry for GitHubRegistry {
                 result.map_err(|e| convert("resolving the runner group", e))
             })
             .await?;
-        let request = github::JitRequest {
-            name: name.to_string(),
-            labels: labels.to_vec(),
-            runner_group_id: *group_id,
-            work_folder: None,
-        };
-        let result = self.client.generate_jitconfig(&request).await;
+        let result = self
+            .client
+            .generate_jitconfig(&github::JitRequest {
+                name: request.name.to_string(),
+                labels: request.labels.clone(),
+                runner_group_id: *group_id,
+                work_folder: None,
+            })
+            .await;
         self.record("generate_jitconfig", &result);
         let jit = result.map_err(|e| convert("generating a jit config", e))?;
         Ok(JitConfig {
@@ -211,15 +210,15 @@ mod tests {
         GitHubRegistry::new(client, group.map(str::to_owned), None)
     }
 
-    /// A fresh runner name (`app-0-xxxxxxxx`).
-    fn name() -> RunnerName {
-        crate::model::Owner::new("app", 0)
-            .expect("owner")
-            .new_runner_name()
-    }
-
-    fn labels() -> Vec<String> {
-        vec!["self-hosted".to_owned(), "jammy".to_owned()]
+    /// A runner with a fresh name (`app-0-xxxxxxxx`), in the registry's group.
+    fn request() -> JitRequest {
+        JitRequest {
+            name: crate::model::Owner::new("app", 0)
+                .expect("owner")
+                .new_runner_name(),
+            labels: vec!["self-hosted".to_owned(), "jammy".to_owned()],
+            group: None,
+        }
     }
 
     /// Issue 12: the manager's default `runner_group = "default"` on an organisation and an
@@ -236,7 +235,7 @@ mod tests {
                 sim.reset_request_counts();
                 let registry = registry(&sim, scope, group);
                 let jit = registry
-                    .generate_jit(&name(), &labels(), None)
+                    .generate_jit(&request())
                     .await
                     .unwrap_or_else(|e| panic!("{scope} group {group:?}: {e}"));
                 let runner = sim
@@ -264,7 +263,7 @@ mod tests {
         let concurrent: Vec<_> = (0..10)
             .map(|_| {
                 let registry = registry.clone();
-                tokio::spawn(async move { registry.generate_jit(&name(), &labels(), None).await })
+                tokio::spawn(async move { registry.generate_jit(&request()).await })
             })
             .collect();
         for task in concurrent {
@@ -272,7 +271,7 @@ mod tests {
         }
         for _ in 0..5 {
             registry
-                .generate_jit(&name(), &labels(), None)
+                .generate_jit(&request())
                 .await
                 .expect("sequential jit");
         }
@@ -294,7 +293,7 @@ mod tests {
         let sim = Sim::start(SimConfig::default()).await.expect("sim");
         let registry = registry(&sim, "octo-org", Some("gpu"));
         let error = registry
-            .generate_jit(&name(), &labels(), None)
+            .generate_jit(&request())
             .await
             .expect_err("no such group");
         let error = crate::provider::render_chain(&error);
@@ -306,7 +305,7 @@ mod tests {
             assert!(error.contains(part), "{part:?} missing from: {error}");
         }
         registry
-            .generate_jit(&name(), &labels(), None)
+            .generate_jit(&request())
             .await
             .expect_err("still no such group");
         assert_eq!(sim.request_counts()[GROUPS].count, 2);

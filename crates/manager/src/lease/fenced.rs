@@ -99,16 +99,11 @@ impl RunnerRegistry for FencedRegistry {
             .await
     }
 
-    async fn generate_jit(
-        &self,
-        name: &RunnerName,
-        labels: &[String],
-        group: Option<&str>,
-    ) -> Result<JitConfig, RegistryError> {
+    async fn generate_jit(&self, request: &JitRequest) -> Result<JitConfig, RegistryError> {
         self.act(
             "generate_jit",
-            name.as_str(),
-            self.inner.generate_jit(name, labels, group),
+            request.name.as_str(),
+            self.inner.generate_jit(request),
         )
         .await
     }

@@ -36,10 +36,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use crate::model::{RunnerName, Secret};
+use crate::model::Secret;
 use crate::provider::{
-    BoxError, DeleteOutcome, ExecRequest, JitConfig, ProviderError, Registration, RegistryError,
-    RunnerDownload, RunnerRegistry,
+    BoxError, DeleteOutcome, ExecRequest, JitConfig, JitRequest, ProviderError, Registration,
+    RegistryError, RunnerDownload, RunnerRegistry,
 };
 use crate::tap::{Around, Call, Wrapped};
 

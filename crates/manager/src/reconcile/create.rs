@@ -11,7 +11,7 @@ use crate::install::{self, InstallError, InstallSettings, RegistrationSecret};
 use crate::model::{RegistrationMode, RunnerName, Secret};
 use crate::policy::PolicyError;
 use crate::pool::PoolSpec;
-use crate::provider::{render_chain, InstanceSpec, ProviderError, RegistryError};
+use crate::provider::{render_chain, InstanceSpec, JitRequest, ProviderError, RegistryError};
 
 /// How many times a runner's instance is created before its creation counts as failed.
 const CREATE_ATTEMPTS: usize = 3;
@@ -233,13 +233,17 @@ impl RunnerManager {
                     // A JIT registration has only the labels it is given: GitHub's defaults
                     // (which `config.sh` adds in token mode) come first.
                     let (os, arch) = crate::runner_bin::platform();
-                    let labels: Vec<String> = crate::pool::default_labels(os, arch)
-                        .into_iter()
-                        .chain(prepared.install.labels.iter().cloned())
-                        .collect();
+                    let request = JitRequest {
+                        name: name.clone(),
+                        labels: crate::pool::default_labels(os, arch)
+                            .into_iter()
+                            .chain(prepared.install.labels.iter().cloned())
+                            .collect(),
+                        group: prepared.install.path.group().map(str::to_owned),
+                    };
                     let jit = self
                         .registry
-                        .generate_jit(name, &labels, prepared.install.path.group())
+                        .generate_jit(&request)
                         .await
                         .map_err(CreateError::Jit)?;
                     *jit_id = Some(jit.runner_id);

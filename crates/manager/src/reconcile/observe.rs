@@ -12,7 +12,7 @@ use crate::guest;
 use crate::model::RunnerName;
 use crate::plan::{Location, MemberState, Observed, ObservedInstance, ObservedRegistration, Probe};
 use crate::pool::PoolName;
-use crate::provider::{InstanceStatus, Registration};
+use crate::provider::{offline_members, InstanceStatus, Registration};
 
 impl RunnerManager {
     pub(super) async fn list_owned_registrations(
@@ -48,12 +48,7 @@ impl RunnerManager {
         let instances = instances.map_err(ManagerError::ListInstances)?;
         let registrations = registrations?;
         let members = members.map_err(ManagerError::ListMembers)?;
-        let offline: std::collections::BTreeSet<&str> = members
-            .iter()
-            .flatten()
-            .filter(|m| !m.online)
-            .map(|m| m.name.as_str())
-            .collect();
+        let offline = offline_members(members.as_deref());
         let now = OffsetDateTime::now_utc();
         let owned: Vec<_> = instances
             .into_iter()

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::{ApiError, Removed, ScaleSetHub, ScaleSetRunners};
-use crate::model::RunnerName;
 use crate::provider::{
-    DeleteOutcome, JitConfig, Registration, RegistryError, RunnerDownload, RunnerRegistry,
+    DeleteOutcome, JitConfig, JitRequest, Registration, RegistryError, RunnerDownload,
+    RunnerRegistry,
 };
 use crate::Secret;
 
@@ -48,15 +48,11 @@ impl RunnerRegistry for ScaleSetRegistry {
         self.rest.registration_token().await
     }
 
-    async fn generate_jit(
-        &self,
-        name: &RunnerName,
-        labels: &[String],
-        group: Option<&str>,
-    ) -> Result<JitConfig, RegistryError> {
-        let Some(pool) = self.hub.pool_of_labels(labels) else {
-            return self.rest.generate_jit(name, labels, group).await;
+    async fn generate_jit(&self, request: &JitRequest) -> Result<JitConfig, RegistryError> {
+        let Some(pool) = self.hub.pool_of_labels(&request.labels) else {
+            return self.rest.generate_jit(request).await;
         };
+        let name = &request.name;
         let Some(id) = self.hub.scale_set_id(pool) else {
             return Err(RegistryError::failed(
                 format!("registering {name} in the scale set of pool {pool}"),

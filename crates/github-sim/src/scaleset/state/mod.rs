@@ -129,12 +129,6 @@ pub(crate) struct Session {
     pub polls: u64,
 }
 
-#[derive(Debug)]
-struct QueueToken {
-    session_id: String,
-    expires: Instant,
-}
-
 /// Why a queue token was refused.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum QueueAuthError {
@@ -171,7 +165,8 @@ pub(crate) struct ScaleSets {
     next_request_id: i64,
     pub sets: BTreeMap<u64, ScaleSet>,
     pub sessions: HashMap<String, Session>,
-    queue_tokens: HashMap<String, QueueToken>,
+    /// Queue tokens → their session.
+    queue_tokens: TokenTable<String>,
     pub jobs: BTreeMap<u64, SsJob>,
     /// Times each job was handed to a runner (pick-up), for exactly-once checks.
     pub runs: BTreeMap<u64, u32>,
@@ -195,7 +190,7 @@ impl ScaleSets {
             next_request_id: 10_001,
             sets: BTreeMap::new(),
             sessions: HashMap::new(),
-            queue_tokens: HashMap::new(),
+            queue_tokens: TokenTable::default(),
             jobs: BTreeMap::new(),
             runs: BTreeMap::new(),
             runner_sets: HashMap::new(),

@@ -7,17 +7,12 @@ impl State {
 
     fn ss_issue_queue_token(&mut self, session_id: &str) -> String {
         let now = self.clock.now();
-        self.scalesets.queue_tokens.retain(|_, t| t.expires > now);
         let token = format!("simqueue_{}", random_string(ALNUM, 40));
         self.record_scaleset_token(false, &token);
         let expires = now + self.scalesets.cfg.queue_token_ttl;
-        self.scalesets.queue_tokens.insert(
-            token.clone(),
-            QueueToken {
-                session_id: session_id.to_owned(),
-                expires,
-            },
-        );
+        self.scalesets
+            .queue_tokens
+            .issue(now, &token, session_id.to_owned(), expires);
         token
     }
 
@@ -47,7 +42,7 @@ impl State {
         };
         self.scalesets
             .queue_tokens
-            .retain(|_, t| t.session_id != session_id);
+            .retain(|owner| owner != session_id);
         if let Some(set) = self.scalesets.sets.get_mut(&session.set_id) {
             if set.session.as_deref() == Some(session_id) {
                 set.session = None;
@@ -111,18 +106,18 @@ impl State {
     ) -> Result<(String, u64), QueueAuthError> {
         self.ss_expire_sessions();
         let now = self.clock.now();
-        let t = self
+        let (session_id, valid) = self
             .scalesets
             .queue_tokens
-            .get(token)
+            .lookup(token, now)
             .ok_or(QueueAuthError::Unknown)?;
-        if t.expires <= now {
+        if !valid {
             return Err(QueueAuthError::Expired);
         }
         let session = self
             .scalesets
             .sessions
-            .get(&t.session_id)
+            .get(session_id)
             .ok_or(QueueAuthError::Unknown)?;
         Ok((session.id.clone(), session.set_id))
     }
@@ -130,11 +125,7 @@ impl State {
     /// Expires every queue token handed out so far (test hook).
     pub(crate) fn ss_expire_queue_tokens(&mut self) -> usize {
         let now = self.clock.now();
-        let n = self.scalesets.queue_tokens.len();
-        for t in self.scalesets.queue_tokens.values_mut() {
-            t.expires = now;
-        }
-        n
+        self.scalesets.queue_tokens.expire_all(now)
     }
 
     /// A poll starts (`capacity` from `X-ScaleSetMaxCapacity`): the session is active.

@@ -21,7 +21,7 @@ use crate::install::RUNNER_DIR;
 use crate::model::Secret;
 use crate::model::{APP_KEY, UNIT_KEY};
 use crate::provider::DeleteOutcome;
-use crate::provider::{JitConfig, Registration};
+use crate::provider::{JitConfig, JitRequest, Registration};
 use crate::sim_provider::{SimLatency, SimProvider, SimRunnerHooks};
 
 const REG_TOKEN: &str = "reg-token-s3cr3t";
@@ -136,17 +136,12 @@ impl RunnerRegistry for FakeRegistry {
         Ok(Secret::new(REG_TOKEN))
     }
 
-    async fn generate_jit(
-        &self,
-        name: &RunnerName,
-        labels: &[String],
-        group: Option<&str>,
-    ) -> Result<JitConfig, RegistryError> {
-        let id = self.add_labelled(name.as_str(), false, false, labels.to_vec());
+    async fn generate_jit(&self, request: &JitRequest) -> Result<JitConfig, RegistryError> {
+        let id = self.add_labelled(request.name.as_str(), false, false, request.labels.clone());
         self.state
             .lock()
             .jit_groups
-            .insert(name.to_string(), group.map(str::to_owned));
+            .insert(request.name.to_string(), request.group.clone());
         Ok(JitConfig {
             runner_id: id,
             encoded: Secret::new(format!("{JIT_PREFIX}{id}")),
