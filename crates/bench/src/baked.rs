@@ -219,10 +219,12 @@ impl Drop for ImageGuard {
             delete_images(&lxd, &tag).await
         });
         match cleanup {
-            Ok(Ok(0)) => {}
-            Ok(Ok(n)) => eprintln!("image guard: deleted {n} image(s) of {}*", self.tag),
-            Ok(Err(e)) => eprintln!("image guard: cleanup of {}* failed: {e:#}", self.tag),
-            Err(_) => eprintln!("image guard: cleanup thread panicked"),
+            Some(Ok(0)) => {}
+            Some(Ok(n)) => eprintln!("image guard: deleted {n} image(s) of {}*", self.tag),
+            Some(Err(e)) => eprintln!("image guard: cleanup of {}* failed: {e:#}", self.tag),
+            None => {
+                eprintln!("image guard: cleanup thread panicked or could not start its runtime")
+            }
         }
     }
 }

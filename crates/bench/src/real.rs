@@ -413,47 +413,41 @@ impl Drop for Guard {
             delete_prefix(&lxd, &prefix).await
         });
         match cleanup {
-            Ok(Ok(0)) => {}
-            Ok(Ok(n)) => eprintln!(
+            Some(Ok(0)) => {}
+            Some(Ok(n)) => eprintln!(
                 "guard: deleted {n} leftover instance(s) under {}",
                 self.prefix
             ),
-            Ok(Err(e)) => eprintln!("guard: cleanup of {} failed: {e:#}", self.prefix),
-            Err(_) => eprintln!("guard: cleanup thread panicked"),
+            Some(Err(e)) => eprintln!("guard: cleanup of {} failed: {e:#}", self.prefix),
+            None => eprintln!("guard: cleanup thread panicked or could not start its runtime"),
         }
     }
 }
 
 /// Runs `cleanup` with a client of the server behind `socket` (`None`: the local Incus,
-/// discovered), within 120 s, on its own thread and runtime: usable from `Drop`, also while
-/// unwinding out of the benchmark's runtime. What `cleanup` deleted; `Err` when the thread
-/// panicked.
+/// discovered), within 120 s, on its own thread and runtime
+/// ([`test_support::incus::block_on_own_thread`]): usable from `Drop`, also while unwinding out
+/// of the benchmark's runtime. What `cleanup` deleted; `None` when the thread panicked or could
+/// not start its runtime.
 pub(crate) fn clean_up_on_own_thread<F, Fut>(
     socket: Option<std::path::PathBuf>,
     cleanup: F,
-) -> std::thread::Result<anyhow::Result<usize>>
+) -> Option<anyhow::Result<usize>>
 where
     F: FnOnce(lxd::Client) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = anyhow::Result<usize>>,
+    Fut: std::future::Future<Output = anyhow::Result<usize>> + Send,
 {
-    std::thread::spawn(move || -> anyhow::Result<usize> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        runtime.block_on(async {
-            let lxd = match socket {
-                Some(path) => {
-                    lxd::Client::connect(lxd::Endpoint::Unix(path), lxd::Timeouts::default())
-                        .await?
-                }
-                None => lxd::Client::discover().await?,
-            };
-            tokio::time::timeout(Duration::from_secs(120), cleanup(lxd))
-                .await
-                .context("cleanup timed out")?
-        })
+    test_support::incus::block_on_own_thread(async move {
+        let lxd = match socket {
+            Some(path) => {
+                lxd::Client::connect(lxd::Endpoint::Unix(path), lxd::Timeouts::default()).await?
+            }
+            None => lxd::Client::discover().await?,
+        };
+        tokio::time::timeout(Duration::from_secs(120), cleanup(lxd))
+            .await
+            .context("cleanup timed out")?
     })
-    .join()
 }
 
 /// The install phases, in the order a runner goes through them (`manager::install_runner`).

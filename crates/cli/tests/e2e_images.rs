@@ -83,14 +83,10 @@ impl ImageGuard {
 impl Drop for ImageGuard {
     fn drop(&mut self) {
         test_support::incus::delete_prefixed(&self.lxd, &self.prefix);
-        for image in incus_images() {
-            if image["properties"]["runner-manager.app"] == json!(self.app) {
-                let fingerprint = image["fingerprint"].as_str().unwrap_or_default();
-                let _ = std::process::Command::new("incus")
-                    .args(["image", "delete", fingerprint])
-                    .status();
-            }
-        }
+        let (lxd, app) = (self.lxd.clone(), self.app.clone());
+        test_support::incus::block_on_own_thread(async move {
+            test_support::images::delete_tagged(&lxd, manager::images::PROP_APP, &app).await;
+        });
     }
 }
 

@@ -29,22 +29,21 @@ pub fn random_app(prefix: &str, letters: usize) -> String {
 }
 
 /// Runs `work` to its end on its own thread and current-thread runtime: usable from `Drop`,
-/// inside or outside a test's runtime, and while it unwinds. Does nothing when no runtime can be
-/// built (the cleanup it serves is best effort).
-pub fn block_on_own_thread<F>(work: F)
+/// inside or outside a test's runtime, and while it unwinds. What `work` gave; `None` when no
+/// runtime could be built or `work` panicked (the cleanups it serves are best effort).
+pub fn block_on_own_thread<F>(work: F) -> Option<F::Output>
 where
-    F: std::future::Future<Output = ()> + Send + 'static,
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
 {
     let thread = std::thread::spawn(move || {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-        else {
-            return;
-        };
-        rt.block_on(work);
+            .ok()?;
+        Some(rt.block_on(work))
     });
-    let _ = thread.join();
+    thread.join().ok().flatten()
 }
 
 /// Force-deletes every instance whose name starts with `prefix`, saying so on stderr, on its own
